@@ -1,0 +1,70 @@
+"""Streaming import and export of hash lists.
+
+Readers yield ``EntryIn`` for good rows and ``RowError`` (with a line or record number)
+for bad ones, so a caller keeps the good rows and reports the bad. Nothing is loaded
+whole: a file of millions of lines streams in constant memory.
+
+Formats: ``csv`` (hashwatch's own), ``hashlines`` (one hash per line), ``vics``
+(Project VIC / VICS JSON, 1.x and 2.0), ``icse`` (Interpol ICSE-style CSV export).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import IO
+
+from hashwatch.store import EntryIn, EntryRow
+
+FORMATS = ("csv", "hashlines", "vics", "icse")
+
+
+class FormatError(ValueError):
+    """A file that cannot be read as the format at all (as opposed to one bad row)."""
+
+
+@dataclass(frozen=True)
+class RowError:
+    line: int
+    message: str
+    unit: str = "line"
+
+    def __str__(self) -> str:
+        return f"{self.unit} {self.line}: {self.message}"
+
+
+Reader = Callable[..., Iterator[EntryIn | RowError]]
+Writer = Callable[[Iterator[EntryRow], IO[str]], int]
+
+
+def reader(fmt: str) -> Reader:
+    from hashwatch.formats import csvfmt, hashlines, icse, vics
+
+    readers: dict[str, Reader] = {
+        "csv": csvfmt.read,
+        "hashlines": hashlines.read,
+        "vics": vics.read,
+        "icse": icse.read,
+    }
+    try:
+        return readers[fmt]
+    except KeyError:
+        raise FormatError(f"unknown format {fmt!r} (choose one of {', '.join(FORMATS)})") from None
+
+
+def writer(fmt: str) -> Writer:
+    from hashwatch.formats import csvfmt, hashlines, icse, vics
+
+    writers: dict[str, Writer] = {
+        "csv": csvfmt.write,
+        "hashlines": hashlines.write,
+        "vics": vics.write,
+        "icse": icse.write,
+    }
+    try:
+        return writers[fmt]
+    except KeyError:
+        raise FormatError(f"unknown format {fmt!r} (choose one of {', '.join(FORMATS)})") from None
+
+
+__all__ = ["FORMATS", "FormatError", "RowError", "reader", "writer"]

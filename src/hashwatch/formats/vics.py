@@ -1,0 +1,176 @@
+"""Project VIC / VICS JSON (OData): read 1.x (Cases → Media) and 2.0 (Media), write 2.0.
+
+Each Media record carries MD5 / SHA1 (and SHA256 when present), a VICS ``Category``
+(integer, absent = uncategorised) and ``AlternativeHashes`` such as
+``{"HashName": "PDQ", "HashValue": "..."}``. Every hash in a record becomes an entry of
+the same group, so a record round-trips. Categories of other schemes travel in ``Tags`` as
+``scheme:code``; robust-matching variants travel as ``PDQ:<variant>`` alternative hashes.
+
+Parsing is event-driven (ijson), so a file of millions of records streams.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from typing import IO, Any
+
+import ijson
+
+from hashwatch.categories import Category
+from hashwatch.formats import FormatError, RowError
+from hashwatch.formats._common import category_or_none, make_entry
+from hashwatch.store import EntryIn, EntryRow
+
+ODATA_CONTEXT = (
+    "http://github.com/VICSDATAMODEL/ProjectVic/DataModels/2.0.xml/hashwatch/$metadata#Media"
+)
+_DIRECT = {"MD5": "md5", "SHA1": "sha1", "SHA256": "sha256"}
+_MEDIA = "value.item.Media.item"
+
+
+def iter_media(fh: IO[bytes]) -> Iterator[dict[str, Any]]:
+    """Yield Media objects of either layout without building a whole Case in memory."""
+    outer: Any = None
+    inner: Any = None
+    case_has_media = False
+    seen_value = False
+    try:
+        for prefix, event, value in ijson.parse(fh, use_float=True):
+            if inner is not None:
+                inner.event(event, value)
+                if event == "end_map" and prefix == _MEDIA:
+                    yield inner.value
+                    inner = None
+                continue
+            if event == "start_map" and prefix == _MEDIA:
+                inner = ijson.ObjectBuilder()
+                inner.event(event, value)
+                continue
+            if prefix == "value" and event == "start_array":
+                seen_value = True
+            if outer is None:
+                if event == "start_map" and prefix == "value.item":
+                    outer = ijson.ObjectBuilder()
+                    outer.event(event, value)
+                    case_has_media = False
+                continue
+            if prefix == "value.item.Media" or prefix.startswith("value.item.Media."):
+                continue
+            if event == "map_key" and prefix == "value.item" and value == "Media":
+                case_has_media = True  # a 1.x Case: its Media are yielded one by one
+                continue
+            outer.event(event, value)
+            if event == "end_map" and prefix == "value.item":
+                if not case_has_media:
+                    yield outer.value
+                outer = None
+    except ijson.JSONError as exc:
+        raise FormatError(f"not valid VICS JSON: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise FormatError(f"not valid VICS JSON (encoding): {exc}") from None
+    if not seen_value:
+        raise FormatError("not a VICS JSON file: no top-level 'value' array")
+
+
+def media_category(media: dict[str, Any]) -> Category | None:
+    cat = media.get("Category")
+    if cat is not None and cat != "":
+        if isinstance(cat, float) and cat.is_integer():
+            cat = int(cat)
+        return category_or_none(f"vics:{cat}")
+    for tag in media.get("Tags") or []:
+        if isinstance(tag, str) and ":" in tag:
+            return category_or_none(tag)
+    return None
+
+
+def media_entries(media: dict[str, Any], default: Category | None = None) -> list[EntryIn]:
+    if not isinstance(media, dict):
+        raise ValueError("a Media record must be a JSON object")
+    cat = media_category(media) or default
+    media_id = media.get("MediaID")
+    files = media.get("MediaFiles") or []
+    ref = ""
+    if files and isinstance(files[0], dict):
+        ref = str(files[0].get("FileName") or files[0].get("FilePath") or "")
+    group = str(media.get("MD5") or media.get("SHA1") or media_id or "")
+    out: list[EntryIn] = []
+    for key, sig in _DIRECT.items():
+        if media.get(key):
+            out.append(make_entry(sig, str(media[key]), category=cat, source_ref=ref,
+                                  group_ref=group))
+    for alt in media.get("AlternativeHashes") or []:
+        if not isinstance(alt, dict):
+            raise ValueError("AlternativeHashes items must be objects")
+        name = str(alt.get("HashName") or "")
+        value = str(alt.get("HashValue") or "")
+        sig, _, variant = name.partition(":")
+        out.append(make_entry(sig.lower(), value, category=cat, source_ref=ref,
+                              group_ref=group, variant=variant))
+    if not out:
+        raise ValueError("Media record holds no hash")
+    return out
+
+
+def read(
+    fh: IO[bytes], *, signal: str | None = None, category: Category | None = None
+) -> Iterator[EntryIn | RowError]:
+    for n, media in enumerate(iter_media(fh), start=1):
+        try:
+            yield from media_entries(media, category)
+        except ValueError as exc:
+            yield RowError(n, str(exc), unit="record")
+
+
+def _media_from_group(media_id: int, group: list[EntryRow]) -> dict[str, Any]:
+    rec: dict[str, Any] = {"MediaID": media_id}
+    cats = {e.category for e in group if e.category}
+    for c in sorted(cats):
+        if c.scheme == "vics":
+            rec["Category"] = int(c.code)
+        else:
+            rec.setdefault("Tags", []).append(str(c))
+    alts = []
+    for e in group:
+        direct = {v: k for k, v in _DIRECT.items()}.get(e.signal_type)
+        if direct and not e.variant and direct not in rec:
+            rec[direct] = e.value.upper()
+        else:
+            name = e.signal_type.upper() if e.signal_type != "photodna" else "PhotoDNA"
+            alts.append({"HashName": f"{name}:{e.variant}" if e.variant else name,
+                         "HashValue": e.value})
+    if alts:
+        rec["AlternativeHashes"] = alts
+    if group[0].source_ref:
+        rec["MediaFiles"] = [{"FileName": group[0].source_ref}]
+    return rec
+
+
+def write_records(records: Iterable[dict[str, Any]], fh: IO[str]) -> int:
+    """Write Media records as a VICS 2.0 document, one record at a time."""
+    fh.write('{"@odata.context": ' + json.dumps(ODATA_CONTEXT) + ', "value": [\n')
+    n = 0
+    for rec in records:
+        fh.write((",\n" if n else "") + json.dumps(rec, ensure_ascii=False))
+        n += 1
+    fh.write("\n]}\n")
+    return n
+
+
+def _group(rows: Iterator[EntryRow]) -> Iterator[list[EntryRow]]:
+    """Consecutive entries of one group_ref form one Media record."""
+    current: list[EntryRow] = []
+    for e in rows:
+        if current and (not e.group_ref or e.group_ref != current[0].group_ref):
+            yield current
+            current = []
+        current.append(e)
+    if current:
+        yield current
+
+
+def write(rows: Iterator[EntryRow], fh: IO[str]) -> int:
+    return write_records(
+        (_media_from_group(i, g) for i, g in enumerate(_group(rows), start=1)), fh
+    )

@@ -1,0 +1,32 @@
+"""Hash lists, their entries, a change feed and an append-only audit log.
+
+SQLite (one file, WAL mode) is the embedded default; any SQLAlchemy URL works for the
+same code path (PostgreSQL in production). The schema is managed by Alembic migrations,
+applied on open.
+"""
+
+from __future__ import annotations
+
+from hashwatch.store.core import (
+    AddResult,
+    EntryIn,
+    EntryRow,
+    ListExists,
+    ListInfo,
+    ListNotFound,
+    Store,
+    StoreError,
+    default_db_path,
+)
+
+__all__ = [
+    "AddResult",
+    "EntryIn",
+    "EntryRow",
+    "ListExists",
+    "ListInfo",
+    "ListNotFound",
+    "Store",
+    "StoreError",
+    "default_db_path",
+]

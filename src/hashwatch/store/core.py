@@ -1,0 +1,657 @@
+"""The Store: one small API over SQLAlchemy Core, identical on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import resources
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from platformdirs import user_data_dir
+
+from hashwatch.categories import Category
+from hashwatch.store.schema import audit_log, changes, entries, hash_lists
+
+
+class StoreError(Exception):
+    """A store operation that cannot be done as asked."""
+
+
+class ListNotFound(StoreError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no hash list named {name!r} (see `hashwatch lists show`)")
+        self.name = name
+
+
+class ListExists(StoreError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"a hash list named {name!r} already exists")
+        self.name = name
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def default_db_path() -> Path:
+    env = os.environ.get("HASHWATCH_DB")
+    if env:
+        return Path(env)
+    return Path(user_data_dir("hashwatch", appauthor=False)) / "hashwatch.db"
+
+
+@dataclass(frozen=True)
+class ListInfo:
+    id: int
+    name: str
+    source: str
+    jurisdiction: str
+    category_scheme: str
+    description: str
+    version: int
+    enabled: bool
+    created_at: str
+    updated_at: str
+    deleted_at: str | None = None
+    entry_count: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class EntryIn:
+    """An entry to add. ``value`` must already be normalised by its signal type."""
+
+    signal_type: str
+    value: str
+    category: Category | None = None
+    labels: tuple[str, ...] = ()
+    source_ref: str = ""
+    group_ref: str = ""
+    variant: str = ""
+
+
+@dataclass(frozen=True)
+class EntryRow:
+    id: int
+    list_id: int
+    list_name: str
+    signal_type: str
+    value: str
+    category: Category | None
+    labels: tuple[str, ...]
+    source_ref: str
+    group_ref: str
+    variant: str
+    added_at: str
+    added_by: str
+    removed_at: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "list": self.list_name,
+            "signal_type": self.signal_type,
+            "value": self.value,
+            "category": str(self.category) if self.category else None,
+            "labels": list(self.labels),
+            "source_ref": self.source_ref,
+            "group_ref": self.group_ref,
+            "variant": self.variant,
+            "added_at": self.added_at,
+            "added_by": self.added_by,
+        }
+
+
+@dataclass
+class AddResult:
+    added: int = 0
+    duplicates: int = 0
+    restored: int = 0
+    added_ids: list[int] = field(default_factory=list)
+
+
+def _labels_to_text(labels: Sequence[str]) -> str:
+    return json.dumps(list(labels), ensure_ascii=False) if labels else ""
+
+
+def _labels_from_text(text: str) -> tuple[str, ...]:
+    return tuple(json.loads(text)) if text else ()
+
+
+def _row_to_entry(row: Any) -> EntryRow:
+    cat = Category(row.category_scheme, row.category_code) if row.category_scheme else None
+    return EntryRow(
+        id=row.id,
+        list_id=row.list_id,
+        list_name=row.list_name,
+        signal_type=row.signal_type,
+        value=row.value,
+        category=cat,
+        labels=_labels_from_text(row.labels),
+        source_ref=row.source_ref,
+        group_ref=row.group_ref,
+        variant=row.variant,
+        added_at=row.added_at,
+        added_by=row.added_by,
+        removed_at=row.removed_at,
+    )
+
+
+def _list_info(row: Any, count: int | None = None) -> ListInfo:
+    return ListInfo(
+        id=row.id,
+        name=row.name,
+        source=row.source,
+        jurisdiction=row.jurisdiction,
+        category_scheme=row.category_scheme,
+        description=row.description,
+        version=row.version,
+        enabled=bool(row.enabled),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        deleted_at=row.deleted_at,
+        entry_count=count,
+    )
+
+
+def _make_url(target: str | os.PathLike[str]) -> tuple[str, Path | None]:
+    text = os.fspath(target)
+    if "://" in text:
+        return text, None
+    path = Path(text).expanduser()
+    return f"sqlite:///{path}", path
+
+
+def _create_private_file(path: Path) -> None:
+    """Create the SQLite file owner-only before SQLite does (it copies these bits to
+    its -wal/-shm files): hash lists are sensitive."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+        os.close(fd)
+
+
+_ENTRY_COLUMNS = [
+    entries.c.id,
+    entries.c.list_id,
+    hash_lists.c.name.label("list_name"),
+    entries.c.signal_type,
+    entries.c.value,
+    entries.c.category_scheme,
+    entries.c.category_code,
+    entries.c.labels,
+    entries.c.source_ref,
+    entries.c.group_ref,
+    entries.c.variant,
+    entries.c.added_at,
+    entries.c.added_by,
+    entries.c.removed_at,
+]
+
+
+class Store:
+    """Open with ``Store.open(path_or_url)``; migrations are applied on open."""
+
+    BATCH = 2000
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    # -- opening -------------------------------------------------------------------
+    @classmethod
+    def open(cls, target: str | os.PathLike[str] | None = None, *, migrate: bool = True) -> Store:
+        url, path = _make_url(target if target is not None else default_db_path())
+        if path is not None:
+            if path.exists() and path.is_dir():
+                raise StoreError(f"database path {path} is a directory")
+            _create_private_file(path)
+        engine = sa.create_engine(url, future=True)
+        if engine.dialect.name == "sqlite":
+
+            @sa.event.listens_for(engine, "connect")
+            def _sqlite_pragmas(dbapi_conn: Any, _rec: Any) -> None:
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.execute("PRAGMA foreign_keys=ON")
+                cur.execute("PRAGMA busy_timeout=30000")
+                cur.close()
+
+        store = cls(engine)
+        if migrate:
+            try:
+                store.migrate()
+            except sa.exc.DatabaseError as exc:
+                engine.dispose()
+                raise StoreError(f"cannot open database {target}: {exc.orig}") from exc
+        return store
+
+    def migrate(self) -> None:
+        cfg = Config()
+        cfg.set_main_option(
+            "script_location", str(resources.files("hashwatch.store") / "migrations")
+        )
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- audit ---------------------------------------------------------------------
+    def _audit(
+        self, conn: sa.Connection, actor: str, action: str, list_id: int | None, detail: dict
+    ) -> None:
+        conn.execute(
+            audit_log.insert().values(
+                at=utcnow(),
+                actor=actor,
+                action=action,
+                list_id=list_id,
+                detail=json.dumps(detail, sort_keys=True, ensure_ascii=False),
+            )
+        )
+
+    def audit(
+        self, actor: str, action: str, detail: dict | None = None, list_name: str | None = None
+    ) -> None:
+        """Record an action that is not a list change (e.g. a lookup)."""
+        with self.engine.begin() as conn:
+            list_id = self._list_row(conn, list_name).id if list_name else None
+            self._audit(conn, actor, action, list_id, detail or {})
+
+    def iter_audit(self, since_id: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:
+        q = audit_log.select().where(audit_log.c.id > since_id).order_by(audit_log.c.id)
+        if limit:
+            q = q.limit(limit)
+        with self.engine.connect() as conn:
+            for row in conn.execute(q):
+                d = dict(row._mapping)
+                d["detail"] = json.loads(d["detail"])
+                yield d
+
+    # -- lists ---------------------------------------------------------------------
+    def _list_row(self, conn: sa.Connection, name: str, *, include_deleted: bool = False) -> Any:
+        q = hash_lists.select().where(hash_lists.c.name == name)
+        if not include_deleted:
+            q = q.where(hash_lists.c.deleted_at.is_(None))
+        row = conn.execute(q).first()
+        if row is None:
+            raise ListNotFound(name)
+        return row
+
+    def create_list(
+        self,
+        name: str,
+        *,
+        source: str = "",
+        jurisdiction: str = "",
+        category_scheme: str = "",
+        description: str = "",
+        actor: str = "cli",
+    ) -> ListInfo:
+        name = name.strip()
+        if not name or len(name) > 200 or any(c in name for c in "\n\r\t/"):
+            raise StoreError(f"invalid list name {name!r} (1-200 characters, no '/' or newlines)")
+        now = utcnow()
+        with self.engine.begin() as conn:
+            existing = conn.execute(
+                hash_lists.select().where(hash_lists.c.name == name)
+            ).first()
+            if existing is not None:
+                raise ListExists(name)
+            res = conn.execute(
+                hash_lists.insert().values(
+                    name=name,
+                    source=source,
+                    jurisdiction=jurisdiction,
+                    category_scheme=category_scheme.lower(),
+                    description=description,
+                    version=1,
+                    enabled=True,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            list_id = res.inserted_primary_key[0]
+            self._audit(conn, actor, "list.create", list_id, {"name": name, "source": source})
+            row = conn.execute(hash_lists.select().where(hash_lists.c.id == list_id)).one()
+        return _list_info(row, 0)
+
+    def get_list(self, name: str) -> ListInfo:
+        with self.engine.connect() as conn:
+            row = self._list_row(conn, name)
+            count = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(entries)
+                .where(entries.c.list_id == row.id, entries.c.removed_at.is_(None))
+            ).scalar_one()
+        return _list_info(row, count)
+
+    def lists(self, *, include_deleted: bool = False) -> list[ListInfo]:
+        counts = (
+            sa.select(entries.c.list_id, sa.func.count().label("n"))
+            .where(entries.c.removed_at.is_(None))
+            .group_by(entries.c.list_id)
+            .subquery()
+        )
+        q = (
+            sa.select(hash_lists, sa.func.coalesce(counts.c.n, 0).label("n"))
+            .select_from(hash_lists.outerjoin(counts, counts.c.list_id == hash_lists.c.id))
+            .order_by(hash_lists.c.name)
+        )
+        if not include_deleted:
+            q = q.where(hash_lists.c.deleted_at.is_(None))
+        with self.engine.connect() as conn:
+            return [_list_info(r, r.n) for r in conn.execute(q)]
+
+    def set_list_enabled(self, name: str, enabled: bool, *, actor: str = "cli") -> ListInfo:
+        with self.engine.begin() as conn:
+            row = self._list_row(conn, name)
+            conn.execute(
+                hash_lists.update()
+                .where(hash_lists.c.id == row.id)
+                .values(enabled=enabled, updated_at=utcnow(), version=row.version + 1)
+            )
+            self._audit(conn, actor, "list.enable" if enabled else "list.disable", row.id, {})
+        return self.get_list(name)
+
+    def delete_list(self, name: str, *, actor: str = "cli") -> None:
+        """Soft delete: the list stops matching; its rows and audit history stay."""
+        with self.engine.begin() as conn:
+            row = self._list_row(conn, name)
+            now = utcnow()
+            conn.execute(
+                hash_lists.update()
+                .where(hash_lists.c.id == row.id)
+                .values(deleted_at=now, enabled=False, updated_at=now, version=row.version + 1)
+            )
+            self._audit(conn, actor, "list.delete", row.id, {"name": name})
+
+    # -- entries -------------------------------------------------------------------
+    def _insert_ignore(self) -> Any:
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        elif self.dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:  # pragma: no cover
+            raise StoreError(f"unsupported database dialect {self.dialect}")
+        return insert(entries).on_conflict_do_nothing()
+
+    def add_entries(
+        self,
+        list_name: str,
+        items: Iterable[EntryIn],
+        *,
+        actor: str = "cli",
+        action: str = "entries.add",
+        detail: dict | None = None,
+        on_batch: Any = None,
+    ) -> AddResult:
+        """Add entries in batches (streaming: ``items`` may be a generator of millions).
+
+        Identical entries are de-duplicated; an identical entry that had been removed is
+        restored. Each batch commits on its own, so an interrupted import keeps its
+        progress and re-running it adds only what is missing.
+        """
+        from hashwatch.signals import get_signal_type  # lazy: keeps store importable alone
+
+        result = AddResult()
+        with self.engine.connect() as conn:
+            list_row = self._list_row(conn, list_name)
+        list_id = list_row.id
+        stmt = self._insert_ignore().returning(entries.c.id)
+        it = iter(items)
+        while True:
+            batch = list(islice(it, self.BATCH))
+            if not batch:
+                break
+            now = utcnow()
+            rows = []
+            for e in batch:
+                get_signal_type(e.signal_type)  # raises on an unknown signal type
+                rows.append(
+                    {
+                        "list_id": list_id,
+                        "signal_type": e.signal_type,
+                        "value": e.value,
+                        "category_scheme": e.category.scheme if e.category else "",
+                        "category_code": e.category.code if e.category else "",
+                        "labels": _labels_to_text(e.labels),
+                        "source_ref": e.source_ref,
+                        "group_ref": e.group_ref,
+                        "variant": e.variant,
+                        "added_at": now,
+                        "added_by": actor,
+                    }
+                )
+            with self.engine.begin() as conn:
+                ids = [r[0] for r in conn.execute(stmt, rows)] if rows else []
+                restored = self._restore_removed(conn, list_id, rows) if len(ids) < len(
+                    rows
+                ) else []
+                new_ids = ids + restored
+                if new_ids:
+                    conn.execute(
+                        changes.insert(),
+                        [{"entry_id": i, "list_id": list_id, "op": "add", "at": now}
+                         for i in new_ids],
+                    )
+            result.added += len(ids)
+            result.restored += len(restored)
+            result.duplicates += len(rows) - len(ids) - len(restored)
+            result.added_ids.extend(new_ids)
+            if on_batch is not None:
+                on_batch(len(batch))
+        with self.engine.begin() as conn:
+            if result.added or result.restored:
+                conn.execute(
+                    hash_lists.update()
+                    .where(hash_lists.c.id == list_id)
+                    .values(version=hash_lists.c.version + 1, updated_at=utcnow())
+                )
+            info = {"added": result.added, "duplicates": result.duplicates,
+                    "restored": result.restored}
+            info.update(detail or {})
+            self._audit(conn, actor, action, list_id, info)
+        return result
+
+    def _restore_removed(self, conn: sa.Connection, list_id: int, rows: list[dict]) -> list[int]:
+        """Un-remove identical entries that had been removed (rare: one query per batch
+        to find whether any removed entry exists at all)."""
+        has_removed = conn.execute(
+            sa.select(entries.c.id)
+            .where(entries.c.list_id == list_id, entries.c.removed_at.is_not(None))
+            .limit(1)
+        ).first()
+        if has_removed is None:
+            return []
+        restored: list[int] = []
+        for r in rows:
+            row = conn.execute(
+                sa.select(entries.c.id).where(
+                    entries.c.list_id == list_id,
+                    entries.c.signal_type == r["signal_type"],
+                    entries.c.value == r["value"],
+                    entries.c.category_scheme == r["category_scheme"],
+                    entries.c.category_code == r["category_code"],
+                    entries.c.variant == r["variant"],
+                    entries.c.removed_at.is_not(None),
+                )
+            ).first()
+            if row is not None:
+                conn.execute(
+                    entries.update().where(entries.c.id == row.id).values(removed_at=None)
+                )
+                restored.append(row.id)
+        return restored
+
+    def remove_entries(self, list_name: str, entry_ids: Sequence[int], *, actor: str = "cli") -> int:
+        now = utcnow()
+        with self.engine.begin() as conn:
+            row = self._list_row(conn, list_name)
+            ids = [
+                r.id
+                for r in conn.execute(
+                    sa.select(entries.c.id).where(
+                        entries.c.list_id == row.id,
+                        entries.c.id.in_(list(entry_ids)),
+                        entries.c.removed_at.is_(None),
+                    )
+                )
+            ]
+            if ids:
+                conn.execute(entries.update().where(entries.c.id.in_(ids)).values(removed_at=now))
+                conn.execute(
+                    changes.insert(),
+                    [{"entry_id": i, "list_id": row.id, "op": "remove", "at": now} for i in ids],
+                )
+                conn.execute(
+                    hash_lists.update()
+                    .where(hash_lists.c.id == row.id)
+                    .values(version=row.version + 1, updated_at=now)
+                )
+            self._audit(conn, actor, "entries.remove", row.id, {"removed": len(ids)})
+        return len(ids)
+
+    def _entry_query(self, *, active_only: bool = True) -> sa.Select:
+        q = sa.select(*_ENTRY_COLUMNS).select_from(
+            entries.join(hash_lists, hash_lists.c.id == entries.c.list_id)
+        )
+        if active_only:
+            q = q.where(
+                entries.c.removed_at.is_(None),
+                hash_lists.c.deleted_at.is_(None),
+                hash_lists.c.enabled == sa.true(),
+            )
+        return q
+
+    def lookup(
+        self, signal_type: str, values: Sequence[str], *, lists: Sequence[str] | None = None
+    ) -> list[EntryRow]:
+        """Active entries whose value equals one of ``values`` (exact signals)."""
+        out: list[EntryRow] = []
+        with self.engine.connect() as conn:
+            for start in range(0, len(values), 500):
+                q = self._entry_query().where(
+                    entries.c.signal_type == signal_type,
+                    entries.c.value.in_(list(values[start : start + 500])),
+                )
+                if lists:
+                    q = q.where(hash_lists.c.name.in_(list(lists)))
+                out.extend(_row_to_entry(r) for r in conn.execute(q.order_by(entries.c.id)))
+        return out
+
+    def get_entries(self, ids: Sequence[int], *, active_only: bool = True) -> dict[int, EntryRow]:
+        out: dict[int, EntryRow] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                q = self._entry_query(active_only=active_only).where(
+                    entries.c.id.in_([int(i) for i in ids[start : start + 500]])
+                )
+                for r in conn.execute(q):
+                    out[r.id] = _row_to_entry(r)
+        return out
+
+    def iter_entries(
+        self,
+        *,
+        list_name: str | None = None,
+        signal_type: str | None = None,
+        active_only: bool = True,
+        batch: int = 10_000,
+    ) -> Iterator[EntryRow]:
+        """Stream entries in id order (keyset pagination: constant memory)."""
+        with self.engine.connect() as conn:
+            list_id = self._list_row(conn, list_name).id if list_name else None
+        last = 0
+        while True:
+            q = self._entry_query(active_only=active_only).where(entries.c.id > last)
+            if list_id is not None:
+                q = q.where(entries.c.list_id == list_id)
+            if signal_type is not None:
+                q = q.where(entries.c.signal_type == signal_type)
+            with self.engine.connect() as conn:
+                rows = conn.execute(q.order_by(entries.c.id).limit(batch)).all()
+            if not rows:
+                return
+            for r in rows:
+                yield _row_to_entry(r)
+            last = rows[-1].id
+
+    def iter_signal_values(
+        self, signal_type: str, *, after_id: int = 0, batch: int = 200_000
+    ) -> Iterator[list[tuple[int, str]]]:
+        """(entry id, value) of every non-removed entry of a signal type, in id order,
+        batched: what an index is built from. List state (enabled/deleted) is applied at
+        match time, so toggling a list never needs an index rebuild."""
+        last = after_id
+        while True:
+            q = (
+                sa.select(entries.c.id, entries.c.value)
+                .where(
+                    entries.c.signal_type == signal_type,
+                    entries.c.removed_at.is_(None),
+                    entries.c.id > last,
+                )
+                .order_by(entries.c.id)
+                .limit(batch)
+            )
+            with self.engine.connect() as conn:
+                rows = [(r.id, r.value) for r in conn.execute(q)]
+            if not rows:
+                return
+            yield rows
+            last = rows[-1][0]
+
+    # -- change feed ---------------------------------------------------------------
+    def last_change(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.coalesce(sa.func.max(changes.c.seq), 0))).scalar_one()
+
+    def changes_since(
+        self, seq: int, *, signal_type: str | None = None, limit: int = 100_000
+    ) -> list[tuple[int, int, str, str, str]]:
+        """(seq, entry_id, op, signal_type, value) after ``seq``, in order."""
+        q = (
+            sa.select(changes.c.seq, changes.c.entry_id, changes.c.op, entries.c.signal_type,
+                      entries.c.value)
+            .select_from(changes.join(entries, entries.c.id == changes.c.entry_id))
+            .where(changes.c.seq > seq)
+            .order_by(changes.c.seq)
+            .limit(limit)
+        )
+        if signal_type is not None:
+            q = q.where(entries.c.signal_type == signal_type)
+        with self.engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(q)]  # type: ignore[misc]
+
+    # -- stats ---------------------------------------------------------------------
+    def stats(self) -> list[dict[str, Any]]:
+        q = (
+            sa.select(hash_lists.c.name, entries.c.signal_type, sa.func.count().label("n"))
+            .select_from(entries.join(hash_lists, hash_lists.c.id == entries.c.list_id))
+            .where(entries.c.removed_at.is_(None), hash_lists.c.deleted_at.is_(None))
+            .group_by(hash_lists.c.name, entries.c.signal_type)
+            .order_by(hash_lists.c.name, entries.c.signal_type)
+        )
+        with self.engine.connect() as conn:
+            return [{"list": r.name, "signal_type": r.signal_type, "entries": r.n}
+                    for r in conn.execute(q)]

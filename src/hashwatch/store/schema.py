@@ -1,0 +1,83 @@
+"""Tables, as SQLAlchemy Core metadata. Portable SQL only (SQLite and PostgreSQL).
+
+Timestamps are ISO-8601 UTC strings: sortable, portable, and unambiguous in exports.
+Category columns use '' (not NULL) for "uncategorised" so that the unique constraint
+de-duplicates uncategorised entries too (NULLs never compare equal in a UNIQUE index).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+hash_lists = sa.Table(
+    "hash_lists",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("source", sa.String(500), nullable=False, server_default=""),
+    sa.Column("jurisdiction", sa.String(100), nullable=False, server_default=""),
+    sa.Column("category_scheme", sa.String(50), nullable=False, server_default=""),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    sa.Column("version", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("created_at", sa.String(32), nullable=False),
+    sa.Column("updated_at", sa.String(32), nullable=False),
+    sa.Column("deleted_at", sa.String(32), nullable=True),
+)
+
+entries = sa.Table(
+    "entries",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("list_id", sa.Integer, sa.ForeignKey("hash_lists.id"), nullable=False),
+    sa.Column("signal_type", sa.String(40), nullable=False),
+    sa.Column("value", sa.String(400), nullable=False),
+    sa.Column("category_scheme", sa.String(50), nullable=False, server_default=""),
+    sa.Column("category_code", sa.String(50), nullable=False, server_default=""),
+    sa.Column("labels", sa.Text, nullable=False, server_default=""),
+    sa.Column("source_ref", sa.Text, nullable=False, server_default=""),
+    # entries derived from one known image (robust-matching variants) share a group_ref
+    sa.Column("group_ref", sa.String(200), nullable=False, server_default=""),
+    sa.Column("variant", sa.String(60), nullable=False, server_default=""),
+    sa.Column("added_at", sa.String(32), nullable=False),
+    sa.Column("added_by", sa.String(200), nullable=False, server_default=""),
+    sa.Column("removed_at", sa.String(32), nullable=True),
+    sa.UniqueConstraint(
+        "list_id", "signal_type", "value", "category_scheme", "category_code", "variant",
+        name="uq_entries_identity",
+    ),
+    sa.Index("ix_entries_signal_value", "signal_type", "value"),
+)
+
+# Change feed: every entry add/remove, in order. Indexes and service workers replay it
+# to stay current without rebuilding.
+changes = sa.Table(
+    "changes",
+    metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("entry_id", sa.BigInteger, nullable=False),
+    sa.Column("list_id", sa.Integer, nullable=False),
+    sa.Column("op", sa.String(10), nullable=False),  # add | remove
+    sa.Column("at", sa.String(32), nullable=False),
+)
+
+# Append-only (enforced by triggers created in the migration).
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("at", sa.String(32), nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(60), nullable=False),
+    sa.Column("list_id", sa.Integer, nullable=True),
+    sa.Column("detail", sa.Text, nullable=False, server_default="{}"),
+)

@@ -1,0 +1,152 @@
+"""Import/export formats: streaming, bad rows with line numbers, round trips."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hashwatch.categories import Category
+from hashwatch.formats import FormatError, RowError, reader, writer
+from hashwatch.store import EntryIn, Store
+
+hexs = st.text(alphabet="0123456789abcdef", min_size=1, max_size=1)
+
+
+def _hex(n: int):
+    return st.text(alphabet="0123456789abcdef", min_size=n, max_size=n)
+
+
+def split(items):
+    good = [i for i in items if not isinstance(i, RowError)]
+    bad = [i for i in items if isinstance(i, RowError)]
+    return good, bad
+
+
+def test_hashlines_guesses_and_reports_bad_lines():
+    text = "# comment\n" + "A" * 32 + "\n\n" + "b" * 40 + "\nnot-a-hash\n" + "c" * 64 + "\npdq:" + "d" * 64 + "\n"
+    good, bad = split(list(reader("hashlines")(io.StringIO(text))))
+    assert [(e.signal_type, e.value) for e in good] == [
+        ("md5", "a" * 32), ("sha1", "b" * 40), ("pdq", "d" * 64)]
+    assert [b.line for b in bad] == [5, 6]
+    assert "sha256 or pdq" in bad[1].message
+
+
+def test_hashlines_with_signal_and_invalid_value():
+    text = "e" * 64 + "\n" + "e" * 63 + "\n" + "g" * 64 + "\n"
+    good, bad = split(list(reader("hashlines")(io.StringIO(text), signal="pdq")))
+    assert len(good) == 1 and [b.line for b in bad] == [2, 3]
+    assert "64 hex characters" in bad[0].message and "non-hex" in bad[1].message
+
+
+def test_csv_long_and_wide_forms():
+    long_csv = (
+        "signal_type,value,category,labels,source_ref\n"
+        f"md5,{'a' * 32},uk:A,x;y,img1.jpg\n"
+        f"pdq,{'b' * 64},vics:9,,img2.jpg\n"  # vics has no code 9
+        f"sha1,{'c' * 40},,,\n"
+        "pdq,zz,,,\n"
+    )
+    good, bad = split(list(reader("csv")(io.StringIO(long_csv))))
+    assert [(e.signal_type, e.category, e.labels, e.source_ref) for e in good] == [
+        ("md5", Category("uk", "A"), ("x", "y"), "img1.jpg"), ("sha1", None, (), "")]
+    assert [b.line for b in bad] == [3, 5]
+    wide = "md5,sha1,pdq,category_scheme,category_code\n" + f"{'a' * 32},,{'b' * 64},ncmec,a1\n"
+    good, bad = split(list(reader("csv")(io.StringIO(wide))))
+    assert not bad and {e.signal_type for e in good} == {"md5", "pdq"}
+    assert all(e.category == Category("ncmec", "A1") for e in good)
+
+
+def test_csv_without_usable_header():
+    with pytest.raises(FormatError):
+        list(reader("csv")(io.StringIO("")))
+    with pytest.raises(FormatError):
+        list(reader("csv")(io.StringIO("foo,bar\n1,2\n")))
+
+
+def test_unknown_format():
+    with pytest.raises(FormatError):
+        reader("xml")
+
+
+VICS_13 = {
+    "odata.metadata": "http://github.com/VICSDATAMODEL/ProjectVic/DataModels/1.3.xml#Cases",
+    "value": [{
+        "CaseID": "c1",
+        "Media": [
+            {"MediaID": 1, "Category": 1, "MD5": "A" * 32, "SHA1": "B" * 40,
+             "AlternativeHashes": [{"HashName": "PDQ", "HashValue": "c" * 64}]},
+            {"MediaID": 2, "MD5": "bad"},
+            {"MediaID": 3, "Category": 0, "SHA1": "d" * 40},
+        ],
+    }],
+}
+
+
+def test_vics_13_and_20_read():
+    good, bad = split(list(reader("vics")(io.BytesIO(json.dumps(VICS_13).encode()))))
+    assert [(e.signal_type, str(e.category)) for e in good] == [
+        ("md5", "vics:1"), ("sha1", "vics:1"), ("pdq", "vics:1"), ("sha1", "vics:0")]
+    assert [(b.unit, b.line) for b in bad] == [("record", 2)]
+    v20 = {"@odata.context": "x", "value": VICS_13["value"][0]["Media"]}
+    good2, bad2 = split(list(reader("vics")(io.BytesIO(json.dumps(v20).encode()))))
+    assert good2 == good and len(bad2) == 1
+
+
+def test_vics_malformed():
+    with pytest.raises(FormatError):
+        list(reader("vics")(io.BytesIO(b'{"value": [ {"MD5": ')))
+    with pytest.raises(FormatError):
+        list(reader("vics")(io.BytesIO(b'{"something": []}')))
+
+
+entry_strategy = st.builds(
+    lambda sig, val, cat, ref, var: EntryIn(sig, val, cat, (), ref, "", var),
+    st.sampled_from(["md5", "sha1", "sha256", "pdq"]),
+    st.just(""),
+    st.one_of(st.none(), st.sampled_from([Category("uk", "A"), Category("vics", "2"),
+                                          Category("ncmec", "B1"), Category("acme", "Red 7")])),
+    st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=20),
+    st.just(""),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(entry_strategy, st.randoms()), min_size=1, max_size=12),
+       st.sampled_from(["csv", "vics", "hashlines"]))
+def test_round_trip_through_store(tmp_path_factory, items, fmt):
+    """export(import(x)) keeps every hash, category (unknown schemes too) and reference."""
+    lengths = {"md5": 32, "sha1": 40, "sha256": 64, "pdq": 64}
+    entries = []
+    for e, rnd in items:
+        value = "".join(rnd.choice("0123456789abcdef") for _ in range(lengths[e.signal_type]))
+        ref = e.source_ref.strip()
+        entries.append(EntryIn(e.signal_type, value, e.category, (), ref, f"g{len(entries)}"))
+    db = tmp_path_factory.mktemp("rt") / "rt.db"
+    with Store.open(db) as s:
+        s.create_list("src")
+        s.add_entries("src", entries)
+        buf = io.StringIO()
+        if fmt == "hashlines":
+            from hashwatch.formats import hashlines
+            hashlines.write(s.iter_entries(list_name="src"), buf)
+        else:
+            writer(fmt)(s.iter_entries(list_name="src"), buf)
+        data = buf.getvalue()
+        src = io.BytesIO(data.encode()) if fmt == "vics" else io.StringIO(data)
+        back, bad = split(list(reader(fmt)(src)))
+        assert not bad
+        s.create_list("dst")
+        s.add_entries("dst", back)
+        want = sorted((e.signal_type, e.value) for e in s.iter_entries(list_name="src"))
+        got = sorted((e.signal_type, e.value) for e in s.iter_entries(list_name="dst"))
+        assert got == want
+        if fmt != "hashlines":  # hashlines carries hashes only
+            want_c = sorted((e.value, str(e.category), e.source_ref)
+                            for e in s.iter_entries(list_name="src"))
+            got_c = sorted((e.value, str(e.category), e.source_ref)
+                           for e in s.iter_entries(list_name="dst"))
+            assert got_c == want_c
