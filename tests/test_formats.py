@@ -27,10 +27,23 @@ def split(items):
 
 
 def test_hashlines_guesses_and_reports_bad_lines():
-    text = "# comment\n" + "A" * 32 + "\n\n" + "b" * 40 + "\nnot-a-hash\n" + "c" * 64 + "\npdq:" + "d" * 64 + "\n"
+    text = (
+        "# comment\n"
+        + "A" * 32
+        + "\n\n"
+        + "b" * 40
+        + "\nnot-a-hash\n"
+        + "c" * 64
+        + "\npdq:"
+        + "d" * 64
+        + "\n"
+    )
     good, bad = split(list(reader("hashlines")(io.StringIO(text))))
     assert [(e.signal_type, e.value) for e in good] == [
-        ("md5", "a" * 32), ("sha1", "b" * 40), ("pdq", "d" * 64)]
+        ("md5", "a" * 32),
+        ("sha1", "b" * 40),
+        ("pdq", "d" * 64),
+    ]
     assert [b.line for b in bad] == [5, 6]
     assert "sha256 or pdq" in bad[1].message
 
@@ -52,7 +65,9 @@ def test_csv_long_and_wide_forms():
     )
     good, bad = split(list(reader("csv")(io.StringIO(long_csv))))
     assert [(e.signal_type, e.category, e.labels, e.source_ref) for e in good] == [
-        ("md5", Category("uk", "A"), ("x", "y"), "img1.jpg"), ("sha1", None, (), "")]
+        ("md5", Category("uk", "A"), ("x", "y"), "img1.jpg"),
+        ("sha1", None, (), ""),
+    ]
     assert [b.line for b in bad] == [3, 5]
     wide = "md5,sha1,pdq,category_scheme,category_code\n" + f"{'a' * 32},,{'b' * 64},ncmec,a1\n"
     good, bad = split(list(reader("csv")(io.StringIO(wide))))
@@ -74,22 +89,33 @@ def test_unknown_format():
 
 VICS_13 = {
     "odata.metadata": "http://github.com/VICSDATAMODEL/ProjectVic/DataModels/1.3.xml#Cases",
-    "value": [{
-        "CaseID": "c1",
-        "Media": [
-            {"MediaID": 1, "Category": 1, "MD5": "A" * 32, "SHA1": "B" * 40,
-             "AlternativeHashes": [{"HashName": "PDQ", "HashValue": "c" * 64}]},
-            {"MediaID": 2, "MD5": "bad"},
-            {"MediaID": 3, "Category": 0, "SHA1": "d" * 40},
-        ],
-    }],
+    "value": [
+        {
+            "CaseID": "c1",
+            "Media": [
+                {
+                    "MediaID": 1,
+                    "Category": 1,
+                    "MD5": "A" * 32,
+                    "SHA1": "B" * 40,
+                    "AlternativeHashes": [{"HashName": "PDQ", "HashValue": "c" * 64}],
+                },
+                {"MediaID": 2, "MD5": "bad"},
+                {"MediaID": 3, "Category": 0, "SHA1": "d" * 40},
+            ],
+        }
+    ],
 }
 
 
 def test_vics_13_and_20_read():
     good, bad = split(list(reader("vics")(io.BytesIO(json.dumps(VICS_13).encode()))))
     assert [(e.signal_type, str(e.category)) for e in good] == [
-        ("md5", "vics:1"), ("sha1", "vics:1"), ("pdq", "vics:1"), ("sha1", "vics:0")]
+        ("md5", "vics:1"),
+        ("sha1", "vics:1"),
+        ("pdq", "vics:1"),
+        ("sha1", "vics:0"),
+    ]
     assert [(b.unit, b.line) for b in bad] == [("record", 2)]
     v20 = {"@odata.context": "x", "value": VICS_13["value"][0]["Media"]}
     good2, bad2 = split(list(reader("vics")(io.BytesIO(json.dumps(v20).encode()))))
@@ -107,16 +133,27 @@ entry_strategy = st.builds(
     lambda sig, val, cat, ref, var: EntryIn(sig, val, cat, (), ref, "", var),
     st.sampled_from(["md5", "sha1", "sha256", "pdq"]),
     st.just(""),
-    st.one_of(st.none(), st.sampled_from([Category("uk", "A"), Category("vics", "2"),
-                                          Category("ncmec", "B1"), Category("acme", "Red 7")])),
+    st.one_of(
+        st.none(),
+        st.sampled_from(
+            [
+                Category("uk", "A"),
+                Category("vics", "2"),
+                Category("ncmec", "B1"),
+                Category("acme", "Red 7"),
+            ]
+        ),
+    ),
     st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=20),
     st.just(""),
 )
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(entry_strategy, st.randoms()), min_size=1, max_size=12),
-       st.sampled_from(["csv", "vics", "hashlines"]))
+@given(
+    st.lists(st.tuples(entry_strategy, st.randoms()), min_size=1, max_size=12),
+    st.sampled_from(["csv", "vics", "hashlines"]),
+)
 def test_round_trip_through_store(tmp_path_factory, items, fmt):
     """export(import(x)) keeps every hash, category (unknown schemes too) and reference."""
     lengths = {"md5": 32, "sha1": 40, "sha256": 64, "pdq": 64}
@@ -132,6 +169,7 @@ def test_round_trip_through_store(tmp_path_factory, items, fmt):
         buf = io.StringIO()
         if fmt == "hashlines":
             from hashwatch.formats import hashlines
+
             hashlines.write(s.iter_entries(list_name="src"), buf)
         else:
             writer(fmt)(s.iter_entries(list_name="src"), buf)
@@ -145,8 +183,10 @@ def test_round_trip_through_store(tmp_path_factory, items, fmt):
         got = sorted((e.signal_type, e.value) for e in s.iter_entries(list_name="dst"))
         assert got == want
         if fmt != "hashlines":  # hashlines carries hashes only
-            want_c = sorted((e.value, str(e.category), e.source_ref)
-                            for e in s.iter_entries(list_name="src"))
-            got_c = sorted((e.value, str(e.category), e.source_ref)
-                           for e in s.iter_entries(list_name="dst"))
+            want_c = sorted(
+                (e.value, str(e.category), e.source_ref) for e in s.iter_entries(list_name="src")
+            )
+            got_c = sorted(
+                (e.value, str(e.category), e.source_ref) for e in s.iter_entries(list_name="dst")
+            )
             assert got_c == want_c

@@ -64,15 +64,31 @@ def read(
                     from hashwatch.formats._common import guess_signal
 
                     sig = guess_signal(value)
-                yield make_entry(sig, value, category=cat, labels=labels, source_ref=ref,
-                                 group_ref=group, variant=variant)
+                yield make_entry(
+                    sig,
+                    value,
+                    category=cat,
+                    labels=labels,
+                    source_ref=ref,
+                    group_ref=group,
+                    variant=variant,
+                )
             else:
                 cells = [(s, (row.get(s) or "").strip()) for s in wide]
                 cells = [(s, v) for s, v in cells if v]
                 if not cells:
                     raise ValueError("no hash in this row")
-                made = [make_entry(s, v, category=cat, labels=labels, source_ref=ref,
-                                   group_ref=group or cells[0][1]) for s, v in cells]
+                made = [
+                    make_entry(
+                        s,
+                        v,
+                        category=cat,
+                        labels=labels,
+                        source_ref=ref,
+                        group_ref=group or cells[0][1],
+                    )
+                    for s, v in cells
+                ]
                 yield from made
         except ValueError as exc:
             yield RowError(line, str(exc))
@@ -83,7 +99,16 @@ def write(rows: Iterator[EntryRow], fh: IO[str]) -> int:
     w.writerow(HEADER)
     n = 0
     for e in rows:
-        w.writerow([e.signal_type, e.value, str(e.category) if e.category else "",
-                    ";".join(e.labels), e.source_ref, e.group_ref, e.variant])
+        w.writerow(
+            [
+                e.signal_type,
+                e.value,
+                str(e.category) if e.category else "",
+                ";".join(e.labels),
+                e.source_ref,
+                e.group_ref,
+                e.variant,
+            ]
+        )
         n += 1
     return n

@@ -19,8 +19,7 @@ from hashwatch.formats.vics import _group
 from hashwatch.store import EntryIn, EntryRow
 
 COLUMNS = ["ImageID", "MD5", "SHA1", "SHA256", "PDQ", "PhotoDNA", "Category"]
-_SIGNALS = {"md5": "md5", "sha1": "sha1", "sha256": "sha256", "pdq": "pdq",
-            "photodna": "photodna"}
+_SIGNALS = {"md5": "md5", "sha1": "sha1", "sha256": "sha256", "pdq": "pdq", "photodna": "photodna"}
 
 
 def read(
@@ -49,8 +48,10 @@ def read(
             if not cells:
                 raise ValueError("no hash in this row")
             group = ref or cells[0][1]
-            made = [make_entry(_SIGNALS[s], v, category=cat, source_ref=ref, group_ref=group)
-                    for s, v in cells]
+            made = [
+                make_entry(_SIGNALS[s], v, category=cat, source_ref=ref, group_ref=group)
+                for s, v in cells
+            ]
             yield from made
         except ValueError as exc:
             yield RowError(line, str(exc))
@@ -64,8 +65,13 @@ def write(rows: Iterator[EntryRow], fh: IO[str]) -> int:
         rec = {c: "" for c in COLUMNS}
         rec["ImageID"] = group[0].source_ref
         for e in group:
-            col = {"md5": "MD5", "sha1": "SHA1", "sha256": "SHA256", "pdq": "PDQ",
-                   "photodna": "PhotoDNA"}.get(e.signal_type)
+            col = {
+                "md5": "MD5",
+                "sha1": "SHA1",
+                "sha256": "SHA256",
+                "pdq": "PDQ",
+                "photodna": "PhotoDNA",
+            }.get(e.signal_type)
             if col and not e.variant and not rec[col]:
                 rec[col] = e.value
             if e.category and not rec["Category"]:

@@ -66,7 +66,8 @@ def iter_media(fh: IO[bytes]) -> Iterator[dict[str, Any]]:
                     yield outer.value
                 outer = None
     except ijson.JSONError as exc:
-        raise FormatError(f"not valid VICS JSON: {exc}") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "parse error"
+        raise FormatError(f"not valid VICS JSON: {first}") from None
     except UnicodeDecodeError as exc:
         raise FormatError(f"not valid VICS JSON (encoding): {exc}") from None
     if not seen_value:
@@ -98,16 +99,20 @@ def media_entries(media: dict[str, Any], default: Category | None = None) -> lis
     out: list[EntryIn] = []
     for key, sig in _DIRECT.items():
         if media.get(key):
-            out.append(make_entry(sig, str(media[key]), category=cat, source_ref=ref,
-                                  group_ref=group))
+            out.append(
+                make_entry(sig, str(media[key]), category=cat, source_ref=ref, group_ref=group)
+            )
     for alt in media.get("AlternativeHashes") or []:
         if not isinstance(alt, dict):
             raise ValueError("AlternativeHashes items must be objects")
         name = str(alt.get("HashName") or "")
         value = str(alt.get("HashValue") or "")
         sig, _, variant = name.partition(":")
-        out.append(make_entry(sig.lower(), value, category=cat, source_ref=ref,
-                              group_ref=group, variant=variant))
+        out.append(
+            make_entry(
+                sig.lower(), value, category=cat, source_ref=ref, group_ref=group, variant=variant
+            )
+        )
     if not out:
         raise ValueError("Media record holds no hash")
     return out
@@ -138,8 +143,9 @@ def _media_from_group(media_id: int, group: list[EntryRow]) -> dict[str, Any]:
             rec[direct] = e.value.upper()
         else:
             name = e.signal_type.upper() if e.signal_type != "photodna" else "PhotoDNA"
-            alts.append({"HashName": f"{name}:{e.variant}" if e.variant else name,
-                         "HashValue": e.value})
+            alts.append(
+                {"HashName": f"{name}:{e.variant}" if e.variant else name, "HashValue": e.value}
+            )
     if alts:
         rec["AlternativeHashes"] = alts
     if group[0].source_ref:
@@ -171,6 +177,4 @@ def _group(rows: Iterator[EntryRow]) -> Iterator[list[EntryRow]]:
 
 
 def write(rows: Iterator[EntryRow], fh: IO[str]) -> int:
-    return write_records(
-        (_media_from_group(i, g) for i, g in enumerate(_group(rows), start=1)), fh
-    )
+    return write_records((_media_from_group(i, g) for i, g in enumerate(_group(rows), start=1)), fh)

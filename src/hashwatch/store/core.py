@@ -244,7 +244,7 @@ class Store:
         )
         with self.engine.begin() as conn:
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+            command.upgrade(cfg, "heads")
 
     def close(self) -> None:
         self.engine.dispose()
@@ -312,9 +312,7 @@ class Store:
             raise StoreError(f"invalid list name {name!r} (1-200 characters, no '/' or newlines)")
         now = utcnow()
         with self.engine.begin() as conn:
-            existing = conn.execute(
-                hash_lists.select().where(hash_lists.c.name == name)
-            ).first()
+            existing = conn.execute(hash_lists.select().where(hash_lists.c.name == name)).first()
             if existing is not None:
                 raise ListExists(name)
             res = conn.execute(
@@ -444,15 +442,17 @@ class Store:
                 )
             with self.engine.begin() as conn:
                 ids = [r[0] for r in conn.execute(stmt, rows)] if rows else []
-                restored = self._restore_removed(conn, list_id, rows) if len(ids) < len(
-                    rows
-                ) else []
+                restored = (
+                    self._restore_removed(conn, list_id, rows) if len(ids) < len(rows) else []
+                )
                 new_ids = ids + restored
                 if new_ids:
                     conn.execute(
                         changes.insert(),
-                        [{"entry_id": i, "list_id": list_id, "op": "add", "at": now}
-                         for i in new_ids],
+                        [
+                            {"entry_id": i, "list_id": list_id, "op": "add", "at": now}
+                            for i in new_ids
+                        ],
                     )
             result.added += len(ids)
             result.restored += len(restored)
@@ -467,8 +467,11 @@ class Store:
                     .where(hash_lists.c.id == list_id)
                     .values(version=hash_lists.c.version + 1, updated_at=utcnow())
                 )
-            info = {"added": result.added, "duplicates": result.duplicates,
-                    "restored": result.restored}
+            info = {
+                "added": result.added,
+                "duplicates": result.duplicates,
+                "restored": result.restored,
+            }
             info.update(detail or {})
             self._audit(conn, actor, action, list_id, info)
         return result
@@ -497,13 +500,13 @@ class Store:
                 )
             ).first()
             if row is not None:
-                conn.execute(
-                    entries.update().where(entries.c.id == row.id).values(removed_at=None)
-                )
+                conn.execute(entries.update().where(entries.c.id == row.id).values(removed_at=None))
                 restored.append(row.id)
         return restored
 
-    def remove_entries(self, list_name: str, entry_ids: Sequence[int], *, actor: str = "cli") -> int:
+    def remove_entries(
+        self, list_name: str, entry_ids: Sequence[int], *, actor: str = "cli"
+    ) -> int:
         now = utcnow()
         with self.engine.begin() as conn:
             row = self._list_row(conn, list_name)
@@ -624,15 +627,22 @@ class Store:
     # -- change feed ---------------------------------------------------------------
     def last_change(self) -> int:
         with self.engine.connect() as conn:
-            return conn.execute(sa.select(sa.func.coalesce(sa.func.max(changes.c.seq), 0))).scalar_one()
+            return conn.execute(
+                sa.select(sa.func.coalesce(sa.func.max(changes.c.seq), 0))
+            ).scalar_one()
 
     def changes_since(
         self, seq: int, *, signal_type: str | None = None, limit: int = 100_000
     ) -> list[tuple[int, int, str, str, str]]:
         """(seq, entry_id, op, signal_type, value) after ``seq``, in order."""
         q = (
-            sa.select(changes.c.seq, changes.c.entry_id, changes.c.op, entries.c.signal_type,
-                      entries.c.value)
+            sa.select(
+                changes.c.seq,
+                changes.c.entry_id,
+                changes.c.op,
+                entries.c.signal_type,
+                entries.c.value,
+            )
             .select_from(changes.join(entries, entries.c.id == changes.c.entry_id))
             .where(changes.c.seq > seq)
             .order_by(changes.c.seq)
@@ -653,5 +663,7 @@ class Store:
             .order_by(hash_lists.c.name, entries.c.signal_type)
         )
         with self.engine.connect() as conn:
-            return [{"list": r.name, "signal_type": r.signal_type, "entries": r.n}
-                    for r in conn.execute(q)]
+            return [
+                {"list": r.name, "signal_type": r.signal_type, "entries": r.n}
+                for r in conn.execute(q)
+            ]

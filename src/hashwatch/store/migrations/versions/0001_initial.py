@@ -44,7 +44,12 @@ def upgrade() -> None:
         sa.Column("added_by", sa.String(200), nullable=False, server_default=""),
         sa.Column("removed_at", sa.String(32), nullable=True),
         sa.UniqueConstraint(
-            "list_id", "signal_type", "value", "category_scheme", "category_code", "variant",
+            "list_id",
+            "signal_type",
+            "value",
+            "category_scheme",
+            "category_code",
+            "variant",
             name="uq_entries_identity",
         ),
     )

@@ -1,0 +1,538 @@
+"""The ``hashwatch`` command: a thin Typer + Rich layer over the library."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from hashwatch import __version__
+
+app = typer.Typer(
+    name="hashwatch",
+    help="Recognise known images again: hash, keep hash lists, match, report.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+lists_app = typer.Typer(help="Hash lists: create, import, add, export, show.", no_args_is_help=True)
+db_app = typer.Typer(help="Database information.", no_args_is_help=True)
+app.add_typer(lists_app, name="lists")
+app.add_typer(db_app, name="db")
+
+err = Console(stderr=True, soft_wrap=True)
+out = Console()
+
+DbOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--db",
+        help="Database file or SQLAlchemy URL (default: user data dir, or $HASHWATCH_DB).",
+        show_default=False,
+    ),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"hashwatch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Show the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """hashwatch: recognise known images wherever they turn up again."""
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+def open_store(db: Path | None) -> Any:
+    from hashwatch.store import Store, StoreError
+
+    try:
+        return Store.open(str(db) if db is not None else None)
+    except StoreError as exc:
+        raise fail(str(exc)) from None
+
+
+def private_writer(path: Path) -> IO[str]:
+    """Files holding hashes are created owner-only."""
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    return os.fdopen(fd, "w", encoding="utf-8", newline="")
+
+
+@contextmanager
+def output(path: Path | None) -> Iterator[IO[str]]:
+    if path is None:
+        yield sys.stdout
+        sys.stdout.flush()
+    else:
+        with private_writer(path) as fh:
+            yield fh
+
+
+def progress(total: int | None, what: str) -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn(f"[bold]{what}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=not err.is_terminal,
+        transient=False,
+    )
+
+
+class _Rate:
+    """Updates a progress task and shows its rate per second."""
+
+    def __init__(self, prog: Progress, task: Any) -> None:
+        self.prog, self.task = prog, task
+
+    def __call__(self, n: int = 1) -> None:
+        self.prog.advance(self.task, n)
+        t = self.prog.tasks[self.task]
+        if t.elapsed:
+            self.prog.update(self.task, rate=f"{t.completed / t.elapsed:,.0f}/s")
+
+
+def _hash_records(paths: list[Path], workers: int, what: str) -> Iterator[Any]:
+    from hashwatch.hashing import hash_many, iter_files
+
+    missing = [p for p in paths if not p.exists()]
+    for p in missing:
+        err.print(f"[yellow]warning:[/] {p} does not exist")
+    files = list(iter_files([p for p in paths if p.exists()]))
+    files += missing  # still reported, each with its error
+    with progress(len(files), what) as prog:
+        task = prog.add_task(what, total=len(files), rate="")
+        tick = _Rate(prog, task)
+        for rec in hash_many(files, workers=workers):
+            tick()
+            yield rec
+
+
+HASH_FIELDS = [
+    "path",
+    "size",
+    "md5",
+    "sha1",
+    "sha256",
+    "pdq",
+    "pdq_quality",
+    "width",
+    "height",
+    "error",
+]
+
+
+@app.command("hash")
+def hash_cmd(
+    paths: Annotated[list[Path], typer.Argument(help="Files and folders (recursive).")],
+    fmt: Annotated[str, typer.Option("--format", help="jsonl or csv.")] = "jsonl",
+    workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="Processes.")] = 1,
+    out_path: Annotated[Path | None, typer.Option("--out", "-o", help="Write here (0600).")] = None,
+) -> None:
+    """Hash files: size, MD5, SHA-1, SHA-256, PDQ (+quality) and dimensions, one record each."""
+    if fmt not in ("jsonl", "csv"):
+        raise fail("--format must be jsonl or csv")
+    n = errors = 0
+    with output(out_path) as fh:
+        writer = (
+            csv.DictWriter(fh, fieldnames=HASH_FIELDS, lineterminator="\n")
+            if fmt == "csv"
+            else None
+        )
+        if writer:
+            writer.writeheader()
+        for rec in _hash_records(paths, workers, "hashing"):
+            row = {k: getattr(rec, k) for k in HASH_FIELDS}
+            row["path"] = str(row["path"])
+            if writer:
+                writer.writerow({k: "" if v is None else v for k, v in row.items()})
+            else:
+                fh.write(json.dumps(row) + "\n")
+            n += 1
+            errors += rec.error is not None
+    err.print(f"hashed {n} file(s), {errors} with an error")
+
+
+# -- lists ------------------------------------------------------------------------------------
+@lists_app.command("create")
+def lists_create(
+    name: str,
+    source: Annotated[str, typer.Option(help="Who supplied the list.")] = "",
+    jurisdiction: Annotated[str, typer.Option(help="e.g. UK, US.")] = "",
+    scheme: Annotated[
+        str, typer.Option("--scheme", help="Category scheme: uk, vics, ncmec, ...")
+    ] = "",
+    description: Annotated[str, typer.Option(help="Free text.")] = "",
+    db: DbOpt = None,
+) -> None:
+    """Create an empty hash list."""
+    from hashwatch.store import StoreError
+
+    with open_store(db) as store:
+        try:
+            info = store.create_list(
+                name,
+                source=source,
+                jurisdiction=jurisdiction,
+                category_scheme=scheme,
+                description=description,
+            )
+        except StoreError as exc:
+            raise fail(str(exc)) from None
+    err.print(f"created list [bold]{info.name}[/] (version {info.version})")
+
+
+def _parse_category(text: str | None) -> Any:
+    from hashwatch.categories import CategoryError, parse_category
+
+    if not text:
+        return None
+    try:
+        return parse_category(text)
+    except CategoryError as exc:
+        raise fail(str(exc)) from None
+
+
+@lists_app.command("import")
+def lists_import(
+    name: str,
+    file: Annotated[Path, typer.Argument(help="The file to import.")],
+    fmt: Annotated[str, typer.Option("--format", help="csv, hashlines, vics or icse.")] = "csv",
+    signal: Annotated[
+        str | None, typer.Option(help="Signal type when the file doesn't say (hashlines).")
+    ] = None,
+    category: Annotated[str | None, typer.Option(help="Default category SCHEME:CODE.")] = None,
+    create: Annotated[bool, typer.Option("--create", help="Create the list if missing.")] = False,
+    show_errors: Annotated[int, typer.Option(help="Bad rows to print.")] = 20,
+    db: DbOpt = None,
+) -> None:
+    """Stream a list file in: good rows are kept, bad rows reported with their line numbers."""
+    from hashwatch.formats import FORMATS, FormatError, RowError
+    from hashwatch.lists import BINARY_FORMATS, import_stream
+    from hashwatch.store import ListNotFound
+
+    if fmt not in FORMATS:
+        raise fail(f"unknown format {fmt!r} (choose one of {', '.join(FORMATS)})")
+    if not file.is_file():
+        raise fail(f"{file} is not a readable file")
+    default_cat = _parse_category(category)
+    shown = 0
+
+    def on_error(e: RowError) -> None:
+        nonlocal shown
+        if shown < show_errors:
+            err.print(f"[yellow]skipped[/] {e}")
+        shown += 1
+
+    with open_store(db) as store:
+        try:
+            store.get_list(name)
+        except ListNotFound as exc:
+            if not create:
+                raise fail(f"{exc} (or pass --create)") from None
+            store.create_list(name, source=file.name)
+        raw = open(file, "rb")  # noqa: SIM115 - wrapped below, closed in finally
+        try:
+            fh = raw if fmt in BINARY_FORMATS else io.TextIOWrapper(raw, "utf-8-sig", newline="")
+            with progress(file.stat().st_size, "importing") as prog:
+                task = prog.add_task("importing", total=file.stat().st_size, rate="")
+                res = import_stream(
+                    store,
+                    name,
+                    fh,
+                    fmt,
+                    signal=signal,
+                    category=default_cat,
+                    source_name=file.name,
+                    on_error=on_error,
+                    on_batch=lambda _n: prog.update(task, completed=raw.tell()),
+                )
+        except FormatError as exc:
+            raise fail(f"{file}: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise fail(f"{file}: not a UTF-8 text file ({exc.reason})") from None
+        finally:
+            raw.close()
+    if res.bad_rows > show_errors:
+        err.print(f"[yellow]... and {res.bad_rows - show_errors} more bad rows[/]")
+    err.print(
+        f"imported into [bold]{name}[/]: {res.added} added, {res.duplicates} already present, "
+        f"{res.restored} restored, {res.bad_rows} bad rows skipped"
+    )
+    if res.bad_rows and res.added == res.duplicates == res.restored == 0:
+        raise typer.Exit(1)
+
+
+@lists_app.command("add")
+def lists_add(
+    name: str,
+    paths: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
+    category: Annotated[str | None, typer.Option(help="Category SCHEME:CODE, e.g. uk:A.")] = None,
+    workers: Annotated[int, typer.Option("--workers", "-w", min=1)] = 1,
+    db: DbOpt = None,
+) -> None:
+    """Hash image files and add them (source reference = the file name)."""
+    from hashwatch.known import entries_for_record
+    from hashwatch.store import ListNotFound
+
+    cat = _parse_category(category)
+    failed = 0
+    with open_store(db) as store:
+        try:
+            store.get_list(name)
+        except ListNotFound as exc:
+            raise fail(str(exc)) from None
+
+        def items() -> Iterator[Any]:
+            nonlocal failed
+            for rec in _hash_records(paths, workers, "adding"):
+                if rec.error and not rec.sha256:
+                    failed += 1
+                    err.print(f"[yellow]skipped[/] {rec.path}: {rec.error}")
+                    continue
+                if rec.error:
+                    err.print(f"[yellow]note[/] {rec.path}: {rec.error} (crypto hashes only)")
+                yield from entries_for_record(rec, category=cat)
+
+        res = store.add_entries(name, items(), action="entries.add_files")
+    err.print(
+        f"added to [bold]{name}[/]: {res.added} entries ({res.duplicates} already present), "
+        f"{failed} file(s) could not be read"
+    )
+
+
+@lists_app.command("export")
+def lists_export(
+    name: str,
+    fmt: Annotated[str, typer.Option("--format", help="csv, hashlines, vics or icse.")] = "csv",
+    out_path: Annotated[Path | None, typer.Option("--out", "-o", help="Write here (0600).")] = None,
+    signal: Annotated[str | None, typer.Option(help="Only this signal type.")] = None,
+    db: DbOpt = None,
+) -> None:
+    """Export a list (hashes and metadata only, never images)."""
+    from hashwatch.formats import FORMATS
+    from hashwatch.lists import export_list
+    from hashwatch.store import ListNotFound
+
+    if fmt not in FORMATS:
+        raise fail(f"unknown format {fmt!r} (choose one of {', '.join(FORMATS)})")
+    with open_store(db) as store:
+        try:
+            info = store.get_list(name)
+        except ListNotFound as exc:
+            raise fail(str(exc)) from None
+        with output(out_path) as fh:
+            n = export_list(store, name, fh, fmt, signal=signal)
+    err.print(f"exported {n} record(s) of {info.name} version {info.version}")
+
+
+@lists_app.command("show")
+def lists_show(
+    name: Annotated[str | None, typer.Argument(help="One list (default: all).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    db: DbOpt = None,
+) -> None:
+    """Show lists with their versions and entry counts."""
+    from hashwatch.store import ListNotFound
+
+    with open_store(db) as store:
+        try:
+            infos = [store.get_list(name)] if name else store.lists()
+        except ListNotFound as exc:
+            raise fail(str(exc)) from None
+    if as_json:
+        print(json.dumps([i.as_dict() for i in infos], indent=2))
+        return
+    table = Table(title="hash lists")
+    for col in (
+        "name",
+        "entries",
+        "version",
+        "source",
+        "jurisdiction",
+        "scheme",
+        "enabled",
+        "updated",
+    ):
+        table.add_column(col)
+    for i in infos:
+        table.add_row(
+            i.name,
+            f"{i.entry_count:,}",
+            str(i.version),
+            i.source,
+            i.jurisdiction,
+            i.category_scheme,
+            "yes" if i.enabled else "no",
+            i.updated_at[:19],
+        )
+    out.print(table)
+
+
+@lists_app.command("remove")
+def lists_remove(
+    name: str,
+    entry_ids: Annotated[list[int], typer.Argument(help="Entry ids to remove.")],
+    db: DbOpt = None,
+) -> None:
+    """Remove entries from a list (kept in history, audited)."""
+    from hashwatch.store import ListNotFound
+
+    with open_store(db) as store:
+        try:
+            n = store.remove_entries(name, entry_ids)
+        except ListNotFound as exc:
+            raise fail(str(exc)) from None
+    err.print(f"removed {n} entr{'y' if n == 1 else 'ies'} from {name}")
+
+
+# -- match --------------------------------------------------------------------------------------
+@app.command("match")
+def match_cmd(
+    paths: Annotated[list[Path], typer.Argument(help="Files and folders (recursive).")],
+    list_names: Annotated[
+        list[str] | None, typer.Option("--list", help="Only these lists.")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="jsonl or table.")] = "jsonl",
+    workers: Annotated[int, typer.Option("--workers", "-w", min=1)] = 1,
+    out_path: Annotated[Path | None, typer.Option("--out", "-o", help="Write here (0600).")] = None,
+    db: DbOpt = None,
+) -> None:
+    """Match files against the lists: one JSON object per file (path, matches, error)."""
+    from hashwatch.matcher import Matcher
+    from hashwatch.store import ListNotFound
+
+    if fmt not in ("jsonl", "table"):
+        raise fail("--format must be jsonl or table")
+    with open_store(db) as store:
+        for n in list_names or []:
+            try:
+                store.get_list(n)
+            except ListNotFound as exc:
+                raise fail(str(exc)) from None
+        matcher = Matcher(store)
+        results = matcher.match_records(_hash_records(paths, workers, "matching"), list_names)
+        matched = total = 0
+        table = Table(title="matches") if fmt == "table" else None
+        if table is not None:
+            for col in ("file", "list", "ref", "signal", "distance", "category", "exact"):
+                table.add_column(col)
+        with output(out_path) as fh:
+            for res in results:
+                total += 1
+                matched += bool(res.matches)
+                if table is None:
+                    fh.write(json.dumps(res.as_dict()) + "\n")
+                    continue
+                if res.error and not res.matches:
+                    table.add_row(res.path, "", "", "", "", "", res.error)
+                for m in res.matches:
+                    table.add_row(
+                        res.path,
+                        m.list,
+                        m.ref,
+                        m.signal,
+                        str(m.distance),
+                        m.category or "",
+                        "yes" if m.exact else "no",
+                    )
+        if table is not None:
+            out.print(table)
+        store.audit("cli", "match", {"files": total, "matched": matched})
+    err.print(f"{matched} of {total} file(s) matched")
+
+
+# -- demo -------------------------------------------------------------------------------------
+@app.command("demo")
+def demo_cmd(
+    out_dir: Annotated[Path, typer.Option("--out", help="Where to write the demo.")] = Path(
+        "demo-out"
+    ),
+    workers: Annotated[int, typer.Option("--workers", "-w", min=1)] = 2,
+) -> None:
+    """Build a known list from bundled images, match an evidence folder, print a summary."""
+    from hashwatch.demo import run_demo
+
+    err.print(
+        "[bold]hashwatch demo[/]: known list from 8 bundled Kodak images, evidence of "
+        "edited copies + unrelated images"
+    )
+    res = run_demo(out_dir, workers=workers)
+    table = Table(title="evidence matched against list demo-known")
+    for col in ("what", "files", "recognised", "how", "category"):
+        table.add_column(col)
+    for row in res.summary():
+        table.add_row(*row)
+    out.print(table)
+    out.print(
+        f"found {res.found} of {res.known_copies} edited copies of known images; "
+        f"{res.false_matches} false matches among unrelated files"
+    )
+    out.print(f"database: {res.db_path}")
+    out.print(f"results:  {res.results_path}  (one JSON object per file)")
+    out.print(f"evidence: {res.out_dir / 'evidence'}")
+
+
+# -- db -----------------------------------------------------------------------------------------
+@db_app.command("stats")
+def db_stats(
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    db: DbOpt = None,
+) -> None:
+    """Lists, and entries per list and signal type."""
+    with open_store(db) as store:
+        rows = store.stats()
+        infos = store.lists()
+    if as_json:
+        print(json.dumps({"lists": [i.as_dict() for i in infos], "entries": rows}, indent=2))
+        return
+    table = Table(title=f"{len(infos)} list(s)")
+    for col in ("list", "signal", "entries"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["list"], r["signal_type"], f"{r['entries']:,}")
+    out.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,172 @@
+"""The CLI end to end, in-process through Typer's runner, on a real SQLite file."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import stat
+
+import pytest
+from PIL import Image, ImageOps
+from typer.testing import CliRunner
+
+from hashwatch.cli import app
+from hashwatch.demo import demo_images
+
+runner = CliRunner()
+
+
+def run(*args: str, ok: bool = True):
+    res = runner.invoke(app, list(args), catch_exceptions=False)
+    if ok:
+        assert res.exit_code == 0, res.output + (res.stderr if res.stderr_bytes else "")
+    return res
+
+
+@pytest.fixture
+def db(tmp_path):
+    return str(tmp_path / "cli.db")
+
+
+@pytest.fixture
+def images(tmp_path):
+    """Three known images, an edited copy, an unrelated image, a corrupt file, a text file."""
+    src = demo_images()
+    known = tmp_path / "known"
+    known.mkdir()
+    for p in src[:3]:
+        shutil.copy(p, known / p.name)
+    ev = tmp_path / "evidence" / "sub"
+    ev.mkdir(parents=True)
+    im = Image.open(src[0]).convert("RGB")
+    im.resize((im.width // 2, im.height // 2)).save(ev / "small.webp", quality=70)
+    ImageOps.grayscale(Image.open(src[1])).save(ev / "grey.png")
+    Image.open(src[5]).save(ev / "unrelated.bmp")
+    (ev / "broken.jpg").write_bytes(src[2].read_bytes()[:1500])
+    (ev / "readme.txt").write_text("hello")
+    return known, tmp_path / "evidence"
+
+
+def test_hash_jsonl_and_csv(images, tmp_path):
+    known, evidence = images
+    res = run("hash", str(known), str(evidence))
+    recs = [json.loads(line) for line in res.stdout.splitlines()]
+    assert len(recs) == 8
+    fields = {"path", "size", "md5", "sha1", "sha256", "pdq", "pdq_quality", "width", "height",
+              "error"}
+    assert all(set(r) == fields for r in recs)
+    by_name = {os.path.basename(r["path"]): r for r in recs}
+    assert by_name["broken.jpg"]["error"].startswith("truncated")
+    assert by_name["broken.jpg"]["sha256"] and by_name["broken.jpg"]["pdq"] is None
+    assert by_name["readme.txt"]["error"].startswith("not_an_image")
+    assert by_name["small.webp"]["error"] is None and len(by_name["small.webp"]["pdq"]) == 64
+    out = tmp_path / "h.csv"
+    run("hash", str(evidence), "--format", "csv", "--workers", "2", "--out", str(out))
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    rows = list(csv.DictReader(out.open()))
+    assert [os.path.basename(r["path"]) for r in rows] == sorted(
+        os.path.basename(r["path"]) for r in rows if "sub" in r["path"])
+    assert {os.path.basename(r["path"]) for r in rows} == {
+        "small.webp", "grey.png", "unrelated.bmp", "broken.jpg", "readme.txt"}
+
+
+def test_hash_missing_path_is_a_record(tmp_path):
+    res = run("hash", str(tmp_path / "nope.jpg"))
+    rec = json.loads(res.stdout)
+    assert rec["error"] and rec["md5"] is None
+
+
+def test_lists_add_match_and_filters(images, db, tmp_path):
+    known, evidence = images
+    run("lists", "create", "caid", "--scheme", "uk", "--db", db)
+    run("lists", "create", "other", "--db", db)
+    run("lists", "add", "caid", str(known), "--category", "uk:B", "--db", db)
+    res = run("match", str(evidence), str(known / "kodim03.jpg"), "--db", db)
+    out = {os.path.basename(json.loads(x)["path"]): json.loads(x) for x in res.stdout.splitlines()}
+    small = out["small.webp"]["matches"]
+    assert small and small[0]["list"] == "caid" and small[0]["ref"] == "kodim01.jpg"
+    assert small[0]["exact"] is False and small[0]["distance"] <= 31
+    assert small[0]["category"] == "uk:B" and small[0]["signal"] == "pdq"
+    assert set(small[0]) >= {"list", "entry_id", "ref", "signal", "distance", "category", "exact"}
+    assert out["grey.png"]["matches"][0]["ref"] == "kodim02.jpg"
+    exact = out["kodim03.jpg"]["matches"]
+    assert {m["signal"] for m in exact if m["exact"]} == {"md5", "sha1", "sha256"}
+    assert out["unrelated.bmp"]["matches"] == []
+    assert out["broken.jpg"]["error"].startswith("truncated")
+    assert out["readme.txt"]["matches"] == []
+    # --list restricts
+    res = run("match", str(evidence), "--list", "other", "--db", db)
+    assert all(json.loads(x)["matches"] == [] for x in res.stdout.splitlines())
+    res = run("match", str(evidence), "--list", "nosuch", "--db", db, ok=False)
+    assert res.exit_code == 2 and "no hash list" in res.stderr
+
+
+def test_import_reports_bad_rows_and_reimport_adds_nothing(db, tmp_path):
+    f = tmp_path / "list.txt"
+    lines = [f"{i:032x}" for i in range(5000)]
+    lines[10] = "zzz"
+    lines[4000] = "12345"
+    f.write_text("\n".join(lines) + "\n")
+    run("lists", "create", "l", "--db", db)
+    res = run("lists", "import", "l", str(f), "--format", "hashlines", "--db", db)
+    assert "line 11:" in res.stderr and "line 4001:" in res.stderr
+    assert "4998 added" in res.stderr and "2 bad rows" in res.stderr
+    res = run("lists", "import", "l", str(f), "--format", "hashlines", "--db", db)
+    assert "0 added, 4998 already present" in res.stderr
+    stats = json.loads(run("db", "stats", "--json", "--db", db).stdout)
+    assert stats["entries"] == [{"list": "l", "signal_type": "md5", "entries": 4998}]
+
+
+def test_import_errors_are_clear(db, tmp_path):
+    run("lists", "create", "l", "--db", db)
+    res = run("lists", "import", "missing", str(tmp_path), "--db", db, ok=False)
+    assert res.exit_code == 2
+    bad_json = tmp_path / "x.json"
+    bad_json.write_text('{"value": [')
+    res = run("lists", "import", "l", str(bad_json), "--format", "vics", "--db", db, ok=False)
+    assert res.exit_code == 2 and "not valid VICS JSON" in res.stderr
+    binary = tmp_path / "b.csv"
+    binary.write_bytes(b"signal_type,value\n\xff\xfe\x00bad\n")
+    res = run("lists", "import", "l", str(binary), "--db", db, ok=False)
+    assert res.exit_code == 2 and "UTF-8" in res.stderr
+    res = run("lists", "import", "nolist", str(binary), "--db", db, ok=False)
+    assert "no hash list" in res.stderr
+    res = run("lists", "add", "l", str(tmp_path), "--category", "uk:Z", "--db", db, ok=False)
+    assert res.exit_code == 2 and "unknown code" in res.stderr
+
+
+def test_export_formats_are_owner_only_and_reimportable(images, db, tmp_path):
+    known, _ = images
+    run("lists", "create", "src", "--db", db)
+    run("lists", "add", "src", str(known), "--category", "vics:1", "--db", db)
+    for fmt in ("csv", "vics", "icse", "hashlines"):
+        out = tmp_path / f"export.{fmt}"
+        run("lists", "export", "src", "--format", fmt, "--out", str(out), "--db", db)
+        assert stat.S_IMODE(out.stat().st_mode) == 0o600
+        run("lists", "import", f"dst-{fmt}", str(out), "--format", fmt, "--create", "--db", db)
+    shown = json.loads(run("lists", "show", "--json", "--db", db).stdout)
+    counts = {i["name"]: i["entry_count"] for i in shown}
+    assert counts["src"] == 12  # 3 images x (md5, sha1, sha256, pdq)
+    assert counts["dst-csv"] == counts["dst-vics"] == counts["dst-hashlines"] == 12
+    assert counts["dst-icse"] == 12
+    text = (tmp_path / "export.hashlines").read_text()
+    assert "md5:" in text and "pdq:" in text
+
+
+def test_demo_runs(tmp_path):
+    res = run("demo", "--out", str(tmp_path / "d"), "--workers", "1")
+    assert "false matches" in res.stdout
+    rows = [json.loads(x) for x in (tmp_path / "d" / "matches.jsonl").read_text().splitlines()]
+    unrelated = [r for r in rows if "unrelated" in r["path"]]
+    assert unrelated and all(r["matches"] == [] for r in unrelated)
+    copies = [r for r in rows if r["path"].endswith("-copy.jpg")]
+    assert copies and all(any(m["exact"] for m in r["matches"]) for r in copies)
+
+
+def test_version_and_help():
+    assert "hashwatch" in run("--version").stdout
+    assert "lists" in run("--help").stdout
+    _ = io  # keep import for readability of helpers above
