@@ -73,6 +73,7 @@ def import_stream(
         action="entries.import",
         detail=detail,
         on_batch=on_batch,
+        collect_ids=False,
     )
     return ImportResult.from_add(res, bad, errors)
 

@@ -202,7 +202,7 @@ _ENTRY_COLUMNS = [
 class Store:
     """Open with ``Store.open(path_or_url)``; migrations are applied on open."""
 
-    BATCH = 2000
+    BATCH = 2500  # x 11 parameters stays under SQLite's 32766-variable limit
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
@@ -384,14 +384,26 @@ class Store:
             self._audit(conn, actor, "list.delete", row.id, {"name": name})
 
     # -- entries -------------------------------------------------------------------
-    def _insert_ignore(self) -> Any:
-        if self.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        elif self.dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert
-        else:  # pragma: no cover
-            raise StoreError(f"unsupported database dialect {self.dialect}")
-        return insert(entries).on_conflict_do_nothing()
+    _INSERT_COLUMNS = (
+        "list_id", "signal_type", "value", "category_scheme", "category_code", "labels",
+        "source_ref", "group_ref", "variant", "added_at", "added_by",
+    )  # fmt: skip
+
+    def _insert_rows(self, conn: sa.Connection, rows: list[tuple]) -> list[int]:
+        """Multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING id (SQLite >= 3.35 and
+        PostgreSQL): one statement per batch, ids of the rows actually inserted. Written as
+        driver SQL because building it through the ORM-level compiler dominated import time."""
+        if not rows:
+            return []
+        ph = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        one = "(" + ",".join([ph] * len(self._INSERT_COLUMNS)) + ")"
+        sql = (
+            f"INSERT INTO entries ({','.join(self._INSERT_COLUMNS)}) VALUES "
+            + ",".join([one] * len(rows))
+            + " ON CONFLICT DO NOTHING RETURNING id"
+        )
+        params = tuple(v for r in rows for v in r)
+        return [r[0] for r in conn.exec_driver_sql(sql, params)]
 
     def add_entries(
         self,
@@ -402,20 +414,31 @@ class Store:
         action: str = "entries.add",
         detail: dict | None = None,
         on_batch: Any = None,
+        collect_ids: bool = True,
     ) -> AddResult:
         """Add entries in batches (streaming: ``items`` may be a generator of millions).
 
         Identical entries are de-duplicated; an identical entry that had been removed is
         restored. Each batch commits on its own, so an interrupted import keeps its
-        progress and re-running it adds only what is missing.
+        progress and re-running it adds only what is missing. ``collect_ids=False`` keeps
+        memory flat on huge imports (``added_ids`` stays empty).
         """
         from hashwatch.signals import get_signal_type  # lazy: keeps store importable alone
 
         result = AddResult()
         with self.engine.connect() as conn:
             list_row = self._list_row(conn, list_name)
+            # restoring needs a lookup per duplicate; skip it when nothing was ever removed
+            may_restore = (
+                conn.execute(
+                    sa.select(changes.c.seq)
+                    .where(changes.c.list_id == list_row.id, changes.c.op == "remove")
+                    .limit(1)
+                ).first()
+                is not None
+            )
         list_id = list_row.id
-        stmt = self._insert_ignore().returning(entries.c.id)
+        known_types: set[str] = set()
         it = iter(items)
         while True:
             batch = list(islice(it, self.BATCH))
@@ -424,26 +447,31 @@ class Store:
             now = utcnow()
             rows = []
             for e in batch:
-                get_signal_type(e.signal_type)  # raises on an unknown signal type
+                if e.signal_type not in known_types:
+                    get_signal_type(e.signal_type)  # raises on an unknown signal type
+                    known_types.add(e.signal_type)
+                cat = e.category
                 rows.append(
-                    {
-                        "list_id": list_id,
-                        "signal_type": e.signal_type,
-                        "value": e.value,
-                        "category_scheme": e.category.scheme if e.category else "",
-                        "category_code": e.category.code if e.category else "",
-                        "labels": _labels_to_text(e.labels),
-                        "source_ref": e.source_ref,
-                        "group_ref": e.group_ref,
-                        "variant": e.variant,
-                        "added_at": now,
-                        "added_by": actor,
-                    }
+                    (
+                        list_id,
+                        e.signal_type,
+                        e.value,
+                        cat.scheme if cat else "",
+                        cat.code if cat else "",
+                        _labels_to_text(e.labels),
+                        e.source_ref,
+                        e.group_ref,
+                        e.variant,
+                        now,
+                        actor,
+                    )
                 )
             with self.engine.begin() as conn:
-                ids = [r[0] for r in conn.execute(stmt, rows)] if rows else []
+                ids = self._insert_rows(conn, rows)
                 restored = (
-                    self._restore_removed(conn, list_id, rows) if len(ids) < len(rows) else []
+                    self._restore_removed(conn, list_id, rows)
+                    if may_restore and len(ids) < len(rows)
+                    else []
                 )
                 new_ids = ids + restored
                 if new_ids:
@@ -457,7 +485,8 @@ class Store:
             result.added += len(ids)
             result.restored += len(restored)
             result.duplicates += len(rows) - len(ids) - len(restored)
-            result.added_ids.extend(new_ids)
+            if collect_ids:
+                result.added_ids.extend(new_ids)
             if on_batch is not None:
                 on_batch(len(batch))
         with self.engine.begin() as conn:
@@ -476,26 +505,20 @@ class Store:
             self._audit(conn, actor, action, list_id, info)
         return result
 
-    def _restore_removed(self, conn: sa.Connection, list_id: int, rows: list[dict]) -> list[int]:
-        """Un-remove identical entries that had been removed (rare: one query per batch
-        to find whether any removed entry exists at all)."""
-        has_removed = conn.execute(
-            sa.select(entries.c.id)
-            .where(entries.c.list_id == list_id, entries.c.removed_at.is_not(None))
-            .limit(1)
-        ).first()
-        if has_removed is None:
-            return []
+    def _restore_removed(self, conn: sa.Connection, list_id: int, rows: list[tuple]) -> list[int]:
+        """Un-remove identical entries that had been removed (one indexed lookup per
+        duplicate; only called for lists that have ever had a removal)."""
         restored: list[int] = []
         for r in rows:
+            _lid, sig, value, scheme, code, _labels, _ref, _group, variant = r[:9]
             row = conn.execute(
                 sa.select(entries.c.id).where(
                     entries.c.list_id == list_id,
-                    entries.c.signal_type == r["signal_type"],
-                    entries.c.value == r["value"],
-                    entries.c.category_scheme == r["category_scheme"],
-                    entries.c.category_code == r["category_code"],
-                    entries.c.variant == r["variant"],
+                    entries.c.signal_type == sig,
+                    entries.c.value == value,
+                    entries.c.category_scheme == scheme,
+                    entries.c.category_code == code,
+                    entries.c.variant == variant,
                     entries.c.removed_at.is_not(None),
                 )
             ).first()

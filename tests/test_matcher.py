@@ -1,0 +1,114 @@
+"""Matcher: exact first, then PDQ; the index follows the store's change feed."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import numpy as np
+import pytest
+
+from hashwatch.categories import Category
+from hashwatch.matcher import Matcher
+from hashwatch.store import EntryIn, Store
+
+
+def flip(hex_value: str, bits: list[int]) -> str:
+    v = int(hex_value, 16)
+    for b in bits:
+        v ^= 1 << b
+    return f"{v:064x}"
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store.open(tmp_path / "m.db")
+    s.create_list("a", category_scheme="uk")
+    s.create_list("b", category_scheme="vics")
+    yield s
+    s.close()
+
+
+class Rec:
+    def __init__(self, pdq=None, md5=None, quality=100):
+        self.md5, self.sha1, self.sha256 = md5, None, None
+        self.pdq, self.pdq_quality = pdq, quality
+
+
+rng = np.random.default_rng(7)
+BASE = [bytes(rng.integers(0, 256, 32, dtype=np.uint8)).hex() for _ in range(50)]
+
+
+def test_near_and_exact_matches_with_conflicting_categories(store):
+    store.add_entries(
+        "a",
+        [EntryIn("pdq", h, Category("uk", "A"), source_ref=f"a{i}") for i, h in enumerate(BASE)],
+    )
+    store.add_entries(
+        "b",
+        [
+            EntryIn("pdq", BASE[3], Category("vics", "2"), source_ref="b3"),
+            EntryIn("md5", "f" * 32, Category("vics", "1"), source_ref="m"),
+        ],
+    )
+    m = Matcher(store)
+    q = flip(BASE[3], [0, 5, 100, 200])
+    res = m.match_hashes(Rec(pdq=q))
+    assert [(x.list, x.ref, x.distance, x.category) for x in res] == [
+        ("a", "a3", 4, "uk:A"),
+        ("b", "b3", 4, "vics:2"),
+    ]
+    # boundary: 31 bits matches, 32 does not
+    assert m.match_hashes(Rec(pdq=flip(BASE[7], list(range(31)))))[0].distance == 31
+    assert m.match_hashes(Rec(pdq=flip(BASE[7], list(range(32))))) == []
+    # low quality queries are not matched perceptually
+    assert m.match_hashes(Rec(pdq=BASE[7], quality=49)) == []
+    ex = m.match_hashes(Rec(md5="f" * 32))
+    assert [(x.exact, x.signal, x.list) for x in ex] == [(True, "md5", "b")]
+    assert m.match_hashes(Rec(pdq=BASE[3]), lists=["b"])[0].list == "b"
+
+
+def test_index_follows_adds_and_removes_without_rebuild(store, tmp_path):
+    r = store.add_entries("a", [EntryIn("pdq", h) for h in BASE[:10]])
+    m = Matcher(store)
+    idx_file = m.index_path
+    assert idx_file is not None and idx_file.exists()
+    assert stat.S_IMODE(os.stat(idx_file).st_mode) == 0o600
+    first_index = m.index
+    store.add_entries("a", [EntryIn("pdq", BASE[20])])
+    assert m.match_hashes(Rec(pdq=BASE[20])) == []  # not yet refreshed
+    assert m.refresh() == 1
+    assert m.index is first_index  # updated in place, not rebuilt
+    assert m.match_hashes(Rec(pdq=BASE[20]))[0].distance == 0
+    store.remove_entries("a", [r.added_ids[0]])
+    m.refresh()
+    assert m.match_hashes(Rec(pdq=BASE[0])) == []
+    # re-adding restores
+    store.add_entries("a", [EntryIn("pdq", BASE[0])])
+    m.refresh()
+    assert len(m.match_hashes(Rec(pdq=BASE[0]))) == 1
+    m.save()
+    # a new matcher loads the saved index and replays only what changed since
+    store.add_entries("a", [EntryIn("pdq", BASE[30])])
+    m2 = Matcher(store)
+    assert len(m2.index) == 12
+    assert m2.match_hashes(Rec(pdq=BASE[30]))[0].distance == 0
+    assert m2.seq == store.last_change()
+
+
+def test_disabled_list_stops_matching_without_index_change(store):
+    store.add_entries("a", [EntryIn("pdq", BASE[1])])
+    m = Matcher(store)
+    store.set_list_enabled("a", False)
+    assert m.match_hashes(Rec(pdq=BASE[1])) == []
+    store.set_list_enabled("a", True)
+    assert len(m.match_hashes(Rec(pdq=BASE[1]))) == 1
+
+
+def test_corrupt_index_file_is_rebuilt(store):
+    store.add_entries("a", [EntryIn("pdq", h) for h in BASE[:5]])
+    m = Matcher(store)
+    m.index_path.write_bytes(b"garbage")
+    m2 = Matcher(store)
+    assert len(m2.index) == 5
+    assert m2.match_hashes(Rec(pdq=BASE[4]))[0].distance == 0
