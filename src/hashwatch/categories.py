@@ -65,8 +65,7 @@ def make_category(scheme: str, code: str | int) -> Category:
         norm = code.upper()
         if norm not in codes:
             raise CategoryError(
-                f"unknown code {code!r} for scheme {scheme!r} (expected one of "
-                f"{', '.join(codes)})"
+                f"unknown code {code!r} for scheme {scheme!r} (expected one of {', '.join(codes)})"
             )
         code = norm
     return Category(scheme, code)

@@ -20,12 +20,20 @@ def entries_for_record(
     ref = source_ref if source_ref is not None else Path(str(rec.path)).name
     group = rec.sha256 or ""
     out = [
-        EntryIn(signal_type=sig, value=getattr(rec, sig), category=category, source_ref=ref,
-                group_ref=group)
+        EntryIn(
+            signal_type=sig,
+            value=getattr(rec, sig),
+            category=category,
+            source_ref=ref,
+            group_ref=group,
+        )
         for sig in ("md5", "sha1", "sha256")
         if getattr(rec, sig, None)
     ]
     if getattr(rec, "pdq", None):
-        out.append(EntryIn(signal_type="pdq", value=rec.pdq, category=category, source_ref=ref,
-                           group_ref=group))
+        out.append(
+            EntryIn(
+                signal_type="pdq", value=rec.pdq, category=category, source_ref=ref, group_ref=group
+            )
+        )
     return out

@@ -188,15 +188,14 @@ class Matcher:
         os.replace(tmp, self._meta_path())
 
     # -- matching -------------------------------------------------------------------
-    def match_exact(
-        self, hashes: HashedLike, lists: Sequence[str] | None = None
-    ) -> list[Match]:
+    def match_exact(self, hashes: HashedLike, lists: Sequence[str] | None = None) -> list[Match]:
         out: list[Match] = []
         for sig in CRYPTO_SIGNALS:
             value = getattr(hashes, sig, None)
             if value:
                 out.extend(
-                    _match_from_entry(e, 0, True) for e in self.store.lookup(sig, [value], lists=lists)
+                    _match_from_entry(e, 0, True)
+                    for e in self.store.lookup(sig, [value], lists=lists)
                 )
         return out
 
@@ -209,7 +208,9 @@ class Matcher:
     ) -> list[Match]:
         if quality is not None and quality < self.min_quality:
             return []
-        hits = self.index.search(hex_to_codes([pdq])[0], self.pdq_threshold if radius is None else radius)
+        hits = self.index.search(
+            hex_to_codes([pdq])[0], self.pdq_threshold if radius is None else radius
+        )
         if not hits:
             return []
         rows = self.store.get_entries([i for i, _ in hits])
@@ -222,9 +223,7 @@ class Matcher:
             out.append(_match_from_entry(e, dist, False))
         return out
 
-    def match_hashes(
-        self, hashes: HashedLike, lists: Sequence[str] | None = None
-    ) -> list[Match]:
+    def match_hashes(self, hashes: HashedLike, lists: Sequence[str] | None = None) -> list[Match]:
         """Exact matches first; perceptual matches for entries not already matched exactly."""
         exact = self.match_exact(hashes, lists)
         seen_groups = {(m.list, m.ref) for m in exact}
