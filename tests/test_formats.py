@@ -190,3 +190,23 @@ def test_round_trip_through_store(tmp_path_factory, items, fmt):
                 (e.value, str(e.category), e.source_ref) for e in s.iter_entries(list_name="dst")
             )
             assert got_c == want_c
+
+
+def test_icse_columns_categories_and_bad_rows():
+    text = (
+        "ImageID,MD5,SHA1,PhotoDNA,Category\n"
+        f"img-1,{'a' * 32},{'b' * 40},,1\n"
+        f"img-2,,{'c' * 40},,uk:C\n"
+        "img-3,,,,2\n"
+        f"img-4,{'x' * 32},,,\n"
+        f"img-5,{'d' * 32},,,1,extra\n"
+    )
+    good, bad = split(list(reader("icse")(io.StringIO(text))))
+    assert [(e.signal_type, str(e.category), e.source_ref, e.group_ref) for e in good] == [
+        ("md5", "icse:1", "img-1", "img-1"),
+        ("sha1", "icse:1", "img-1", "img-1"),
+        ("sha1", "uk:C", "img-2", "img-2"),
+    ]
+    assert [(b.line, b.message.split(" ")[0]) for b in bad] == [(4, "no"), (5, "md5"), (6, "more")]
+    with pytest.raises(FormatError):
+        list(reader("icse")(io.StringIO("ImageID,Notes\n1,2\n")))

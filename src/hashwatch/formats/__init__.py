@@ -37,34 +37,23 @@ Reader = Callable[..., Iterator[EntryIn | RowError]]
 Writer = Callable[[Iterator[EntryRow], IO[str]], int]
 
 
-def reader(fmt: str) -> Reader:
-    from hashwatch.formats import csvfmt, hashlines, icse, vics
+def _module(fmt: str):  # noqa: ANN202 - a format module
+    import importlib
 
-    readers: dict[str, Reader] = {
-        "csv": csvfmt.read,
-        "hashlines": hashlines.read,
-        "vics": vics.read,
-        "icse": icse.read,
-    }
-    try:
-        return readers[fmt]
-    except KeyError:
-        raise FormatError(f"unknown format {fmt!r} (choose one of {', '.join(FORMATS)})") from None
+    modules = {"csv": "csvfmt", "hashlines": "hashlines", "vics": "vics", "icse": "icse"}
+    if fmt not in modules:
+        raise FormatError(f"unknown format {fmt!r} (choose one of {', '.join(FORMATS)})")
+    return importlib.import_module(f"hashwatch.formats.{modules[fmt]}")
+
+
+def reader(fmt: str) -> Reader:
+    """``read(fh, *, signal=None, category=None)`` of a format."""
+    return _module(fmt).read
 
 
 def writer(fmt: str) -> Writer:
-    from hashwatch.formats import csvfmt, hashlines, icse, vics
-
-    writers: dict[str, Writer] = {
-        "csv": csvfmt.write,
-        "hashlines": hashlines.write,
-        "vics": vics.write,
-        "icse": icse.write,
-    }
-    try:
-        return writers[fmt]
-    except KeyError:
-        raise FormatError(f"unknown format {fmt!r} (choose one of {', '.join(FORMATS)})") from None
+    """``write(rows, fh)`` of a format."""
+    return _module(fmt).write
 
 
 __all__ = ["FORMATS", "FormatError", "RowError", "reader", "writer"]

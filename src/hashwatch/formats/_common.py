@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import IO
 
 from hashwatch.categories import Category, CategoryError, parse_category
 from hashwatch.store import EntryIn
@@ -69,3 +71,40 @@ def split_labels(text: str | None) -> list[str]:
     if not text:
         return []
     return [x for x in re.split(r"[;|]", text) if x.strip()]
+
+
+def csv_rows(fh: IO[str], what: str) -> Iterator[tuple[int, dict[str, str] | None]]:
+    """(line number, row with lower-cased column names) of a CSV with a header; the row is
+    None when it has more fields than the header. The header is checked by the caller
+    through the first yielded item: ``(0, {name: name})``."""
+    rd = csv.DictReader(fh)
+    if not rd.fieldnames:
+        from hashwatch.formats import FormatError
+
+        raise FormatError(f"empty {what} file (a header row is required)")
+    rd.fieldnames = [f.strip().lower() for f in rd.fieldnames]
+    yield 0, {f: f for f in rd.fieldnames}
+    for row in rd:
+        yield rd.line_num, (None if None in row else row)
+
+
+def wide_entries(
+    row: Mapping[str, str | None],
+    columns: Mapping[str, str],
+    *,
+    category: Category | None,
+    source_ref: str,
+    group_ref: str = "",
+    labels: Sequence[str] = (),
+) -> list[EntryIn]:
+    """Entries of a row with one column per hash (``columns``: column -> signal type); all
+    of a row's hashes share one group (the given one, else the first hash)."""
+    cells = [(sig, (row.get(col) or "").strip()) for col, sig in columns.items()]
+    cells = [(sig, v) for sig, v in cells if v]
+    if not cells:
+        raise ValueError("no hash in this row")
+    group = group_ref or cells[0][1]
+    return [
+        make_entry(sig, v, category=category, labels=labels, source_ref=source_ref, group_ref=group)
+        for sig, v in cells
+    ]

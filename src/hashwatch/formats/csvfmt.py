@@ -14,7 +14,14 @@ from typing import IO
 
 from hashwatch.categories import Category
 from hashwatch.formats import FormatError, RowError
-from hashwatch.formats._common import category_or_none, make_entry, split_labels
+from hashwatch.formats._common import (
+    category_or_none,
+    csv_rows,
+    guess_signal,
+    make_entry,
+    split_labels,
+    wide_entries,
+)
 from hashwatch.store import EntryIn, EntryRow
 
 HEADER = ["signal_type", "value", "category", "labels", "source_ref", "group_ref", "variant"]
@@ -33,20 +40,16 @@ def _row_category(row: dict[str, str]) -> Category | None:
 def read(
     fh: IO[str], *, signal: str | None = None, category: Category | None = None
 ) -> Iterator[EntryIn | RowError]:
-    rd = csv.DictReader(fh)
-    fields = [f.strip().lower() for f in (rd.fieldnames or [])]
-    if not fields:
-        raise FormatError("empty CSV file (a header row is required)")
-    rd.fieldnames = fields
+    rows = csv_rows(fh, "CSV")
+    fields = list(next(rows)[1])
     long_form = "value" in fields
-    wide = [s for s in _WIDE_SIGNALS if s in fields]
+    wide = {s: s for s in _WIDE_SIGNALS if s in fields}
     if not long_form and not wide:
         raise FormatError(
             "CSV header needs 'signal_type,value,...' or hash columns (md5, sha1, sha256, pdq)"
         )
-    for row in rd:
-        line = rd.line_num
-        if None in row:
+    for line, row in rows:
+        if row is None:
             yield RowError(line, "more fields than the header")
             continue
         try:
@@ -54,42 +57,24 @@ def read(
             labels = split_labels(row.get("labels"))
             ref = (row.get("source_ref") or row.get("ref") or "").strip()
             group = (row.get("group_ref") or "").strip()
-            variant = (row.get("variant") or "").strip()
-            if long_form:
-                sig = (row.get("signal_type") or row.get("signal") or signal or "").strip()
-                value = (row.get("value") or "").strip()
-                if not value:
-                    raise ValueError("empty value")
-                if not sig:
-                    from hashwatch.formats._common import guess_signal
-
-                    sig = guess_signal(value)
-                yield make_entry(
-                    sig,
-                    value,
-                    category=cat,
-                    labels=labels,
-                    source_ref=ref,
-                    group_ref=group,
-                    variant=variant,
+            if not long_form:
+                yield from wide_entries(
+                    row, wide, category=cat, source_ref=ref, group_ref=group, labels=labels
                 )
-            else:
-                cells = [(s, (row.get(s) or "").strip()) for s in wide]
-                cells = [(s, v) for s, v in cells if v]
-                if not cells:
-                    raise ValueError("no hash in this row")
-                made = [
-                    make_entry(
-                        s,
-                        v,
-                        category=cat,
-                        labels=labels,
-                        source_ref=ref,
-                        group_ref=group or cells[0][1],
-                    )
-                    for s, v in cells
-                ]
-                yield from made
+                continue
+            sig = (row.get("signal_type") or row.get("signal") or signal or "").strip()
+            value = (row.get("value") or "").strip()
+            if not value:
+                raise ValueError("empty value")
+            yield make_entry(
+                sig or guess_signal(value),
+                value,
+                category=cat,
+                labels=labels,
+                source_ref=ref,
+                group_ref=group,
+                variant=(row.get("variant") or "").strip(),
+            )
         except ValueError as exc:
             yield RowError(line, str(exc))
 

@@ -14,7 +14,7 @@ from typing import IO
 
 from hashwatch.categories import Category
 from hashwatch.formats import FormatError, RowError
-from hashwatch.formats._common import category_or_none, make_entry
+from hashwatch.formats._common import category_or_none, csv_rows, wide_entries
 from hashwatch.formats.vics import _group
 from hashwatch.store import EntryIn, EntryRow
 
@@ -25,16 +25,13 @@ _SIGNALS = {"md5": "md5", "sha1": "sha1", "sha256": "sha256", "pdq": "pdq", "pho
 def read(
     fh: IO[str], *, signal: str | None = None, category: Category | None = None
 ) -> Iterator[EntryIn | RowError]:
-    rd = csv.DictReader(fh)
-    if not rd.fieldnames:
-        raise FormatError("empty ICSE CSV file (a header row is required)")
-    rd.fieldnames = [f.strip().lower() for f in rd.fieldnames]
-    present = [c for c in _SIGNALS if c in rd.fieldnames]
+    rows = csv_rows(fh, "ICSE CSV")
+    header = next(rows)[1]
+    present = {c: _SIGNALS[c] for c in _SIGNALS if c in header}
     if not present:
         raise FormatError("ICSE CSV header has no hash column (MD5, SHA1, SHA256, PDQ, PhotoDNA)")
-    for row in rd:
-        line = rd.line_num
-        if None in row:
+    for line, row in rows:
+        if row is None:
             yield RowError(line, "more fields than the header")
             continue
         try:
@@ -43,16 +40,7 @@ def read(
             if raw_cat:
                 cat = category_or_none(raw_cat if ":" in raw_cat else f"icse:{raw_cat}")
             ref = (row.get("imageid") or row.get("id") or "").strip()
-            cells = [(s, (row.get(s) or "").strip()) for s in present]
-            cells = [(s, v) for s, v in cells if v]
-            if not cells:
-                raise ValueError("no hash in this row")
-            group = ref or cells[0][1]
-            made = [
-                make_entry(_SIGNALS[s], v, category=cat, source_ref=ref, group_ref=group)
-                for s, v in cells
-            ]
-            yield from made
+            yield from wide_entries(row, present, category=cat, source_ref=ref, group_ref=ref)
         except ValueError as exc:
             yield RowError(line, str(exc))
 
