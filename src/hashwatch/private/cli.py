@@ -1,0 +1,146 @@
+"""``hashwatch private ...``: set up a table, make vouchers (client), ingest them (server), demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(help="Private matching with threshold vouchers (after Apple's PSI design).",
+                  no_args_is_help=True)
+console = Console()
+VFILE_MAGIC = b"HWVF1\x00"
+
+
+def _read_hash_lines(path: Path) -> list[tuple[str, str]]:
+    """``hex`` or ``id,hex`` per line; blank lines and # comments skipped."""
+    out = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        eid, _, hx = line.rpartition(",")
+        hx = hx.strip().lower()
+        if len(hx) != 64:
+            raise typer.BadParameter(f"line {n}: not a 64-hex-digit PDQ hash")
+        out.append((eid.strip() or f"line-{n}", hx))
+    return out
+
+
+def write_vouchers(path: Path, vouchers: list[bytes]) -> None:
+    size = len(vouchers[0]) if vouchers else 0
+    with open(path, "wb") as f:
+        f.write(VFILE_MAGIC + struct.pack("<II", len(vouchers), size))
+        for v in vouchers:
+            f.write(v)
+
+
+def read_vouchers(path: Path) -> list[bytes]:
+    raw = path.read_bytes()
+    if raw[:6] != VFILE_MAGIC:
+        raise typer.BadParameter("not a hashwatch vouchers file")
+    n, size = struct.unpack("<II", raw[6:14])
+    body = raw[14:]
+    if len(body) != n * size:
+        raise typer.BadParameter("truncated vouchers file")
+    return [body[i * size : (i + 1) * size] for i in range(n)]
+
+
+@app.command()
+def setup(
+    hashes: Path = typer.Argument(..., exists=True, help="file: one PDQ hex (or id,hex) per line"),
+    out: Path = typer.Option(..., "--out", "-o", help="directory for table, commitment, secret"),
+    threshold: int = typer.Option(30, help="matches needed before anything is decrypted"),
+    label: str = typer.Option("", help="list label recorded in the public parameters"),
+    workers: int = typer.Option(1, help="processes for blinding"),
+) -> None:
+    """Server set-up: build the blinded table and its signed commitment."""
+    from .table import build_table
+
+    entries = _read_hash_lines(hashes)
+    table, secret = build_table(entries, threshold=threshold, list_label=label, workers=workers)
+    out.mkdir(parents=True, exist_ok=True)
+    table.save(out)
+    secret.save(out / "server-secret.npz")
+    console.print(f"table: {len(entries)} hashes -> {table.params.n_slots:,} slots "
+                  f"({len(table.points) / 2**20:.1f} MiB) in {out}")
+    console.print(f"commitment digest: {table.commitment.digest.hex()}")
+    console.print(f"server public key (pin this in clients): {secret.sign_pk.hex()}")
+    console.print(f"server secret (keep private, mode 0600): {out / 'server-secret.npz'}")
+
+
+@app.command()
+def voucher(
+    table_dir: Path = typer.Argument(..., exists=True, file_okay=False),
+    images: list[Path] = typer.Argument(..., exists=True),
+    pubkey: str = typer.Option(..., help="pinned server public key (hex)"),
+    state: Path = typer.Option(..., help="client secret state file (created if missing)"),
+    out: Path = typer.Option(..., "--out", "-o", help="vouchers file to write"),
+) -> None:
+    """Client side: images -> one voucher each (verifies the table commitment first)."""
+    import numpy as np
+    from PIL import Image
+
+    from .client import ClientState, VoucherClient
+    from .table import PublicTable, TableRejected
+
+    try:
+        table = PublicTable.load(table_dir, bytes.fromhex(pubkey))
+        st = ClientState.load(state) if state.exists() else ClientState.new()
+        client = VoucherClient(table, st, bytes.fromhex(pubkey))
+    except (TableRejected, ValueError) as e:
+        console.print(f"[red]table rejected:[/red] {e}")
+        raise typer.Exit(2) from e
+    vouchers = [client.voucher_for_pixels(np.asarray(Image.open(p).convert("RGB")))
+                for p in images]
+    st.save(state)
+    write_vouchers(out, vouchers)
+    console.print(f"{len(vouchers)} vouchers ({len(vouchers[0]) if vouchers else 0} bytes each) "
+                  f"-> {out}")
+
+
+@app.command()
+def ingest(
+    table_dir: Path = typer.Argument(..., exists=True, file_okay=False),
+    vouchers: Path = typer.Argument(..., exists=True),
+    account: str = typer.Option(..., help="account the vouchers came from"),
+    secret: Path = typer.Option(None, help="server secret (default TABLE_DIR/server-secret.npz)"),
+    state: Path = typer.Option(..., help="server state JSON (created if missing, mode 0600)"),
+) -> None:
+    """Server side: take vouchers for an account; report if the threshold is crossed."""
+    from .server import PsiServer
+
+    server = PsiServer.open(table_dir, secret, state_path=state)
+    table_threshold = server.params.threshold
+    counts: dict[str, int] = {}
+    for v in read_vouchers(vouchers):
+        r = server.ingest(account, v)
+        counts[r.status] = counts.get(r.status, 0) + 1
+    server.save()
+    view = server.account_view(account)
+    console.print(f"account {account}: {json.dumps(counts)}; opened so far "
+                  f"{len(view['opened'])}/{table_threshold}; "
+                  f"recovered={view['recovered']}; report={'yes' if view['report'] else 'no'}")
+
+
+@app.command()
+def demo(
+    threshold: int = typer.Option(5),
+    corpus: Path = typer.Option(None, help="benign corpus (uses kodak24); default: generated"),
+) -> None:
+    """End to end, in-process: one account crosses the threshold, one does not."""
+    from .demo import run_demo
+
+    if corpus is None and os.environ.get("HASHWATCH_CORPUS"):
+        corpus = Path(os.environ["HASHWATCH_CORPUS"])
+    summary = run_demo(threshold=threshold, corpus=corpus, out=console.print)
+    ok = summary["alice"]["report_raised"] and not summary["bob"]["threshold_crossed"]
+    raise typer.Exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    app()
