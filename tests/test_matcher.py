@@ -112,3 +112,46 @@ def test_corrupt_index_file_is_rebuilt(store):
     m2 = Matcher(store)
     assert len(m2.index) == 5
     assert m2.match_hashes(Rec(pdq=BASE[4]))[0].distance == 0
+
+
+def test_robust_views_match_edits_and_plain_lists_still_work(tmp_path):
+    """Known images added with their views; mirrored, bordered and cropped copies match,
+    unrelated pictures don't; a partner's plain PDQ list still answers the dihedral views."""
+    from PIL import Image, ImageOps
+
+    from hashwatch import robust
+    from hashwatch.demo import demo_images
+    from hashwatch.hashing import hash_file
+    from hashwatch.lists import add_records
+
+    imgs = demo_images()
+    with Store.open(tmp_path / "r.db") as s:
+        s.create_list("known")
+        s.create_list("plain")
+        recs = [hash_file(p, extras=robust.known_extras) for p in imgs[:4]]
+        res = add_records(s, "known", recs)
+        assert res.files == 4 and res.local_features == 4
+        s.add_entries("plain", [EntryIn("pdq", r.pdq, source_ref="p" + r.path[-9:])
+                                for r in recs])
+        m = Matcher(s)
+        assert m.local_enabled
+        src = Image.open(imgs[1]).convert("RGB")
+        edits = {
+            "mirror": ImageOps.mirror(src),
+            "border": ImageOps.expand(src, border=80, fill=(0, 0, 0)),
+            "crop": src.crop((60, 40, src.width - 20, src.height - 50)),
+        }
+        for name, im in edits.items():
+            path = tmp_path / f"{name}.png"
+            im.save(path)
+            rec = hash_file(path, extras=m.query_extras())
+            found = m.match_hashes(rec, lists=["known"])
+            assert found and found[0].ref == imgs[1].name, name
+            if name == "mirror":
+                plain = m.match_hashes(rec, lists=["plain"])
+                assert plain and plain[0].route.startswith("full") and plain[0].distance <= 31
+            # the plain rule alone misses these edits
+            assert m.match_pdq(rec.pdq, rec.pdq_quality, lists=["known"]) == [], name
+        for other in imgs[6:10]:
+            rec = hash_file(other, extras=m.query_extras())
+            assert m.match_hashes(rec) == [], other.name

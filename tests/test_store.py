@@ -9,6 +9,7 @@ import stat
 import pytest
 import sqlalchemy as sa
 
+from conftest_pg import pg_db, pg_url, store_url  # noqa: F401  (fixtures: both backends)
 from hashwatch.categories import Category
 from hashwatch.store import EntryIn, ListExists, ListNotFound, Store, StoreError
 
@@ -17,8 +18,8 @@ PDQ_B = "0" * 63 + "1"
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = Store.open(tmp_path / "hw.db")
+def store(store_url):  # noqa: F811 - every store test runs on SQLite and on PostgreSQL
+    s = Store.open(store_url)
     yield s
     s.close()
 

@@ -128,7 +128,7 @@ class _Rate:
             self.prog.update(self.task, rate=f"{t.completed / t.elapsed:,.0f}/s")
 
 
-def _hash_records(paths: list[Path], workers: int, what: str) -> Iterator[Any]:
+def _hash_records(paths: list[Path], workers: int, what: str, extras: Any = None) -> Iterator[Any]:
     from hashwatch.hashing import hash_many, iter_files
 
     missing = [p for p in paths if not p.exists()]
@@ -139,7 +139,7 @@ def _hash_records(paths: list[Path], workers: int, what: str) -> Iterator[Any]:
     with progress(len(files), what) as prog:
         task = prog.add_task(what, total=len(files), rate="")
         tick = _Rate(prog, task)
-        for rec in hash_many(files, workers=workers):
+        for rec in hash_many(files, workers=workers, extras=extras):
             tick()
             yield rec
 
@@ -307,33 +307,34 @@ def lists_add(
     workers: Annotated[int, typer.Option("--workers", "-w", min=1)] = 1,
     db: DbOpt = None,
 ) -> None:
-    """Hash image files and add them (source reference = the file name)."""
-    from hashwatch.known import entries_for_record
+    """Hash image files and add them (source reference = the file name), with the extra
+    views and keypoints the robust matcher needs."""
+    from hashwatch import robust
+    from hashwatch.lists import add_records
     from hashwatch.store import ListNotFound
 
     cat = _parse_category(category)
-    failed = 0
     with open_store(db) as store:
         try:
             store.get_list(name)
         except ListNotFound as exc:
             raise fail(str(exc)) from None
 
-        def items() -> Iterator[Any]:
-            nonlocal failed
-            for rec in _hash_records(paths, workers, "adding"):
-                if rec.error and not rec.sha256:
-                    failed += 1
-                    err.print(f"[yellow]skipped[/] {rec.path}: {rec.error}")
-                    continue
-                if rec.error:
-                    err.print(f"[yellow]note[/] {rec.path}: {rec.error} (crypto hashes only)")
-                yield from entries_for_record(rec, category=cat)
+        def note(rec: Any) -> None:
+            if rec.error:
+                what = "skipped" if not rec.sha256 else "note (crypto hashes only)"
+                err.print(f"[yellow]{what}[/] {rec.path}: {rec.error}")
 
-        res = store.add_entries(name, items(), action="entries.add_files")
+        res = add_records(
+            store,
+            name,
+            _hash_records(paths, workers, "adding", robust.known_extras),
+            category=cat,
+            on_record=note,
+        )
     err.print(
-        f"added to [bold]{name}[/]: {res.added} entries ({res.duplicates} already present), "
-        f"{failed} file(s) could not be read"
+        f"added {res.files} file(s) to [bold]{name}[/]: {res.added} entries "
+        f"({res.duplicates} already present), {len(res.failed)} file(s) could not be read"
     )
 
 
@@ -447,7 +448,8 @@ def match_cmd(
             except ListNotFound as exc:
                 raise fail(str(exc)) from None
         matcher = Matcher(store)
-        results = matcher.match_records(_hash_records(paths, workers, "matching"), list_names)
+        recs = _hash_records(paths, workers, "matching", matcher.query_extras())
+        results = matcher.match_records(recs, list_names)
         matched = total = 0
         table = Table(title="matches") if fmt == "table" else None
         if table is not None:
@@ -528,6 +530,20 @@ def db_stats(
     for r in rows:
         table.add_row(r["list"], r["signal_type"], f"{r['entries']:,}")
     out.print(table)
+
+
+def _register_subcommands() -> None:
+    # each part of hashwatch keeps its commands beside its code; the CLI only mounts them
+    from hashwatch.private.cli import app as private_app
+    from hashwatch.service.cli import register as register_service
+    from hashwatch.triage.cli import register as register_triage
+
+    app.add_typer(private_app, name="private")
+    register_triage(app, lists_app)
+    register_service(app)
+
+
+_register_subcommands()
 
 
 def main() -> None:

@@ -16,9 +16,10 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
+from hashwatch import robust
 from hashwatch.categories import Category
 from hashwatch.hashing import hash_file, hash_many
-from hashwatch.known import entries_for_record
+from hashwatch.lists import add_records
 from hashwatch.matcher import Matcher
 from hashwatch.store import Store
 
@@ -85,6 +86,9 @@ class DemoResult:
         for key, rows in groups.items():
             dists = [r["distance"] for r in rows if r["matched"] and not r["exact"]]
             hows = ["exact"] if any(r["exact"] for r in rows) else []
+            if any(d is not None and d < 0 for d in dists):
+                hows.append("keypoints")  # the local tier: no hash distance to show
+            dists = [d for d in dists if d is not None and d >= 0]
             if dists:
                 lo, hi = min(dists), max(dists)
                 hows.append(f"near, distance {lo}" + (f"-{hi}" if hi > lo else ""))
@@ -149,15 +153,13 @@ def run_demo(out_dir: Path, *, workers: int = 1) -> DemoResult:
             jurisdiction="UK",
             category_scheme="uk",
         )
-        entries = []
         for i, img in enumerate(images[:KNOWN_COUNT]):
-            rec = hash_file(img)
-            entries.extend(entries_for_record(rec, category=CATEGORIES[i % 3]))
-        store.add_entries("demo-known", entries, actor="demo")
+            rec = hash_file(img, extras=robust.known_extras)
+            add_records(store, "demo-known", [rec], category=CATEGORIES[i % 3], actor="demo")
         expected = build_evidence(images, out_dir / "evidence")
         matcher = Matcher(store)
         with open(result.results_path, "w") as fh:
-            recs = hash_many(sorted(expected), workers=workers)
+            recs = hash_many(sorted(expected), workers=workers, extras=matcher.query_extras())
             for res in matcher.match_records(recs):
                 fh.write(json.dumps(res.as_dict()) + "\n")
                 best = res.matches[0] if res.matches else None

@@ -36,4 +36,25 @@ def entries_for_record(
                 signal_type="pdq", value=rec.pdq, category=category, source_ref=ref, group_ref=group
             )
         )
+        # extra views of the picture for the robust matcher (robust.known_extras)
+        extras = getattr(rec, "extras", None) or {}
+        out.extend(
+            EntryIn(
+                signal_type="pdq",
+                value=value,
+                category=category,
+                source_ref=ref,
+                group_ref=group,
+                variant=variant,
+            )
+            for variant, value, _quality in extras.get("pdq_variants", ())
+        )
     return out
+
+
+def local_features_for_record(rec: Any) -> tuple[str, bytes] | None:
+    """(group_ref, local features) of a known image hashed with ``robust.known_extras``."""
+    extras = getattr(rec, "extras", None) or {}
+    if rec.sha256 and extras.get("local"):
+        return rec.sha256, extras["local"]
+    return None

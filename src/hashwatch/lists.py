@@ -3,9 +3,9 @@ both call these, so both behave the same way on bad rows and duplicates."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Any
 
 from hashwatch.categories import Category
 from hashwatch.formats import RowError, hashlines, reader, writer
@@ -94,3 +94,49 @@ def export_list(
     n = hashlines.write(rows, fh, signal=signal) if fmt == "hashlines" else write(rows, fh)
     store.audit(actor, "list.export", {"format": fmt, "records": n}, list_name=list_name)
     return n
+
+
+@dataclass
+class AddFilesResult:
+    added: int = 0
+    duplicates: int = 0
+    files: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, error)
+    local_features: int = 0
+
+
+def add_records(
+    store: Store,
+    list_name: str,
+    records: Iterable[Any],
+    *,
+    category: Category | None = None,
+    actor: str = "cli",
+    on_record: Callable[[Any], None] | None = None,
+) -> AddFilesResult:
+    """Add hashed known images (``FileHashes`` computed with ``robust.known_extras``): their
+    crypto hashes, full PDQ and extra PDQ views as entries of one group, and their local
+    features. A file that could not be read at all is reported, not added."""
+    from hashwatch.known import entries_for_record, local_features_for_record
+
+    out = AddFilesResult()
+    local: list[tuple[str, bytes]] = []
+
+    def items() -> Iterator[EntryIn]:
+        for rec in records:
+            if on_record is not None:
+                on_record(rec)
+            if rec.error and not rec.sha256:
+                out.failed.append((str(rec.path), rec.error))
+                continue
+            out.files += 1
+            feats = local_features_for_record(rec)
+            if feats is not None:
+                local.append(feats)
+            yield from entries_for_record(rec, category=category)
+
+    res = store.add_entries(list_name, items(), actor=actor, action="entries.add_files")
+    out.added, out.duplicates = res.added, res.duplicates
+    if local:
+        out.local_features = store.add_local_features(list_name, local, actor=actor)
+    return out

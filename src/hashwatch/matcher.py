@@ -12,11 +12,13 @@ import logging
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from hashwatch import robust
 from hashwatch.index import HammingIndex
 from hashwatch.store import EntryRow, Store
 
@@ -25,6 +27,9 @@ log = logging.getLogger(__name__)
 CRYPTO_SIGNALS = ("sha256", "sha1", "md5")
 PDQ_THRESHOLD = 31
 PDQ_MIN_QUALITY = 50
+# The local tier keeps every known image's keypoints in memory and searches them exactly:
+# right for lists of known images up to this size (see BENCHMARKS.md, robust matching).
+LOCAL_MAX_IMAGES = 200_000
 
 
 class HashedLike(Protocol):
@@ -33,6 +38,7 @@ class HashedLike(Protocol):
     sha256: str | None
     pdq: str | None
     pdq_quality: int | None
+    extras: dict[str, Any] | None
 
 
 @dataclass(frozen=True)
@@ -44,7 +50,9 @@ class Match:
     distance: int
     category: str | None
     exact: bool
-    variant: str = ""
+    variant: str = ""  # the known entry's view ("" = the full-image hash)
+    route: str = ""  # "query view/known view" when not the plain full/full comparison
+    inliers: int | None = None  # local tier: geometrically verified keypoint matches
 
     def as_dict(self) -> dict[str, Any]:
         d = {
@@ -56,8 +64,10 @@ class Match:
             "category": self.category,
             "exact": self.exact,
         }
-        if self.variant:
-            d["variant"] = self.variant
+        if self.route:
+            d["route"] = self.route
+        if self.inliers is not None:
+            d["inliers"] = self.inliers
         return d
 
 
@@ -82,7 +92,9 @@ def hex_to_codes(values: Sequence[str]) -> np.ndarray:
     return np.frombuffer(bytes.fromhex("".join(values)), dtype=np.uint8).reshape(-1, 32)
 
 
-def _match_from_entry(e: EntryRow, distance: int, exact: bool) -> Match:
+def _match_from_entry(
+    e: EntryRow, distance: int, exact: bool, route: str = "", inliers: int | None = None
+) -> Match:
     return Match(
         list=e.list_name,
         entry_id=e.id,
@@ -92,7 +104,19 @@ def _match_from_entry(e: EntryRow, distance: int, exact: bool) -> Match:
         category=str(e.category) if e.category else None,
         exact=exact,
         variant=e.variant,
+        route=route,
+        inliers=inliers,
     )
+
+
+def _known_class(variant: str) -> str:
+    """Route class of a stored PDQ entry. Views hashwatch does not know (a partner's own
+    variant names) are compared as plain full-image hashes."""
+    if variant in ("", "full"):
+        return "full"
+    if variant == "trim" or variant.startswith("crop"):
+        return robust.known_class(variant)
+    return "full"
 
 
 def index_path_for(store: Store) -> Path | None:
@@ -121,6 +145,9 @@ class Matcher:
         self.persist = persist and self.index_path is not None
         self.seq = 0
         self.index = self._load_or_build()
+        self._local: robust.LocalStore | None = None
+        self._local_rows: dict[int, tuple[int, str]] = {}
+        self._local_last = 0
 
     # -- index lifecycle ------------------------------------------------------------
     def _meta_path(self) -> Path:
@@ -206,34 +233,127 @@ class Matcher:
         lists: Sequence[str] | None = None,
         radius: int | None = None,
     ) -> list[Match]:
+        """Plain PDQ: every active entry within ``radius`` (default 31) of one hash."""
         if quality is not None and quality < self.min_quality:
             return []
-        hits = self.index.search(
-            hex_to_codes([pdq])[0], self.pdq_threshold if radius is None else radius
-        )
-        if not hits:
+        r = self.pdq_threshold if radius is None else radius
+        hits = self.index.search(hex_to_codes([pdq])[0], r)
+        return self._entries_for_hits([("full", h) for h in hits], lists, plain=True)
+
+    def match_views(
+        self, views: Sequence[tuple[str, str, int | None]], lists: Sequence[str] | None = None
+    ) -> list[Match]:
+        """Robust hash tier: each (query view, hex, quality) against every stored view, each
+        pair within its route's threshold (``robust.THRESHOLDS``; full/full stays <= 31, so
+        plain PDQ lists behave exactly as before). One match per known image, best first."""
+        views = [v for v in views if v[2] is None or v[2] >= self.min_quality]
+        if not views:
             return []
-        rows = self.store.get_entries([i for i, _ in hits])
+        radius = max(robust.THRESHOLDS.values())
+        found = self.index.search_many(hex_to_codes([v[1] for v in views]), radius)
+        pairs = [(v[0], h) for v, hits in zip(views, found, strict=True) for h in hits]
+        return self._entries_for_hits(pairs, lists, plain=False)
+
+    def _entries_for_hits(
+        self,
+        pairs: Sequence[tuple[str, tuple[int, int]]],
+        lists: Sequence[str] | None,
+        *,
+        plain: bool,
+    ) -> list[Match]:
+        if not pairs:
+            return []
+        rows = self.store.get_entries(sorted({eid for _, (eid, _) in pairs}))
         allowed = set(lists) if lists else None
-        out = []
-        for entry_id, dist in hits:
-            e = rows.get(entry_id)
+        best: dict[tuple[str, str], tuple[int, Match]] = {}
+        for qview, (eid, dist) in pairs:
+            e = rows.get(eid)
             if e is None or (allowed is not None and e.list_name not in allowed):
                 continue
-            out.append(_match_from_entry(e, dist, False))
-        return out
+            kclass = _known_class(e.variant)
+            qclass = "full" if plain else robust.query_class(qview)
+            if (qclass, kclass) == ("full", "full"):
+                limit, route = self.pdq_threshold, ""  # the plain PDQ rule, unchanged
+            elif plain:
+                continue  # extra stored views answer only the robust matcher
+            else:
+                found = robust.THRESHOLDS.get((qclass, kclass))
+                if found is None:
+                    continue
+                limit, route = found, f"{qview}/{e.variant or 'full'}"
+            if dist > limit:
+                continue
+            # one match per known image (group) and list: the best route
+            key = (e.list_name, e.group_ref or f"entry:{e.id}")
+            score = dist - limit
+            if key not in best or score < best[key][0]:
+                best[key] = (score, _match_from_entry(e, dist, False, route))
+        return sorted((m for _, m in best.values()), key=lambda m: (m.distance, m.list, m.entry_id))
+
+    # -- local tier -----------------------------------------------------------------
+    @property
+    def local_enabled(self) -> bool:
+        """Whether queries should carry local features (lists hold some, within limits)."""
+        self._refresh_local()
+        return self._local is not None and len(self._local) > 0
+
+    def _refresh_local(self) -> None:
+        if self._local is None:
+            self._local = robust.LocalStore()
+        for row_id, list_id, group, data in self.store.iter_local_features(
+            after_id=self._local_last
+        ):
+            self._local_last = row_id
+            if len(self._local_rows) >= LOCAL_MAX_IMAGES:
+                log.warning(
+                    "more than %d known images with local features: local tier "
+                    "limited to the first ones",
+                    LOCAL_MAX_IMAGES,
+                )
+                break
+            self._local.add(row_id, robust.decode_local(data))
+            self._local_rows[row_id] = (list_id, group)
+
+    def match_local(self, local: bytes, lists: Sequence[str] | None = None) -> list[Match]:
+        """Local tier: ORB keypoints verified geometrically against known images."""
+        if not self.local_enabled:
+            return []
+        assert self._local is not None
+        allowed = set(lists) if lists else None
+        out = []
+        for row_id, (inliers, ok) in self._local.inliers(robust.decode_local(local)).items():
+            if not ok:
+                continue
+            list_id, group = self._local_rows[row_id]
+            entries = self.store.group_entries(list_id, group)
+            entries = [e for e in entries if allowed is None or e.list_name in allowed]
+            if not entries:
+                continue
+            e = next((x for x in entries if x.signal_type == "pdq" and not x.variant), entries[0])
+            out.append(_match_from_entry(e, -1, False, "local/orb", inliers))
+        return sorted(out, key=lambda m: (-(m.inliers or 0), m.list, m.entry_id))
+
+    def query_extras(self) -> Any:
+        """What hashing workers should compute per query file for this matcher (a picklable
+        callable on decoded pixels, for ``hashing.hash_many(extras=...)``)."""
+        return partial(robust.query_extras, local=self.local_enabled)
 
     def match_hashes(self, hashes: HashedLike, lists: Sequence[str] | None = None) -> list[Match]:
-        """Exact matches first; perceptual matches for entries not already matched exactly."""
+        """Exact matches first, then perceptual ones for known images not matched exactly.
+
+        With query views (``hashes.extras["pdq_variants"]``, from :meth:`query_extras`) the
+        robust hash tier runs; with local features and no hash match, the local tier."""
         exact = self.match_exact(hashes, lists)
-        seen_groups = {(m.list, m.ref) for m in exact}
+        extras = getattr(hashes, "extras", None) or {}
         near: list[Match] = []
         if hashes.pdq:
-            for m in self.match_pdq(hashes.pdq, hashes.pdq_quality, lists):
-                if m.distance == 0 and (m.list, m.ref) in seen_groups:
-                    continue  # the same known item, already reported as an exact match
-                near.append(m)
-        near.sort(key=lambda m: (m.distance, m.list, m.entry_id))
+            views = [("full", hashes.pdq, hashes.pdq_quality)]
+            views += [tuple(v) for v in extras.get("pdq_variants", ())]
+            near = self.match_views(views, lists)
+        if not near and not exact and extras.get("local"):
+            near = self.match_local(extras["local"], lists)
+        seen = {(m.list, m.ref) for m in exact}
+        near = [m for m in near if not (m.distance == 0 and (m.list, m.ref) in seen)]
         return exact + near
 
     def match_records(

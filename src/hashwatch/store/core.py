@@ -18,7 +18,7 @@ from alembic.config import Config
 from platformdirs import user_data_dir
 
 from hashwatch.categories import Category
-from hashwatch.store.schema import audit_log, changes, entries, hash_lists
+from hashwatch.store.schema import audit_log, changes, entries, hash_lists, local_features
 
 
 class StoreError(Exception):
@@ -646,6 +646,56 @@ class Store:
                 return
             yield rows
             last = rows[-1][0]
+
+    # -- local features (robust matching) -------------------------------------------
+    def add_local_features(
+        self, list_name: str, items: Iterable[tuple[str, bytes]], *, actor: str = "cli"
+    ) -> int:
+        """Store local features per known image (``group_ref`` → blob); one per group."""
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        now = utcnow()
+        added = 0
+        with self.engine.begin() as conn:
+            list_id = self._list_row(conn, list_name).id
+            for group, data in items:
+                res = conn.execute(
+                    dialect_insert(local_features)
+                    .values(list_id=list_id, group_ref=group, data=data, added_at=now)
+                    .on_conflict_do_nothing()
+                )
+                added += res.rowcount or 0
+            if added:
+                self._audit(conn, actor, "local_features.add", list_id, {"added": added})
+        return added
+
+    def iter_local_features(self, *, after_id: int = 0) -> Iterator[tuple[int, int, str, bytes]]:
+        """(id, list_id, group_ref, data) in id order, of lists not deleted."""
+        q = (
+            sa.select(
+                local_features.c.id,
+                local_features.c.list_id,
+                local_features.c.group_ref,
+                local_features.c.data,
+            )
+            .select_from(
+                local_features.join(hash_lists, hash_lists.c.id == local_features.c.list_id)
+            )
+            .where(local_features.c.id > after_id, hash_lists.c.deleted_at.is_(None))
+            .order_by(local_features.c.id)
+        )
+        with self.engine.connect() as conn:
+            for r in conn.execute(q):
+                yield r.id, r.list_id, r.group_ref, bytes(r.data)
+
+    def group_entries(self, list_id: int, group_ref: str) -> list[EntryRow]:
+        """Active entries of one known image in one (enabled) list."""
+        q = self._entry_query().where(
+            entries.c.list_id == list_id, entries.c.group_ref == group_ref
+        )
+        with self.engine.connect() as conn:
+            return [_row_to_entry(r) for r in conn.execute(q.order_by(entries.c.id))]
 
     # -- change feed ---------------------------------------------------------------
     def last_change(self) -> int:

@@ -86,3 +86,16 @@ audit_log = sa.Table(
     sa.Column("list_id", sa.Integer, nullable=True),
     sa.Column("detail", sa.Text, nullable=False, server_default="{}"),
 )
+
+# ORB keypoints of a known image (one row per image and list), for robust matching of
+# crops and rotations that no hash survives. Created by migration 0004_local.
+local_features = sa.Table(
+    "local_features",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("list_id", sa.Integer, sa.ForeignKey("hash_lists.id"), nullable=False),
+    sa.Column("group_ref", sa.String(200), nullable=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+    sa.Column("added_at", sa.String(32), nullable=False),
+    sa.UniqueConstraint("list_id", "group_ref", name="uq_local_features_group"),
+)

@@ -1,0 +1,528 @@
+"""Robustness evaluation harness (``hashwatch eval`` and ``benchmarks/robustness.py``).
+
+Known set: a seeded sample of the corpus; distractors: all the rest (never in the known set);
+queries: every known image under every edit of :mod:`hashwatch.edits`. For each method the
+report gives, per edit, the recall at the method's operating point, the false matches among all
+distractor x known pairs (and among edited queries that hit the wrong known image), the
+distance distributions (PNG) and an extrapolated false-match rate per pair.
+
+Methods are cumulative, one route added at a time, all computed from one pass:
+``pdq`` (full vs full <= 31) -> ``+dihedral`` -> ``+trim`` -> ``+regions`` -> ``+derotate`` ->
+``+crops`` (= the robust hash tier) -> ``+local`` (ORB geometric check; the full matcher).
+
+False-match extrapolation (per route): the per-pair minimum distance over all variant pairs of
+that route, over every distractor x known pair, is fitted in its lower tail by a normal
+distribution through two empirical quantiles (p=1e-3 and p=1e-2; the fit that gives the higher
+rate at the threshold is kept, which is the conservative choice when the tail is heavier than
+normal). The per-pair rate of a method is the sum over its routes (union bound). The local tier
+adds P(hash-free pair reaches LOCAL_MIN_INLIERS), from a geometric-tail fit of the inlier counts
+of distractor pairs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from hashwatch import robust as R
+from hashwatch.edits import EDITS, apply_edit, edit_names
+
+IMAGE_EXT = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+LOAD_SIDE = 512  # images are decoded at most this big; edits are applied at this size
+# Part of the corpus that is a pixel-identical copy of another part: never used (it would be a
+# "distractor" identical to a known image).
+SKIP_DIRS = {"cbsd68-png"}
+
+# Routes of the hash tier, in the order they are added (method name, routes added).
+ROUTE_STEPS: list[tuple[str, list[tuple[str, str]]]] = [
+    ("pdq", [("full", "full")]),
+    ("+dihedral", [("dihedral", "full")]),
+    ("+trim", [("trim", "full"), ("trim", "trim"), ("full", "trim"), ("dihedral", "trim")]),
+    ("+regions", [("region", "full"), ("region", "trim")]),
+    ("+derotate", [("derot", "full"), ("derot", "trim")]),
+    ("+crops", [("full", "crop"), ("trim", "crop"), ("region", "crop"), ("dihedral", "crop")]),
+]
+ROUTES: list[tuple[str, str]] = [r for _, rs in ROUTE_STEPS for r in rs]
+BIG = 255
+
+
+def _thr(route: tuple[str, str]) -> int:
+    return R.THRESHOLDS[route]
+
+
+# --- corpus --------------------------------------------------------------------------------
+
+
+def corpus_files(corpus: Path) -> list[Path]:
+    """Image files of the corpus, minus known duplicate folders and byte-identical files."""
+    seen: set[str] = set()
+    out: list[Path] = []
+    for p in sorted(corpus.rglob("*")):
+        if p.suffix.lower() not in IMAGE_EXT or not p.is_file():
+            continue
+        if any(part in SKIP_DIRS for part in p.relative_to(corpus).parts):
+            continue
+        digest = hashlib.sha256(p.read_bytes()).hexdigest()
+        if digest in seen:
+            continue
+        seen.add(digest)
+        out.append(p)
+    return out
+
+
+def split_known(files: Sequence[Path], n_known: int, seed: int) -> tuple[list[Path], list[Path]]:
+    """Seeded split: half the known set from the larger photo sets, half from the small flower
+    photos (the corpus is 90% flowers; a plain sample would be almost only 128x128 images)."""
+    rng = np.random.default_rng(seed)
+    big = [p for p in files if "flowers" not in str(p)]
+    small = [p for p in files if "flowers" in str(p)]
+    nb = min(len(big), n_known // 2)
+    ns = min(len(small), n_known - nb)
+    kb = set(rng.choice(len(big), nb, replace=False).tolist()) if nb else set()
+    ks = set(rng.choice(len(small), ns, replace=False).tolist()) if ns else set()
+    known = [p for i, p in enumerate(big) if i in kb] + [p for i, p in enumerate(small) if i in ks]
+    kset = set(known)
+    return known, [p for p in files if p not in kset]
+
+
+def load_pixels(path: Path, max_side: int = LOAD_SIDE) -> np.ndarray:
+    try:
+        from hashwatch.decode import decode_image
+
+        return decode_image(path, max_side=max_side).pixels
+    except ImportError:  # pragma: no cover - decode module is optional here
+        im = Image.open(path).convert("RGB")
+        im.thumbnail((max_side, max_side))
+        return np.asarray(im)
+
+
+# --- per-image processing ------------------------------------------------------------------
+
+
+@dataclass
+class Prepared:
+    """What the harness computes per image."""
+
+    hashes: list  # KnownHash or QueryHash
+    local: R.LocalFeatures | None
+
+
+def _bits(codes: list[bytes]) -> np.ndarray:
+    a = np.frombuffer(b"".join(codes), np.uint8).reshape(-1, 32)
+    return np.unpackbits(a, axis=1).astype(np.float32) * 2 - 1
+
+
+class KnownSet:
+    """Known images' hash variants and local features, laid out for fast comparison."""
+
+    def __init__(self, prepared: list[Prepared]) -> None:
+        self.n = len(prepared)
+        codes, owner, kcls, qual = [], [], [], []
+        for i, p in enumerate(prepared):
+            for h in p.hashes:
+                codes.append(h.code)
+                owner.append(i)
+                kcls.append(R.known_class(h.variant))
+                qual.append(h.quality)
+        self.bits = _bits(codes)
+        self.owner = np.array(owner)
+        self.kcls = np.array(kcls)
+        self.ok = np.array(qual) >= R.MIN_QUALITY
+        self.n_hashes = len(codes)
+        self.local = R.LocalStore()
+        for i, p in enumerate(prepared):
+            if p.local is not None:
+                self.local.add(i, p.local)
+
+    def route_distances(self, query: list) -> np.ndarray:
+        """(n_known, len(ROUTES)) min distance per route (BIG where the route has no pair)."""
+        out = np.full((self.n, len(ROUTES)), BIG, np.int16)
+        if not query:
+            return out
+        qb = _bits([h.code for h in query])
+        d = np.rint((256 - qb @ self.bits.T) / 2).astype(np.int16)  # (m, n_hashes)
+        qcls = np.array([R.query_class(h.variant) for h in query])
+        qok = np.array([h.quality >= R.MIN_QUALITY for h in query])
+        for r, (qc, kc) in enumerate(ROUTES):
+            rows = qcls == qc
+            if (qc, kc) != ("full", "full"):
+                rows &= qok
+            cols = self.kcls == kc
+            if (qc, kc) != ("full", "full"):
+                cols &= self.ok
+            if not rows.any() or not cols.any():
+                continue
+            v = d[rows][:, cols].min(axis=0)
+            np.minimum.at(out[:, r], self.owner[cols], v)
+        return out
+
+    def local_inliers(self, q: R.LocalFeatures | None) -> dict[int, int]:
+        """Inlier counts of the geometric check (capped below the match level when the check
+        failed on cover or scale) for the candidates the local store picked."""
+        if q is None:
+            return {}
+        return {k: (n if ok else min(n, R.LOCAL_MIN_INLIERS - 1))
+                for k, (n, ok) in self.local.inliers(q).items()}
+
+
+def prepare_known(p: np.ndarray, local: bool) -> Prepared:
+    return Prepared(R.known_signals(p), R.known_local(p) if local else None)
+
+
+def prepare_query(p: np.ndarray, local: bool) -> Prepared:
+    boxes = R.query_regions(p)
+    return Prepared(R.query_signals(p, boxes=boxes), R.query_local(p, boxes) if local else None)
+
+
+# --- run ----------------------------------------------------------------------------------
+
+
+@dataclass
+class EvalConfig:
+    corpus: Path
+    n_known: int = 200
+    seed: int = 0
+    edits: list[str] | None = None
+    max_distractors: int | None = None
+    local: bool = True
+    progress: Callable[[str], None] | None = None
+
+
+@dataclass
+class EvalResult:
+    config: EvalConfig
+    known: list[Path]
+    distractors: list[Path]
+    edits: list[str]
+    # query route distances: (n_edits, n_known, n_known, n_routes) is too big; keep the true
+    # pair and the best wrong pair per method instead.
+    true_d: np.ndarray  # (n_edits, n_known, n_routes) distance to its own known image
+    wrong_score: dict[str, np.ndarray]  # method -> (n_edits, n_known) best score vs other known
+    true_local: np.ndarray  # (n_edits, n_known) inliers vs own known (0 if not a candidate)
+    wrong_local: np.ndarray  # (n_edits, n_known) max inliers vs a wrong known image
+    distractor_d: np.ndarray  # (n_distractors, n_known, n_routes)
+    distractor_local: np.ndarray  # (n_distractors, n_known) inliers (0 = not a candidate)
+    n_known_hashes: np.ndarray  # per known image
+    n_query_hashes: list[int]
+    timings: dict[str, float] = field(default_factory=dict)
+    local_bytes: list[int] = field(default_factory=list)
+
+
+def method_routes() -> list[tuple[str, list[int]]]:
+    """(method name, route column indices) for the cumulative hash-tier methods."""
+    out, acc = [], []
+    for name, rs in ROUTE_STEPS:
+        acc = acc + [ROUTES.index(r) for r in rs]
+        out.append((name, list(acc)))
+    return out
+
+
+def _score(d: np.ndarray, cols: list[int]) -> np.ndarray:
+    """Distance minus threshold, best over the routes in `cols` (<= 0 means match)."""
+    t = np.array([_thr(ROUTES[c]) for c in cols], np.int16)
+    return (d[..., cols] - t).min(axis=-1)
+
+
+def run_eval(cfg: EvalConfig) -> EvalResult:
+    say = cfg.progress or (lambda s: None)
+    files = corpus_files(cfg.corpus)
+    known, distractors = split_known(files, cfg.n_known, cfg.seed)
+    if cfg.max_distractors is not None:
+        rng = np.random.default_rng(cfg.seed + 1)
+        keep = sorted(rng.choice(len(distractors), min(cfg.max_distractors, len(distractors)),
+                                 replace=False).tolist())
+        distractors = [distractors[i] for i in keep]
+    edits = list(cfg.edits) if cfg.edits else edit_names()
+    say(f"{len(known)} known, {len(distractors)} distractors, {len(edits)} edits")
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    kpix = [load_pixels(p) for p in known]
+    kprep = [prepare_known(p, cfg.local) for p in kpix]
+    ks = KnownSet(kprep)
+    timings["known_s_per_image"] = (time.perf_counter() - t0) / max(1, len(known))
+    names = [n for n, _ in method_routes()]
+
+    nk, ne, nr = len(known), len(edits), len(ROUTES)
+    true_d = np.full((ne, nk, nr), BIG, np.int16)
+    wrong = {m: np.full((ne, nk), BIG, np.int16) for m in names}
+    true_local = np.zeros((ne, nk), np.int16)
+    wrong_local = np.zeros((ne, nk), np.int16)
+    nq_hashes: list[int] = []
+    t_query = 0.0
+    n_query = n_local = 0
+    full_cols = method_routes()[-1][1]
+    for ei, en in enumerate(edits):
+        e = EDITS[en]
+        for ki in range(nk):
+            rng = np.random.default_rng([cfg.seed, ki, ei, 7])
+            others = [j for j in range(nk) if j != ki]
+            pidx = [int(x) for x in rng.choice(others, e.partners, replace=False)] \
+                if e.partners else []
+            img = apply_edit(en, kpix[ki], seed=cfg.seed, key=ki,
+                             partners=[kpix[j] for j in pidx])
+            t1 = time.perf_counter()
+            # Cascade, as the matcher runs it: the local tier only when no hash route matched.
+            boxes = R.query_regions(img)
+            hashes = R.query_signals(img, boxes=boxes)
+            d = ks.route_distances(hashes)
+            loc: dict[int, int] = {}
+            if cfg.local and not (_score(d, full_cols) <= 0).any():
+                loc = ks.local_inliers(R.query_local(img, boxes))
+                n_local += 1
+            t_query += time.perf_counter() - t1
+            n_query += 1
+            nq_hashes.append(len(hashes))
+            true_d[ei, ki] = d[ki]
+            # Partners of a collage are in the picture too: hitting them is not a false match.
+            mask = np.ones(nk, bool)
+            mask[ki] = False
+            mask[pidx] = False
+            for m, cols in method_routes():
+                wrong[m][ei, ki] = _score(d[mask], cols).min() if mask.any() else BIG
+            true_local[ei, ki] = loc.get(ki, 0)
+            wl = [v for c, v in loc.items() if mask[c]]
+            wrong_local[ei, ki] = max(wl) if wl else 0
+        say(f"edit {en}: done ({ei + 1}/{ne})")
+    timings["query_s_per_image"] = t_query / max(1, n_query)
+    timings["local_fraction"] = n_local / max(1, n_query)
+
+    dd = np.full((len(distractors), nk, nr), BIG, np.int16)
+    dl = np.zeros((len(distractors), nk), np.int16)
+    t_dist = 0.0
+    t2 = time.perf_counter()
+    for di, p in enumerate(distractors):
+        px = load_pixels(p)
+        t3 = time.perf_counter()
+        qp = prepare_query(px, cfg.local)
+        dd[di] = ks.route_distances(qp.hashes)
+        if cfg.local:
+            for c, v in ks.local_inliers(qp.local).items():
+                dl[di, c] = v
+        t_dist += time.perf_counter() - t3
+        if di % 500 == 0:
+            say(f"distractors {di}/{len(distractors)}")
+    timings["distractor_s_per_image"] = t_dist / max(1, len(distractors))
+    timings["distractor_wall_s"] = time.perf_counter() - t2
+    return EvalResult(cfg, known, distractors, edits, true_d, wrong, true_local, wrong_local,
+                      dd, dl, np.array([len(p.hashes) for p in kprep]), nq_hashes, timings,
+                      [p.local.nbytes() for p in kprep if p.local is not None])
+
+
+# --- analysis ------------------------------------------------------------------------------
+
+
+def _norm_sf(z: float) -> float:
+    return 0.5 * math.erfc(z / math.sqrt(2.0))
+
+
+def _norm_isf(p: float) -> float:
+    # inverse of the upper tail by bisection (no scipy)
+    lo, hi = -40.0, 40.0
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if _norm_sf(mid) > p:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def tail_rate(dist: np.ndarray, threshold: int) -> tuple[float, float, float]:
+    """Extrapolated P(distance <= threshold) for unrelated pairs: normal fitted through the
+    empirical quantiles at p=1e-3 and 1e-2 (also 1e-2/1e-1), the larger estimate is kept.
+    Returns (rate, mu, sigma) of the kept fit."""
+    present = dist < BIG
+    x = np.sort(dist[present].astype(np.float64))
+    if len(x) < 1000:
+        return float("nan"), float("nan"), float("nan")
+    frac = float(present.mean())  # pairs where the route exists at all
+    best = (0.0, float("nan"), float("nan"))
+    for p1, p2 in ((1e-3, 1e-2), (1e-2, 1e-1)):
+        q1, q2 = np.quantile(x, p1), np.quantile(x, p2)
+        z1, z2 = -_norm_isf(p1), -_norm_isf(p2)  # lower-tail z scores (negative)
+        if q2 <= q1:
+            continue
+        sigma = (q2 - q1) / (z2 - z1)
+        mu = q1 - z1 * sigma
+        rate = frac * _norm_sf((mu - threshold - 0.5) / sigma)
+        if rate > best[0]:
+            best = (rate, mu, sigma)
+    return best
+
+
+def local_tail_rate(inliers: np.ndarray, n_pairs: int, need: int) -> tuple[float, float]:
+    """P(inliers >= need) per unrelated pair, extrapolated: the survival function of the
+    geometric-check inlier counts over all distractor x known pairs (pairs never put to the
+    check count as 0) is fitted by a geometric tail, log S(k) linear in k, through the counts
+    k >= 3 that at least 5 pairs reach (a 2-point similarity always has 2 "inliers").
+    Returns (rate, per-inlier decay)."""
+    if n_pairs == 0:
+        return float("nan"), float("nan")
+    x = inliers[inliers > 0]
+    top = int(x.max()) if len(x) else 0
+    ks = np.arange(3, top + 1)
+    surv = np.array([(x >= k).sum() for k in ks], np.float64)
+    ok = surv >= 5
+    if ok.sum() < 2:
+        # Too few chance alignments to fit a slope: only the rule-of-three bound is honest.
+        return 3.0 / n_pairs, float("nan")
+    b, a = np.polyfit(ks[ok], np.log(surv[ok] / n_pairs), 1)
+    return float(math.exp(a + b * need)), float(math.exp(b))
+
+
+@dataclass
+class Summary:
+    methods: list[str]
+    per_edit: dict[str, dict[str, float]]  # method -> edit -> recall
+    false_distractor: dict[str, int]
+    false_wrong_known: dict[str, int]
+    est_rate: dict[str, float]
+    mean_recall: dict[str, float]
+    route_fits: dict[str, tuple[int, float, float, float]]
+    local_fit: tuple[float, float]
+    n_pairs: int
+
+
+def summarise(res: EvalResult) -> Summary:
+    methods = method_routes()
+    names = [n for n, _ in methods]
+    per_edit: dict[str, dict[str, float]] = {}
+    fd: dict[str, int] = {}
+    fw: dict[str, int] = {}
+    est: dict[str, float] = {}
+    fits: dict[str, tuple[int, float, float, float]] = {}
+    n_pairs = res.distractor_d.shape[0] * res.distractor_d.shape[1]
+    for r, route in enumerate(ROUTES):
+        rate, mu, sg = tail_rate(res.distractor_d[..., r].ravel(), _thr(route))
+        fits[f"{route[0]}-{route[1]}"] = (_thr(route), rate, mu, sg)
+    for name, cols in methods:
+        ts = _score(res.true_d, cols)  # (ne, nk)
+        per_edit[name] = {e: float((ts[i] <= 0).mean()) for i, e in enumerate(res.edits)}
+        fd[name] = int((_score(res.distractor_d, cols) <= 0).sum())
+        fw[name] = int((res.wrong_score[name] <= 0).sum())
+        est[name] = float(sum(fits[f"{ROUTES[c][0]}-{ROUTES[c][1]}"][1] for c in cols))
+    lfit = local_tail_rate(res.distractor_local.ravel(), n_pairs, R.LOCAL_MIN_INLIERS)
+    if res.config.local:
+        full_cols = methods[-1][1]
+        name = "+local"
+        names.append(name)
+        ts = _score(res.true_d, full_cols)
+        ok = (ts <= 0) | (res.true_local >= R.LOCAL_MIN_INLIERS)
+        per_edit[name] = {e: float(ok[i].mean()) for i, e in enumerate(res.edits)}
+        fd[name] = fd[methods[-1][0]] + int(
+            ((_score(res.distractor_d, full_cols) > 0)
+             & (res.distractor_local >= R.LOCAL_MIN_INLIERS)).sum())
+        fw[name] = int(((res.wrong_score[methods[-1][0]] <= 0)
+                        | (res.wrong_local >= R.LOCAL_MIN_INLIERS)).sum())
+        est[name] = est[methods[-1][0]] + lfit[0]
+    mean = {m: float(np.mean(list(per_edit[m].values()))) for m in names}
+    return Summary(names, per_edit, fd, fw, est, mean, fits, lfit, n_pairs)
+
+
+def markdown(res: EvalResult, s: Summary) -> str:
+    nk, nd = len(res.known), len(res.distractors)
+    lines = [
+        f"Known images: {nk}; distractors: {nd}; distractor x known pairs: {s.n_pairs:,}; "
+        f"edits: {len(res.edits)}; queries: {len(res.edits) * nk:,}; seed {res.config.seed}.",
+        "",
+        "| edit | family | " + " | ".join(s.methods) + " |",
+        "|---|---|" + "---:|" * len(s.methods),
+    ]
+    for e in res.edits:
+        cells = [f"{100 * s.per_edit[m][e]:.1f}" for m in s.methods]
+        lines.append(f"| {e} | {EDITS[e].family} | " + " | ".join(cells) + " |")
+    lines.append("| **mean recall %** | | " + " | ".join(
+        f"**{100 * s.mean_recall[m]:.1f}**" for m in s.methods) + " |")
+    lines.append("| false matches, distractor x known | | " + " | ".join(
+        str(s.false_distractor[m]) for m in s.methods) + " |")
+    lines.append("| false matches, edited query -> wrong known | | " + " | ".join(
+        str(s.false_wrong_known[m]) for m in s.methods) + " |")
+    lines.append("| est. false-match rate per pair | | " + " | ".join(
+        f"{s.est_rate[m]:.1e}" for m in s.methods) + " |")
+    lines += ["", "Per-route tail fits (distractor x known, per-pair min distance over the "
+              "route's variant pairs):", "",
+              "| route (query-known) | threshold | est. P(d <= t) | fitted mu | fitted sigma | "
+              "empirical min |", "|---|---:|---:|---:|---:|---:|"]
+    for r, route in enumerate(ROUTES):
+        t, rate, mu, sg = s.route_fits[f"{route[0]}-{route[1]}"]
+        mn = int(res.distractor_d[..., r].min())
+        lines.append(f"| {route[0]}-{route[1]} | {t} | {rate:.1e} | {mu:.1f} | {sg:.1f} | "
+                     f"{mn if mn < BIG else '-'} |")
+    if res.config.local:
+        lines += ["", f"Local tier: distractor pairs that reached the geometric check: "
+                  f"{int((res.distractor_local > 0).sum()):,}; max inliers seen "
+                  f"{int(res.distractor_local.max())}; geometric tail fit P(inliers >= "
+                  f"{R.LOCAL_MIN_INLIERS}) = {s.local_fit[0]:.1e} per pair (decay "
+                  f"{s.local_fit[1]:.2f} per inlier)."]
+    kh = res.n_known_hashes
+    lines += ["", f"Hashes stored per known image: mean {kh.mean():.2f} (1 interchange PDQ + "
+              f"{kh.mean() - 1:.2f} extra); query hashes per image: mean "
+              f"{np.mean(res.n_query_hashes):.1f}; local features per known image: mean "
+              f"{np.mean(res.local_bytes) if res.local_bytes else 0:.0f} bytes.",
+              f"Time: known image {1000 * res.timings['known_s_per_image']:.1f} ms, "
+              f"edited query {1000 * res.timings['query_s_per_image']:.1f} ms (cascade: local "
+              f"tier run for {100 * res.timings.get('local_fraction', 0):.0f}% of them), "
+              f"unmatched query (all routes + local tier) "
+              f"{1000 * res.timings.get('distractor_s_per_image', 0):.1f} ms; against {nk} "
+              f"known, 1 core, decode excluded."]
+    return "\n".join(lines)
+
+
+def plot(res: EvalResult, s: Summary, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = method_routes()
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
+    bins = np.arange(-40, 140, 2)
+    for ax, (name, cols) in zip(axes[:2], (methods[0], methods[-1]), strict=True):
+        ts = _score(res.true_d, cols).ravel()
+        ds = _score(res.distractor_d, cols).ravel()
+        ax.hist(np.clip(ts, -40, 138), bins=bins, alpha=0.6, density=True,
+                label="edited copy vs its known")
+        ax.hist(np.clip(ds, -40, 138), bins=bins, alpha=0.6, density=True,
+                label="distractor x known")
+        ax.axvline(0.5, color="k", ls="--", lw=1)
+        ax.set_yscale("log")
+        ax.set_title(f"{name}: best (distance - route threshold)")
+        ax.set_xlabel("distance - threshold (match at <= 0)")
+        ax.legend(fontsize=8)
+    ax = axes[2]
+    order = list(range(len(res.edits)))
+    x = np.arange(len(order))
+    for m in (s.methods[0], s.methods[1], s.methods[-2], s.methods[-1]):
+        ax.plot(x, [100 * s.per_edit[m][res.edits[i]] for i in order], marker=".", lw=1,
+                label=m)
+    ax.set_xticks(x, [res.edits[i] for i in order], rotation=90, fontsize=6)
+    ax.set_ylabel("recall %")
+    ax.set_title("recall per edit")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(res: EvalResult, out: Path) -> tuple[Summary, str]:
+    """Write robustness.md (the table), robustness.png (distributions) and robustness.npz (raw
+    distances) into ``out``; returns the summary and the markdown."""
+    out.mkdir(parents=True, exist_ok=True)
+    s = summarise(res)
+    md = markdown(res, s)
+    (out / "robustness.md").write_text(md + "\n")
+    plot(res, s, out / "robustness.png")
+    np.savez_compressed(out / "robustness.npz", true_d=res.true_d, true_local=res.true_local,
+                        wrong_local=res.wrong_local, distractor_d=res.distractor_d,
+                        distractor_local=res.distractor_local, edits=np.array(res.edits),
+                        routes=np.array([f"{a}-{b}" for a, b in ROUTES]),
+                        **{f"wrong_{k}": v for k, v in res.wrong_score.items()})
+    return s, md

@@ -1,0 +1,355 @@
+"""Files -> :class:`FileHashes` records (crypto + PDQ + size + dimensions + error).
+
+Each file is read once: its bytes (up to ``max_bytes``) feed the three digests and the
+decoder. Nothing raises for a bad file; the record's ``error`` says ``"reason: message"``
+with reason one of ``unreadable`` (missing, a directory, permissions, not a regular file),
+the decode reasons (``truncated``, ``not_an_image``, ``unsupported``, ``too_large``), or
+``error`` (an unexpected failure inside a decoder). Crypto hashes are filled whenever the
+bytes could be read, including for non-images and over-size files (streamed).
+
+PDQ comes in two modes. Default (fast): the image is decoded reduced (``max_side``) and the
+full-resolution PDQ is estimated from it (:func:`hashwatch.signals.pdq.pdq_hash_fast`,
+within a few bits of the reference, see BENCHMARKS.md). ``exact_pdq=True``: full-resolution
+decode and the reference algorithm on it, bit-identical to threatexchange/pdqhash on the
+same (oriented, RGB) pixels, about 20x slower on phone photos.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import stat
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from hashwatch.decode import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_SIDE,
+    DecodeError,
+    decode_for_pdq,
+    decode_image,
+)
+from hashwatch.signals.crypto import hash_bytes, hash_path
+from hashwatch.signals.pdq import (
+    EXACT_MAX_PIXELS,
+    pdq_dihedral,
+    pdq_dihedral_fast,
+    pdq_hash,
+    pdq_hash_fast,
+)
+
+__all__ = ["FileHashes", "hash_file", "hash_many", "iter_files"]
+
+StrPath = str | os.PathLike[str]
+
+
+@dataclass(frozen=True, slots=True)
+class FileHashes:
+    path: str
+    size: int | None = None
+    md5: str | None = None
+    sha1: str | None = None
+    sha256: str | None = None
+    pdq: str | None = None
+    pdq_quality: int | None = None
+    width: int | None = None
+    height: int | None = None
+    error: str | None = None  # None, or "reason: message"
+    format: str | None = None  # decoder's format name, e.g. "JPEG"
+    pdq_dihedral: tuple[str, ...] | None = None  # 8 variants when dihedral=True
+    # what an ``extras`` function computed from the decoded RGB pixels (e.g. the robust
+    # matcher's extra views and keypoints); None when none was asked for or decoding failed
+    extras: dict[str, Any] | None = None
+
+    @property
+    def error_reason(self) -> str | None:
+        return None if self.error is None else self.error.split(":", 1)[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if d["pdq_dihedral"] is not None:
+            d["pdq_dihedral"] = list(d["pdq_dihedral"])
+        return d
+
+
+def hash_file(
+    path: StrPath,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_side: int | None = DEFAULT_MAX_SIDE,
+    dihedral: bool = False,
+    exact_pdq: bool = False,
+    extras: Callable[[np.ndarray], dict[str, Any]] | None = None,
+) -> FileHashes:
+    """Hash one file. Never raises for a bad or missing file: see ``FileHashes.error``.
+
+    ``extras``: a picklable function of the decoded RGB pixels (at most ``max_side``) whose
+    result is kept in ``FileHashes.extras``; it runs in the hashing worker, beside PDQ."""
+    spath = os.fspath(path)
+    try:
+        # O_NONBLOCK: opening a FIFO (seized media can hold one) must not wait for a writer.
+        fd = os.open(spath, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        with os.fdopen(fd, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                return FileHashes(spath, error="unreadable: not a regular file")
+            if st.st_size > max_bytes:
+                # Still identify it exactly (streamed, constant memory); no decode.
+                crypto = hash_path(spath)
+                return FileHashes(
+                    spath,
+                    size=crypto.size,
+                    md5=crypto.md5,
+                    sha1=crypto.sha1,
+                    sha256=crypto.sha256,
+                    error=f"too_large: file is {crypto.size} bytes, over the "
+                    f"{max_bytes}-byte limit",
+                )
+            data = fh.read()
+    except OSError as exc:
+        return FileHashes(spath, error=f"unreadable: {exc.strerror or exc}")
+
+    crypto = hash_bytes(data)
+    base: dict[str, Any] = {
+        "size": crypto.size,
+        "md5": crypto.md5,
+        "sha1": crypto.sha1,
+        "sha256": crypto.sha256,
+    }
+    try:
+        if exact_pdq:
+            img = decode_image(data, max_side=None, max_pixels=max_pixels, max_bytes=max_bytes)
+        else:
+            img = decode_for_pdq(
+                data,
+                max_side=max_side,
+                max_pixels=max_pixels,
+                max_bytes=max_bytes,
+                rgb_max_pixels=EXACT_MAX_PIXELS,
+            )
+        variants: tuple[str, ...] | None = None
+        if dihedral:
+            if exact_pdq:
+                hexes, quality = pdq_dihedral(img.pixels)
+            else:
+                hexes, quality = pdq_dihedral_fast(img.pixels, img.height, img.width)
+            pdq, variants = hexes[0], tuple(hexes)
+        elif exact_pdq:
+            pdq, quality = pdq_hash(img.pixels)
+        else:
+            pdq, quality = pdq_hash_fast(img.pixels, img.height, img.width)
+        extra = None
+        if extras is not None:
+            rgb = img.pixels
+            if rgb.ndim != 3 or rgb.shape[2] != 3:  # the PDQ fast path may have kept luma only
+                rgb = decode_image(
+                    data, max_side=max_side or 512, max_pixels=max_pixels, max_bytes=max_bytes
+                ).pixels
+            extra = extras(rgb)
+    except DecodeError as exc:
+        return FileHashes(spath, **base, error=str(exc))
+    except Exception as exc:  # a decoder bug on hostile input must not stop a batch
+        return FileHashes(spath, **base, error=f"error: {type(exc).__name__}: {exc}")
+    return FileHashes(
+        spath,
+        **base,
+        pdq=pdq,
+        pdq_quality=quality,
+        width=img.width,
+        height=img.height,
+        format=img.format,
+        pdq_dihedral=variants,
+        extras=extra,
+    )
+
+
+def iter_files(paths: Iterable[StrPath]) -> Iterator[str]:
+    """Yield files under ``paths``: folders recursively, depth-first, names sorted.
+
+    Top-level paths keep the caller's order. Paths that are not folders (missing ones too) are
+    yielded as given so that :func:`hash_file` reports them. Inside folders, symlinks to folders
+    are not followed (no loops) and only regular files (or symlinks to them) are yielded.
+    """
+    for p in paths:
+        sp = os.fspath(p)
+        if os.path.isdir(sp):  # a symlink to a folder named explicitly is followed, once
+            yield from _walk(sp)
+        else:
+            yield sp
+
+
+def _walk(top: str) -> Iterator[str]:
+    try:
+        with os.scandir(top) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError:
+        yield top  # unreadable folder: hash_file records why
+        return
+    for e in entries:
+        try:
+            if e.is_dir(follow_symlinks=False):
+                yield from _walk(e.path)
+            elif e.is_file(follow_symlinks=True):
+                yield e.path
+        except OSError:
+            yield e.path
+
+
+def _hash_chunk(paths: list[str], kwargs: dict[str, Any]) -> list[FileHashes]:
+    return [hash_file(p, **kwargs) for p in paths]
+
+
+def _chunks(it: Iterator[str], n: int) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for p in it:
+        chunk.append(p)
+        if len(chunk) >= n:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _default_context() -> multiprocessing.context.BaseContext:
+    # forkserver: safe when the caller has threads (the HTTP service does); fork is not.
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    # The server imports numpy/Pillow/pdqhash once; workers fork from it ready to go instead
+    # of paying ~0.5 s of imports each (no effect once the server runs: same list anyway).
+    ctx.set_forkserver_preload(["hashwatch.hashing"])
+    return ctx
+
+
+def hash_many(
+    paths: Iterable[StrPath],
+    workers: int | None = None,
+    *,
+    ordered: bool = True,
+    chunksize: int = 16,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_side: int | None = DEFAULT_MAX_SIDE,
+    dihedral: bool = False,
+    exact_pdq: bool = False,
+    extras: Callable[[np.ndarray], dict[str, Any]] | None = None,
+    mp_context: multiprocessing.context.BaseContext | None = None,
+) -> Iterator[FileHashes]:
+    """Hash every file under ``paths`` (see :func:`iter_files`), one record per file.
+
+    ``workers``: processes to use (default: CPU count); 1 hashes in this process.
+    ``ordered=False`` yields records as chunks finish (less head-of-line waiting).
+    At most ``4 * workers`` chunks are in flight, so memory stays bounded on huge trees.
+    """
+    kwargs: dict[str, Any] = {
+        "max_bytes": max_bytes,
+        "max_pixels": max_pixels,
+        "max_side": max_side,
+        "dihedral": dihedral,
+        "exact_pdq": exact_pdq,
+        "extras": extras,
+    }
+    if chunksize < 1:
+        raise ValueError("chunksize must be >= 1")
+    n = workers if workers is not None else (os.cpu_count() or 1)
+    files = iter_files(paths)
+    if n <= 1:
+        for p in files:
+            yield hash_file(p, **kwargs)
+        return
+    ctx = mp_context or _default_context()
+    yield from _parallel(_chunks(files, chunksize), n, kwargs, ordered, ctx)
+
+
+_CRASHED = "error: the decoder process crashed on this file"
+
+
+def _parallel(
+    chunks: Iterator[list[str]],
+    n: int,
+    kwargs: dict[str, Any],
+    ordered: bool,
+    ctx: multiprocessing.context.BaseContext,
+) -> Iterator[FileHashes]:
+    """Run chunks on a pool of ``n`` processes, at most 4n chunks in flight.
+
+    A worker that dies (a decoder crashing on a hostile file) breaks the whole pool: the
+    chunks that were in flight are then re-run one file per fresh process, so only the
+    guilty file gets an error record, and a new pool takes the rest.
+    """
+    work = partial(_hash_chunk, kwargs=kwargs)
+    window = 4 * n
+    while True:
+        pending: deque[tuple[list[str], Future[list[FileHashes]]]] = deque()
+        broken = False
+        ex = ProcessPoolExecutor(max_workers=n, mp_context=ctx)
+        try:
+            exhausted = False
+            while not broken:
+                while not exhausted and len(pending) < window:
+                    chunk = next(chunks, None)
+                    if chunk is None:
+                        exhausted = True
+                    else:
+                        pending.append((chunk, ex.submit(work, chunk)))
+                if not pending:
+                    return
+                if ordered:
+                    ready = [pending[0]]
+                else:
+                    done, _ = wait([f for _, f in pending], return_when=FIRST_COMPLETED)
+                    ready = [item for item in pending if item[1] in done]
+                for item in ready:
+                    try:
+                        results = item[1].result()
+                    except BrokenProcessPool:
+                        broken = True
+                        break
+                    pending = deque(x for x in pending if x is not item)
+                    yield from results
+        finally:
+            # Also reached when the caller stops early: drop queued work, don't run it.
+            ex.shutdown(wait=True, cancel_futures=True)
+        # Pool broken: isolate every chunk still pending, then carry on with a new pool.
+        for chunk, _ in pending:
+            yield from _isolated(chunk, kwargs, ctx)
+
+
+def _workers_can_start(ctx: multiprocessing.context.BaseContext) -> bool:
+    try:
+        with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as ex:
+            return ex.submit(os.getpid).result() > 0
+    except BrokenProcessPool:
+        return False
+
+
+def _isolated(
+    paths: list[str], kwargs: dict[str, Any], ctx: multiprocessing.context.BaseContext
+) -> Iterator[FileHashes]:
+    ex = ProcessPoolExecutor(max_workers=1, mp_context=ctx)
+    try:
+        for p in paths:
+            try:
+                yield ex.submit(partial(hash_file, **kwargs), p).result()
+            except BrokenProcessPool:
+                ex.shutdown(wait=False)
+                # Blame the file only if a fresh worker can run at all; otherwise the pool
+                # itself is unusable (e.g. a __main__ that spawned workers cannot import).
+                if not _workers_can_start(ctx):
+                    raise RuntimeError(
+                        "hashwatch worker processes die on start-up; run with workers=1 or "
+                        "from an importable script guarded by if __name__ == '__main__'"
+                    ) from None
+                yield FileHashes(p, error=_CRASHED)
+                ex = ProcessPoolExecutor(max_workers=1, mp_context=ctx)
+    finally:
+        ex.shutdown(wait=True)

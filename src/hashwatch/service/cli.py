@@ -1,0 +1,123 @@
+"""CLI: ``hashwatch serve`` and ``hashwatch keys create|revoke|list``.
+
+``register(app)`` adds them to the main Typer app (called from ``hashwatch.cli``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Annotated
+
+import typer
+
+keys_app = typer.Typer(help="API keys for `hashwatch serve`: create, revoke, list.",
+                       no_args_is_help=True)
+
+
+def _store(db: str | None):  # type: ignore[no-untyped-def]
+    from hashwatch.service.settings import Settings
+    from hashwatch.store import Store, StoreError
+
+    try:
+        return Store.open(Settings.from_env(db=db).db)
+    except StoreError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+DbOpt = Annotated[str | None, typer.Option("--db", help="Database path or URL "
+                                           "(default: $HASHWATCH_DB or the user data dir).")]
+
+
+@keys_app.command("create")
+def keys_create(
+    name: str,
+    scopes: Annotated[str, typer.Option(help="Comma-separated: hash, match, curate, review, "
+                                        "admin.")] = "match",
+    rate_limit: Annotated[float | None, typer.Option(help="Requests/s for this key "
+                                                     "(default: the service's).")] = None,
+    db: DbOpt = None,
+) -> None:
+    """Create a key and print it once (it is stored only as a salted hash)."""
+    from hashwatch.service.auth import KeyError_, create_key
+
+    with _store(db) as store:
+        try:
+            key = create_key(store, name, scopes, actor=f"cli:{_user()}", rate_limit=rate_limit)
+        except KeyError_ as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+    typer.echo(key)
+    typer.echo("(shown once: store it now)", err=True)
+
+
+@keys_app.command("revoke")
+def keys_revoke(name: str, db: DbOpt = None) -> None:
+    """Revoke a key (takes effect on every worker within 5 seconds)."""
+    from hashwatch.service.auth import KeyError_, revoke_key
+
+    with _store(db) as store:
+        try:
+            revoke_key(store, name, actor=f"cli:{_user()}")
+        except KeyError_ as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+    typer.echo(f"revoked {name}", err=True)
+
+
+@keys_app.command("list")
+def keys_list(db: DbOpt = None,
+              as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List keys (names, ids, scopes; never the secrets)."""
+    from hashwatch.service.auth import list_keys
+
+    with _store(db) as store:
+        rows = list_keys(store)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        state = f"revoked {r['revoked_at']}" if r["revoked_at"] else "active"
+        typer.echo(f"{r['name']}\thw_{r['key_id']}_…\t{','.join(r['scopes'])}\t{state}")
+
+
+def _user() -> str:
+    try:
+        return os.getlogin()
+    except OSError:
+        return str(os.getuid())
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8080,
+    db: DbOpt = None,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    index_path: Annotated[str | None, typer.Option(help="Persisted PDQ index file (default: "
+                                                   "beside a SQLite database; none for "
+                                                   "PostgreSQL).")] = None,
+    log_level: Annotated[str, typer.Option(help="Uvicorn log level.")] = "info",
+) -> None:
+    """Run the HTTP matching service (API under /v1, OpenAPI at /openapi.json, review UI
+    at /review)."""
+    import uvicorn
+
+    from hashwatch.service.settings import Settings
+
+    settings = Settings.from_env(db=db, index_path=index_path)
+    with _store(settings.db):
+        pass  # migrate once here, before workers race to do it
+    # workers are separate processes: pass settings through the environment
+    os.environ["HASHWATCH_DB"] = settings.db
+    if settings.index_path:
+        os.environ["HASHWATCH_INDEX_PATH"] = settings.index_path
+    os.environ["HASHWATCH_WORKERS"] = str(workers)
+    uvicorn.run("hashwatch.service.app:app_from_env", factory=True, host=host, port=port,
+                workers=workers, log_level=log_level, access_log=False, proxy_headers=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``serve`` and ``keys`` to the main CLI."""
+    app.command("serve")(serve)
+    app.add_typer(keys_app, name="keys")

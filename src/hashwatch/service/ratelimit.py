@@ -1,0 +1,35 @@
+"""Per-key request rate limits: a token bucket per key, in process memory.
+
+Each worker process limits on its own, so with N workers a key can reach N times its
+rate at most; the service divides the configured rate by the worker count to keep the
+total near the configured figure.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+
+class RateLimiter:
+    def __init__(self, rate: float, burst_seconds: float = 2.0) -> None:
+        self.rate = rate
+        self.burst_seconds = burst_seconds
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, last time)
+        self._lock = threading.Lock()
+
+    def check(self, key: str, rate: float | None = None, cost: float = 1.0) -> float:
+        """Take ``cost`` tokens; return 0 when allowed, else seconds until it would be."""
+        r = self.rate if rate is None else rate
+        if r <= 0:
+            return 0.0  # 0 = unlimited
+        cap = max(r * self.burst_seconds, cost, 1.0)
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (cap, now))
+            tokens = min(cap, tokens + (now - last) * r)
+            if tokens >= cost:
+                self._buckets[key] = (tokens - cost, now)
+                return 0.0
+            self._buckets[key] = (tokens, now)
+            return (cost - tokens) / r

@@ -1,0 +1,82 @@
+"""Service settings: one dataclass, filled from arguments or ``HASHWATCH_*`` variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+
+def _env_bool(text: str) -> bool:
+    return text.strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass
+class Settings:
+    # database: a path (SQLite) or an SQLAlchemy URL (postgresql+psycopg://...)
+    db: str = ""
+    # where the PDQ index is persisted (SQLite default: beside the database file)
+    index_path: str | None = None
+    # seconds between change-feed polls: bounds how stale a worker can be
+    refresh_interval: float = 1.0
+    # uploads
+    max_upload_bytes: int = 50 * 1024 * 1024
+    max_pixels: int = 100_000_000
+    max_batch: int = 1000
+    # video uploads: PDQ of one frame per second, at most this many frames
+    video_max_samples: int = 600
+    # requests per second per key (token bucket, burst = 2 s worth); a key may override
+    rate_limit: float = 50.0
+    rate_burst_seconds: float = 2.0
+    # webhooks
+    webhook_timeout: float = 10.0
+    webhook_max_attempts: int = 12
+    webhook_backoff_base: float = 2.0  # seconds before the 2nd attempt; doubles after
+    webhook_backoff_max: float = 3600.0
+    webhook_poll_interval: float = 1.0
+    # review queue: keep a blurred thumbnail and a reduced clear preview of matched uploads
+    review_queue: bool = True
+    review_thumb_side: int = 256
+    review_preview_side: int = 768
+    # URL fetch (off by default)
+    url_fetch: bool = False
+    url_allowed_hosts: list[str] = field(default_factory=list)
+    url_allow_private: bool = False
+    url_max_bytes: int = 20 * 1024 * 1024
+    url_timeout: float = 10.0
+    # background tasks can be switched off (e.g. the benchmark's extra workers)
+    run_webhook_worker: bool = True
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        """Defaults, then ``HASHWATCH_<FIELD>`` variables, then explicit overrides."""
+        s = cls()
+        for f in fields(cls):
+            env = os.environ.get(f"HASHWATCH_{f.name.upper()}")
+            if env is None:
+                continue
+            current = getattr(s, f.name)
+            if isinstance(current, bool):
+                value: object = _env_bool(env)
+            elif isinstance(current, int):
+                value = int(env)
+            elif isinstance(current, float):
+                value = float(env)
+            elif isinstance(current, list):
+                value = [x.strip() for x in env.split(",") if x.strip()]
+            else:
+                value = env
+            setattr(s, f.name, value)
+        if not s.db:
+            s.db = os.environ.get("HASHWATCH_DB", "")
+        for k, v in overrides.items():
+            if v is not None:
+                setattr(s, k, v)
+        if not s.db:
+            from hashwatch.store import default_db_path
+
+            s.db = str(default_db_path())
+        return s
+
+    def index_file(self) -> Path | None:
+        return Path(self.index_path) if self.index_path else None

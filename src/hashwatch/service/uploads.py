@@ -1,0 +1,112 @@
+"""Uploaded bytes → hashes (+ review thumbnails), decoding once.
+
+``hashwatch.hashing`` hashes files by path; an upload is already in memory, so this is the
+bytes-based equivalent of :func:`hashwatch.hashing.hash_file` (same limits, same
+``FileHashes`` record), which also keeps the decoded pixels for the review thumbnails.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from hashwatch.decode import DEFAULT_MAX_SIDE, DecodeError, decode_image
+from hashwatch.hashing import FileHashes
+from hashwatch.signals.crypto import hash_bytes as crypto_hashes
+from hashwatch.signals.pdq import pdq_hash
+
+try:  # the fast full-resolution estimate hash_file uses by default (same hashes as the CLI)
+    from hashwatch.signals.pdq import pdq_hash_fast
+except ImportError:  # pragma: no cover - older signals module
+    pdq_hash_fast = None
+
+# magic numbers of common video containers: a clear 415 instead of "not an image"
+_VIDEO_MAGIC = (
+    (4, b"ftypisom"), (4, b"ftypmp4"), (4, b"ftypqt"), (4, b"ftypM4V"), (4, b"ftypavc1"),
+    (4, b"ftyp3gp"), (0, b"\x1a\x45\xdf\xa3"), (8, b"AVI "), (0, b"FLV"), (0, b"OggS"),
+)
+
+
+def looks_like_video(data: bytes) -> bool:
+    head = data[:16]
+    if head[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypavif"):
+        return False  # HEIF/AVIF stills share the ISO-BMFF container with MP4
+    return any(head[off : off + len(m)] == m for off, m in _VIDEO_MAGIC)
+
+
+@dataclass
+class HashedUpload:
+    hashes: FileHashes
+    pixels: np.ndarray | None  # reduced decode (longer side <= 512), for thumbnails
+    frames: list[tuple[float, str, int]] | None = None  # video: (seconds, pdq, quality)
+    duration: float | None = None
+
+
+class VideoUnsupported(Exception):
+    """Video hashing is not available in this build."""
+
+
+def hash_video_bytes(data: bytes, name: str = "upload", *, max_samples: int = 600
+                     ) -> HashedUpload:
+    """Crypto hashes of the file + PDQ of one frame per second (hashwatch.triage.video).
+    Raises ``VideoError`` (``.reason``) for undecodable data, VideoUnsupported without it."""
+    try:
+        from hashwatch.triage.video import hash_video
+    except ImportError as exc:  # pragma: no cover - the triage package is part of hashwatch
+        raise VideoUnsupported(str(exc)) from None
+    crypto = crypto_hashes(data)
+    info = hash_video(data, every=1.0, max_samples=max_samples)
+    rec = FileHashes(name, size=crypto.size, md5=crypto.md5, sha1=crypto.sha1,
+                     sha256=crypto.sha256, width=info.width, height=info.height,
+                     format=info.format)
+    return HashedUpload(rec, info.thumb, frames=list(info.frames), duration=info.duration)
+
+
+def hash_bytes(
+    data: bytes, name: str = "upload", *, max_pixels: int = 100_000_000,
+    max_bytes: int = 200 * 1024 * 1024,
+) -> HashedUpload:
+    """Hash an in-memory upload. Raises :class:`DecodeError` (``.reason``) for a bad image:
+    the service answers those with a 4xx, unlike batch hashing which records them."""
+    crypto = crypto_hashes(data)
+    img = decode_image(data, max_side=DEFAULT_MAX_SIDE, max_pixels=max_pixels,
+                       max_bytes=max_bytes)
+    if pdq_hash_fast is not None:
+        pdq, quality = pdq_hash_fast(img.pixels, img.height, img.width)
+    else:
+        pdq, quality = pdq_hash(img.pixels)
+    rec = FileHashes(
+        name, size=crypto.size, md5=crypto.md5, sha1=crypto.sha1, sha256=crypto.sha256,
+        pdq=pdq, pdq_quality=quality, width=img.width, height=img.height, format=img.format,
+    )
+    return HashedUpload(rec, img.pixels)
+
+
+def _fit(im: Image.Image, side: int) -> Image.Image:
+    im = im.copy()
+    im.thumbnail((side, side), Image.Resampling.LANCZOS)
+    return im
+
+
+def blurred_thumbnail(pixels: np.ndarray, side: int = 256) -> bytes:
+    """Greyscale, heavily blurred JPEG: what a reviewer sees by default."""
+    im = _fit(Image.fromarray(pixels).convert("L"), side)
+    radius = max(4, max(im.size) // 20)
+    im = im.filter(ImageFilter.GaussianBlur(radius))
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=70)
+    return buf.getvalue()
+
+
+def clear_preview(pixels: np.ndarray, side: int = 768) -> bytes:
+    im = _fit(Image.fromarray(pixels), side)
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=85)
+    return buf.getvalue()
+
+
+__all__ = ["DecodeError", "HashedUpload", "VideoUnsupported", "blurred_thumbnail",
+           "clear_preview", "hash_bytes", "hash_video_bytes", "looks_like_video"]

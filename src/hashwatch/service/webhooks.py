@@ -1,0 +1,287 @@
+"""Per-list webhooks with an outbox: match events are written to the ``outbox`` table in
+the request that found the match, then delivered by a background worker, so an event is
+never lost across restarts (at-least-once; receivers de-duplicate on the event id).
+
+Signature: ``X-Hashwatch-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>." + body)>``
+with ``X-Hashwatch-Timestamp`` (Unix seconds, fresh on every attempt) and
+``X-Hashwatch-Event-Id``. A receiver recomputes the HMAC, rejects timestamps outside a few
+minutes, and rejects event ids it has already processed: :func:`verify_signature` and
+:class:`ReplayGuard` do exactly that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import random
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+
+from hashwatch.service.schema import outbox, webhooks
+from hashwatch.store import Store
+from hashwatch.store.core import utcnow
+from hashwatch.store.schema import hash_lists
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-Hashwatch-Signature"
+TIMESTAMP_HEADER = "X-Hashwatch-Timestamp"
+EVENT_HEADER = "X-Hashwatch-Event-Id"
+LEASE_SECONDS = 60.0  # a claimed delivery that never finished is retried after this
+
+
+def sign(secret: str, timestamp: int | str, body: bytes) -> str:
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def verify_signature(
+    secret: str, body: bytes, timestamp: str | None, signature: str | None, *,
+    tolerance: float = 300.0, now: float | None = None,
+) -> bool:
+    """True when ``signature`` is ours over ``timestamp`` + ``body`` and the timestamp is
+    within ``tolerance`` seconds of now (an old capture replayed later is refused)."""
+    if not timestamp or not signature:
+        return False
+    try:
+        ts = int(timestamp)
+    except ValueError:
+        return False
+    if abs((time.time() if now is None else now) - ts) > tolerance:
+        return False
+    return hmac.compare_digest(sign(secret, ts, body), signature)
+
+
+class ReplayGuard:
+    """Remembers recently seen event ids (bounded) so a replay within the tolerance window
+    is refused too."""
+
+    def __init__(self, size: int = 100_000) -> None:
+        self.size = size
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def first_time(self, event_id: str) -> bool:
+        with self._lock:
+            if event_id in self._seen:
+                return False
+            self._seen[event_id] = None
+            if len(self._seen) > self.size:
+                self._seen.popitem(last=False)
+            return True
+
+
+# -- management -----------------------------------------------------------------------
+def create_webhook(store: Store, list_name: str, url: str, *, actor: str) -> dict[str, Any]:
+    if not url.startswith(("http://", "https://")) or len(url) > 2000:
+        raise ValueError("webhook url must be http:// or https:// (up to 2000 characters)")
+    secret = secrets.token_urlsafe(32)
+    info = store.get_list(list_name)  # raises ListNotFound
+    with store.engine.begin() as conn:
+        res = conn.execute(
+            webhooks.insert().values(list_id=info.id, url=url, secret=secret,
+                                     created_at=utcnow(), created_by=actor)
+        )
+        wid = res.inserted_primary_key[0]
+    store.audit(actor, "webhook.create", {"id": wid, "url": url}, list_name=list_name)
+    return {"id": wid, "list": list_name, "url": url, "secret": secret}
+
+
+def list_webhooks(store: Store, list_name: str) -> list[dict[str, Any]]:
+    info = store.get_list(list_name)
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(webhooks.c.id, webhooks.c.url, webhooks.c.created_at,
+                      webhooks.c.created_by)
+            .where(webhooks.c.list_id == info.id, webhooks.c.deleted_at.is_(None))
+            .order_by(webhooks.c.id)
+        ).all()
+    return [{"id": r.id, "list": list_name, "url": r.url, "created_at": r.created_at,
+             "created_by": r.created_by} for r in rows]
+
+
+def delete_webhook(store: Store, webhook_id: int, *, actor: str) -> bool:
+    with store.engine.begin() as conn:
+        res = conn.execute(
+            webhooks.update()
+            .where(webhooks.c.id == webhook_id, webhooks.c.deleted_at.is_(None))
+            .values(deleted_at=utcnow())
+        )
+    if res.rowcount:
+        store.audit(actor, "webhook.delete", {"id": webhook_id})
+    return bool(res.rowcount)
+
+
+# -- enqueue --------------------------------------------------------------------------
+def enqueue_match_events(
+    store: Store, matches: Iterable[dict[str, Any]], content: dict[str, Any]
+) -> list[str]:
+    """Write one outbox row per (webhook of a matched list). Returns the event ids."""
+    by_list: dict[str, list[dict[str, Any]]] = {}
+    for m in matches:
+        by_list.setdefault(m["list"], []).append(m)
+    if not by_list:
+        return []
+    with store.engine.begin() as conn:
+        hooks = conn.execute(
+            sa.select(webhooks.c.id, hash_lists.c.name)
+            .select_from(webhooks.join(hash_lists, hash_lists.c.id == webhooks.c.list_id))
+            .where(hash_lists.c.name.in_(list(by_list)), webhooks.c.deleted_at.is_(None))
+        ).all()
+        rows = []
+        now = time.time()
+        for h in hooks:
+            event_id = secrets.token_hex(16)
+            payload = {
+                "id": event_id,
+                "type": "match",
+                "created_at": utcnow(),
+                "list": h.name,
+                "matches": by_list[h.name],
+                "content": content,
+            }
+            rows.append({"event_id": event_id, "webhook_id": h.id,
+                         "payload": json.dumps(payload, sort_keys=True),
+                         "created_at": utcnow(), "attempts": 0, "next_attempt": now,
+                         "status": "pending"})
+        if rows:
+            conn.execute(outbox.insert(), rows)
+    return [r["event_id"] for r in rows]
+
+
+# -- delivery -------------------------------------------------------------------------
+class DeliveryWorker:
+    """Background thread delivering due outbox rows. Safe with several workers on one
+    database: a row is claimed with a compare-and-set on its attempt counter."""
+
+    def __init__(self, store: Store, *, timeout: float = 10.0, max_attempts: int = 12,
+                 backoff_base: float = 2.0, backoff_max: float = 3600.0,
+                 poll_interval: float = 1.0) -> None:
+        self.store = store
+        self.timeout = timeout
+        self.max_attempts = max_attempts
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.poll_interval = poll_interval
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._client = httpx.Client(timeout=timeout, follow_redirects=False)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="hashwatch-webhooks", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.timeout + 5)
+        self._client.close()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                while self.deliver_due() and not self._stop.is_set():
+                    pass
+            except Exception:  # the loop must survive a database hiccup
+                log.exception("webhook delivery loop error")
+            self._wake.wait(self.poll_interval)
+            self._wake.clear()
+
+    def backoff(self, attempts: int) -> float:
+        base = min(self.backoff_max, self.backoff_base * 2 ** (attempts - 1))
+        return base * (0.75 + 0.5 * random.random())  # jitter: no thundering herd
+
+    def deliver_due(self, limit: int = 50) -> int:
+        """Deliver what is due now; returns how many rows were attempted."""
+        now = time.time()
+        with self.store.engine.connect() as conn:
+            due = conn.execute(
+                sa.select(outbox.c.id, outbox.c.attempts)
+                .where(outbox.c.status == "pending", outbox.c.next_attempt <= now)
+                .order_by(outbox.c.next_attempt).limit(limit)
+            ).all()
+        done = 0
+        for row in due:
+            with self.store.engine.begin() as conn:
+                claimed = conn.execute(
+                    outbox.update()
+                    .where(outbox.c.id == row.id, outbox.c.attempts == row.attempts,
+                           outbox.c.status == "pending")
+                    .values(attempts=row.attempts + 1, next_attempt=now + LEASE_SECONDS)
+                ).rowcount
+            if claimed:
+                self._deliver_one(row.id, row.attempts + 1)
+                done += 1
+        return done
+
+    def _deliver_one(self, outbox_id: int, attempt: int) -> None:
+        with self.store.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(outbox.c.event_id, outbox.c.payload, webhooks.c.url,
+                          webhooks.c.secret, webhooks.c.deleted_at)
+                .select_from(outbox.join(webhooks, webhooks.c.id == outbox.c.webhook_id))
+                .where(outbox.c.id == outbox_id)
+            ).first()
+        if row is None or row.deleted_at is not None:
+            self._finish(outbox_id, "cancelled", "webhook deleted")
+            return
+        body = row.payload.encode()
+        ts = int(time.time())
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "hashwatch-webhook/1",
+            TIMESTAMP_HEADER: str(ts),
+            SIGNATURE_HEADER: sign(row.secret, ts, body),
+            EVENT_HEADER: row.event_id,
+        }
+        error = ""
+        try:
+            resp = self._client.post(row.url, content=body, headers=headers)
+            if 200 <= resp.status_code < 300:
+                self._finish(outbox_id, "delivered", "")
+                return
+            error = f"HTTP {resp.status_code}"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"[:500]
+        if attempt >= self.max_attempts:
+            self._finish(outbox_id, "dead", error)
+            log.warning("webhook event %s given up after %d attempts: %s", row.event_id,
+                        attempt, error)
+            return
+        with self.store.engine.begin() as conn:
+            conn.execute(
+                outbox.update().where(outbox.c.id == outbox_id)
+                .values(next_attempt=time.time() + self.backoff(attempt), last_error=error)
+            )
+
+    def _finish(self, outbox_id: int, status: str, error: str) -> None:
+        with self.store.engine.begin() as conn:
+            conn.execute(
+                outbox.update().where(outbox.c.id == outbox_id)
+                .values(status=status, last_error=error,
+                        delivered_at=utcnow() if status == "delivered" else None)
+            )
+
+
+def outbox_rows(store: Store, limit: int = 100) -> list[dict[str, Any]]:
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(outbox.c.id, outbox.c.event_id, outbox.c.webhook_id, outbox.c.status,
+                      outbox.c.attempts, outbox.c.last_error, outbox.c.created_at,
+                      outbox.c.delivered_at).order_by(outbox.c.id.desc()).limit(limit)
+        ).all()
+    return [dict(r._mapping) for r in rows]

@@ -1,0 +1,46 @@
+"""Signals: what hashwatch computes from a file, and the registry of signal types.
+
+Built-in types: ``md5``, ``sha1``, ``sha256`` (exact) and ``pdq`` (perceptual, distance <= 31,
+quality >= 50). Plug-ins register more through the ``hashwatch.signals`` entry-point group.
+"""
+
+from hashwatch.signals.base import (
+    ENTRY_POINT_GROUP,
+    HexSignalType,
+    InvalidSignalValue,
+    SignalType,
+    UnknownSignalType,
+    get_signal_type,
+    load_plugins,
+    plugin_errors,
+    register_signal_type,
+    signal_types,
+    unregister_signal_type,
+)
+from hashwatch.signals.crypto import MD5, SHA1, SHA256
+from hashwatch.signals.pdq import PDQ, hamming_hex, pdq_dihedral, pdq_hash
+
+for _st in (MD5, SHA1, SHA256, PDQ):
+    register_signal_type(_st, replace=True)
+del _st
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "MD5",
+    "PDQ",
+    "SHA1",
+    "SHA256",
+    "HexSignalType",
+    "InvalidSignalValue",
+    "SignalType",
+    "UnknownSignalType",
+    "get_signal_type",
+    "hamming_hex",
+    "load_plugins",
+    "pdq_dihedral",
+    "pdq_hash",
+    "plugin_errors",
+    "register_signal_type",
+    "signal_types",
+    "unregister_signal_type",
+]

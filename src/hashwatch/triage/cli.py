@@ -1,0 +1,222 @@
+"""Typer commands: ``triage``, ``grade``, ``grades`` and ``lists promote``.
+
+The main CLI calls :func:`register`; this module imports hashwatch.cli helpers lazily (inside
+the commands) so that importing it never creates an import cycle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+__all__ = ["register"]
+
+DbOpt = Annotated[
+    Path | None,
+    typer.Option("--db", help="Database file or SQLAlchemy URL (default: user data dir, or "
+                 "$HASHWATCH_DB).", show_default=False),
+]
+MinVotes = Annotated[int, typer.Option("--min-votes", min=1,
+                                       help="Agreeing analysts needed for a trusted grade.")]
+MaxDissent = Annotated[int, typer.Option("--max-dissent", min=0,
+                                         help="Dissenting analysts tolerated.")]
+
+
+def _h() -> Any:
+    import hashwatch.cli as h
+
+    return h
+
+
+def triage(
+    sources: Annotated[list[Path], typer.Argument(help="Folders, files and archives to triage.")],
+    case: Annotated[str, typer.Option("--case", help="Case id (used by grade and promote).")],
+    out: Annotated[Path | None, typer.Option("--out", help="Results folder (default: "
+                                              "./triage-CASE). Re-run with it to resume.")] = None,
+    workers: Annotated[int, typer.Option("--workers", "-w", min=0,
+                                         help="Processes (0: all cores).")] = 0,
+    list_names: Annotated[list[str] | None,
+                          typer.Option("--list", help="Only these lists.")] = None,
+    thumbnails: Annotated[bool, typer.Option(
+        "--thumbnails", help="Put small greyscale thumbnails in report.html, blurred until "
+        "clicked (default: no picture at all).")] = False,
+    db: DbOpt = None,
+) -> None:
+    """Triage seized media: hash every file (archives opened, videos sampled), match against
+    the lists, cluster unknown images and write report.html, files.csv, report.json and
+    case.vics.json. Resumable: kill it, run the same command again."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+    from rich.table import Table
+
+    from hashwatch.store import StoreError
+    from hashwatch.triage.run import CaseError, TriageOptions, run_triage
+
+    h = _h()
+    for s in sources:
+        if not s.exists():
+            h.err.print(f"[yellow]warning:[/] {s} does not exist (reported as unreadable)")
+    out_dir = out if out is not None else Path(f"triage-{case}")
+    opts = TriageOptions(case_id=case, sources=[str(s) for s in sources], out_dir=out_dir,
+                         workers=workers, lists=list_names or None, thumbnails=thumbnails)
+    bar = Progress(
+        SpinnerColumn(), TextColumn("[bold]triage"), BarColumn(),
+        TextColumn("{task.fields[files]}"), DownloadColumn(), TransferSpeedColumn(),
+        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=h.err, disable=not h.err.is_terminal,
+    )
+    task: Any = None
+
+    def on_progress(p: Any) -> None:
+        nonlocal task
+        if task is None:
+            task = bar.add_task("triage", total=p.bytes_total or 1, files="", rate="")
+            if p.skipped:
+                h.err.print(f"resuming: {p.skipped:,} file(s) already done")
+        t = bar.tasks[task]
+        rate = f"{(p.files_done - p.skipped) / t.elapsed:,.1f} files/s" if t.elapsed else ""
+        bar.update(task, completed=p.bytes_done,
+                   files=f"{p.files_done:,}/{p.files_total:,} files", rate=rate)
+
+    with h.open_store(db) as store:
+        try:
+            with bar:
+                summary = run_triage(opts, store, progress=on_progress)
+        except (CaseError, StoreError) as exc:
+            raise h.fail(str(exc)) from None
+    table = Table(title=f"case {case}: {summary.files:,} files")
+    table.add_column("state")
+    table.add_column("files", justify="right")
+    for k, v in summary.counts.items():
+        table.add_row(k, f"{v:,}")
+    h.out.print(table)
+    h.err.print(f"{summary.new_records:,} file(s) processed in this run "
+                f"({summary.resumed_tasks:,} already done), {summary.clusters:,} unknown "
+                f"cluster(s), {summary.wall:.1f} s")
+    if summary.counts.get("error"):
+        h.err.print(f"[yellow]{summary.counts['error']} file(s) could not be read or decoded:"
+                    "[/] reasons in report.html and files.csv (column error)")
+        errors = json.loads(Path(summary.outputs["report.json"]).read_text())["errors"]
+        for e in errors[:10]:
+            h.err.print(f"  {e['path']}: {e['error']}", markup=False, highlight=False)
+        if len(errors) > 10:
+            h.err.print(f"  ... and {len(errors) - 10} more")
+    h.err.print(f"report: {summary.outputs['report.html']}")
+
+
+def grade(
+    case: Annotated[str, typer.Argument(help="Case id.")],
+    category: Annotated[str, typer.Option("--category", help="SCHEME:CODE, e.g. uk:A, vics:1.")],
+    analyst: Annotated[str, typer.Option("--analyst", help="Your analyst id.")],
+    cluster: Annotated[int | None, typer.Option("--cluster", help="Cluster number.")] = None,
+    file: Annotated[str | None, typer.Option("--file", help="A file: SHA-256 or path as in "
+                                             "files.csv.")] = None,
+    note: Annotated[str, typer.Option("--note", help="Free text kept with the vote.")] = "",
+    db: DbOpt = None,
+) -> None:
+    """Record your vote on a cluster or a file (votes are only added, never overwritten)."""
+    from hashwatch.triage.grading import GradeError, add_vote, decide, list_votes, resolve_target
+    from hashwatch.triage.run import CaseError, check_store_case, open_workdb
+
+    h = _h()
+    cat = h._parse_category(category)
+    with h.open_store(db) as store:
+        try:
+            outdir = check_store_case(store, case)
+            conn = open_workdb(outdir, create=False)
+            try:
+                target = resolve_target(conn, cluster=cluster, file=file)
+            finally:
+                conn.close()
+            vote = add_vote(store, case, target, cat, analyst, note)
+        except (CaseError, GradeError) as exc:
+            raise h.fail(str(exc)) from None
+        st = decide(target, [v for v in list_votes(store, case) if v.target == target])
+    h.err.print(f"vote {vote.id} recorded: {target} = {cat} by {vote.analyst}; "
+                f"{target} is now [bold]{st.status}[/] {st.tally()}")
+
+
+def grades(
+    case: Annotated[str, typer.Argument(help="Case id.")],
+    min_votes: MinVotes = 3,
+    max_dissent: MaxDissent = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    db: DbOpt = None,
+) -> None:
+    """Grading status of a case: every voted cluster or file, trusted, pending or disputed."""
+    from rich.table import Table
+
+    from hashwatch.triage.grading import GradeRule, case_grades
+    from hashwatch.triage.run import CaseError, check_store_case
+
+    h = _h()
+    rule = GradeRule(min_votes, max_dissent)
+    with h.open_store(db) as store:
+        try:
+            check_store_case(store, case)
+        except CaseError as exc:
+            raise h.fail(str(exc)) from None
+        sts = case_grades(store, case, rule)
+    if as_json:
+        print(json.dumps({"case": case, "rule": rule.describe(),
+                          "grades": [s.as_dict() for s in sts]}, indent=2))
+        return
+    table = Table(title=f"case {case} grades ({rule.describe()})")
+    for col in ("target", "status", "category", "votes", "analysts"):
+        table.add_column(col)
+    for s in sts:
+        table.add_row(s.target if len(s.target) < 30 else s.target[:21] + "...",
+                      s.status, str(s.category or ""),
+                      ", ".join(f"{k}: {v}" for k, v in s.tally().items()),
+                      ", ".join(v.analyst for v in s.votes))
+    h.out.print(table)
+
+
+def promote(
+    case: Annotated[str, typer.Argument(help="Case id.")],
+    list_name: Annotated[str, typer.Option("--list", help="The list to add to.")],
+    min_votes: MinVotes = 3,
+    max_dissent: MaxDissent = 0,
+    db: DbOpt = None,
+) -> None:
+    """Add a case's trusted-grade material to a list, with provenance (case, votes),
+    skipping what the list already holds."""
+    from hashwatch.store import ListNotFound
+    from hashwatch.triage.grading import GradeRule
+    from hashwatch.triage.promote import promote as do_promote
+    from hashwatch.triage.run import CaseError
+
+    h = _h()
+    actor = os.environ.get("USER") or "cli"
+    with h.open_store(db) as store:
+        try:
+            res = do_promote(store, case, list_name, rule=GradeRule(min_votes, max_dissent),
+                             actor=actor)
+        except (CaseError, ListNotFound) as exc:
+            raise h.fail(str(exc)) from None
+    h.err.print(f"promoted {res.files_promoted} file(s) of case {case} into [bold]{list_name}[/]:"
+                f" {res.entries_added} entries added, {res.already_in_list} file(s) already in "
+                f"the list, not trusted: {res.not_trusted or 'none'}")
+    for d in res.category_differs:
+        h.err.print(f"[yellow]note:[/] {d['sha256'][:16]}... trusted as {d['trusted']} but the "
+                    f"list holds it as {', '.join(d['in_list']) or 'uncategorised'}")
+
+
+def register(app: typer.Typer, lists_app: typer.Typer) -> None:
+    """Add ``triage``, ``grade`` and ``grades`` to ``app`` and ``promote`` to ``lists_app``."""
+    app.command("triage")(triage)
+    app.command("grade")(grade)
+    app.command("grades")(grades)
+    lists_app.command("promote")(promote)
