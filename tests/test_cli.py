@@ -175,3 +175,13 @@ def test_version_and_help():
     assert "hashwatch" in run("--version").stdout
     assert "lists" in run("--help").stdout
     _ = io  # keep import for readability of helpers above
+
+
+def test_eval_reports_table_and_plot(corpus_dir, tmp_path):
+    out = tmp_path / "ev"
+    res = run("eval", "--corpus", str(corpus_dir), "--known", "4", "--max-distractors", "12",
+              "--edits", "mirror,border-black5", "--out", str(out))
+    assert "mirror" in res.stdout and "border-black5" in res.stdout
+    assert (out / "robustness.png").stat().st_size > 1000
+    res = run("eval", "--corpus", str(corpus_dir), "--edits", "nosuch", ok=False)
+    assert res.exit_code == 2 and "unknown edit" in res.stderr

@@ -511,6 +511,52 @@ def demo_cmd(
     out.print(f"evidence: {res.out_dir / 'evidence'}")
 
 
+# -- eval ---------------------------------------------------------------------------------------
+def _default_corpus() -> Path:
+    env = os.environ.get("HASHWATCH_CORPUS")
+    return Path(env) if env else Path("..") / "shared" / "corpus"
+
+
+@app.command("eval")
+def eval_cmd(
+    corpus: Annotated[Path, typer.Option(help="Benign image corpus.")] = _default_corpus(),
+    known: Annotated[int, typer.Option(help="Images in the known set.")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed for the split and the edits.")] = 0,
+    edits: Annotated[str | None, typer.Option(help="Comma-separated edits (default all).")] = None,
+    max_distractors: Annotated[int | None, typer.Option(help="Cap the distractors.")] = None,
+    local: Annotated[bool, typer.Option(help="Include the keypoint tier.")] = True,
+    out_dir: Annotated[Path, typer.Option("--out", help="Report folder.")] = Path("eval-out"),
+) -> None:
+    """Robustness evaluation: recall per edit and method, false matches among all
+    distractor x known pairs, distance distributions (markdown table + PNG plot)."""
+    import time
+
+    from hashwatch.edits import EDITS
+    from hashwatch.evaluate import EvalConfig, run_eval, write_report
+
+    if not corpus.is_dir():
+        raise fail(f"corpus folder {corpus} not found (--corpus or $HASHWATCH_CORPUS)")
+    unknown = [e for e in (edits or "").split(",") if e and e not in EDITS]
+    if unknown:
+        raise fail(f"unknown edit(s) {', '.join(unknown)}; known: {', '.join(EDITS)}")
+    t0 = time.perf_counter()
+    cfg = EvalConfig(
+        corpus=corpus,
+        n_known=known,
+        seed=seed,
+        edits=edits.split(",") if edits else None,
+        max_distractors=max_distractors,
+        local=local,
+        progress=lambda msg: err.print(f"[{time.perf_counter() - t0:7.1f}s] {msg}"),
+    )
+    res = run_eval(cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _, md = write_report(res, out_dir)
+    (out_dir / "robustness.md").write_text(md)
+    print(md)
+    err.print(f"report: {out_dir / 'robustness.md'}, plot: {out_dir / 'robustness.png'}")
+
+
 # -- db -----------------------------------------------------------------------------------------
 @db_app.command("stats")
 def db_stats(
