@@ -2,7 +2,9 @@
 
 Choices (documented here because every hash depends on them):
 
-* Output is always ``(h, w, 3)`` uint8 RGB, C-contiguous, with the EXIF orientation applied.
+* :func:`decode_image` returns ``(h, w, 3)`` uint8 RGB, C-contiguous, EXIF orientation
+  applied. :func:`decode_for_pdq` (what hash_file uses) returns the same, or for larger
+  images only its 8-bit luma ``(h, w)``; both lead to the same PDQ.
 * Alpha is ignored (the RGB channels are kept as stored, not composited). This is what Meta's
   reference tools and ``threatexchange`` do (pdqhash reads channels 0-2 only), so hashes of
   RGBA/LA/transparent-palette images stay interoperable with theirs.
@@ -14,8 +16,9 @@ Choices (documented here because every hash depends on them):
   and other formats are box-reduced by an integer factor: the least reduction that brings the
   longer side to at most ``max_side`` (so it lands in ``(max_side/2, max_side]``), except that
   the short side is never reduced below 128 px (panoramas and strips stay sharp across).
-  PDQ box-filters down to 64x64 anyway, so the hash stays within a few bits of the hash of the
-  full-resolution image (see benchmarks/fastpath_distance.py). ``max_side=None`` decodes at
+  :func:`hashwatch.signals.pdq.pdq_hash_fast` turns such pixels into the PDQ of the
+  full-resolution image within a few bits (benchmarks/fastpath_distance.py); the reference
+  PDQ run directly on reduced pixels would be 8-20 bits off. ``max_side=None`` decodes at
   full resolution.
 * Safety: the file size is checked before reading, the pixel count from the header before any
   pixel buffer is allocated. Failures raise a :class:`DecodeError` subclass whose ``reason`` is
@@ -40,8 +43,10 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
+    "REASONS",
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_MAX_SIDE",
+    "MIN_REDUCED_SHORT_SIDE",
     "SUPPORTED_FORMATS",
     "DecodeError",
     "DecodedImage",

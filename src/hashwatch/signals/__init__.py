@@ -18,7 +18,14 @@ from hashwatch.signals.base import (
     unregister_signal_type,
 )
 from hashwatch.signals.crypto import MD5, SHA1, SHA256
-from hashwatch.signals.pdq import PDQ, hamming_hex, pdq_dihedral, pdq_hash
+from hashwatch.signals.pdq import (
+    PDQ,
+    hamming_hex,
+    pdq_dihedral,
+    pdq_dihedral_fast,
+    pdq_hash,
+    pdq_hash_fast,
+)
 
 for _st in (MD5, SHA1, SHA256, PDQ):
     register_signal_type(_st, replace=True)
@@ -38,7 +45,9 @@ __all__ = [
     "hamming_hex",
     "load_plugins",
     "pdq_dihedral",
+    "pdq_dihedral_fast",
     "pdq_hash",
+    "pdq_hash_fast",
     "plugin_errors",
     "register_signal_type",
     "signal_types",
