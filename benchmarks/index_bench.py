@@ -109,10 +109,10 @@ def flip_random(seeds: np.ndarray, lo: int, hi: int, rng: np.random.Generator) -
     out = np.empty_like(seeds)
     block = 1 << 18
     for a in range(0, len(seeds), block):
-        s = seeds[a:a + block]
+        s = seeds[a : a + block]
         p = rng.integers(lo, hi + 1, size=len(s)).astype(np.float32) / 256.0
         mask = rng.random((len(s), 256), dtype=np.float32) < p[:, None]
-        out[a:a + block] = s ^ np.packbits(mask, axis=1)
+        out[a : a + block] = s ^ np.packbits(mask, axis=1)
     return out
 
 
@@ -123,8 +123,9 @@ def flip_exact(code: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray
     return out
 
 
-def realistic_codes(n: int, real: np.ndarray, rng: np.random.Generator,
-                    max_family: int) -> tuple[np.ndarray, dict[str, int]]:
+def realistic_codes(
+    n: int, real: np.ndarray, rng: np.random.Generator, max_family: int
+) -> tuple[np.ndarray, dict[str, int]]:
     n_real = min(len(real), n)
     n_fam = int(0.30 * n)
     n_like = int(0.40 * n)
@@ -141,9 +142,14 @@ def realistic_codes(n: int, real: np.ndarray, rng: np.random.Generator,
     codes = np.concatenate([real[rng.permutation(len(real))[:n_real]], fam, like, unif])
     del fam, like, unif
     codes = codes[rng.permutation(len(codes))]
-    info = {"real": n_real, "families": int(len(sizes)), "family_codes": n_fam,
-            "largest_family": int(sizes.max()) if len(sizes) else 0, "pdq_like": n_like,
-            "uniform": n_unif}
+    info = {
+        "real": n_real,
+        "families": int(len(sizes)),
+        "family_codes": n_fam,
+        "largest_family": int(sizes.max()) if len(sizes) else 0,
+        "pdq_like": n_like,
+        "uniform": n_unif,
+    }
     return codes, info
 
 
@@ -168,13 +174,17 @@ def make_data(args: argparse.Namespace, wd: Path) -> dict[str, object]:
     # queries: half near a stored code (0..31 bits flipped), the rest not stored
     n_near = nq // 2
     src = rng.integers(0, n + n_add, size=n_near)
-    near = [flip_exact(base[i] if i < n else extra[i - n], int(k), rng)
-            for i, k in zip(src, rng.integers(0, 32, size=n_near), strict=True)]
+    near = [
+        flip_exact(base[i] if i < n else extra[i - n], int(k), rng)
+        for i, k in zip(src, rng.integers(0, 32, size=n_near), strict=True)
+    ]
     n_other = nq - n_near
     if len(held_out):
         n_real_q = n_other // 2
-        others = [held_out[rng.integers(0, len(held_out), size=n_real_q)],
-                  rng.integers(0, 256, size=(n_other - n_real_q, 32), dtype=np.uint8)]
+        others = [
+            held_out[rng.integers(0, len(held_out), size=n_real_q)],
+            rng.integers(0, 256, size=(n_other - n_real_q, 32), dtype=np.uint8),
+        ]
     else:
         others = [rng.integers(0, 256, size=(n_other, 32), dtype=np.uint8)]
     queries = np.concatenate([np.stack(near) if near else np.empty((0, 32), np.uint8), *others])
@@ -191,7 +201,7 @@ def make_data(args: argparse.Namespace, wd: Path) -> dict[str, object]:
     for off, arr in ((0, base), (n, extra)):
         w = arr.view("<u8").reshape(-1, 4)
         for a in range(0, len(w), block):
-            blk = w[a:a + block]
+            blk = w[a : a + block]
             for j, q in enumerate(qw):
                 d = np.bitwise_count(blk ^ q).sum(axis=1, dtype=np.int32)
                 gt[j].extend((np.nonzero(d <= args.radius)[0] + (off + a)).tolist())
@@ -232,7 +242,7 @@ class FaissEngine:
     def search(self, q: np.ndarray, radius: int) -> list[int]:
         # FAISS binary range search is strict (d < radius): HMA passes threshold + 1
         lims, _, ids = self.index.range_search(q[None], radius + 1)
-        return ids[lims[0]:lims[1]]
+        return ids[lims[0] : lims[1]]
 
 
 class HashwatchEngine:
@@ -345,8 +355,18 @@ def worker(engine_name: str, phase: str, wd: Path, radius: int) -> dict[str, obj
 
 def run_worker(engine: str, phase: str, wd: Path, radius: int) -> dict[str, object]:
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    cmd = [sys.executable, __file__, "--worker", engine, "--phase", phase, "--workdir", str(wd),
-           "--radius", str(radius)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        engine,
+        "--phase",
+        phase,
+        "--workdir",
+        str(wd),
+        "--radius",
+        str(radius),
+    ]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if res.returncode != 0:
         sys.stderr.write(res.stderr)
@@ -374,8 +394,11 @@ def main() -> None:
     ap.add_argument("--workdir", default=None, help="default /tmp/hashwatch-index-bench-MIX-N")
     ap.add_argument("--engines", default="faiss,hashwatch")
     ap.add_argument("--keep", action="store_true", help="keep the generated data files")
-    ap.add_argument("--reuse", action="store_true",
-                    help="reuse data files kept by an earlier --keep run in --workdir")
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="reuse data files kept by an earlier --keep run in --workdir",
+    )
     ap.add_argument("--worker", choices=["faiss", "hashwatch"], help=argparse.SUPPRESS)
     ap.add_argument("--phase", choices=["build", "serve"], help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -385,8 +408,9 @@ def main() -> None:
         return
     wd.mkdir(parents=True, exist_ok=True, mode=0o700)
     t0 = time.time()
-    if args.reuse and all((wd / f).exists() for f in ("base.npy", "extra.npy", "queries.npy",
-                                                     "gt.json")):
+    if args.reuse and all(
+        (wd / f).exists() for f in ("base.npy", "extra.npy", "queries.npy", "gt.json")
+    ):
         info: dict[str, object] = {"reused": str(wd)}
     else:
         info = make_data(args, wd)
@@ -400,16 +424,41 @@ def main() -> None:
         (wd / f"index.{eng}").unlink(missing_ok=True)
         print(f"{eng} done", flush=True)
     print(f"load average after: {os.getloadavg()}")
-    rows = ["build_s", "save_s", "file_mb", "build_peak_rss_mb", "load_s", "add_s", "p50_ms",
-            "p99_ms", "mean_ms", "cpu_p50_ms", "cpu_p99_ms", "p50_near_ms", "p99_near_ms",
-            "p50_other_ms", "p99_other_ms",
-            "recall", "false_positives", "exact_queries", "gt_matches", "rss_after_load_mb",
-            "serve_peak_rss_mb", "compact_s", "compact_peak_rss_mb"]
+    rows = [
+        "build_s",
+        "save_s",
+        "file_mb",
+        "build_peak_rss_mb",
+        "load_s",
+        "add_s",
+        "p50_ms",
+        "p99_ms",
+        "mean_ms",
+        "cpu_p50_ms",
+        "cpu_p99_ms",
+        "p50_near_ms",
+        "p99_near_ms",
+        "p50_other_ms",
+        "p99_other_ms",
+        "recall",
+        "false_positives",
+        "exact_queries",
+        "gt_matches",
+        "rss_after_load_mb",
+        "serve_peak_rss_mb",
+        "compact_s",
+        "compact_peak_rss_mb",
+    ]
     engines = list(results)
-    print(f"\nn={args.n:,} mix={args.mix} radius={args.radius} queries={args.queries} "
-          f"add={args.add:,} (1 core each)")
-    print(f"{'metric':<22}" + "".join(f"{e:>14}" for e in engines)
-          + ("   anchor/hashwatch" if len(engines) == 2 else ""))
+    print(
+        f"\nn={args.n:,} mix={args.mix} radius={args.radius} queries={args.queries} "
+        f"add={args.add:,} (1 core each)"
+    )
+    print(
+        f"{'metric':<22}"
+        + "".join(f"{e:>14}" for e in engines)
+        + ("   anchor/hashwatch" if len(engines) == 2 else "")
+    )
     for key in rows:
         vals = [results[e].get(key, "") for e in engines]
         line = f"{key:<22}" + "".join(f"{fmt(v):>14}" for v in vals)

@@ -59,14 +59,19 @@ def queries_for(rng: np.random.Generator, codes: np.ndarray, k: int) -> np.ndarr
     return np.stack(qs) if qs else np.empty((0, 32), np.uint8)
 
 
-RADII = st.one_of(st.sampled_from([0, 1, 2, 30, 31, 32, 33, 48, 64, 256]),
-                  st.integers(0, 256))
+RADII = st.one_of(st.sampled_from([0, 1, 2, 30, 31, 32, 33, 48, 64, 256]), st.integers(0, 256))
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 400), families=st.integers(0, 5),
-       dup=st.integers(0, 20), radius=RADII, mode=st.sampled_from(["auto", "mih", "scan"]),
-       chunk_bits=st.sampled_from([None, 8, 11, 16]))
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(0, 400),
+    families=st.integers(0, 5),
+    dup=st.integers(0, 20),
+    radius=RADII,
+    mode=st.sampled_from(["auto", "mih", "scan"]),
+    chunk_bits=st.sampled_from([None, 8, 11, 16]),
+)
 def test_search_equals_brute_force(seed, n, families, dup, radius, mode, chunk_bits):
     rng, ids, codes = make_data(seed, n, families, dup)
     idx = HammingIndex(mode=mode, chunk_bits=chunk_bits)
@@ -90,14 +95,21 @@ def test_mih_path_is_exact_and_used_at_scale():
     thr = seg.plan(31)
     assert thr is not None and int((thr + 1).sum()) >= 32
     assert seg.widths == choose_layout(60_000) and sum(seg.widths) == 256
-    qs = np.stack([flip(codes[i], int(r), rng) for i, r in zip(
-        rng.integers(0, 60_000, 40), [0, 1, 15, 30, 31, 32, 33, 40] * 5, strict=True)])
+    qs = np.stack(
+        [
+            flip(codes[i], int(r), rng)
+            for i, r in zip(
+                rng.integers(0, 60_000, 40), [0, 1, 15, 30, 31, 32, 33, 40] * 5, strict=True
+            )
+        ]
+    )
     dists = [POP8[np.bitwise_xor(codes, q)].sum(axis=1) for q in qs]
     for radius in (0, 31, 32, 64):
         for d, got in zip(dists, idx.search_many(qs, radius), strict=True):
             keep = np.nonzero(d <= radius)[0]
-            assert got == sorted(zip(ids[keep].tolist(), d[keep].tolist(), strict=True),
-                                 key=lambda t: (t[1], t[0]))
+            assert got == sorted(
+                zip(ids[keep].tolist(), d[keep].tolist(), strict=True), key=lambda t: (t[1], t[0])
+            )
 
 
 def test_layout_covers_256_bits():
@@ -136,13 +148,23 @@ class Model:
 
     def arrays(self):
         ids = np.array(sorted(self.d), dtype=np.int64)
-        codes = (np.frombuffer(b"".join(self.d[i] for i in ids.tolist()), np.uint8).reshape(-1, 32)
-                 if ids.size else np.empty((0, 32), np.uint8))
+        codes = (
+            np.frombuffer(b"".join(self.d[i] for i in ids.tolist()), np.uint8).reshape(-1, 32)
+            if ids.size
+            else np.empty((0, 32), np.uint8)
+        )
         return ids, codes
 
 
-OPS = st.lists(st.tuples(st.sampled_from(["add", "add", "remove", "compact", "check"]),
-                         st.integers(1, 300), st.integers(0, 2**31)), min_size=1, max_size=12)
+OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["add", "add", "remove", "compact", "check"]),
+        st.integers(1, 300),
+        st.integers(0, 2**31),
+    ),
+    min_size=1,
+    max_size=12,
+)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -326,8 +348,8 @@ def test_append_merge_reuses_base_buffers(tmp_path):
     idx.add(ids[:n], codes[:n])
     base = idx._segments[0]
     assert base.bufs is not None and base.bufs[0].shape[0] > n  # spare capacity
-    idx.add(ids[n:n + 1500], codes[n:n + 1500])
-    idx.add(ids[n + 1500:], codes[n + 1500:])
+    idx.add(ids[n : n + 1500], codes[n : n + 1500])
+    idx.add(ids[n + 1500 :], codes[n + 1500 :])
     assert len(idx._segments) == 3  # deltas above sync_merge_limit are not folded inline
     idx.remove([ids[3], ids[n + 7]])
     errors: list[BaseException] = []

@@ -81,8 +81,9 @@ def choose_layout(n: int, chunk_bits: int | None = None) -> tuple[int, ...]:
     return tuple([base + 1] * extra + [base] * (m - extra))
 
 
-def _plan(widths: tuple[int, ...], n: int, radius: int, allow_scan: bool = True
-          ) -> np.ndarray | None:
+def _plan(
+    widths: tuple[int, ...], n: int, radius: int, allow_scan: bool = True
+) -> np.ndarray | None:
     """Per-chunk thresholds with sum(t_i + 1) >= radius + 1 at least estimated cost, or None
     when a linear scan is cheaper (and allowed)."""
     scan_cost = _COST_SCAN * n if allow_scan else math.inf
@@ -162,7 +163,7 @@ def _np_scan(codes: np.ndarray, tomb: np.ndarray, queries: np.ndarray, radius: i
     qs, ps, ds = [], [], []
     block = 1 << 16  # bounded temporaries
     for a in range(0, codes.shape[0], block):
-        blk, tb = codes[a:a + block], tomb[a:a + block]
+        blk, tb = codes[a : a + block], tomb[a : a + block]
         for qi, q in enumerate(queries):
             d = _POP8[np.bitwise_xor(blk, q)].sum(axis=1, dtype=np.int32)
             pos = np.nonzero((d <= radius) & (tb == 0))[0]
@@ -184,11 +185,32 @@ class _Segment:
     filled by an append-merge); positions >= n are never reported by this segment.
     """
 
-    __slots__ = ("ids", "codes", "tomb", "widths", "starts", "tabs", "n_dead", "bufs", "runs",
-                 "_plans", "_starts_b", "_widths_b")
+    __slots__ = (
+        "ids",
+        "codes",
+        "tomb",
+        "widths",
+        "starts",
+        "tabs",
+        "n_dead",
+        "bufs",
+        "runs",
+        "_plans",
+        "_starts_b",
+        "_widths_b",
+    )
 
-    def __init__(self, ids, codes, tomb, widths, offsets, postings, bufs=None,
-                 runs: tuple[int, ...] | None = None) -> None:
+    def __init__(
+        self,
+        ids,
+        codes,
+        tomb,
+        widths,
+        offsets,
+        postings,
+        bufs=None,
+        runs: tuple[int, ...] | None = None,
+    ) -> None:
         self.ids = ids
         # ids ascend within each run [runs[k], runs[k+1]) (an append-merge adds a run)
         self.runs = tuple(runs) if runs else (0, int(ids.shape[0]))
@@ -199,7 +221,9 @@ class _Segment:
         # per chunk: uint32[2**w + 1] offset table and uint32 posting list; one attribute
         # replaced as a whole so a reader never pairs a new table with an old list
         self.tabs: tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]] = (
-            tuple(offsets), tuple(postings))
+            tuple(offsets),
+            tuple(postings),
+        )
         self.n_dead = int(np.count_nonzero(tomb[: ids.shape[0]]))
         # (ids, codes, tomb) buffers with spare capacity for an append-merge, or None
         self.bufs = bufs
@@ -243,8 +267,9 @@ class _Segment:
         return offsets, postings
 
     @classmethod
-    def build(cls, ids: np.ndarray, codes: np.ndarray, chunk_bits: int | None = None,
-              bufs=None) -> _Segment:
+    def build(
+        cls, ids: np.ndarray, codes: np.ndarray, chunk_bits: int | None = None, bufs=None
+    ) -> _Segment:
         """ids sorted ascending and unique; codes aligned with ids."""
         widths = choose_layout(int(ids.shape[0]), chunk_bits)
         offsets, postings = cls.tables(codes, widths)
@@ -261,9 +286,14 @@ class _Segment:
                 p = None
             else:
                 p = _plan(self.widths, self.n, radius, allow_scan=mode == "auto")
-                if p is not None and sum(
+                if (
+                    p is not None
+                    and sum(
                         sum(math.comb(w, k) for k in range(t + 1))
-                        for w, t in zip(self.widths, p.tolist(), strict=True)) > _MAX_PROBES:
+                        for w, t in zip(self.widths, p.tolist(), strict=True)
+                    )
+                    > _MAX_PROBES
+                ):
                     p = None  # forced probing would need gigabytes of probe buffers: scan
             self._plans[key] = p
             return p
@@ -277,17 +307,29 @@ class _Segment:
         if _mih is None:
             return _np_scan(self.codes[:n], self.tomb[:n], queries, radius)
         if thr is None:
-            out = _mih.scan(self.codes[:n], self.tomb[:n] if self.n_dead else b"", queries,
-                            radius)
+            out = _mih.scan(self.codes[:n], self.tomb[:n] if self.n_dead else b"", queries, radius)
         else:
             # tables before codes: an append-merge lengthens codes/tomb first, then swaps in
             # tables that point past n, so this order always sees long enough codes
             offsets, postings = self.tabs
             codes, tomb = self.codes, self.tomb
-            out = _mih.search(codes, self._starts_b, self._widths_b, offsets, postings,
-                              thr.tobytes(), tomb if self.n_dead else b"", queries, radius, n)
-        return (np.frombuffer(out[0], np.uint32), np.frombuffer(out[1], np.uint32),
-                np.frombuffer(out[2], np.uint16))
+            out = _mih.search(
+                codes,
+                self._starts_b,
+                self._widths_b,
+                offsets,
+                postings,
+                thr.tobytes(),
+                tomb if self.n_dead else b"",
+                queries,
+                radius,
+                n,
+            )
+        return (
+            np.frombuffer(out[0], np.uint32),
+            np.frombuffer(out[1], np.uint32),
+            np.frombuffer(out[2], np.uint16),
+        )
 
     def locate(self, ids: np.ndarray) -> np.ndarray:
         """Positions of the live entries among ``ids``."""
@@ -322,8 +364,9 @@ class _Segment:
         return sum(int(a.nbytes) for a in arrays + list(self.offsets) + list(self.postings))
 
 
-def _merge(parts: list[tuple[np.ndarray, np.ndarray]], chunk_bits: int | None,
-           spare: float = 0.0) -> _Segment:
+def _merge(
+    parts: list[tuple[np.ndarray, np.ndarray]], chunk_bits: int | None, spare: float = 0.0
+) -> _Segment:
     """One segment from (ids, codes) parts with distinct ids; with ``spare`` > 0 the codes,
     ids and tombstones get that fraction of spare capacity for later append-merges."""
     parts = [p for p in parts if p[0].size]
@@ -361,9 +404,16 @@ class HammingIndex:
     ``background`` (else inline).
     """
 
-    def __init__(self, *, auto_compact: bool = True, compact_ratio: float = 0.1,
-                 background: bool = True, chunk_bits: int | None = None, mode: str = "auto",
-                 sync_merge_limit: int = _SYNC_MERGE_LIMIT) -> None:
+    def __init__(
+        self,
+        *,
+        auto_compact: bool = True,
+        compact_ratio: float = 0.1,
+        background: bool = True,
+        chunk_bits: int | None = None,
+        mode: str = "auto",
+        sync_merge_limit: int = _SYNC_MERGE_LIMIT,
+    ) -> None:
         if mode not in ("auto", "mih", "scan"):
             raise ValueError(f"mode must be auto, mih or scan, got {mode!r}")
         self.mode = mode
@@ -405,16 +455,22 @@ class HammingIndex:
             ids_a = ids_a.copy()
         # built outside the lock so searches are not held up by a big batch; a big one is
         # copied into buffers with spare room for later append-merges
-        seg = _merge([(np.ascontiguousarray(ids_a), codes_a)], self.chunk_bits,
-                     spare=_SPARE if big and copy else 0.0)
+        seg = _merge(
+            [(np.ascontiguousarray(ids_a), codes_a)],
+            self.chunk_bits,
+            spare=_SPARE if big and copy else 0.0,
+        )
         with self._lock:
             self._kill(ids_a)  # in the same critical section as the append: ids stay unique
             # fold small newest segments of similar size into the new one (tiered merging:
             # O(log n) segments, each code rebuilt O(log n) times, the big base never)
             parts = [(seg.ids, seg.codes)]
             segs = self._segments
-            while (len(segs) > self._frozen and segs[-1].n <= self.sync_merge_limit
-                   and 2 * seg.n + 2 * sum(p[0].size for p in parts[1:]) >= segs[-1].n_live):
+            while (
+                len(segs) > self._frozen
+                and segs[-1].n <= self.sync_merge_limit
+                and 2 * seg.n + 2 * sum(p[0].size for p in parts[1:]) >= segs[-1].n_live
+            ):
                 parts.append(segs.pop().live())
             segs.append(seg if len(parts) == 1 else _merge(parts, self.chunk_bits))
             self._maybe_background_merge()
@@ -438,12 +494,15 @@ class HammingIndex:
     def _merge_small(self) -> None:
         """Tiered merging of the newest segments (geometric sizes: O(log n) segments)."""
         segs = self._segments
-        while (len(segs) - self._frozen >= 2 and segs[-2].n <= self.sync_merge_limit
-               and 2 * segs[-1].n_live >= segs[-2].n_live):
+        while (
+            len(segs) - self._frozen >= 2
+            and segs[-2].n <= self.sync_merge_limit
+            and 2 * segs[-1].n_live >= segs[-2].n_live
+        ):
             merged = _merge([segs[-2].live(), segs[-1].live()], self.chunk_bits)
             segs[-2:] = [merged]
         # drop fully dead segments that no merge owns
-        self._segments = segs[: self._frozen] + [s for s in segs[self._frozen:] if s.n_live]
+        self._segments = segs[: self._frozen] + [s for s in segs[self._frozen :] if s.n_live]
 
     def _maybe_background_merge(self) -> None:
         segs = self._segments
@@ -491,8 +550,9 @@ class HammingIndex:
         if merged is None:
             live = [s.live(t) for s, t in zip(snap, tombs, strict=True)]
             n = sum(p[0].size for p in live)
-            merged = _merge(live, self.chunk_bits,
-                            spare=_SPARE if n > self.sync_merge_limit else 0.0)
+            merged = _merge(
+                live, self.chunk_bits, spare=_SPARE if n > self.sync_merge_limit else 0.0
+            )
         return merged
 
     def _finish_merge(self, snap: list[_Segment], merged: _Segment) -> None:
@@ -502,7 +562,7 @@ class HammingIndex:
             merged.kill(merged.locate(np.unique(np.concatenate(log))))
         # tombstones shared with the old base may have been set after ``merged`` was made
         merged.n_dead = int(np.count_nonzero(merged.tomb[: merged.n]))
-        self._segments = [merged] + self._segments[len(snap):]
+        self._segments = [merged] + self._segments[len(snap) :]
         self._frozen = 0
         self._killed_log = None
 
@@ -515,16 +575,20 @@ class HammingIndex:
         base = snap[0]
         if base.bufs is None or len(snap) < 2 or base.n == 0:
             return None
-        rest = [p for p in (s.live(t) for s, t in zip(snap[1:], tombs[1:], strict=True))
-                if p[0].size]
+        rest = [
+            p for p in (s.live(t) for s, t in zip(snap[1:], tombs[1:], strict=True)) if p[0].size
+        ]
         if not rest:
             return None
         ids_buf, codes_buf, tomb_buf = base.bufs
         n0 = base.n
         n1 = n0 + sum(p[0].size for p in rest)
-        if (n1 > ids_buf.shape[0] or base.n_dead > self.compact_ratio * n0
-                or choose_layout(n1, self.chunk_bits) != base.widths
-                or len(base.runs) > _MAX_RUNS):
+        if (
+            n1 > ids_buf.shape[0]
+            or base.n_dead > self.compact_ratio * n0
+            or choose_layout(n1, self.chunk_bits) != base.widths
+            or len(base.runs) > _MAX_RUNS
+        ):
             return None
         rest.sort(key=lambda p: int(p[0][0]))
         new_ids = np.concatenate([p[0] for p in rest])
@@ -544,8 +608,16 @@ class HammingIndex:
             with self._lock:
                 base.tabs = (tuple(offs), tuple(posts))
             del off, post, offs, posts
-        return _Segment(ids_buf[:n1], codes_buf[:n1], tomb_buf[:n1], base.widths,
-                        base.offsets, base.postings, base.bufs, base.runs + (n1,))
+        return _Segment(
+            ids_buf[:n1],
+            codes_buf[:n1],
+            tomb_buf[:n1],
+            base.widths,
+            base.offsets,
+            base.postings,
+            base.bufs,
+            base.runs + (n1,),
+        )
 
     def wait(self) -> None:
         """Block until a running background merge has finished."""
@@ -604,8 +676,9 @@ class HammingIndex:
             return qs[0], ids[0], ds[0]
         return np.concatenate(qs), np.concatenate(ids), np.concatenate(ds)
 
-    def search(self, code: bytes | str | np.ndarray, radius: int = DEFAULT_RADIUS
-               ) -> list[tuple[int, int]]:
+    def search(
+        self, code: bytes | str | np.ndarray, radius: int = DEFAULT_RADIUS
+    ) -> list[tuple[int, int]]:
         """Every (id, distance) within ``radius`` of ``code``, by distance then id. Exact."""
         q = _as_codes(code)
         if q.shape[0] != 1:
@@ -616,8 +689,9 @@ class HammingIndex:
             ids, d = ids[order], d[order]
         return list(zip(ids.tolist(), d.tolist(), strict=True))
 
-    def search_many(self, codes: object, radius: int = DEFAULT_RADIUS
-                    ) -> list[list[tuple[int, int]]]:
+    def search_many(
+        self, codes: object, radius: int = DEFAULT_RADIUS
+    ) -> list[list[tuple[int, int]]]:
         """search() for each row of ``codes`` ((q, 32) uint8), in one pass without the GIL."""
         q = _as_codes(codes)
         qi, ids, d = self._hits(q, radius)
@@ -681,8 +755,12 @@ class HammingIndex:
             named = [("ids", s.ids), ("codes", codes), ("tomb", tomb)]
             named += [(f"offsets{i}", a) for i, a in enumerate(offsets)]
             named += [(f"postings{i}", a) for i, a in enumerate(postings)]
-            meta: dict[str, object] = {"widths": list(s.widths), "n": s.n, "runs": list(s.runs),
-                                       "arrays": {}}
+            meta: dict[str, object] = {
+                "widths": list(s.widths),
+                "n": s.n,
+                "runs": list(s.runs),
+                "arrays": {},
+            }
             for name, arr in named:
                 arr = np.ascontiguousarray(arr)
                 meta["arrays"][name] = [offset, arr.dtype.str, list(arr.shape)]  # type: ignore[index]
@@ -721,8 +799,9 @@ class HammingIndex:
             pass
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], *, mmap: bool = False,
-             **kwargs: object) -> HammingIndex:
+    def load(
+        cls, path: str | os.PathLike[str], *, mmap: bool = False, **kwargs: object
+    ) -> HammingIndex:
         """Read an index written by save(). ``mmap=True`` maps the immutable arrays read-only
         (instant load, pages come in on first use; merges then rebuild instead of appending).
         ``kwargs`` go to the constructor."""
@@ -745,8 +824,9 @@ class HammingIndex:
                 off, dtype, shape = meta["arrays"][name]
                 shape = tuple(shape)
                 if out is None and mmap and int(np.prod(shape)) and name != "tomb":
-                    return np.memmap(path, dtype=np.dtype(dtype), mode="r",
-                                     offset=data_start + off, shape=shape)
+                    return np.memmap(
+                        path, dtype=np.dtype(dtype), mode="r", offset=data_start + off, shape=shape
+                    )
                 arr = np.empty(shape, dtype=np.dtype(dtype)) if out is None else out
                 if arr.shape != shape or arr.dtype != np.dtype(dtype):
                     raise ValueError(f"{path}: inconsistent segment")
@@ -768,8 +848,11 @@ class HammingIndex:
                 bufs = None
                 if not mmap and n > index.sync_merge_limit:  # spare room for append-merges
                     cap = max(m_codes, n + int(n * _SPARE))
-                    bufs = (np.empty(cap, np.int64), np.empty((cap, CODE_BYTES), np.uint8),
-                            np.zeros(cap, np.uint8))
+                    bufs = (
+                        np.empty(cap, np.int64),
+                        np.empty((cap, CODE_BYTES), np.uint8),
+                        np.zeros(cap, np.uint8),
+                    )
                     ids = read("ids", meta, bufs[0][:n])
                     codes = read("codes", meta, bufs[1][:m_codes])
                     tomb = read("tomb", meta, bufs[2][:m_codes])
@@ -777,11 +860,19 @@ class HammingIndex:
                     ids, codes, tomb = read("ids", meta), read("codes", meta), read("tomb", meta)
                 offsets = [read(f"offsets{i}", meta) for i in range(len(widths))]
                 postings = [read(f"postings{i}", meta) for i in range(len(widths))]
-                if (ids.shape != (n,) or codes.shape[0] < n or codes.shape[1:] != (CODE_BYTES,)
-                        or tomb.shape != (codes.shape[0],) or sum(widths) != CODE_BITS
-                        or any(o.shape != ((1 << w) + 1,) or p.shape != (int(o[-1]),)
-                               or int(o[-1]) > codes.shape[0]
-                               for o, p, w in zip(offsets, postings, widths, strict=True))):
+                if (
+                    ids.shape != (n,)
+                    or codes.shape[0] < n
+                    or codes.shape[1:] != (CODE_BYTES,)
+                    or tomb.shape != (codes.shape[0],)
+                    or sum(widths) != CODE_BITS
+                    or any(
+                        o.shape != ((1 << w) + 1,)
+                        or p.shape != (int(o[-1]),)
+                        or int(o[-1]) > codes.shape[0]
+                        for o, p, w in zip(offsets, postings, widths, strict=True)
+                    )
+                ):
                     raise ValueError(f"{path}: inconsistent segment")
                 runs = tuple(int(r) for r in meta.get("runs", (0, n)))
                 if runs[0] != 0 or runs[-1] != n or list(runs) != sorted(runs):

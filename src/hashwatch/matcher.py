@@ -173,10 +173,15 @@ class Matcher:
     def rebuild(self) -> HammingIndex:
         # read the feed position first: anything added while we scan is replayed later
         self.seq = self.store.last_change()
-        index = HammingIndex()
+        ids_parts: list[np.ndarray] = []
+        code_parts: list[np.ndarray] = []
         for batch in self.store.iter_signal_values("pdq"):
-            ids = np.fromiter((i for i, _ in batch), dtype=np.int64, count=len(batch))
-            index.add(ids, hex_to_codes([v for _, v in batch]))
+            ids_parts.append(np.fromiter((i for i, _ in batch), dtype=np.int64, count=len(batch)))
+            code_parts.append(hex_to_codes([v for _, v in batch]))
+        index = HammingIndex()
+        if ids_parts:
+            # one add builds one segment; adding per batch would set off merge after merge
+            index.add(np.concatenate(ids_parts), np.concatenate(code_parts), copy=False)
         self.index = index
         self.save()
         return index
