@@ -312,7 +312,7 @@ def test_matching_and_non_matching_images_end_to_end(corpus_dir):
     c.state.synthetic_sent = 10**6  # no synthetic substitution in this test
     for im in ims[T + 1 :]:  # not on the list
         assert s.ingest("u", c.voucher_for_pixels(np.asarray(im))).status == "unopened"
-    edits = ["jpeg_q50", "gamma_0.7", "blur_r1.5", "noise_s8", "watermark"]
+    edits = ["jpeg50", "gamma2", "blur2", "noise0.2", "jpeg75"]
     for im, e in zip(ims[: T + 1], edits, strict=True):  # edited copies of listed images
         r = s.ingest("u", c.voucher_for_pixels(np.asarray(apply_edit(e, im))))
         assert r.status == "opened", e

@@ -20,8 +20,8 @@ from .server import PsiServer
 from .table import PublicTable, ServerSecret, build_table
 
 Transport = Callable[[str, list[bytes]], list[dict]]
-EDIT_CYCLE = ["jpeg_q50", "resize_0.5", "gamma_0.7", "blur_r1.5", "noise_s8", "watermark",
-              "jpeg_q30", "gamma_1.4"]
+EDIT_CYCLE = ["jpeg50", "resize0.5", "gamma2", "blur2", "noise0.2", "watermark",
+              "jpeg30", "contrast"]
 
 
 def generated_images(n: int, seed: int = 0, size: int = 320) -> Iterator[Image.Image]:
