@@ -256,6 +256,13 @@ def make_jpegs(d: Path, count: int) -> list[Path]:
     return sorted(out.glob("*.jpg"))[:count]
 
 
+def _die_with_parent() -> None:
+    """Child processes get SIGTERM when this script dies, even if it is killed outright."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def start_worker(url: str, idx: Path, port: int, logf: Path) -> subprocess.Popen:
     env = dict(os.environ, HASHWATCH_DB=url, HASHWATCH_INDEX_PATH=str(idx),
                HASHWATCH_REFRESH_INTERVAL="1.0", HASHWATCH_MAX_UPLOAD_BYTES=str(64 << 20))
@@ -263,7 +270,8 @@ def start_worker(url: str, idx: Path, port: int, logf: Path) -> subprocess.Popen
         [sys.executable, "-m", "uvicorn", "hashwatch.service.app:app_from_env", "--factory",
          "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
          "--no-access-log"],
-        env=env, stdout=open(logf, "ab"), stderr=subprocess.STDOUT)
+        env=env, stdout=open(logf, "ab"), stderr=subprocess.STDOUT,
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None)
 
 
 def free_port() -> int:

@@ -359,6 +359,25 @@ def test_lists_import_match_export_and_audit(svc):
     assert uploads[0]["detail"]["result"][0]["distance"] <= 31 and uploads[0]["at"]
 
 
+def test_upload_matching_uses_the_robust_tier(svc):
+    # a mirrored copy defeats plain PDQ; the matcher's robust views find it
+    c, h = svc.client, svc.h()
+    img = corpus_jpegs(4)[3]
+    k = pdq_of(svc, img.read_bytes())
+    c.post("/v1/lists", json={"name": "rb"}, headers=h)
+    c.post("/v1/lists/rb/entries", headers=h, json={"entries": [
+        {"signal_type": "pdq", "value": k["pdq"], "ref": "orig"}]})
+    buf = io.BytesIO()
+    Image.open(img).convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(buf, "JPEG",
+                                                                                   quality=85)
+    flipped = pdq_of(svc, buf.getvalue())["pdq"]
+    r = c.post("/v1/match/hashes", headers=h,
+               json={"hashes": [{"signal_type": "pdq", "value": flipped}]}).json()
+    assert r["results"][0]["matches"] == []  # plain PDQ alone misses it
+    r = c.post("/v1/match/upload", files={"file": ("f.jpg", buf.getvalue())}, headers=h).json()
+    assert [m["ref"] for m in r["matches"]] == ["orig"]
+
+
 def test_hash_endpoint_matches_the_cli_hasher(svc, tmp_path):
     from hashwatch.hashing import hash_file
 

@@ -51,6 +51,13 @@ def chromium() -> str:
     return str(CHROMIUM)
 
 
+def _die_with_parent() -> None:
+    import ctypes
+    import signal
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -67,7 +74,8 @@ def server(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "hashwatch.service.app:app_from_env", "--factory",
          "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None)
     base = f"http://127.0.0.1:{port}"
 
     def ready() -> bool:

@@ -245,6 +245,13 @@ class Matcher:
         hits = self.index.search(hex_to_codes([pdq])[0], r)
         return self._entries_for_hits([("full", h) for h in hits], lists, plain=True)
 
+    def resolve_pdq_hits(
+        self, hits: Sequence[tuple[int, int]], lists: Sequence[str] | None = None
+    ) -> list[Match]:
+        """Index hits (entry id, distance) of one plain PDQ query → matches, with the plain
+        rule and list state applied (for callers that batch their own index searches)."""
+        return self._entries_for_hits([("full", h) for h in hits], lists, plain=True)
+
     def match_views(
         self, views: Sequence[tuple[str, str, int | None]], lists: Sequence[str] | None = None
     ) -> list[Match]:

@@ -331,19 +331,13 @@ def resolve_matches(svc: Service, queries: Sequence[HashQ],
     signals looked up, one query per signal type."""
     m = svc.matcher
     out: list[list[dict[str, Any]]] = [[] for _ in queries]
-    ids = sorted({e for h in hits if h for e, _ in h})
-    rows = m.store.get_entries(ids) if ids else {}
-    allowed = set(lists) if lists else None
     exact: dict[str, list[int]] = {}
     for i, (sig, _v, _q) in enumerate(queries):
-        if sig == "pdq":
-            for entry_id, dist in hits[i] or ():
-                e = rows.get(entry_id)
-                if e is None or (allowed is not None and e.list_name not in allowed):
-                    continue
-                out[i].append(_entry_match(e, dist, False))
-        else:
+        if sig != "pdq":
             exact.setdefault(sig, []).append(i)
+        elif hits[i]:
+            # the matcher's own plain-PDQ rule (full views only, one match per known image)
+            out[i] = [x.as_dict() for x in m.resolve_pdq_hits(hits[i], lists)]
     for sig, idxs in exact.items():
         found: dict[str, list[Any]] = {}
         for e in m.store.lookup(sig, [queries[i][1] for i in idxs], lists=lists):
@@ -575,6 +569,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lists = _check_lists(svc, lists)
         up = hash_upload(data, name)
         h = up.hashes
+        query_extras = getattr(svc.matcher, "query_extras", None)
+        if query_extras is not None and up.pixels is not None and up.pixels.ndim == 3 \
+                and hasattr(h, "extras"):
+            # the robust tier (flips, crops, borders, rotations, screenshots) needs the
+            # query views the matcher asks for, computed from the decoded pixels
+            h = dataclasses.replace(h, extras=query_extras()(up.pixels))
         matches = [m.as_dict() for m in svc.matcher.match_hashes(h, lists)]
         if up.frames:  # video: every sampled frame's PDQ, best distance per known entry
             per = match_values(svc, [("pdq", v, q) for _t, v, q in up.frames], lists)
