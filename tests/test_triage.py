@@ -45,17 +45,6 @@ from hashwatch.triage.sources import sniff
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _corpus() -> Path:
-    env = os.environ.get("HASHWATCH_CORPUS")
-    p = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "corpus"
-    if not p.is_dir():
-        msg = f"benign image corpus not found at {p} (set HASHWATCH_CORPUS)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return p
-
-
 def _jpeg(im: Image.Image, q: int = 85) -> bytes:
     buf = io.BytesIO()
     im.convert("RGB").save(buf, "JPEG", quality=q)
@@ -154,8 +143,9 @@ class Tree:
 
 
 @pytest.fixture(scope="module")
-def corpus() -> Path:
-    return _corpus()
+def corpus(corpus_dir: Path) -> Path:
+    """../shared/corpus via conftest's corpus_dir (fails under CI=true when missing)."""
+    return corpus_dir
 
 
 @pytest.fixture(scope="module")
@@ -658,3 +648,22 @@ def test_cli_commands(tree: Tree, tmp_path: Path) -> None:
     r = runner.invoke(app, ["grade", "NOPE", "--cluster", "1", "--category", "uk:B",
                             "--analyst", "a1", "--db", str(db)])
     assert r.exit_code != 0 and "no triage case" in r.output
+
+
+def test_robust_option_finds_a_flipped_copy(tree: Tree, tmp_path: Path) -> None:
+    ev = tmp_path / "ev"
+    ev.mkdir()
+    im = Image.open(tree.known_src[0]).convert("RGB")
+    (ev / "mirror.jpg").write_bytes(_jpeg(im.transpose(Image.Transpose.FLIP_LEFT_RIGHT), 90))
+    (ev / "rot90.jpg").write_bytes(_jpeg(im.transpose(Image.Transpose.ROTATE_90), 90))
+    with _make_store(tmp_path / "hw.db", tree) as store:
+        run_triage(TriageOptions("P1", [str(ev)], tmp_path / "plain", workers=1, robust=False),
+                   store)
+        run_triage(TriageOptions("R1", [str(ev)], tmp_path / "robust", workers=1, robust=True),
+                   store)
+    plain, robust = _rows(tmp_path / "plain"), _rows(tmp_path / "robust")
+    for name in ("mirror.jpg", "rot90.jpg"):
+        p = str(ev / name)
+        assert plain[p]["state"] == "unknown"  # plain PDQ misses flips and rotations
+        assert robust[p]["state"] == "known_near", robust[p]
+        assert (robust[p]["category_scheme"], robust[p]["category_code"]) == ("uk", "A")

@@ -71,6 +71,7 @@ class _Probe:
 
     pdq: str
     pdq_quality: int
+    extras: dict[str, Any] | None = None
     md5: None = None
     sha1: None = None
     sha256: None = None
@@ -126,7 +127,7 @@ def classify(rec: FileRecord, matcher: Matcher, lists: Sequence[str] | None = No
     elif crypto_hit:
         matches = matcher.match_hashes(rec, lists)
     elif rec.pdq:
-        matches = matcher.match_hashes(_Probe(rec.pdq, rec.pdq_quality or 0), lists)
+        matches = matcher.match_hashes(_Probe(rec.pdq, rec.pdq_quality or 0, rec.extras), lists)
     else:
         matches = []
     exact = [m for m in matches if m.exact]

@@ -169,6 +169,7 @@ class TriageOptions:
     workers: int = 0  # 0: all cores
     lists: list[str] | None = None
     thumbnails: bool = False
+    robust: bool = True  # also match the Matcher's robust views (flips, crops, borders...)
     pdq_threshold: int = 31
     work: WorkOptions = field(default_factory=WorkOptions)
     chunk_files: int = 8
@@ -349,7 +350,8 @@ def _run(opts: TriageOptions, store: Store, out: Path, conn: sqlite3.Connection,
     writer = _Writer(conn, run_id)
     wopts = WorkOptions(max_bytes=opts.work.max_bytes, max_side=opts.work.max_side,
                         video_every=opts.work.video_every, thumbnails=opts.thumbnails,
-                        thumb_side=opts.work.thumb_side)
+                        thumb_side=opts.work.thumb_side,
+                        extras=matcher.query_extras() if opts.robust else None)
     t_match = 0.0
     times = {"read": 0.0, "decode": 0.0, "hash": 0.0}
 

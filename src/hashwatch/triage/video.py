@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hashwatch.signals.pdq import pdq_hash
+from hashwatch.signals.pdq import pdq_hash_fast
 
 __all__ = ["VideoError", "VideoInfo", "hash_video"]
 
@@ -71,7 +71,7 @@ def hash_video(src: str | bytes, *, every: float = 1.0, max_samples: int = 7200)
                 scale = min(1.0, MAX_SIDE / max(w, h, 1))
                 pixels = frame.to_ndarray(format="rgb24", width=max(1, round(w * scale)),
                                           height=max(1, round(h * scale)))
-                pdq, quality = pdq_hash(pixels)
+                pdq, quality = pdq_hash_fast(pixels, h, w)
                 info.frames.append((round(t, 3), pdq, quality))
                 if info.thumb is None:
                     info.thumb = pixels

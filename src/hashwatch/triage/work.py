@@ -16,7 +16,7 @@ from typing import Any
 
 from hashwatch.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_SIDE, DecodeError, decode_image
 from hashwatch.signals.crypto import hash_bytes, hash_path
-from hashwatch.signals.pdq import pdq_hash
+from hashwatch.signals.pdq import pdq_hash_fast
 from hashwatch.triage.sources import (
     ARCHIVE_KINDS,
     SEP,
@@ -43,6 +43,8 @@ class WorkOptions:
     video_every: float = 1.0
     thumbnails: bool = False
     thumb_side: int = 96
+    # the Matcher's query_extras() (robust views of each image, computed beside PDQ), or None
+    extras: Any = None
 
 
 @dataclass
@@ -65,6 +67,7 @@ class FileRecord:
     frames: list[tuple[float, str, int]] = field(default_factory=list)
     error: str | None = None
     thumb: bytes | None = None
+    extras: dict[str, Any] | None = None  # robust query views for the Matcher (not stored)
     # CPU seconds spent, for the benchmark's split: read (I/O + archive extraction), decode,
     # hash (crypto + PDQ)
     t_read: float = 0.0
@@ -160,8 +163,14 @@ def _image(rec: FileRecord, data: bytes, opts: WorkOptions) -> None:
         return
     t1 = _clock()
     rec.t_decode += t1 - t
-    rec.pdq, rec.pdq_quality = pdq_hash(img.pixels)
+    # the reduced decode hashed as the full-resolution picture would be (as hash_file does)
+    rec.pdq, rec.pdq_quality = pdq_hash_fast(img.pixels, img.height, img.width)
     rec.width, rec.height, rec.format = img.width, img.height, img.format
+    if opts.extras is not None:
+        try:
+            rec.extras = opts.extras(img.pixels)
+        except Exception:  # robust views are a bonus: the plain PDQ still matches
+            rec.extras = None
     rec.t_hash += _clock() - t1
     if opts.thumbnails:
         rec.thumb = _thumb(img.pixels, opts.thumb_side)
