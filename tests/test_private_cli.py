@@ -82,3 +82,60 @@ def test_demo_uses_the_transport_it_is_given():
     summary = run_demo(transport, threshold=3, fillers=100, out=lambda s: None)
     assert {a for a, _ in calls} == {"alice", "bob"}
     assert not summary["alice"]["threshold_crossed"] and "revealed" not in summary["alice"]
+
+
+def test_demo_through_the_http_service():
+    """`hashwatch private demo`: devices post vouchers to the real service over loopback;
+    alice crosses the threshold and is reported, bob stays below with nothing decrypted."""
+    from typer.testing import CliRunner
+
+    from hashwatch.cli import app
+
+    res = CliRunner().invoke(app, ["private", "demo", "--threshold", "3"],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "/v1/private/" in res.output
+    assert "alice" in res.output and "THRESHOLD CROSSED" in res.output
+    assert "bob" in res.output and "below threshold" in res.output
+
+
+def test_private_endpoints_answer_devices_only_accepted(tmp_path):
+    """A device hears 202 for matching, non-matching and garbage vouchers alike; only a
+    reviewer key sees the account; bad requests get JSON 4xx."""
+    import numpy as np
+    from fastapi.testclient import TestClient
+
+    from hashwatch.private.client import ClientState, VoucherClient
+    from hashwatch.private.demo import make_setup
+    from hashwatch.service.app import create_app
+    from hashwatch.service.auth import create_key
+    from hashwatch.service.settings import Settings
+    from hashwatch.store import Store
+
+    setup = make_setup(3, None, fillers=50)
+    folder = tmp_path / "private"
+    setup.table.save(folder)
+    setup.secret.save(folder / "server-secret.npz")
+    db = str(tmp_path / "s.db")
+    with Store.open(db) as store:
+        device = {"Authorization": "Bearer " + create_key(store, "device", "match")}
+        reviewer = {"Authorization": "Bearer " + create_key(store, "rev", "review")}
+    client_lib = VoucherClient(setup.table, ClientState.new(), setup.secret.sign_pk)
+    settings = Settings(db=db, private_dir=str(folder), run_webhook_worker=False)
+    with TestClient(create_app(settings)) as c:
+        table = c.get("/v1/private/table.bin", headers=device)
+        assert table.status_code == 200 and table.content == (folder / "table.bin").read_bytes()
+        listed = client_lib.voucher_for_pixels(np.asarray(setup.known[0]))
+        unlisted = client_lib.voucher_for_pixels(np.asarray(setup.other[0]))
+        answers = [c.post("/v1/private/accounts/a1/vouchers", content=v, headers=device)
+                   for v in (listed, unlisted, b"garbage" * 10)]
+        assert [(r.status_code, r.json()) for r in answers] == [(202, {"accepted": True})] * 3
+        assert c.get("/v1/private/accounts/a1", headers=device).status_code == 403
+        view = c.get("/v1/private/accounts/a1", headers=reviewer).json()
+        assert view["vouchers_received"] == 3 and view["threshold_crossed"] is False
+        too_big = c.post("/v1/private/accounts/a1/vouchers", content=b"x" * 70_000,
+                         headers=device)
+        assert too_big.status_code == 413 and too_big.json()["error"]["code"] == "too_large"
+        empty = c.post("/v1/private/accounts/a1/vouchers", content=b"", headers=device)
+        assert empty.status_code == 400
+        assert c.post("/v1/private/accounts/a1/vouchers", content=listed).status_code == 401

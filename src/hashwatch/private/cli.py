@@ -131,15 +131,50 @@ def ingest(
 def demo(
     threshold: int = typer.Option(5),
     corpus: Path = typer.Option(None, help="benign corpus (uses kodak24); default: generated"),
+    in_process: bool = typer.Option(
+        False, "--in-process", help="Skip the HTTP service: call the server directly."),
 ) -> None:
-    """End to end, in-process: one account crosses the threshold, one does not."""
-    from .demo import run_demo
+    """End to end through the HTTP service: one account crosses the threshold, one does not."""
+    from .demo import make_setup, run_demo
 
     if corpus is None and os.environ.get("HASHWATCH_CORPUS"):
         corpus = Path(os.environ["HASHWATCH_CORPUS"])
-    summary = run_demo(threshold=threshold, corpus=corpus, out=console.print)
+    if in_process:
+        summary = run_demo(threshold=threshold, corpus=corpus, out=console.print)
+    else:
+        summary = _demo_through_service(make_setup(threshold, corpus))
     ok = summary["alice"]["report_raised"] and not summary["bob"]["threshold_crossed"]
     raise typer.Exit(0 if ok else 1)
+
+
+def _demo_through_service(setup) -> dict:  # type: ignore[no-untyped-def]
+    """A throw-away service (SQLite, loopback) with the demo table; devices and a reviewer
+    talk to it over HTTP with their own keys."""
+    import tempfile
+
+    from hashwatch.service.auth import create_key
+    from hashwatch.service.private_api import http_transport, serve_in_thread
+    from hashwatch.service.settings import Settings
+    from hashwatch.store import Store
+
+    from .demo import run_demo
+
+    with tempfile.TemporaryDirectory(prefix="hashwatch-private-demo-") as tmp:
+        folder = Path(tmp) / "private"
+        setup.table.save(folder)
+        setup.secret.save(folder / "server-secret.npz")
+        db = str(Path(tmp) / "service.db")
+        with Store.open(db) as store:
+            device = create_key(store, "device", "match", actor="demo")
+            reviewer = create_key(store, "reviewer", "review", actor="demo")
+        url, stop = serve_in_thread(Settings(db=db, private_dir=str(folder),
+                                             run_webhook_worker=False))
+        console.print(f"service: {url} (private matching endpoints under /v1/private/)")
+        try:
+            summary = run_demo(http_transport(url, device, reviewer), setup, out=console.print)
+        finally:
+            stop()
+    return summary
 
 
 if __name__ == "__main__":

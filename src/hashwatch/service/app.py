@@ -46,6 +46,7 @@ from hashwatch.service.auth import (
     list_keys,
     revoke_key,
 )
+from hashwatch.service.private_api import add_private_routes
 from hashwatch.service.ratelimit import RateLimiter
 from hashwatch.service.settings import Settings
 from hashwatch.service.uploads import (
@@ -999,6 +1000,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if body.allow_list:
             svc.allow.refresh()
         return item
+
+    # ---- private matching (threshold vouchers), when configured ----
+    add_private_routes(app, API, settings.private_dir, svc_of, MatchP, Review, ApiError)
 
     # ---- the review UI (static; data comes from the API with the reviewer's key) ----
     static_dir = resources.files("hashwatch.service") / "static"

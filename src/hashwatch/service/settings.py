@@ -44,6 +44,8 @@ class Settings:
     url_allow_private: bool = False
     url_max_bytes: int = 20 * 1024 * 1024
     url_timeout: float = 10.0
+    # private matching: a folder made by `hashwatch private setup` (off when empty)
+    private_dir: str | None = None
     # background tasks can be switched off (e.g. the benchmark's extra workers)
     run_webhook_worker: bool = True
 
