@@ -16,12 +16,7 @@ from PIL import Image, ImageFilter
 from hashwatch.decode import DEFAULT_MAX_SIDE, DecodeError, decode_image
 from hashwatch.hashing import FileHashes
 from hashwatch.signals.crypto import hash_bytes as crypto_hashes
-from hashwatch.signals.pdq import pdq_hash
-
-try:  # the fast full-resolution estimate hash_file uses by default (same hashes as the CLI)
-    from hashwatch.signals.pdq import pdq_hash_fast
-except ImportError:  # pragma: no cover - older signals module
-    pdq_hash_fast = None
+from hashwatch.signals.pdq import pdq_hash_fast
 
 # magic numbers of common video containers: a clear 415 instead of "not an image"
 _VIDEO_MAGIC = (
@@ -74,10 +69,8 @@ def hash_bytes(
     crypto = crypto_hashes(data)
     img = decode_image(data, max_side=DEFAULT_MAX_SIDE, max_pixels=max_pixels,
                        max_bytes=max_bytes)
-    if pdq_hash_fast is not None:
-        pdq, quality = pdq_hash_fast(img.pixels, img.height, img.width)
-    else:
-        pdq, quality = pdq_hash(img.pixels)
+    # the reduced decode hashed as the full picture would be: the same PDQ as hash_file
+    pdq, quality = pdq_hash_fast(img.pixels, img.height, img.width)
     rec = FileHashes(
         name, size=crypto.size, md5=crypto.md5, sha1=crypto.sha1, sha256=crypto.sha256,
         pdq=pdq, pdq_quality=quality, width=img.width, height=img.height, format=img.format,
