@@ -506,9 +506,9 @@ def demo_cmd(
         f"found {res.found} of {res.known_copies} edited copies of known images; "
         f"{res.false_matches} false matches among unrelated files"
     )
-    out.print(f"database: {res.db_path}")
-    out.print(f"results:  {res.results_path}  (one JSON object per file)")
-    out.print(f"evidence: {res.out_dir / 'evidence'}")
+    out.print(f"database: {res.db_path.resolve()}")
+    out.print(f"results:  {res.results_path.resolve()}  (one JSON object per file)")
+    out.print(f"evidence: {(res.out_dir / 'evidence').resolve()}")
 
 
 # -- eval ---------------------------------------------------------------------------------------
