@@ -38,41 +38,35 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fastpath_distance import corpus_images, find_corpus, large_sources, make_large_jpegs  # noqa: E402
 
-ANCHOR_TE = r"""
-import json, sys, time, resource
-from pathlib import Path
-from threatexchange.signal_type.pdq.signal import PdqSignal
-files = [Path(f) for f in json.load(sys.stdin)]
-out = []
-t = time.perf_counter()
-c = time.process_time()
-for f in files:
-    out.append(PdqSignal.hash_from_file(f))
-el = time.perf_counter() - t
-cpu = time.process_time() - c
-# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork+exec.
-hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
-json.dump({"elapsed": el, "cpu": cpu, "hashes": out, "rss_kb": int(hwm)}, sys.stdout)
-"""
-
-ANCHOR_PLAIN = r"""
-import json, sys, time, resource
-import numpy as np, pdqhash
-from PIL import Image
+# The anchors run in their own interpreter: read file names, hash each, report time and memory.
+_ANCHOR = r"""
+import json, sys, time
+{imports}
 files = json.load(sys.stdin)
 out = []
 t = time.perf_counter()
 c = time.process_time()
 for f in files:
-    with Image.open(f) as im:
-        v, q = pdqhash.compute(np.asarray(im.convert("RGB")))
-    out.append(np.packbits(v.astype(np.uint8)).tobytes().hex())
+{hash_one}
 el = time.perf_counter() - t
 cpu = time.process_time() - c
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork+exec.
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
-json.dump({"elapsed": el, "cpu": cpu, "hashes": out, "rss_kb": int(hwm)}, sys.stdout)
+json.dump({{"elapsed": el, "cpu": cpu, "hashes": out, "rss_kb": int(hwm)}}, sys.stdout)
 """
+
+ANCHOR_TE = _ANCHOR.format(
+    imports="from pathlib import Path\n"
+    "from threatexchange.signal_type.pdq.signal import PdqSignal",
+    hash_one="    out.append(PdqSignal.hash_from_file(Path(f)))",
+)
+
+ANCHOR_PLAIN = _ANCHOR.format(
+    imports="import numpy as np, pdqhash\nfrom PIL import Image",
+    hash_one="    with Image.open(f) as im:\n"
+    "        v, q = pdqhash.compute(np.asarray(im.convert(\"RGB\")))\n"
+    "    out.append(np.packbits(v.astype(np.uint8)).tobytes().hex())",
+)
 
 HASHWATCH = r"""
 import json, sys, threading, time

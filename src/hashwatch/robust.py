@@ -85,8 +85,8 @@ THRESHOLDS: dict[tuple[str, str], int] = {
 
 
 @dataclass(frozen=True)
-class KnownHash:
-    """One stored PDQ of a known image; ``variant`` says which view of the picture it hashes."""
+class _ViewHash:
+    """One PDQ of one view of a picture; ``variant`` names the view."""
 
     variant: str
     code: bytes
@@ -97,17 +97,12 @@ class KnownHash:
         return self.code.hex()
 
 
-@dataclass(frozen=True)
-class QueryHash:
-    """One PDQ computed from a query image (``variant`` names the view)."""
+class KnownHash(_ViewHash):
+    """A PDQ stored for a known image."""
 
-    variant: str
-    code: bytes
-    quality: int
 
-    @property
-    def hex(self) -> str:
-        return self.code.hex()
+class QueryHash(_ViewHash):
+    """A PDQ computed from a query image."""
 
 
 def known_class(variant: str) -> str:
