@@ -223,3 +223,17 @@ def test_same_picture_different_files_in_corpus(corpus_dir: Path) -> None:
         assert png.error is None and jpg.error is None
         assert png.sha256 != jpg.sha256
         assert hamming_hex(png.pdq, jpg.pdq) <= 31
+
+
+def test_extras_see_rgb_and_leave_the_hashes_unchanged(tmp_path: Path) -> None:
+    """With an extras function the file is decoded once as RGB; its PDQ must be the very
+    hash the luma-only fast path gives."""
+    from hashwatch.demo import demo_images
+
+    src = demo_images()[0]  # 768x512: above the RGB size, so the plain path keeps luma only
+    seen: list[tuple[int, ...]] = []
+    plain = hash_file(src)
+    with_extras = hash_file(src, extras=lambda px: seen.append(px.shape) or {"n": 1})
+    assert with_extras.extras == {"n": 1} and len(seen) == 1 and seen[0][2] == 3
+    assert (with_extras.pdq, with_extras.pdq_quality) == (plain.pdq, plain.pdq_quality)
+    assert (with_extras.md5, with_extras.width) == (plain.md5, plain.width)

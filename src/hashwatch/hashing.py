@@ -128,6 +128,10 @@ def hash_file(
     try:
         if exact_pdq:
             img = decode_image(data, max_side=None, max_pixels=max_pixels, max_bytes=max_bytes)
+        elif extras is not None:
+            # extras need RGB: decode it once (decode_image + pdq_hash_fast gives the same PDQ
+            # as the luma-only path) rather than decoding the file a second time for them
+            img = decode_image(data, max_side=max_side, max_pixels=max_pixels, max_bytes=max_bytes)
         else:
             img = decode_for_pdq(
                 data,
@@ -147,14 +151,7 @@ def hash_file(
             pdq, quality = pdq_hash(img.pixels)
         else:
             pdq, quality = pdq_hash_fast(img.pixels, img.height, img.width)
-        extra = None
-        if extras is not None:
-            rgb = img.pixels
-            if rgb.ndim != 3 or rgb.shape[2] != 3:  # the PDQ fast path may have kept luma only
-                rgb = decode_image(
-                    data, max_side=max_side or 512, max_pixels=max_pixels, max_bytes=max_bytes
-                ).pixels
-            extra = extras(rgb)
+        extra = extras(img.pixels) if extras is not None else None
     except DecodeError as exc:
         return FileHashes(spath, **base, error=str(exc))
     except Exception as exc:  # a decoder bug on hostile input must not stop a batch
