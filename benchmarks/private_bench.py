@@ -15,6 +15,7 @@ import argparse
 import os
 import resource
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from math import comb, exp, lgamma, log
@@ -23,11 +24,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from hashwatch.private.build import build_table, build_table_files
 from hashwatch.private.client import ClientState, VoucherClient, pdq_with_coeffs
 from hashwatch.private.edits import EDITS, apply_edit
 from hashwatch.private.keys import DEFAULT_DESIGN, KeyDesign, hex_to_bits
 from hashwatch.private.server import PsiServer
-from hashwatch.private.table import build_table
 from hashwatch.private.voucher import voucher_bytes
 
 CORPUS = Path(os.environ.get("HASHWATCH_CORPUS",
@@ -209,35 +210,62 @@ def crypto_timings(files: list[Path], threshold: int) -> None:
           f"revealed={len(view['revealed'])}, report={'yes' if view['report'] else 'no'}")
 
 
-def build_timing(entries: int, workers: int) -> None:
+def build_timing(entries: int, workers: int, out: Path | None) -> None:
+    """Streaming build of a synthetic list into ``out`` (resumable: run again to continue),
+    then a spot check that listed hashes really sit, blinded, in one of their slots."""
+    from hashwatch.private import sodium
+    from hashwatch.private.table import KEY_DOMAIN, PublicTable, ServerSecret, slot_positions
+
     rng = np.random.default_rng(11)
     raw = rng.integers(0, 256, size=(entries, 32), dtype=np.uint8)
-    hexes = (bytes(r).hex() for r in raw)
+    out = out or Path(tempfile.mkdtemp(prefix="hw-psi-bench-"))
+    last = [0.0]
+
+    def report(stage: str, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if now - last[0] > 30 or done == total:
+            last[0] = now
+            print(f"  [{time.strftime('%H:%M:%S')}] {stage} {done:,}/{total:,}", flush=True)
+
     t0 = time.perf_counter()
     c0 = time.process_time()
-    pub, sec = build_table(((i, h) for i, h in enumerate(hexes)), workers=workers)
+    summary = build_table_files(lambda: ((i, bytes(r).hex()) for i, r in enumerate(raw)), out,
+                                fingerprint=f"synthetic:{entries}:seed11", workers=workers,
+                                progress=report)
     wall = time.perf_counter() - t0
     cpu = time.process_time() - c0
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    mb = len(pub.points) / 2**20
-    n_keys = round(pub.params.n_slots * 0.8)
+    own_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    size = (out / "table.bin").stat().st_size
     print(f"table build {entries:,} entries: wall {wall:.1f} s with {workers} worker(s) "
-          f"(parent CPU {cpu:.1f} s, workers CPU {kids.ru_utime + kids.ru_stime:.1f} s); "
-          f"slots {pub.params.n_slots:,} (~{n_keys:,} keys, load 0.8); table {mb:.1f} MiB; "
-          f"peak RSS {peak_rss_mb():.0f} MB")
-    total_cpu = cpu + kids.ru_utime + kids.ru_stime
-    scale = 2e7 / entries
-    cpu_h = total_cpu * scale / 3600
-    print(f"  linear extrapolation to 20,000,000 entries (NOT measured): {cpu_h:.1f} CPU-hours "
-          f"(~{cpu_h / max(1, workers):.1f} h wall on {workers} idle cores; this run's wall-clock "
-          f"rate gives {wall * scale / 3600:.1f} h), table ~{mb * scale / 1024:.1f} GiB, "
-          f"in-memory build peak ~{peak_rss_mb() * scale / 1024:.0f} GB")
+          f"(parent CPU {cpu:.1f} s, workers CPU {kids.ru_utime + kids.ru_stime:.1f} s, "
+          f"{(cpu + kids.ru_utime + kids.ru_stime) / entries * 1e3:.3f} ms CPU per entry); "
+          f"{summary.keys:,} keys in {summary.slots:,} slots; table.bin {size / 2**30:.2f} GiB "
+          f"({size:,} B); peak RSS parent {own_rss:.0f} MB, largest worker "
+          f"{kids.ru_maxrss / 1024:.0f} MB  (this process also holds the {raw.nbytes / 2**20:.0f}"
+          f" MB synthetic input)")
+    t1 = time.perf_counter()
+    table = PublicTable.load(out, bytes.fromhex(summary.sign_pk), map_file=True)
+    print(f"  client-side load + commitment verification (mapped): "
+          f"{time.perf_counter() - t1:.1f} s")
+    secret = ServerSecret.load(out / "server-secret.npz")
+    p = table.params
+    sample = rng.choice(entries, size=min(entries, 200), replace=False)
+    found = 0
+    for e in sample:
+        key = p.key_design.server_keys(bytes(raw[e]).hex())[int(e) % p.key_design.tables]
+        want = sodium.scalar_mult(secret.alpha, sodium.hash_to_point(KEY_DOMAIN, key))
+        found += any(table.point(s) == want
+                     for s in slot_positions(p.cuckoo_seed, key, p.n_slots))
+    print(f"  spot check: {found}/{len(sample)} sampled list keys found blinded in their slots")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--entries", type=int, default=100000, help="table build size")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--build-dir", type=Path, default=None,
+                    help="where the table is built (re-run with the same folder to resume)")
     ap.add_argument("--images", type=int, default=200, help="base images for the edit suite")
     ap.add_argument("--images-per-year", type=int, default=10000)
     ap.add_argument("--list-size", type=int, default=20_000_000)
@@ -319,7 +347,7 @@ def main() -> int:
         print(f"(q, P(flag): model over pairs > 64 bits apart, {a.images_per_year} images/year)")
     if "build" not in a.skip:
         section("table build")
-        build_timing(a.entries, a.workers)
+        build_timing(a.entries, a.workers, a.build_dir)
     print(f"\npeak RSS {peak_rss_mb():.0f} MB")
     os.system("uptime")
     return 0

@@ -11,10 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hashwatch.private import field
+from hashwatch.private.build import build_table
 from hashwatch.private.client import ClientState, VoucherClient, pdq_with_coeffs
 from hashwatch.private.keys import KeyDesign, bits_to_hex, hamming_hex, hex_to_bits
 from hashwatch.private.server import OBSERVED_FIELDS, PsiServer
-from hashwatch.private.table import PublicTable, TableRejected, build_table
+from hashwatch.private.table import PublicTable, TableRejected
 from hashwatch.private.voucher import parse, voucher_bytes
 
 T = 4  # threshold used in these tests (small, to keep them fast)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
@@ -16,19 +17,18 @@ console = Console()
 VFILE_MAGIC = b"HWVF1\x00"
 
 
-def _read_hash_lines(path: Path) -> list[tuple[str, str]]:
-    """``hex`` or ``id,hex`` per line; blank lines and # comments skipped."""
-    out = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        eid, _, hx = line.rpartition(",")
-        hx = hx.strip().lower()
-        if len(hx) != 64:
-            raise typer.BadParameter(f"line {n}: not a 64-hex-digit PDQ hash")
-        out.append((eid.strip() or f"line-{n}", hx))
-    return out
+def _read_hash_lines(path: Path) -> Iterator[tuple[str, str]]:
+    """``hex`` or ``id,hex`` per line, streamed; blank lines and # comments skipped."""
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            eid, _, hx = line.rpartition(",")
+            hx = hx.strip().lower()
+            if len(hx) != 64:
+                raise typer.BadParameter(f"line {n}: not a 64-hex-digit PDQ hash")
+            yield eid.strip() or f"line-{n}", hx
 
 
 def write_vouchers(path: Path, vouchers: list[bytes]) -> None:
@@ -56,20 +56,50 @@ def setup(
     out: Path = typer.Option(..., "--out", "-o", help="directory for table, commitment, secret"),
     threshold: int = typer.Option(30, help="matches needed before anything is decrypted"),
     label: str = typer.Option("", help="list label recorded in the public parameters"),
-    workers: int = typer.Option(1, help="processes for blinding"),
+    workers: int = typer.Option(os.cpu_count() or 1, help="processes for keys and blinding"),
+    restart: bool = typer.Option(False, help="discard an unfinished build in OUT and start over"),
+    force: bool = typer.Option(False, help="replace a finished table in OUT (new secrets: every "
+                               "client must fetch the new table and pin the new key)"),
 ) -> None:
-    """Server set-up: build the blinded table and its signed commitment."""
-    from .table import build_table
+    """Server set-up: build the blinded table and its signed commitment.
 
-    entries = _read_hash_lines(hashes)
-    table, secret = build_table(entries, threshold=threshold, list_label=label, workers=workers)
-    out.mkdir(parents=True, exist_ok=True)
-    table.save(out)
-    secret.save(out / "server-secret.npz")
-    console.print(f"table: {len(entries)} hashes -> {table.params.n_slots:,} slots "
-                  f"({len(table.points) / 2**20:.1f} MiB) in {out}")
-    console.print(f"commitment digest: {table.commitment.digest.hex()}")
-    console.print(f"server public key (pin this in clients): {secret.sign_pk.hex()}")
+    Streams the list and resumes an interrupted build when run again with the same arguments."""
+    import shutil
+
+    from hashwatch.cli import progress
+
+    from .build import WORK, BuildError, build_table_files
+
+    work = out / WORK
+    if restart and work.exists():
+        shutil.rmtree(work)
+    if (out / "table.bin").exists() and not work.exists() and not force:
+        console.print(f"[red]{out / 'table.bin'} exists[/red]: a table is already built there "
+                      "(--force replaces it, with new secrets)")
+        raise typer.Exit(2)
+    st = hashes.stat()
+    fingerprint = f"{hashes.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    with progress(None, "building") as prog:
+        tasks: dict[str, int] = {}
+
+        def report(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = prog.add_task(stage, total=total, rate="")
+            task = prog.tasks[tasks[stage]]
+            rate = f"{done / task.elapsed:,.1f}/s" if task.elapsed else ""
+            prog.update(tasks[stage], completed=done, total=total, rate=rate)
+
+        try:
+            summary = build_table_files(lambda: _read_hash_lines(hashes), out,
+                                        fingerprint=fingerprint, threshold=threshold,
+                                        list_label=label, workers=workers, progress=report)
+        except BuildError as e:
+            console.print(f"[red]build failed:[/red] {e}")
+            raise typer.Exit(2) from e
+    console.print(f"table: {summary.entries:,} distinct hashes, {summary.keys:,} keys -> "
+                  f"{summary.slots:,} slots ({summary.table_bytes / 2**20:.1f} MiB) in {out}")
+    console.print(f"commitment digest: {summary.digest}")
+    console.print(f"server public key (pin this in clients): {summary.sign_pk}")
     console.print(f"server secret (keep private, mode 0600): {out / 'server-secret.npz'}")
 
 

@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .build import build_table
 from .client import ClientState, VoucherClient, pdq_with_coeffs
 from .edits import apply_edit
 from .server import PsiServer
-from .table import PublicTable, ServerSecret, build_table
+from .table import PublicTable, ServerSecret
 
 Transport = Callable[[str, list[bytes]], list[dict]]
 EDIT_CYCLE = ["jpeg50", "resize0.5", "gamma2", "blur2", "noise0.2", "watermark",

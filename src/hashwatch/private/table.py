@@ -1,4 +1,4 @@
-"""Server set-up: the blinded cuckoo table, its public parameters and signed commitment.
+"""The published table: its format, public parameters, signed commitment and the server secret.
 
 For every list entry the server derives the match keys (``keys.KeyDesign``), places each
 distinct key in a cuckoo table (3 hash functions, load <= 0.8), and publishes at the key's slot
@@ -7,26 +7,24 @@ uniformly random points, indistinguishable from blinded ones. The commitment is 
 of the exact published bytes, signed with the server's Ed25519 key: a client recomputes the digest
 over the table it received and checks the signature against the pinned public key, so every
 device provably uses the same table (publish the digest, e.g. in a transparency log).
+The build itself (streaming, resumable) is ``hashwatch.private.build``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
+import mmap
 import os
 import struct
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from . import sodium
-from .keys import DEFAULT_DESIGN, KeyDesign, hex_to_bits
-
-log = logging.getLogger(__name__)
+from .keys import KeyDesign
 
 FORMAT_VERSION = 1
 TABLE_MAGIC = b"HWPSI-T1"
@@ -175,19 +173,31 @@ class PublicTable:
         return tpath, cpath
 
     @classmethod
-    def load(cls, directory: str | os.PathLike,
-             pinned_public_key: bytes | None = None) -> PublicTable:
-        """Load and, when a pinned key is given, verify (raises TableRejected)."""
+    def load(cls, directory: str | os.PathLike, pinned_public_key: bytes | None = None, *,
+             map_file: bool = False) -> PublicTable:
+        """Load and, when a pinned key is given, verify (raises TableRejected).
+
+        ``map_file`` maps the points instead of reading them (a 20M table is 6.4 GB): slots are
+        then read from the page cache on demand, shared by every process using the table."""
         d = Path(directory)
-        raw = (d / "table.bin").read_bytes()
-        if raw[:8] != TABLE_MAGIC:
-            raise TableRejected("not a hashwatch PSI table")
-        (hlen,) = struct.unpack("<I", raw[8:12])
-        try:
-            params = Params.from_json(raw[12 : 12 + hlen])
-        except (ValueError, KeyError, TypeError) as e:
-            raise TableRejected("malformed table parameters") from e
-        t = cls(params, raw[12 + hlen :], Commitment.from_json((d / "commitment.json").read_text()))
+        path = d / "table.bin"
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if head[:8] != TABLE_MAGIC or len(head) < 12:
+                raise TableRejected("not a hashwatch PSI table")
+            (hlen,) = struct.unpack("<I", head[8:12])
+            hjson = f.read(hlen)
+            try:
+                params = Params.from_json(hjson)
+            except (ValueError, KeyError, TypeError) as e:
+                raise TableRejected("malformed table parameters") from e
+            points: bytes | memoryview
+            if map_file:
+                mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                points = memoryview(mm)[12 + hlen :]
+            else:
+                points = f.read()
+        t = cls(params, points, Commitment.from_json((d / "commitment.json").read_text()))
         if pinned_public_key is not None:
             t.verify(pinned_public_key)
         return t
@@ -211,7 +221,7 @@ class ServerSecret:
             np.savez(f, alpha=np.frombuffer(self.alpha, np.uint8),
                      sign_sk=np.frombuffer(self.sign_sk, np.uint8),
                      sign_pk=np.frombuffer(self.sign_pk, np.uint8),
-                     entry_ids=np.array(self.entry_ids, dtype=object).astype(str),
+                     entry_ids=np.asarray(self.entry_ids, dtype=str),
                      entry_hashes=self.entry_hashes)
 
     @classmethod
@@ -219,129 +229,3 @@ class ServerSecret:
         with np.load(path, allow_pickle=False) as z:
             return cls(z["alpha"].tobytes(), z["sign_sk"].tobytes(), z["sign_pk"].tobytes(),
                        [str(x) for x in z["entry_ids"]], z["entry_hashes"].copy())
-
-
-def _cuckoo_place(pos: np.ndarray, n_slots: int, rng: np.random.Generator) -> np.ndarray:
-    """Assign every item (row of ``pos``: its 3 candidate slots) to a distinct slot.
-
-    Vectorised greedy rounds place most items; a random walk with eviction places the rest.
-    Returns owner[slot] = item index or -1."""
-    m = pos.shape[0]
-    owner = np.full(n_slots, -1, dtype=np.int64)
-    unplaced = np.arange(m)
-    for _ in range(4):
-        for j in range(N_HASHES):
-            if unplaced.size == 0:
-                break
-            s = pos[unplaced, j]
-            free = owner[s] == -1
-            cand, s = unplaced[free], s[free]
-            s_u, first = np.unique(s, return_index=True)
-            owner[s_u] = cand[first]
-            placed = np.zeros(m, dtype=bool)
-            placed[cand[first]] = True
-            unplaced = unplaced[~placed[unplaced]]
-    max_steps = 500
-    for item in unplaced.tolist():
-        cur, prev_slot = item, -1
-        for _ in range(max_steps):
-            choices = pos[cur]
-            free = [int(c) for c in choices if owner[c] == -1]
-            if free:
-                owner[free[0]] = cur
-                cur = -1
-                break
-            options = [int(c) for c in choices if c != prev_slot] or [int(choices[0])]
-            slot = options[int(rng.integers(len(options)))]
-            owner[slot], cur = cur, int(owner[slot])
-            prev_slot = slot
-        if cur != -1:
-            raise RuntimeError("cuckoo insertion failed; lower the load factor")
-    return owner
-
-
-def _blind_chunk(args: tuple[bytes, list[bytes]]) -> bytes:
-    alpha, keys = args
-    return b"".join(sodium.scalar_mult(alpha, sodium.hash_to_point(KEY_DOMAIN, k)) for k in keys)
-
-
-def _fill_chunk(n: int) -> bytes:
-    return b"".join(sodium.random_point() for _ in range(n))
-
-
-def _map_chunks(fn, jobs: list, workers: int) -> list:  # type: ignore[no-untyped-def]
-    if workers <= 1 or len(jobs) <= 1:
-        return [fn(j) for j in jobs]
-    with ProcessPoolExecutor(max_workers=workers) as ex:
-        return list(ex.map(fn, jobs))
-
-
-def build_table(
-    entries: Iterable[tuple[object, str]],
-    *,
-    design: KeyDesign = DEFAULT_DESIGN,
-    threshold: int = 30,
-    load: float = 0.8,
-    workers: int = 1,
-    sign_seed: bytes | None = None,
-    list_label: str = "",
-    synthetic_rate: float = 0.01,
-    synthetic_max: int = 24,
-    min_slots: int = 1024,
-) -> tuple[PublicTable, ServerSecret]:
-    """Build the public table and the server secret from (entry_id, pdq_hex) pairs."""
-    ids: list[str] = []
-    hashes: list[bytes] = []
-    seen: set[bytes] = set()
-    for eid, hx in entries:
-        hx = hx.strip().lower()
-        hex_to_bits(hx)  # validates
-        b = bytes.fromhex(hx)
-        if b in seen:  # a set: each hash once (the first id wins)
-            continue
-        seen.add(b)
-        ids.append(str(eid))
-        hashes.append(b)
-    del seen
-    hmat = np.frombuffer(b"".join(hashes), dtype=np.uint8).reshape(-1, 32)
-    # same bit order as keys.hex_to_bits (pdqhash vector order)
-    bits = np.unpackbits(hmat, axis=1) if len(hmat) else np.zeros((0, 256), np.uint8)
-    keyset: dict[bytes, None] = {}
-    for i in range(design.tables):
-        packed = np.packbits(bits[:, design.positions[i]], axis=1)
-        prefix = bytes([i])
-        for row in packed:
-            keyset[design._key_packed(prefix, row.tobytes())] = None
-    keys = list(keyset)
-    del keyset
-    n_slots = max(min_slots, int(np.ceil(len(keys) / load)))
-    cuckoo_seed = sodium.random_bytes(32)
-    pos = np.array([slot_positions(cuckoo_seed, k, n_slots) for k in keys], dtype=np.int64)
-    pos = pos.reshape(-1, N_HASHES)
-    owner = _cuckoo_place(pos, n_slots, np.random.default_rng())
-    del pos
-
-    alpha = sodium.random_scalar()
-    chunk = 20000
-    jobs = [(alpha, keys[i : i + chunk]) for i in range(0, len(keys), chunk)]
-    blinded = b"".join(_map_chunks(_blind_chunk, jobs, workers))
-    empty = np.flatnonzero(owner == -1)
-    fill = b"".join(_map_chunks(_fill_chunk, [min(chunk, empty.size - i)
-                                              for i in range(0, empty.size, chunk)], workers))
-    pts = np.empty((n_slots, 32), dtype=np.uint8)
-    full = owner >= 0
-    pts[full] = np.frombuffer(blinded, np.uint8).reshape(-1, 32)[owner[full]]
-    if empty.size:
-        pts[empty] = np.frombuffer(fill, np.uint8).reshape(-1, 32)
-    points = pts.tobytes()
-    del pts, blinded, fill
-
-    params = Params(design, n_slots, cuckoo_seed, sodium.scalar_mult_base(alpha),
-                    threshold=threshold, dhf_dim=max(48, threshold + synthetic_max),
-                    synthetic_rate=synthetic_rate, synthetic_max=synthetic_max,
-                    list_label=list_label)
-    pk, sk = sodium.sign_keypair(sign_seed)
-    digest = table_digest(params.to_json(), points)
-    commitment = Commitment(digest, sodium.sign(sk, COMMIT_DOMAIN + digest), pk)
-    log.info("built PSI table: %d entries, %d keys, %d slots", len(ids), len(keys), n_slots)
-    return PublicTable(params, points, commitment), ServerSecret(alpha, sk, pk, ids, hmat.copy())
