@@ -19,6 +19,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import stat
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -46,7 +47,7 @@ from hashwatch.signals.pdq import (
     pdq_hash_fast,
 )
 
-__all__ = ["FileHashes", "hash_file", "hash_many", "iter_files"]
+__all__ = ["FileHashes", "ImageHashes", "hash_file", "hash_image_bytes", "hash_many", "iter_files"]
 
 StrPath = str | os.PathLike[str]
 
@@ -126,32 +127,9 @@ def hash_file(
         "sha256": crypto.sha256,
     }
     try:
-        if exact_pdq:
-            img = decode_image(data, max_side=None, max_pixels=max_pixels, max_bytes=max_bytes)
-        elif extras is not None:
-            # extras need RGB: decode it once (decode_image + pdq_hash_fast gives the same PDQ
-            # as the luma-only path) rather than decoding the file a second time for them
-            img = decode_image(data, max_side=max_side, max_pixels=max_pixels, max_bytes=max_bytes)
-        else:
-            img = decode_for_pdq(
-                data,
-                max_side=max_side,
-                max_pixels=max_pixels,
-                max_bytes=max_bytes,
-                rgb_max_pixels=EXACT_MAX_PIXELS,
-            )
-        variants: tuple[str, ...] | None = None
-        if dihedral:
-            if exact_pdq:
-                hexes, quality = pdq_dihedral(img.pixels)
-            else:
-                hexes, quality = pdq_dihedral_fast(img.pixels, img.height, img.width)
-            pdq, variants = hexes[0], tuple(hexes)
-        elif exact_pdq:
-            pdq, quality = pdq_hash(img.pixels)
-        else:
-            pdq, quality = pdq_hash_fast(img.pixels, img.height, img.width)
-        extra = extras(img.pixels) if extras is not None else None
+        img = hash_image_bytes(data, max_bytes=max_bytes, max_pixels=max_pixels,
+                               max_side=max_side, dihedral=dihedral, exact_pdq=exact_pdq,
+                               extras=extras)
     except DecodeError as exc:
         return FileHashes(spath, **base, error=str(exc))
     except Exception as exc:  # a decoder bug on hostile input must not stop a batch
@@ -159,14 +137,73 @@ def hash_file(
     return FileHashes(
         spath,
         **base,
-        pdq=pdq,
-        pdq_quality=quality,
+        pdq=img.pdq,
+        pdq_quality=img.pdq_quality,
         width=img.width,
         height=img.height,
         format=img.format,
-        pdq_dihedral=variants,
-        extras=extra,
+        pdq_dihedral=img.pdq_dihedral,
+        extras=img.extras,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ImageHashes:
+    """What :func:`hash_image_bytes` computed from one image's bytes."""
+
+    pdq: str
+    pdq_quality: int
+    width: int
+    height: int
+    format: str | None
+    pdq_dihedral: tuple[str, ...] | None
+    extras: dict[str, Any] | None
+    pixels: np.ndarray  # as decoded: RGB when ``rgb``/``extras``/``exact_pdq``, else maybe luma
+    t_decode: float  # CPU seconds of this process
+    t_hash: float
+
+
+def hash_image_bytes(
+    data: bytes,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_side: int | None = DEFAULT_MAX_SIDE,
+    dihedral: bool = False,
+    exact_pdq: bool = False,
+    extras: Callable[[np.ndarray], dict[str, Any]] | None = None,
+    rgb: bool = False,
+) -> ImageHashes:
+    """Decode image bytes and hash them: the one bytes -> hashes path that batch hashing,
+    triage and the service share. Raises :class:`hashwatch.decode.DecodeError`.
+
+    ``rgb=True`` keeps RGB pixels for the caller (thumbnails, previews); otherwise a luma-only
+    decode is used when nothing needs colour (same PDQ, faster)."""
+    t0 = time.process_time()
+    if exact_pdq:
+        img = decode_image(data, max_side=None, max_pixels=max_pixels, max_bytes=max_bytes)
+    elif extras is not None or rgb:
+        # decode_image + pdq_hash_fast gives the same PDQ as the luma-only path
+        img = decode_image(data, max_side=max_side, max_pixels=max_pixels, max_bytes=max_bytes)
+    else:
+        img = decode_for_pdq(data, max_side=max_side, max_pixels=max_pixels,
+                             max_bytes=max_bytes, rgb_max_pixels=EXACT_MAX_PIXELS)
+    t1 = time.process_time()
+    variants: tuple[str, ...] | None = None
+    if dihedral:
+        if exact_pdq:
+            hexes, quality = pdq_dihedral(img.pixels)
+        else:
+            hexes, quality = pdq_dihedral_fast(img.pixels, img.height, img.width)
+        pdq, variants = hexes[0], tuple(hexes)
+    elif exact_pdq:
+        pdq, quality = pdq_hash(img.pixels)
+    else:
+        # the reduced decode hashed as the full-resolution picture would be
+        pdq, quality = pdq_hash_fast(img.pixels, img.height, img.width)
+    extra = extras(img.pixels) if extras is not None else None
+    return ImageHashes(pdq, quality, img.width, img.height, img.format, variants, extra,
+                       img.pixels, t1 - t0, time.process_time() - t1)
 
 
 def iter_files(paths: Iterable[StrPath]) -> Iterator[str]:

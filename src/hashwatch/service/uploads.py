@@ -13,10 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFilter
 
-from hashwatch.decode import DEFAULT_MAX_SIDE, DecodeError, decode_image
-from hashwatch.hashing import FileHashes
+from hashwatch.decode import DEFAULT_MAX_SIDE, DecodeError
+from hashwatch.hashing import FileHashes, hash_image_bytes
 from hashwatch.signals.crypto import hash_bytes as crypto_hashes
-from hashwatch.signals.pdq import pdq_hash_fast
 
 # magic numbers of common video containers: a clear 415 instead of "not an image"
 _VIDEO_MAGIC = (
@@ -67,13 +66,12 @@ def hash_bytes(
     """Hash an in-memory upload. Raises :class:`DecodeError` (``.reason``) for a bad image:
     the service answers those with a 4xx, unlike batch hashing which records them."""
     crypto = crypto_hashes(data)
-    img = decode_image(data, max_side=DEFAULT_MAX_SIDE, max_pixels=max_pixels,
-                       max_bytes=max_bytes)
-    # the reduced decode hashed as the full picture would be: the same PDQ as hash_file
-    pdq, quality = pdq_hash_fast(img.pixels, img.height, img.width)
+    img = hash_image_bytes(data, max_side=DEFAULT_MAX_SIDE, max_pixels=max_pixels,
+                           max_bytes=max_bytes, rgb=True)
     rec = FileHashes(
         name, size=crypto.size, md5=crypto.md5, sha1=crypto.sha1, sha256=crypto.sha256,
-        pdq=pdq, pdq_quality=quality, width=img.width, height=img.height, format=img.format,
+        pdq=img.pdq, pdq_quality=img.pdq_quality, width=img.width, height=img.height,
+        format=img.format,
     )
     return HashedUpload(rec, img.pixels)
 

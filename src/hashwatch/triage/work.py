@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from hashwatch.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_SIDE, DecodeError, decode_image
+from hashwatch.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_SIDE, DecodeError
+from hashwatch.hashing import hash_image_bytes
 from hashwatch.signals.crypto import hash_bytes, hash_path
-from hashwatch.signals.pdq import pdq_hash_fast
 from hashwatch.triage.sources import (
     ARCHIVE_KINDS,
     SEP,
@@ -152,7 +152,8 @@ def _handle(rec: FileRecord, src: str | bytes, kind: str, opts: WorkOptions,
 def _image(rec: FileRecord, data: bytes, opts: WorkOptions) -> None:
     t = _clock()
     try:
-        img = decode_image(data, max_side=opts.max_side, max_bytes=opts.max_bytes)
+        img = hash_image_bytes(data, max_side=opts.max_side, max_bytes=opts.max_bytes,
+                               extras=_optional(opts.extras), rgb=opts.thumbnails)
     except DecodeError as exc:
         rec.error = str(exc)
         rec.t_decode += _clock() - t
@@ -161,19 +162,27 @@ def _image(rec: FileRecord, data: bytes, opts: WorkOptions) -> None:
         rec.error = f"error: {type(exc).__name__}: {exc}"
         rec.t_decode += _clock() - t
         return
-    t1 = _clock()
-    rec.t_decode += t1 - t
-    # the reduced decode hashed as the full-resolution picture would be (as hash_file does)
-    rec.pdq, rec.pdq_quality = pdq_hash_fast(img.pixels, img.height, img.width)
+    rec.t_decode += img.t_decode
+    rec.t_hash += img.t_hash
+    rec.pdq, rec.pdq_quality = img.pdq, img.pdq_quality
     rec.width, rec.height, rec.format = img.width, img.height, img.format
-    if opts.extras is not None:
-        try:
-            rec.extras = opts.extras(img.pixels)
-        except Exception:  # robust views are a bonus: the plain PDQ still matches
-            rec.extras = None
-    rec.t_hash += _clock() - t1
+    rec.extras = img.extras
     if opts.thumbnails:
         rec.thumb = _thumb(img.pixels, opts.thumb_side)
+
+
+def _optional(extras: Any) -> Any:
+    """The robust views are a bonus: if they fail, the plain PDQ still matches."""
+    if extras is None:
+        return None
+
+    def safe(pixels: Any) -> Any:
+        try:
+            return extras(pixels)
+        except Exception:
+            return None
+
+    return safe
 
 
 def _video(rec: FileRecord, src: str | bytes, opts: WorkOptions) -> None:
