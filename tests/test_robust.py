@@ -132,7 +132,7 @@ def test_hash_tier_rejects_an_unrelated_picture() -> None:
 def test_local_tier_verifies_an_offset_crop_and_rejects_another_picture() -> None:
     pic = _picture(360, 540, 31)
     k = R.known_local(pic)
-    assert 0 < len(k.desc) <= R.LOCAL_MAX_KEYPOINTS and k.nbytes() == len(k.desc) * 36
+    assert 0 < len(k.desc) <= R.LOCAL_MAX_KEYPOINTS and k.nbytes() == len(k.desc) * 40
     crop = apply_edit("crop25o", pic, seed=0, key=3)
     n, ok = R.verify_local(R.query_local(crop), k)
     assert ok and n >= R.LOCAL_MIN_INLIERS
@@ -185,3 +185,62 @@ def test_eval_harness_tiny_run() -> None:
     assert all(v == 0 for v in s.false_distractor.values())
     md = markdown(res, s)
     assert "| edit | family | pdq |" in md and "mean recall" in md
+
+
+def _verdict(query: np.ndarray, known: np.ndarray) -> R.LocalVerdict:
+    """The local tier's verdict for one known picture, as the matcher reaches it."""
+    store = R.LocalStore()
+    store.add(0, R.known_local(known))
+    hashes = R.known_signals(known)
+    out = store.inliers(R.query_local(query), lambda _: hashes, scene_all=True)
+    assert 0 in out, "the known picture was not even a candidate"
+    return out[0]
+
+
+def test_scene_check_rejects_another_photo_of_the_same_scene(corpus_dir) -> None:
+    """Two photographs of one flower bed taken moments apart (consecutive Flickr ids): enough
+    keypoints agree on one transform, but it is not the same picture."""
+    from hashwatch.evaluate import load_pixels
+
+    tulips = corpus_dir / "flowers128" / "tulip"
+    known = load_pixels(tulips / "13530690445_9f1f5cf43a_n.jpg")
+    other = load_pixels(tulips / "13530786873_0d34880300_n.jpg")
+    v = _verdict(other, known)
+    assert v.sane and v.inliers >= R.LOCAL_MIN_INLIERS  # geometry alone is fooled
+    assert v.scene is not None and not v.scene.ok and not v.ok
+    # while edited copies of the known photo pass both checks
+    for edit in ("crop25o", "rotate5", "side-by-side"):
+        partners = [other] if edit == "side-by-side" else []
+        v = _verdict(apply_edit(edit, known, seed=0, key=1, partners=partners), known)
+        assert v.ok, (edit, v)
+
+
+def test_scene_check_passes_edited_copies_and_fails_strangers() -> None:
+    pic = _picture(360, 540, 33)
+    for edit in ("crop25o", "rotate-5x", "crop20c"):
+        v = _verdict(apply_edit(edit, pic, seed=0, key=2), pic)
+        assert v.ok and v.scene is not None and v.scene.ok, (edit, v)
+    store = R.LocalStore()
+    store.add(0, R.known_local(pic))
+    hashes = R.known_signals(pic)
+    for s in range(34, 38):
+        out = store.inliers(R.query_local(_picture(360, 540, s)), lambda _: hashes)
+        assert not any(v.ok for v in out.values())
+
+
+def test_query_view_travels_with_query_features_but_never_with_known_ones() -> None:
+    pic = _picture(240, 360, 35)
+    known = R.known_local(pic)
+    assert "view" not in known.extra
+    stored = R.known_extras(pic)["local"]
+    assert isinstance(stored, bytes)
+    assert "view" not in R.decode_local(stored).extra
+    assert len(stored) == len(R._LOCAL_MAGIC) + 12 + known.nbytes()
+    q = R.query_local(pic)
+    back = R.decode_local(R.encode_local(q, with_view=True))
+    assert np.array_equal(back.extra["view"], q.extra["view"])
+    assert back.extra["view"].shape == (q.size[1], q.size[0])
+    with pytest.raises(ValueError):
+        R.decode_local(R.encode_local(q, with_view=True)[:-5])
+    with pytest.raises(ValueError, match="no view"):
+        R.scene_check(back.__class__(back.xy, back.desc, back.size), known, np.eye(2, 3), [])

@@ -15,8 +15,12 @@ that route, over every distractor x known pair, is fitted in its lower tail by a
 distribution through two empirical quantiles (p=1e-3 and p=1e-2; the fit that gives the higher
 rate at the threshold is kept, which is the conservative choice when the tail is heavier than
 normal). The per-pair rate of a method is the sum over its routes (union bound). The local tier
-adds P(hash-free pair reaches LOCAL_MIN_INLIERS), from a geometric-tail fit of the inlier counts
-of distractor pairs.
+adds P(pair reaches LOCAL_MIN_INLIERS) x P(chance alignment passes the scene check): the first
+from a geometric-tail fit of the inlier counts of all distractor pairs (geometric check alone),
+the second from the scene-check measurements of every distractor candidate that got a transform
+(normal lower-tail fit of the aligned PDQ distance, exponential tail fit of the re-detected
+share; the two tests are summed, a union bound). The product assumes that how many keypoints a
+chance alignment gathers and how well the aligned pictures agree are independent.
 """
 
 from __future__ import annotations
@@ -137,6 +141,7 @@ class KnownSet:
         self.ok = np.array(qual) >= R.MIN_QUALITY
         self.n_hashes = len(codes)
         self.local = R.LocalStore()
+        self.known_hashes = [p.hashes for p in prepared]
         for i, p in enumerate(prepared):
             if p.local is not None:
                 self.local.add(i, p.local)
@@ -163,13 +168,24 @@ class KnownSet:
             np.minimum.at(out[:, r], self.owner[cols], v)
         return out
 
-    def local_inliers(self, q: R.LocalFeatures | None) -> dict[int, int]:
-        """Inlier counts of the geometric check (capped below the match level when the check
-        failed on cover or scale) for the candidates the local store picked."""
+    def local_verdicts(self, q: R.LocalFeatures | None) -> dict[int, R.LocalVerdict]:
+        """The local tier's verdicts for the candidates the local store picked, with the scene
+        check run for every candidate that got a transform (to measure it on non-matches)."""
         if q is None:
             return {}
-        return {k: (n if ok else min(n, R.LOCAL_MIN_INLIERS - 1))
-                for k, (n, ok) in self.local.inliers(q).items()}
+        return self.local.inliers(q, lambda k: self.known_hashes[k], scene_all=True)
+
+
+def local_level(v: R.LocalVerdict) -> int:
+    """A verdict as one number: its inliers when geometry and scene check pass, else capped
+    below the match level (so ``>= LOCAL_MIN_INLIERS`` is the matcher's decision)."""
+    ok = v.sane and v.scene is not None and v.scene.ok
+    return v.inliers if ok else min(v.inliers, R.LOCAL_MIN_INLIERS - 1)
+
+
+def geometric_level(v: R.LocalVerdict) -> int:
+    """The same without the scene check (the geometric check alone, as before it existed)."""
+    return v.inliers if v.sane else min(v.inliers, R.LOCAL_MIN_INLIERS - 1)
 
 
 def prepare_known(p: np.ndarray, local: bool) -> Prepared:
@@ -208,11 +224,15 @@ class EvalResult:
     true_local: np.ndarray  # (n_edits, n_known) inliers vs own known (0 if not a candidate)
     wrong_local: np.ndarray  # (n_edits, n_known) max inliers vs a wrong known image
     distractor_d: np.ndarray  # (n_distractors, n_known, n_routes)
-    distractor_local: np.ndarray  # (n_distractors, n_known) inliers (0 = not a candidate)
+    distractor_local: np.ndarray  # (n_distractors, n_known) local_level (0 = not a candidate)
     n_known_hashes: np.ndarray  # per known image
     n_query_hashes: list[int]
     timings: dict[str, float] = field(default_factory=dict)
     local_bytes: list[int] = field(default_factory=list)
+    # the geometric check alone (no scene check), same layout as distractor_local
+    distractor_geometric: np.ndarray | None = None
+    # (pdq, redetect) of the scene check for every distractor candidate that got a transform
+    distractor_scene: np.ndarray | None = None
 
 
 def method_routes() -> list[tuple[str, list[int]]]:
@@ -275,7 +295,8 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
             d = ks.route_distances(hashes)
             loc: dict[int, int] = {}
             if cfg.local and not (_score(d, full_cols) <= 0).any():
-                loc = ks.local_inliers(R.query_local(img, boxes))
+                loc = {k: local_level(v)
+                       for k, v in ks.local_verdicts(R.query_local(img, boxes)).items()}
                 n_local += 1
             t_query += time.perf_counter() - t1
             n_query += 1
@@ -296,6 +317,8 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
 
     dd = np.full((len(distractors), nk, nr), BIG, np.int16)
     dl = np.zeros((len(distractors), nk), np.int16)
+    dg = np.zeros((len(distractors), nk), np.int16)
+    scene_stats: list[tuple[int, float]] = []
     t_dist = 0.0
     t2 = time.perf_counter()
     for di, p in enumerate(distractors):
@@ -304,8 +327,13 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
         qp = prepare_query(px, cfg.local)
         dd[di] = ks.route_distances(qp.hashes)
         if cfg.local:
-            for c, v in ks.local_inliers(qp.local).items():
-                dl[di, c] = v
+            for c, v in ks.local_verdicts(qp.local).items():
+                dl[di, c] = local_level(v)
+                dg[di, c] = geometric_level(v)
+                if v.scene is not None:
+                    # a share with too few refound points does not count: record it as 0
+                    scene_stats.append((v.scene.pdq, v.scene.redetect
+                                        if v.scene.refound >= R.SCENE_REFOUND_MIN else 0.0))
         t_dist += time.perf_counter() - t3
         if di % 500 == 0:
             say(f"distractors {di}/{len(distractors)}")
@@ -313,7 +341,8 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
     timings["distractor_wall_s"] = time.perf_counter() - t2
     return EvalResult(cfg, known, distractors, edits, true_d, wrong, true_local, wrong_local,
                       dd, dl, np.array([len(p.hashes) for p in kprep]), nq_hashes, timings,
-                      [p.local.nbytes() for p in kprep if p.local is not None])
+                      [p.local.nbytes() for p in kprep if p.local is not None], dg,
+                      np.array(scene_stats, np.float64).reshape(-1, 2))
 
 
 # --- analysis ------------------------------------------------------------------------------
@@ -378,6 +407,24 @@ def local_tail_rate(inliers: np.ndarray, n_pairs: int, need: int) -> tuple[float
     return float(math.exp(a + b * need)), float(math.exp(b))
 
 
+def share_tail_rate(x: np.ndarray, need: float) -> float:
+    """P(share >= need) among candidates, extrapolated: log of the survival function fitted
+    linearly over the top decile of the shares (points that >= 5 candidates reach). Falls back
+    to the rule-of-three bound when the tail is too thin to fit."""
+    n = len(x)
+    if n == 0:
+        return float("nan")
+    top = np.quantile(x, 0.9)
+    grid = np.linspace(top, x.max(), 12)
+    surv = np.array([(x >= g).sum() for g in grid], np.float64)
+    ok = surv >= 5
+    empirical = float((x >= need).sum()) / n
+    if ok.sum() < 2 or np.ptp(grid[ok]) == 0:
+        return max(empirical, 3.0 / n)
+    b, a = np.polyfit(grid[ok], np.log(surv[ok] / n), 1)
+    return max(empirical, float(math.exp(a + b * need)))
+
+
 @dataclass
 class Summary:
     methods: list[str]
@@ -389,6 +436,9 @@ class Summary:
     route_fits: dict[str, tuple[int, float, float, float]]
     local_fit: tuple[float, float]
     n_pairs: int
+    # scene check on chance alignments: (P(pdq <= max), P(redetect >= min), candidates measured,
+    # false matches the geometric check alone would have let through)
+    scene_fit: tuple[float, float, int, int] | None = None
 
 
 def summarise(res: EvalResult) -> Summary:
@@ -409,7 +459,18 @@ def summarise(res: EvalResult) -> Summary:
         fd[name] = int((_score(res.distractor_d, cols) <= 0).sum())
         fw[name] = int((res.wrong_score[name] <= 0).sum())
         est[name] = float(sum(fits[f"{ROUTES[c][0]}-{ROUTES[c][1]}"][1] for c in cols))
-    lfit = local_tail_rate(res.distractor_local.ravel(), n_pairs, R.LOCAL_MIN_INLIERS)
+    geo = res.distractor_geometric if res.distractor_geometric is not None \
+        else res.distractor_local
+    lfit = local_tail_rate(geo.ravel(), n_pairs, R.LOCAL_MIN_INLIERS)
+    scene_fit = None
+    if res.config.local and res.distractor_scene is not None and len(res.distractor_scene):
+        sc = res.distractor_scene
+        pdq = np.minimum(sc[:, 0], BIG).astype(np.int16)
+        p_pdq = tail_rate(pdq, R.SCENE_PDQ_MAX)[0] if len(pdq) >= 1000 else float("nan")
+        p_rd = share_tail_rate(sc[:, 1], R.SCENE_REDETECT_MIN)
+        hash_miss = _score(res.distractor_d, methods[-1][1]) > 0
+        geo_false = int((hash_miss & (geo >= R.LOCAL_MIN_INLIERS)).sum())
+        scene_fit = (p_pdq, p_rd, len(sc), geo_false)
     if res.config.local:
         full_cols = methods[-1][1]
         name = "+local"
@@ -422,9 +483,11 @@ def summarise(res: EvalResult) -> Summary:
              & (res.distractor_local >= R.LOCAL_MIN_INLIERS)).sum())
         fw[name] = int(((res.wrong_score[methods[-1][0]] <= 0)
                         | (res.wrong_local >= R.LOCAL_MIN_INLIERS)).sum())
-        est[name] = est[methods[-1][0]] + lfit[0]
+        # a chance alignment must pass both checks: P(geometry) x P(scene check | candidate)
+        p_scene = 1.0 if scene_fit is None else min(1.0, np.nansum(scene_fit[:2]))
+        est[name] = est[methods[-1][0]] + lfit[0] * p_scene
     mean = {m: float(np.mean(list(per_edit[m].values()))) for m in names}
-    return Summary(names, per_edit, fd, fw, est, mean, fits, lfit, n_pairs)
+    return Summary(names, per_edit, fd, fw, est, mean, fits, lfit, n_pairs, scene_fit)
 
 
 def markdown(res: EvalResult, s: Summary) -> str:
@@ -457,11 +520,24 @@ def markdown(res: EvalResult, s: Summary) -> str:
         lines.append(f"| {route[0]}-{route[1]} | {t} | {rate:.1e} | {mu:.1f} | {sg:.1f} | "
                      f"{mn if mn < BIG else '-'} |")
     if res.config.local:
+        geo = res.distractor_geometric if res.distractor_geometric is not None \
+            else res.distractor_local
         lines += ["", f"Local tier: distractor pairs that reached the geometric check: "
-                  f"{int((res.distractor_local > 0).sum()):,}; max inliers seen "
-                  f"{int(res.distractor_local.max())}; geometric tail fit P(inliers >= "
+                  f"{int((geo > 0).sum()):,}; max inliers seen "
+                  f"{int(geo.max())}; geometric tail fit P(inliers >= "
                   f"{R.LOCAL_MIN_INLIERS}) = {s.local_fit[0]:.1e} per pair (decay "
                   f"{s.local_fit[1]:.2f} per inlier)."]
+        if s.scene_fit is not None:
+            p_pdq, p_rd, n_sc, geo_false = s.scene_fit
+            lines += ["", f"Scene check on {n_sc:,} distractor candidates that got a transform: "
+                      f"P(aligned PDQ <= {R.SCENE_PDQ_MAX}) = {p_pdq:.1e} (normal tail fit), "
+                      f"P(re-detected share >= {R.SCENE_REDETECT_MIN} with >= "
+                      f"{R.SCENE_REFOUND_MIN} keypoints) = {p_rd:.1e} (exponential tail fit, "
+                      f"or 3/n when too thin to fit), highest such share seen "
+                      f"{res.distractor_scene[:, 1].max():.3f}, lowest aligned PDQ "
+                      f"{int(res.distractor_scene[:, 0].min())}; the geometric check alone "
+                      f"would have made {geo_false} false match(es) at >= "
+                      f"{R.LOCAL_MIN_INLIERS} inliers."]
     kh = res.n_known_hashes
     lines += ["", f"Hashes stored per known image: mean {kh.mean():.2f} (1 interchange PDQ + "
               f"{kh.mean() - 1:.2f} extra); query hashes per image: mean "

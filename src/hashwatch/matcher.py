@@ -332,17 +332,28 @@ class Matcher:
             return []
         assert self._local is not None
         allowed = set(lists) if lists else None
+        groups: dict[int, list[Any]] = {}
+
+        def group(row_id: int) -> list[Any]:
+            if row_id not in groups:
+                groups[row_id] = self.store.group_entries(*self._local_rows[row_id])
+            return groups[row_id]
+
+        def known_hashes(row_id: int) -> list[robust.KnownHash]:
+            # the stored PDQ views of that known image, for the scene check
+            return [robust.KnownHash(e.variant or "full", bytes.fromhex(e.value), 100)
+                    for e in group(row_id) if e.signal_type == "pdq"]
+
         out = []
-        for row_id, (inliers, ok) in self._local.inliers(robust.decode_local(local)).items():
-            if not ok:
+        verdicts = self._local.inliers(robust.decode_local(local), known_hashes)
+        for row_id, v in verdicts.items():
+            if not v.ok:
                 continue
-            list_id, group = self._local_rows[row_id]
-            entries = self.store.group_entries(list_id, group)
-            entries = [e for e in entries if allowed is None or e.list_name in allowed]
+            entries = [e for e in group(row_id) if allowed is None or e.list_name in allowed]
             if not entries:
                 continue
             e = next((x for x in entries if x.signal_type == "pdq" and not x.variant), entries[0])
-            out.append(_match_from_entry(e, -1, False, "local/orb", inliers))
+            out.append(_match_from_entry(e, -1, False, "local/orb", v.inliers))
         return sorted(out, key=lambda m: (-(m.inliers or 0), m.list, m.entry_id))
 
     def query_extras(self) -> Any:

@@ -13,8 +13,12 @@ Two tiers, both pure functions of pixels (no store, no I/O):
   extra routes use tighter thresholds so that the summed false-match rate stays below 1e-10.
 * **Local tier** (for crops at any position and larger rotations). ORB keypoints of the known
   picture (at most :data:`LOCAL_MAX_KEYPOINTS`, 256-bit descriptors that fit the same Hamming
-  index as PDQ) and a geometric check: a query matches when enough descriptor matches agree on
-  one similarity transform (RANSAC) and cover a real part of the picture.
+  index as PDQ) and a geometric check: enough descriptor matches agree on one similarity
+  transform (RANSAC) and cover a real part of the picture. Then a scene check: geometry alone
+  also accepts another photograph of the same scene taken moments later, so the query is
+  warped onto the known picture's frame and must either reproduce a stored PDQ view there or
+  show the stored keypoints again in place (:func:`scene_check`; stored data only, the hash
+  list never holds pictures).
 
 Hashes here are ``bytes`` of 32 (the PDQ reference bit order, ``bytes.hex()`` gives the
 interchange hex).
@@ -22,7 +26,7 @@ interchange hex).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -31,6 +35,8 @@ import pdqhash
 
 __all__ = [
     "LocalStore",
+    "LocalVerdict",
+    "SceneCheck",
     "RobustIndex",
     "RobustMatch",
     "best_distances",
@@ -49,6 +55,8 @@ __all__ = [
     "query_signals",
     "route_threshold",
     "trim_box",
+    "scene_check",
+    "fit_local",
     "verify_local",
 ]
 
@@ -413,11 +421,19 @@ def hash_match(query: Sequence[QueryHash], known: Sequence[KnownHash]
 
 # --- public: local tier --------------------------------------------------------------------
 
-LOCAL_MAX_KEYPOINTS = 200  # per known image: 200 x (32 B descriptor + 4 B position) = 7.2 KB
+LOCAL_MAX_KEYPOINTS = 200  # per known image: 200 x (32 B descriptor + 8 B position) = 8 KB
 LOCAL_MATCH_RADIUS = 48  # max descriptor distance for a tentative match
 LOCAL_KNN = 5  # stored descriptors looked at per query descriptor
-LOCAL_MIN_INLIERS = 20  # geometric inliers needed (see BENCHMARKS for the tail fit)
+LOCAL_MIN_INLIERS = 15  # geometric inliers needed (see BENCHMARKS for the tail fit)
 LOCAL_MIN_COVER = 0.04  # inliers' hull covers this much of the known picture or the query
+# The scene check (after the geometric one): an edited copy reproduces the known picture's
+# pixels, another photograph of the same scene (a burst, moments apart) does not. Either test
+# proves "same picture": a stored view's PDQ within SCENE_PDQ_MAX of the query warped onto it,
+# or SCENE_REDETECT_MIN of the stored keypoints found again, in place, in the warped query.
+SCENE_PDQ_MAX = 36
+SCENE_REDETECT_MIN = 0.18
+SCENE_REFOUND_MIN = 8  # ... and at least this many of them (a share of 1 of 1 proves nothing)
+SCENE_COVERED = 0.97  # a stored view is compared only when the query covers this much of it
 
 
 @dataclass
@@ -431,8 +447,9 @@ class LocalFeatures:
     extra: dict[str, object] = field(default_factory=dict)
 
     def nbytes(self) -> int:
-        # Stored form: descriptors + positions quantised to uint16.
-        return int(self.desc.shape[0]) * (32 + 4)
+        """Bytes of the stored form (:func:`encode_local`) without its 18-byte header:
+        descriptors + float32 positions."""
+        return int(self.desc.shape[0]) * (32 + 8)
 
 
 _ORB_CACHE: dict[tuple[int, int], cv2.ORB] = {}
@@ -470,9 +487,9 @@ def _local(pixels: np.ndarray, n: int, side: int, min_side: int) -> LocalFeature
         kps, desc = orb.compute(g, kps)
     if desc is None or not kps:
         return LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8),
-                             (g.shape[1], g.shape[0]))
+                             (g.shape[1], g.shape[0]), {"view": g})
     xy = np.array([k.pt for k in kps], np.float32)
-    return LocalFeatures(xy, desc, (g.shape[1], g.shape[0]))
+    return LocalFeatures(xy, desc, (g.shape[1], g.shape[0]), {"view": g})
 
 
 def _spread(kps: Sequence[cv2.KeyPoint], n: int, w: int, h: int, grid: int = 4
@@ -500,8 +517,11 @@ def _spread(kps: Sequence[cv2.KeyPoint], n: int, w: int, h: int, grid: int = 4
 
 
 def known_local(pixels: np.ndarray) -> LocalFeatures:
-    """ORB features to store for one known image (at most LOCAL_MAX_KEYPOINTS)."""
-    return _local(pixels, LOCAL_MAX_KEYPOINTS, 400, 384)
+    """ORB features to store for one known image (at most LOCAL_MAX_KEYPOINTS). Never the
+    picture itself: a hash list must not hold images."""
+    f = _local(pixels, LOCAL_MAX_KEYPOINTS, 400, 384)
+    f.extra.pop("view", None)
+    return f
 
 
 def query_local(pixels: np.ndarray, boxes: Sequence[tuple[int, int, int, int]] | None = None,
@@ -528,7 +548,10 @@ def query_local(pixels: np.ndarray, boxes: Sequence[tuple[int, int, int, int]] |
         xy = np.stack([(r.xy[:, 0] * fx + x0) * sx, (r.xy[:, 1] * fy + y0) * sy], axis=1)
         xys.append(xy.astype(np.float32))
         descs.append(r.desc)
-    return LocalFeatures(np.concatenate(xys), np.concatenate(descs), full.size)
+    # the grey picture at working size stays with the query (never stored): the scene check
+    # warps it onto candidate known pictures
+    return LocalFeatures(np.concatenate(xys), np.concatenate(descs), full.size,
+                         {"view": full.extra["view"]})
 
 
 def local_pairs(q: LocalFeatures, k: LocalFeatures) -> np.ndarray:
@@ -545,34 +568,137 @@ def local_pairs(q: LocalFeatures, k: LocalFeatures) -> np.ndarray:
     return np.stack([i[ok], j[ok]], axis=1)
 
 
-def verify_local(q: LocalFeatures, k: LocalFeatures, pairs: np.ndarray | None = None
-                 ) -> tuple[int, bool]:
-    """(inliers, match?) of a geometric check: a similarity transform (rotation, uniform scale,
-    shift; a mirrored query should be un-mirrored before) fitted with RANSAC to the tentative
-    matches; a match needs LOCAL_MIN_INLIERS inliers spread over LOCAL_MIN_COVER of the query
-    and a sane scale (0.2-5)."""
+def fit_local(q: LocalFeatures, k: LocalFeatures, pairs: np.ndarray | None = None
+              ) -> tuple[int, bool, np.ndarray | None]:
+    """(inliers, geometry sane?, transform) of the geometric check: a similarity transform
+    (rotation, uniform scale, shift; a mirrored query should be un-mirrored before) fitted with
+    RANSAC to the tentative matches, mapping known working pixels to query working pixels.
+    "Sane": the inliers spread over LOCAL_MIN_COVER of the known picture or the query, and the
+    scale is 0.2-5. The inlier count is not judged here."""
     if pairs is None:
         pairs = local_pairs(q, k)
     if len(pairs) < max(4, LOCAL_MIN_INLIERS // 2):
-        return len(pairs) // 4, False
+        return len(pairs) // 4, False, None
     src = k.xy[pairs[:, 1]]
     dst = q.xy[pairs[:, 0]]
     m, inl = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=4.0,
                                          maxIters=500, confidence=0.99, refineIters=5)
     if m is None or inl is None:
-        return 0, False
+        return 0, False, None
     inl = inl.ravel().astype(bool)
     n = int(inl.sum())
     scale = float(np.hypot(m[0, 0], m[1, 0]))
     if n < 3:
-        return n, False
+        return n, False, m
     # The agreeing keypoints must spread over a real part of the known picture (a collage
     # cell shows much of it) or of the query (a tight crop fills the query): not one logo.
     ck = cv2.contourArea(cv2.convexHull(src[inl].astype(np.float32))) / (k.size[0] * k.size[1])
     cq = cv2.contourArea(cv2.convexHull(dst[inl].astype(np.float32))) / (q.size[0] * q.size[1])
     cover = max(float(ck), float(cq))
-    ok = n >= LOCAL_MIN_INLIERS and cover >= LOCAL_MIN_COVER and 0.2 <= scale <= 5.0
-    return n, ok
+    return n, cover >= LOCAL_MIN_COVER and 0.2 <= scale <= 5.0, m
+
+
+def verify_local(q: LocalFeatures, k: LocalFeatures, pairs: np.ndarray | None = None
+                 ) -> tuple[int, bool]:
+    """(inliers, geometric match?): :func:`fit_local` and LOCAL_MIN_INLIERS; the scene check
+    (:func:`scene_check`) still has to follow before this is a match."""
+    n, sane, _ = fit_local(q, k, pairs)
+    return n, sane and n >= LOCAL_MIN_INLIERS
+
+
+_POPCOUNT = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(1)
+
+
+@dataclass(frozen=True)
+class SceneCheck:
+    """Same picture, or another photograph of the same scene? (see SCENE_PDQ_MAX)"""
+
+    pdq: int  # best distance of a covered stored view to the aligned query (256: none covered)
+    redetect: float  # share of the stored keypoints inside the overlap found again in place
+    refound: int = 0  # how many that is
+
+    @property
+    def redetect_ok(self) -> bool:
+        return self.redetect >= SCENE_REDETECT_MIN and self.refound >= SCENE_REFOUND_MIN
+
+    @property
+    def ok(self) -> bool:
+        return self.pdq <= SCENE_PDQ_MAX or self.redetect_ok
+
+
+def scene_check(q: LocalFeatures, k: LocalFeatures, transform: np.ndarray,
+                known_hashes: Sequence[KnownHash]) -> SceneCheck:
+    """Warp the query (its grey working picture, ``q.extra["view"]``) onto the known picture's
+    frame with the fitted transform, then (1) PDQ every stored view it covers and compare with
+    the stored hash, (2) run ORB on it and count the stored keypoints found again within 2 px
+    and 40 descriptor bits. Uses only stored data of the known image: no known pixels."""
+    view = q.extra.get("view")
+    if not isinstance(view, np.ndarray):
+        raise ValueError("query features carry no view: use query_local()")
+    m = np.asarray(transform, np.float64)[:2]
+    kw, kh = k.size
+    qh, qw = view.shape[:2]
+    inv = cv2.WARP_INVERSE_MAP
+    warp = cv2.warpAffine(view, m, (kw, kh), flags=cv2.INTER_LINEAR | inv,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    valid = cv2.warpAffine(np.full((qh, qw), 255, np.uint8), m, (kw, kh),
+                           flags=cv2.INTER_NEAREST | inv, borderValue=0) > 0
+    # 1. aligned PDQ. Crop views were cut from the border-trimmed picture when there is one,
+    # whose box is not stored: then only the full view is comparable.
+    best = 256
+    has_trim = any(h.variant == "trim" for h in known_hashes)
+    for h in known_hashes:
+        if h.variant == "full":
+            x0, y0, x1, y1 = 0, 0, kw, kh
+        elif h.variant.startswith("crop") and not has_trim:
+            f = int(h.variant[4:]) / 100
+            x0, y0 = round((kw - kw * f) / 2), round((kh - kh * f) / 2)
+            x1, y1 = x0 + round(kw * f), y0 + round(kh * f)
+        else:
+            continue
+        if x1 - x0 < 8 or y1 - y0 < 8 or valid[y0:y1, x0:x1].mean() < SCENE_COVERED:
+            continue
+        code, _ = _pdq(cv2.cvtColor(warp[y0:y1, x0:x1], cv2.COLOR_GRAY2RGB))
+        d = int(_POPCOUNT[np.bitwise_xor(np.frombuffer(code, np.uint8),
+                                         np.frombuffer(h.code, np.uint8))].sum())
+        best = min(best, d)
+    # 2. stored keypoints found again in place (16 px inside the overlap's edge)
+    inner = cv2.erode(valid.astype(np.uint8), np.ones((33, 33), np.uint8)) > 0
+    kx = np.clip(np.round(k.xy).astype(int), 0, [kw - 1, kh - 1])
+    inside = np.flatnonzero(inner[kx[:, 1], kx[:, 0]])
+    share, hit = 0.0, 0
+    if len(inside):
+        orb = _orb(4 * LOCAL_MAX_KEYPOINTS)
+        det = orb.detect(warp, None)
+        if len(det) < LOCAL_MAX_KEYPOINTS:
+            orb = _orb(4 * LOCAL_MAX_KEYPOINTS, 3)
+            det = orb.detect(warp, None)
+        hit = 0
+        if det:
+            det, dd = orb.compute(warp, det)
+            if dd is not None and len(det):
+                dxy = np.array([p.pt for p in det], np.float32)
+                for i in inside:
+                    near = np.flatnonzero(np.hypot(*(dxy - k.xy[i]).T) <= 2.0)
+                    if len(near):
+                        bits = _POPCOUNT[np.bitwise_xor(dd[near], k.desc[i])].sum(1)
+                        hit += int(bits.min() <= 40)
+        share = hit / len(inside)
+    return SceneCheck(best, float(share), hit)
+
+
+@dataclass(frozen=True)
+class LocalVerdict:
+    """The local tier's judgement of one candidate known image."""
+
+    inliers: int
+    sane: bool  # spread and scale of the geometric check
+    scene: SceneCheck | None  # None when not run (geometry failed)
+
+    @property
+    def ok(self) -> bool:
+        return (self.sane and self.inliers >= LOCAL_MIN_INLIERS and self.scene is not None
+                and self.scene.ok)
 
 
 class LocalStore:
@@ -641,9 +767,13 @@ class LocalStore:
         o = np.argsort(d, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(d, o, axis=1), np.take_along_axis(j, o, axis=1)
 
-    def inliers(self, q: LocalFeatures, *, top: int = 3, min_votes: int = 8
-                ) -> dict[int, tuple[int, bool]]:
-        """known id -> (inliers, match?) for the candidates put to the geometric check."""
+    def inliers(self, q: LocalFeatures, known_hashes: Callable[[int], Sequence[KnownHash]],
+                *, top: int = 3, min_votes: int = 8, scene_all: bool = False
+                ) -> dict[int, LocalVerdict]:
+        """known id -> verdict for the candidates put to the geometric check. The scene check
+        runs for candidates that pass geometry (with ``scene_all``: for every candidate with a
+        transform, which the evaluation uses to measure the check on non-matches);
+        ``known_hashes(known_id)`` gives the stored PDQ views it compares against."""
         if not self._ids or len(q.desc) == 0:
             return {}
         _, owner, row, _ = self._table()
@@ -678,7 +808,12 @@ class LocalStore:
                 break
             sel = owners == slot
             pairs = np.stack([qi[sel], row[kidx[sel]]], axis=1)
-            out[self._ids[int(slot)]] = verify_local(q, self._feats[int(slot)], pairs)
+            kid, kf = self._ids[int(slot)], self._feats[int(slot)]
+            n, sane, m = fit_local(q, kf, pairs)
+            scene = None
+            if m is not None and (scene_all or (sane and n >= LOCAL_MIN_INLIERS)):
+                scene = scene_check(q, kf, m, known_hashes(kid))
+            out[kid] = LocalVerdict(n, sane, scene)
         return out
 
 
@@ -715,6 +850,7 @@ class RobustIndex:
 
         self._index = HammingIndex()
         self._rows: list[tuple[int, str]] = []
+        self._hashes: dict[int, list[KnownHash]] = {}  # for the local tier's scene check
         self._local = LocalStore()
         self._radius = max(THRESHOLDS.values())
 
@@ -727,6 +863,7 @@ class RobustIndex:
         if not rows:
             return
         start = len(self._rows)
+        self._hashes.setdefault(int(known_id), []).extend(hashes)
         self._rows += [(int(known_id), h.variant) for h in rows]
         codes = np.frombuffer(b"".join(h.code for h in rows), np.uint8).reshape(-1, 32)
         self._index.add(np.arange(start, start + len(rows), dtype=np.int64), codes)
@@ -758,9 +895,9 @@ class RobustIndex:
 
     def match_local(self, q: LocalFeatures) -> list[RobustMatch]:
         """Local-tier matches, most inliers first."""
-        res = self._local.inliers(q)
-        out = [RobustMatch(k, "local", -1, LOCAL_MIN_INLIERS, "orb", "orb", n)
-               for k, (n, ok) in res.items() if ok]
+        res = self._local.inliers(q, self._hashes.__getitem__)
+        out = [RobustMatch(k, "local", -1, LOCAL_MIN_INLIERS, "orb", "orb", v.inliers)
+               for k, v in res.items() if v.ok]
         return sorted(out, key=lambda m: (-m.inliers, m.known_id))
 
     def match(self, pixels: np.ndarray, *, local: bool = True) -> list[RobustMatch]:
@@ -779,11 +916,18 @@ class RobustIndex:
 _LOCAL_MAGIC = b"HWORB1"
 
 
-def encode_local(feats: LocalFeatures) -> bytes:
-    """Compact storable form: header, positions as float32, descriptors."""
+def encode_local(feats: LocalFeatures, *, with_view: bool = False) -> bytes:
+    """Compact form: header, positions as float32, descriptors. ``with_view`` appends the
+    query's grey working picture (for the scene check, between a hashing worker and the
+    matcher): never for known images, whose features are stored."""
     n = len(feats.desc)
     head = _LOCAL_MAGIC + np.array([n, feats.size[0], feats.size[1]], "<u4").tobytes()
-    return head + feats.xy.astype("<f4").tobytes() + feats.desc.astype(np.uint8).tobytes()
+    body = feats.xy.astype("<f4").tobytes() + feats.desc.astype(np.uint8).tobytes()
+    if with_view:
+        view = feats.extra["view"]
+        assert isinstance(view, np.ndarray) and view.shape == (feats.size[1], feats.size[0])
+        body += np.ascontiguousarray(view, np.uint8).tobytes()
+    return head + body
 
 
 def decode_local(data: bytes) -> LocalFeatures:
@@ -793,7 +937,13 @@ def decode_local(data: bytes) -> LocalFeatures:
     off = len(_LOCAL_MAGIC) + 12
     xy = np.frombuffer(data, "<f4", 2 * n, off).reshape(n, 2).astype(np.float32)
     desc = np.frombuffer(data, np.uint8, 32 * n, off + 8 * n).reshape(n, 32).copy()
-    return LocalFeatures(xy, desc, (w, h))
+    extra: dict[str, object] = {}
+    rest = len(data) - (off + 40 * n)
+    if rest == w * h:
+        extra["view"] = np.frombuffer(data, np.uint8, w * h, off + 40 * n).reshape(h, w).copy()
+    elif rest:
+        raise ValueError("malformed local features")
+    return LocalFeatures(xy, desc, (w, h), extra)
 
 
 def known_extras(pixels: np.ndarray) -> dict[str, object]:
@@ -812,5 +962,5 @@ def query_extras(pixels: np.ndarray, *, local: bool = False) -> dict[str, object
     views = query_signals(pixels, boxes=boxes)
     out: dict[str, object] = {"pdq_variants": [(q.variant, q.hex, q.quality) for q in views[1:]]}
     if local:
-        out["local"] = encode_local(query_local(pixels, boxes))
+        out["local"] = encode_local(query_local(pixels, boxes), with_view=True)
     return out
