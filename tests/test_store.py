@@ -146,3 +146,18 @@ def test_not_a_database_is_a_clear_error(tmp_path):
     assert bad.read_bytes() == b"this is not sqlite" * 100  # untouched
     with pytest.raises(StoreError, match="directory"):
         Store.open(tmp_path)
+
+
+def test_list_counts_come_from_the_live_entries_index(store):
+    """Counts skip removed entries, and the database can answer them from the partial index
+    (migration 0005_live) instead of visiting every row."""
+    store.create_list("l")
+    store.create_list("m")
+    store.add_entries("l", [EntryIn("md5", f"{i:032x}") for i in range(5)])
+    store.add_entries("m", [EntryIn("md5", "f" * 32)])
+    ids = [e.id for e in store.lookup("md5", [f"{i:032x}" for i in range(2)])]
+    store.remove_entries("l", ids)
+    assert {x.name: x.entry_count for x in store.lists()} == {"l": 3, "m": 1}
+    assert store.get_list("l").entry_count == 3
+    names = {ix["name"] for ix in sa.inspect(store.engine).get_indexes("entries")}
+    assert "ix_entries_live" in names

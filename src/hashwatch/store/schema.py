@@ -61,6 +61,9 @@ entries = sa.Table(
         name="uq_entries_identity",
     ),
     sa.Index("ix_entries_signal_value", "signal_type", "value"),
+    # live entries per list: list counts read this index only (migration 0005_live)
+    sa.Index("ix_entries_live", "list_id", sqlite_where=sa.text("removed_at IS NULL"),
+             postgresql_where=sa.text("removed_at IS NULL")),
 )
 
 # Change feed: every entry add/remove, in order. Indexes and service workers replay it
