@@ -137,8 +137,12 @@ class Matcher:
         pdq_threshold: int = PDQ_THRESHOLD,
         min_quality: int = PDQ_MIN_QUALITY,
         persist: bool = True,
+        mmap: bool = False,
     ) -> None:
+        """``mmap``: map a saved index instead of reading it (instant start; processes serving
+        the same index share its pages, see BENCHMARKS)."""
         self.store = store
+        self.mmap = mmap
         self.pdq_threshold = pdq_threshold
         self.min_quality = min_quality
         self.index_path = Path(index_path) if index_path else index_path_for(store)
@@ -158,7 +162,7 @@ class Matcher:
         if self.persist and self.index_path and self.index_path.exists():
             try:
                 meta = json.loads(self._meta_path().read_text())
-                index = HammingIndex.load(self.index_path)
+                index = HammingIndex.load(self.index_path, mmap=self.mmap)
                 self.seq = int(meta["seq"])
                 if self.seq <= self.store.last_change():
                     self.index = index
@@ -190,10 +194,13 @@ class Matcher:
         """Apply entries added or removed since the index was last current."""
         applied = 0
         while True:
+            # the head is read BEFORE the PDQ changes: read after, a change committed in
+            # between would be skipped for good
+            head = self.store.last_change()
             rows = self.store.changes_since(self.seq, signal_type="pdq")
             if not rows:
                 # skip past non-PDQ changes so the next poll starts later
-                self.seq = max(self.seq, self.store.last_change())
+                self.seq = max(self.seq, head)
                 return applied
             adds: dict[int, str] = {}
             for seq, entry_id, op, _sig, value in rows:

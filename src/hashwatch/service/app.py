@@ -269,7 +269,8 @@ class Service:
         from hashwatch.matcher import Matcher
 
         try:
-            self.matcher = Matcher(self.store, index_path=self.settings.index_file())
+            self.matcher = Matcher(self.store, index_path=self.settings.index_file(),
+                                   mmap=self.settings.index_mmap)
             self.allow.refresh()
             self.last_refresh = time.time()
             self.ready.set()

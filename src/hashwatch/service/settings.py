@@ -17,6 +17,8 @@ class Settings:
     db: str = ""
     # where the PDQ index is persisted (SQLite default: beside the database file)
     index_path: str | None = None
+    # map the saved index rather than read it: workers share one copy in the page cache
+    index_mmap: bool = True
     # seconds between change-feed polls: bounds how stale a worker can be
     refresh_interval: float = 1.0
     # uploads
