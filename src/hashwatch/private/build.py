@@ -106,13 +106,7 @@ def _ingest(entries: Iterable[tuple[object, str]]) -> tuple[np.ndarray, np.ndarr
     del raw
     if len(hmat) == 0:
         return hmat.copy(), np.array([], dtype=str)
-    # a set of hashes: stable sort on the four 64-bit words, keep the first of each run
-    words = hmat.view(">u8")
-    order = np.lexsort(words.T[::-1])
-    s = words[order]
-    first = np.ones(len(s), dtype=bool)
-    first[1:] = np.any(s[1:] != s[:-1], axis=1)
-    keep = np.sort(order[first])
+    keep = _unique_rows(hmat)  # a set of hashes
     ids_arr = np.array(ids)
     del ids
     return hmat[keep].copy(), ids_arr[keep]
@@ -135,12 +129,13 @@ def _keys_job(args: tuple[np.ndarray, KeyDesign, bytes]) -> list[tuple[bytes, by
     return out
 
 
-def _unique_rows(keys: np.ndarray) -> np.ndarray:
-    """Indices of the first occurrence of each distinct 16-byte row, in original order."""
-    if len(keys) == 0:
+def _unique_rows(rows: np.ndarray) -> np.ndarray:
+    """Indices of the first occurrence of each distinct row (uint8, a multiple of 8 bytes
+    wide), in original order: a stable sort on the 64-bit words, the first of each run."""
+    if len(rows) == 0:
         return np.zeros(0, dtype=np.int64)
-    w = keys.view("<u8")
-    order = np.lexsort((w[:, 1], w[:, 0]))
+    w = rows.view("<u8")
+    order = np.lexsort(w.T[::-1])
     s = w[order]
     first = np.ones(len(s), dtype=bool)
     first[1:] = np.any(s[1:] != s[:-1], axis=1)
