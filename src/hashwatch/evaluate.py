@@ -179,8 +179,7 @@ class KnownSet:
 def local_level(v: R.LocalVerdict) -> int:
     """A verdict as one number: its inliers when geometry and scene check pass, else capped
     below the match level (so ``>= LOCAL_MIN_INLIERS`` is the matcher's decision)."""
-    ok = v.sane and v.scene is not None and v.scene.ok
-    return v.inliers if ok else min(v.inliers, R.LOCAL_MIN_INLIERS - 1)
+    return v.inliers if v.checks_pass else min(v.inliers, R.LOCAL_MIN_INLIERS - 1)
 
 
 def geometric_level(v: R.LocalVerdict) -> int:
@@ -233,6 +232,14 @@ class EvalResult:
     distractor_geometric: np.ndarray | None = None
     # (pdq, redetect) of the scene check for every distractor candidate that got a transform
     distractor_scene: np.ndarray | None = None
+
+    @property
+    def geometric_local(self) -> np.ndarray:
+        """Distractor inliers under the geometric check alone (results saved before the scene
+        check existed have only ``distractor_local``, which was that)."""
+        if self.distractor_geometric is not None:
+            return self.distractor_geometric
+        return self.distractor_local
 
 
 def method_routes() -> list[tuple[str, list[int]]]:
@@ -459,8 +466,7 @@ def summarise(res: EvalResult) -> Summary:
         fd[name] = int((_score(res.distractor_d, cols) <= 0).sum())
         fw[name] = int((res.wrong_score[name] <= 0).sum())
         est[name] = float(sum(fits[f"{ROUTES[c][0]}-{ROUTES[c][1]}"][1] for c in cols))
-    geo = res.distractor_geometric if res.distractor_geometric is not None \
-        else res.distractor_local
+    geo = res.geometric_local
     lfit = local_tail_rate(geo.ravel(), n_pairs, R.LOCAL_MIN_INLIERS)
     scene_fit = None
     if res.config.local and res.distractor_scene is not None and len(res.distractor_scene):
@@ -520,8 +526,7 @@ def markdown(res: EvalResult, s: Summary) -> str:
         lines.append(f"| {route[0]}-{route[1]} | {t} | {rate:.1e} | {mu:.1f} | {sg:.1f} | "
                      f"{mn if mn < BIG else '-'} |")
     if res.config.local:
-        geo = res.distractor_geometric if res.distractor_geometric is not None \
-            else res.distractor_local
+        geo = res.geometric_local
         lines += ["", f"Local tier: distractor pairs that reached the geometric check: "
                   f"{int((geo > 0).sum()):,}; max inliers seen "
                   f"{int(geo.max())}; geometric tail fit P(inliers >= "

@@ -696,9 +696,13 @@ class LocalVerdict:
     scene: SceneCheck | None  # None when not run (geometry failed)
 
     @property
+    def checks_pass(self) -> bool:
+        """Geometry sane and scene check passed, whatever the inlier count."""
+        return self.sane and self.scene is not None and self.scene.ok
+
+    @property
     def ok(self) -> bool:
-        return (self.sane and self.inliers >= LOCAL_MIN_INLIERS and self.scene is not None
-                and self.scene.ok)
+        return self.checks_pass and self.inliers >= LOCAL_MIN_INLIERS
 
 
 class LocalStore:
