@@ -26,7 +26,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,7 +153,7 @@ def _imap(fn: Callable, jobs: Iterator, workers: int, ahead: int = 4) -> Iterato
         for j in jobs:
             yield fn(j)
         return
-    with pool:
+    try:
         pending: list = []
         for j in jobs:
             pending.append(pool.submit(fn, j))
@@ -161,6 +161,8 @@ def _imap(fn: Callable, jobs: Iterator, workers: int, ahead: int = 4) -> Iterato
                 yield pending.pop(0).result()
         for f in pending:
             yield f.result()
+    finally:  # stopped early (error, interrupt): drop the queued jobs, do not wait for them
+        pool.shutdown(cancel_futures=True)
 
 
 def _make_keys(hmat: np.ndarray, design: KeyDesign, seed: bytes, workers: int, load: float,
@@ -385,39 +387,14 @@ def build_table_files(
                     np.packbits(filled).tobytes(), keys[o[filled]].tobytes())
 
         with open(done_path, "a") as log_f:
-            pool = _pool(workers)
-            try:
-                in_flight: dict = {}
-                it = iter(todo)
-                while True:
-                    while pool is not None and len(in_flight) < 2 * workers:
-                        c = next(it, None)
-                        if c is None:
-                            break
-                        in_flight[pool.submit(_blind_job, job(c))] = c
-                    if pool is None:
-                        c = next(it, None)
-                        if c is None:
-                            break
-                        _blind_job(job(c))
-                        finished = [c]
-                    else:
-                        if not in_flight:
-                            break
-                        ready, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                        finished = []
-                        for f in ready:
-                            f.result()
-                            finished.append(in_flight.pop(f))
-                    for c in finished:  # recorded only once its points are written
-                        log_f.write(f"{c}\n")
-                        log_f.flush()
-                        done.add(c)
-                    if progress:
-                        progress("blind", len(done), n_chunks)
-            finally:
-                if pool is not None:
-                    pool.shutdown(cancel_futures=True)
+            # in submission order, so a chunk is recorded only once its points are written
+            for c, _ in zip(todo, _imap(_blind_job, map(job, todo), workers, ahead=2),
+                            strict=True):
+                log_f.write(f"{c}\n")
+                log_f.flush()
+                done.add(c)
+                if progress:
+                    progress("blind", len(done), n_chunks)
         del owner, keys
         with open(part, "rb+") as f:
             os.fsync(f.fileno())
