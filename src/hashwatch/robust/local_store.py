@@ -1,0 +1,147 @@
+"""Exact keypoint store: every known image's ORB descriptors searched by exact k-NN."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from hashwatch.robust.geometry import fit_local
+from hashwatch.robust.local import LOCAL_KNN, LOCAL_MATCH_RADIUS, LOCAL_MIN_INLIERS, LocalFeatures
+from hashwatch.robust.routes import KnownHash
+from hashwatch.robust.scene import SceneCheck, scene_check
+
+
+@dataclass(frozen=True)
+class LocalVerdict:
+    """The local tier's judgement of one candidate known image."""
+
+    inliers: int
+    sane: bool  # spread and scale of the geometric check
+    scene: SceneCheck | None  # None when not run (geometry failed)
+
+    @property
+    def checks_pass(self) -> bool:
+        """Geometry sane and scene check passed, whatever the inlier count."""
+        return self.sane and self.scene is not None and self.scene.ok
+
+    @property
+    def ok(self) -> bool:
+        return self.checks_pass and self.inliers >= LOCAL_MIN_INLIERS
+
+
+class LocalStore:
+    """Local features of many known images, searched the way the evaluation measured it: each
+    query descriptor's nearest stored descriptor (over all known images, within
+    LOCAL_MATCH_RADIUS) votes for its image; one query keypoint per stored keypoint; the
+    ``top`` images with at least ``min_votes`` votes get the geometric check.
+
+    Exact nearest-neighbour search (faiss IndexBinaryFlat when installed, numpy otherwise): fine
+    for the evaluation and lists up to ~10^5 images; a 20M list needs an approximate binary
+    index (IVF / bag of words) in its place.
+    """
+
+    def __init__(self) -> None:
+        self._feats: list[LocalFeatures] = []
+        self._ids: list[int] = []
+        self._descs: list[np.ndarray] = []
+        self._owner: list[np.ndarray] = []
+        self._cache: tuple[np.ndarray, np.ndarray, np.ndarray, object] | None = None
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, known_id: int, feats: LocalFeatures) -> None:
+        if len(feats.desc) == 0:
+            return
+        slot = len(self._feats)
+        self._feats.append(feats)
+        self._ids.append(int(known_id))
+        self._descs.append(feats.desc)
+        self._owner.append(np.full(len(feats.desc), slot, np.int64))
+        self._cache = None
+
+    def _table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, object]:
+        if self._cache is None:
+            descs = np.ascontiguousarray(np.concatenate(self._descs))
+            owner = np.concatenate(self._owner)
+            row = np.concatenate([np.arange(len(d)) for d in self._descs])
+            index = None
+            try:
+                import faiss
+
+                index = faiss.IndexBinaryFlat(256)
+                index.add(descs)
+            except ImportError:  # pragma: no cover - numpy fallback below
+                index = None
+            self._cache = (descs, owner, row, index)
+        return self._cache
+
+    def _nearest(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(q, k) distances and stored-row indices of each query descriptor's k nearest."""
+        descs, _, _, index = self._table()
+        k = min(k, len(descs))
+        if index is not None:
+            dist, idx = index.search(np.ascontiguousarray(q), k)
+            return dist.astype(np.int64), idx.astype(np.int64)
+        qb = np.unpackbits(q, axis=1).astype(np.float32) * 2 - 1
+        ds, js = [], []
+        for a in range(0, len(descs), 65536):  # chunks keep the distance matrix small
+            kb = np.unpackbits(descs[a:a + 65536], axis=1).astype(np.float32) * 2 - 1
+            d = np.rint((256 - qb @ kb.T) / 2).astype(np.int64)
+            j = np.argsort(d, axis=1, kind="stable")[:, :k]
+            ds.append(np.take_along_axis(d, j, axis=1))
+            js.append(j + a)
+        d, j = np.concatenate(ds, axis=1), np.concatenate(js, axis=1)
+        o = np.argsort(d, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(d, o, axis=1), np.take_along_axis(j, o, axis=1)
+
+    def inliers(self, q: LocalFeatures, known_hashes: Callable[[int], Sequence[KnownHash]],
+                *, top: int = 3, min_votes: int = 8, scene_all: bool = False
+                ) -> dict[int, LocalVerdict]:
+        """known id -> verdict for the candidates put to the geometric check. The scene check
+        runs for candidates that pass geometry (with ``scene_all``: for every candidate with a
+        transform, which the evaluation uses to measure the check on non-matches);
+        ``known_hashes(known_id)`` gives the stored PDQ views it compares against."""
+        if not self._ids or len(q.desc) == 0:
+            return {}
+        _, owner, row, _ = self._table()
+        # k nearest, not 1: with many known pictures a true partner is often not the single
+        # nearest stored descriptor (ORB descriptors are short and repetitive).
+        dist, idx = self._nearest(q.desc, LOCAL_KNN)
+        qi = np.repeat(np.arange(len(q.desc)), dist.shape[1])
+        dist, idx = dist.ravel(), idx.ravel()
+        good = dist <= LOCAL_MATCH_RADIUS
+        if not good.any():
+            return {}
+        qi, dist, idx = qi[good], dist[good], idx[good]
+        # Per known picture: one correspondence per query keypoint and one per stored keypoint
+        # (the closest), so overlapping query passes (whole picture, regions) and the k-NN do
+        # not count the same point twice.
+        order = np.argsort(dist, kind="stable")
+        qi, idx = qi[order], idx[order]
+        own = owner[idx]
+        _, f1 = np.unique(idx, return_index=True)
+        keep = np.zeros(len(idx), bool)
+        keep[f1] = True
+        qkey = own * (len(q.desc) + 1) + qi
+        _, f2 = np.unique(qkey, return_index=True)
+        keep2 = np.zeros(len(idx), bool)
+        keep2[f2] = True
+        sel_all = keep & keep2
+        qi, kidx, owners = qi[sel_all], idx[sel_all], own[sel_all]
+        votes = np.bincount(owners, minlength=len(self._ids))
+        out: dict[int, tuple[int, bool]] = {}
+        for slot in np.argsort(-votes, kind="stable")[:top]:
+            if votes[slot] < min_votes:
+                break
+            sel = owners == slot
+            pairs = np.stack([qi[sel], row[kidx[sel]]], axis=1)
+            kid, kf = self._ids[int(slot)], self._feats[int(slot)]
+            n, sane, m = fit_local(q, kf, pairs)
+            scene = None
+            if m is not None and (scene_all or (sane and n >= LOCAL_MIN_INLIERS)):
+                scene = scene_check(q, kf, m, known_hashes(kid))
+            out[kid] = LocalVerdict(n, sane, scene)
+        return out

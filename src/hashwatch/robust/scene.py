@@ -1,0 +1,100 @@
+"""Scene check after the geometric one: the same picture, not another photograph of the scene."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from hashwatch.robust._pixels import _POPCOUNT, _pdq
+from hashwatch.robust.local import LOCAL_MAX_KEYPOINTS, LocalFeatures, _orb
+from hashwatch.robust.routes import KnownHash
+
+# The scene check (after the geometric one): an edited copy reproduces the known picture's
+# pixels, another photograph of the same scene (a burst, moments apart) does not. Either test
+# proves "same picture": a stored view's PDQ within SCENE_PDQ_MAX of the query warped onto it,
+# or SCENE_REDETECT_MIN of the stored keypoints found again, in place, in the warped query.
+SCENE_PDQ_MAX = 36
+SCENE_REDETECT_MIN = 0.18
+SCENE_REFOUND_MIN = 8  # ... and at least this many of them (a share of 1 of 1 proves nothing)
+SCENE_COVERED = 0.97  # a stored view is compared only when the query covers this much of it
+
+
+@dataclass(frozen=True)
+class SceneCheck:
+    """Same picture, or another photograph of the same scene? (see SCENE_PDQ_MAX)"""
+
+    pdq: int  # best distance of a covered stored view to the aligned query (256: none covered)
+    redetect: float  # share of the stored keypoints inside the overlap found again in place
+    refound: int = 0  # how many that is
+
+    @property
+    def redetect_ok(self) -> bool:
+        return self.redetect >= SCENE_REDETECT_MIN and self.refound >= SCENE_REFOUND_MIN
+
+    @property
+    def ok(self) -> bool:
+        return self.pdq <= SCENE_PDQ_MAX or self.redetect_ok
+
+
+def scene_check(q: LocalFeatures, k: LocalFeatures, transform: np.ndarray,
+                known_hashes: Sequence[KnownHash]) -> SceneCheck:
+    """Warp the query (its grey working picture, ``q.extra["view"]``) onto the known picture's
+    frame with the fitted transform, then (1) PDQ every stored view it covers and compare with
+    the stored hash, (2) run ORB on it and count the stored keypoints found again within 2 px
+    and 40 descriptor bits. Uses only stored data of the known image: no known pixels."""
+    view = q.extra.get("view")
+    if not isinstance(view, np.ndarray):
+        raise ValueError("query features carry no view: use query_local()")
+    m = np.asarray(transform, np.float64)[:2]
+    kw, kh = k.size
+    qh, qw = view.shape[:2]
+    inv = cv2.WARP_INVERSE_MAP
+    warp = cv2.warpAffine(view, m, (kw, kh), flags=cv2.INTER_LINEAR | inv,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    valid = cv2.warpAffine(np.full((qh, qw), 255, np.uint8), m, (kw, kh),
+                           flags=cv2.INTER_NEAREST | inv, borderValue=0) > 0
+    # 1. aligned PDQ. Crop views were cut from the border-trimmed picture when there is one,
+    # whose box is not stored: then only the full view is comparable.
+    best = 256
+    has_trim = any(h.variant == "trim" for h in known_hashes)
+    for h in known_hashes:
+        if h.variant == "full":
+            x0, y0, x1, y1 = 0, 0, kw, kh
+        elif h.variant.startswith("crop") and not has_trim:
+            f = int(h.variant[4:]) / 100
+            x0, y0 = round((kw - kw * f) / 2), round((kh - kh * f) / 2)
+            x1, y1 = x0 + round(kw * f), y0 + round(kh * f)
+        else:
+            continue
+        if x1 - x0 < 8 or y1 - y0 < 8 or valid[y0:y1, x0:x1].mean() < SCENE_COVERED:
+            continue
+        code, _ = _pdq(cv2.cvtColor(warp[y0:y1, x0:x1], cv2.COLOR_GRAY2RGB))
+        d = int(_POPCOUNT[np.bitwise_xor(np.frombuffer(code, np.uint8),
+                                         np.frombuffer(h.code, np.uint8))].sum())
+        best = min(best, d)
+    # 2. stored keypoints found again in place (16 px inside the overlap's edge)
+    inner = cv2.erode(valid.astype(np.uint8), np.ones((33, 33), np.uint8)) > 0
+    kx = np.clip(np.round(k.xy).astype(int), 0, [kw - 1, kh - 1])
+    inside = np.flatnonzero(inner[kx[:, 1], kx[:, 0]])
+    share, hit = 0.0, 0
+    if len(inside):
+        orb = _orb(4 * LOCAL_MAX_KEYPOINTS)
+        det = orb.detect(warp, None)
+        if len(det) < LOCAL_MAX_KEYPOINTS:
+            orb = _orb(4 * LOCAL_MAX_KEYPOINTS, 3)
+            det = orb.detect(warp, None)
+        hit = 0
+        if det:
+            det, dd = orb.compute(warp, det)
+            if dd is not None and len(det):
+                dxy = np.array([p.pt for p in det], np.float32)
+                for i in inside:
+                    near = np.flatnonzero(np.hypot(*(dxy - k.xy[i]).T) <= 2.0)
+                    if len(near):
+                        bits = _POPCOUNT[np.bitwise_xor(dd[near], k.desc[i])].sum(1)
+                        hit += int(bits.min() <= 40)
+        share = hit / len(inside)
+    return SceneCheck(best, float(share), hit)
