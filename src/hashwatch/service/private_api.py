@@ -1,19 +1,10 @@
-"""HTTP endpoints of private matching (threshold vouchers, ``hashwatch.private``).
-
-Devices fetch the published table and commitment and post vouchers per account; the answer
-to a device is always the same ``202 accepted``, because whether a voucher opened would tell
-the device that its picture is on the list. Only reviewers see which accounts crossed the
-threshold and the reports raised for them.
-"""
+"""The service side of private matching (threshold vouchers, ``hashwatch.private``): the
+server state behind ``/v1/private`` (routes in :mod:`hashwatch.service.routes.private`), and
+the HTTP transport and in-thread server ``hashwatch private demo`` uses."""
 
 import threading
 from pathlib import Path
 from typing import Any
-
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
-
-MAX_VOUCHER_BYTES = 64 * 1024  # a voucher is ~10 KB; anything far larger is not one
 
 
 class PrivateMatching:
@@ -44,57 +35,6 @@ class PrivateMatching:
             "threshold_crossed": bool(v.get("recovered")),
             "report": v.get("report"),
         }
-
-
-def add_private_routes(app: FastAPI, api: str, folder: str | None, svc_of: Any,
-                       matcher_dep: Any, review_dep: Any, error: type[Exception]) -> None:
-    """Mount /v1/private/* when a private-matching folder is configured."""
-    if not folder:
-        return
-    pm = PrivateMatching(folder)
-
-    binary = {200: {"content": {"application/octet-stream": {}}}}
-
-    @app.get(f"{api}/private/table.bin", tags=["private"], response_class=Response,
-             responses=binary)
-    def private_table(_p: matcher_dep) -> Response:
-        """The blinded table every device downloads (verify it against the commitment)."""
-        return Response((pm.folder / "table.bin").read_bytes(),
-                        media_type="application/octet-stream")
-
-    @app.get(f"{api}/private/commitment.json", tags=["private"])
-    def private_commitment(_p: matcher_dep) -> Response:
-        """The signed commitment: a digest anyone can recompute from table.bin."""
-        return Response((pm.folder / "commitment.json").read_bytes(),
-                        media_type="application/json")
-
-    @app.post(f"{api}/private/accounts/{{account}}/vouchers", tags=["private"],
-              status_code=202)
-    async def private_voucher(account: str, request: Request, p: matcher_dep) -> JSONResponse:
-        """Take one voucher (the request body) for an account. Always 202: the device learns
-        nothing about whether its picture matched."""
-        if not account or len(account) > 200:
-            raise error(400, "invalid_account", "account must be 1-200 characters")
-        body = await request.body()
-        if not body:
-            raise error(400, "empty", "the request body must be one voucher")
-        if len(body) > MAX_VOUCHER_BYTES:
-            raise error(413, "too_large", "a voucher is at most 64 KiB")
-        pm.ingest(account, body)
-        svc_of().store.audit(p.name, "private.voucher", {"account": account})
-        return JSONResponse({"accepted": True}, status_code=202)
-
-    @app.get(f"{api}/private/accounts/{{account}}", tags=["private"])
-    def private_account(account: str, p: review_dep) -> dict[str, Any]:
-        """Operator view of one account: threshold crossed, and the report if one was raised
-        (full PDQ hashes verified against the list, for human review)."""
-        svc_of().store.audit(p.name, "private.account.view", {"account": account})
-        return pm.account(account)
-
-    @app.get(f"{api}/private/reports", tags=["private"])
-    def private_reports(p: review_dep) -> dict[str, Any]:
-        svc_of().store.audit(p.name, "private.reports.view", {})
-        return {"reports": pm.server.reports()}
 
 
 def http_transport(base_url: str, device_key: str, reviewer_key: str) -> Any:

@@ -1,0 +1,70 @@
+"""``/v1/private``: private matching with threshold vouchers, mounted when the service is
+configured with a folder made by ``hashwatch private setup``.
+
+Devices fetch the published table and commitment and post vouchers per account; the answer
+to a device is always the same ``202 accepted``, because whether a voucher opened would tell
+the device that its picture is on the list. Only reviewers see which accounts crossed the
+threshold and the reports raised for them.
+"""
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from hashwatch.service.deps import API, MatchP, Review, Svc
+from hashwatch.service.errors import ApiError
+from hashwatch.service.private_api import PrivateMatching
+
+MAX_VOUCHER_BYTES = 64 * 1024  # a voucher is ~10 KB; anything far larger is not one
+
+_BINARY = {200: {"content": {"application/octet-stream": {}}}}
+
+
+def build_router(folder: str | Path) -> APIRouter:
+    """The private-matching routes over the server state in ``folder``."""
+    pm = PrivateMatching(folder)
+    router = APIRouter(prefix=f"{API}/private", tags=["private"])
+
+    @router.get("/table.bin", response_class=Response, responses=_BINARY)
+    def private_table(_p: MatchP) -> Response:
+        """The blinded table every device downloads (verify it against the commitment)."""
+        return Response((pm.folder / "table.bin").read_bytes(),
+                        media_type="application/octet-stream")
+
+    @router.get("/commitment.json")
+    def private_commitment(_p: MatchP) -> Response:
+        """The signed commitment: a digest anyone can recompute from table.bin."""
+        return Response((pm.folder / "commitment.json").read_bytes(),
+                        media_type="application/json")
+
+    @router.post("/accounts/{account}/vouchers", status_code=202)
+    async def private_voucher(account: str, request: Request, p: MatchP,
+                              svc: Svc) -> JSONResponse:
+        """Take one voucher (the request body) for an account. Always 202: the device learns
+        nothing about whether its picture matched."""
+        if not account or len(account) > 200:
+            raise ApiError(400, "invalid_account", "account must be 1-200 characters")
+        body = await request.body()
+        if not body:
+            raise ApiError(400, "empty", "the request body must be one voucher")
+        if len(body) > MAX_VOUCHER_BYTES:
+            raise ApiError(413, "too_large", "a voucher is at most 64 KiB")
+        pm.ingest(account, body)
+        svc.store.audit(p.name, "private.voucher", {"account": account})
+        return JSONResponse({"accepted": True}, status_code=202)
+
+    @router.get("/accounts/{account}")
+    def private_account(account: str, p: Review, svc: Svc) -> dict[str, Any]:
+        """Operator view of one account: threshold crossed, and the report if one was raised
+        (full PDQ hashes verified against the list, for human review)."""
+        svc.store.audit(p.name, "private.account.view", {"account": account})
+        return pm.account(account)
+
+    @router.get("/reports")
+    def private_reports(p: Review, svc: Svc) -> dict[str, Any]:
+        svc.store.audit(p.name, "private.reports.view", {})
+        return {"reports": pm.server.reports()}
+
+    return router
