@@ -581,10 +581,12 @@ def db_stats(
 def _register_subcommands() -> None:
     # each part of hashwatch keeps its commands beside its code; the CLI only mounts them
     from hashwatch.private.cli import app as private_app
+    from hashwatch.scan.cli import app as scan_app
     from hashwatch.service.cli import register as register_service
     from hashwatch.triage.cli import register as register_triage
 
     app.add_typer(private_app, name="private")
+    app.add_typer(scan_app, name="scan")
     register_triage(app, lists_app)
     register_service(app)
 
