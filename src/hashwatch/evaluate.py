@@ -1,7 +1,16 @@
 """Robustness evaluation harness (``hashwatch eval`` and ``benchmarks/robustness.py``).
 
-Known set: a seeded sample of the corpus; distractors: all the rest (never in the known set);
-queries: every known image under every edit of :mod:`hashwatch.edits`. For each method the
+Known set: a seeded sample of the corpus; fillers: a seeded pool of :data:`FILLER_POOL` other
+photographs that combined edits show beside or behind the known picture (grid cells,
+backgrounds, the other picture of a screenshot); distractors: all the rest (never known, never a
+filler); queries: every known image under every edit of :mod:`hashwatch.edits`.
+
+The rule that keeps the counts honest: a query may hit its own known image (a true match) or the
+known images it shows as collage partners (neither true nor false); a hit on any other known image
+is a false match. Fillers are never known images and never distractor queries, so a filler can
+neither make a query "match" through another picture nor be counted twice; a scale set built
+beside the known set must leave the fillers out as well (or count a match on a scale image made
+from a filler as a true copy of that filler, not as the target's match). For each method the
 report gives, per edit, the recall at the method's operating point, the false matches among all
 distractor x known pairs (and among edited queries that hit the wrong known image), the
 distance distributions (PNG) and an extrapolated false-match rate per pair.
@@ -94,6 +103,22 @@ def split_known(files: Sequence[Path], n_known: int, seed: int) -> tuple[list[Pa
     known = [p for i, p in enumerate(big) if i in kb] + [p for i, p in enumerate(small) if i in ks]
     kset = set(known)
     return known, [p for p in files if p not in kset]
+
+
+FILLER_POOL = 64  # photographs reserved for combined edits (not known, not distractors)
+
+
+def split_fillers(rest: Sequence[Path], seed: int, n: int = FILLER_POOL
+                  ) -> tuple[list[Path], list[Path]]:
+    """(fillers, distractors): a seeded sample of ``n`` of the larger photographs (BSDS500,
+    Kodak, Sun-Hays: big enough to fill a background) among the non-known files, and all the
+    other non-known files. Independent of the edits run, so distractor counts stay comparable."""
+    big = [p for p in rest if "flowers" not in str(p)]
+    rng = np.random.default_rng([seed, 0xF111])
+    pick = set(rng.choice(len(big), min(n, len(big)), replace=False).tolist()) if big else set()
+    fillers = [p for i, p in enumerate(big) if i in pick]
+    fset = set(fillers)
+    return fillers, [p for p in rest if p not in fset]
 
 
 def load_pixels(path: Path, max_side: int = LOAD_SIDE) -> np.ndarray:
@@ -232,6 +257,7 @@ class EvalResult:
     distractor_geometric: np.ndarray | None = None
     # (pdq, redetect) of the scene check for every distractor candidate that got a transform
     distractor_scene: np.ndarray | None = None
+    fillers: list[Path] = field(default_factory=list)
 
     @property
     def geometric_local(self) -> np.ndarray:
@@ -260,19 +286,22 @@ def _score(d: np.ndarray, cols: list[int]) -> np.ndarray:
 def run_eval(cfg: EvalConfig) -> EvalResult:
     say = cfg.progress or (lambda s: None)
     files = corpus_files(cfg.corpus)
-    known, distractors = split_known(files, cfg.n_known, cfg.seed)
+    known, rest = split_known(files, cfg.n_known, cfg.seed)
+    fillers, distractors = split_fillers(rest, cfg.seed)
     if cfg.max_distractors is not None:
         rng = np.random.default_rng(cfg.seed + 1)
         keep = sorted(rng.choice(len(distractors), min(cfg.max_distractors, len(distractors)),
                                  replace=False).tolist())
         distractors = [distractors[i] for i in keep]
     edits = list(cfg.edits) if cfg.edits else edit_names()
-    say(f"{len(known)} known, {len(distractors)} distractors, {len(edits)} edits")
+    say(f"{len(known)} known, {len(fillers)} fillers, {len(distractors)} distractors, "
+        f"{len(edits)} edits")
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
     kpix = [load_pixels(p) for p in known]
     kprep = [prepare_known(p, cfg.local) for p in kpix]
+    fpix = [load_pixels(p) for p in fillers] if any(EDITS[e].fillers for e in edits) else []
     ks = KnownSet(kprep)
     timings["known_s_per_image"] = (time.perf_counter() - t0) / max(1, len(known))
     names = [n for n, _ in method_routes()]
@@ -293,8 +322,10 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
             others = [j for j in range(nk) if j != ki]
             pidx = [int(x) for x in rng.choice(others, e.partners, replace=False)] \
                 if e.partners else []
+            fidx = [int(x) for x in rng.choice(len(fpix), e.fillers, replace=False)] \
+                if e.fillers else []
             img = apply_edit(en, kpix[ki], seed=cfg.seed, key=ki,
-                             partners=[kpix[j] for j in pidx])
+                             partners=[kpix[j] for j in pidx], fillers=[fpix[j] for j in fidx])
             t1 = time.perf_counter()
             # Cascade, as the matcher runs it: the local tier only when no hash route matched.
             boxes = R.query_regions(img)
@@ -349,7 +380,7 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
     return EvalResult(cfg, known, distractors, edits, true_d, wrong, true_local, wrong_local,
                       dd, dl, np.array([len(p.hashes) for p in kprep]), nq_hashes, timings,
                       [p.local.nbytes() for p in kprep if p.local is not None], dg,
-                      np.array(scene_stats, np.float64).reshape(-1, 2))
+                      np.array(scene_stats, np.float64).reshape(-1, 2), fillers)
 
 
 # --- analysis ------------------------------------------------------------------------------
@@ -499,7 +530,8 @@ def summarise(res: EvalResult) -> Summary:
 def markdown(res: EvalResult, s: Summary) -> str:
     nk, nd = len(res.known), len(res.distractors)
     lines = [
-        f"Known images: {nk}; distractors: {nd}; distractor x known pairs: {s.n_pairs:,}; "
+        f"Known images: {nk}; fillers (combined edits only): {len(res.fillers)}; "
+        f"distractors: {nd}; distractor x known pairs: {s.n_pairs:,}; "
         f"edits: {len(res.edits)}; queries: {len(res.edits) * nk:,}; seed {res.config.seed}.",
         "",
         "| edit | family | " + " | ".join(s.methods) + " |",

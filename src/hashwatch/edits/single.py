@@ -1,21 +1,16 @@
-"""Seeded, reproducible image edits for robustness evaluation.
+"""Single edits of the suite (one change each) and the drawing helpers combined edits reuse.
 
-The suite covers Thorn's perception benchmark set (watermark, blur, vignette, gamma, JPEG, pad,
+These cover Thorn's perception benchmark set (watermark, blur, vignette, gamma, JPEG, pad,
 crop, noise, rotate 4 degrees, resize 0.5), Copydays-style levels (JPEG quality 75/50/30/10/3,
 centred crops removing 10-80% of the surface), and the re-sharing edits PDQ is blind to: mirror,
 90/180/270 turns, small rotations, borders and letterboxes, captions, chat-app screenshots,
 collages, aspect-ratio and format changes.
-
-Every edit is a pure function of (pixels, rng, partners); `apply_edit` derives the rng from
-(seed, key, edit name) so the same call always gives the same pixels.
 """
 
 from __future__ import annotations
 
 import io
-import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
@@ -28,16 +23,6 @@ _WORDS = (
     "sent", "a", "photo", "nice", "one", "haha", "that", "is", "amazing", "call", "me", "later",
     "did", "you", "get", "it", "yes", "no", "maybe", "tonight", "at", "eight",
 )
-
-
-@dataclass(frozen=True)
-class Edit:
-    """One named edit. `family` groups edits in reports; `partners` = other pictures it needs."""
-
-    name: str
-    family: str
-    fn: EditFn
-    partners: int = 0
 
 
 def _pil(p: Pixels) -> Image.Image:
@@ -297,11 +282,23 @@ def _fit(p: Pixels, max_w: int, max_h: int) -> Image.Image:
     return _pil(p).resize((max(8, round(w * s)), max(8, round(h * s))), Image.Resampling.LANCZOS)
 
 
-def _screenshot(dark: bool) -> EditFn:
-    """A chat-app screen (status bar, header, text bubbles, input bar) with the picture shown in
-    a message bubble, then saved as JPEG as phones do when re-sharing a screenshot."""
+def _cover(p: Pixels, cw: int, ch: int) -> Image.Image:
+    """Cover-fit: scale so a cw x ch cell is filled, then centre-crop the overflow (what collage
+    apps and wallpaper fills do)."""
+    h, w = p.shape[:2]
+    s = max(cw / w, ch / h)
+    im = _pil(p).resize((max(cw, round(w * s)), max(ch, round(h * s))), Image.Resampling.LANCZOS)
+    x0, y0 = (im.size[0] - cw) // 2, (im.size[1] - ch) // 2
+    return im.crop((x0, y0, x0 + cw, y0 + ch))
 
-    def g(p: Pixels, rng: np.random.Generator, _: Sequence[Pixels]) -> Pixels:
+
+def _screenshot(dark: bool, width: tuple[float, float] = (0.68, 0.8), others: int = 0) -> EditFn:
+    """A chat-app screen (status bar, header, text bubbles, input bar) with the picture shown in
+    a message bubble (``width``: its share of the screen width, drawn uniformly), then saved as
+    JPEG as phones do when re-sharing a screenshot. ``others``: that many other pictures (the
+    edit's partners or fillers) are shown in incoming bubbles above it."""
+
+    def g(p: Pixels, rng: np.random.Generator, extra: Sequence[Pixels]) -> Pixels:
         W, H = 540, 960
         bg = (17, 27, 33) if dark else (236, 229, 221)
         bar = (31, 44, 52) if dark else (7, 94, 84)
@@ -324,8 +321,15 @@ def _screenshot(dark: bool) -> EditFn:
             d.rounded_rectangle((14, y, 34 + tw, y + 40), 10, fill=bubble_in)
             d.text((24, y + 10), txt, fill=text_c, font=small)
             y += 52
-        # Picture bubble on the right, about 70-80% of the screen width.
-        max_w = int(W * rng.uniform(0.68, 0.8))
+        for q in extra[:others]:
+            # an incoming picture bubble on the left, the same size class as the target
+            oth = _fit(q, int(W * rng.uniform(*width)), 260)
+            d.rounded_rectangle((14, y, 14 + oth.size[0] + 12, y + oth.size[1] + 12), 12,
+                                fill=bubble_in)
+            im.paste(oth, (20, y + 6))
+            y += oth.size[1] + 24
+        # Picture bubble on the right (by default about 70-80% of the screen width).
+        max_w = int(W * rng.uniform(*width))
         pic = _fit(p, max_w, H - y - 200)
         pw, ph = pic.size
         x0 = W - 14 - pw - 12
@@ -361,14 +365,7 @@ def _collage(n: int, gutter: int) -> EditFn:
         W, H = cols * cw + (cols + 1) * gutter, rows * ch + (rows + 1) * gutter
         canvas = Image.new("RGB", (W, H), (255, 255, 255))
         for slot, k in enumerate(order):
-            q = pics[k]
-            # Cover-fit: scale so the cell is filled, then centre-crop the overflow.
-            h, w = q.shape[:2]
-            s = max(cw / w, ch / h)
-            im = _pil(q).resize((max(cw, round(w * s)), max(ch, round(h * s))),
-                                Image.Resampling.LANCZOS)
-            x0, y0 = (im.size[0] - cw) // 2, (im.size[1] - ch) // 2
-            im = im.crop((x0, y0, x0 + cw, y0 + ch))
+            im = _cover(pics[k], cw, ch)
             r, c = divmod(slot, cols)
             canvas.paste(im, (gutter + c * (cw + gutter), gutter + r * (ch + gutter)))
         return _arr(canvas)
@@ -389,88 +386,3 @@ def _side_by_side(p: Pixels, rng: np.random.Generator, partners: Sequence[Pixels
         canvas.paste(im, (x, (H - im.size[1]) // 2))
         x += im.size[0]
     return _arr(canvas)
-
-
-def _build() -> dict[str, Edit]:
-    T = Image.Transpose
-    e: list[Edit] = [
-        # Thorn perception benchmark set.
-        Edit("watermark", "thorn", _watermark),
-        Edit("blur2", "thorn", _blur(2.0)),
-        Edit("vignette", "thorn", _vignette(0.6)),
-        Edit("gamma2", "thorn", _gamma(2.0)),
-        Edit("jpeg95", "thorn", jpeg(95)),
-        Edit("pad0.2", "thorn", _pad(0.2, "random")),
-        Edit("crop0.05", "thorn", _crop_sides(0.05)),
-        Edit("noise0.2", "thorn", _noise(0.2)),
-        Edit("rotate4", "thorn", _rotate(4.0)),
-        Edit("resize0.5", "thorn", _resize(0.5)),
-        # Copydays-style JPEG and centred crops (percent of surface removed).
-        *[Edit(f"jpeg{q}", "copydays-jpeg", jpeg(q)) for q in (75, 50, 30, 10, 3)],
-        *[Edit(f"crop{a}c", "copydays-crop", _crop_centre(a / 100))
-          for a in (10, 15, 20, 30, 40, 50, 60, 70, 80)],
-        # Off-centre crops (random position) and one-side trims.
-        *[Edit(f"crop{a}o", "crop-offset", _crop_offset(a / 100)) for a in (5, 10, 20, 25)],
-        *[Edit(f"trim{a}side", "crop-offset", _crop_one_side(a / 100)) for a in (10, 20)],
-        # Orientation.
-        Edit("mirror", "orientation", _transpose(T.FLIP_LEFT_RIGHT)),
-        Edit("flip", "orientation", _transpose(T.FLIP_TOP_BOTTOM)),
-        Edit("rot90", "orientation", _transpose(T.ROTATE_90)),
-        Edit("rot180", "orientation", _transpose(T.ROTATE_180)),
-        Edit("rot270", "orientation", _transpose(T.ROTATE_270)),
-        Edit("rotate-2", "small-rotation", _rotate(-2.0)),
-        Edit("rotate5", "small-rotation", _rotate(5.0)),
-        Edit("rotate-5x", "small-rotation", _rotate(-5.0, expand=True)),
-        # Borders.
-        Edit("border-black5", "border", _pad(0.05, "black")),
-        Edit("border-white10", "border", _pad(0.10, "white")),
-        Edit("border-colour25", "border", _pad(0.25, "random")),
-        Edit("border-frame", "border", _border_frame),
-        Edit("letterbox16:9", "border", _letterbox(16 / 9)),
-        Edit("letterbox9:16", "border", _letterbox(9 / 16)),
-        # Text.
-        Edit("caption-overlay", "caption", _caption_overlay),
-        Edit("caption-bar", "caption", _caption_bar),
-        # Composites.
-        Edit("screenshot-light", "screenshot", _screenshot(False)),
-        Edit("screenshot-dark", "screenshot", _screenshot(True)),
-        Edit("collage2-gutter", "collage", _collage(2, 8), partners=1),
-        Edit("side-by-side", "collage", _side_by_side, partners=1),
-        Edit("collage4", "collage", _collage(4, 6), partners=3),
-        # Photometric extras and scale/aspect/format.
-        Edit("grey", "colour", _grey),
-        Edit("contrast", "colour", _contrast),
-        Edit("resize0.25", "scale", _resize(0.25)),
-        Edit("upscale2", "scale", _resize(2.0)),
-        Edit("aspect1.3w", "aspect", _aspect(1.3, 1.0)),
-        Edit("aspect0.75h", "aspect", _aspect(1.0, 0.75)),
-        Edit("webp80", "format", lambda p, rng, _: _encode(p, "WEBP", quality=80)),
-        Edit("png", "format", lambda p, rng, _: _encode(p, "PNG")),
-        Edit("gif256", "format", lambda p, rng, _: _encode(p, "GIF")),
-    ]
-    return {x.name: x for x in e}
-
-
-EDITS: dict[str, Edit] = _build()
-
-
-def edit_names(families: Sequence[str] | None = None) -> list[str]:
-    """All edit names (optionally only these families), in suite order."""
-    return [n for n, e in EDITS.items() if families is None or e.family in families]
-
-
-def edit_rng(seed: int, key: int, name: str) -> np.random.Generator:
-    """The generator an edit of image `key` uses: a pure function of (seed, key, name)."""
-    return np.random.default_rng([seed & 0xFFFFFFFF, key & 0xFFFFFFFF, zlib.crc32(name.encode())])
-
-
-def apply_edit(name: str, pixels: Pixels, *, seed: int = 0, key: int = 0,
-               partners: Sequence[Pixels] = ()) -> Pixels:
-    """Apply edit `name` to an RGB uint8 image; same (seed, key, name, inputs) -> same output."""
-    edit = EDITS[name]
-    if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
-        raise ValueError("pixels must be an (h, w, 3) uint8 array")
-    if len(partners) < edit.partners:
-        raise ValueError(f"edit {name!r} needs {edit.partners} partner picture(s)")
-    out = edit.fn(pixels, edit_rng(seed, key, name), partners)
-    return np.ascontiguousarray(out, dtype=np.uint8)
