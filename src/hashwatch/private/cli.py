@@ -9,11 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import typer
-from rich.console import Console
+
+from hashwatch.console import literal_console, styled
 
 app = typer.Typer(help="Private matching with threshold vouchers (after Apple's PSI design).",
                   no_args_is_help=True)
-console = Console()
+console = literal_console()
 VFILE_MAGIC = b"HWVF1\x00"
 
 
@@ -74,8 +75,8 @@ def setup(
     if restart and work.exists():
         shutil.rmtree(work)
     if (out / "table.bin").exists() and not work.exists() and not force:
-        console.print(f"[red]{out / 'table.bin'} exists[/red]: a table is already built there "
-                      "(--force replaces it, with new secrets)")
+        console.print(styled(f"{out / 'table.bin'} exists:", "red", "a table is already built "
+                             "there (--force replaces it, with new secrets)"))
         raise typer.Exit(2)
     st = hashes.stat()
     fingerprint = f"{hashes.resolve()}:{st.st_size}:{st.st_mtime_ns}"
@@ -94,7 +95,7 @@ def setup(
                                         fingerprint=fingerprint, threshold=threshold,
                                         list_label=label, workers=workers, progress=report)
         except BuildError as e:
-            console.print(f"[red]build failed:[/red] {e}")
+            console.print(styled("build failed:", "red", str(e)))
             raise typer.Exit(2) from e
     console.print(f"table: {summary.entries:,} distinct hashes, {summary.keys:,} keys -> "
                   f"{summary.slots:,} slots ({summary.table_bytes / 2**20:.1f} MiB) in {out}")
@@ -123,7 +124,7 @@ def voucher(
         st = ClientState.load(state) if state.exists() else ClientState.new()
         client = VoucherClient(table, st, bytes.fromhex(pubkey))
     except (TableRejected, ValueError) as e:
-        console.print(f"[red]table rejected:[/red] {e}")
+        console.print(styled("table rejected:", "red", str(e)))
         raise typer.Exit(2) from e
     vouchers = [client.voucher_for_pixels(np.asarray(Image.open(p).convert("RGB")))
                 for p in images]
