@@ -96,11 +96,13 @@ def media_entries(media: dict[str, Any], default: Category | None = None) -> lis
     if files and isinstance(files[0], dict):
         ref = str(files[0].get("FileName") or files[0].get("FilePath") or "")
     group = str(media.get("MD5") or media.get("SHA1") or media_id or "")
+    labels = _metadata_labels(media)
     out: list[EntryIn] = []
     for key, sig in _DIRECT.items():
         if media.get(key):
             out.append(
-                make_entry(sig, str(media[key]), category=cat, source_ref=ref, group_ref=group)
+                make_entry(sig, str(media[key]), category=cat, source_ref=ref, group_ref=group,
+                           labels=labels)
             )
     for alt in media.get("AlternativeHashes") or []:
         if not isinstance(alt, dict):
@@ -110,12 +112,70 @@ def media_entries(media: dict[str, Any], default: Category | None = None) -> lis
         sig, _, variant = name.partition(":")
         out.append(
             make_entry(
-                sig.lower(), value, category=cat, source_ref=ref, group_ref=group, variant=variant
+                sig.lower(), value, category=cat, source_ref=ref, group_ref=group, variant=variant,
+                labels=labels,
             )
         )
     if not out:
         raise ValueError("Media record holds no hash")
     return out
+
+
+# Exifs PropertyName -> metadata key (EXIF tag names, as hashwatch writes them, plus the
+# spellings other exporters use for the same facts)
+_EXIF_KEYS = {
+    "make": "make", "model": "model", "bodyserialnumber": "serial", "serialnumber": "serial",
+    "serial number": "serial", "software": "software", "datetimeoriginal": "taken",
+    "capture time": "taken", "gpslatitude": "gps_lat", "gpslongitude": "gps_lon",
+}
+_FILE_TIMES = {"Created": "fs_created", "Written": "fs_modified", "Modified": "fs_modified",
+               "Accessed": "fs_accessed"}
+
+
+def media_metadata(media: dict[str, Any]) -> dict[str, Any]:
+    """What a Media record says about the file beyond its hashes: ``Exifs`` rows
+    (``{PropertyName, PropertyValue}``: make, model, serial, software, taken, gps_lat,
+    gps_lon) and the first ``MediaFiles`` item's times (``Created``, ``Written``,
+    ``Accessed`` -> fs_created, fs_modified, fs_accessed) and ``FilePath``. Unknown rows are
+    ignored; GPS values that are not numbers are left out."""
+    out: dict[str, Any] = {}
+    for row in media.get("Exifs") or []:
+        if not isinstance(row, dict):
+            continue
+        key = _EXIF_KEYS.get(str(row.get("PropertyName") or "").strip().lower())
+        value = row.get("PropertyValue")
+        if key is None or value in (None, "") or key in out:
+            continue
+        if key in ("gps_lat", "gps_lon"):
+            try:
+                out[key] = float(value)
+            except (TypeError, ValueError):
+                continue
+        else:
+            out[key] = str(value)
+    files = media.get("MediaFiles") or []
+    if files and isinstance(files[0], dict):
+        for name, key in _FILE_TIMES.items():
+            if files[0].get(name) and key not in out:
+                out[key] = str(files[0][name])
+        if files[0].get("FilePath"):
+            out["path"] = str(files[0]["FilePath"])
+    return out
+
+
+def _metadata_labels(media: dict[str, Any]) -> tuple[str, ...]:
+    """The recording device and date of a Media record, kept on its entries as labels
+    (``device:MAKE | MODEL | serial=...``, ``taken:ISO``) so a list remembers them."""
+    from hashwatch.metadata import device_key
+
+    meta = media_metadata(media)
+    out = []
+    dev = device_key(meta)
+    if dev:
+        out.append(f"device:{dev}")
+    if meta.get("taken"):
+        out.append(f"taken:{meta['taken']}")
+    return tuple(out)
 
 
 def read(
