@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import IO, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -26,6 +25,7 @@ from rich.progress import (
 from rich.table import Table
 
 from hashwatch import __version__
+from hashwatch.console import literal_console, styled
 
 app = typer.Typer(
     name="hashwatch",
@@ -39,8 +39,9 @@ db_app = typer.Typer(help="Database information.", no_args_is_help=True)
 app.add_typer(lists_app, name="lists")
 app.add_typer(db_app, name="db")
 
-err = Console(stderr=True, soft_wrap=True)
-out = Console()
+# user data (categories, paths, names) is printed literally: no markup, no emoji codes
+err = literal_console(stderr=True, soft_wrap=True)
+out = literal_console()
 
 DbOpt = Annotated[
     Path | None,
@@ -71,17 +72,50 @@ def _root(
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}")
+    err.print(styled("error:", "bold red", message))
     return typer.Exit(code)
 
 
-def open_store(db: Path | None) -> Any:
+def db_target(db: Path | str | None) -> str:
+    """The database a command uses: ``--db``, else ``$HASHWATCH_DB``, else the user data dir
+    (a path, or a URL with its password masked, fit to print)."""
+    from hashwatch.store.core import default_db_path
+
+    text = str(db) if db is not None else str(default_db_path())
+    if "://" in text:
+        import sqlalchemy as sa
+
+        try:
+            return sa.engine.make_url(text).render_as_string(hide_password=True)
+        except Exception:
+            return text.split("://", 1)[0] + "://..."
+    return str(Path(text).expanduser().resolve())
+
+
+def open_store(db: Path | None, *, need_lists: bool = False) -> Any:
+    """Open the store. ``need_lists``: for commands that match against lists, refuse a
+    database that does not exist (a mistyped ``--db`` would otherwise create an empty one
+    and every file would be "no match") or that holds no list, naming the database."""
     from hashwatch.store import Store, StoreError
 
+    where = db_target(db)
+    target = str(db) if db is not None else None
+    if need_lists and "://" not in where and not Path(where).is_file():
+        raise fail(f"database {where} does not exist: check --db or $HASHWATCH_DB (create "
+                   "lists with `hashwatch lists create` / `lists import` first)")
     try:
-        return Store.open(str(db) if db is not None else None)
+        store = Store.open(target)
     except StoreError as exc:
-        raise fail(str(exc)) from None
+        raise fail(f"{exc} (database {where})") from None
+    if need_lists:
+        from hashwatch.triage.run import list_versions
+
+        if not list_versions(store):
+            store.close()
+            raise fail(f"database {where} holds no hash list: nothing to match against "
+                       "(check --db, or create and import a list first)")
+        err.print(f"database: {where}")
+    return store
 
 
 def private_writer(path: Path) -> IO[str]:
@@ -133,7 +167,7 @@ def _hash_records(paths: list[Path], workers: int, what: str, extras: Any = None
 
     missing = [p for p in paths if not p.exists()]
     for p in missing:
-        err.print(f"[yellow]warning:[/] {p} does not exist")
+        err.print(styled("warning:", "yellow", f"{p} does not exist"))
     files = list(iter_files([p for p in paths if p.exists()]))
     files += missing  # still reported, each with its error
     with progress(len(files), what) as prog:
@@ -215,7 +249,7 @@ def lists_create(
             )
         except StoreError as exc:
             raise fail(str(exc)) from None
-    err.print(f"created list [bold]{info.name}[/] (version {info.version})")
+    err.print(f"created list {info.name} (version {info.version})")
 
 
 def _parse_category(text: str | None) -> Any:
@@ -257,7 +291,7 @@ def lists_import(
     def on_error(e: RowError) -> None:
         nonlocal shown
         if shown < show_errors:
-            err.print(f"[yellow]skipped[/] {e}")
+            err.print(styled("skipped", "yellow", str(e)))
         shown += 1
 
     with open_store(db) as store:
@@ -290,9 +324,9 @@ def lists_import(
         finally:
             raw.close()
     if res.bad_rows > show_errors:
-        err.print(f"[yellow]... and {res.bad_rows - show_errors} more bad rows[/]")
+        err.print(styled(f"... and {res.bad_rows - show_errors} more bad rows", "yellow"))
     err.print(
-        f"imported into [bold]{name}[/]: {res.added} added, {res.duplicates} already present, "
+        f"imported into {name}: {res.added} added, {res.duplicates} already present, "
         f"{res.restored} restored, {res.bad_rows} bad rows skipped"
     )
     if res.bad_rows and res.added == res.duplicates == res.restored == 0:
@@ -323,7 +357,7 @@ def lists_add(
         def note(rec: Any) -> None:
             if rec.error:
                 what = "skipped" if not rec.sha256 else "note (crypto hashes only)"
-                err.print(f"[yellow]{what}[/] {rec.path}: {rec.error}")
+                err.print(styled(what, "yellow", f"{rec.path}: {rec.error}"))
 
         res = add_records(
             store,
@@ -333,7 +367,7 @@ def lists_add(
             on_record=note,
         )
     err.print(
-        f"added {res.files} file(s) to [bold]{name}[/]: {res.added} entries "
+        f"added {res.files} file(s) to {name}: {res.added} entries "
         f"({res.duplicates} already present), {len(res.failed)} file(s) could not be read"
     )
 
@@ -441,7 +475,7 @@ def match_cmd(
 
     if fmt not in ("jsonl", "table"):
         raise fail("--format must be jsonl or table")
-    with open_store(db) as store:
+    with open_store(db, need_lists=True) as store:
         for n in list_names or []:
             try:
                 store.get_list(n)
@@ -492,7 +526,7 @@ def demo_cmd(
     from hashwatch.demo import run_demo
 
     err.print(
-        "[bold]hashwatch demo[/]: known list from 8 bundled Kodak images, evidence of "
+        "hashwatch demo: known list from 8 bundled Kodak images, evidence of "
         "edited copies + unrelated images"
     )
     res = run_demo(out_dir, workers=workers)
@@ -509,6 +543,15 @@ def demo_cmd(
     out.print(f"database: {res.db_path.resolve()}")
     out.print(f"results:  {res.results_path.resolve()}  (one JSON object per file)")
     out.print(f"evidence: {(res.out_dir / 'evidence').resolve()}")
+    if res.triage is not None:
+        t = res.triage
+        c = t.counts
+        out.print(f"triage of the evidence folder (case DEMO-1): {t.files} files, "
+                  f"{c.get('known_exact', 0) + c.get('known_near', 0)} known, "
+                  f"{c.get('unknown', 0)} new, {c.get('error', 0)} unreadable")
+        out.print(f"report:   {Path(t.outputs['report.html']).resolve()}")
+        if "report.pdf" in t.outputs:
+            out.print(f"pdf:      {Path(t.outputs['report.pdf']).resolve()}")
 
 
 # -- eval ---------------------------------------------------------------------------------------
@@ -564,12 +607,15 @@ def db_stats(
     db: DbOpt = None,
 ) -> None:
     """Lists, and entries per list and signal type."""
+    where = db_target(db)
     with open_store(db) as store:
         rows = store.stats()
         infos = store.lists()
     if as_json:
-        print(json.dumps({"lists": [i.as_dict() for i in infos], "entries": rows}, indent=2))
+        print(json.dumps({"database": where, "lists": [i.as_dict() for i in infos],
+                          "entries": rows}, indent=2))
         return
+    out.print(f"database: {where}")
     table = Table(title=f"{len(infos)} list(s)")
     for col in ("list", "signal", "entries"):
         table.add_column(col)

@@ -7,6 +7,7 @@ Runs on a fresh machine with nothing but the package: SQLite, in-process index.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,6 +64,7 @@ class DemoResult:
     db_path: Path
     results_path: Path
     rows: list[dict[str, Any]] = field(default_factory=list)
+    triage: Any = None  # hashwatch.triage.TriageSummary of the evidence folder
 
     @property
     def found(self) -> int:
@@ -138,6 +140,133 @@ def build_evidence(images: list[Path], evidence: Path) -> dict[str, str]:
     return expected
 
 
+# Fake cameras for the demo's metadata (make, model, serial or None, software, GPS or None).
+CAMERAS = [
+    ("Kestrel Optics", "K-100", "KO-000123", "K-100 fw 2.4", (51.5072, -0.1276)),
+    ("Marlin", "M2 Pro", "MX-55501", "M2 Pro 1.0.7", None),
+    ("Pelican Mobile", "P7", None, "P7 firmware 3.1", (48.8566, 2.3522)),
+]
+
+
+def camera_exif(camera: tuple[Any, ...], taken: str, *, bad_gps: bool = False) -> Image.Exif:
+    """EXIF written with Pillow: make, model, body serial, software, DateTimeOriginal and,
+    when the camera has one, a GPS position (``bad_gps``: a malformed GPS reference, which
+    triage must report as a warning, not a failure)."""
+    from PIL import ExifTags
+
+    make, model, serial, software, gps = camera
+    ex = Image.Exif()
+    ex[ExifTags.Base.Make] = make
+    ex[ExifTags.Base.Model] = model
+    ex[ExifTags.Base.Software] = software
+    sub = ex.get_ifd(ExifTags.IFD.Exif)
+    sub[ExifTags.Base.DateTimeOriginal] = taken
+    if serial:
+        sub[ExifTags.Base.BodySerialNumber] = serial
+    if gps:
+        g = ex.get_ifd(ExifTags.IFD.GPSInfo)
+
+        def dms(x: float) -> tuple[float, float, float]:
+            x = abs(x)
+            d = int(x)
+            m = int((x - d) * 60)
+            return (float(d), float(m), round((x - d - m / 60) * 3600, 2))
+
+        g[ExifTags.GPS.GPSLatitudeRef] = "X" if bad_gps else ("N" if gps[0] >= 0 else "S")
+        g[ExifTags.GPS.GPSLatitude] = dms(gps[0])
+        g[ExifTags.GPS.GPSLongitudeRef] = "E" if gps[1] >= 0 else "W"
+        g[ExifTags.GPS.GPSLongitude] = dms(gps[1])
+    return ex
+
+
+def write_case_material(images: list[Path], evidence: Path) -> dict[str, Any]:
+    """What a seized device also holds, for the triage part of the demo and the tests:
+    pictures from three fake cameras (EXIF written with Pillow, GPS on two, one malformed),
+    a near-duplicate pair of new pictures, a zip and a tar.gz whose members carry their own
+    timestamps, and an MP4 with a creation time and device tags (PyAV) whose frames show a
+    known picture. Returns what was written, for checks."""
+    import io
+    import tarfile
+    import time
+    import zipfile
+
+    import av
+    import numpy as np
+
+    case = evidence / "phone"
+    case.mkdir(parents=True, exist_ok=True)
+    made: dict[str, Any] = {"cameras": {}, "archives": {}, "video": None}
+    known, new = images[:KNOWN_COUNT], images[KNOWN_COUNT:]
+    plan = [  # (source, camera, taken, file name)
+        (known[0], 0, "2021:03:04 10:11:12", "IMG_0001.jpg"),  # known, Kestrel
+        (new[0], 0, "2021:03:05 09:00:00", "IMG_0002.jpg"),  # new, same Kestrel: the lead
+        (new[1], 0, "2021:04:01 18:30:00", "IMG_0003.jpg"),
+        (new[2], 1, "2019:12:24 20:00:00", "DSC_1001.jpg"),  # new, Marlin
+        (known[1], 2, "2022:07:08 12:00:00", "PXL_2001.jpg"),  # known, Pelican (GPS)
+        (new[3], 2, "2022:07:09 13:14:15", "PXL_2002.jpg"),
+    ]
+    for src, cam, taken, name in plan:
+        im = Image.open(src).convert("RGB")
+        im.save(case / name, quality=88, exif=camera_exif(CAMERAS[cam], taken))
+        made["cameras"][str(case / name)] = (cam, taken)
+    shutil.copyfile(known[5], case / "saved.jpg")  # byte-identical: an exact match
+    # a near-duplicate of a new picture (smaller re-save): a cluster of two
+    im = Image.open(new[1]).convert("RGB")
+    im.resize((im.width * 3 // 4, im.height * 3 // 4)).save(
+        case / "IMG_0003-small.jpg", quality=80,
+        exif=camera_exif(CAMERAS[0], "2021:04:01 18:31:00"))
+    made["cameras"][str(case / "IMG_0003-small.jpg")] = (0, "2021:04:01 18:31:00")
+    # malformed GPS: read anyway, with a warning
+    im = Image.open(known[2]).convert("RGB")
+    im.save(case / "PXL_2003.jpg", quality=88,
+            exif=camera_exif(CAMERAS[2], "2022:07:10 08:00:00", bad_gps=True))
+    made["cameras"][str(case / "PXL_2003.jpg")] = (2, "2022:07:10 08:00:00")
+    made["bad_gps"] = str(case / "PXL_2003.jpg")
+
+    # archives whose members have their own times
+    def jpeg(src: Path) -> bytes:
+        buf = io.BytesIO()
+        Image.open(src).convert("RGB").save(buf, "JPEG", quality=85)
+        return buf.getvalue()
+
+    zpath = case / "backup.zip"
+    with zipfile.ZipFile(zpath, "w") as z:
+        zi = zipfile.ZipInfo("old/holiday.jpg", date_time=(2018, 6, 1, 14, 15, 16))
+        z.writestr(zi, jpeg(known[3]))
+    made["archives"][f"{zpath}!old/holiday.jpg"] = "2018-06-01T14:15:16"
+    tpath = case / "export.tar.gz"
+    with tarfile.open(tpath, "w:gz") as t:
+        data = jpeg(new[4 % len(new)])
+        ti = tarfile.TarInfo("export/new.jpg")
+        ti.size, ti.mtime = len(data), 1577880000  # 2020-01-01T12:00:00Z
+        t.addfile(ti, io.BytesIO(data))
+    made["archives"][f"{tpath}!export/new.jpg"] = "2020-01-01T12:00:00Z"
+
+    # a video with a creation time and device tags, showing a known picture
+    vpath = case / "VID_3001.mp4"
+    base = np.asarray(Image.open(known[4]).convert("RGB").resize((320, 240)))
+    c = av.open(str(vpath), "w", options={"movflags": "use_metadata_tags"})
+    c.metadata["creation_time"] = "2023-01-02T03:04:05.000000Z"
+    c.metadata["com.apple.quicktime.make"] = CAMERAS[2][0]
+    c.metadata["com.apple.quicktime.model"] = CAMERAS[2][1]
+    c.metadata["com.apple.quicktime.software"] = CAMERAS[2][3]
+    s = c.add_stream("mpeg4", rate=5)
+    s.width, s.height, s.pix_fmt = 320, 240, "yuv420p"
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        noisy = np.clip(base.astype(np.int16) + rng.integers(-4, 5, base.shape), 0, 255)
+        for pkt in s.encode(av.VideoFrame.from_ndarray(noisy.astype(np.uint8), "rgb24")):
+            c.mux(pkt)
+    for pkt in s.encode():
+        c.mux(pkt)
+    c.close()
+    made["video"] = (str(vpath), "2023-01-02T03:04:05Z")
+    # a file-system time a court may ask about: set the modified time of one picture
+    ts = time.mktime((2021, 3, 6, 0, 0, 0, 0, 0, -1))
+    os.utime(case / "IMG_0002.jpg", (ts, ts))
+    return made
+
+
 def run_demo(out_dir: Path, *, workers: int = 1) -> DemoResult:
     out_dir = Path(out_dir)
     if out_dir.exists():
@@ -176,4 +305,14 @@ def run_demo(out_dir: Path, *, workers: int = 1) -> DemoResult:
                         "error": res.error or "",
                     }
                 )
+        # the investigator's view of the same folder: triage it (archives opened, videos
+        # sampled, metadata read) into a case report
+        from hashwatch.triage.run import TriageOptions, run_triage
+
+        write_case_material(images, out_dir / "evidence")
+        result.triage = run_triage(TriageOptions(
+            case_id="DEMO-1", sources=[str(out_dir / "evidence")], out_dir=out_dir / "case",
+            workers=workers, examiner="hashwatch demo",
+            notes="Demo case: benign Kodak pictures stand in for known material; the cameras, "
+                  "serial numbers and places in the metadata are made up."), store)
     return result

@@ -80,6 +80,13 @@ class _Probe:
     error: None = None
 
 
+def _hash_distance(matches: Sequence[Match]) -> int | None:
+    """The smallest Hamming distance among hash matches; None when only keypoints matched
+    (they are measured in inliers, and a distance there would be a made-up number)."""
+    ds = [m.distance for m in matches if not m.route.startswith("local") and m.distance >= 0]
+    return min(ds) if ds else None
+
+
 def classify_many(recs: Sequence[FileRecord], matcher: Matcher,
                   lists: Sequence[str] | None = None) -> list[Classified]:
     """Classify a batch. One store query per crypto signal for the whole batch finds which
@@ -118,8 +125,9 @@ def classify(rec: FileRecord, matcher: Matcher, lists: Sequence[str] | None = No
                     best[m.entry_id] = m
                     times[m.entry_id] = t
         if best:
-            near = sorted(best.values(), key=lambda m: (m.distance, m.list, m.entry_id))
-            return Classified("known_near", near[0].distance, near,
+            near = sorted(best.values(), key=lambda m: (m.distance < 0, m.distance, m.list,
+                                                        m.entry_id))
+            return Classified("known_near", _hash_distance(near), near,
                               {m.entry_id: times[m.entry_id] for m in near})
         return Classified("unknown")
     if not rec.md5:
@@ -138,6 +146,6 @@ def classify(rec: FileRecord, matcher: Matcher, lists: Sequence[str] | None = No
     if rec.kind == "image":
         near = [m for m in matches if not m.exact]
         if near:
-            return Classified("known_near", min(m.distance for m in near), near)
+            return Classified("known_near", _hash_distance(near), near)
         return Classified("unknown")
     return Classified("not_image")

@@ -13,6 +13,8 @@ from typing import Annotated, Any
 
 import typer
 
+from hashwatch.console import styled
+
 __all__ = ["register"]
 
 DbOpt = Annotated[
@@ -48,6 +50,11 @@ def triage(
         "--robust/--no-robust", help="Match robust views of each image too (flips, rotations, "
         "crops, borders, screenshots). --no-robust keeps plain PDQ: about 1.7x faster on "
         "12-MP photos, blind to those edits.")] = True,
+    examiner: Annotated[str | None, typer.Option(
+        "--examiner", help="Examiner's name for the report (kept for later runs).")] = None,
+    notes: Annotated[str | None, typer.Option(
+        "--notes", help="Case notes for the report (kept for later runs).")] = None,
+    pdf: Annotated[bool, typer.Option("--pdf/--no-pdf", help="Also write report.pdf.")] = True,
     db: DbOpt = None,
 ) -> None:
     """Triage seized media: hash every file (archives opened, videos sampled), match against
@@ -71,11 +78,12 @@ def triage(
     h = _h()
     for s in sources:
         if not s.exists():
-            h.err.print(f"[yellow]warning:[/] {s} does not exist (reported as unreadable)")
+            h.err.print(styled("warning:", "yellow", f"{s} does not exist (reported as "
+                               "unreadable)"))
     out_dir = out if out is not None else Path(f"triage-{case}")
     opts = TriageOptions(case_id=case, sources=[str(s) for s in sources], out_dir=out_dir,
                          workers=workers, lists=list_names or None, thumbnails=thumbnails,
-                         robust=robust)
+                         robust=robust, examiner=examiner, notes=notes, pdf=pdf)
     bar = Progress(
         SpinnerColumn(), TextColumn("[bold]triage"), BarColumn(),
         TextColumn("{task.fields[files]}"), DownloadColumn(), TransferSpeedColumn(),
@@ -95,7 +103,7 @@ def triage(
         bar.update(task, completed=p.bytes_done,
                    files=f"{p.files_done:,}/{p.files_total:,} files", rate=rate)
 
-    with h.open_store(db) as store:
+    with h.open_store(db, need_lists=True) as store:
         try:
             with bar:
                 summary = run_triage(opts, store, progress=on_progress)
@@ -111,14 +119,18 @@ def triage(
                 f"({summary.resumed_tasks:,} already done), {summary.clusters:,} unknown "
                 f"cluster(s), {summary.wall:.1f} s")
     if summary.counts.get("error"):
-        h.err.print(f"[yellow]{summary.counts['error']} file(s) could not be read or decoded:"
-                    "[/] reasons in report.html and files.csv (column error)")
+        h.err.print(styled(f"{summary.counts['error']} file(s) could not be read or decoded:",
+                           "yellow", "reasons in report.html and files.csv (column error)"))
         errors = json.loads(Path(summary.outputs["report.json"]).read_text())["errors"]
         for e in errors[:10]:
-            h.err.print(f"  {e['path']}: {e['error']}", markup=False, highlight=False)
+            h.err.print(f"  {e['path']}: {e['error']}")
         if len(errors) > 10:
             h.err.print(f"  ... and {len(errors) - 10} more")
-    h.err.print(f"report: {summary.outputs['report.html']}")
+    h.err.print(f"report: {Path(summary.outputs['report.html']).resolve()}")
+    if "report.pdf" in summary.outputs:
+        h.err.print(f"pdf:    {Path(summary.outputs['report.pdf']).resolve()}")
+    h.err.print(f"manifest of every output (sha256sum -c): "
+                f"{Path(summary.outputs['manifest.sha256']).resolve()}")
 
 
 def grade(
@@ -150,7 +162,7 @@ def grade(
             raise h.fail(str(exc)) from None
         st = decide(target, [v for v in list_votes(store, case) if v.target == target])
     h.err.print(f"vote {vote.id} recorded: {target} = {cat} by {vote.analyst}; "
-                f"{target} is now [bold]{st.status}[/] {st.tally()}")
+                f"{target} is now {st.status} {st.tally()}")
 
 
 def grades(
@@ -158,35 +170,76 @@ def grades(
     min_votes: MinVotes = 3,
     max_dissent: MaxDissent = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    limit: Annotated[int, typer.Option("--limit", min=0,
+                                       help="Clusters to show (0: all).")] = 50,
     db: DbOpt = None,
 ) -> None:
-    """Grading status of a case: every voted cluster or file, trusted, pending or disputed."""
+    """The case's clusters of new pictures to review, largest and most linked first (with
+    their devices and dates), and the grading status of each: ungraded, pending, trusted or
+    disputed. Files graded on their own are listed after the clusters."""
     from rich.table import Table
 
     from hashwatch.triage.grading import GradeRule, case_grades
-    from hashwatch.triage.run import CaseError, check_store_case
+    from hashwatch.triage.report.summary import cluster_facts
+    from hashwatch.triage.run import CaseError, check_store_case, open_workdb
 
     h = _h()
     rule = GradeRule(min_votes, max_dissent)
     with h.open_store(db) as store:
         try:
-            check_store_case(store, case)
+            outdir = check_store_case(store, case)
         except CaseError as exc:
             raise h.fail(str(exc)) from None
-        sts = case_grades(store, case, rule)
+        sts = {s.target: s for s in case_grades(store, case, rule)}
+    conn = open_workdb(outdir, create=False)
+    try:
+        clusters = cluster_facts(conn, members_shown=0)
+    finally:
+        conn.close()
+    from hashwatch.triage.grading import decide
+
+    rows = []
+    for c in clusters:
+        target = f"cluster:{c['cluster']}"
+        rows.append((c, sts.pop(target, None) or decide(target, [], rule)))
+    files = list(sts.values())
     if as_json:
         print(json.dumps({"case": case, "rule": rule.describe(),
-                          "grades": [s.as_dict() for s in sts]}, indent=2))
+                          "clusters": [{**{k: v for k, v in c.items() if k != "members"},
+                                        "grade": g.as_dict()} for c, g in rows],
+                          "grades": [g.as_dict() for _, g in rows if g.votes]
+                          + [g.as_dict() for g in files]}, indent=2))
         return
-    table = Table(title=f"case {case} grades ({rule.describe()})")
-    for col in ("target", "status", "category", "votes", "analysts"):
+    h.err.print(f"trusted grade: {rule.describe()} (--min-votes / --max-dissent); "
+                "`hashwatch lists promote` adds only trusted material")
+    table = Table(title=f"case {case}: {len(clusters)} cluster(s) of new pictures, largest "
+                  "and most linked first")
+    for col in ("cluster", "files", "devices", "taken", "linked known", "status", "category",
+                "votes"):
         table.add_column(col)
-    for s in sts:
-        table.add_row(s.target if len(s.target) < 30 else s.target[:21] + "...",
-                      s.status, str(s.category or ""),
-                      ", ".join(f"{k}: {v}" for k, v in s.tally().items()),
-                      ", ".join(v.analyst for v in s.votes))
+    shown = rows if not limit else rows[:limit]
+    for c, g in shown:
+        taken = c["first_taken"] or ""
+        if c["last_taken"] and c["last_taken"] != taken:
+            taken += f" to {c['last_taken']}"
+        table.add_row(str(c["cluster"]), str(c["size"]),
+                      "; ".join(d["label"] for d in c["devices"]) or "-", taken or "-",
+                      str(c["links"]), g.status, str(g.category or ""),
+                      ", ".join(f"{k}: {v}" for k, v in g.tally().items()))
     h.out.print(table)
+    if len(rows) > len(shown):
+        h.err.print(f"... and {len(rows) - len(shown)} smaller cluster(s) (--limit 0 shows "
+                    "all, report.json has every one)")
+    if files:
+        ft = Table(title="files graded on their own")
+        for col in ("file", "status", "category", "votes", "analysts"):
+            ft.add_column(col)
+        for g in files:
+            ft.add_row(g.target if len(g.target) < 30 else g.target[:21] + "...", g.status,
+                       str(g.category or ""),
+                       ", ".join(f"{k}: {v}" for k, v in g.tally().items()),
+                       ", ".join(v.analyst for v in g.votes))
+        h.out.print(ft)
 
 
 def promote(
@@ -205,18 +258,27 @@ def promote(
 
     h = _h()
     actor = os.environ.get("USER") or "cli"
+    rule = GradeRule(min_votes, max_dissent)
+    h.err.print(f"only trusted grades are promoted: {rule.describe()}")
     with h.open_store(db) as store:
         try:
-            res = do_promote(store, case, list_name, rule=GradeRule(min_votes, max_dissent),
-                             actor=actor)
+            res = do_promote(store, case, list_name, rule=rule, actor=actor)
         except (CaseError, ListNotFound) as exc:
             raise h.fail(str(exc)) from None
-    h.err.print(f"promoted {res.files_promoted} file(s) of case {case} into [bold]{list_name}[/]:"
+    if res.files_promoted == 0 and not res.already_in_list:
+        why = (", ".join(f"{n} {st}" for st, n in res.not_trusted.items())
+               if res.not_trusted else "no votes recorded for this case")
+        h.err.print(styled("nothing promoted:", "yellow",
+                           f"no file has a trusted grade yet ({why}); each needs "
+                           f"{rule.describe()}. See `hashwatch grades {case}`."))
+        return
+    h.err.print(f"promoted {res.files_promoted} file(s) of case {case} into {list_name}:"
                 f" {res.entries_added} entries added, {res.already_in_list} file(s) already in "
                 f"the list, not trusted: {res.not_trusted or 'none'}")
     for d in res.category_differs:
-        h.err.print(f"[yellow]note:[/] {d['sha256'][:16]}... trusted as {d['trusted']} but the "
-                    f"list holds it as {', '.join(d['in_list']) or 'uncategorised'}")
+        h.err.print(styled("note:", "yellow", f"{d['sha256'][:16]}... trusted as "
+                           f"{d['trusted']} but the list holds it as "
+                           f"{', '.join(d['in_list']) or 'uncategorised'}"))
 
 
 def register(app: typer.Typer, lists_app: typer.Typer) -> None:

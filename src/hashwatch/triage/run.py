@@ -26,7 +26,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from hashwatch import __version__
+from hashwatch.explain import explain
 from hashwatch.matcher import Matcher
+from hashwatch.metadata import device_key
 from hashwatch.store import Store, StoreError
 from hashwatch.triage.classify import STATES, classify_many
 from hashwatch.triage.cluster import cluster_pdq
@@ -73,6 +75,15 @@ CREATE INDEX IF NOT EXISTS ix_frames_file ON frames(file_id);
 CREATE TABLE IF NOT EXISTS clusters(
     cluster INTEGER PRIMARY KEY, size INTEGER NOT NULL, representative INTEGER NOT NULL);
 """
+# Columns added after the first release: added to older work databases when opened.
+# route .. list_version: how the deciding (first) match was found (hashwatch.explain);
+# meta: every metadata field (hashwatch.metadata) as JSON; device/taken/fs_modified: copies
+# of the fields the leads and charts group by.
+_ADDED_COLUMNS = {
+    "route": "TEXT", "how": "TEXT", "inliers": "INTEGER", "matched_ref": "TEXT",
+    "list_version": "INTEGER", "meta": "TEXT", "warnings": "TEXT", "device": "TEXT",
+    "taken": "TEXT", "fs_modified": "TEXT",
+}
 
 
 class CaseError(Exception):
@@ -100,6 +111,11 @@ def open_workdb(out_dir: Path, *, create: bool = True) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.executescript(_SCHEMA)
+    have = {r[1] for r in conn.execute("PRAGMA table_info(files)")}
+    for col, kind in _ADDED_COLUMNS.items():
+        if col not in have:
+            conn.execute(f"ALTER TABLE files ADD COLUMN {col} {kind}")
+    conn.execute("CREATE INDEX IF NOT EXISTS ix_files_device ON files(device)")
     return conn
 
 
@@ -150,6 +166,45 @@ def list_versions(store: Store, names: Sequence[str] | None = None) -> list[dict
     return rows
 
 
+DIGEST_NAME = "hashwatch-list-digest-v1"
+
+
+def list_digest(store: Store, name: str) -> tuple[str, int]:
+    """Content digest of a list's live entries, independent of their order: SHA-256 over
+    ``DIGEST_NAME``, the entry count and the sum mod 2**256 of SHA-256 of each entry's
+    canonical line ``signal_type TAB value TAB scheme:code TAB variant`` (a multiset hash,
+    MSet-Add-Hash of Clarke et al., ASIACRYPT 2003), so the same content imported in any
+    order gives the same digest. Streams the list once. Returns ``(hex digest, entries)``."""
+    import hashlib
+
+    total = 0
+    n = 0
+    for e in store.iter_entries(list_name=name):
+        line = (f"{e.signal_type}\t{e.value}\t{e.category or ''}\t{e.variant}").encode()
+        total += int.from_bytes(hashlib.sha256(line).digest(), "big")
+        n += 1
+    h = hashlib.sha256(DIGEST_NAME.encode() + b"\0" + str(n).encode() + b"\0"
+                       + (total % (1 << 256)).to_bytes(32, "big"))
+    return h.hexdigest(), n
+
+
+def _with_digests(conn: sqlite3.Connection, store: Store, rows: list[dict[str, Any]]
+                  ) -> list[dict[str, Any]]:
+    """Add ``digest`` and ``entries`` to each list, cached in the work database per list
+    version (a 20M-entry list is read once per version, not once per run)."""
+    for r in rows:
+        key = f"digest:{r['name']}:{r['version']}:{r.get('updated_at')}"
+        row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            digest, n = list_digest(store, r["name"])
+            conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                         (key, json.dumps([digest, n])))
+        else:
+            digest, n = json.loads(row[0])
+        r["digest"], r["entries"] = digest, n
+    return rows
+
+
 def case_out_dir(store: Store, case_id: str) -> Path:
     with store.engine.connect() as conn:
         row = conn.execute(
@@ -174,6 +229,9 @@ class TriageOptions:
     work: WorkOptions = field(default_factory=WorkOptions)
     chunk_files: int = 8
     actor: str = "cli"
+    examiner: str | None = None  # shown on the report; kept from an earlier run when None
+    notes: str | None = None  # case notes for the report; likewise
+    pdf: bool = True  # also write report.pdf
 
 
 @dataclass
@@ -229,9 +287,12 @@ def _chunks(files: Sequence[SourceFile], n: int, max_bytes: int = 64 << 20
 class _Writer:
     """Batches finished tasks into transactions (one per ~0.5 s): fast, and atomic per task."""
 
-    def __init__(self, conn: sqlite3.Connection, run_id: int) -> None:
+    def __init__(self, conn: sqlite3.Connection, run_id: int,
+                 versions: dict[str, int] | None = None, threshold: int = 31) -> None:
         self.conn = conn
         self.run_id = run_id
+        self.versions = versions or {}
+        self.threshold = threshold
         self.pending: list[tuple[SourceFile, list[tuple[FileRecord, Any, float]]]] = []
         self.last = time.perf_counter()
         self.seconds = 0.0
@@ -251,18 +312,34 @@ class _Writer:
         try:
             for sf, rows in self.pending:
                 for rec, cl, t_match in rows:
+                    matches = [
+                        {**m, **{k: v for k, v in explain(
+                            m, threshold=self.threshold,
+                            list_version=self.versions.get(m.get("list", ""))).items()
+                            if k in ("route", "route_detail", "how", "list_version", "distance",
+                                     "inliers")}}
+                        for m in cl.matches_json()]
+                    first = matches[0] if matches else {}
                     cur = c.execute(
                         "INSERT INTO files(path, task, source, container, kind, format, size, md5,"
                         " sha1, sha256, pdq, pdq_quality, width, height, duration, frame_count,"
                         " state, distance, lists, categories, conflict, matches, error, thumb,"
-                        " t_read, t_decode, t_hash, t_match, run_id) VALUES (?,?,?,?,?,?,?,?,?,?,"
-                        "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        " t_read, t_decode, t_hash, t_match, run_id, route, how, inliers,"
+                        " matched_ref, list_version, meta, warnings, device, taken, fs_modified)"
+                        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,"
+                        "?,?,?,?,?,?,?,?)",
                         (rec.path, sf.path, rec.source, rec.container, rec.kind, rec.format,
                          rec.size, rec.md5, rec.sha1, rec.sha256, rec.pdq, rec.pdq_quality,
                          rec.width, rec.height, rec.duration, rec.frame_count, cl.state,
                          cl.distance, "|".join(cl.lists), json.dumps(cl.categories),
-                         int(cl.conflict), json.dumps(cl.matches_json()), rec.error, rec.thumb,
-                         rec.t_read, rec.t_decode, rec.t_hash, t_match, self.run_id),
+                         int(cl.conflict), json.dumps(matches), rec.error, rec.thumb,
+                         rec.t_read, rec.t_decode, rec.t_hash, t_match, self.run_id,
+                         first.get("route"), first.get("how"), first.get("inliers"),
+                         first.get("ref"), first.get("list_version"),
+                         json.dumps(rec.meta, ensure_ascii=False),
+                         json.dumps(rec.warnings, ensure_ascii=False) if rec.warnings else None,
+                         device_key(rec.meta), rec.meta.get("taken"),
+                         rec.meta.get("member_modified") or rec.meta.get("fs_modified")),
                     )
                     if rec.frames:
                         fid = cur.lastrowid
@@ -309,7 +386,7 @@ def _run(opts: TriageOptions, store: Store, out: Path, conn: sqlite3.Connection,
     meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
     if meta.get("case_id", opts.case_id) != opts.case_id:
         raise CaseError(f"{out} holds case {meta['case_id']!r}, not {opts.case_id!r}")
-    lists_info = list_versions(store, opts.lists)
+    lists_info = _with_digests(conn, store, list_versions(store, opts.lists))
     register_case(store, opts.case_id, out, opts.actor)
     workers = opts.workers or os.cpu_count() or 1
     sources = [os.path.abspath(s) for s in opts.sources]
@@ -323,6 +400,9 @@ def _run(opts: TriageOptions, store: Store, out: Path, conn: sqlite3.Connection,
                  (json.dumps(opts.lists or []),))
     conn.execute("INSERT OR REPLACE INTO meta VALUES ('pdq_threshold', ?)",
                  (str(opts.pdq_threshold),))
+    for key in ("examiner", "notes"):
+        if getattr(opts, key) is not None:
+            conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, getattr(opts, key)))
     run_id = conn.execute(
         "INSERT INTO runs(started_at, tool_version, lists, sources) VALUES (?,?,?,?)",
         (utcnow(), __version__, json.dumps(lists_info), json.dumps(sources)),
@@ -347,7 +427,8 @@ def _run(opts: TriageOptions, store: Store, out: Path, conn: sqlite3.Connection,
 
     if matcher is None:
         matcher = Matcher(store, pdq_threshold=opts.pdq_threshold)
-    writer = _Writer(conn, run_id)
+    writer = _Writer(conn, run_id, {li["name"]: li["version"] for li in lists_info},
+                     opts.pdq_threshold)
     wopts = WorkOptions(max_bytes=opts.work.max_bytes, max_side=opts.work.max_side,
                         video_every=opts.work.video_every, thumbnails=opts.thumbnails,
                         thumb_side=opts.work.thumb_side,
@@ -402,7 +483,7 @@ def _run(opts: TriageOptions, store: Store, out: Path, conn: sqlite3.Connection,
     t_cluster = time.perf_counter() - t0
     conn.execute("UPDATE runs SET finished_at = ? WHERE id = ?", (utcnow(), run_id))
     t0 = time.perf_counter()
-    outputs = write_reports(conn, out, thumbnails=opts.thumbnails)
+    outputs = write_reports(conn, out, thumbnails=opts.thumbnails, pdf=opts.pdf)
     t_report = time.perf_counter() - t0
     counts = {s: 0 for s in STATES}
     for state, n in conn.execute("SELECT state, COUNT(*) FROM files GROUP BY state"):

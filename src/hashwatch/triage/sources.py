@@ -16,6 +16,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
+from hashwatch.metadata import iso_utc, zip_extended_mtime
+
 __all__ = [
     "ARCHIVE_KINDS",
     "ArchiveError",
@@ -150,6 +152,10 @@ class Member:
     size: int
     data: bytes | None = None
     error: str | None = None
+    # the member's own modification time as the archive records it: UTC ISO ("...Z") for
+    # tar, 7z and zip members with an extended timestamp; zip DOS times are local wall clock
+    # (no zone)
+    modified: str | None = None
 
 
 def _open_source(src: str | bytes) -> IO[bytes]:
@@ -188,7 +194,7 @@ def _zip_members(src: str | bytes, max_member: int) -> Iterator[Member]:
         for info in z.infolist():
             if info.is_dir():
                 continue
-            m = Member(info.filename, info.file_size)
+            m = Member(info.filename, info.file_size, modified=_zip_time(info))
             if info.flag_bits & 0x1:
                 m.error = "encrypted: member is password-protected"
             elif info.file_size > max_member:
@@ -221,13 +227,34 @@ def _tar_members(kind: str, src: str | bytes, max_member: int) -> Iterator[Membe
             for info in t:
                 if not info.isfile():
                     continue
-                m = Member(info.name, info.size)
+                m = Member(info.name, info.size, modified=iso_utc(info.mtime) if info.mtime
+                           else None)
                 if info.size > max_member:
                     m.error = f"too_large: member is {info.size} bytes"
                 else:
                     f = t.extractfile(info)
                     m.data = f.read() if f is not None else b""
                 yield m
+
+
+def _zip_time(info: zipfile.ZipInfo) -> str | None:
+    utc = zip_extended_mtime(info.extra or b"")
+    if utc is not None:
+        return iso_utc(utc)
+    y, mo, d, h, mi, se = info.date_time
+    if y <= 1980 and mo <= 1 and d <= 1 and not (h or mi or se):
+        return None  # the DOS epoch: no time recorded
+    return f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{se:02d}"
+
+
+def _7z_time(info: Any) -> str | None:
+    t = getattr(info, "creationtime", None)  # py7zr: the member's last-write time
+    if t is None:
+        return None
+    try:
+        return iso_utc(t.timestamp())
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def _single_compressed(kind: str, src: str | bytes, max_member: int) -> Member:
@@ -262,7 +289,8 @@ def _7z_members(src: str | bytes, max_member: int) -> Iterator[Member]:
             for info in infos + [None]:
                 size = (info.uncompressed or 0) if info is not None else 0
                 if info is not None and size > max_member:
-                    yield Member(info.filename, size, error=f"too_large: member is {size} bytes")
+                    yield Member(info.filename, size, error=f"too_large: member is {size} bytes",
+                                 modified=_7z_time(info))
                     continue
                 if batch and (info is None or total + size > max(max_member, 256 << 20)):
                     factory = BytesIOFactory(max_member + 1)
@@ -273,10 +301,12 @@ def _7z_members(src: str | bytes, max_member: int) -> Iterator[Member]:
                             prod = factory.get(b.filename)
                         except KeyError:
                             yield Member(b.filename, b.uncompressed or 0,
-                                         error="corrupt_archive: member could not be extracted")
+                                         error="corrupt_archive: member could not be extracted",
+                                         modified=_7z_time(b))
                             continue
                         prod.seek(0)
-                        yield Member(b.filename, b.uncompressed or 0, data=prod.read())
+                        yield Member(b.filename, b.uncompressed or 0, data=prod.read(),
+                                     modified=_7z_time(b))
                     batch, total = [], 0
                 if info is not None:
                     batch.append(info)

@@ -16,6 +16,7 @@ from typing import Any
 
 from hashwatch.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_SIDE, DecodeError
 from hashwatch.hashing import hash_image_bytes
+from hashwatch.metadata import fs_times, image_metadata, video_metadata
 from hashwatch.signals.crypto import hash_bytes, hash_path
 from hashwatch.triage.sources import (
     ARCHIVE_KINDS,
@@ -68,6 +69,10 @@ class FileRecord:
     error: str | None = None
     thumb: bytes | None = None
     extras: dict[str, Any] | None = None  # robust query views for the Matcher (not stored)
+    # file-system times (fs_*), an archive member's own time (member_modified), EXIF or
+    # container tags (hashwatch.metadata): flat, JSON-able, only what the file has
+    meta: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # e.g. malformed metadata: never fatal
     # CPU seconds spent, for the benchmark's split: read (I/O + archive extraction), decode,
     # hash (crypto + PDQ)
     t_read: float = 0.0
@@ -99,6 +104,8 @@ def process_file(sf: SourceFile, opts: WorkOptions) -> list[FileRecord]:
     try:
         with open(sf.path, "rb") as fh:
             st = os.fstat(fh.fileno())
+            # before the file is read, so atime is the evidence's, not ours
+            rec.meta.update({f"fs_{k}": v for k, v in fs_times(sf.path, st).items() if v})
             if not stat.S_ISREG(st.st_mode):
                 rec.kind, rec.error = "unreadable", "unreadable: not a regular file"
                 return [rec]
@@ -156,12 +163,14 @@ def _image(rec: FileRecord, data: bytes, opts: WorkOptions) -> None:
                                extras=_optional(opts.extras), rgb=opts.thumbnails)
     except DecodeError as exc:
         rec.error = str(exc)
+        _image_meta(rec, data)  # a truncated picture may still say which camera took it
         rec.t_decode += _clock() - t
         return
     except Exception as exc:  # a decoder bug on hostile input must not stop the case
         rec.error = f"error: {type(exc).__name__}: {exc}"
         rec.t_decode += _clock() - t
         return
+    _image_meta(rec, data)
     rec.t_decode += img.t_decode
     rec.t_hash += img.t_hash
     rec.pdq, rec.pdq_quality = img.pdq, img.pdq_quality
@@ -169,6 +178,14 @@ def _image(rec: FileRecord, data: bytes, opts: WorkOptions) -> None:
     rec.extras = img.extras
     if opts.thumbnails:
         rec.thumb = _thumb(img.pixels, opts.thumb_side)
+
+
+def _image_meta(rec: FileRecord, data: bytes) -> None:
+    t = _clock()
+    meta, warnings = image_metadata(data)
+    rec.meta.update(meta)
+    rec.warnings += warnings
+    rec.t_decode += _clock() - t
 
 
 def _optional(extras: Any) -> Any:
@@ -204,6 +221,9 @@ def _video(rec: FileRecord, src: str | bytes, opts: WorkOptions) -> None:
         rec.error = f"error: {type(exc).__name__}: {exc}"
         rec.t_decode += _clock() - t
         return
+    meta, warnings = video_metadata(src)
+    rec.meta.update(meta)
+    rec.warnings += warnings
     rec.t_decode += _clock() - t
     rec.format = info.format
     rec.duration, rec.frame_count = info.duration, info.frame_count
@@ -237,6 +257,8 @@ def _archive(rec: FileRecord, src: str | bytes, kind: str, opts: WorkOptions,
                 name = f"{name}#{n + 1}"
             child = FileRecord(path=f"{rec.path}{SEP}{name}", source=rec.source,
                                container=container)
+            if m.modified:
+                child.meta["member_modified"] = m.modified
             child.t_read = _clock() - t
             if m.data is None:
                 child.kind, child.size, child.error = "unreadable", m.size, m.error
