@@ -7,17 +7,19 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from hashwatch.console import literal_console, styled
 
 app = typer.Typer(help="Batch scans beyond one machine: manifest, then run (resumable; local "
                   "process pool or Ray).", no_args_is_help=True)
-err = Console(stderr=True, soft_wrap=True)
-out = Console()
+# user data (paths, names) printed literally: no markup, no emoji codes (issue 15)
+err = literal_console(stderr=True, soft_wrap=True)
+out = literal_console()
 
 
 def _fail(msg: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {msg}")
+    err.print(styled("error:", "bold red", msg))
     return typer.Exit(2)
 
 
@@ -42,7 +44,8 @@ def manifest_cmd(
             raise _fail(f"list file {lf} does not exist")
     for p in paths or []:
         if not p.exists():
-            err.print(f"[yellow]warning:[/] {p} does not exist (listed; the scan reports it)")
+            err.print(styled("warning:", "yellow", f"{p} does not exist (listed; the scan "
+                             "reports it)"))
     try:
         with err.status("listing files") as status:
             m = build_manifest(out_dir, paths or [], from_lists or [], shard_size=shard_size,
@@ -115,7 +118,7 @@ def run_cmd(
         manifest = Manifest.open(manifest_dir)
     except ManifestError as exc:
         raise _fail(str(exc)) from None
-    with open_store(db) as store:
+    with open_store(db, need_lists=True) as store:
         for n in list_names or []:
             try:
                 store.get_list(n)
