@@ -127,10 +127,18 @@ def run_demo(transport: Transport | None = None, setup: DemoSetup | None = None,
             s["revealed"] = len(v["revealed"])
             s["verified"] = v["report"]["verified_matches"] if v["report"] else 0
         summary[account] = s
-        out(f"{account}: sent {s['sent']} vouchers ({n_match} of listed pictures, edited; "
-            f"{s['synthetic_sent']} synthetic); server saw {s['opened']} open; "
+        # Every count a reader needs to reconcile the numbers: what was sent, how much of it
+        # was synthetic chaff (which opens like a match), and what the server could open.
+        unlisted = s["sent"] - n_match
+        out(f"{account}: sent {s['sent']} vouchers = {n_match} edited copies of listed "
+            f"pictures + {unlisted} unlisted pictures; {s['synthetic_sent']} of the "
+            f"{s['sent']} were synthetic (sent in place of a real voucher; it opens like a "
+            "match but carries no key share, so below the threshold the server cannot tell "
+            "real matches from chaff)")
+        out(f"  server: {s['opened']} voucher(s) opened (real matches + synthetic ones), "
+            f"threshold {t}: "
             + ("THRESHOLD CROSSED, " if s["threshold_crossed"] else "below threshold, ")
-            + (f"payloads decrypted {s.get('revealed', '?')}, " if server else "")
+            + (f"{s.get('revealed', '?')} payload(s) decrypted, " if server else "")
             + ("report raised for human review" if s["report_raised"] else "nothing decrypted"
                if not s["threshold_crossed"] else "no report"))
     return summary
