@@ -106,6 +106,8 @@ def serve(
     from hashwatch.service.settings import Settings
 
     settings = Settings.from_env(db=db, index_path=index_path)
+    if settings.index_path:
+        _prepare_index_dir(settings.index_path)
     with _store(settings.db):
         pass  # migrate once here, before workers race to do it
     # workers are separate processes: pass settings through the environment
@@ -115,6 +117,27 @@ def serve(
     os.environ["HASHWATCH_WORKERS"] = str(workers)
     uvicorn.run("hashwatch.service.app:app_from_env", factory=True, host=host, port=port,
                 workers=workers, log_level=log_level, access_log=False, proxy_headers=False)
+
+
+def _prepare_index_dir(index_path: str) -> None:
+    """The index is written at start-up by each worker: a folder that is missing is created
+    owner-only (the index holds list hashes); one that cannot be created or written stops
+    the service here with the reason, not later as "the index is still loading"."""
+    from pathlib import Path
+
+    folder = Path(index_path).expanduser().resolve().parent
+    try:
+        if not folder.exists():
+            folder.mkdir(mode=0o700, parents=True)
+            typer.echo(f"created {folder} (owner-only) for the PDQ index", err=True)
+        if not folder.is_dir():
+            raise OSError(f"{folder} is not a folder")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError(f"{folder} is not writable by this user")
+    except OSError as exc:
+        typer.echo(f"error: cannot keep the PDQ index at {index_path}: "
+                   f"{exc.strerror or exc} (--index-path or $HASHWATCH_INDEX_PATH)", err=True)
+        raise typer.Exit(2) from None
 
 
 def register(app: typer.Typer) -> None:
