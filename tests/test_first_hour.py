@@ -117,3 +117,37 @@ def test_db_stats_shows_the_path(setup) -> None:
     _tmp, db, _ev, _ = setup
     res = run("db", "stats", "--db", db)
     assert f"database: {Path(db).resolve()}" in res.output
+
+
+def test_serve_index_path_folder_checked_at_start_up(tmp_path) -> None:
+    from hashwatch.service.cli import _prepare_index_dir
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    res = run("serve", "--db", str(tmp_path / "s.db"), "--index-path",
+              str(blocker / "sub" / "pdq.idx"), code=2)
+    assert "cannot keep the PDQ index" in res.output and str(blocker) in res.output
+    target = tmp_path / "new" / "deeper" / "pdq.idx"
+    _prepare_index_dir(str(target))  # what serve does before it starts the workers
+    assert target.parent.is_dir() and target.parent.stat().st_mode & 0o777 == 0o700
+
+
+def test_private_demo_counts_reconcile(monkeypatch) -> None:
+    import re
+
+    from hashwatch.private.demo import run_demo
+
+    monkeypatch.delenv("HASHWATCH_CORPUS", raising=False)
+    lines: list[str] = []
+    summary = run_demo(threshold=3, fillers=100, out=lines.append)
+    text = "\n".join(lines)
+    for account, s in summary.items():
+        m = re.search(rf"{account}: sent (\d+) vouchers = (\d+) edited copies of listed "
+                      rf"pictures \+ (\d+) unlisted pictures; (\d+) of the (\d+) were synthetic",
+                      text)
+        assert m, text
+        sent, listed, unlisted, synthetic, total = (int(x) for x in m.groups())
+        assert sent == listed + unlisted == total == s["sent"]
+        assert synthetic == s["synthetic_sent"] and listed == s["listed_pictures_sent"]
+        m = re.search(rf"{account}: .*\n  server: (\d+) voucher\(s\) opened", text)
+        assert m and int(m.group(1)) == s["opened"] <= listed + synthetic
