@@ -131,7 +131,11 @@ def test_import_errors_are_clear(db, tmp_path):
     binary = tmp_path / "b.csv"
     binary.write_bytes(b"signal_type,value\n\xff\xfe\x00bad\n")
     res = run("lists", "import", "l", str(binary), "--db", db, ok=False)
-    assert res.exit_code == 2 and "UTF-8" in res.stderr
+    assert res.exit_code == 1 and "line 2" in res.stderr  # undecodable bytes: a bad row
+    jpeg = tmp_path / "photo.csv"
+    jpeg.write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) * 4)
+    res = run("lists", "import", "l", str(jpeg), "--db", db, ok=False)
+    assert res.exit_code == 2 and "CSV header" in res.stderr
     res = run("lists", "import", "nolist", str(binary), "--db", db, ok=False)
     assert "no hash list" in res.stderr
     res = run("lists", "add", "l", str(tmp_path), "--category", "uk:Z", "--db", db, ok=False)

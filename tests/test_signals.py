@@ -247,8 +247,57 @@ def test_distances_and_matches() -> None:
 
 
 def test_unknown_signal_type_message() -> None:
-    with pytest.raises(UnknownSignalType, match="unknown signal type 'photodna'.*pdq"):
-        get_signal_type("photodna")
+    with pytest.raises(UnknownSignalType, match="unknown signal type 'phash'.*pdq"):
+        get_signal_type("phash")
+
+
+def test_photodna_is_kept_in_every_spelling_but_not_matchable() -> None:
+    import base64
+
+    from hashwatch.signals import SignalNotMatchable
+
+    st_ = get_signal_type("photodna")
+    raw = bytes((i * 7 + 3) % 256 for i in range(144))
+    want = raw.hex()
+    assert st_.validate(raw.hex().upper()) == want  # ICSE: hex
+    assert st_.validate(base64.b64encode(raw).decode()) == want  # Project VIC: base64
+    assert st_.validate(",".join(str(b) for b in raw)) == want  # byte list
+    assert not st_.matchable and st_.placeholder
+    for bad in ("ab" * 143, base64.b64encode(raw[:100]).decode(), "1,2,300", "zz" * 144):
+        with pytest.raises(InvalidSignalValue):
+            st_.validate(bad)
+    with pytest.raises(SignalNotMatchable):
+        st_.distance(want, want)
+
+
+def test_photodna_plugin_replaces_the_placeholder(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A licensed build registered under the name ``photodna`` takes over; other built-ins
+    cannot be replaced by a plug-in."""
+    (tmp_path / "pdna_hw_plugin.py").write_text(textwrap.dedent(
+        """
+        from hashwatch.signals import HexSignalType
+
+        def make():
+            return [HexSignalType("photodna", n_bytes=144, threshold=1000),
+                    HexSignalType("md5", n_bytes=16, threshold=9)]
+        """))
+    dist = tmp_path / "pdna_hw_plugin-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: pdna-hw-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[hashwatch.signals]\npdna = pdna_hw_plugin:make\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from hashwatch.signals import PHOTODNA
+
+    try:
+        load_plugins(force=True)
+        st_ = get_signal_type("photodna")
+        assert st_ is not PHOTODNA and st_.matchable and st_.threshold == 1000
+        assert "already registered" in plugin_errors()["pdna"]  # the md5 override refused
+        assert get_signal_type("md5").exact
+    finally:
+        register_signal_type(PHOTODNA, replace=True)
+        sys.modules.pop("pdna_hw_plugin", None)
 
 
 class ToyPhotoDNA(SignalType):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import sys
@@ -278,7 +277,7 @@ def lists_import(
 ) -> None:
     """Stream a list file in: good rows are kept, bad rows reported with their line numbers."""
     from hashwatch.formats import FORMATS, FormatError, RowError
-    from hashwatch.lists import BINARY_FORMATS, import_stream
+    from hashwatch.lists import import_stream
     from hashwatch.store import ListNotFound
 
     if fmt not in FORMATS:
@@ -301,15 +300,14 @@ def lists_import(
             if not create:
                 raise fail(f"{exc} (or pass --create)") from None
             store.create_list(name, source=file.name)
-        raw = open(file, "rb")  # noqa: SIM115 - wrapped below, closed in finally
+        raw = open(file, "rb")  # noqa: SIM115 - closed in finally
         try:
-            fh = raw if fmt in BINARY_FORMATS else io.TextIOWrapper(raw, "utf-8-sig", newline="")
             with progress(file.stat().st_size, "importing") as prog:
                 task = prog.add_task("importing", total=file.stat().st_size, rate="")
                 res = import_stream(
                     store,
                     name,
-                    fh,
+                    raw,
                     fmt,
                     signal=signal,
                     category=default_cat,
@@ -319,8 +317,6 @@ def lists_import(
                 )
         except FormatError as exc:
             raise fail(f"{file}: {exc}") from None
-        except UnicodeDecodeError as exc:
-            raise fail(f"{file}: not a UTF-8 text file ({exc.reason})") from None
         finally:
             raw.close()
     if res.bad_rows > show_errors:
@@ -329,6 +325,8 @@ def lists_import(
         f"imported into {name}: {res.added} added, {res.duplicates} already present, "
         f"{res.restored} restored, {res.bad_rows} bad rows skipped"
     )
+    for line in res.lines():
+        err.print(f"  {line}", markup=False, highlight=False)
     if res.bad_rows and res.added == res.duplicates == res.restored == 0:
         raise typer.Exit(1)
 
@@ -411,8 +409,10 @@ def lists_show(
             infos = [store.get_list(name)] if name else store.lists()
         except ListNotFound as exc:
             raise fail(str(exc)) from None
+        kept = _not_matchable(store.stats())
     if as_json:
-        print(json.dumps([i.as_dict() for i in infos], indent=2))
+        print(json.dumps([dict(i.as_dict(), not_matchable=kept.get(i.name, {}))
+                          for i in infos], indent=2))
         return
     table = Table(title="hash lists")
     for col in (
@@ -438,6 +438,21 @@ def lists_show(
             i.updated_at[:19],
         )
     out.print(table)
+    for i in infos:
+        for sig, n in kept.get(i.name, {}).items():
+            out.print(f"{i.name}: {n:,} {sig} values kept but not matched (needs the {sig} "
+                      "signal plug-in)", markup=False, highlight=False)
+
+
+def _not_matchable(stats: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """list -> {signal type: live entries} for signal types that cannot be matched here."""
+    from hashwatch.signals import get_signal_type
+
+    out: dict[str, dict[str, int]] = {}
+    for r in stats:
+        if not get_signal_type(r["signal_type"]).matchable:
+            out.setdefault(r["list"], {})[r["signal_type"]] = r["entries"]
+    return out
 
 
 @lists_app.command("remove")
@@ -611,16 +626,20 @@ def db_stats(
     with open_store(db) as store:
         rows = store.stats()
         infos = store.lists()
+    kept = _not_matchable(rows)
+    for r in rows:
+        r["matchable"] = r["signal_type"] not in kept.get(r["list"], {})
     if as_json:
         print(json.dumps({"database": where, "lists": [i.as_dict() for i in infos],
                           "entries": rows}, indent=2))
         return
     out.print(f"database: {where}")
     table = Table(title=f"{len(infos)} list(s)")
-    for col in ("list", "signal", "entries"):
+    for col in ("list", "signal", "entries", "matched"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["list"], r["signal_type"], f"{r['entries']:,}")
+        table.add_row(r["list"], r["signal_type"], f"{r['entries']:,}",
+                      "yes" if r["matchable"] else "no (needs its plug-in)")
     out.print(table)
 
 

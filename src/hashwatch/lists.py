@@ -9,28 +9,63 @@ from typing import IO, Any
 
 from hashwatch.categories import Category
 from hashwatch.formats import RowError, hashlines, reader, writer
-from hashwatch.store import AddResult, EntryIn, Store
-
-BINARY_FORMATS = frozenset({"vics"})  # read as bytes (the JSON parser decodes itself)
+from hashwatch.store import AddResult, EntryIn, SignalCounts, Store
 
 
 @dataclass
 class ImportResult:
+    """What an import did: totals, per signal type, and the bad rows (first ``keep_errors``
+    of them, each with its line or record number)."""
+
     added: int = 0
     duplicates: int = 0
     restored: int = 0
     bad_rows: int = 0
     errors: list[RowError] = field(default_factory=list)  # the first ``keep_errors``
+    by_signal: dict[str, SignalCounts] = field(default_factory=dict)
 
     @classmethod
     def from_add(cls, res: AddResult, bad: int, errors: list[RowError]) -> ImportResult:
-        return cls(res.added, res.duplicates, res.restored, bad, errors)
+        return cls(res.added, res.duplicates, res.restored, bad, errors, dict(res.by_signal))
+
+    def not_matchable(self) -> dict[str, int]:
+        """Signal type -> values of it the file carried that are kept in the list but cannot
+        be matched here (e.g. PhotoDNA without the licensed plug-in)."""
+        from hashwatch.signals import get_signal_type
+
+        return {sig: c.added + c.duplicates + c.restored for sig, c in self.by_signal.items()
+                if not get_signal_type(sig).matchable}
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready report (what the service answers)."""
+        nm = self.not_matchable()
+        return {
+            "added": self.added, "duplicates": self.duplicates, "restored": self.restored,
+            "bad_rows": self.bad_rows, "first_errors": [str(e) for e in self.errors],
+            "by_signal": {sig: {"added": c.added, "duplicates": c.duplicates,
+                                "restored": c.restored, "matchable": sig not in nm}
+                          for sig, c in sorted(self.by_signal.items())},
+        }
+
+    def lines(self) -> list[str]:
+        """One line per signal type, for people."""
+        nm = self.not_matchable()
+        out = []
+        for sig, c in sorted(self.by_signal.items()):
+            text = f"{sig}: {c.added} added, {c.duplicates} already present"
+            if c.restored:
+                text += f", {c.restored} restored"
+            if sig in nm:
+                text += (f" ({nm[sig]} kept, not matchable here: needs the {sig} "
+                         "signal plug-in)")
+            out.append(text)
+        return out
 
 
 def import_stream(
     store: Store,
     list_name: str,
-    fh: IO[str] | IO[bytes],
+    fh: IO[bytes] | IO[str],
     fmt: str,
     *,
     signal: str | None = None,
@@ -42,6 +77,9 @@ def import_stream(
     on_batch: Callable[[int], None] | None = None,
 ) -> ImportResult:
     """Stream ``fh`` into a list: good rows kept, bad rows counted and reported.
+
+    ``fh`` is best given as bytes: every reader detects the encoding (UTF-8 with or without
+    BOM, UTF-16, Windows-1252) and the delimited ones the delimiter and header spelling.
 
     Raises ``FormatError`` when the file is not the format at all, and ``ListNotFound``.
     Batches already written stay written (re-running adds only what is missing).

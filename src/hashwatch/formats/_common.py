@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
+import itertools
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import IO
 
 from hashwatch.categories import Category, CategoryError, parse_category
+from hashwatch.formats import RowError
 from hashwatch.store import EntryIn
 
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
@@ -73,38 +76,126 @@ def split_labels(text: str | None) -> list[str]:
     return [x for x in re.split(r"[;|]", text) if x.strip()]
 
 
-def csv_rows(fh: IO[str], what: str) -> Iterator[tuple[int, dict[str, str] | None]]:
-    """(line number, row with lower-cased column names) of a CSV with a header; the row is
-    None when it has more fields than the header. The header is checked by the caller
-    through the first yielded item: ``(0, {name: name})``."""
-    rd = csv.DictReader(fh)
-    if not rd.fieldnames:
-        from hashwatch.formats import FormatError
+# Column names as partner tools write them ("MD5 Hash", "Image ID", "SHA-1", "PhotoDNA
+# Hash"...), compared after lower-casing and dropping everything but letters and digits.
+_ALIASES: dict[str, tuple[str, ...]] = {
+    "md5": ("md5", "md5hash", "hashmd5", "md5sum", "md5value", "md5digest"),
+    "sha1": ("sha1", "sha1hash", "hashsha1", "sha1sum", "sha1value", "sha1digest"),
+    "sha256": ("sha256", "sha256hash", "hashsha256", "sha256sum", "sha256value", "sha2"),
+    "pdq": ("pdq", "pdqhash", "hashpdq", "pdqvalue"),
+    "photodna": ("photodna", "photodnahash", "pdna", "photodnavalue", "hashphotodna"),
+    "imageid": ("imageid", "id", "mediaid", "imageref", "imagenumber", "fileid", "itemid"),
+    "category": ("category", "categoryid", "cat", "classification", "legalcategory"),
+    "category_scheme": ("categoryscheme", "scheme"),
+    "category_code": ("categorycode",),
+    "signal_type": ("signaltype", "signal", "hashtype", "hashname"),
+    "value": ("value", "hashvalue", "hash"),
+    "labels": ("labels", "label", "tags"),
+    "source_ref": ("sourceref", "ref", "reference", "source"),
+    "group_ref": ("groupref", "group"),
+    "variant": ("variant",),
+    "filename": ("filename", "file", "name", "path", "filepath"),
+}
+_CANONICAL = {alias: col for col, aliases in _ALIASES.items() for alias in aliases}
+_NOT_ALNUM = re.compile(r"[^0-9a-z]+")
+DELIMITERS = (",", ";", "\t", "|")
 
+
+def column_name(header: str) -> str:
+    """The canonical name of a header cell ("MD5 Hash" -> "md5", "Image ID" -> "imageid");
+    unknown names are kept, lower-cased with only letters and digits."""
+    key = _NOT_ALNUM.sub("", header.strip().lower())
+    return _CANONICAL.get(key, key)
+
+
+def _split_header(line: str, delimiter: str) -> list[str]:
+    return next(csv.reader([line], delimiter=delimiter), [])
+
+
+def sniff_delimiter(header_line: str, known: Collection[str]) -> str:
+    """The delimiter (one of , ; tab |) that splits the header into the most columns
+    hashwatch knows; ties go to the one giving more columns, then to the comma."""
+    best, best_score = ",", (-1, -1)
+    for d in DELIMITERS:
+        names = [column_name(h) for h in _split_header(header_line, d)]
+        score = (sum(1 for n in names if n in known), len(names))
+        if score > best_score:
+            best, best_score = d, score
+    return best
+
+
+def csv_rows(
+    fh: IO[str], what: str, known: Collection[str] = ()
+) -> tuple[list[str], Iterator[tuple[int, dict[str, str]] | RowError]]:
+    """Read a delimited file with a header row: (canonical column names, rows), each row
+    ``(line number, {column: cell})`` or a ``RowError`` (more non-empty fields than the
+    header has columns; a row the csv module cannot read, e.g. a field over its size
+    limit). The delimiter is sniffed from the header (``sniff_delimiter``; ``known`` are the
+    canonical columns the caller understands); unnamed header cells, e.g. from trailing
+    delimiters, are ignored; blank lines are skipped. Raises ``FormatError`` when there is
+    no header."""
+    from hashwatch.formats import FormatError
+
+    header_line = ""
+    for header_line in fh:
+        if header_line.strip():
+            break
+    if not header_line.strip():
         raise FormatError(f"empty {what} file (a header row is required)")
-    rd.fieldnames = [f.strip().lower() for f in rd.fieldnames]
-    yield 0, {f: f for f in rd.fieldnames}
-    for row in rd:
-        yield rd.line_num, (None if None in row else row)
+    delimiter = sniff_delimiter(header_line, set(known) or set(_ALIASES))
+    rd = csv.reader(itertools.chain([header_line], fh), delimiter=delimiter)
+    names = [column_name(h) for h in next(rd)]
+    named = [(i, n) for i, n in enumerate(names) if n]
+    width = len(names)
+
+    def rows() -> Iterator[tuple[int, dict[str, str]] | RowError]:
+        while True:
+            try:
+                cells = next(rd)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                yield RowError(rd.line_num, f"unreadable row: {exc}")
+                continue
+            if not any(c.strip() for c in cells):
+                continue
+            if len(cells) > width and any(c.strip() for c in cells[width:]):
+                yield RowError(rd.line_num, "more fields than the header")
+                continue
+            yield rd.line_num, {n: (cells[i] if i < len(cells) else "") for i, n in named}
+
+    return [n for _i, n in named], rows()
 
 
 def wide_entries(
     row: Mapping[str, str | None],
     columns: Mapping[str, str],
     *,
+    line: int,
     category: Category | None,
     source_ref: str,
     group_ref: str = "",
     labels: Sequence[str] = (),
-) -> list[EntryIn]:
+) -> list[EntryIn | RowError]:
     """Entries of a row with one column per hash (``columns``: column -> signal type); all
-    of a row's hashes share one group (the given one, else the first hash)."""
+    of a row's hashes share one group (the given one, else the first hash). A malformed
+    cell is a ``RowError`` (its message names the signal type) and never costs the row its
+    other hashes."""
     cells = [(sig, (row.get(col) or "").strip()) for col, sig in columns.items()]
     cells = [(sig, v) for sig, v in cells if v]
     if not cells:
-        raise ValueError("no hash in this row")
-    group = group_ref or cells[0][1]
-    return [
-        make_entry(sig, v, category=category, labels=labels, source_ref=source_ref, group_ref=group)
-        for sig, v in cells
-    ]
+        return [RowError(line, "no hash in this row")]
+    out: list[EntryIn | RowError] = []
+    group = group_ref
+    for sig, v in cells:
+        try:
+            e = make_entry(sig, v, category=category, labels=labels, source_ref=source_ref,
+                           group_ref=group)
+        except ValueError as exc:
+            out.append(RowError(line, str(exc)))  # names the signal type
+            continue
+        if not group:  # the row's first good hash names the group
+            group = e.value
+            e = dataclasses.replace(e, group_ref=group)
+        out.append(e)
+    return out

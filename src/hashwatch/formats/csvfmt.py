@@ -22,6 +22,7 @@ from hashwatch.formats._common import (
     split_labels,
     wide_entries,
 )
+from hashwatch.formats._text import open_text
 from hashwatch.store import EntryIn, EntryRow
 
 HEADER = ["signal_type", "value", "category", "labels", "source_ref", "group_ref", "variant"]
@@ -37,32 +38,36 @@ def _row_category(row: dict[str, str]) -> Category | None:
     return None
 
 
+_KNOWN = frozenset(HEADER) | {"category_scheme", "category_code", "filename", *_WIDE_SIGNALS}
+
+
 def read(
-    fh: IO[str], *, signal: str | None = None, category: Category | None = None
+    fh: IO[str] | IO[bytes], *, signal: str | None = None, category: Category | None = None
 ) -> Iterator[EntryIn | RowError]:
-    rows = csv_rows(fh, "CSV")
-    fields = list(next(rows)[1])
+    """Entries of a hashwatch CSV (long or wide form), any delimiter, encoding and header
+    spelling partner tools use (see ``_common.csv_rows``); bad rows as ``RowError``."""
+    fields, rows = csv_rows(open_text(fh), "CSV", _KNOWN)
     long_form = "value" in fields
     wide = {s: s for s in _WIDE_SIGNALS if s in fields}
     if not long_form and not wide:
         raise FormatError(
             "CSV header needs 'signal_type,value,...' or hash columns (md5, sha1, sha256, pdq)"
         )
-    for line, row in rows:
-        if row is None:
-            yield RowError(line, "more fields than the header")
+    for item in rows:
+        if isinstance(item, RowError):
+            yield item
             continue
+        line, row = item
         try:
             cat = _row_category(row) or category
             labels = split_labels(row.get("labels"))
-            ref = (row.get("source_ref") or row.get("ref") or "").strip()
+            ref = (row.get("source_ref") or row.get("filename") or "").strip()
             group = (row.get("group_ref") or "").strip()
             if not long_form:
-                yield from wide_entries(
-                    row, wide, category=cat, source_ref=ref, group_ref=group, labels=labels
-                )
+                yield from wide_entries(row, wide, line=line, category=cat, source_ref=ref,
+                                        group_ref=group, labels=labels)
                 continue
-            sig = (row.get("signal_type") or row.get("signal") or signal or "").strip()
+            sig = (row.get("signal_type") or signal or "").strip()
             value = (row.get("value") or "").strip()
             if not value:
                 raise ValueError("empty value")

@@ -1,7 +1,8 @@
 """Interpol ICSE-style CSV exchange.
 
-Column names are matched case-insensitively: ``ImageID``/``ID``, ``MD5``, ``SHA1``,
-``SHA256``, ``PDQ``, ``PhotoDNA`` and ``Category``. A category value of the form
+Columns ``ImageID``, ``MD5``, ``SHA1``, ``SHA256``, ``PDQ``, ``PhotoDNA`` and ``Category``, under
+any of the spellings tools use (``Image ID``, ``MD5 Hash``, ``SHA-1``...; see
+``_common.column_name``), separated by ``,``, ``;`` or tab. A category value of the form
 ``scheme:code`` is kept as given; a bare value is stored under the ``icse`` scheme, which
 hashwatch does not interpret and round-trips unchanged.
 """
@@ -15,34 +16,41 @@ from typing import IO
 from hashwatch.categories import Category
 from hashwatch.formats import FormatError, RowError
 from hashwatch.formats._common import category_or_none, csv_rows, wide_entries
+from hashwatch.formats._text import open_text
 from hashwatch.formats.vics import _group
 from hashwatch.store import EntryIn, EntryRow
 
 COLUMNS = ["ImageID", "MD5", "SHA1", "SHA256", "PDQ", "PhotoDNA", "Category"]
 _SIGNALS = {"md5": "md5", "sha1": "sha1", "sha256": "sha256", "pdq": "pdq", "photodna": "photodna"}
+_KNOWN = frozenset({*_SIGNALS, "imageid", "category", "filename"})
 
 
 def read(
-    fh: IO[str], *, signal: str | None = None, category: Category | None = None
+    fh: IO[str] | IO[bytes], *, signal: str | None = None, category: Category | None = None
 ) -> Iterator[EntryIn | RowError]:
-    rows = csv_rows(fh, "ICSE CSV")
-    header = next(rows)[1]
+    """Entries of an ICSE CSV export: any delimiter (``,`` ``;`` tab), encoding and header
+    spelling (``Image ID``, ``MD5 Hash``...); every hash of a row shares the row's group, and
+    a bad hash cell never drops the row's other hashes."""
+    header, rows = csv_rows(open_text(fh), "ICSE CSV", _KNOWN)
     present = {c: _SIGNALS[c] for c in _SIGNALS if c in header}
     if not present:
         raise FormatError("ICSE CSV header has no hash column (MD5, SHA1, SHA256, PDQ, PhotoDNA)")
-    for line, row in rows:
-        if row is None:
-            yield RowError(line, "more fields than the header")
+    for item in rows:
+        if isinstance(item, RowError):
+            yield item
             continue
+        line, row = item
         try:
             raw_cat = (row.get("category") or "").strip()
             cat = category
             if raw_cat:
                 cat = category_or_none(raw_cat if ":" in raw_cat else f"icse:{raw_cat}")
-            ref = (row.get("imageid") or row.get("id") or "").strip()
-            yield from wide_entries(row, present, category=cat, source_ref=ref, group_ref=ref)
+            ref = (row.get("imageid") or row.get("filename") or "").strip()
         except ValueError as exc:
             yield RowError(line, str(exc))
+            continue
+        yield from wide_entries(row, present, line=line, category=cat, source_ref=ref,
+                                group_ref=ref)
 
 
 def write(rows: Iterator[EntryRow], fh: IO[str]) -> int:

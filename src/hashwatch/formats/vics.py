@@ -20,6 +20,8 @@ import ijson
 from hashwatch.categories import Category
 from hashwatch.formats import FormatError, RowError
 from hashwatch.formats._common import category_or_none, make_entry
+from hashwatch.formats._text import open_utf8
+from hashwatch.signals.photodna import photodna_base64
 from hashwatch.store import EntryIn, EntryRow
 
 ODATA_CONTEXT = (
@@ -86,7 +88,12 @@ def media_category(media: dict[str, Any]) -> Category | None:
     return None
 
 
-def media_entries(media: dict[str, Any], default: Category | None = None) -> list[EntryIn]:
+def media_entries(
+    media: dict[str, Any], default: Category | None = None, *, record: int = 0
+) -> list[EntryIn | RowError]:
+    """Entries of one Media record (all in one group), and a ``RowError`` for each hash
+    that cannot be read; a bad or unknown hash never costs the record its other hashes.
+    Raises ValueError when the record itself is unusable (not an object, no hash)."""
     if not isinstance(media, dict):
         raise ValueError("a Media record must be a JSON object")
     cat = media_category(media) or default
@@ -95,29 +102,34 @@ def media_entries(media: dict[str, Any], default: Category | None = None) -> lis
     ref = ""
     if files and isinstance(files[0], dict):
         ref = str(files[0].get("FileName") or files[0].get("FilePath") or "")
-    group = str(media.get("MD5") or media.get("SHA1") or media_id or "")
-    labels = _metadata_labels(media)
-    out: list[EntryIn] = []
+    cells: list[tuple[str, str, str]] = []  # (signal, value, variant)
     for key, sig in _DIRECT.items():
         if media.get(key):
-            out.append(
-                make_entry(sig, str(media[key]), category=cat, source_ref=ref, group_ref=group,
-                           labels=labels)
-            )
-    for alt in media.get("AlternativeHashes") or []:
+            cells.append((sig, str(media[key]), ""))
+    alts = media.get("AlternativeHashes") or []
+    if not isinstance(alts, list):
+        alts = [alts]
+    for alt in alts:
         if not isinstance(alt, dict):
-            raise ValueError("AlternativeHashes items must be objects")
-        name = str(alt.get("HashName") or "")
-        value = str(alt.get("HashValue") or "")
-        sig, _, variant = name.partition(":")
-        out.append(
-            make_entry(
-                sig.lower(), value, category=cat, source_ref=ref, group_ref=group, variant=variant,
-                labels=labels,
-            )
-        )
-    if not out:
+            cells.append(("", "", ""))
+            continue
+        sig, _, variant = str(alt.get("HashName") or "").partition(":")
+        cells.append((sig.lower(), str(alt.get("HashValue") or ""), variant))
+    if not cells:
         raise ValueError("Media record holds no hash")
+    # the record's group: its MD5 (else SHA-1, else MediaID), spelled as stored
+    group = str(media.get("MD5") or media.get("SHA1") or "").strip().lower() or str(
+        media_id or "")
+    labels = _metadata_labels(media)
+    out: list[EntryIn | RowError] = []
+    for sig, value, variant in cells:
+        try:
+            if not sig or not value:
+                raise ValueError("an AlternativeHashes item needs a HashName and a HashValue")
+            out.append(make_entry(sig, value, category=cat, source_ref=ref,
+                                  group_ref=group, variant=variant, labels=labels))
+        except ValueError as exc:  # the message names the signal type
+            out.append(RowError(record, str(exc), unit="record"))
     return out
 
 
@@ -181,9 +193,11 @@ def _metadata_labels(media: dict[str, Any]) -> tuple[str, ...]:
 def read(
     fh: IO[bytes], *, signal: str | None = None, category: Category | None = None
 ) -> Iterator[EntryIn | RowError]:
-    for n, media in enumerate(iter_media(fh), start=1):
+    """Entries of a VICS JSON file (1.x Cases -> Media or 2.0 Media), streamed, in any
+    Unicode encoding (UTF-8 with or without BOM, UTF-16 as Windows tools write it)."""
+    for n, media in enumerate(iter_media(open_utf8(fh)), start=1):
         try:
-            yield from media_entries(media, category)
+            yield from media_entries(media, category, record=n)
         except ValueError as exc:
             yield RowError(n, str(exc), unit="record")
 
@@ -202,9 +216,11 @@ def _media_from_group(media_id: int, group: list[EntryRow]) -> dict[str, Any]:
         if direct and not e.variant and direct not in rec:
             rec[direct] = e.value.upper()
         else:
-            name = e.signal_type.upper() if e.signal_type != "photodna" else "PhotoDNA"
+            name, value = e.signal_type.upper(), e.value
+            if e.signal_type == "photodna":  # Project VIC carries PhotoDNA as base64
+                name, value = "PhotoDNA", photodna_base64(e.value)
             alts.append(
-                {"HashName": f"{name}:{e.variant}" if e.variant else name, "HashValue": e.value}
+                {"HashName": f"{name}:{e.variant}" if e.variant else name, "HashValue": value}
             )
     if alts:
         rec["AlternativeHashes"] = alts

@@ -1,13 +1,15 @@
 """Signals: what hashwatch computes from a file, and the registry of signal types.
 
-Built-in types: ``md5``, ``sha1``, ``sha256`` (exact) and ``pdq`` (perceptual, distance <= 31,
-quality >= 50). Plug-ins register more through the ``hashwatch.signals`` entry-point group.
+Built-in types: ``md5``, ``sha1``, ``sha256`` (exact), ``pdq`` (perceptual, distance <= 31,
+quality >= 50) and ``photodna`` (stored and exported, not matchable without the licensed
+plug-in). Plug-ins register more through the ``hashwatch.signals`` entry-point group.
 """
 
 from hashwatch.signals.base import (
     ENTRY_POINT_GROUP,
     HexSignalType,
     InvalidSignalValue,
+    SignalNotMatchable,
     SignalType,
     UnknownSignalType,
     get_signal_type,
@@ -26,8 +28,9 @@ from hashwatch.signals.pdq import (
     pdq_hash,
     pdq_hash_fast,
 )
+from hashwatch.signals.photodna import PHOTODNA
 
-for _st in (MD5, SHA1, SHA256, PDQ):
+for _st in (MD5, SHA1, SHA256, PDQ, PHOTODNA):
     register_signal_type(_st, replace=True)
 del _st
 
@@ -35,10 +38,12 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "MD5",
     "PDQ",
+    "PHOTODNA",
     "SHA1",
     "SHA256",
     "HexSignalType",
     "InvalidSignalValue",
+    "SignalNotMatchable",
     "SignalType",
     "UnknownSignalType",
     "get_signal_type",

@@ -22,6 +22,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "HexSignalType",
     "InvalidSignalValue",
+    "SignalNotMatchable",
     "SignalType",
     "UnknownSignalType",
     "get_signal_type",
@@ -43,6 +44,11 @@ class InvalidSignalValue(ValueError):
     """A hash value that is not well-formed for its signal type."""
 
 
+class SignalNotMatchable(RuntimeError):
+    """A signal type whose values are stored but cannot be compared here (e.g. PhotoDNA
+    without the licensed plug-in)."""
+
+
 class UnknownSignalType(KeyError):
     """No signal type of that name is registered."""
 
@@ -56,6 +62,9 @@ class SignalType(ABC):
     Subclasses set ``name`` (lower-case, unique), ``threshold`` (a match is
     ``distance(a, b) <= threshold``), ``exact`` (True for cryptographic digests), and
     ``min_quality`` (hashes with a lower quality are not used for matching; None = no quality).
+    ``matchable`` is False for a type whose values are kept and exported but cannot be
+    compared (``distance`` raises :class:`SignalNotMatchable`); ``placeholder`` marks a
+    built-in that a plug-in of the same name may replace (PhotoDNA).
     """
 
     name: str
@@ -63,6 +72,8 @@ class SignalType(ABC):
     exact: bool = False
     min_quality: int | None = None
     description: str = ""
+    matchable: bool = True
+    placeholder: bool = False
 
     @abstractmethod
     def validate(self, value: str) -> str:
@@ -225,11 +236,12 @@ def load_plugins(*, force: bool = False, group: str = ENTRY_POINT_GROUP) -> list
             try:
                 loaded: Callable[..., Any] | SignalType = ep.load()
                 for st in _coerce(loaded):
-                    # A plug-in may override a built-in only by asking explicitly: it must not
-                    # silently change what "pdq" means.
-                    if st.name in _registry and _registry[st.name] is not st:
+                    # A plug-in must not silently change what "pdq" means; it may only fill
+                    # a placeholder (the stored-only PhotoDNA type).
+                    existing = _registry.get(st.name)
+                    if existing is not None and existing is not st and not existing.placeholder:
                         raise ValueError(f"signal type {st.name!r} is already registered")
-                    register_signal_type(st)
+                    register_signal_type(st, replace=existing is not None)
                     added.append(st.name)
                 _plugin_errors.pop(ep.name, None)
             except Exception as exc:  # plug-in code is untrusted for stability

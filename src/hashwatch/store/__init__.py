@@ -14,6 +14,7 @@ from hashwatch.store.core import (
     ListExists,
     ListInfo,
     ListNotFound,
+    SignalCounts,
     Store,
     StoreError,
     default_db_path,
@@ -21,6 +22,7 @@ from hashwatch.store.core import (
 
 __all__ = [
     "AddResult",
+    "SignalCounts",
     "EntryIn",
     "EntryRow",
     "ListExists",

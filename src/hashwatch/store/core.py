@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -113,11 +114,28 @@ class EntryRow:
 
 
 @dataclass
+class SignalCounts:
+    """What an add did for one signal type."""
+
+    added: int = 0
+    duplicates: int = 0
+    restored: int = 0
+
+
+@dataclass
 class AddResult:
     added: int = 0
     duplicates: int = 0
     restored: int = 0
     added_ids: list[int] = field(default_factory=list)
+    by_signal: dict[str, SignalCounts] = field(default_factory=dict)
+
+    def count(self, signal_type: str, *, added: int = 0, duplicates: int = 0,
+              restored: int = 0) -> None:
+        c = self.by_signal.setdefault(signal_type, SignalCounts())
+        c.added += added
+        c.duplicates += duplicates
+        c.restored += restored
 
 
 def _labels_to_text(labels: Sequence[str]) -> str:
@@ -389,10 +407,11 @@ class Store:
         "source_ref", "group_ref", "variant", "added_at", "added_by",
     )  # fmt: skip
 
-    def _insert_rows(self, conn: sa.Connection, rows: list[tuple]) -> list[int]:
-        """Multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING id (SQLite >= 3.35 and
-        PostgreSQL): one statement per batch, ids of the rows actually inserted. Written as
-        driver SQL because building it through the ORM-level compiler dominated import time."""
+    def _insert_rows(self, conn: sa.Connection, rows: list[tuple]) -> list[tuple[int, str]]:
+        """Multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING id, signal_type (SQLite >=
+        3.35 and PostgreSQL): one statement per batch, (id, signal type) of the rows actually
+        inserted. Written as driver SQL because building it through the ORM-level compiler
+        dominated import time."""
         if not rows:
             return []
         ph = "?" if conn.dialect.paramstyle == "qmark" else "%s"
@@ -400,10 +419,10 @@ class Store:
         sql = (
             f"INSERT INTO entries ({','.join(self._INSERT_COLUMNS)}) VALUES "
             + ",".join([one] * len(rows))
-            + " ON CONFLICT DO NOTHING RETURNING id"
+            + " ON CONFLICT DO NOTHING RETURNING id, signal_type"
         )
         params = tuple(v for r in rows for v in r)
-        return [r[0] for r in conn.exec_driver_sql(sql, params)]
+        return [(r[0], r[1]) for r in conn.exec_driver_sql(sql, params)]
 
     def add_entries(
         self,
@@ -467,12 +486,14 @@ class Store:
                     )
                 )
             with self.engine.begin() as conn:
-                ids = self._insert_rows(conn, rows)
-                restored = (
+                inserted = self._insert_rows(conn, rows)
+                ids = [i for i, _sig in inserted]
+                restored_rows = (
                     self._restore_removed(conn, list_id, rows)
                     if may_restore and len(ids) < len(rows)
                     else []
                 )
+                restored = [i for i, _sig in restored_rows]
                 new_ids = ids + restored
                 if new_ids:
                     conn.execute(
@@ -485,6 +506,12 @@ class Store:
             result.added += len(ids)
             result.restored += len(restored)
             result.duplicates += len(rows) - len(ids) - len(restored)
+            per_batch = Counter(r[1] for r in rows)
+            per_added = Counter(sig for _i, sig in inserted)
+            per_restored = Counter(sig for _i, sig in restored_rows)
+            for sig, n in per_batch.items():
+                result.count(sig, added=per_added[sig], restored=per_restored[sig],
+                             duplicates=n - per_added[sig] - per_restored[sig])
             if collect_ids:
                 result.added_ids.extend(new_ids)
             if on_batch is not None:
@@ -505,10 +532,11 @@ class Store:
             self._audit(conn, actor, action, list_id, info)
         return result
 
-    def _restore_removed(self, conn: sa.Connection, list_id: int, rows: list[tuple]) -> list[int]:
+    def _restore_removed(self, conn: sa.Connection, list_id: int, rows: list[tuple]
+                         ) -> list[tuple[int, str]]:
         """Un-remove identical entries that had been removed (one indexed lookup per
-        duplicate; only called for lists that have ever had a removal)."""
-        restored: list[int] = []
+        duplicate; only called for lists that have ever had a removal): (id, signal type)."""
+        restored: list[tuple[int, str]] = []
         for r in rows:
             _lid, sig, value, scheme, code, _labels, _ref, _group, variant = r[:9]
             row = conn.execute(
@@ -524,7 +552,7 @@ class Store:
             ).first()
             if row is not None:
                 conn.execute(entries.update().where(entries.c.id == row.id).values(removed_at=None))
-                restored.append(row.id)
+                restored.append((row.id, sig))
         return restored
 
     def remove_entries(

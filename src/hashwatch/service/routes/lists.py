@@ -1,7 +1,6 @@
 """``/v1/lists``: hash lists and their entries (create, show, enable/disable, delete; add,
 page through, remove, bulk import, export). Curation needs the ``curate`` scope."""
 
-import io
 import os
 import tempfile
 from typing import Annotated, Any, Literal
@@ -162,38 +161,23 @@ async def entries_import(
 
 def _import_file(svc: Service, p: Principal, name: str, spool: Any, fmt: str,
                  signal: str | None, category: str | None) -> dict[str, Any]:
-    from hashwatch.formats import FormatError, RowError, reader
+    from hashwatch.formats import FormatError
     from hashwatch.formats._common import category_or_none
+    from hashwatch.lists import import_stream
 
     try:
         cat = category_or_none(category)
     except ValueError as exc:
         raise ApiError(422, "invalid_category", str(exc)) from None
-    fh: Any = spool if fmt == "vics" else io.TextIOWrapper(spool, encoding="utf-8-sig",
-                                                           newline="", errors="replace")
-    errors: list[str] = []
-    detail: dict[str, Any] = {"format": fmt, "errors": 0}  # read by add_entries at the end
-
-    def good() -> Any:
-        for item in reader(fmt)(fh, signal=signal, category=cat):
-            if isinstance(item, RowError):
-                detail["errors"] += 1
-                if len(errors) < 20:
-                    errors.append(str(item))
-            else:
-                yield item
-
     try:
-        res = svc.store.add_entries(name, good(), actor=p.name, action="entries.import",
-                                    detail=detail)
-    except (FormatError, ValueError, UnicodeDecodeError) as exc:
+        res = import_stream(svc.store, name, spool, fmt, signal=signal, category=cat,
+                            actor=p.name, keep_errors=20)
+    except (FormatError, ValueError) as exc:
         raise ApiError(422, "bad_file", f"cannot read the file as {fmt}: {exc}"[:500]) from None
-    finally:
-        if fh is not spool:
-            fh.detach()
     svc.refresh_now()
-    return {"added": res.added, "duplicates": res.duplicates, "restored": res.restored,
-            "errors": detail["errors"], "first_errors": errors}
+    out = res.as_dict()
+    out["errors"] = res.bad_rows  # the name this endpoint has always used
+    return out
 
 
 @router.get("/{name}/export", response_class=Response,
