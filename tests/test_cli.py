@@ -117,7 +117,8 @@ def test_import_reports_bad_rows_and_reimport_adds_nothing(db, tmp_path):
     res = run("lists", "import", "l", str(f), "--format", "hashlines", "--db", db)
     assert "0 added, 4998 already present" in res.stderr
     stats = json.loads(run("db", "stats", "--json", "--db", db).stdout)
-    assert stats["entries"] == [{"list": "l", "signal_type": "md5", "entries": 4998}]
+    assert stats["entries"] == [{"list": "l", "signal_type": "md5", "entries": 4998,
+                                 "matchable": True}]
 
 
 def test_import_errors_are_clear(db, tmp_path):
