@@ -12,6 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+# the local Ray cluster fixture (one per session: a process can join only one cluster)
+pytest_plugins = ["ray_cluster"]
+
 
 def _find_corpus() -> Path:
     env = os.environ.get("HASHWATCH_CORPUS")
