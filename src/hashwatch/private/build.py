@@ -52,8 +52,13 @@ WORK = ".build"
 HASH_CHUNK = 50_000  # hashes per key job (x8 keys)
 SLOT_CHUNK = 1 << 18  # slots per blinding job (~14 s of one core when full)
 
+FILL_DOMAIN = b"hashwatch-psi-fill-v1"  # filler points of empty slots in a seeded build
+
 # stage, done, total: the CLI turns this into a progress bar; the library stays UI-free
 Progress = Callable[[str, int, int], None]
+# ordered map of a per-chunk function over jobs, at most ``ahead`` jobs per worker in flight:
+# a local process pool by default, Ray tasks with ``hashwatch.distributed.ray_ordered_map``
+Mapper = Callable[..., Iterator]  # (fn, jobs, ahead=...) -> results in job order
 
 
 class BuildError(Exception):
@@ -165,14 +170,14 @@ def _imap(fn: Callable, jobs: Iterator, workers: int, ahead: int = 4) -> Iterato
         pool.shutdown(cancel_futures=True)
 
 
-def _make_keys(hmat: np.ndarray, design: KeyDesign, seed: bytes, workers: int, load: float,
+def _make_keys(hmat: np.ndarray, design: KeyDesign, seed: bytes, imap: Mapper, load: float,
                min_slots: int, progress: Progress | None) -> tuple[np.ndarray, np.ndarray, int]:
     """Distinct keys, their 3 candidate slots each, and the slot count."""
     per_keys: list[list[np.ndarray]] = [[] for _ in range(design.tables)]
     per_dig: list[list[np.ndarray]] = [[] for _ in range(design.tables)]
     jobs = ((hmat[i : i + HASH_CHUNK], design, seed) for i in range(0, len(hmat), HASH_CHUNK))
     done = 0
-    for res in _imap(_keys_job, jobs, workers):
+    for res in imap(_keys_job, jobs, ahead=4):
         for i, (kb, db) in enumerate(res):
             per_keys[i].append(np.frombuffer(kb, np.uint8).reshape(-1, 16))
             per_dig[i].append(np.frombuffer(db, "<u8").reshape(-1, 3))
@@ -244,25 +249,33 @@ def cuckoo_place(pos: np.ndarray, n_slots: int, rng: np.random.Generator) -> np.
 # -- stage 4 ---------------------------------------------------------------------------------
 
 
-def _blind_job(args: tuple[str, int, bytes, int, bytes, bytes]) -> int:
-    """Points of one slot chunk, written in place; returns the byte count written."""
-    path, offset, alpha, n, filled_bits, keys = args
+def _blind_job(args: tuple[bytes, int, int, bytes, bytes, bytes | None]) -> bytes:
+    """Points of one slot chunk (``n`` slots from ``first``): alpha * H(key) for a filled
+    slot, a filler point for an empty one (random, or derived from ``fill_key`` in a seeded
+    build). Pure: the driver writes the result, so a local pool and Ray run the same code."""
+    alpha, first, n, filled_bits, keys, fill_key = args
     filled = np.unpackbits(np.frombuffer(filled_bits, np.uint8), count=n).astype(bool)
     out = bytearray()
     k = 0
-    for f in filled.tolist():
+    for i, f in enumerate(filled.tolist()):
         if f:
             pt = sodium.hash_to_point(KEY_DOMAIN, keys[16 * k : 16 * k + 16])
             out += sodium.scalar_mult(alpha, pt)
             k += 1
-        else:
+        elif fill_key is None:
             out += sodium.random_point()
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.pwrite(fd, bytes(out), offset)
-    finally:
-        os.close(fd)
-    return len(out)
+        else:
+            out += sodium.hash_to_point(FILL_DOMAIN, fill_key + (first + i).to_bytes(8, "little"))
+    return bytes(out)
+
+
+def _seeded_secrets(seed: bytes) -> dict[str, bytes]:
+    """Every secret of a seeded build, derived from the 32-byte ``seed``."""
+    pk, sk = sodium.sign_keypair(sodium.kdf(b"hw-psi-sign", seed))
+    return {"alpha": sodium.scalar_reduce(sodium.kdf(b"hw-psi-alpha", seed, 64)),
+            "sign_sk": sk, "sign_pk": pk, "cuckoo_seed": sodium.kdf(b"hw-psi-cuckoo", seed),
+            "fill_key": sodium.kdf(b"hw-psi-fill", seed),
+            "place_seed": sodium.kdf(b"hw-psi-place", seed, 16)}
 
 
 # -- the build -------------------------------------------------------------------------------
@@ -298,13 +311,27 @@ def build_table_files(
     synthetic_max: int = 24,
     min_slots: int = 1024,
     progress: Progress | None = None,
+    mapper: Mapper | None = None,
+    seed: bytes | None = None,
 ) -> BuildSummary:
     """Build ``table.bin``, ``commitment.json`` and ``server-secret.npz`` in ``out``.
 
     ``entries`` is called (once, only if the ingest stage is not already saved) for
     (entry_id, pdq_hex) pairs. ``fingerprint`` names the input (e.g. path, size, mtime); a work
     folder left by a build of another input or with other settings is refused, not mixed in.
+
+    ``mapper``: runs the per-chunk functions (keys, blinding); default: ``workers`` local
+    processes; ``hashwatch.distributed.ray_ordered_map`` runs them as Ray tasks (placement
+    and signing stay here). ``seed``: a 32-byte secret from which every secret, the cuckoo
+    placement and the filler points are derived, so the same seed and list give a
+    byte-identical ``table.bin`` on any engine (keep it as secret as the server secret).
     """
+    def imap(fn: Callable, jobs: Iterator, ahead: int = 4) -> Iterator:  # type: ignore[type-arg]
+        return _imap(fn, jobs, workers, ahead)
+
+    run = mapper or imap
+    if seed is not None and len(seed) != 32:
+        raise BuildError("seed must be 32 bytes")
     if not 0 < load < 0.95:
         raise BuildError("load factor must be in (0, 0.95)")
     outp = Path(out)
@@ -313,7 +340,8 @@ def build_table_files(
     work.mkdir(mode=0o700, exist_ok=True)
     settings = {"fingerprint": fingerprint, "design": design.to_dict(), "threshold": threshold,
                 "load": load, "list_label": list_label, "synthetic_rate": synthetic_rate,
-                "synthetic_max": synthetic_max, "min_slots": min_slots}
+                "synthetic_max": synthetic_max, "min_slots": min_slots,
+                "seeded": seed is not None}
     state_path = work / "state.json"
     state: dict = json.loads(state_path.read_text()) if state_path.exists() else {}
     if state and state.get("settings") != settings:
@@ -328,10 +356,13 @@ def build_table_files(
 
     secret_path = work / "secret.json"
     if not secret_path.exists():
-        pk, sk = sodium.sign_keypair(sign_seed)
-        _private_write(secret_path, json.dumps({
-            "alpha": sodium.random_scalar().hex(), "sign_sk": sk.hex(), "sign_pk": pk.hex(),
-            "cuckoo_seed": sodium.random_bytes(32).hex()}).encode())
+        if seed is not None:
+            drawn = _seeded_secrets(seed)
+        else:
+            pk, sk = sodium.sign_keypair(sign_seed)
+            drawn = {"alpha": sodium.random_scalar(), "sign_sk": sk, "sign_pk": pk,
+                     "cuckoo_seed": sodium.random_bytes(32)}
+        _private_write(secret_path, json.dumps({k: v.hex() for k, v in drawn.items()}).encode())
     sec = {k: bytes.fromhex(v) for k, v in json.loads(secret_path.read_text()).items()}
 
     if state.get("stage", 0) < 1:
@@ -341,7 +372,7 @@ def build_table_files(
         save_state(stage=1, entries=len(hmat))
     if state["stage"] < 2:
         hmat = np.load(work / "hashes.npy")
-        keys, pos, n_slots = _make_keys(hmat, design, sec["cuckoo_seed"], workers, load,
+        keys, pos, n_slots = _make_keys(hmat, design, sec["cuckoo_seed"], run, load,
                                         min_slots, progress)
         del hmat
         _save_npy(work / "keys.npy", keys)
@@ -352,7 +383,9 @@ def build_table_files(
         pos = np.load(work / "pos.npy")
         if progress:
             progress("place", 0, 1)
-        owner = cuckoo_place(pos, n_slots, np.random.default_rng())
+        rng = np.random.default_rng(
+            int.from_bytes(sec["place_seed"], "little") if "place_seed" in sec else None)
+        owner = cuckoo_place(pos, n_slots, rng)
         del pos
         _save_npy(work / "owner.npy", owner)
         (work / "pos.npy").unlink()
@@ -380,24 +413,25 @@ def build_table_files(
         n_chunks = -(-n_slots // SLOT_CHUNK)
         todo = [c for c in range(n_chunks) if c not in done]
 
-        def job(c: int) -> tuple[str, int, bytes, int, bytes, bytes]:
+        def job(c: int) -> tuple[bytes, int, int, bytes, bytes, bytes | None]:
             o = np.asarray(owner[c * SLOT_CHUNK : (c + 1) * SLOT_CHUNK])
             filled = o >= 0
-            return (str(part), len(header) + 32 * c * SLOT_CHUNK, sec["alpha"], len(o),
-                    np.packbits(filled).tobytes(), keys[o[filled]].tobytes())
+            return (sec["alpha"], c * SLOT_CHUNK, len(o), np.packbits(filled).tobytes(),
+                    keys[o[filled]].tobytes(), sec.get("fill_key"))
 
+        fd = os.open(part, os.O_WRONLY)
         with open(done_path, "a") as log_f:
             # in submission order, so a chunk is recorded only once its points are written
-            for c, _ in zip(todo, _imap(_blind_job, map(job, todo), workers, ahead=2),
-                            strict=True):
+            for c, points in zip(todo, run(_blind_job, map(job, todo), ahead=2), strict=True):
+                os.pwrite(fd, points, len(header) + 32 * c * SLOT_CHUNK)
                 log_f.write(f"{c}\n")
                 log_f.flush()
                 done.add(c)
                 if progress:
                     progress("blind", len(done), n_chunks)
+        os.fsync(fd)
+        os.close(fd)
         del owner, keys
-        with open(part, "rb+") as f:
-            os.fsync(f.fileno())
         if part.stat().st_size != total:
             raise BuildError(f"{part} is {part.stat().st_size} bytes, expected {total}")
         save_state(stage=4)

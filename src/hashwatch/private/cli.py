@@ -61,6 +61,12 @@ def setup(
     restart: bool = typer.Option(False, help="discard an unfinished build in OUT and start over"),
     force: bool = typer.Option(False, help="replace a finished table in OUT (new secrets: every "
                                "client must fetch the new table and pin the new key)"),
+    engine: str = typer.Option("local", help="local (process pool) or ray (keys and blinding "
+                               "as Ray tasks; placement and signing here)"),
+    address: str = typer.Option(None, help="Ray cluster address (default: start Ray here)"),
+    allow_insecure_cluster: bool = typer.Option(
+        False, help="run on a Ray cluster without token authentication (the blinding secret "
+        "reaches its workers)"),
 ) -> None:
     """Server set-up: build the blinded table and its signed commitment.
 
@@ -71,6 +77,26 @@ def setup(
 
     from .build import WORK, BuildError, build_table_files
 
+    if engine not in ("local", "ray"):
+        console.print("[red]--engine must be local or ray[/red]")
+        raise typer.Exit(2)
+    mapper = None
+    if engine == "ray":
+        from hashwatch.distributed import ray_connect, ray_cpus, ray_ordered_map, ray_token_auth
+
+        try:
+            ray_connect(address, workers if address is None else None)
+        except ImportError as e:
+            console.print(f"[red]{e}[/red]")
+            raise typer.Exit(2) from e
+        if ray_token_auth() is not True and not allow_insecure_cluster:
+            console.print("[red]refused:[/red] the Ray cluster does not use token "
+                          "authentication, and the blinding secret would reach its workers "
+                          "(start it with RAY_AUTH_MODE=token, or pass --allow-insecure-cluster)")
+            raise typer.Exit(2)
+        mapper = ray_ordered_map
+        console.print(f"Ray: {ray_cpus()} CPU(s), token authentication "
+                      f"{'on' if ray_token_auth() else 'OFF'}")
     work = out / WORK
     if restart and work.exists():
         shutil.rmtree(work)
@@ -93,7 +119,8 @@ def setup(
         try:
             summary = build_table_files(lambda: _read_hash_lines(hashes), out,
                                         fingerprint=fingerprint, threshold=threshold,
-                                        list_label=label, workers=workers, progress=report)
+                                        list_label=label, workers=workers, progress=report,
+                                        mapper=mapper)
         except BuildError as e:
             console.print(styled("build failed:", "red", str(e)))
             raise typer.Exit(2) from e

@@ -45,6 +45,11 @@ def random_scalar() -> bytes:
     return _s.crypto_core_ristretto255_scalar_random()
 
 
+def scalar_reduce(wide: bytes) -> bytes:
+    """A 64-byte string reduced modulo the group order: a uniform scalar from a hash/KDF."""
+    return _s.crypto_core_ristretto255_scalar_reduce(wide)
+
+
 def scalar_mult(scalar: bytes, point: bytes) -> bytes:
     # pysodium raises on the identity result, which only a malicious input can produce.
     try:

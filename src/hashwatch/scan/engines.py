@@ -131,44 +131,8 @@ class LocalEngine:
 
 # -- Ray -------------------------------------------------------------------------------------
 
-RAY_OBJECT_STORE_BYTES = 256 * 2**20  # scan rows are small; keep the shared machine's RAM
-
-
 def _ray_scan_batch(config: ScanConfig, items: list[Item]) -> list[Row]:
     return scan_batch(config, items)
-
-
-def ray_connect(address: str | None, workers: int | None) -> Any:
-    """Connect to the Ray cluster at ``address``, or start a local one (``workers`` CPUs,
-    bound to 127.0.0.1, token authentication on: Ray >= 2.52 makes a token for a new local
-    cluster and keeps it in ``~/.ray/auth_token``). An existing cluster started with
-    ``RAY_AUTH_MODE=token`` needs its token here (``RAY_AUTH_TOKEN`` or
-    ``RAY_AUTH_TOKEN_PATH``). Raises ``ImportError`` with an install hint when Ray is
-    missing."""
-    try:
-        import ray
-    except ImportError as exc:
-        raise ImportError("the ray engine needs Ray: pip install 'hashwatch[ray]'") from exc
-    if ray.is_initialized():
-        return ray
-    kw: dict[str, Any] = {"logging_level": logging.WARNING}
-    if address:
-        ray.init(address=address, **kw)
-    else:
-        ray.init(num_cpus=workers or os.cpu_count() or 1, include_dashboard=False,
-                 object_store_memory=RAY_OBJECT_STORE_BYTES, _node_ip_address="127.0.0.1",
-                 **kw)
-    return ray
-
-
-def ray_token_auth() -> bool | None:
-    """Whether this process talks to Ray with token authentication (None: Ray too old to
-    say)."""
-    try:
-        from ray._private.authentication.authentication_utils import is_token_auth_enabled
-    except ImportError:
-        return None
-    return bool(is_token_auth_enabled())
 
 
 class RayEngine:
@@ -179,12 +143,14 @@ class RayEngine:
 
     def __init__(self, address: str | None = None, workers: int | None = None,
                  max_retries: int = 3) -> None:
+        from hashwatch.distributed import ray_connect, ray_cpus, ray_token_auth
+
         self.ray = ray_connect(address, workers)
         self.token_auth = ray_token_auth()
         if self.token_auth is False:
             log.warning("this Ray cluster runs without token authentication: anyone who can "
                         "reach it can run code on it and read the lists' hashes")
-        self.workers = max(1, int(self.ray.cluster_resources().get("CPU", 1)))
+        self.workers = ray_cpus()
         self._task = self.ray.remote(num_cpus=1, max_retries=max_retries)(_ray_scan_batch)
         self._owns = address is None
 
