@@ -151,28 +151,42 @@ def run_one(root: Path, manifest: str, engine: str, workers: int, tag: str) -> d
 
 
 def scan(root: Path, repeat: int) -> None:
+    """Per engine and worker count: a one-file run (the fixed overhead of a run), then each
+    manifest. Per-core throughput = files / CPU-s, raw and marginal (the one-file run's CPU
+    subtracted: what a long scan converges to)."""
+    from hashwatch.scan import build_manifest
+
+    for name in ("jpeg12mp-x", "corpus-x"):
+        if not (root / f"manifest-{name}").exists():
+            build_manifest(root / f"manifest-{name}", [root / name], shard_size=100)
     print(f"load before: {os.getloadavg()}")
     results = []
     for engine in ("local", "ray"):
-        results.append(run_one(root, "one", engine, 1, f"one-{engine}"))
-    for manifest in ("jpeg12mp", "corpus"):
-        for engine in ("local", "ray"):
-            for workers in (1, 2):
+        for workers in (1, 2):
+            one = run_one(root, "one", engine, workers, f"one-{engine}-{workers}")
+            results.append(one)
+            for manifest in ("jpeg12mp-x", "corpus-x"):
                 for k in range(repeat):
-                    results.append(run_one(root, manifest, engine, workers,
-                                           f"{manifest}-{engine}-{workers}-{k}"))
+                    r = run_one(root, manifest, engine, workers,
+                                f"{manifest}-{engine}-{workers}-{k}")
+                    r["marginal_files_per_cpu_s"] = (r["files"] - 1) / (r["cpu_s"] - one["cpu_s"])
+                    r["marginal_files_per_wall_s"] = (r["files"] - 1) / (r["wall_s"]
+                                                                         - one["wall_s"])
+                    results.append(r)
     print(f"load after: {os.getloadavg()}")
-    # identical outputs on both engines
-    for manifest in ("jpeg12mp", "corpus"):
+    for manifest in ("jpeg12mp-x", "corpus-x"):
         a, b = root / "runs" / f"{manifest}-local-2-0", root / "runs" / f"{manifest}-ray-2-0"
-        same = all((a / "shards" / p.name).read_bytes() == p.read_bytes()
-                   for p in (b / "shards").glob("*.parquet"))
+        same = sorted(p.name for p in (a / "shards").glob("*.parquet")) == sorted(
+            p.name for p in (b / "shards").glob("*.parquet")) and all(
+            (a / "shards" / p.name).read_bytes() == p.read_bytes()
+            for p in (b / "shards").glob("*.parquet"))
         print(f"{manifest}: ray and local shard files byte-identical: {same}")
-    print("\nmanifest  engine  workers  files  wall s  CPU s  files/CPU-s  files/wall-s  "
-          "peak RSS MB")
+    print("\nmanifest    engine workers files  wall s  CPU s  files/CPU-s  marginal files/CPU-s"
+          "  files/wall-s  peak RSS MB")
     for r in results:
-        print(f"{r['manifest']:9} {r['engine']:6} {r['workers']:7} {r['files']:6} "
+        print(f"{r['manifest']:11} {r['engine']:6} {r['workers']:7} {r['files']:5} "
               f"{r['wall_s']:7.1f} {r['cpu_s']:6.1f} {r['files_per_cpu_s']:12.2f} "
+              f"{r.get('marginal_files_per_cpu_s', float('nan')):21.2f} "
               f"{r['files_per_wall_s']:13.2f} {r['peak_rss_mb']:11.0f}")
     (root / "scan-results.json").write_text(json.dumps(results, indent=1))
 

@@ -16,6 +16,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
+from conftest_pg import pg_db, pg_url  # noqa: F401
 from hashwatch.scan import Manifest, ManifestError, build_manifest, file_id
 from hashwatch.scan.output import iter_rows
 from hashwatch.scan.sqltable import ResultsTable
@@ -157,3 +158,26 @@ def test_results_table_is_idempotent(setup, manifest, baseline, tmp_path):
         "--results-db", url)
     assert t.count() == 10 and t.done_shards() == {0, 1, 2, 3}
     t.close()
+
+
+def test_results_table_on_postgresql(pg_db, baseline):  # noqa: F811
+    """The same idempotent per-shard writes on PostgreSQL (JSON matches, 64-bit sizes)."""
+    rows = list(iter_rows(baseline, 4))
+    t = ResultsTable(pg_db, "scan-a")
+    try:
+        for _ in range(2):  # a shard written twice (retry, resume) is kept once
+            t.write_shard(0, rows[:3])
+            t.write_shard(1, rows[3:6])
+        assert t.count() == 6 and t.done_shards() == {0, 1}
+        other = ResultsTable(pg_db, "scan-b")  # another scan's rows are its own
+        other.write_shard(0, rows[:3])
+        assert other.count() == 3 and t.count() == 6
+        other.close()
+        hit = next(r for r in rows[:6] if r["matches"])
+        with t.engine.connect() as conn:
+            got = conn.exec_driver_sql(
+                "SELECT matches FROM hashwatch_scan_results WHERE scan_id = 'scan-a' "
+                "AND file_id = %(f)s", {"f": hit["file_id"]}).scalar_one()
+        assert got == hit["matches"]
+    finally:
+        t.close()
