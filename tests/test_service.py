@@ -483,8 +483,13 @@ def test_webhook_signed_retried_and_replays_refused(svc):
         assert ev["type"] == "match" and ev["list"] == "wl" and ev["content"]["ref"] == "upload-42"
         assert ev["matches"][0]["ref"] == "k1" and ev["content"]["review_item_id"]
         assert rx.hits == 2  # one failure, one retry
-        out = c.get("/v1/outbox", headers=h).json()["events"]
-        assert out[0]["status"] == "delivered" and out[0]["attempts"] == 2
+        # the worker records the delivery after the receiver's 200: wait for that write
+        def delivered() -> list:
+            ev = c.get("/v1/outbox", headers=h).json()["events"]
+            return ev if ev and ev[0]["status"] == "delivered" else []
+
+        out = wait_for(delivered, timeout=10)
+        assert out and out[0]["status"] == "delivered" and out[0]["attempts"] == 2
         # replay of the captured request: refused (same event id); so is a forged body and
         # a stale timestamp with a once-valid signature
         headers, body = rx.raw[0]
