@@ -161,7 +161,8 @@ class _Rate:
             self.prog.update(self.task, rate=f"{t.completed / t.elapsed:,.0f}/s")
 
 
-def _hash_records(paths: list[Path], workers: int, what: str, extras: Any = None) -> Iterator[Any]:
+def _hash_records(paths: list[Path], workers: int, what: str, extras: Any = None,
+                  frame_extras: bool = True) -> Iterator[Any]:
     from hashwatch.hashing import hash_many, iter_files
 
     missing = [p for p in paths if not p.exists()]
@@ -172,7 +173,7 @@ def _hash_records(paths: list[Path], workers: int, what: str, extras: Any = None
     with progress(len(files), what) as prog:
         task = prog.add_task(what, total=len(files), rate="")
         tick = _Rate(prog, task)
-        for rec in hash_many(files, workers=workers, extras=extras):
+        for rec in hash_many(files, workers=workers, extras=extras, frame_extras=frame_extras):
             tick()
             yield rec
 
@@ -189,6 +190,21 @@ HASH_FIELDS = [
     "height",
     "error",
 ]
+# videos and animated images (also in csv; vpdq there is the reference's JSON interchange form)
+MEDIA_FIELDS = ["kind", "frame_count", "duration", "rotation", "limited", "vpdq"]
+
+
+def media_row(rec: Any) -> dict[str, Any]:
+    """One ``hash`` record: the still-image fields, then for videos and animations the kept
+    frames (index, seconds, PDQ, quality) and a video's vPDQ (``"hex,quality,seconds"``)."""
+    row: dict[str, Any] = {k: getattr(rec, k) for k in HASH_FIELDS}
+    row["path"] = str(row["path"])
+    if not rec.frames:
+        return row  # a still: the record is as it always was
+    row.update({k: getattr(rec, k) for k in MEDIA_FIELDS})
+    row["vpdq"] = [str(f) for f in rec.vpdq] if rec.vpdq else None
+    row["frames"] = [f.as_dict() for f in rec.frames] if rec.frames else None
+    return row
 
 
 @app.command("hash")
@@ -198,22 +214,27 @@ def hash_cmd(
     workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="Processes.")] = 1,
     out_path: Annotated[Path | None, typer.Option("--out", "-o", help="Write here (0600).")] = None,
 ) -> None:
-    """Hash files: size, MD5, SHA-1, SHA-256, PDQ (+quality) and dimensions, one record each."""
+    """Hash files: size, MD5, SHA-1, SHA-256, PDQ (+quality) and dimensions, one record each;
+    videos and animated images also every kept frame's PDQ, videos their vPDQ."""
+    from hashwatch.signals.vpdq import format_vpdq
+
     if fmt not in ("jsonl", "csv"):
         raise fail("--format must be jsonl or csv")
     n = errors = 0
     with output(out_path) as fh:
         writer = (
-            csv.DictWriter(fh, fieldnames=HASH_FIELDS, lineterminator="\n")
+            csv.DictWriter(fh, fieldnames=HASH_FIELDS + MEDIA_FIELDS, lineterminator="\n")
             if fmt == "csv"
             else None
         )
         if writer:
             writer.writeheader()
         for rec in _hash_records(paths, workers, "hashing"):
-            row = {k: getattr(rec, k) for k in HASH_FIELDS}
-            row["path"] = str(row["path"])
+            row = media_row(rec)
             if writer:
+                row.update({k: getattr(rec, k) for k in MEDIA_FIELDS})
+                row["vpdq"] = format_vpdq(rec.vpdq) if rec.vpdq else None
+                row.pop("frames", None)
                 writer.writerow({k: "" if v is None else v for k, v in row.items()})
             else:
                 fh.write(json.dumps(row) + "\n")
@@ -360,7 +381,7 @@ def lists_add(
         res = add_records(
             store,
             name,
-            _hash_records(paths, workers, "adding", robust.known_extras),
+            _hash_records(paths, workers, "adding", robust.known_extras, frame_extras=False),
             category=cat,
             on_record=note,
         )
@@ -482,9 +503,15 @@ def match_cmd(
     fmt: Annotated[str, typer.Option("--format", help="jsonl or table.")] = "jsonl",
     workers: Annotated[int, typer.Option("--workers", "-w", min=1)] = 1,
     out_path: Annotated[Path | None, typer.Option("--out", "-o", help="Write here (0600).")] = None,
+    vpdq_query_percent: Annotated[float, typer.Option(
+        min=0, max=100, help="vPDQ: share of the video's frames found in a known video.")] = 80.0,
+    vpdq_compared_percent: Annotated[float, typer.Option(
+        min=0, max=100, help="vPDQ: share of the known video's frames found.")] = 0.0,
     db: DbOpt = None,
 ) -> None:
-    """Match files against the lists: one JSON object per file (path, matches, error)."""
+    """Match files against the lists: one JSON object per file (path, matches, error,
+    pdq_matchable). Videos and animated images are matched frame by frame (each match says
+    which frame), videos also by vPDQ (defaults: the reference's 80 / 0 percent)."""
     from hashwatch.matcher import Matcher
     from hashwatch.store import ListNotFound
 
@@ -496,7 +523,8 @@ def match_cmd(
                 store.get_list(n)
             except ListNotFound as exc:
                 raise fail(str(exc)) from None
-        matcher = Matcher(store)
+        matcher = Matcher(store, vpdq_query_percent=vpdq_query_percent,
+                          vpdq_compared_percent=vpdq_compared_percent)
         recs = _hash_records(paths, workers, "matching", matcher.query_extras())
         results = matcher.match_records(recs, list_names)
         matched = total = 0

@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -38,6 +38,8 @@ from hashwatch.decode import (
     decode_for_pdq,
     decode_image,
 )
+from hashwatch.media.frames import MediaError, is_animated_image
+from hashwatch.media.hashing import FrameHash, MediaHashes, hash_media
 from hashwatch.signals.crypto import hash_bytes, hash_path
 from hashwatch.signals.pdq import (
     EXACT_MAX_PIXELS,
@@ -46,8 +48,10 @@ from hashwatch.signals.pdq import (
     pdq_hash,
     pdq_hash_fast,
 )
+from hashwatch.signals.vpdq import VpdqFeature
 
-__all__ = ["FileHashes", "ImageHashes", "hash_file", "hash_image_bytes", "hash_many", "iter_files"]
+__all__ = ["FileHashes", "ImageHashes", "hash_file", "hash_image_bytes", "hash_many", "iter_files",
+           "media_fields"]
 
 StrPath = str | os.PathLike[str]
 
@@ -69,6 +73,16 @@ class FileHashes:
     # what an ``extras`` function computed from the decoded RGB pixels (e.g. the robust
     # matcher's extra views and keypoints); None when none was asked for or decoding failed
     extras: dict[str, Any] | None = None
+    # videos and animated images (hashwatch.media): "image" | "animation" | "video" (None when
+    # nothing was decoded), every kept frame's PDQ (with its query views when asked), the
+    # video's vPDQ, and facts about the whole file
+    kind: str | None = None
+    frames: tuple[FrameHash, ...] | None = None
+    vpdq: tuple[VpdqFeature, ...] | None = None
+    duration: float | None = None
+    frame_count: int | None = None
+    rotation: int | None = None
+    limited: str | None = None  # the decode bound that cut a long or hostile file short
 
     @property
     def error_reason(self) -> str | None:
@@ -78,6 +92,10 @@ class FileHashes:
         d = asdict(self)
         if d["pdq_dihedral"] is not None:
             d["pdq_dihedral"] = list(d["pdq_dihedral"])
+        if self.frames is not None:
+            d["frames"] = [f.as_dict() for f in self.frames]
+        if self.vpdq is not None:
+            d["vpdq"] = [str(f) for f in self.vpdq]
         return d
 
 
@@ -90,11 +108,19 @@ def hash_file(
     dihedral: bool = False,
     exact_pdq: bool = False,
     extras: Callable[[np.ndarray], dict[str, Any]] | None = None,
+    media: bool = True,
+    frame_extras: bool = True,
 ) -> FileHashes:
     """Hash one file. Never raises for a bad or missing file: see ``FileHashes.error``.
 
     ``extras``: a picklable function of the decoded RGB pixels (at most ``max_side``) whose
-    result is kept in ``FileHashes.extras``; it runs in the hashing worker, beside PDQ."""
+    result is kept in ``FileHashes.extras``; it runs in the hashing worker, beside PDQ.
+    ``media``: videos and animated images also get every kept frame's PDQ (``frames``, each
+    with its own ``extras``) and videos their vPDQ (:func:`hashwatch.media.hash_media`);
+    ``False`` treats them as before (a video is not an image, an animation is its frame 0).
+    ``frame_extras=False``: ``extras`` runs on stills only, not on each frame (known-image
+    extras: a known video is stored as its vPDQ, not as pictures)."""
+    fx = extras if frame_extras else None
     spath = os.fspath(path)
     try:
         # O_NONBLOCK: opening a FIFO (seized media can hold one) must not wait for a writer.
@@ -103,6 +129,10 @@ def hash_file(
             st = os.fstat(fh.fileno())
             if not stat.S_ISREG(st.st_mode):
                 return FileHashes(spath, error="unreadable: not a regular file")
+            if media and _sniff(fh.read(_SNIFF)) == "video":
+                # videos are bounded by frames decoded, not bytes: PyAV reads the file itself
+                return _hash_video_file(spath, fx)
+            fh.seek(0)
             if st.st_size > max_bytes:
                 # Still identify it exactly (streamed, constant memory); no decode.
                 crypto = hash_path(spath)
@@ -134,7 +164,7 @@ def hash_file(
         return FileHashes(spath, **base, error=str(exc))
     except Exception as exc:  # a decoder bug on hostile input must not stop a batch
         return FileHashes(spath, **base, error=f"error: {type(exc).__name__}: {exc}")
-    return FileHashes(
+    rec = FileHashes(
         spath,
         **base,
         pdq=img.pdq,
@@ -144,7 +174,69 @@ def hash_file(
         format=img.format,
         pdq_dihedral=img.pdq_dihedral,
         extras=img.extras,
+        kind="image",
     )
+    if media and is_animated_image(data):
+        rec = _with_animation(rec, data, fx)
+    return rec
+
+
+_SNIFF = 4096
+
+
+def _sniff(head: bytes) -> str:
+    from hashwatch.triage.sources import sniff  # stdlib-only module: the one content sniffer
+
+    return sniff(head)
+
+
+def media_fields(m: MediaHashes) -> dict[str, Any]:
+    """The :class:`FileHashes` fields a video or animation fills from :func:`hash_media`."""
+    first = m.first_usable()
+    return {
+        "kind": m.info.kind,
+        "frames": m.frames,
+        "vpdq": m.vpdq,
+        "duration": m.info.duration,
+        "frame_count": m.info.frame_count,
+        "rotation": m.info.rotation if m.info.kind == "video" else None,
+        "limited": m.info.limited,
+        "pdq": first.pdq if first else None,
+        "pdq_quality": first.quality if first else None,
+    }
+
+
+def _with_animation(rec: FileHashes, data: bytes,
+                    extras: Callable[[np.ndarray], dict[str, Any]] | None) -> FileHashes:
+    """An animated GIF/WebP/APNG: the record keeps frame 0's PDQ (what a still decoder and
+    partners' PDQ tools see) and gains every distinct frame's."""
+    try:
+        m = hash_media(data, "animation", extras=extras)
+    except MediaError:
+        return rec  # frame 0 decoded as a still: keep that
+    fields = media_fields(m)
+    del fields["pdq"], fields["pdq_quality"]
+    return replace(rec, **fields, extras=None)
+
+
+def _hash_video_file(path: str, extras: Callable[[np.ndarray], dict[str, Any]] | None
+                     ) -> FileHashes:
+    try:
+        crypto = hash_path(path)
+    except OSError as exc:
+        return FileHashes(path, error=f"unreadable: {exc.strerror or exc}")
+    base: dict[str, Any] = {"size": crypto.size, "md5": crypto.md5, "sha1": crypto.sha1,
+                            "sha256": crypto.sha256}
+    try:
+        m = hash_media(path, "video", extras=extras)
+    except MediaError as exc:
+        reason = "not_an_image" if exc.reason == "no_video" else exc.reason
+        return FileHashes(path, **base, kind="video", error=f"{reason}: {exc.message}")
+    except Exception as exc:  # a decoder bug on hostile input must not stop a batch
+        return FileHashes(path, **base, kind="video",
+                          error=f"error: {type(exc).__name__}: {exc}")
+    return FileHashes(path, **base, width=m.info.width, height=m.info.height,
+                      format=m.info.format, **media_fields(m))
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +368,7 @@ def hash_many(
     dihedral: bool = False,
     exact_pdq: bool = False,
     extras: Callable[[np.ndarray], dict[str, Any]] | None = None,
+    frame_extras: bool = True,
     mp_context: multiprocessing.context.BaseContext | None = None,
 ) -> Iterator[FileHashes]:
     """Hash every file under ``paths`` (see :func:`iter_files`), one record per file.
@@ -291,6 +384,7 @@ def hash_many(
         "dihedral": dihedral,
         "exact_pdq": exact_pdq,
         "extras": extras,
+        "frame_extras": frame_extras,
     }
     if chunksize < 1:
         raise ValueError("chunksize must be >= 1")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from hashwatch.categories import Category
+from hashwatch.signals.vpdq import VpdqFeature, vpdq_group_ref
 from hashwatch.store import EntryIn
 
 
@@ -30,7 +33,12 @@ def entries_for_record(
         for sig in ("md5", "sha1", "sha256")
         if getattr(rec, sig, None)
     ]
-    if getattr(rec, "pdq", None):
+    vpdq = getattr(rec, "vpdq", None)
+    if vpdq:
+        # a known video: its vPDQ, one entry per frame (its first frame's PDQ is not a picture
+        # of the list's, so no "pdq" entry)
+        out.extend(vpdq_entries(vpdq, group_ref=group, category=category, source_ref=ref))
+    elif getattr(rec, "pdq", None):
         out.append(
             EntryIn(
                 signal_type="pdq", value=rec.pdq, category=category, source_ref=ref, group_ref=group
@@ -50,6 +58,38 @@ def entries_for_record(
             for variant, value, _quality in extras.get("pdq_variants", ())
         )
     return out
+
+
+def vpdq_entries(
+    features: Sequence[VpdqFeature],
+    *,
+    group_ref: str = "",
+    category: Category | None = None,
+    labels: tuple[str, ...] = (),
+    source_ref: str = "",
+) -> list[EntryIn]:
+    """One known video's vPDQ → its list entries: one ``vpdq`` entry per frame
+    (``"hex,quality,seconds"``), all sharing ``group_ref`` (default: a digest of the vPDQ).
+    ``variant`` carries a digest of the group so that two videos of a list that share a frame
+    (a common intro) each keep all of theirs. :func:`group_vpdq` reverses this."""
+    group = group_ref or vpdq_group_ref(features)
+    variant = "g:" + hashlib.sha256(group.encode()).hexdigest()[:24]
+    return [EntryIn(signal_type="vpdq", value=str(f), category=category, labels=labels,
+                    source_ref=source_ref, group_ref=group, variant=variant)
+            for f in features]
+
+
+def group_vpdq(rows: Iterable[Any]) -> Iterator[tuple[list[Any], list[VpdqFeature]]]:
+    """Entry rows in id order → (the rows of one known video, its vPDQ) per video, for
+    exporters: consecutive ``vpdq`` rows of one (list, group_ref) make one vPDQ hash."""
+    batch: list[Any] = []
+    for r in rows:
+        if batch and (r.group_ref, r.list_id) != (batch[0].group_ref, batch[0].list_id):
+            yield batch, [VpdqFeature.parse(b.value) for b in batch]
+            batch = []
+        batch.append(r)
+    if batch:
+        yield batch, [VpdqFeature.parse(b.value) for b in batch]
 
 
 def local_features_for_record(rec: Any) -> tuple[str, bytes] | None:

@@ -7,6 +7,7 @@ List state (enabled, deleted) is applied when results are read back from the sto
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ import numpy as np
 
 from hashwatch import robust
 from hashwatch.index import HammingIndex
+from hashwatch.signals.vpdq import VPDQ_COMPARED_MATCH_PERCENT, VPDQ_QUERY_MATCH_PERCENT
 from hashwatch.store import EntryRow, Store
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,12 @@ class Match:
     variant: str = ""  # the known entry's view ("" = the full-image hash)
     route: str = ""  # "query view/known view" when not the plain full/full comparison
     inliers: int | None = None  # local tier: geometrically verified keypoint matches
+    # videos and animations: the query frame that matched (number in decode order, seconds)
+    frame: int | None = None
+    frame_time: float | None = None
+    # vPDQ: the reference's frame-match percentages (query frames found, known frames found)
+    query_match_percent: float | None = None
+    compared_match_percent: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         d = {
@@ -68,6 +76,11 @@ class Match:
             d["route"] = self.route
         if self.inliers is not None:
             d["inliers"] = self.inliers
+        if self.frame is not None:
+            d["frame"] = {"index": self.frame, "t": self.frame_time}
+        if self.query_match_percent is not None:
+            d["query_match_percent"] = self.query_match_percent
+            d["compared_match_percent"] = self.compared_match_percent
         return d
 
 
@@ -76,13 +89,42 @@ class MatchResult:
     path: str
     matches: list[Match] = field(default_factory=list)
     error: str | None = None
+    # whether the file had a PDQ good enough to match perceptually, and if not, why
+    pdq_matchable: bool | None = None
+    pdq_reason: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "path": self.path,
             "matches": [m.as_dict() for m in self.matches],
             "error": self.error,
         }
+        if self.pdq_matchable is not None:
+            d["pdq_matchable"] = self.pdq_matchable
+            if self.pdq_reason:
+                d["pdq_reason"] = self.pdq_reason
+        return d
+
+
+def pdq_matchability(rec: Any, min_quality: int = PDQ_MIN_QUALITY) -> tuple[bool, str | None]:
+    """Whether a hashed file can be matched perceptually (PDQ quality >= ``min_quality``, for
+    a video or animation: some kept frame), and if not, why. Exact hashes are matched anyway:
+    "no perceptual match" and "could not be matched perceptually" must not look alike."""
+    frames = getattr(rec, "frames", None) or ()
+    if frames:
+        best = max(f.quality for f in frames)
+        if best >= min_quality:
+            return True, None
+        return False, (f"no frame has PDQ quality >= {min_quality} (best {best}): the frames "
+                       "are too flat or uniform to match perceptually")
+    quality = getattr(rec, "pdq_quality", None)
+    if getattr(rec, "pdq", None) is None or quality is None:
+        error = getattr(rec, "error", None)
+        return False, f"no PDQ: {error}" if error else "no PDQ: not a decodable picture"
+    if quality < min_quality:
+        return False, (f"PDQ quality {quality} is below the matching floor {min_quality}: the "
+                       "picture is too flat or uniform to match perceptually")
+    return True, None
 
 
 def hex_to_codes(values: Sequence[str]) -> np.ndarray:
@@ -138,10 +180,17 @@ class Matcher:
         min_quality: int = PDQ_MIN_QUALITY,
         persist: bool = True,
         mmap: bool = False,
+        vpdq_query_percent: float = VPDQ_QUERY_MATCH_PERCENT,
+        vpdq_compared_percent: float = VPDQ_COMPARED_MATCH_PERCENT,
     ) -> None:
         """``mmap``: map a saved index instead of reading it (instant start; processes serving
-        the same index share its pages, see BENCHMARKS)."""
+        the same index share its pages, see BENCHMARKS). ``vpdq_*_percent``: a video matches a
+        known vPDQ video when both frame-match percentages reach these (the reference's 80/0,
+        :mod:`hashwatch.signals.vpdq`)."""
         self.store = store
+        self.vpdq_query_percent = vpdq_query_percent
+        self.vpdq_compared_percent = vpdq_compared_percent
+        self._vpdq: Any = None
         self.mmap = mmap
         self.pdq_threshold = pdq_threshold
         self.min_quality = min_quality
@@ -192,6 +241,8 @@ class Matcher:
 
     def refresh(self) -> int:
         """Apply entries added or removed since the index was last current."""
+        if self._vpdq is not None:
+            self._vpdq.refresh()
         applied = 0
         while True:
             # the head is read BEFORE the PDQ changes: read after, a change committed in
@@ -368,11 +419,47 @@ class Matcher:
         callable on decoded pixels, for ``hashing.hash_many(extras=...)``)."""
         return partial(robust.query_extras, local=self.local_enabled)
 
+    # -- videos ---------------------------------------------------------------------
+    def match_vpdq(self, features: Sequence[Any], lists: Sequence[str] | None = None,
+                   views: Any = None) -> list[Match]:
+        """Known vPDQ videos this vPDQ hash (``VpdqFeature`` s) matches, by the reference's
+        frame-match percentages; ``distance`` is the best frame distance. ``views``: frame hex
+        → turned / border-trimmed view hexes (see ``VpdqIndex.query``); a match that needed
+        them has route ``vpdq:views``."""
+        from hashwatch.media.vpdq_index import VpdqIndex
+
+        if self._vpdq is None:
+            self._vpdq = VpdqIndex(self.store)
+        else:
+            self._vpdq.refresh()
+        hits = self._vpdq.query(features, query_percent=self.vpdq_query_percent,
+                                compared_percent=self.vpdq_compared_percent, views=views)
+        if not hits:
+            return []
+        rows = self.store.get_entries([h.entry_id for h in hits])
+        allowed = set(lists) if lists else None
+        out = []
+        for h in hits:
+            e = rows.get(h.entry_id)
+            if e is None or (allowed is not None and e.list_name not in allowed):
+                continue
+            m = _match_from_entry(e, h.distance, False, "vpdq:views" if h.via_views else "")
+            out.append(dataclasses.replace(m, query_match_percent=h.query_match_percent,
+                                           compared_match_percent=h.compared_match_percent))
+        return out
+
     def match_hashes(self, hashes: HashedLike, lists: Sequence[str] | None = None) -> list[Match]:
         """Exact matches first, then perceptual ones for known images not matched exactly.
 
         With query views (``hashes.extras["pdq_variants"]``, from :meth:`query_extras`) the
-        robust hash tier runs; with local features and no hash match, the local tier."""
+        robust hash tier runs; with local features and no hash match, the local tier. A video
+        or animation (``hashes.frames``) is matched frame by frame, each match saying which
+        frame, and a video's vPDQ (``hashes.vpdq``) against known vPDQ videos."""
+        frames = getattr(hashes, "frames", None)
+        if frames:
+            from hashwatch.media.matching import match_media
+
+            return match_media(self, hashes, lists)
         exact = self.match_exact(hashes, lists)
         extras = getattr(hashes, "extras", None) or {}
         near: list[Match] = []
@@ -391,6 +478,9 @@ class Matcher:
     ) -> Iterable[MatchResult]:
         for rec in records:
             if rec.error and not (rec.md5 or rec.pdq):
-                yield MatchResult(path=rec.path, error=rec.error)
+                yield MatchResult(path=rec.path, error=rec.error, pdq_matchable=False,
+                                  pdq_reason=f"no PDQ: {rec.error}")
                 continue
-            yield MatchResult(path=rec.path, matches=self.match_hashes(rec, lists), error=rec.error)
+            ok, why = pdq_matchability(rec, self.min_quality)
+            yield MatchResult(path=rec.path, matches=self.match_hashes(rec, lists),
+                              error=rec.error, pdq_matchable=ok, pdq_reason=why)

@@ -1,8 +1,9 @@
 """Signals: what hashwatch computes from a file, and the registry of signal types.
 
 Built-in types: ``md5``, ``sha1``, ``sha256`` (exact), ``pdq`` (perceptual, distance <= 31,
-quality >= 50) and ``photodna`` (stored and exported, not matchable without the licensed
-plug-in). Plug-ins register more through the ``hashwatch.signals`` entry-point group.
+quality >= 50), ``vpdq`` (video PDQ: one entry per frame, matched by frame-match percentages)
+and ``photodna`` (stored and exported, not matchable without the licensed plug-in). Plug-ins
+register more through the ``hashwatch.signals`` entry-point group.
 """
 
 from hashwatch.signals.base import (
@@ -29,8 +30,9 @@ from hashwatch.signals.pdq import (
     pdq_hash_fast,
 )
 from hashwatch.signals.photodna import PHOTODNA
+from hashwatch.signals.vpdq import VPDQ
 
-for _st in (MD5, SHA1, SHA256, PDQ, PHOTODNA):
+for _st in (MD5, SHA1, SHA256, PDQ, VPDQ, PHOTODNA):
     register_signal_type(_st, replace=True)
 del _st
 
@@ -41,6 +43,7 @@ __all__ = [
     "PHOTODNA",
     "SHA1",
     "SHA256",
+    "VPDQ",
     "HexSignalType",
     "InvalidSignalValue",
     "SignalNotMatchable",

@@ -1,0 +1,347 @@
+"""Animated images and videos → sampled frames, upright, bounded: :func:`iter_frames`.
+
+One function decodes every moving picture hashwatch looks at, so that one set of limits (and
+one place to wrap in a subprocess with a deadline) covers them all:
+
+* **Videos** (PyAV / FFmpeg): every frame is decoded (so the frame count is exact); one frame
+  every ``every`` seconds is kept (1 s by default, as vPDQ's reference hashes). The display
+  rotation (the track's display matrix, what phones write instead of turning the pixels;
+  ``frame.rotation`` in PyAV, FFmpeg's ``av_display_rotation_get``, or the older ``rotate``
+  tag) is applied, so frames come out the way every player shows them.
+* **Animated images** (GIF, WebP, APNG through Pillow): every *distinct* frame is kept, with
+  its display time from the frame durations; a frame identical to one already kept is skipped.
+
+Bounds (:class:`FrameLimits`), so that hostile media cannot run away: frames decoded, pixels x
+frames decoded (the real decoding cost), pixels of one frame (from the header, before any
+buffer), and frames kept. When more frames would be kept than allowed, the sampling interval
+doubles and every other kept frame is dropped, so the kept frames still span the whole file.
+When a decode bound stops the decoding, :attr:`MediaInfo.limited` says which one; the frames
+kept so far are still returned (a cut video keeps what it showed before).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, Generic, TypeVar
+
+import numpy as np
+
+__all__ = [
+    "ANIMATION_LIMITS",
+    "VIDEO_LIMITS",
+    "Frame",
+    "FrameLimits",
+    "Sample",
+    "MediaError",
+    "MediaInfo",
+    "decode_frames",
+    "is_animated_image",
+    "stream_rotation",
+]
+
+T = TypeVar("T")
+
+MAX_SIDE: Final = 512  # frames are reduced so the longer side is at most this (PDQ looks at 64)
+
+
+class MediaError(Exception):
+    """A video or animation that cannot be decoded. ``reason``: ``no_video`` (a container
+    without a video stream, e.g. audio-only MP4), ``truncated`` (undecodable data),
+    ``too_large`` (a frame over the pixel limit)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class FrameLimits:
+    """Bounds on one file's decoding. ``every``: seconds between kept video frames (0: every
+    frame; animations use 0, i.e. every distinct frame)."""
+
+    every: float = 1.0
+    max_samples: int = 7200  # frames kept (hashed); past it sampling thins out (see module)
+    max_frames: int = 1_000_000  # frames decoded
+    max_pixel_frames: int = 250_000_000_000  # sum of decoded frame pixels (~1 h of 4K at 30 fps)
+    max_frame_pixels: int = 100_000_000  # one frame, checked from the header
+    max_side: int = MAX_SIDE
+
+
+# A video: 1 frame/s, up to 2 h kept; decoding bounded at ~1 h of 4K (or ~4 h of 1080p).
+VIDEO_LIMITS: Final = FrameLimits()
+# An animation: every distinct frame, at most 600 kept; Pillow composites full-size frames, so
+# the pixel budget is far smaller (2 G: e.g. 500 frames of 4 MP).
+ANIMATION_LIMITS: Final = FrameLimits(every=0.0, max_samples=600, max_frames=20_000,
+                                      max_pixel_frames=2_000_000_000)
+
+
+@dataclass
+class Frame:
+    """One kept frame: ``index`` in decode order (0-based), ``t`` display time in seconds,
+    ``pixels`` (h, w, 3) uint8 RGB, upright, longer side at most ``FrameLimits.max_side``."""
+
+    index: int
+    t: float
+    pixels: np.ndarray
+    width: int  # full-size frame, upright (what PDQ of the full frame would see)
+    height: int
+
+
+@dataclass(frozen=True)
+class Sample(Generic[T]):
+    """What the caller's ``on_frame`` returned for one kept frame (pixels are not kept)."""
+
+    index: int
+    t: float
+    value: T
+
+
+@dataclass
+class MediaInfo:
+    """Facts about the whole file, complete once :func:`iter_frames` is exhausted."""
+
+    kind: str  # "video" | "animation"
+    format: str
+    width: int = 0  # as displayed (after rotation), full size
+    height: int = 0
+    duration: float | None = None  # seconds
+    frame_count: int = 0  # frames decoded
+    rotation: int = 0  # degrees counter-clockwise applied to the stored pixels (0/90/180/270)
+    limited: str | None = None  # the bound that stopped decoding early, if any
+    kept: int = 0  # frames kept (after thinning)
+    thumb: np.ndarray | None = field(default=None, repr=False)  # first kept frame's pixels
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def is_animated_image(data: bytes) -> bool:
+    """True for a GIF, WebP or PNG (APNG) with more than one frame (header-level check)."""
+    head = data[:64]
+    if not (head[:6] in (b"GIF87a", b"GIF89a") or head.startswith(b"\x89PNG\r\n\x1a\n")
+            or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")):
+        return False
+    if head.startswith(b"\x89PNG") and b"acTL" not in data[:4096]:
+        return False  # APNG declares its animation control chunk before the first IDAT
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as im:
+                return bool(getattr(im, "is_animated", False))
+    except Exception:
+        return False  # the still-image decoder reports what is wrong with it
+
+
+def _reduced_size(w: int, h: int, max_side: int) -> tuple[int, int]:
+    scale = min(1.0, max_side / max(w, h, 1))
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
+
+def _upright(pixels: np.ndarray, rotation: int) -> np.ndarray:
+    k = (rotation // 90) % 4
+    return np.ascontiguousarray(np.rot90(pixels, k=k)) if k else pixels
+
+
+class _Sampler(Generic[T]):
+    """Keeps frames on a time grid; halves the grid's density when over ``max_samples``."""
+
+    def __init__(self, every: float, max_samples: int, on_frame: Callable[[Frame], T],
+                 info: MediaInfo) -> None:
+        self.every = every
+        self.max_samples = max(1, max_samples)
+        self.next_t = 0.0
+        self.kept: list[Sample[T]] = []
+        self.on_frame = on_frame
+        self.info = info
+
+    def want(self, t: float) -> bool:
+        return self.every <= 0 or t + 1e-6 >= self.next_t
+
+    def keep(self, f: Frame) -> None:
+        if self.info.thumb is None:
+            self.info.thumb = f.pixels
+        self.kept.append(Sample(f.index, f.t, self.on_frame(f)))
+        if self.every > 0:
+            self.next_t = (int(f.t / self.every + 1e-6) + 1) * self.every
+        if len(self.kept) > self.max_samples:
+            # too many: keep every other one and sample half as often from here on
+            self.kept = self.kept[::2]
+            self.every = self.every * 2 if self.every > 0 else max(
+                (self.kept[-1].t - self.kept[0].t) / max(len(self.kept) - 1, 1), 1e-3) * 2
+            self.next_t = (int(self.kept[-1].t / self.every + 1e-6) + 1) * self.every
+
+
+def decode_frames(src: str | os.PathLike[str] | bytes, kind: str,
+                  on_frame: Callable[[Frame], T],
+                  limits: FrameLimits | None = None) -> tuple[MediaInfo, list[Sample[T]]]:
+    """Decode ``src`` (a path, or the file's bytes) of ``kind`` ``"video"`` or
+    ``"animation"``, calling ``on_frame`` on each kept frame as it is decoded (see the module
+    docstring for sampling and bounds). Only what ``on_frame`` returns is kept, so memory
+    does not grow with the video's length.
+
+    Returns ``(info, samples)`` in time order. Raises :class:`MediaError` when nothing could
+    be decoded; exceptions raised by ``on_frame`` propagate.
+    """
+    if kind == "video":
+        return _video(src, limits or VIDEO_LIMITS, on_frame)
+    if kind == "animation":
+        return _animation(src, limits or ANIMATION_LIMITS, on_frame)
+    raise ValueError(f"kind must be 'video' or 'animation', not {kind!r}")
+
+
+def stream_rotation(frame: object, stream: object) -> int:
+    """Counter-clockwise degrees (0/90/180/270) that make a stored frame upright: PyAV's
+    ``frame.rotation`` (the display matrix), else the legacy ``rotate`` tag (clockwise)."""
+    rot = getattr(frame, "rotation", None)
+    if rot:
+        return int(round(float(rot) / 90.0)) * 90 % 360
+    tag = (getattr(stream, "metadata", None) or {}).get("rotate")
+    if tag:
+        try:
+            return int(round(-float(tag) / 90.0)) * 90 % 360
+        except ValueError:
+            return 0
+    return 0
+
+
+def _over_budget(info: MediaInfo, pixel_frames: int, lim: FrameLimits) -> bool:
+    """Whether a decode bound is reached (then ``info.limited`` names it)."""
+    if info.frame_count >= lim.max_frames:
+        info.limited = "max_frames"
+    elif pixel_frames >= lim.max_pixel_frames:
+        info.limited = "max_pixel_frames"
+    return info.limited is not None
+
+
+def _video(src: str | os.PathLike[str] | bytes, lim: FrameLimits,
+           on_frame: Callable[[Frame], T]) -> tuple[MediaInfo, list[Sample[T]]]:
+    import av
+
+    try:
+        container = av.open(io.BytesIO(src) if isinstance(src, bytes) else os.fspath(src),
+                            mode="r")
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        raise MediaError("truncated", f"cannot open video: {exc}") from None
+    with container:
+        if not container.streams.video:
+            raise MediaError("no_video", "container holds no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        sw, sh = stream.width or 0, stream.height or 0
+        if sw * sh > lim.max_frame_pixels:
+            raise MediaError("too_large", f"{sw}x{sh} frames, over the "
+                             f"{lim.max_frame_pixels}-pixel limit")
+        info = MediaInfo(kind="video", format=container.format.name if container.format else "")
+        rate = float(stream.average_rate) if stream.average_rate else 0.0
+        sampler = _Sampler(lim.every, lim.max_samples, on_frame, info)
+        pixel_frames = 0
+        last_t = 0.0
+        try:
+            for frame in container.decode(stream):
+                n = info.frame_count
+                w, h = frame.width, frame.height
+                if w * h > lim.max_frame_pixels:
+                    info.limited = "max_frame_pixels"
+                    break
+                info.frame_count += 1
+                pixel_frames += w * h
+                t = frame.time if frame.time is not None else (n / rate if rate else float(n))
+                last_t = max(last_t, t)
+                if n == 0:
+                    info.rotation = stream_rotation(frame, stream)
+                    info.width, info.height = (h, w) if info.rotation in (90, 270) else (w, h)
+                if sampler.want(t):
+                    rw, rh = _reduced_size(w, h, lim.max_side)
+                    px = frame.to_ndarray(format="rgb24", width=rw, height=rh)
+                    sampler.keep(Frame(n, round(t, 3), _upright(px, info.rotation), info.width,
+                                       info.height))
+                if _over_budget(info, pixel_frames, lim):
+                    break
+        except (av.error.FFmpegError, ValueError) as exc:
+            if info.frame_count == 0:
+                raise MediaError("truncated", f"video data cannot be decoded: {exc}") from None
+            # a cut-off video keeps what was decoded: frames before the damage still match
+        if info.frame_count == 0:
+            raise MediaError("truncated", "no frame could be decoded")
+        if info.limited is None and container.duration:
+            info.duration = round(container.duration / 1_000_000, 3)
+        elif info.limited is None and stream.duration and stream.time_base:
+            info.duration = round(float(stream.duration * stream.time_base), 3)
+        else:
+            info.duration = round(last_t + (1 / rate if rate else 0), 3)
+        if not info.width:
+            info.width, info.height = sw, sh
+    info.kept = len(sampler.kept)
+    return info, sampler.kept
+
+
+def _animation(src: str | os.PathLike[str] | bytes, lim: FrameLimits,
+               on_frame: Callable[[Frame], T]) -> tuple[MediaInfo, list[Sample[T]]]:
+    from PIL import Image, ImageFile
+
+    data = src if isinstance(src, bytes) else Path(src).read_bytes()
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+    except Exception as exc:
+        raise MediaError("truncated", f"cannot open animation: {exc}") from None
+    with im:
+        w, h = im.size
+        if w * h > lim.max_frame_pixels:
+            raise MediaError("too_large", f"{w}x{h} frames, over the "
+                             f"{lim.max_frame_pixels}-pixel limit")
+        info = MediaInfo(kind="animation", format=(im.format or "").upper(), width=w, height=h)
+        sampler = _Sampler(lim.every, lim.max_samples, on_frame, info)
+        seen: set[bytes] = set()
+        t_ms = 0.0
+        pixel_frames = 0
+        n = 0
+        while True:
+            try:
+                im.seek(n)
+            except EOFError:
+                break
+            except Exception as exc:
+                if n == 0:
+                    raise MediaError("truncated", f"cannot read animation: {exc}") from None
+                info.extra["damaged_at_frame"] = n
+                break
+            try:
+                rgb = im.convert("RGB")
+            except Exception as exc:
+                if n == 0:
+                    raise MediaError("truncated", f"animation data is corrupt: {exc}") from None
+                info.extra["damaged_at_frame"] = n
+                break
+            info.frame_count += 1
+            pixel_frames += w * h
+            t = t_ms / 1000.0
+            duration = im.info.get("duration") or 0
+            t_ms += float(duration) if isinstance(duration, int | float) else 0.0
+            if sampler.want(t):
+                rw, rh = _reduced_size(w, h, lim.max_side)
+                small = rgb if (rw, rh) == (w, h) else rgb.reduce(max(1, min(w // rw, h // rh)))
+                if small.size != (rw, rh):
+                    small = small.resize((rw, rh), Image.Resampling.BOX)
+                px = np.asarray(small)
+                digest = hashlib.blake2b(px.tobytes(), digest_size=16).digest()
+                if digest not in seen:  # only distinct frames
+                    seen.add(digest)
+                    sampler.keep(Frame(n, round(t, 3), px, w, h))
+            n += 1
+            if _over_budget(info, pixel_frames, lim):
+                break
+        info.duration = round(t_ms / 1000.0, 3) if t_ms else None
+    if info.frame_count == 0:
+        raise MediaError("truncated", "no frame could be decoded")
+    info.kept = len(sampler.kept)
+    return info, sampler.kept
