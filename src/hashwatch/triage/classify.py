@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hashwatch.matcher import Match, Matcher
+from hashwatch.media.matching import FrameProbe as _Probe
+from hashwatch.media.matching import match_media
 from hashwatch.triage.work import FileRecord
 
 __all__ = ["STATES", "Classified", "classify", "classify_many"]
@@ -66,18 +68,19 @@ class Classified:
 
 
 @dataclass
-class _Probe:
-    """What the Matcher reads for one video frame: a PDQ and no crypto hash."""
+class _NoCrypto:
+    """A video or animation's frames and vPDQ, without its crypto hashes (looked up apart)."""
 
-    pdq: str
-    pdq_quality: int
-    extras: dict[str, Any] | None = None
+    rec: FileRecord
     md5: None = None
-    sha1: None = None
-    sha256: None = None
-    pdq_dihedral: None = None
-    path: str = ""
-    error: None = None
+
+    @property
+    def frames(self) -> Any:
+        return self.rec.frame_hashes or ()
+
+    @property
+    def vpdq(self) -> Any:
+        return self.rec.vpdq
 
 
 def _hash_distance(matches: Sequence[Match]) -> int | None:
@@ -107,28 +110,20 @@ def classify(rec: FileRecord, matcher: Matcher, lists: Sequence[str] | None = No
     skips the exact look-up known to find nothing."""
     if rec.md5 is None and rec.error:
         return Classified("error")
-    if rec.kind == "video":
+    if rec.kind == "video" or rec.frame_hashes:
+        # videos and animations: the file exactly, a video's vPDQ, then every distinct frame
+        # with its robust views (hashwatch.media.matching); matches say which frame
         exact = matcher.match_exact(rec, lists) if rec.md5 and crypto_hit else []
         if exact:
             return Classified("known_exact", 0, exact)
         if rec.error:
             return Classified("error")
-        best: dict[int, Match] = {}
-        times: dict[int, float] = {}
-        seen: set[str] = set()
-        for t, pdq, quality in rec.frames:
-            if pdq in seen:
-                continue  # a still scene repeats the same hash: match it once
-            seen.add(pdq)
-            for m in matcher.match_hashes(_Probe(pdq, quality), lists):
-                if m.entry_id not in best or m.distance < best[m.entry_id].distance:
-                    best[m.entry_id] = m
-                    times[m.entry_id] = t
-        if best:
-            near = sorted(best.values(), key=lambda m: (m.distance < 0, m.distance, m.list,
-                                                        m.entry_id))
+        near = [m for m in match_media(matcher, _NoCrypto(rec), lists) if not m.exact]
+        if near:
+            near.sort(key=lambda m: (m.distance < 0, m.distance, m.list, m.entry_id))
             return Classified("known_near", _hash_distance(near), near,
-                              {m.entry_id: times[m.entry_id] for m in near})
+                              {m.entry_id: m.frame_time for m in near
+                               if m.frame_time is not None})
         return Classified("unknown")
     if not rec.md5:
         matches = []

@@ -65,7 +65,11 @@ class FileRecord:
     height: int | None = None
     duration: float | None = None
     frame_count: int | None = None
-    frames: list[tuple[float, str, int]] = field(default_factory=list)
+    frames: list[tuple[float, str, int]] = field(default_factory=list)  # (seconds, pdq, quality)
+    # videos and animations: the kept frames with their query views (hashwatch.media), and a
+    # video's vPDQ; read by the Matcher, not stored
+    frame_hashes: tuple[Any, ...] | None = None
+    vpdq: tuple[Any, ...] | None = None
     error: str | None = None
     thumb: bytes | None = None
     extras: dict[str, Any] | None = None  # robust query views for the Matcher (not stored)
@@ -178,6 +182,7 @@ def _image(rec: FileRecord, data: bytes, opts: WorkOptions) -> None:
     rec.extras = img.extras
     if opts.thumbnails:
         rec.thumb = _thumb(img.pixels, opts.thumb_side)
+    _animation(rec, data, opts)
 
 
 def _image_meta(rec: FileRecord, data: bytes) -> None:
@@ -203,13 +208,14 @@ def _optional(extras: Any) -> Any:
 
 
 def _video(rec: FileRecord, src: str | bytes, opts: WorkOptions) -> None:
-    from hashwatch.triage.video import VideoError, hash_video
+    from hashwatch.media import FrameLimits, MediaError, hash_media
 
     rec.kind = "video"
     t = _clock()
     try:
-        info = hash_video(src, every=opts.video_every)
-    except VideoError as exc:
+        m = hash_media(src, "video", extras=_optional(opts.extras),
+                       limits=FrameLimits(every=opts.video_every))
+    except MediaError as exc:
         if exc.reason == "no_video":
             rec.kind = "other"  # an audio-only mp4/m4a: not a picture
             rec.format = "audio"
@@ -225,16 +231,40 @@ def _video(rec: FileRecord, src: str | bytes, opts: WorkOptions) -> None:
     rec.meta.update(meta)
     rec.warnings += warnings
     rec.t_decode += _clock() - t
-    rec.format = info.format
-    rec.duration, rec.frame_count = info.duration, info.frame_count
-    rec.width, rec.height = info.width, info.height
-    rec.frames = info.frames
-    good = [f for f in info.frames if f[2] >= 50]
-    if good or info.frames:
+    _take_media(rec, m, opts)
+    rec.width, rec.height = m.info.width, m.info.height
+    first = m.first_usable()
+    if first is not None:
         # the record's own PDQ is its first usable frame (used for clustering and export)
-        rec.pdq, rec.pdq_quality = (good or info.frames)[0][1:]
-    if opts.thumbnails and info.thumb is not None:
-        rec.thumb = _thumb(info.thumb, opts.thumb_side)
+        rec.pdq, rec.pdq_quality = first.pdq, first.quality
+
+
+def _take_media(rec: FileRecord, m: Any, opts: WorkOptions) -> None:
+    """A video's or animation's kept frames (hashwatch.media.hash_media) onto its record."""
+    rec.format = rec.format or m.info.format
+    rec.duration, rec.frame_count = m.info.duration, m.info.frame_count
+    rec.frames = [(f.t, f.pdq, f.quality) for f in m.frames]
+    rec.frame_hashes = m.frames
+    rec.vpdq = m.vpdq
+    if opts.thumbnails and m.info.thumb is not None and rec.thumb is None:
+        rec.thumb = _thumb(m.info.thumb, opts.thumb_side)
+
+
+def _animation(rec: FileRecord, data: bytes, opts: WorkOptions) -> None:
+    """An animated GIF/WebP/APNG: every distinct frame is hashed and matched, not only the
+    first one the still decoder sees."""
+    from hashwatch.media import MediaError, hash_media, is_animated_image
+
+    if not is_animated_image(data):
+        return
+    t = _clock()
+    try:
+        m = hash_media(data, "animation", extras=_optional(opts.extras))
+    except (MediaError, Exception):  # frame 0 was hashed as a still: keep that
+        rec.t_decode += _clock() - t
+        return
+    rec.t_decode += _clock() - t
+    _take_media(rec, m, opts)
 
 
 def _archive(rec: FileRecord, src: str | bytes, kind: str, opts: WorkOptions,

@@ -28,7 +28,7 @@ CSV_COLUMNS = [
     "inliers", "list", "list_version", "matched_ref", "category_scheme", "category_code",
     "cluster", "device", "make", "model", "serial", "software", "taken", "gps_lat", "gps_lon",
     "fs_modified", "fs_changed", "fs_accessed", "fs_created", "member_modified", "error",
-    "warnings",
+    "warnings", "pdq_matchable", "pdq_reason",
 ]
 _META_COLUMNS = ("make", "model", "serial", "software", "taken", "gps_lat", "gps_lon",
                  "fs_modified", "fs_changed", "fs_accessed", "fs_created", "member_modified")
@@ -52,6 +52,9 @@ def write_csv(conn: sqlite3.Connection, path: Path) -> int:
     with private_file(path) as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(CSV_COLUMNS)
+        # videos and animations: matchable when any kept frame is (not only the record's PDQ)
+        best_frame = dict(conn.execute(
+            "SELECT file_id, MAX(quality) FROM frames GROUP BY file_id").fetchall())
         for r in files(conn):
             c = cats(r)
             m = meta_of(r)
@@ -64,9 +67,25 @@ def write_csv(conn: sqlite3.Connection, path: Path) -> int:
                         _v(r["distance"]), _v(r["inliers"]), r["lists"], _v(r["list_version"]),
                         _v(r["matched_ref"]), schemes, codes, _v(r["cluster"]), _v(r["device"])]
                        + [_v(m.get(k)) for k in _META_COLUMNS]
-                       + [_v(r["error"]), " | ".join(warnings)])
+                       + [_v(r["error"]), " | ".join(warnings)]
+                       + list(_matchable(r, best_frame.get(r["id"]))))
             n += 1
     return n
+
+
+def _matchable(r: sqlite3.Row, best_frame: int | None) -> tuple[str, str]:
+    """pdq_matchable / pdq_reason: whether the file's PDQ (a video's or animation's best kept
+    frame) was good enough to match perceptually, and if not why; blank for non-pictures."""
+    from types import SimpleNamespace
+
+    from hashwatch.matcher import pdq_matchability
+
+    if r["kind"] not in ("image", "video"):
+        return "", ""
+    frames = [SimpleNamespace(quality=best_frame)] if best_frame is not None else None
+    ok, why = pdq_matchability(SimpleNamespace(frames=frames, pdq=r["pdq"],
+                                               pdq_quality=r["pdq_quality"], error=r["error"]))
+    return ("true" if ok else "false"), why or ""
 
 
 _EXIF_NAMES = (("make", "Make"), ("model", "Model"), ("serial", "BodySerialNumber"),
