@@ -7,6 +7,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import IO
 
 import av
 import numpy as np
@@ -32,8 +33,8 @@ def synth(w: int = 384, h: int = 256, seed: int = 7) -> Image.Image:
     return im
 
 
-def animation(path: Path, frames: Sequence[Image.Image], durations: Sequence[int], fmt: str
-              ) -> Path:
+def animation(path: Path | IO[bytes], frames: Sequence[Image.Image], durations: Sequence[int],
+              fmt: str) -> Path | IO[bytes]:
     """Save an animated GIF, WEBP or PNG (APNG)."""
     kw: dict[str, object] = {"save_all": True, "append_images": list(frames[1:]),
                              "duration": list(durations), "loop": 0}

@@ -107,33 +107,56 @@ async def read_upload(file: UploadFile, settings: Settings) -> bytes:
     return data
 
 
-def hash_upload(data: bytes, name: str, settings: Settings) -> Any:
-    """Hash an uploaded image or video (``uploads.Upload``); decode failures are 4xx."""
+def hash_upload(data: bytes, name: str, settings: Settings, extras: Any = None) -> Any:
+    """Hash an uploaded image or video (``uploads.Upload``); decode failures are 4xx.
+    ``extras``: the matcher's query views, computed on each distinct frame of a video or
+    animation (a still's are computed by the caller from the decoded pixels)."""
     if looks_like_video(data):
         try:
-            return hash_video_bytes(data, name, max_samples=settings.video_max_samples)
+            return hash_video_bytes(data, name, max_samples=settings.video_max_samples,
+                                    extras=extras)
         except VideoUnsupported:
             raise ApiError(415, "video_not_supported",
                            "video hashing is not available in this build") from None
-        except Exception as exc:  # VideoError: undecodable or audio-only
+        except Exception as exc:  # MediaError: undecodable or audio-only
             reason = getattr(exc, "reason", "truncated")
             status, code = (415, "no_video_stream") if reason == "no_video" else (
                 422, "bad_video")
             raise ApiError(status, code, str(exc)[:300]) from None
     try:
         return hash_bytes(data, name, max_pixels=settings.max_pixels,
-                          max_bytes=settings.max_upload_bytes)
+                          max_bytes=settings.max_upload_bytes, extras=extras)
     except DecodeError as exc:
         status, code = DECODE_STATUS.get(exc.reason, (415, "not_an_image"))
         raise ApiError(status, code, str(exc)[:300]) from None
 
 
 def hash_dict(h: Any, up: Any = None) -> dict[str, Any]:
-    """The hashes of an upload as returned by the API (video: per-frame PDQ too)."""
+    """The hashes of an upload as returned by the API: for a video or animated image also
+    ``kind``, every kept frame (``index``, ``t`` seconds, ``pdq``, ``quality``), and a video's
+    ``rotation`` (display matrix, degrees counter-clockwise applied) and ``vpdq`` (the
+    reference interchange form: ``"hex,quality,seconds"`` per frame); always
+    ``pdq_matchable`` (and ``pdq_reason`` when not)."""
+    from hashwatch.matcher import pdq_matchability
+
     d = {"md5": h.md5, "sha1": h.sha1, "sha256": h.sha256, "pdq": h.pdq,
          "pdq_quality": h.pdq_quality, "width": h.width, "height": h.height,
          "format": h.format, "size": h.size}
-    if up is not None and up.frames is not None:
+    if getattr(h, "frames", None):
+        d["kind"] = h.kind
+        d["duration"] = h.duration
+        d["frame_count"] = h.frame_count
+        d["frames"] = [f.as_dict() for f in h.frames]
+        if h.kind == "video":
+            d["rotation"] = h.rotation
+            d["vpdq"] = [str(f) for f in h.vpdq or ()]
+        if h.limited:
+            d["limited"] = h.limited
+    elif up is not None and up.frames is not None:
         d["duration"] = up.duration
         d["frames"] = [{"t": t, "pdq": v, "quality": q} for t, v, q in up.frames]
+    ok, why = pdq_matchability(h)
+    d["pdq_matchable"] = ok
+    if why:
+        d["pdq_reason"] = why
     return d

@@ -27,6 +27,10 @@ class Settings:
     max_batch: int = 1000
     # video uploads: PDQ of one frame per second, at most this many frames
     video_max_samples: int = 600
+    # vPDQ: a video matches a known vPDQ video when the share of its frames found there, and
+    # the share of the known video's frames found, reach these (the reference's 80 / 0)
+    vpdq_query_percent: float = 80.0
+    vpdq_compared_percent: float = 0.0
     # requests per second per key (token bucket, burst = 2 s worth); a key may override
     rate_limit: float = 50.0
     rate_burst_seconds: float = 2.0

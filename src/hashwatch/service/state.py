@@ -68,7 +68,9 @@ class Service:
 
         try:
             self.matcher = Matcher(self.store, index_path=self.settings.index_file(),
-                                   mmap=self.settings.index_mmap)
+                                   mmap=self.settings.index_mmap,
+                                   vpdq_query_percent=self.settings.vpdq_query_percent,
+                                   vpdq_compared_percent=self.settings.vpdq_compared_percent)
             self.allow.refresh()
             self.last_refresh = time.time()
             self.ready.set()

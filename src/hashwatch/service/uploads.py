@@ -7,14 +7,17 @@ bytes-based equivalent of :func:`hashwatch.hashing.hash_file` (same limits, same
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFilter
 
 from hashwatch.decode import DEFAULT_MAX_SIDE, DecodeError
-from hashwatch.hashing import FileHashes, hash_image_bytes
+from hashwatch.hashing import FileHashes, hash_image_bytes, media_fields
+from hashwatch.media import ANIMATION_LIMITS, MediaError, hash_media, is_animated_image
 from hashwatch.signals.crypto import hash_bytes as crypto_hashes
 
 # magic numbers of common video containers: a clear 415 instead of "not an image"
@@ -35,7 +38,7 @@ def looks_like_video(data: bytes) -> bool:
 class HashedUpload:
     hashes: FileHashes
     pixels: np.ndarray | None  # reduced decode (longer side <= 512), for thumbnails
-    frames: list[tuple[float, str, int]] | None = None  # video: (seconds, pdq, quality)
+    frames: list[tuple[float, str, int]] | None = None  # video/animation: (s, pdq, quality)
     duration: float | None = None
 
 
@@ -43,36 +46,57 @@ class VideoUnsupported(Exception):
     """Video hashing is not available in this build."""
 
 
-def hash_video_bytes(data: bytes, name: str = "upload", *, max_samples: int = 600
-                     ) -> HashedUpload:
-    """Crypto hashes of the file + PDQ of one frame per second (hashwatch.triage.video).
-    Raises ``VideoError`` (``.reason``) for undecodable data, VideoUnsupported without it."""
+def hash_video_bytes(data: bytes, name: str = "upload", *, max_samples: int = 600,
+                     extras: Any = None) -> HashedUpload:
+    """Crypto hashes of the file + PDQ of one frame per second, display rotation applied, with
+    the matcher's query views per distinct frame (``extras``) and the vPDQ
+    (:func:`hashwatch.media.hash_media`, bounded by its frame limits). Raises ``MediaError``
+    (``.reason``) for undecodable data, VideoUnsupported without PyAV."""
     try:
-        from hashwatch.triage.video import hash_video
-    except ImportError as exc:  # pragma: no cover - the triage package is part of hashwatch
+        import av  # noqa: F401  (PyAV decodes the video)
+
+        from hashwatch.media import FrameLimits, hash_media
+    except ImportError as exc:  # pragma: no cover - PyAV is a dependency
         raise VideoUnsupported(str(exc)) from None
     crypto = crypto_hashes(data)
-    info = hash_video(data, every=1.0, max_samples=max_samples)
+    m = hash_media(data, "video", extras=extras, limits=FrameLimits(max_samples=max_samples))
+    fields = media_fields(m)
+    fields["pdq"] = fields["pdq_quality"] = None  # a video is not a picture: see its frames
     rec = FileHashes(name, size=crypto.size, md5=crypto.md5, sha1=crypto.sha1,
-                     sha256=crypto.sha256, width=info.width, height=info.height,
-                     format=info.format)
-    return HashedUpload(rec, info.thumb, frames=list(info.frames), duration=info.duration)
+                     sha256=crypto.sha256, width=m.info.width, height=m.info.height,
+                     format=m.info.format, **fields)
+    return HashedUpload(rec, m.info.thumb, frames=[(f.t, f.pdq, f.quality) for f in m.frames],
+                        duration=m.info.duration)
 
 
 def hash_bytes(
     data: bytes, name: str = "upload", *, max_pixels: int = 100_000_000,
-    max_bytes: int = 200 * 1024 * 1024,
+    max_bytes: int = 200 * 1024 * 1024, extras: Any = None,
 ) -> HashedUpload:
     """Hash an in-memory upload. Raises :class:`DecodeError` (``.reason``) for a bad image:
-    the service answers those with a 4xx, unlike batch hashing which records them."""
+    the service answers those with a 4xx, unlike batch hashing which records them. An
+    animated GIF/WebP/APNG also gets every distinct frame's PDQ (with ``extras``, the
+    matcher's query views, per frame)."""
     crypto = crypto_hashes(data)
     img = hash_image_bytes(data, max_side=DEFAULT_MAX_SIDE, max_pixels=max_pixels,
                            max_bytes=max_bytes, rgb=True)
     rec = FileHashes(
         name, size=crypto.size, md5=crypto.md5, sha1=crypto.sha1, sha256=crypto.sha256,
         pdq=img.pdq, pdq_quality=img.pdq_quality, width=img.width, height=img.height,
-        format=img.format,
+        format=img.format, kind="image",
     )
+    if is_animated_image(data):
+        try:
+            m = hash_media(data, "animation", extras=extras,
+                           limits=dataclasses.replace(ANIMATION_LIMITS,
+                                                      max_frame_pixels=max_pixels))
+        except MediaError:
+            return HashedUpload(rec, img.pixels)  # frame 0 decoded as a still: keep that
+        fields = media_fields(m)
+        del fields["pdq"], fields["pdq_quality"]
+        rec = dataclasses.replace(rec, **fields)
+        return HashedUpload(rec, img.pixels, frames=[(f.t, f.pdq, f.quality) for f in m.frames],
+                            duration=m.info.duration)
     return HashedUpload(rec, img.pixels)
 
 

@@ -72,7 +72,8 @@ def _split(text: str | None) -> list[str] | None:
 @router.post("/hash")
 async def hash_endpoint(p: Hash, svc: Svc, file: Annotated[UploadFile, File()]
                         ) -> dict[str, Any]:
-    """Hash an uploaded image: md5, sha1, sha256, PDQ (+ quality), dimensions."""
+    """Hash an uploaded image or video: md5, sha1, sha256, PDQ (+ quality, pdq_matchable),
+    dimensions; videos and animated images every kept frame's PDQ, videos their vPDQ."""
     data = await read_upload(file, svc.settings)
     up = await run_in_threadpool(hash_upload, data, file.filename or "upload", svc.settings)
     return {"hashes": hash_dict(up.hashes, up)}
@@ -80,29 +81,30 @@ async def hash_endpoint(p: Hash, svc: Svc, file: Annotated[UploadFile, File()]
 
 def do_match_upload(svc: Service, p: Principal, data: bytes, name: str, ref: str,
                     lists: list[str] | None) -> dict[str, Any]:
-    """Hash ``data``, match it (exact, PDQ views, keypoints; video: every sampled frame),
+    """Hash ``data``, match it (exact, PDQ views, keypoints; video and animation: every
+    distinct kept frame with its views, a video's vPDQ),
     then review item, webhook events and audit. Runs in a worker thread."""
     settings = svc.settings
     need_ready(svc)
     lists = check_lists(svc, lists)
-    up = hash_upload(data, name, settings)
-    h = up.hashes
     query_extras = getattr(svc.matcher, "query_extras", None)
-    if query_extras is not None and up.pixels is not None and up.pixels.ndim == 3 \
+    qx = query_extras() if query_extras is not None else None
+    up = hash_upload(data, name, settings, qx)
+    h = up.hashes
+    if qx is not None and not h.frames and up.pixels is not None and up.pixels.ndim == 3 \
             and hasattr(h, "extras"):
         # the robust tier (flips, crops, borders, rotations, screenshots) needs the
-        # query views the matcher asks for, computed from the decoded pixels
-        h = dataclasses.replace(h, extras=query_extras()(up.pixels))
+        # query views the matcher asks for, computed from the decoded pixels (videos and
+        # animations: computed per frame while hashing)
+        h = dataclasses.replace(h, extras=qx(up.pixels))
+    # videos and animations: every distinct frame with its views, a video's vPDQ too
+    # (hashwatch.media.matching); a frame match says which frame
     matches = [m.as_dict() for m in svc.matcher.match_hashes(h, lists)]
-    if up.frames:  # video: every sampled frame's PDQ, best distance per known entry
-        per = match_values(svc, [("pdq", v, q) for _t, v, q in up.frames], lists)
-        best: dict[int, dict[str, Any]] = {}
-        for (t, v, _q), ms in zip(up.frames, per, strict=True):
-            for m in ms:
-                cur = best.get(m["entry_id"])
-                if cur is None or m["distance"] < cur["distance"]:
-                    best[m["entry_id"]] = dict(m, frame_time=t, frame_pdq=v)
-        matches += sorted(best.values(), key=lambda m: (m["distance"], m["entry_id"]))
+    frame_pdq = {f.index: f.pdq for f in h.frames or ()}
+    for m in matches:
+        if m.get("frame"):
+            m["frame_time"] = m["frame"]["t"]
+            m["frame_pdq"] = frame_pdq.get(m["frame"]["index"])
     allow_listed = bool(matches) and (
         svc.allow.allowed(h.sha256, h.pdq)
         or any(svc.allow.allowed(None, m["frame_pdq"]) for m in matches
@@ -132,7 +134,9 @@ def do_match_upload(svc: Service, p: Principal, data: bytes, name: str, ref: str
                     "distance": m["distance"]} for m in matches],
         "allow_listed": allow_listed, "review_item": item_id,
     })
-    return {"hashes": hash_dict(up.hashes, up), "matches": matches,
+    hd = hash_dict(up.hashes, up)
+    return {"hashes": hd, "matches": matches, "pdq_matchable": hd["pdq_matchable"],
+            **({"pdq_reason": hd["pdq_reason"]} if "pdq_reason" in hd else {}),
             "allow_listed": allow_listed,
             "review_item_id": item_id, "events": len(events)}
 
