@@ -4,6 +4,7 @@ triage). Every input is generated here (tests/media_gen.py)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import random
 import uuid
@@ -306,3 +307,60 @@ def test_reference_vpdq_hashes_match_hashwatch(clips) -> None:
     assert qp == 100.0 and cp == 100.0
     # the reference's own serialisation is read as is
     assert parse_vpdq(json.dumps([f"{f.pdq},{f.quality},{f.timestamp:.3}" for f in ref])) == ref
+
+
+@pytest.mark.parametrize("fmt", ["csv", "vics"])
+def test_vpdq_list_export_import_round_trip(clips, tmp_path, fmt) -> None:
+    """A known video's vPDQ leaves as one value (the reference's JSON) per video, comes back
+    frame for frame, and the re-imported list finds the video."""
+    db = tmp_path / "a.db"
+    run("lists", "create", "a", "--db", db)
+    run("lists", "add", "a", clips / "known_clip.mp4", clips / "unrelated_clip.mp4", "--db", db)
+    out = tmp_path / f"a.{fmt}"
+    run("lists", "export", "a", "--format", fmt, "--out", out, "--db", db)
+    text = out.read_text()
+    if fmt == "csv":
+        rows = [r for r in csv.DictReader(text.splitlines()) if r["signal_type"] == "vpdq"]
+        assert len(rows) == 2 and all(len(json.loads(r["value"])) == 10 for r in rows)
+    else:
+        alts = [a for m in json.loads(text)["value"] for a in m.get("AlternativeHashes", [])]
+        assert [len(json.loads(a["HashValue"])) for a in alts if a["HashName"] == "vPDQ"] == [
+            10, 10]
+    db2 = tmp_path / "b.db"
+    run("lists", "import", "b", out, "--format", fmt, "--create", "--db", db2)
+    with Store.open(db) as s1, Store.open(db2) as s2:
+        def ents(s):  # VICS groups a record by its MD5, hashwatch's csv keeps the group_ref
+            return sorted((e.value, e.group_ref if fmt == "csv" else "", e.variant if fmt ==
+                           "csv" else "") for e in s.iter_entries() if e.signal_type == "vpdq")
+
+        def videos(s):
+            return len({e.group_ref for e in s.iter_entries() if e.signal_type == "vpdq"})
+        assert ents(s1) == ents(s2) and len(ents(s1)) == 20 and videos(s1) == videos(s2) == 2
+    with Store.open(db2) as s2:
+        before = sum(1 for _ in s2.iter_entries())
+    run("lists", "import", "b", out, "--format", fmt, "--db", db2)  # again: nothing new
+    with Store.open(db2) as s2:
+        assert sum(1 for _ in s2.iter_entries()) == before
+    recs = records(run("match", clips / "trimmed.mp4", "--db", db2))
+    assert [m["ref"] for m in recs["trimmed.mp4"]["matches"] if m["signal"] == "vpdq"] == [
+        "known_clip.mp4"]
+
+
+def test_vpdq_wide_csv_and_reference_json_import(tmp_path) -> None:
+    """A partner's wide CSV with a vpdq column holding the reference's JSON value."""
+    fs = [VpdqFeature(f"{i + 1:064x}", 100, float(i)) for i in range(4)]
+    p = tmp_path / "wide.csv"
+    with p.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["md5", "vpdq", "category"])
+        w.writerow(["d" * 32, format_vpdq(fs), "vics:1"])
+        w.writerow(["e" * 32, "[not json", ""])
+    db = tmp_path / "w.db"
+    out = runner.invoke(app, ["lists", "import", "w", str(p), "--format", "csv", "--create",
+                              "--db", str(db)])
+    assert out.exit_code == 0, out.output
+    with Store.open(db) as s:
+        es = list(s.iter_entries())
+    vp = [e for e in es if e.signal_type == "vpdq"]
+    assert [VpdqFeature.parse(e.value) for e in vp] == fs
+    assert {e.group_ref for e in es} == {"d" * 32} and str(vp[0].category) == "vics:1"

@@ -11,7 +11,7 @@ from typing import IO
 
 from hashwatch.categories import Category, CategoryError, parse_category
 from hashwatch.formats import RowError
-from hashwatch.store import EntryIn
+from hashwatch.store import EntryIn, EntryRow
 
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
 # hex length -> exact signal type; 64 is ambiguous (sha256 or pdq) and needs --signal
@@ -59,6 +59,40 @@ def make_entry(
         group_ref=group_ref,
         variant=variant,
     )
+
+
+def make_entries(signal: str, value: str, **kw: object) -> list[EntryIn]:
+    """:func:`make_entry`, except that a whole vPDQ hash (a video's frames, in any of the
+    reference's interchange forms) becomes one ``vpdq`` entry per frame
+    (:func:`hashwatch.known.vpdq_entries`, grouped by ``group_ref`` or a digest)."""
+    if signal.strip().lower() == "vpdq" and value.strip()[:1] in ("[", "{"):
+        from hashwatch.known import vpdq_entries
+        from hashwatch.signals.vpdq import parse_vpdq
+
+        labels = kw.pop("labels", ())
+        kw.pop("variant", None)
+        return vpdq_entries(parse_vpdq(value), labels=tuple(  # type: ignore[arg-type]
+            x for x in (s.strip() for s in labels) if x), **kw)  # type: ignore[union-attr]
+    return [make_entry(signal, value, **kw)]  # type: ignore[arg-type]
+
+
+def vpdq_runs(rows: Iterator[EntryRow]) -> Iterator[EntryRow | tuple[list[EntryRow], str]]:
+    """Rows in id order, with each known video's consecutive ``vpdq`` rows folded into one
+    ``(rows, reference JSON)`` item: writers export one vPDQ value per video."""
+    from hashwatch.signals.vpdq import VpdqFeature, format_vpdq
+
+    run: list[EntryRow] = []
+    for e in rows:
+        if run and (e.signal_type != "vpdq" or (e.list_id, e.group_ref) != (
+                run[0].list_id, run[0].group_ref)):
+            yield run, format_vpdq(VpdqFeature.parse(r.value) for r in run)
+            run = []
+        if e.signal_type == "vpdq":
+            run.append(e)
+        else:
+            yield e
+    if run:
+        yield run, format_vpdq(VpdqFeature.parse(r.value) for r in run)
 
 
 def category_or_none(text: str | None) -> Category | None:
@@ -189,13 +223,17 @@ def wide_entries(
     group = group_ref
     for sig, v in cells:
         try:
-            e = make_entry(sig, v, category=category, labels=labels, source_ref=source_ref,
-                           group_ref=group)
+            # a whole vPDQ value (one video) is one entry per frame
+            es = make_entries(sig, v, category=category, labels=labels, source_ref=source_ref,
+                              group_ref=group)
         except ValueError as exc:
             out.append(RowError(line, str(exc)))  # names the signal type
             continue
         if not group:  # the row's first good hash names the group
-            group = e.value
-            e = dataclasses.replace(e, group_ref=group)
-        out.append(e)
+            if es[0].signal_type == "vpdq":
+                group = es[0].group_ref  # the vPDQ's own digest (its variants derive from it)
+            else:
+                group = es[0].value
+                es = [dataclasses.replace(e, group_ref=group) for e in es]
+        out.extend(es)
     return out

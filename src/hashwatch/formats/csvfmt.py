@@ -3,7 +3,9 @@
 Also accepted on import: a wide layout with one column per signal (``md5``, ``sha1``,
 ``sha256``, ``pdq``, ...), each non-empty cell becoming an entry of that row, and the
 category given as ``category`` (``scheme:code``) or ``category_scheme`` +
-``category_code``. Labels are separated by ``;``.
+``category_code``. Labels are separated by ``;``. A ``vpdq`` value is a whole video's vPDQ
+(the reference's JSON list of ``"hex,quality,seconds"``): stored one entry per frame,
+exported as one row per video.
 """
 
 from __future__ import annotations
@@ -18,15 +20,16 @@ from hashwatch.formats._common import (
     category_or_none,
     csv_rows,
     guess_signal,
-    make_entry,
+    make_entries,
     split_labels,
+    vpdq_runs,
     wide_entries,
 )
 from hashwatch.formats._text import open_text
 from hashwatch.store import EntryIn, EntryRow
 
 HEADER = ["signal_type", "value", "category", "labels", "source_ref", "group_ref", "variant"]
-_WIDE_SIGNALS = ("md5", "sha1", "sha256", "pdq", "photodna")
+_WIDE_SIGNALS = ("md5", "sha1", "sha256", "pdq", "photodna", "vpdq")
 
 
 def _row_category(row: dict[str, str]) -> Category | None:
@@ -71,7 +74,8 @@ def read(
             value = (row.get("value") or "").strip()
             if not value:
                 raise ValueError("empty value")
-            yield make_entry(
+            # a whole vPDQ value (one video) becomes one entry per frame
+            yield from make_entries(
                 sig or guess_signal(value),
                 value,
                 category=cat,
@@ -88,16 +92,19 @@ def write(rows: Iterator[EntryRow], fh: IO[str]) -> int:
     w = csv.writer(fh, lineterminator="\n")
     w.writerow(HEADER)
     n = 0
-    for e in rows:
+    for item in vpdq_runs(rows):
+        # a known video's vPDQ frames are one row: the reference's JSON value, no variant
+        e, value, variant = (item[0][0], item[1], "") if isinstance(item, tuple) else (
+            item, item.value, item.variant)
         w.writerow(
             [
                 e.signal_type,
-                e.value,
+                value,
                 str(e.category) if e.category else "",
                 ";".join(e.labels),
                 e.source_ref,
                 e.group_ref,
-                e.variant,
+                variant,
             ]
         )
         n += 1

@@ -4,7 +4,8 @@ Each Media record carries MD5 / SHA1 (and SHA256 when present), a VICS ``Categor
 (integer, absent = uncategorised) and ``AlternativeHashes`` such as
 ``{"HashName": "PDQ", "HashValue": "..."}``. Every hash in a record becomes an entry of
 the same group, so a record round-trips. Categories of other schemes travel in ``Tags`` as
-``scheme:code``; robust-matching variants travel as ``PDQ:<variant>`` alternative hashes.
+``scheme:code``; robust-matching variants travel as ``PDQ:<variant>`` alternative hashes; a
+known video's vPDQ as one ``{"HashName": "vPDQ", "HashValue": "<reference JSON>"}``.
 
 Parsing is event-driven (ijson), so a file of millions of records streams.
 """
@@ -19,7 +20,7 @@ import ijson
 
 from hashwatch.categories import Category
 from hashwatch.formats import FormatError, RowError
-from hashwatch.formats._common import category_or_none, make_entry
+from hashwatch.formats._common import category_or_none, make_entries, vpdq_runs
 from hashwatch.formats._text import open_utf8
 from hashwatch.signals.photodna import photodna_base64
 from hashwatch.store import EntryIn, EntryRow
@@ -126,8 +127,9 @@ def media_entries(
         try:
             if not sig or not value:
                 raise ValueError("an AlternativeHashes item needs a HashName and a HashValue")
-            out.append(make_entry(sig, value, category=cat, source_ref=ref,
-                                  group_ref=group, variant=variant, labels=labels))
+            # a "vPDQ" alternative hash is a whole video (reference JSON): one entry per frame
+            out.extend(make_entries(sig, value, category=cat, source_ref=ref,
+                                    group_ref=group, variant=variant, labels=labels))
         except ValueError as exc:  # the message names the signal type
             out.append(RowError(record, str(exc), unit="record"))
     return out
@@ -211,7 +213,11 @@ def _media_from_group(media_id: int, group: list[EntryRow]) -> dict[str, Any]:
         else:
             rec.setdefault("Tags", []).append(str(c))
     alts = []
-    for e in group:
+    for item in vpdq_runs(iter(group)):
+        if isinstance(item, tuple):  # a known video's vPDQ frames: one alternative hash
+            alts.append({"HashName": "vPDQ", "HashValue": item[1]})
+            continue
+        e = item
         direct = {v: k for k, v in _DIRECT.items()}.get(e.signal_type)
         if direct and not e.variant and direct not in rec:
             rec[direct] = e.value.upper()
