@@ -12,7 +12,7 @@ from pathlib import Path
 from PIL import Image
 
 from media_gen import animation
-from test_media import FOUND, known, run, videos  # noqa: F401  (module-scoped fixtures)
+from test_media import FOUND, clips, known, run, videos  # noqa: F401  (module fixtures)
 
 
 def test_triage_finds_them_and_says_pdq_matchable(known, videos, tmp_path) -> None:
@@ -33,3 +33,21 @@ def test_triage_finds_them_and_says_pdq_matchable(known, videos, tmp_path) -> No
     assert "quality 0 is below the matching floor 50" in rows["black.png"]["pdq_reason"]
 
 
+
+
+def test_triage_finds_a_known_video_by_vpdq(clips, tmp_path) -> None:
+    """A trimmed copy of a known video (listed as its vPDQ) is known_near in triage; an
+    unrelated clip stays unknown."""
+    db = tmp_path / "v.db"
+    run("lists", "create", "videos", "--db", db)
+    run("lists", "add", "videos", clips / "known_clip.mp4", "--db", db)
+    ev = tmp_path / "ev"
+    ev.mkdir()
+    for name in ("trimmed.mp4", "letterboxed.mp4", "unrelated_clip.mp4"):
+        shutil.copy(clips / name, ev / name)
+    run("triage", ev, "--case", "V1", "--out", tmp_path / "out", "--db", db, "-w", "1")
+    text = (tmp_path / "out/files.csv").read_text()
+    rows = {Path(r["path"]).name: r for r in csv.DictReader(text.splitlines())}
+    assert rows["trimmed.mp4"]["state"] == "known_near"
+    assert rows["letterboxed.mp4"]["state"] == "known_near"
+    assert rows["unrelated_clip.mp4"]["state"] == "unknown"
