@@ -363,4 +363,7 @@ def test_vpdq_wide_csv_and_reference_json_import(tmp_path) -> None:
         es = list(s.iter_entries())
     vp = [e for e in es if e.signal_type == "vpdq"]
     assert [VpdqFeature.parse(e.value) for e in vp] == fs
-    assert {e.group_ref for e in es} == {"d" * 32} and str(vp[0].category) == "vics:1"
+    assert {e.group_ref for e in vp} == {"d" * 32} and str(vp[0].category) == "vics:1"
+    # a malformed vPDQ cell is a bad cell: the row's MD5 still comes in
+    assert "e" * 32 in {e.value for e in es if e.signal_type == "md5"}
+    assert "vpdq" in out.output
