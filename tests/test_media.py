@@ -367,3 +367,16 @@ def test_vpdq_wide_csv_and_reference_json_import(tmp_path) -> None:
     # a malformed vPDQ cell is a bad cell: the row's MD5 still comes in
     assert "e" * 32 in {e.value for e in es if e.signal_type == "md5"}
     assert "vpdq" in out.output
+
+
+def test_vpdq_and_frame_matches_are_explained_in_words() -> None:
+    from hashwatch.explain import explain
+
+    v = explain({"list": "v", "ref": "clip.mp4", "signal": "vpdq", "distance": 4,
+                 "exact": False, "route": "vpdq:views", "query_match_percent": 100.0,
+                 "compared_match_percent": 70.0})
+    assert v["route"] == "vpdq" and "100% of the video's frames" in v["how"]
+    assert "70% of its frames" in v["how"] and "border-trimmed" in v["how"]
+    f = explain({"list": "k", "ref": "known.png", "signal": "pdq", "distance": 8,
+                 "exact": False, "frame": {"index": 1, "t": 0.5}})
+    assert f["route"] == "pdq_full" and f["how"].startswith("frame at 0.5 s:")

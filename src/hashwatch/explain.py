@@ -24,6 +24,8 @@ ROUTE_KINDS: dict[str, str] = {
     "pdq_region": "PDQ of a picture found inside a screenshot or collage",
     "keypoints": "local features (ORB keypoints) that agree geometrically, then a check "
                  "that it is the same picture and not another photograph of the scene",
+    "vpdq": "vPDQ: enough of the video's sampled frames (one a second) are near frames of a "
+            "known video (the reference's frame-match percentages)",
 }
 
 _TURNS = {"rot90": "turned 90°", "rot180": "turned 180°", "rot270": "turned 270°",
@@ -95,7 +97,9 @@ def explain(match: dict[str, Any], *, threshold: int = 31,
     if list_version is not None:
         where += f" (version {list_version})"
     frame = match.get("frame_time")
-    frame_words = f"video frame at {frame:g} s: " if isinstance(frame, (int, float)) else ""
+    if frame is None and isinstance(match.get("frame"), dict):  # Match.as_dict() of a frame
+        frame = match["frame"].get("t")
+    frame_words = f"frame at {frame:g} s: " if isinstance(frame, (int, float)) else ""
     out: dict[str, Any] = {"route": "", "route_detail": route, "distance": None,
                            "inliers": None, "ref": ref, "list": lst,
                            "list_version": list_version}
@@ -112,6 +116,17 @@ def explain(match: dict[str, Any], *, threshold: int = 31,
         out["how"] = (f"{frame_words}local features: {n}keypoints of the file agree "
                       f"geometrically with {where}, and the scene check found the same picture "
                       "(not another photograph of the scene)")
+        return out
+    if signal == "vpdq":
+        out["route"] = "vpdq"
+        out["distance"] = dist
+        qp, cp = match.get("query_match_percent"), match.get("compared_match_percent")
+        views = (" (some frames through their turned or border-trimmed views)"
+                 if route == "vpdq:views" else "")
+        out["how"] = (f"vPDQ: {qp:g}% of the video's frames are near frames of {where}, "
+                      f"{cp:g}% of its frames were found{views}; best frame {dist} of 256 bits"
+                      if isinstance(qp, (int, float)) and isinstance(cp, (int, float))
+                      else f"vPDQ: the video's frames are near frames of {where}{views}")
         return out
     out["distance"] = dist
     measure = (f"{dist} of 256 bits differ (threshold {threshold})"
