@@ -6,6 +6,7 @@ video-rotation-metadata, generated here)."""
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -51,3 +52,8 @@ def test_triage_finds_a_known_video_by_vpdq(clips, tmp_path) -> None:
     assert rows["trimmed.mp4"]["state"] == "known_near"
     assert rows["letterboxed.mp4"]["state"] == "known_near"
     assert rows["unrelated_clip.mp4"]["state"] == "unknown"
+    # case.vics.json carries each video's vPDQ (reference JSON), ready for a partner's list
+    media = json.loads((tmp_path / "out/case.vics.json").read_text())["value"]
+    vp = {m["MediaFiles"][0]["FileName"]: json.loads(a["HashValue"]) for m in media
+          for a in m.get("AlternativeHashes", []) if a["HashName"] == "vPDQ"}
+    assert len(vp["unrelated_clip.mp4"]) == 10 and len(vp["trimmed.mp4"]) == 7

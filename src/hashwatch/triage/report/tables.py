@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from hashwatch.formats import vics
+from hashwatch.signals.vpdq import VpdqFeature, format_vpdq
 from hashwatch.triage.report.summary import cats, files, meta_of
 
 __all__ = ["CSV_COLUMNS", "private_file", "vics_records", "write_csv", "write_vics"]
@@ -95,8 +96,9 @@ _EXIF_NAMES = (("make", "Make"), ("model", "Model"), ("serial", "BodySerialNumbe
 
 def vics_records(conn: sqlite3.Connection) -> Iterator[dict[str, Any]]:
     """VICS 2.0 Media records of the case: MD5, SHA1, SHA256, category, PDQ as an
-    AlternativeHash (video frames as ``PDQ:frame@SECONDS``), EXIF / container metadata as
-    ``Exifs``, file times on ``MediaFiles``, and how the file matched in ``Comments``."""
+    AlternativeHash (video frames as ``PDQ:frame@SECONDS`` and the video's ``vPDQ``), EXIF /
+    container metadata as ``Exifs``, file times on ``MediaFiles``, and how the file matched
+    in ``Comments``."""
     for n, r in enumerate(files(conn, "WHERE md5 IS NOT NULL"), start=1):
         rec: dict[str, Any] = {"MediaID": n, "MD5": r["md5"].upper(), "SHA1": r["sha1"].upper(),
                                "SHA256": r["sha256"].upper(), "MediaSize": r["size"]}
@@ -109,9 +111,13 @@ def vics_records(conn: sqlite3.Connection) -> Iterator[dict[str, Any]]:
             rec["Tags"] = tags
         alts = []
         if r["kind"] == "video":
-            for f in conn.execute("SELECT t, pdq FROM frames WHERE file_id = ? ORDER BY t",
-                                  (r["id"],)):
+            frames = conn.execute("SELECT t, pdq, quality FROM frames WHERE file_id = ? "
+                                  "ORDER BY t", (r["id"],)).fetchall()
+            for f in frames:
                 alts.append({"HashName": f"PDQ:frame@{f['t']:g}s", "HashValue": f["pdq"]})
+            if frames:  # the video's vPDQ, in the reference's interchange form
+                alts.append({"HashName": "vPDQ", "HashValue": format_vpdq(
+                    VpdqFeature(f["pdq"], f["quality"], f["t"]) for f in frames)})
         elif r["pdq"]:
             alts.append({"HashName": "PDQ", "HashValue": r["pdq"]})
         if alts:
