@@ -23,10 +23,11 @@ _LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 def ray_connect(address: str | None = None, workers: int | None = None) -> Any:
-    """Connect to the Ray cluster at ``address``, or start one on this machine (``workers``
-    CPUs, on 127.0.0.1 when Ray is first imported here, token authentication on: Ray >= 2.52
-    makes a token for a new local cluster, ``~/.ray/auth_token``). A cluster started with
-    ``RAY_AUTH_MODE=token`` needs its token in ``RAY_AUTH_TOKEN`` or ``RAY_AUTH_TOKEN_PATH``.
+    """Connect to the Ray cluster at ``address``, or start a new one on this machine (never
+    joining one already running here): ``workers`` CPUs, on 127.0.0.1 when Ray is first
+    imported here, token authentication on (Ray >= 2.52 makes a token for a new local
+    cluster, ``~/.ray/auth_token``). A cluster started with ``RAY_AUTH_MODE=token`` needs its
+    token in ``RAY_AUTH_TOKEN`` or ``RAY_AUTH_TOKEN_PATH``.
 
     Returns the ``ray`` module. Raises ``ImportError`` (with the install hint) without Ray."""
     if address is None and "ray" not in sys.modules:
@@ -41,7 +42,10 @@ def ray_connect(address: str | None = None, workers: int | None = None) -> Any:
     if address:
         ray.init(address=address, **kw)
     else:
-        ray.init(num_cpus=workers or os.cpu_count() or 1, include_dashboard=False,
+        # "local": always a new cluster of our own; None would join whatever cluster was
+        # started last on this machine (another user's, on a shared host)
+        ray.init(address="local", num_cpus=workers or os.cpu_count() or 1,
+                 include_dashboard=False,
                  object_store_memory=OBJECT_STORE_BYTES, **kw)
     return ray
 
