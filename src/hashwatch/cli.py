@@ -43,7 +43,7 @@ err = literal_console(stderr=True, soft_wrap=True)
 out = literal_console()
 
 DbOpt = Annotated[
-    Path | None,
+    str | None,  # not Path: Path() folds the "//" of a postgresql:// URL
     typer.Option(
         "--db",
         help="Database file or SQLAlchemy URL (default: user data dir, or $HASHWATCH_DB).",
@@ -80,7 +80,9 @@ def db_target(db: Path | str | None) -> str:
     (a path, or a URL with its password masked, fit to print)."""
     from hashwatch.store.core import default_db_path
 
-    text = str(db) if db is not None else str(default_db_path())
+    # $HASHWATCH_DB as written: Path() would fold the "//" of a postgresql:// URL
+    text = str(db) if db is not None else (os.environ.get("HASHWATCH_DB")
+                                           or str(default_db_path()))
     if "://" in text:
         import sqlalchemy as sa
 
@@ -91,7 +93,7 @@ def db_target(db: Path | str | None) -> str:
     return str(Path(text).expanduser().resolve())
 
 
-def open_store(db: Path | None, *, need_lists: bool = False) -> Any:
+def open_store(db: str | Path | None, *, need_lists: bool = False) -> Any:
     """Open the store. ``need_lists``: for commands that match against lists, refuse a
     database that does not exist (a mistyped ``--db`` would otherwise create an empty one
     and every file would be "no match") or that holds no list, naming the database."""
@@ -688,6 +690,9 @@ _register_subcommands()
 
 
 def main() -> None:
+    from hashwatch.store.redact import install_log_redaction
+
+    install_log_redaction()  # no database password in any log line or traceback
     app()
 
 

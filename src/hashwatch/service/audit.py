@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import queue
 import threading
+import time
 from typing import Any
 
+from hashwatch.service.ratelimit import RateLimiter
 from hashwatch.store import Store
 from hashwatch.store.core import utcnow
 from hashwatch.store.schema import audit_log
+
+log = logging.getLogger(__name__)
 
 
 class AuditUnavailable(Exception):
@@ -34,6 +39,8 @@ def _settle(fut: asyncio.Future[None], err: Exception | None) -> None:
 
 
 class AuditWriter:
+    """Queue audit rows and commit them in groups (see the module docstring)."""
+
     def __init__(self, store: Store, *, max_batch: int = 1000, timeout: float = 30.0) -> None:
         self.store = store
         self.max_batch = max_batch
@@ -67,6 +74,14 @@ class AuditWriter:
         except TimeoutError:
             raise AuditUnavailable("audit write timed out") from None
 
+    def enqueue(self, actor: str, action: str, detail: dict[str, Any],
+                list_id: int | None = None) -> None:
+        """Queue one row without waiting for its commit (records that must not hold up
+        the request that caused them, such as failed authentication)."""
+        row = {"at": utcnow(), "actor": actor, "action": action, "list_id": list_id,
+               "detail": json.dumps(detail, sort_keys=True, ensure_ascii=False)}
+        self._q.put([row, None, None, None])
+
     def close(self) -> None:
         self._q.put(None)
         self._thread.join(timeout=self.timeout)
@@ -96,8 +111,86 @@ class AuditWriter:
                 it[2] = err
                 if it[1] is not None:
                     it[1].set()
-                else:
+                elif it[3] is not None:
                     loop, fut = it[3]
                     loop.call_soon_threadsafe(_settle, fut, err)
+                elif err is not None:  # fire-and-forget rows: the log says so
+                    log.error("audit row %s could not be written: %s", it[0]["action"], err)
             if stop:
                 return
+
+
+class FailedAuthLog:
+    """Failed authentication attempts, recorded in the audit log without letting a flood
+    fill the disk.
+
+    Per source address, the first failure of a ``window`` is written at once
+    (``auth.failed``) and the rest are counted and written as one summary row when the
+    window closes; at most ``max_rows`` rows per window are written per worker, the rest
+    are summed into one ``auth.failed.suppressed`` row. So a flood costs at most
+    ``max_rows + 1`` rows per window and worker, whatever its rate. A source failing more
+    than ``throttle_rate`` times a second (burst ``throttle_burst`` seconds' worth) is
+    answered 429 without a database lookup until it slows down.
+    """
+
+    def __init__(self, writer: AuditWriter, *, window: float = 60.0, max_rows: int = 60,
+                 throttle_rate: float = 2.0, throttle_burst: float = 10.0,
+                 clock: Any = time.monotonic) -> None:
+        self.writer = writer
+        self.window = window
+        self.max_rows = max_rows
+        self.clock = clock
+        self.throttle = RateLimiter(throttle_rate, throttle_burst)
+        self._lock = threading.Lock()
+        self._start = clock()
+        self._rows = 0
+        self._suppressed = 0
+        self._pending: dict[str, dict[str, Any]] = {}  # source -> counts this window
+
+    def throttled(self, source: str) -> float:
+        """Seconds this source must wait (0 = go on). Does not count as a failure."""
+        return self.throttle.peek(source)
+
+    def record(self, source: str, key_id: str | None, reason: str) -> None:
+        self.throttle.check(source)
+        now = self.clock()
+        rows: list[tuple[str, dict[str, Any]]] = []
+        with self._lock:
+            if now - self._start >= self.window:
+                rows.extend(self._close_window())
+                self._start = now
+            cur = self._pending.get(source)
+            if cur is None:
+                if self._rows < self.max_rows:
+                    self._rows += 1
+                    self._pending[source] = {"count": 0, "reasons": {}}
+                    rows.append(("auth.failed", {"source": source, "key_id": key_id,
+                                                 "reason": reason}))
+                else:
+                    self._suppressed += 1
+            else:
+                cur["count"] += 1
+                cur["reasons"][reason] = cur["reasons"].get(reason, 0) + 1
+        for action, detail in rows:
+            self.writer.enqueue("anonymous", action, detail)
+
+    def _close_window(self) -> list[tuple[str, dict[str, Any]]]:
+        rows: list[tuple[str, dict[str, Any]]] = []
+        for source, cur in self._pending.items():
+            if cur["count"]:
+                rows.append(("auth.failed", {"source": source, "repeated": cur["count"],
+                                             "reasons": cur["reasons"],
+                                             "window_seconds": self.window}))
+        if self._suppressed:
+            rows.append(("auth.failed.suppressed", {"attempts": self._suppressed,
+                                                    "window_seconds": self.window}))
+        self._pending, self._rows, self._suppressed = {}, 0, 0
+        return rows
+
+    def flush(self) -> None:
+        """Write the open window's summary now (at shutdown, or from a schedule)."""
+        with self._lock:
+            rows = self._close_window()
+            self._start = self.clock()
+        for action, detail in rows:
+            self.writer.enqueue("anonymous", action, detail)

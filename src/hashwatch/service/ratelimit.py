@@ -33,3 +33,15 @@ class RateLimiter:
                 return 0.0
             self._buckets[key] = (tokens, now)
             return (cost - tokens) / r
+
+    def peek(self, key: str, rate: float | None = None, cost: float = 1.0) -> float:
+        """As :meth:`check`, without taking anything: 0 when ``cost`` tokens are there."""
+        r = self.rate if rate is None else rate
+        if r <= 0:
+            return 0.0
+        cap = max(r * self.burst_seconds, cost, 1.0)
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (cap, now))
+        tokens = min(cap, tokens + (now - last) * r)
+        return 0.0 if tokens >= cost else (cost - tokens) / r

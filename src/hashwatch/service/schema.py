@@ -27,6 +27,9 @@ api_keys = sa.Table(
     sa.Column("created_at", sa.String(32), nullable=False),
     sa.Column("created_by", sa.String(200), nullable=False, server_default=""),
     sa.Column("revoked_at", sa.String(32), nullable=True),
+    # review queue the key's matches go to (match keys) or that it reviews (review keys);
+    # NULL = "default". Migration 0007_review_scope.
+    sa.Column("queue", sa.String(200), nullable=True),
 )
 
 webhooks = sa.Table(
@@ -79,7 +82,12 @@ review_items = sa.Table(
     sa.Column("decided_by", sa.String(200), nullable=True),
     sa.Column("decided_at", sa.String(32), nullable=True),
     sa.Column("note", sa.Text, nullable=False, server_default=""),
+    # what the API calls the item: random, so ids cannot be enumerated (0007_review_scope)
+    sa.Column("public_id", sa.String(40), nullable=True, unique=True),
+    sa.Column("queue", sa.String(200), nullable=False, server_default="default"),
+    sa.Column("images_purged_at", sa.String(32), nullable=True),
     sa.Index("ix_review_status", "status", "id"),
+    sa.Index("ix_review_queue", "queue", "status", "id"),
 )
 
 allow_list = sa.Table(
@@ -92,7 +100,17 @@ allow_list = sa.Table(
     sa.Column("created_by", sa.String(200), nullable=False),
     sa.Column("review_item_id", sa.BigInteger, nullable=True),
     sa.Column("note", sa.Text, nullable=False, server_default=""),
-    sa.UniqueConstraint("signal_type", "value", name="uq_allow_list_value"),
+    # scope: the list entry whose perceptual match was reviewed; an allow-list row never
+    # silences another entry, and never an exact match (0007_review_scope)
+    sa.Column("entry_id", sa.BigInteger, nullable=True),
+    # pending (proposed by a reviewer) -> active (approved by curate or a second person)
+    # -> removed
+    sa.Column("status", sa.String(16), nullable=False, server_default="active"),
+    sa.Column("approved_by", sa.String(200), nullable=True),
+    sa.Column("approved_at", sa.String(32), nullable=True),
+    sa.Column("removed_by", sa.String(200), nullable=True),
+    sa.Column("removed_at", sa.String(32), nullable=True),
+    sa.UniqueConstraint("signal_type", "value", "entry_id", name="uq_allow_list_scope"),
 )
 
 __all__ = ["allow_list", "api_keys", "outbox", "review_items", "webhooks"]

@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hashwatch.service.destinations import DestinationPolicy
 
 
 def _env_bool(text: str) -> bool:
@@ -13,6 +17,9 @@ def _env_bool(text: str) -> bool:
 
 @dataclass
 class Settings:
+    """Every field can be set as ``HASHWATCH_<FIELD>``. ``repr`` never shows a database
+    password."""
+
     # database: a path (SQLite) or an SQLAlchemy URL (postgresql+psycopg://...)
     db: str = ""
     # where the PDQ index is persisted (SQLite default: beside the database file)
@@ -40,6 +47,11 @@ class Settings:
     webhook_backoff_base: float = 2.0  # seconds before the 2nd attempt; doubles after
     webhook_backoff_max: float = 3600.0
     webhook_poll_interval: float = 1.0
+    # webhook destinations: public addresses only, unless a network is listed here
+    # (CIDR, e.g. "10.1.2.0/24" for a receiver inside the platform) or all are allowed
+    webhook_allowed_networks: list[str] = field(default_factory=list)
+    webhook_allow_private: bool = False
+    webhook_lanes: int = 32  # destinations delivered at once (one lane per webhook)
     # review queue: keep a blurred thumbnail and a reduced clear preview of matched uploads
     review_queue: bool = True
     review_thumb_side: int = 256
@@ -85,6 +97,29 @@ class Settings:
 
             s.db = str(default_db_path())
         return s
+
+    def __repr__(self) -> str:
+        from hashwatch.store.redact import redact_url
+
+        def shown(name: str) -> str:
+            v = getattr(self, name)
+            return repr(redact_url(v)) if name == "db" else repr(v)
+
+        body = ", ".join(f"{f.name}={shown(f.name)}" for f in fields(self))
+        return f"Settings({body})"
+
+    def webhook_policy(self) -> DestinationPolicy:
+        """The destination rules for webhooks (raises ValueError for a bad network)."""
+        from hashwatch.service.destinations import DestinationPolicy
+
+        return DestinationPolicy.from_settings(self.webhook_allow_private,
+                                               self.webhook_allowed_networks)
+
+    def url_policy(self) -> DestinationPolicy:
+        """The destination rules for URL fetch."""
+        from hashwatch.service.destinations import DestinationPolicy
+
+        return DestinationPolicy(allow_private=self.url_allow_private)
 
     def index_file(self) -> Path | None:
         return Path(self.index_path) if self.index_path else None

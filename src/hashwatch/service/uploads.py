@@ -3,6 +3,12 @@
 ``hashwatch.hashing`` hashes files by path; an upload is already in memory, so this is the
 bytes-based equivalent of :func:`hashwatch.hashing.hash_file` (same limits, same
 ``FileHashes`` record), which also keeps the decoded pixels for the review thumbnails.
+
+:func:`hash_upload` is the one function that decodes an upload (image, animation or
+video); the service runs it in a child process with a deadline
+(:mod:`hashwatch.service.isolation`), so every decoder reached from here is bounded in
+time, memory and concurrent pixels without more work. Its errors are :class:`UploadError`
+(status, code, message), which cross a process boundary intact.
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ class VideoUnsupported(Exception):
 
 
 def hash_video_bytes(data: bytes, name: str = "upload", *, max_samples: int = 600,
-                     extras: Any = None) -> HashedUpload:
+                     extras: Any = None, max_pixel_frames: int | None = None) -> HashedUpload:
     """Crypto hashes of the file + PDQ of one frame per second, display rotation applied, with
     the matcher's query views per distinct frame (``extras``) and the vPDQ
     (:func:`hashwatch.media.hash_media`, bounded by its frame limits). Raises ``MediaError``
@@ -59,7 +65,10 @@ def hash_video_bytes(data: bytes, name: str = "upload", *, max_samples: int = 60
     except ImportError as exc:  # pragma: no cover - PyAV is a dependency
         raise VideoUnsupported(str(exc)) from None
     crypto = crypto_hashes(data)
-    m = hash_media(data, "video", extras=extras, limits=FrameLimits(max_samples=max_samples))
+    limits = FrameLimits(max_samples=max_samples)
+    if max_pixel_frames is not None:  # the service's tighter decoding budget
+        limits = dataclasses.replace(limits, max_pixel_frames=max_pixel_frames)
+    m = hash_media(data, "video", extras=extras, limits=limits)
     fields = media_fields(m)
     fields["pdq"] = fields["pdq_quality"] = None  # a video is not a picture: see its frames
     rec = FileHashes(name, size=crypto.size, md5=crypto.md5, sha1=crypto.sha1,
@@ -100,6 +109,76 @@ def hash_bytes(
     return HashedUpload(rec, img.pixels)
 
 
+@dataclass(frozen=True)
+class UploadLimits:
+    """Bounds for one upload: bytes, pixels of an image, video frames kept and the video's
+    decoding budget (pixels x frames, summed over every decoded frame)."""
+
+    max_bytes: int = 50 * 1024 * 1024
+    max_pixels: int = 100_000_000
+    video_max_samples: int = 600
+    video_max_decoded_pixels: int = 4_000_000_000  # ~16 min of 1080p at 30 fps
+
+
+class UploadError(Exception):
+    """An upload that cannot be hashed: ``status`` and ``code`` are the API's answer."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(status, code, message)
+        self.status, self.code, self.message = status, code, message
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+_DECODE_STATUS = {"too_large": (413, "image_too_large"), "not_an_image": (415, "not_an_image"),
+                  "unsupported": (415, "unsupported_image"), "truncated": (422, "truncated_image")}
+
+
+def hash_upload(data: bytes, name: str = "upload", limits: UploadLimits | None = None,
+                extras: Any = None) -> HashedUpload:
+    """Hash one upload: a video (by its container's magic number) or an image (animated
+    ones: every distinct frame). The one decoding entry point of the service. ``extras``:
+    the matcher's query views per distinct frame (a picklable callable). Raises
+    :class:`UploadError`."""
+    lim = limits or UploadLimits()
+    if looks_like_video(data):
+        try:
+            return hash_video_bytes(data, name, max_samples=lim.video_max_samples,
+                                    extras=extras,
+                                    max_pixel_frames=lim.video_max_decoded_pixels)
+        except VideoUnsupported:
+            raise UploadError(415, "video_not_supported",
+                              "video hashing is not available in this build") from None
+        except MediaError as exc:  # undecodable, audio-only or over a bound
+            status, code = {"no_video": (415, "no_video_stream"),
+                            "too_large": (413, "video_too_large")}.get(exc.reason,
+                                                                       (422, "bad_video"))
+            raise UploadError(status, code, str(exc)[:300]) from None
+    try:
+        return hash_bytes(data, name, max_pixels=lim.max_pixels, max_bytes=lim.max_bytes,
+                          extras=extras)
+    except DecodeError as exc:
+        status, code = _DECODE_STATUS.get(exc.reason, (415, "not_an_image"))
+        raise UploadError(status, code, str(exc)[:300]) from None
+
+
+def upload_cost(data: bytes, limits: UploadLimits | None = None) -> int:
+    """Pixels decoding this upload may hold at once, read from the header only (no pixel
+    data is decoded): width x height of an image (an animation composites one frame at a
+    time); a video or an unreadable header counts as the pixel limit (the most it can
+    cost)."""
+    lim = limits or UploadLimits()
+    if looks_like_video(data):
+        return lim.max_pixels
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+    except Exception:  # the decoder proper reports what is wrong with it
+        return 1
+    return max(1, min(int(w) * int(h), lim.max_pixels))
+
+
 def _fit(im: Image.Image, side: int) -> Image.Image:
     im = im.copy()
     im.thumbnail((side, side), Image.Resampling.LANCZOS)
@@ -123,5 +202,6 @@ def clear_preview(pixels: np.ndarray, side: int = 768) -> bytes:
     return buf.getvalue()
 
 
-__all__ = ["DecodeError", "HashedUpload", "VideoUnsupported", "blurred_thumbnail",
-           "clear_preview", "hash_bytes", "hash_video_bytes", "looks_like_video"]
+__all__ = ["DecodeError", "HashedUpload", "UploadError", "UploadLimits", "VideoUnsupported",
+           "blurred_thumbnail", "clear_preview", "hash_bytes", "hash_upload",
+           "hash_video_bytes", "looks_like_video", "upload_cost"]

@@ -2,11 +2,17 @@
 the request that found the match, then delivered by a background worker, so an event is
 never lost across restarts (at-least-once; receivers de-duplicate on the event id).
 
-Signature: ``X-Hashwatch-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>." + body)>``
-with ``X-Hashwatch-Timestamp`` (Unix seconds, fresh on every attempt) and
-``X-Hashwatch-Event-Id``. A receiver recomputes the HMAC, rejects timestamps outside a few
-minutes, and rejects event ids it has already processed: :func:`verify_signature` and
-:class:`ReplayGuard` do exactly that.
+Signature: ``X-Hashwatch-Signature: v2=<hex HMAC-SHA256(secret, "<timestamp>.<event id>."
++ body)>`` with ``X-Hashwatch-Timestamp`` (Unix seconds, fresh on every attempt) and
+``X-Hashwatch-Event-Id``. The MAC covers every header the receiver relies on, so neither
+a fresh timestamp nor a new event id can be put on a captured body. A receiver recomputes
+the HMAC, rejects timestamps outside a few minutes, and rejects event ids it has already
+processed: :func:`verify_signature` and :class:`ReplayGuard` do exactly that.
+
+Destinations follow :mod:`hashwatch.service.destinations` at creation and again at every
+delivery, after resolving the name (the connection goes to the checked address). Each
+destination is delivered in its own lane (one request at a time per webhook, many
+webhooks at once), so a slow or dead receiver delays only its own events.
 """
 
 from __future__ import annotations
@@ -21,11 +27,19 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import sqlalchemy as sa
 
+from hashwatch.service.destinations import (
+    DestinationError,
+    DestinationPolicy,
+    check_url,
+    pin,
+    resolve_checked,
+)
 from hashwatch.service.schema import outbox, webhooks
 from hashwatch.store import Store
 from hashwatch.store.core import utcnow
@@ -39,18 +53,23 @@ EVENT_HEADER = "X-Hashwatch-Event-Id"
 LEASE_SECONDS = 60.0  # a claimed delivery that never finished is retried after this
 
 
-def sign(secret: str, timestamp: int | str, body: bytes) -> str:
-    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return "sha256=" + mac.hexdigest()
+SIGNATURE_VERSION = "v2"
+
+
+def sign(secret: str, timestamp: int | str, event_id: str, body: bytes) -> str:
+    """``v2=`` + hex HMAC-SHA256 over ``"<timestamp>.<event id>."`` + body."""
+    msg = f"{timestamp}.{event_id}.".encode() + body
+    return f"{SIGNATURE_VERSION}=" + hmac.new(secret.encode(), msg, hashlib.sha256).hexdigest()
 
 
 def verify_signature(
-    secret: str, body: bytes, timestamp: str | None, signature: str | None, *,
-    tolerance: float = 300.0, now: float | None = None,
+    secret: str, body: bytes, timestamp: str | None, signature: str | None,
+    event_id: str | None, *, tolerance: float = 300.0, now: float | None = None,
 ) -> bool:
-    """True when ``signature`` is ours over ``timestamp`` + ``body`` and the timestamp is
-    within ``tolerance`` seconds of now (an old capture replayed later is refused)."""
-    if not timestamp or not signature:
+    """True when ``signature`` is ours over ``timestamp``, ``event_id`` and ``body`` and the
+    timestamp is within ``tolerance`` seconds of now (an old capture replayed later is
+    refused; a capture re-sent under a new event id fails the MAC)."""
+    if not timestamp or not signature or not event_id:
         return False
     try:
         ts = int(timestamp)
@@ -58,7 +77,8 @@ def verify_signature(
         return False
     if abs((time.time() if now is None else now) - ts) > tolerance:
         return False
-    return hmac.compare_digest(sign(secret, ts, body), signature)
+    return hmac.compare_digest(sign(secret, ts, event_id, body).encode(),
+                               signature.encode("utf-8", "replace"))
 
 
 class ReplayGuard:
@@ -81,9 +101,21 @@ class ReplayGuard:
 
 
 # -- management -----------------------------------------------------------------------
-def create_webhook(store: Store, list_name: str, url: str, *, actor: str) -> dict[str, Any]:
-    if not url.startswith(("http://", "https://")) or len(url) > 2000:
-        raise ValueError("webhook url must be http:// or https:// (up to 2000 characters)")
+def check_destination(url: str, policy: DestinationPolicy) -> None:
+    """The destination rules at creation: shape, no credentials, and every address the
+    host resolves to now. Raises DestinationError."""
+    if len(url) > 2000:
+        raise DestinationError(422, "bad_url", "webhook URLs are at most 2000 characters")
+    parts = check_url(url)
+    resolve_checked(parts.hostname or "",
+                    parts.port or (443 if parts.scheme == "https" else 80), policy)
+
+
+def create_webhook(store: Store, list_name: str, url: str, *, actor: str,
+                   policy: DestinationPolicy | None = None) -> dict[str, Any]:
+    """Add a webhook to a list; returns its id and signing secret (shown once).
+    Raises DestinationError for a refused URL, ListNotFound for an unknown list."""
+    check_destination(url, policy or DestinationPolicy())
     secret = secrets.token_urlsafe(32)
     info = store.get_list(list_name)  # raises ListNotFound
     with store.engine.begin() as conn:
@@ -161,21 +193,32 @@ def enqueue_match_events(
 # -- delivery -------------------------------------------------------------------------
 class DeliveryWorker:
     """Background thread delivering due outbox rows. Safe with several workers on one
-    database: a row is claimed with a compare-and-set on its attempt counter."""
+    database: a row is claimed with a compare-and-set on its attempt counter.
+
+    Each webhook is a lane: its due rows are delivered one after another by one pool
+    thread, while other webhooks' lanes run beside it (up to ``lanes`` destinations at
+    once). A failed delivery ends its lane's turn, so a dead receiver costs one timeout
+    per backoff step, never a timeout per queued event, and never another lane's time."""
 
     def __init__(self, store: Store, *, timeout: float = 10.0, max_attempts: int = 12,
                  backoff_base: float = 2.0, backoff_max: float = 3600.0,
-                 poll_interval: float = 1.0) -> None:
+                 poll_interval: float = 1.0, policy: DestinationPolicy | None = None,
+                 lanes: int = 32) -> None:
         self.store = store
         self.timeout = timeout
         self.max_attempts = max_attempts
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.poll_interval = poll_interval
+        self.policy = policy or DestinationPolicy()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._client = httpx.Client(timeout=timeout, follow_redirects=False)
+        self._pool = ThreadPoolExecutor(max_workers=max(1, lanes),
+                                        thread_name_prefix="hashwatch-webhook-lane")
+        self._busy: set[int] = set()  # webhook ids with a lane running
+        self._busy_lock = threading.Lock()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="hashwatch-webhooks", daemon=True)
@@ -186,6 +229,7 @@ class DeliveryWorker:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=self.timeout + 5)
+        self._pool.shutdown(wait=True)
         self._client.close()
 
     def wake(self) -> None:
@@ -194,8 +238,7 @@ class DeliveryWorker:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                while self.deliver_due() and not self._stop.is_set():
-                    pass
+                self.deliver_due()
             except Exception:  # the loop must survive a database hiccup
                 log.exception("webhook delivery loop error")
             self._wake.wait(self.poll_interval)
@@ -205,30 +248,65 @@ class DeliveryWorker:
         base = min(self.backoff_max, self.backoff_base * 2 ** (attempts - 1))
         return base * (0.75 + 0.5 * random.random())  # jitter: no thundering herd
 
-    def deliver_due(self, limit: int = 50) -> int:
-        """Deliver what is due now; returns how many rows were attempted."""
+    def deliver_due(self, limit: int = 200, wait: bool = False) -> int:
+        """Start a lane for every webhook with due rows and no lane running; returns how
+        many rows were handed to lanes. ``wait``: return only when those lanes finished."""
         now = time.time()
+        with self._busy_lock:
+            busy = set(self._busy)
+        q = (sa.select(outbox.c.id, outbox.c.attempts, outbox.c.webhook_id)
+             .where(outbox.c.status == "pending", outbox.c.next_attempt <= now)
+             .order_by(outbox.c.next_attempt).limit(limit))
+        if busy:
+            q = q.where(outbox.c.webhook_id.not_in(sorted(busy)))
         with self.store.engine.connect() as conn:
-            due = conn.execute(
-                sa.select(outbox.c.id, outbox.c.attempts)
-                .where(outbox.c.status == "pending", outbox.c.next_attempt <= now)
-                .order_by(outbox.c.next_attempt).limit(limit)
-            ).all()
-        done = 0
+            due = conn.execute(q).all()
+        per_hook: dict[int, list[tuple[int, int]]] = {}
         for row in due:
-            with self.store.engine.begin() as conn:
-                claimed = conn.execute(
-                    outbox.update()
-                    .where(outbox.c.id == row.id, outbox.c.attempts == row.attempts,
-                           outbox.c.status == "pending")
-                    .values(attempts=row.attempts + 1, next_attempt=now + LEASE_SECONDS)
-                ).rowcount
-            if claimed:
-                self._deliver_one(row.id, row.attempts + 1)
-                done += 1
-        return done
+            per_hook.setdefault(row.webhook_id, []).append((row.id, row.attempts))
+        futures = []
+        for hook_id, rows in per_hook.items():
+            with self._busy_lock:
+                if hook_id in self._busy:
+                    continue
+                self._busy.add(hook_id)
+            try:
+                futures.append(self._pool.submit(self._lane, hook_id, rows))
+            except RuntimeError:  # pool shut down while stopping
+                with self._busy_lock:
+                    self._busy.discard(hook_id)
+                break
+        if wait:
+            for f in futures:
+                f.result()
+        return sum(len(r) for r in per_hook.values())
 
-    def _deliver_one(self, outbox_id: int, attempt: int) -> None:
+    def _lane(self, hook_id: int, rows: list[tuple[int, int]]) -> None:
+        try:
+            for outbox_id, attempts in rows:
+                if self._stop.is_set():
+                    return
+                now = time.time()
+                with self.store.engine.begin() as conn:
+                    claimed = conn.execute(
+                        outbox.update()
+                        .where(outbox.c.id == outbox_id, outbox.c.attempts == attempts,
+                               outbox.c.status == "pending")
+                        .values(attempts=attempts + 1, next_attempt=now + LEASE_SECONDS)
+                    ).rowcount
+                if claimed and not self._deliver_one(outbox_id, attempts + 1):
+                    # the receiver failed: its other events wait for their own retry
+                    # time instead of each costing another timeout now
+                    return
+        except Exception:
+            log.exception("webhook lane %d failed", hook_id)
+        finally:
+            with self._busy_lock:
+                self._busy.discard(hook_id)
+            self._wake.set()  # rows that arrived meanwhile get a lane at once
+
+    def _deliver_one(self, outbox_id: int, attempt: int) -> bool:
+        """One attempt; True when the receiver took it (or the webhook is gone)."""
         with self.store.engine.connect() as conn:
             row = conn.execute(
                 sa.select(outbox.c.event_id, outbox.c.payload, webhooks.c.url,
@@ -238,35 +316,44 @@ class DeliveryWorker:
             ).first()
         if row is None or row.deleted_at is not None:
             self._finish(outbox_id, "cancelled", "webhook deleted")
-            return
+            return True
         body = row.payload.encode()
         ts = int(time.time())
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": "hashwatch-webhook/1",
-            TIMESTAMP_HEADER: str(ts),
-            SIGNATURE_HEADER: sign(row.secret, ts, body),
-            EVENT_HEADER: row.event_id,
-        }
         error = ""
         try:
-            resp = self._client.post(row.url, content=body, headers=headers)
+            # the rules again, after resolving the name now: a name that moved to an
+            # internal address since creation is refused, and the request goes to the
+            # address that was checked
+            target = pin(row.url, self.policy)
+            headers = {
+                "Host": target.host_header,
+                "Content-Type": "application/json",
+                "User-Agent": "hashwatch-webhook/2",
+                TIMESTAMP_HEADER: str(ts),
+                SIGNATURE_HEADER: sign(row.secret, ts, row.event_id, body),
+                EVENT_HEADER: row.event_id,
+            }
+            resp = self._client.post(target.url, content=body, headers=headers,
+                                     extensions=target.extensions)
             if 200 <= resp.status_code < 300:
                 self._finish(outbox_id, "delivered", "")
-                return
+                return True
             error = f"HTTP {resp.status_code}"
+        except DestinationError as exc:
+            error = f"{exc.code}: {exc.message}"
         except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}"[:500]
+            error = type(exc).__name__
         if attempt >= self.max_attempts:
             self._finish(outbox_id, "dead", error)
             log.warning("webhook event %s given up after %d attempts: %s", row.event_id,
                         attempt, error)
-            return
+            return False
         with self.store.engine.begin() as conn:
             conn.execute(
                 outbox.update().where(outbox.c.id == outbox_id)
                 .values(next_attempt=time.time() + self.backoff(attempt), last_error=error)
             )
+        return False
 
     def _finish(self, outbox_id: int, status: str, error: str) -> None:
         with self.store.engine.begin() as conn:

@@ -11,6 +11,7 @@ from hashwatch.store.core import (
     AddResult,
     EntryIn,
     EntryRow,
+    InvalidName,
     ListExists,
     ListInfo,
     ListNotFound,
@@ -19,12 +20,15 @@ from hashwatch.store.core import (
     StoreError,
     default_db_path,
 )
+from hashwatch.store.guards import InvalidText
 
 __all__ = [
     "AddResult",
     "SignalCounts",
     "EntryIn",
     "EntryRow",
+    "InvalidName",
+    "InvalidText",
     "ListExists",
     "ListInfo",
     "ListNotFound",

@@ -19,11 +19,22 @@ from alembic.config import Config
 from platformdirs import user_data_dir
 
 from hashwatch.categories import Category
+from hashwatch.store.guards import (
+    InvalidText,
+    check_identifier,
+    install_sqlite_authorizer,
+    install_text_guard,
+)
+from hashwatch.store.redact import redact_text, redact_url
 from hashwatch.store.schema import audit_log, changes, entries, hash_lists, local_features
 
 
 class StoreError(Exception):
     """A store operation that cannot be done as asked."""
+
+
+class InvalidName(StoreError):
+    """An identifier that the store refuses (control, bidi or path-like characters)."""
 
 
 class ListNotFound(StoreError):
@@ -229,12 +240,22 @@ class Store:
     # -- opening -------------------------------------------------------------------
     @classmethod
     def open(cls, target: str | os.PathLike[str] | None = None, *, migrate: bool = True) -> Store:
-        url, path = _make_url(target if target is not None else default_db_path())
+        """Open (and migrate) a SQLite path or an SQLAlchemy URL. Raises StoreError, whose
+        message never carries the URL's password."""
+        if target is None:  # a URL in $HASHWATCH_DB must not go through Path()
+            target = os.environ.get("HASHWATCH_DB") or default_db_path()
+        url, path = _make_url(target)
+        shown = redact_url(target)
         if path is not None:
             if path.exists() and path.is_dir():
                 raise StoreError(f"database path {path} is a directory")
             _create_private_file(path)
-        engine = sa.create_engine(url, future=True)
+        try:
+            engine = sa.create_engine(url, future=True)
+        except Exception as exc:  # ArgumentError quotes the whole URL, password included
+            raise StoreError(f"cannot open database {shown}: "
+                             f"{redact_text(type(exc).__name__ + ': ' + str(exc))}") from None
+        install_text_guard(engine)
         if engine.dialect.name == "sqlite":
 
             @sa.event.listens_for(engine, "connect")
@@ -245,14 +266,16 @@ class Store:
                 cur.execute("PRAGMA foreign_keys=ON")
                 cur.execute("PRAGMA busy_timeout=30000")
                 cur.close()
+                install_sqlite_authorizer(dbapi_conn)
 
         store = cls(engine)
         if migrate:
             try:
                 store.migrate()
-            except sa.exc.DatabaseError as exc:
+            except sa.exc.DBAPIError as exc:
                 engine.dispose()
-                raise StoreError(f"cannot open database {target}: {exc.orig}") from exc
+                raise StoreError(f"cannot open database {shown}: "
+                                 f"{redact_text(str(exc.orig))}") from None
         return store
 
     def migrate(self) -> None:
@@ -325,9 +348,10 @@ class Store:
         description: str = "",
         actor: str = "cli",
     ) -> ListInfo:
-        name = name.strip()
-        if not name or len(name) > 200 or any(c in name for c in "\n\r\t/"):
-            raise StoreError(f"invalid list name {name!r} (1-200 characters, no '/' or newlines)")
+        try:
+            name = check_identifier(name, "list name")
+        except InvalidText as exc:
+            raise InvalidName(f"invalid {exc}") from None
         now = utcnow()
         with self.engine.begin() as conn:
             existing = conn.execute(hash_lists.select().where(hash_lists.c.name == name)).first()
