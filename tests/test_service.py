@@ -98,7 +98,7 @@ class Receiver:
             return 503
         ts = headers.get(wh.TIMESTAMP_HEADER)
         sig = headers.get(wh.SIGNATURE_HEADER)
-        if not wh.verify_signature(self.secret, body, ts, sig):
+        if not wh.verify_signature(self.secret, body, ts, sig, headers.get(wh.EVENT_HEADER)):
             self.refused.append("signature")
             return 401
         if not self.guard.first_time(headers.get(wh.EVENT_HEADER, "")):
@@ -124,8 +124,10 @@ def wait_for(pred, timeout: float = 10.0, step: float = 0.05):  # type: ignore[n
 
 
 def fast_settings(db: str, **kw: object) -> Settings:
+    # receivers in these tests listen on loopback: allowed by name, as an operator would
     base = dict(db=db, refresh_interval=0.2, webhook_poll_interval=0.05,
-                webhook_backoff_base=0.1, rate_limit=0)
+                webhook_backoff_base=0.1, rate_limit=0,
+                webhook_allowed_networks=["127.0.0.0/8"])
     base.update(kw)
     return Settings(**base)  # type: ignore[arg-type]
 
@@ -274,7 +276,8 @@ def test_bad_inputs_are_clear_4xx(tmp_path):
             {"signal_type": "md5", "value": "a" * 32, "category": "nocolon"}]}, headers=h), 422)
         assert_error(c.post("/v1/lists/l/import?format=vics", content=b"[[[", headers=h), 422)
         assert_error(c.post("/v1/lists/l/import?format=xml", content=b"", headers=h), 422)
-        assert_error(c.get("/v1/review/items/99", headers=h), 404, "unknown_item")
+        assert_error(c.get("/v1/review/items/ri_" + "A" * 22, headers=h), 404, "unknown_item")
+        assert_error(c.get("/v1/review/items/99", headers=h), 422)  # not an id at all
         assert_error(c.get("/v1/nowhere", headers=h), 404, "not_found")
         assert_error(c.post("/v1/match/url", json={"url": "http://example.org/a.jpg"},
                             headers=h), 403, "url_fetch_disabled")
@@ -496,10 +499,15 @@ def test_webhook_signed_retried_and_replays_refused(svc):
         assert rx.handle(headers, body) == 409
         assert rx.handle(headers, body.replace(b"upload-42", b"upload-43")) == 401
         old = str(int(time.time()) - 3600)
+        eid = headers[wh.EVENT_HEADER]
         stale = dict(headers, **{wh.TIMESTAMP_HEADER: old,
-                                  wh.SIGNATURE_HEADER: wh.sign(rx.secret, old, body)})
+                                  wh.SIGNATURE_HEADER: wh.sign(rx.secret, old, eid, body)})
         assert rx.handle(stale, body) == 401
-        assert rx.refused == ["replay", "signature", "signature"]
+        # the captured request under a new event id (to pass the replay guard): the
+        # signature covers the event id, so it fails
+        renamed = dict(headers, **{wh.EVENT_HEADER: "f" * 32})
+        assert rx.handle(renamed, body) == 401
+        assert rx.refused == ["replay", "signature", "signature", "signature"]
     finally:
         rx.close()
 
@@ -553,12 +561,15 @@ def test_two_delivery_workers_deliver_each_event_once(store_url):  # noqa: F811
     try:
         with Store.open(store_url) as s:
             s.create_list("cl")
-            rx.secret = wh.create_webhook(s, "cl", rx.url, actor="t")["secret"]
+            policy = wh.DestinationPolicy.from_settings(False, ["127.0.0.0/8"])
+            rx.secret = wh.create_webhook(s, "cl", rx.url, actor="t", policy=policy)["secret"]
             ids = []
             for i in range(30):
                 ids += wh.enqueue_match_events(s, [{"list": "cl", "entry_id": i}], {"ref": i})
-            workers = [wh.DeliveryWorker(s, poll_interval=0.05) for _ in range(2)]
-            threads = [threading.Thread(target=w.deliver_due) for w in workers]
+            workers = [wh.DeliveryWorker(s, poll_interval=0.05, policy=policy)
+                       for _ in range(2)]
+            threads = [threading.Thread(target=w.deliver_due, kwargs={"wait": True})
+                       for w in workers]
             for t in threads:
                 t.start()
             for t in threads:
@@ -597,13 +608,18 @@ def test_audit_writer_group_commits_every_row(store_url):  # noqa: F811
 def test_signature_helpers():
     body = b'{"a":1}'
     ts = int(time.time())
-    sig = wh.sign("k", ts, body)
-    assert wh.verify_signature("k", body, str(ts), sig)
-    assert not wh.verify_signature("other", body, str(ts), sig)
-    assert not wh.verify_signature("k", body + b" ", str(ts), sig)
-    assert not wh.verify_signature("k", body, str(ts - 1000), wh.sign("k", ts - 1000, body))
-    assert not wh.verify_signature("k", body, "notanumber", sig)
-    assert not wh.verify_signature("k", body, None, sig)
+    sig = wh.sign("k", ts, "e1", body)
+    assert sig.startswith("v2=")
+    assert wh.verify_signature("k", body, str(ts), sig, "e1")
+    assert not wh.verify_signature("other", body, str(ts), sig, "e1")
+    assert not wh.verify_signature("k", body + b" ", str(ts), sig, "e1")
+    assert not wh.verify_signature("k", body, str(ts), sig, "e2")  # event id is signed
+    assert not wh.verify_signature("k", body, str(ts), sig, None)
+    assert not wh.verify_signature("k", body, str(ts - 1000),
+                                   wh.sign("k", ts - 1000, "e1", body), "e1")
+    assert not wh.verify_signature("k", body, "notanumber", sig, "e1")
+    assert not wh.verify_signature("k", body, None, sig, "e1")
+    assert not wh.verify_signature("k", body, str(ts), "v2=\udcff", "e1")
     g = wh.ReplayGuard(size=2)
     assert g.first_time("a") and not g.first_time("a")
 
@@ -658,6 +674,15 @@ def test_review_decisions_audited_and_allow_list_silences_content(svc):
             ("rev", "false_positive"), ("rev", "escalate")]
         assert decisions[0]["detail"]["allow_listed"] is True
         assert [e["actor"] for e in events if e["action"] == "review.reveal"] == ["rev"]
+        # a reviewer alone only proposes: pending until a second person approves
+        pending = c.get("/v1/allow-list?status=pending", headers=hr).json()["entries"]
+        assert pending and {e["created_by"] for e in pending} == {"rev"}
+        assert_error(c.post(f"/v1/allow-list/{pending[0]['id']}/approve", headers=hr), 403,
+                     "second_person_required")
+        hr2 = svc.h(svc.key("rev2", "review"))
+        for e in pending:
+            r = c.post(f"/v1/allow-list/{e['id']}/approve", headers=hr2)
+            assert r.status_code == 200 and r.json()["status"] == "active", r.text
         wait_for(lambda: len(rx.accepted) == 2)
         n_events = len(rx.accepted)
         # the allow-listed content never alerts again: another re-encode, the original,

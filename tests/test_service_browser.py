@@ -70,7 +70,8 @@ def server(tmp_path):
     db = str(tmp_path / "hw.db")
     port = _free_port()
     env = dict(os.environ, HASHWATCH_DB=db, HASHWATCH_REFRESH_INTERVAL="0.2",
-               HASHWATCH_WEBHOOK_POLL_INTERVAL="0.1", HASHWATCH_RATE_LIMIT="0")
+               HASHWATCH_WEBHOOK_POLL_INTERVAL="0.1", HASHWATCH_RATE_LIMIT="0",
+               HASHWATCH_WEBHOOK_ALLOWED_NETWORKS="127.0.0.0/8")  # the receiver is local
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "hashwatch.service.app:app_from_env", "--factory",
          "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
@@ -191,6 +192,12 @@ def test_platform_workflow_in_a_real_browser(server, chromium):
             assert dec[0]["detail"]["decision"] == "false_positive"
             assert dec[0]["detail"]["allow_listed"] is True
             assert ("platform", "match.upload") in acts and ("ops", "entries.import") in acts
+            # a reviewer alone only proposes the allow-list rows; the custodian approves
+            pending = c.get("/v1/allow-list?status=pending", headers=H).json()["entries"]
+            assert pending and all(e["created_by"] == "reviewer1" for e in pending)
+            for e in pending:
+                assert c.post(f"/v1/allow-list/{e['id']}/approve",
+                              headers=H).json()["status"] == "active"
             # the false positive never alerts again, even re-encoded differently
             n = len(rx.accepted)
             for data in (reencode(imgs[0], quality=50, scale=0.5), imgs[0].read_bytes()):

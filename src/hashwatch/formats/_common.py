@@ -12,6 +12,7 @@ from typing import IO
 from hashwatch.categories import Category, CategoryError, parse_category
 from hashwatch.formats import RowError
 from hashwatch.store import EntryIn, EntryRow
+from hashwatch.store.guards import text_problem
 
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
 # hex length -> exact signal type; 64 is ambiguous (sha256 or pdq) and needs --signal
@@ -50,6 +51,11 @@ def make_entry(
     except KeyError as exc:
         raise ValueError(str(exc).strip("'\"")) from None
     normalised = st.validate(value.strip())
+    for name, text in (("source_ref", source_ref), ("group_ref", group_ref),
+                       ("variant", variant), *(("label", x) for x in labels)):
+        problem = text_problem(text)
+        if problem:  # a bad row, reported with its line, not a failed import
+            raise ValueError(f"{name} {problem}")
     return EntryIn(
         signal_type=st.name,
         value=normalised,

@@ -18,15 +18,19 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from hashwatch import __version__
-from hashwatch.service.errors import ERROR_RESPONSES, BodyLimit, install_error_handlers
+from hashwatch.service.deps import authenticate_request
+from hashwatch.service.errors import ERROR_RESPONSES, install_error_handlers
+from hashwatch.service.guards import RequestGuard
 from hashwatch.service.routes import admin, health, lists, match, review, webhooks
 from hashwatch.service.settings import Settings
 from hashwatch.service.state import Service
+from hashwatch.store.redact import install_log_redaction
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The service app for ``settings`` (default: from ``HASHWATCH_*`` variables)."""
     settings = settings or Settings.from_env()
+    install_log_redaction()  # no database password in any log line of this worker
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
@@ -50,10 +54,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.service = None
-    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes, big_paths=("/import",))
+    # size limits, authentication and hostile JSON, before any router reads a body
+    app.add_middleware(RequestGuard, max_upload_bytes=settings.max_upload_bytes,
+                       max_json_bytes=settings.max_json_bytes,
+                       authenticate=authenticate_request)
     install_error_handlers(app)
     for r in (health.router, match.router, lists.router, webhooks.router, admin.router,
-              review.router, review.ui_router):
+              review.router, review.allow_router, review.ui_router):
         app.include_router(r)
     if settings.private_dir:
         from hashwatch.service.routes import private

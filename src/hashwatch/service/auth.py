@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from hashwatch.service.schema import api_keys
 from hashwatch.store import Store, StoreError
 from hashwatch.store.core import utcnow
+from hashwatch.store.guards import InvalidText, check_identifier
 
 SCOPES = ("hash", "match", "curate", "review", "admin")
 CACHE_SECONDS = 5.0
@@ -41,6 +42,7 @@ class Principal:
     key_id: str
     scopes: frozenset[str]
     rate_limit: float | None = None
+    queue: str = "default"  # the review queue its matches go to / that it reviews
 
     def has(self, scope: str) -> bool:
         return scope in self.scopes or "admin" in self.scopes
@@ -63,26 +65,34 @@ def _digest(salt: str, secret: str) -> str:
 
 def create_key(
     store: Store, name: str, scopes: str | list[str], *, actor: str = "cli",
-    rate_limit: float | None = None,
+    rate_limit: float | None = None, queue: str | None = None,
 ) -> str:
-    """Create a key and return it (the only time it is ever visible)."""
+    """Create a key and return it (the only time it is ever visible). ``queue``: the
+    review queue its matches go to (match keys) or that it reviews (review keys)."""
     if not _NAME_RE.match(name or ""):
-        raise KeyError_(f"invalid key name {name!r} (letters, digits, _ . @ -; up to 200)")
+        raise KeyError_("invalid key name (letters, digits, _ . @ -; up to 200)")
+    if rate_limit is not None and not (0 <= rate_limit < 1e9):
+        raise KeyError_("invalid rate_limit (0 <= requests/s < 1e9)")
+    if queue is not None:
+        try:
+            queue = check_identifier(queue, "queue")
+        except InvalidText as exc:
+            raise KeyError_(f"invalid {exc}") from None
     scope_list = parse_scopes(scopes)
     key_id = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
     salt = secrets.token_hex(16)
     with store.engine.begin() as conn:
         if conn.execute(sa.select(api_keys.c.id).where(api_keys.c.name == name)).first():
-            raise KeyError_(f"a key named {name!r} already exists (revoked keys keep their name)")
+            raise KeyError_("a key of that name already exists (revoked keys keep their name)")
         conn.execute(
             api_keys.insert().values(
                 name=name, key_id=key_id, salt=salt, key_hash=_digest(salt, secret),
                 scopes=",".join(scope_list), rate_limit=rate_limit, created_at=utcnow(),
-                created_by=actor,
+                created_by=actor, queue=queue,
             )
         )
-    store.audit(actor, "key.create", {"name": name, "scopes": scope_list})
+    store.audit(actor, "key.create", {"name": name, "scopes": scope_list, "queue": queue})
     return f"hw_{key_id}_{secret}"
 
 
@@ -92,7 +102,7 @@ def revoke_key(store: Store, name: str, *, actor: str = "cli") -> None:
             sa.select(api_keys.c.id, api_keys.c.revoked_at).where(api_keys.c.name == name)
         ).first()
         if row is None:
-            raise KeyError_(f"no key named {name!r}")
+            raise KeyError_(f"no key named {name[:64]!r}")
         if row.revoked_at is None:
             conn.execute(
                 api_keys.update().where(api_keys.c.id == row.id).values(revoked_at=utcnow())
@@ -105,12 +115,12 @@ def list_keys(store: Store) -> list[dict]:
         rows = conn.execute(
             sa.select(api_keys.c.name, api_keys.c.key_id, api_keys.c.scopes,
                       api_keys.c.rate_limit, api_keys.c.created_at, api_keys.c.created_by,
-                      api_keys.c.revoked_at).order_by(api_keys.c.name)
+                      api_keys.c.revoked_at, api_keys.c.queue).order_by(api_keys.c.name)
         ).all()
     return [
         {"name": r.name, "key_id": r.key_id, "scopes": r.scopes.split(","),
          "rate_limit": r.rate_limit, "created_at": r.created_at, "created_by": r.created_by,
-         "revoked_at": r.revoked_at}
+         "revoked_at": r.revoked_at, "queue": r.queue or "default"}
         for r in rows
     ]
 
@@ -152,6 +162,7 @@ class KeyVerifier:
             key_id=key_id,
             scopes=frozenset(row.scopes.split(",")),  # type: ignore[attr-defined]
             rate_limit=row.rate_limit,  # type: ignore[attr-defined]
+            queue=row.queue or "default",  # type: ignore[attr-defined]
         )
 
     def forget(self) -> None:

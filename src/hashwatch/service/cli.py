@@ -37,6 +37,9 @@ def keys_create(
                                         "admin.")] = "match",
     rate_limit: Annotated[float | None, typer.Option(help="Requests/s for this key "
                                                      "(default: the service's).")] = None,
+    queue: Annotated[str | None, typer.Option(help="Review queue: where this key's matches "
+                                              "go, or which queue a review key sees "
+                                              "(default: 'default').")] = None,
     db: DbOpt = None,
 ) -> None:
     """Create a key and print it once (it is stored only as a salted hash)."""
@@ -44,7 +47,8 @@ def keys_create(
 
     with _store(db) as store:
         try:
-            key = create_key(store, name, scopes, actor=f"cli:{_user()}", rate_limit=rate_limit)
+            key = create_key(store, name, scopes, actor=f"cli:{_user()}", rate_limit=rate_limit,
+                             queue=queue)
         except KeyError_ as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
@@ -104,6 +108,9 @@ def serve(
     import uvicorn
 
     from hashwatch.service.settings import Settings
+    from hashwatch.store.redact import install_log_redaction
+
+    install_log_redaction()
 
     settings = Settings.from_env(db=db, index_path=index_path)
     if settings.index_path:

@@ -11,11 +11,15 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
 from fastapi import Path as PathParam
+from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.datastructures import Headers
+from starlette.types import Scope
 
 from hashwatch.service.audit import AuditUnavailable
 from hashwatch.service.auth import Principal
-from hashwatch.service.errors import ApiError
+from hashwatch.service.errors import ApiError, error_response
+from hashwatch.service.guards import snippet
 from hashwatch.service.state import Service
 from hashwatch.store import ListNotFound
 
@@ -50,14 +54,18 @@ def require(*scopes: str) -> Callable[..., Awaitable[Principal]]:
         header_key: Annotated[str | None, Depends(_xkey)],
     ) -> Principal:
         svc = get_service(request)
-        presented = creds.credentials if creds else header_key
-        if not presented:
-            raise ApiError(401, "unauthenticated", "an API key is required",
-                           {"WWW-Authenticate": "Bearer"})
-        p = svc.verifier.verify(presented)
+        # the request guard (hashwatch.service.guards) authenticated the key before the
+        # body was read; routes mounted without it fall back to checking here
+        p = getattr(request.state, "principal", None)
         if p is None:
-            raise ApiError(401, "unauthenticated", "invalid or revoked API key",
-                           {"WWW-Authenticate": "Bearer"})
+            presented = creds.credentials if creds else header_key
+            if not presented:
+                raise ApiError(401, "unauthenticated", "an API key is required",
+                               {"WWW-Authenticate": "Bearer"})
+            p = svc.verifier.verify(presented)
+            if p is None:
+                raise ApiError(401, "unauthenticated", "invalid or revoked API key",
+                               {"WWW-Authenticate": "Bearer"})
         if not any(p.has(s) for s in scopes):
             raise ApiError(403, "forbidden", f"this key lacks the scope: {' or '.join(scopes)}")
         rate = p.rate_limit / svc.workers if p.rate_limit is not None else None
@@ -84,10 +92,11 @@ def need_ready(svc: Service) -> None:
         raise ApiError(503, "not_ready", "the index is still loading", {"Retry-After": "5"})
 
 
-def audit(svc: Service, p: Principal, action: str, detail: dict[str, Any]) -> None:
+def audit(svc: Service, p: Principal, action: str, detail: dict[str, Any],
+          list_id: int | None = None) -> None:
     """Audit a lookup before answering it (group-committed); no audit, no answer."""
     try:
-        svc.auditor.write(p.name, action, detail)
+        svc.auditor.write(p.name, action, detail, list_id)
     except AuditUnavailable as exc:
         log.error("%s", exc)
         raise ApiError(503, "audit_unavailable", "the audit log cannot be written; "
@@ -108,7 +117,7 @@ def list_or_404(svc: Service, name: str) -> Any:
     try:
         return svc.store.get_list(name)
     except ListNotFound:
-        raise ApiError(404, "unknown_list", f"no hash list named {name[:200]!r}") from None
+        raise ApiError(404, "unknown_list", f"no hash list named {snippet(name)!r}") from None
 
 
 def check_lists(svc: Service, lists: Sequence[str] | None) -> list[str] | None:
@@ -118,3 +127,44 @@ def check_lists(svc: Service, lists: Sequence[str] | None) -> list[str] | None:
     for name in lists:
         list_or_404(svc, name)
     return list(lists)
+
+
+def _presented_key(headers: Headers) -> str | None:
+    auth = headers.get("authorization", "")
+    scheme, _, cred = auth.partition(" ")
+    if scheme.lower() == "bearer" and cred.strip():
+        return cred.strip()
+    return headers.get("x-api-key") or None
+
+
+def _unauthenticated(message: str) -> JSONResponse:
+    return error_response(401, "unauthenticated", message, {"WWW-Authenticate": "Bearer"})
+
+
+def authenticate_request(scope: Scope, headers: Headers) -> JSONResponse | None:
+    """The request guard's key check, before any body is read: None (go on, principal in
+    ``scope["state"]``) or the 401/429/503 to send. Failed attempts are recorded."""
+    app = scope.get("app")
+    svc = getattr(getattr(app, "state", None), "service", None)
+    if svc is None:
+        return error_response(503, "not_ready", "service is starting", {"Retry-After": "5"})
+    client = scope.get("client") or ("unknown", 0)
+    source = str(client[0])
+    wait = svc.auth_failures.throttled(source)
+    presented = _presented_key(headers)
+    if wait:
+        # a source that keeps failing gets no more key lookups (database reads) until
+        # it slows down
+        return error_response(429, "too_many_failures", "too many failed authentication "
+                              "attempts from this address",
+                              {"Retry-After": str(max(1, int(wait + 0.999)))})
+    if presented is None:
+        svc.auth_failures.record(source, None, "missing")
+        return _unauthenticated("an API key is required")
+    p = svc.verifier.verify(presented)
+    if p is None:
+        key_id = presented.split("_")[1][:12] if presented.startswith("hw_") else None
+        svc.auth_failures.record(source, key_id, "invalid_or_revoked")
+        return _unauthenticated("invalid or revoked API key")
+    scope.setdefault("state", {})["principal"] = p
+    return None

@@ -1,25 +1,28 @@
 """Errors of the HTTP service: every error is a small JSON body with a code and a message.
 
 ``ApiError`` is what route code raises; ``install_error_handlers`` maps it (and FastAPI's own
-validation and HTTP errors) to JSON; ``BodyLimit`` refuses oversized request bodies before
-any route runs.
+validation and HTTP errors, refused text, names and destinations) to JSON that names the
+field and the problem and never repeats more than a few bytes of the input. Size limits,
+authentication and hostile JSON are handled before any route runs, by
+:class:`hashwatch.service.guards.RequestGuard`.
 """
 
-import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from hashwatch.service.destinations import DestinationError
+from hashwatch.service.guards import BodyTooLarge, snippet
+from hashwatch.store import InvalidName, InvalidText
 
 log = logging.getLogger("hashwatch.service")
 
-IMPORT_MAX_BYTES = 4 * 1024 * 1024 * 1024  # bulk list imports may be large; streamed to disk
 
 
 class ApiError(Exception):
@@ -31,18 +34,12 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.headers = status, code, message, headers
 
 
-class BodyTooLarge(Exception):
-    """Raised while a chunked body is read, once it passes the limit."""
-
 
 def error_response(status: int, code: str, message: str,
                    headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
     body: dict[str, Any] = {"error": {"code": code, "message": message, **extra}}
     return JSONResponse(body, status_code=status, headers=headers)
 
-
-DECODE_STATUS = {"too_large": (413, "image_too_large"), "not_an_image": (415, "not_an_image"),
-                 "unsupported": (415, "unsupported_image"), "truncated": (422, "truncated_image")}
 
 
 class ErrorDetail(BaseModel):
@@ -71,42 +68,21 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-class BodyLimit:
-    """Refuses request bodies over the limit: by Content-Length up front, and by counting
-    for chunked uploads (the endpoint's read then fails with 413)."""
+MAX_DETAILS = 20
 
-    def __init__(self, app: ASGIApp, limit: int, big_paths: tuple[str, ...] = (),
-                 big_limit: int = IMPORT_MAX_BYTES) -> None:
-        self.app, self.limit, self.big_paths, self.big_limit = app, limit, big_paths, big_limit
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path = scope.get("path", "")
-        limit = self.big_limit if path.endswith(self.big_paths) else self.limit
-        for k, v in scope.get("headers", []):
-            if k == b"content-length":
-                try:
-                    too_big = int(v) > limit
-                except ValueError:
-                    too_big = False
-                if too_big:
-                    resp = error_response(413, "too_large", f"request body over {limit} bytes")
-                    await resp(scope, receive, send)
-                    return
-        seen = 0
-
-        async def counting() -> Message:
-            nonlocal seen
-            msg = await receive()
-            if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > limit:
-                    raise BodyTooLarge()
-            return msg
-
-        await self.app(scope, counting, send)
+def validation_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """Pydantic errors as ``{"field", "type", "problem"}`` without the input, at most
+    ``MAX_DETAILS`` of them, every string cut short and safe to encode."""
+    out = []
+    for e in list(errors)[:MAX_DETAILS]:
+        loc = [snippet(x, 40) if isinstance(x, str) else x for x in e.get("loc", ())]
+        out.append({"field": loc, "type": snippet(e.get("type", ""), 60),
+                    "problem": snippet(e.get("msg", ""), 200)})
+    if len(errors) > MAX_DETAILS:
+        out.append({"field": [], "type": "more", "problem": f"{len(errors) - MAX_DETAILS} "
+                    "more errors not shown"})
+    return out
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -122,13 +98,23 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_r: Request, exc: RequestValidationError) -> JSONResponse:
-        try:
-            details = jsonable_encoder(exc.errors(), custom_encoder={bytes: lambda b: repr(b)[:80]})
-            json.dumps(details)
-        except Exception:
-            details = [str(exc)[:2000]]
+        # field and problem only: the input itself is never echoed (a 50 MB body must
+        # not come back as a 50 MB error, nor a lone surrogate break the encoder)
         return error_response(422, "invalid_request", "the request does not match the API schema",
-                              details=details)
+                              details=validation_details(exc.errors()))
+
+    @app.exception_handler(InvalidText)
+    async def _invalid_text(_r: Request, exc: InvalidText) -> JSONResponse:
+        return error_response(422, "invalid_text", f"text refused: {exc.problem}",
+                              field=exc.field, problem=exc.problem)
+
+    @app.exception_handler(InvalidName)
+    async def _invalid_name(_r: Request, exc: InvalidName) -> JSONResponse:
+        return error_response(422, "invalid_name", str(exc))
+
+    @app.exception_handler(DestinationError)
+    async def _destination(_r: Request, exc: DestinationError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_r: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -61,12 +61,12 @@ def _child_main(rconn: Connection, conn: Connection, memory_bytes: int | None) -
             return
         if job is None:
             return
-        data, name, limits = job
+        data, name, limits, extras = job
         try:
             conn.send(("cost", upload_cost(data, limits)))
             if not rconn.recv():
                 continue
-            conn.send(("ok", hash_upload(data, name, limits)))
+            conn.send(("ok", hash_upload(data, name, limits, extras)))
         except UploadError as exc:
             conn.send(("err", (exc.status, exc.code, exc.message)))
         except MemoryError:
@@ -229,14 +229,16 @@ class DecodePool:
             raise UploadError(422, "decode_failed",
                               "the decoder stopped on this upload") from None
 
-    def run(self, data: bytes, name: str = "upload", limits: UploadLimits | None = None
-            ) -> HashedUpload:
+    def run(self, data: bytes, name: str = "upload", limits: UploadLimits | None = None,
+            extras: Any = None) -> HashedUpload:
+        """Hash one upload in a child (``extras``: a picklable callable on decoded
+        pixels, see :func:`hash_upload`). Raises UploadError."""
         child = self._take()
         deadline = time.monotonic() + self.timeout
         healthy = True
         try:
             try:
-                child.send((data, name, limits or UploadLimits()))
+                child.send((data, name, limits or UploadLimits(), extras))
             except (OSError, ValueError):
                 healthy = False
                 self._drop(child)
@@ -289,9 +291,9 @@ class InlineDecoder:
     def __init__(self, fn: Callable[..., HashedUpload] = hash_upload) -> None:
         self.fn = fn
 
-    def run(self, data: bytes, name: str = "upload", limits: UploadLimits | None = None
-            ) -> HashedUpload:
-        return self.fn(data, name, limits)
+    def run(self, data: bytes, name: str = "upload", limits: UploadLimits | None = None,
+            extras: Any = None) -> HashedUpload:
+        return self.fn(data, name, limits, extras)
 
     def close(self) -> None:
         pass

@@ -10,16 +10,10 @@ from typing import Any
 
 from fastapi import UploadFile
 
-from hashwatch.service.errors import DECODE_STATUS, ApiError, BodyTooLarge
+from hashwatch.service.errors import ApiError, BodyTooLarge
 from hashwatch.service.settings import Settings
 from hashwatch.service.state import Service
-from hashwatch.service.uploads import (
-    DecodeError,
-    VideoUnsupported,
-    hash_bytes,
-    hash_video_bytes,
-    looks_like_video,
-)
+from hashwatch.service.uploads import UploadError, UploadLimits
 
 HashQ = tuple[str, str, int | None]  # (signal type, normalised value, quality)
 
@@ -107,28 +101,23 @@ async def read_upload(file: UploadFile, settings: Settings) -> bytes:
     return data
 
 
-def hash_upload(data: bytes, name: str, settings: Settings, extras: Any = None) -> Any:
-    """Hash an uploaded image or video (``uploads.Upload``); decode failures are 4xx.
-    ``extras``: the matcher's query views, computed on each distinct frame of a video or
-    animation (a still's are computed by the caller from the decoded pixels)."""
-    if looks_like_video(data):
-        try:
-            return hash_video_bytes(data, name, max_samples=settings.video_max_samples,
-                                    extras=extras)
-        except VideoUnsupported:
-            raise ApiError(415, "video_not_supported",
-                           "video hashing is not available in this build") from None
-        except Exception as exc:  # MediaError: undecodable or audio-only
-            reason = getattr(exc, "reason", "truncated")
-            status, code = (415, "no_video_stream") if reason == "no_video" else (
-                422, "bad_video")
-            raise ApiError(status, code, str(exc)[:300]) from None
+def upload_limits(settings: Settings) -> UploadLimits:
+    return UploadLimits(max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels,
+                        video_max_samples=settings.video_max_samples,
+                        video_max_decoded_pixels=settings.video_max_decoded_pixels)
+
+
+def hash_upload(data: bytes, name: str, svc: Service, extras: Any = None) -> Any:
+    """Hash an uploaded image or video (``uploads.HashedUpload``) through the worker's
+    decoder (a child process with a deadline, see ``hashwatch.service.isolation``);
+    decode failures, timeouts and a full decoder are 4xx/503 ``ApiError``. ``extras``:
+    the matcher's query views (a picklable callable), computed on each distinct frame of a
+    video or animation (a still's are computed by the caller from the decoded pixels)."""
     try:
-        return hash_bytes(data, name, max_pixels=settings.max_pixels,
-                          max_bytes=settings.max_upload_bytes, extras=extras)
-    except DecodeError as exc:
-        status, code = DECODE_STATUS.get(exc.reason, (415, "not_an_image"))
-        raise ApiError(status, code, str(exc)[:300]) from None
+        return svc.decoder.run(data, name, upload_limits(svc.settings), extras)
+    except UploadError as exc:
+        headers = {"Retry-After": "2"} if exc.status == 503 else None
+        raise ApiError(exc.status, exc.code, exc.message[:300], headers) from None
 
 
 def hash_dict(h: Any, up: Any = None) -> dict[str, Any]:

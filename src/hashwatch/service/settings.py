@@ -32,6 +32,17 @@ class Settings:
     max_upload_bytes: int = 50 * 1024 * 1024
     max_pixels: int = 100_000_000
     max_batch: int = 1000
+    # JSON request bodies (match/hashes: 1,000 hashes; entries: 10,000 entries)
+    max_json_bytes: int = 16 * 1024 * 1024
+    # decoding: child processes per worker, deadline per upload, memory cap per child,
+    # and pixels decoded at once per worker (see hashwatch.service.isolation)
+    decode_workers: int = 2
+    decode_timeout: float = 20.0
+    decode_memory_mb: int = 3072
+    decode_pixel_budget: int = 100_000_000
+    decode_isolation: bool = True
+    # video uploads: decoded pixels x frames at most (4e9: ~16 min of 1080p at 30 fps)
+    video_max_decoded_pixels: int = 4_000_000_000
     # video uploads: PDQ of one frame per second, at most this many frames
     video_max_samples: int = 600
     # vPDQ: a video matches a known vPDQ video when the share of its frames found there, and
@@ -56,6 +67,10 @@ class Settings:
     review_queue: bool = True
     review_thumb_side: int = 256
     review_preview_side: int = 768
+    # the thumbnail and clear preview are deleted this many seconds after the decision
+    # (0 = at once); the purge runs every review_purge_interval seconds
+    review_image_retention: float = 3600.0
+    review_purge_interval: float = 60.0
     # URL fetch (off by default)
     url_fetch: bool = False
     url_allowed_hosts: list[str] = field(default_factory=list)

@@ -1,5 +1,6 @@
 """The per-worker service state: store, key verifier, audit writer, rate limiter, allow-list,
-the matcher (loaded in the background) and the change-feed refresh loop."""
+the matcher (loaded in the background), the change-feed refresh loop, the decoding
+processes, the failed-authentication log and the review-image purge schedule."""
 
 import logging
 import os
@@ -9,11 +10,13 @@ from typing import Any
 
 from hashwatch.service import review as review_mod
 from hashwatch.service import webhooks as wh
-from hashwatch.service.audit import AuditWriter
+from hashwatch.service.audit import AuditWriter, FailedAuthLog
 from hashwatch.service.auth import KeyVerifier
+from hashwatch.service.isolation import DecodePool, InlineDecoder
 from hashwatch.service.ratelimit import RateLimiter
 from hashwatch.service.settings import Settings
 from hashwatch.store import Store
+from hashwatch.store.redact import redact_text
 
 log = logging.getLogger("hashwatch.service")
 
@@ -27,6 +30,9 @@ class Service:
         self.store = Store.open(settings.db)
         self.verifier = KeyVerifier(self.store)
         self.auditor = AuditWriter(self.store)
+        self.auth_failures = FailedAuthLog(self.auditor)
+        self.decoder = _decoder(settings)
+        self.webhook_policy = settings.webhook_policy()
         workers = max(1, int(os.environ.get("HASHWATCH_WORKERS", "1")))
         self.workers = workers
         self.limiter = RateLimiter(settings.rate_limit / workers, settings.rate_burst_seconds)
@@ -36,6 +42,7 @@ class Service:
         self.load_error: str | None = None
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
+        self._purger: threading.Thread | None = None
         self.last_refresh = 0.0
         self.delivery: wh.DeliveryWorker | None = None
         # one feed replay at a time: the poller and a request's refresh_now() must not
@@ -51,11 +58,25 @@ class Service:
                 max_attempts=self.settings.webhook_max_attempts,
                 backoff_base=self.settings.webhook_backoff_base,
                 backoff_max=self.settings.webhook_backoff_max,
-                poll_interval=self.settings.webhook_poll_interval)
+                poll_interval=self.settings.webhook_poll_interval,
+                policy=self.webhook_policy, lanes=self.settings.webhook_lanes)
             self.delivery.start()
+        self._purger = threading.Thread(target=self._purge_loop, name="hashwatch-purge",
+                                        daemon=True)
+        self._purger.start()
+
+    def _purge_loop(self) -> None:
+        """Delete decided review items' images once their retention is over."""
+        while not self._stop.wait(self.settings.review_purge_interval):
+            try:
+                review_mod.purge_images(self.store, self.settings.review_image_retention)
+            except Exception:
+                log.exception("review image purge failed; retrying")
 
     def stop(self) -> None:
         self._stop.set()
+        self.decoder.close()
+        self.auth_failures.flush()
         if self.delivery is not None:
             self.delivery.stop()
         if self._poller is not None:
@@ -76,7 +97,7 @@ class Service:
             self.ready.set()
         except Exception as exc:  # reported by readiness, not swallowed
             log.exception("index load failed")
-            self.load_error = f"{type(exc).__name__}: {exc}"
+            self.load_error = redact_text(f"{type(exc).__name__}: {exc}")[:300]
             return
         while not self._stop.wait(self.settings.refresh_interval):
             try:
@@ -91,3 +112,11 @@ class Service:
                 self.matcher.refresh()
             self.allow.refresh()
             self.last_refresh = time.time()
+
+
+def _decoder(settings: Settings) -> DecodePool | InlineDecoder:
+    if not settings.decode_isolation:
+        return InlineDecoder()
+    return DecodePool(workers=settings.decode_workers, timeout=settings.decode_timeout,
+                      memory_bytes=settings.decode_memory_mb * 1024 * 1024 or None,
+                      pixel_budget=settings.decode_pixel_budget)

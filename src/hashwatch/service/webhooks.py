@@ -38,6 +38,7 @@ from hashwatch.service.destinations import (
     DestinationPolicy,
     check_url,
     pin,
+    redact_url,
     resolve_checked,
 )
 from hashwatch.service.schema import outbox, webhooks
@@ -137,7 +138,7 @@ def list_webhooks(store: Store, list_name: str) -> list[dict[str, Any]]:
             .where(webhooks.c.list_id == info.id, webhooks.c.deleted_at.is_(None))
             .order_by(webhooks.c.id)
         ).all()
-    return [{"id": r.id, "list": list_name, "url": r.url, "created_at": r.created_at,
+    return [{"id": r.id, "list": list_name, "url": redact_url(r.url), "created_at": r.created_at,
              "created_by": r.created_by} for r in rows]
 
 

@@ -17,7 +17,10 @@ class KeyIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     scopes: list[Literal["hash", "match", "curate", "review", "admin"]] = Field(
         min_length=1, max_length=5)
-    rate_limit: float | None = Field(default=None, ge=0)
+    rate_limit: float | None = Field(default=None, ge=0, lt=1e9)
+    queue: str | None = Field(default=None, min_length=1, max_length=200,
+                              description="review queue: where this key's matches go "
+                              "(match keys) or what it reviews (review keys)")
 
 
 @router.post("/keys", status_code=201)
@@ -25,7 +28,7 @@ def key_create(p: Admin, svc: Svc, body: KeyIn) -> dict[str, Any]:
     """Create an API key; the key is returned once and stored only as a salted hash."""
     try:
         key = create_key(svc.store, body.name, body.scopes, actor=p.name,
-                         rate_limit=body.rate_limit)
+                         rate_limit=body.rate_limit, queue=body.queue)
     except KeyError_ as exc:
         raise ApiError(422 if "invalid" in str(exc) else 409, "invalid_key", str(exc)) from None
     return {"name": body.name, "key": key}

@@ -12,7 +12,7 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from hashwatch.service.auth import Principal
-from hashwatch.service.deps import API, MAX_ID, AfterId, Curate, Read, Svc, list_or_404
+from hashwatch.service.deps import API, MAX_ID, AfterId, Curate, Read, Svc, audit, list_or_404
 from hashwatch.service.errors import ApiError, BodyTooLarge
 from hashwatch.service.state import Service
 from hashwatch.store import ListExists, StoreError
@@ -122,6 +122,12 @@ def entries_page(p: Curate, svc: Svc, name: str, after_id: AfterId = 0,
          .order_by(entries_t.c.id).limit(limit))
     with svc.store.engine.connect() as conn:
         rows = [_row_to_entry(r).as_dict() for r in conn.execute(q)]
+    # reading a list page by page is an export in instalments: audited like one, before
+    # the page is answered (no audit, no answer)
+    audit(svc, p, "list.entries.page", {
+        "list": info.name, "after_id": after_id, "limit": limit, "entries": len(rows),
+        "first_id": rows[0]["id"] if rows else None,
+        "last_id": rows[-1]["id"] if rows else None}, list_id=info.id)
     return {"entries": rows, "next_after_id": rows[-1]["id"] if rows else None}
 
 

@@ -25,6 +25,7 @@ from hashwatch.service.deps import (
     check_lists,
     need_ready,
 )
+from hashwatch.service.destinations import redact_url
 from hashwatch.service.errors import ApiError
 from hashwatch.service.matching import (
     HashQ,
@@ -75,7 +76,7 @@ async def hash_endpoint(p: Hash, svc: Svc, file: Annotated[UploadFile, File()]
     """Hash an uploaded image or video: md5, sha1, sha256, PDQ (+ quality, pdq_matchable),
     dimensions; videos and animated images every kept frame's PDQ, videos their vPDQ."""
     data = await read_upload(file, svc.settings)
-    up = await run_in_threadpool(hash_upload, data, file.filename or "upload", svc.settings)
+    up = await run_in_threadpool(hash_upload, data, file.filename or "upload", svc)
     return {"hashes": hash_dict(up.hashes, up)}
 
 
@@ -89,7 +90,7 @@ def do_match_upload(svc: Service, p: Principal, data: bytes, name: str, ref: str
     lists = check_lists(svc, lists)
     query_extras = getattr(svc.matcher, "query_extras", None)
     qx = query_extras() if query_extras is not None else None
-    up = hash_upload(data, name, settings, qx)
+    up = hash_upload(data, name, svc, qx)
     h = up.hashes
     if qx is not None and not h.frames and up.pixels is not None and up.pixels.ndim == 3 \
             and hasattr(h, "extras"):
@@ -105,12 +106,9 @@ def do_match_upload(svc: Service, p: Principal, data: bytes, name: str, ref: str
         if m.get("frame"):
             m["frame_time"] = m["frame"]["t"]
             m["frame_pdq"] = frame_pdq.get(m["frame"]["index"])
-    allow_listed = bool(matches) and (
-        svc.allow.allowed(h.sha256, h.pdq)
-        or any(svc.allow.allowed(None, m["frame_pdq"]) for m in matches
-               if m.get("frame_pdq")))
-    if allow_listed:
-        matches = []
+    # allow-list rows silence only the perceptual matches of the entry they were
+    # reviewed for; exact matches and other entries still alert
+    matches, allow_listed = svc.allow.filter(matches, h.sha256, h.pdq)
     if h.pdq is None and matches:  # video: the review item keeps the matched frame
         fp = next((m["frame_pdq"] for m in matches if m.get("frame_pdq")), None)
         h = dataclasses.replace(h, pdq=fp)
@@ -120,7 +118,7 @@ def do_match_upload(svc: Service, p: Principal, data: bytes, name: str, ref: str
         if settings.review_queue and up.pixels is not None:
             item_id = review_mod.create_item(
                 svc.store, submitted_by=p.name, filename=ref or name, hashes=h,
-                matches=matches,
+                matches=matches, queue=p.queue,
                 thumb=blurred_thumbnail(up.pixels, settings.review_thumb_side),
                 preview=clear_preview(up.pixels, settings.review_preview_side))
         content = {"ref": ref, "sha256": h.sha256, "md5": h.md5, "pdq": h.pdq,
@@ -165,15 +163,15 @@ def match_url(p: MatchP, svc: Svc, body: UrlIn) -> dict[str, Any]:
         raise ApiError(403, "url_fetch_disabled", "URL fetch is disabled on this service")
     try:
         data = fetch(body.url, allowed_hosts=settings.url_allowed_hosts,
-                     allow_private=settings.url_allow_private,
+                     policy=settings.url_policy(),
                      max_bytes=min(settings.url_max_bytes, settings.max_upload_bytes),
                      timeout=settings.url_timeout)
     except FetchError as exc:
-        svc.store.audit(p.name, "match.url.refused", {"url": body.url[:500],
+        svc.store.audit(p.name, "match.url.refused", {"url": redact_url(body.url)[:500],
                                                        "reason": exc.code})
         raise ApiError(exc.status, exc.code, exc.message) from None
     return do_match_upload(svc, p, data, body.url.rsplit("/", 1)[-1][:200] or "url",
-                           body.ref or body.url[:500], body.lists)
+                           body.ref or redact_url(body.url)[:500], body.lists)
 
 
 @router.post("/match/hashes")
@@ -203,10 +201,8 @@ async def match_hashes(p: MatchP, svc: Svc, body: MatchHashesIn) -> dict[str, An
     hit_log = []
     notify = []
     for q, (sig, value, _qual), matches in zip(body.hashes, queries, results, strict=True):
-        allow_listed = False
-        if matches and svc.allow.allowed(value if sig == "sha256" else None,
-                                         value if sig == "pdq" else None):
-            matches, allow_listed = [], True
+        matches, allow_listed = svc.allow.filter(matches, value if sig == "sha256" else None,
+                                                 value if sig == "pdq" else None)
         out.append({"signal_type": sig, "value": value, "ref": q.ref, "matches": matches,
                     "allow_listed": allow_listed})
         if matches:

@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 
 from hashwatch.service import webhooks as wh
 from hashwatch.service.deps import API, Admin, ItemId, Svc, list_or_404
+from hashwatch.service.destinations import DestinationError
 from hashwatch.service.errors import ApiError
 
 router = APIRouter(prefix=API, tags=["webhooks"])
@@ -19,12 +20,15 @@ class WebhookIn(BaseModel):
 
 @router.post("/lists/{name}/webhooks", status_code=201)
 def webhook_create(p: Admin, svc: Svc, name: str, body: WebhookIn) -> dict[str, Any]:
-    """Add a webhook; the signing secret is returned once."""
+    """Add a webhook; the signing secret is returned once. The URL must be http(s), carry
+    no credentials, and resolve only to addresses the destination rules allow (public,
+    or a network listed in ``WEBHOOK_ALLOWED_NETWORKS``); checked again at every delivery."""
     list_or_404(svc, name)
     try:
-        return wh.create_webhook(svc.store, name, body.url, actor=p.name)
-    except ValueError as exc:
-        raise ApiError(422, "invalid_webhook", str(exc)) from None
+        return wh.create_webhook(svc.store, name, body.url, actor=p.name,
+                                 policy=svc.webhook_policy)
+    except DestinationError as exc:
+        raise ApiError(exc.status, exc.code, f"webhook URL refused: {exc.message}") from None
 
 
 @router.get("/lists/{name}/webhooks")
