@@ -27,7 +27,9 @@ log = logging.getLogger("hashwatch.service")
 
 API = "/v1"
 MAX_ID = 2**62  # ids are BIGINT; larger numbers are a 422, not a database overflow
+MAX_ID32 = 2**31 - 1  # ids of INTEGER columns (webhooks, allow-list rows)
 ItemId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
+SmallId = Annotated[int, PathParam(ge=1, le=MAX_ID32)]
 AfterId = Annotated[int, Query(ge=0, le=MAX_ID)]
 
 

@@ -64,7 +64,10 @@ class DestinationPolicy:
             return True
         if any(ip.version == n.version and ip in n for n in self.allowed_networks):
             return True
-        return all(_public(a) for a in [ip, *embedded_ipv4(ip)])
+        inner = embedded_ipv4(ip)
+        if any(ip in n for n in _NAT64):  # the prefix is in ::/8 ("reserved"): judge the
+            return all(_public(a) for a in inner)  # address it translates to
+        return all(_public(a) for a in [ip, *inner])
 
 
 def _public(ip: IPAddress) -> bool:

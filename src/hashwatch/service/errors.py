@@ -11,6 +11,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -111,6 +112,14 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InvalidName)
     async def _invalid_name(_r: Request, exc: InvalidName) -> JSONResponse:
         return error_response(422, "invalid_name", str(exc))
+
+    @app.exception_handler(sa.exc.DataError)
+    async def _data_error(_r: Request, exc: sa.exc.DataError) -> JSONResponse:
+        # the database refused a value (out of range for its column, too long): the
+        # request's fault, whatever route let it through. Logged without the values.
+        log.warning("database refused a value: %s", type(exc.orig).__name__)
+        return error_response(422, "invalid_value", "a value is out of range or too long "
+                              "for where it is stored")
 
     @app.exception_handler(DestinationError)
     async def _destination(_r: Request, exc: DestinationError) -> JSONResponse:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from hashwatch.service import review as review_mod
 from hashwatch.service.auth import Principal
-from hashwatch.service.deps import API, MAX_ID, AfterId, Curate, Review, Svc, require
+from hashwatch.service.deps import API, MAX_ID32, AfterId, Curate, Review, Svc, require
 from hashwatch.service.errors import ApiError
 from hashwatch.service.state import Service
 
@@ -38,7 +38,7 @@ class DecisionIn(BaseModel):
 # a review item's public id: "ri_" + 22 url-safe characters (128 random bits)
 PublicId = Annotated[str, PathParam(pattern=r"^ri_[A-Za-z0-9_-]{22}$",
                                     description="review item id (random, not a counter)")]
-AllowId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
+AllowId = Annotated[int, PathParam(ge=1, le=MAX_ID32)]
 
 
 def queue_of(p: Principal) -> str | None:

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from hashwatch.service import webhooks as wh
-from hashwatch.service.deps import API, Admin, ItemId, Svc, list_or_404
+from hashwatch.service.deps import API, Admin, SmallId, Svc, list_or_404
 from hashwatch.service.destinations import DestinationError
 from hashwatch.service.errors import ApiError
 
@@ -38,7 +38,7 @@ def webhook_index(p: Admin, svc: Svc, name: str) -> dict[str, Any]:
 
 
 @router.delete("/webhooks/{webhook_id}")
-def webhook_delete(p: Admin, svc: Svc, webhook_id: ItemId) -> dict[str, Any]:
+def webhook_delete(p: Admin, svc: Svc, webhook_id: SmallId) -> dict[str, Any]:
     if not wh.delete_webhook(svc.store, webhook_id, actor=p.name):
         raise ApiError(404, "unknown_webhook", f"no webhook {webhook_id}")
     return {"deleted": webhook_id}
