@@ -138,4 +138,7 @@ def test_private_endpoints_answer_devices_only_accepted(tmp_path):
         assert too_big.status_code == 413 and too_big.json()["error"]["code"] == "too_large"
         empty = c.post("/v1/private/accounts/a1/vouchers", content=b"", headers=device)
         assert empty.status_code == 400
+        for bad in ("a..b", "a%E2%80%AEb", "a%00b"):  # path-like, bidi override, NUL
+            r = c.post(f"/v1/private/accounts/{bad}/vouchers", content=listed, headers=device)
+            assert r.status_code == 422, (bad, r.text)
         assert c.post("/v1/private/accounts/a1/vouchers", content=listed).status_code == 401

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from hashwatch.service.deps import API, MatchP, Review, Svc
 from hashwatch.service.errors import ApiError
 from hashwatch.service.private_api import PrivateMatching
+from hashwatch.store.guards import InvalidText, check_identifier
 
 MAX_VOUCHER_BYTES = 64 * 1024  # a voucher is ~10 KB; anything far larger is not one
 
@@ -39,18 +40,27 @@ def build_router(folder: str | Path) -> APIRouter:
         return Response((pm.folder / "commitment.json").read_bytes(),
                         media_type="application/json")
 
+    def _account_id(account: str) -> None:
+        try:
+            check_identifier(account, "account")
+        except InvalidText as exc:
+            raise ApiError(422, "invalid_account", str(exc)) from None
+
     @router.post("/accounts/{account}/vouchers", status_code=202)
     async def private_voucher(account: str, request: Request, p: MatchP,
                               svc: Svc) -> JSONResponse:
         """Take one voucher (the request body) for an account. Always 202: the device learns
         nothing about whether its picture matched."""
-        if not account or len(account) > 200:
-            raise ApiError(400, "invalid_account", "account must be 1-200 characters")
-        body = await request.body()
+        _account_id(account)
+        chunks, size = [], 0
+        async for chunk in request.stream():  # stop at the voucher cap, not the upload cap
+            size += len(chunk)
+            if size > MAX_VOUCHER_BYTES:
+                raise ApiError(413, "too_large", "a voucher is at most 64 KiB")
+            chunks.append(chunk)
+        body = b"".join(chunks)
         if not body:
             raise ApiError(400, "empty", "the request body must be one voucher")
-        if len(body) > MAX_VOUCHER_BYTES:
-            raise ApiError(413, "too_large", "a voucher is at most 64 KiB")
         pm.ingest(account, body)
         svc.store.audit(p.name, "private.voucher", {"account": account})
         return JSONResponse({"accepted": True}, status_code=202)
@@ -59,6 +69,7 @@ def build_router(folder: str | Path) -> APIRouter:
     def private_account(account: str, p: Review, svc: Svc) -> dict[str, Any]:
         """Operator view of one account: threshold crossed, and the report if one was raised
         (full PDQ hashes verified against the list, for human review)."""
+        _account_id(account)
         svc.store.audit(p.name, "private.account.view", {"account": account})
         return pm.account(account)
 
