@@ -27,6 +27,7 @@ log = logging.getLogger("hashwatch.service")
 
 API = "/v1"
 MAX_ID = 2**62  # ids are BIGINT; larger numbers are a 422, not a database overflow
+MAX_LISTS = 100  # list names a match may be restricted to
 MAX_ID32 = 2**31 - 1  # ids of INTEGER columns (webhooks, allow-list rows)
 ItemId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
 SmallId = Annotated[int, PathParam(ge=1, le=MAX_ID32)]
@@ -126,6 +127,8 @@ def check_lists(svc: Service, lists: Sequence[str] | None) -> list[str] | None:
     """The list names a match is restricted to (None = all); 404 for an unknown one."""
     if not lists:
         return None
+    if len(lists) > MAX_LISTS:  # one lookup per name: bounded like every batch
+        raise ApiError(422, "too_many_lists", f"at most {MAX_LISTS} list names per request")
     for name in lists:
         list_or_404(svc, name)
     return list(lists)

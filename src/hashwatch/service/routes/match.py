@@ -60,7 +60,7 @@ class MatchHashesIn(BaseModel):
 
 class UrlIn(BaseModel):
     url: str = Field(min_length=8, max_length=2000)
-    lists: list[str] | None = None
+    lists: list[str] | None = Field(default=None, max_length=100)
     ref: str = Field(default="", max_length=500)
 
 
