@@ -741,3 +741,16 @@ def test_ids_out_of_range_for_their_column_are_4xx(svc):
                 "/v1/allow-list/2147483648", "/v1/allow-list/4611686018427387904"):
         small_error(svc.client.delete(url, headers=h), 422)
     small_error(svc.client.post("/v1/allow-list/2147483648/approve", headers=h), 422)
+
+
+def test_list_filters_are_capped(svc):
+    h = svc.h()
+    names = ",".join(f"l{i}" for i in range(101))
+    jpeg = io.BytesIO()
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(jpeg, "JPEG")
+    r = svc.client.post("/v1/match/upload", files={"file": ("a.jpg", jpeg.getvalue())},
+                        data={"lists": names}, headers=h)
+    small_error(r, 422)
+    r = svc.client.post("/v1/match/url", json={"url": "http://example.org/a.jpg",
+                                                "lists": ["x"] * 101}, headers=h)
+    small_error(r, 422)
