@@ -12,6 +12,8 @@ import time
 
 
 class RateLimiter:
+    MAX_KEYS = 100_000  # buckets kept; beyond, the idle (full) ones are dropped
+
     def __init__(self, rate: float, burst_seconds: float = 2.0) -> None:
         self.rate = rate
         self.burst_seconds = burst_seconds
@@ -26,6 +28,8 @@ class RateLimiter:
         cap = max(r * self.burst_seconds, cost, 1.0)
         now = time.monotonic()
         with self._lock:
+            if len(self._buckets) >= self.MAX_KEYS and key not in self._buckets:
+                self._prune(now, r)
             tokens, last = self._buckets.get(key, (cap, now))
             tokens = min(cap, tokens + (now - last) * r)
             if tokens >= cost:
@@ -45,3 +49,13 @@ class RateLimiter:
             tokens, last = self._buckets.get(key, (cap, now))
         tokens = min(cap, tokens + (now - last) * r)
         return 0.0 if tokens >= cost else (cost - tokens) / r
+
+    def _prune(self, now: float, rate: float) -> None:
+        """Drop buckets that have refilled (they hold no state a new bucket would not);
+        if every key is busy (a flood of distinct keys), start afresh."""
+        full = rate * self.burst_seconds
+        idle = [k for k, (t, last) in self._buckets.items() if t + (now - last) * rate >= full]
+        for k in idle:
+            del self._buckets[k]
+        if len(self._buckets) >= self.MAX_KEYS:
+            self._buckets.clear()
