@@ -754,3 +754,25 @@ def test_list_filters_are_capped(svc):
     r = svc.client.post("/v1/match/url", json={"url": "http://example.org/a.jpg",
                                                 "lists": ["x"] * 101}, headers=h)
     small_error(r, 422)
+
+
+def test_routers_are_authenticated_by_default(svc):
+    # deny by default: a path nobody listed as public needs a key before anything else,
+    # so a router added later (e.g. under another prefix) is covered without per-route code
+    from fastapi import APIRouter, Request
+
+    hits = []
+    extra = APIRouter()
+
+    @extra.post("/hma/v0/echo")
+    async def echo(request: Request) -> dict:
+        hits.append(len(await request.body()))
+        return {}
+
+    svc.client.app.include_router(extra)
+    r = svc.client.post("/hma/v0/echo", content=b"x" * 1000)
+    small_error(r, 401)
+    assert hits == []
+    assert svc.client.post("/hma/v0/echo", content=b"x", headers=svc.h()).status_code == 200
+    assert svc.client.get("/v1/health/live").status_code == 200
+    assert svc.client.get("/openapi.json").status_code == 200

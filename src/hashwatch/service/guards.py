@@ -9,7 +9,7 @@ In order, before a byte of the body is read or parsed:
    ``max_json_bytes``; list imports: ``IMPORT_MAX_BYTES``; other bodies, i.e. uploads:
    ``max_upload_bytes``). A chunked body is counted as it arrives and answered ``413`` the
    moment it passes the limit, whatever the route was doing with it.
-3. **Authentication** (every ``/v1`` path but health): the API key is checked *before* the
+3. **Authentication** (every path but :data:`PUBLIC_PATHS`): the API key is checked *before* the
    body is read, so an unauthenticated 50 MB body costs a header lookup and a ``401``.
    Failed attempts are recorded (:class:`~hashwatch.service.audit.FailedAuthLog`, bounded)
    and a source that keeps failing is answered ``429`` without a database lookup.
@@ -155,6 +155,21 @@ def check_json(body: bytes) -> None:
             stack.extend((v, [*path, i]) for i, v in enumerate(node))
 
 
+# Paths answered without an API key. Everything else needs one: a router added later is
+# covered unless it is listed here on purpose.
+# (an entry ending in "/" is a prefix, others exact paths; /docs and /redoc are not served
+# and answer 404 to anyone).
+PUBLIC_PATHS = ("/v1/health/", "/static/", "/openapi.json", "/review", "/docs", "/redoc")
+_PUBLIC_PREFIXES = tuple(p for p in PUBLIC_PATHS if p.endswith("/"))
+_PUBLIC_EXACT = frozenset(p for p in PUBLIC_PATHS if not p.endswith("/"))
+
+
+def needs_api_key(path: str) -> bool:
+    """Deny by default: every path but the public ones (health, schema, review UI page
+    and its static files, which carry no data) is authenticated before its body is read."""
+    return not (path in _PUBLIC_EXACT or path.startswith(_PUBLIC_PREFIXES))
+
+
 _JSON_TYPE = re.compile(rb"^application/([a-z0-9.+-]*\+)?json\s*(;|$)", re.I)
 
 
@@ -174,8 +189,7 @@ class RequestGuard:
         self.max_upload_bytes = max_upload_bytes
         self.max_json_bytes = max_json_bytes
         self.authenticate = authenticate
-        self.needs_key = needs_key or (lambda p: p.startswith("/v1/")
-                                       and not p.startswith("/v1/health/"))
+        self.needs_key = needs_key or needs_api_key
         self.big_paths = big_paths
         self.big_limit = big_limit
 
@@ -301,5 +315,5 @@ class BodyTooLarge(Exception):
     """Raised into the route while a chunked body passes the limit."""
 
 
-__all__ = ["IMPORT_MAX_BYTES", "BodyTooLarge", "RequestGuard", "check_json",
-           "check_request_line", "snippet"]
+__all__ = ["IMPORT_MAX_BYTES", "PUBLIC_PATHS", "BodyTooLarge", "RequestGuard", "check_json",
+           "check_request_line", "needs_api_key", "snippet"]
