@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 pytest.importorskip("fastapi")
+from fastapi import Request  # noqa: E402  (a route below names it in an annotation)
 
 from conftest_pg import pg_db, pg_url, store_url  # noqa: E402,F401  (fixtures: both backends)
 from hashwatch.service import review as review_mod  # noqa: E402
@@ -759,7 +760,7 @@ def test_list_filters_are_capped(svc):
 def test_routers_are_authenticated_by_default(svc):
     # deny by default: a path nobody listed as public needs a key before anything else,
     # so a router added later (e.g. under another prefix) is covered without per-route code
-    from fastapi import APIRouter, Request
+    from fastapi import APIRouter
 
     hits = []
     extra = APIRouter()
