@@ -51,6 +51,13 @@ log = logging.getLogger(__name__)
 
 def _child_main(rconn: Connection, conn: Connection, memory_bytes: int | None) -> None:
     """The child's loop: job -> cost -> (go) -> result, until the pipe closes."""
+    import warnings
+
+    from PIL import Image
+
+    # the pixel limit is ours (UploadLimits.max_pixels), checked before decoding; Pillow's
+    # own warning below its hard limit would only fill the worker's log
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
     if memory_bytes:
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     conn.send(("ready", None))
