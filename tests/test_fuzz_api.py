@@ -12,11 +12,7 @@ walk instead of the fixed one).
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 
-import httpx
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
@@ -33,18 +29,12 @@ from schemathesis.generation import GenerationMode  # noqa: E402
 from conftest_pg import create_database, drop_database, server_url  # noqa: E402
 from hashwatch.service.auth import create_key  # noqa: E402
 from hashwatch.store import Store  # noqa: E402
-from test_service import wait_for  # noqa: E402
+from test_service import live_service  # noqa: E402
 
 EXAMPLES = int(os.environ.get("HASHWATCH_FUZZ_EXAMPLES", "8"))
 DETERMINISTIC = os.environ.get("HASHWATCH_FUZZ_RANDOM", "") != "1"
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -60,38 +50,15 @@ def live(request, tmp_path_factory):
     with Store.open(db) as s:
         key = create_key(s, "fuzzer", "admin")
         s.create_list("fz")
-    port = _free_port()
-    env = dict(os.environ, HASHWATCH_DB=db, HASHWATCH_RATE_LIMIT="0",
-               HASHWATCH_REFRESH_INTERVAL="0.5", HASHWATCH_DECODE_TIMEOUT="10")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "hashwatch.service.app:app_from_env", "--factory",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        try:
-            return httpx.get(base + "/v1/health/ready", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     try:
-        if not wait_for(ready, timeout=60, step=0.2):
-            proc.kill()
-            pytest.fail("service did not start:\n"
-                        + proc.communicate()[0].decode(errors="replace")[-3000:])
-        yield base, key
+        with live_service(db, rate_limit="0", refresh_interval="0.5",
+                          decode_timeout="10") as (base, proc):
+            yield base, key
     finally:
-        proc.terminate()
-        try:
-            out = proc.communicate(timeout=15)[0].decode(errors="replace")
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out = proc.communicate()[0].decode(errors="replace")
         if admin_url:
             drop_database(admin_url, db)
-        # an unhandled error is logged by the service: none may have happened
-        assert "unhandled error" not in out, out[-5000:]
+    # an unhandled error is logged by the service: none may have happened
+    assert "unhandled error" not in proc.output, proc.output[-5000:]
 
 
 def _operations(base: str, key: str) -> list:  # type: ignore[type-arg]

@@ -9,15 +9,18 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
 import struct
 import subprocess
 import sys
 import threading
 import time
 import zlib
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from PIL import Image
@@ -121,6 +124,52 @@ def wait_for(pred, timeout: float = 10.0, step: float = 0.05):  # type: ignore[n
             return v
         time.sleep(step)
     return pred()
+
+
+def _die_with_parent() -> None:
+    import ctypes
+    import signal
+
+    ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@contextmanager
+def live_service(db: str, **env: str):  # type: ignore[no-untyped-def]
+    """The real service (uvicorn) in its own process on a free loopback port, with
+    ``HASHWATCH_<NAME>`` settings from ``env``; yields (base URL, process). Its output is
+    returned by ``proc.output`` after the block (for checks on what it logged)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    full = dict(os.environ, HASHWATCH_DB=db,
+                **{f"HASHWATCH_{k.upper()}": v for k, v in env.items()})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "hashwatch.service.app:app_from_env", "--factory",
+         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        env=full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+    base = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            return httpx.get(base + "/v1/health/ready", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        if not wait_for(ready, timeout=60, step=0.1):
+            proc.kill()
+            out = proc.communicate()[0].decode(errors="replace")
+            pytest.fail(f"server did not become ready:\n{out[-3000:]}")
+        yield base, proc
+    finally:
+        proc.terminate()
+        try:
+            out = proc.communicate(timeout=15)[0]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out = proc.communicate()[0]
+        proc.output = out.decode(errors="replace")  # type: ignore[attr-defined]
 
 
 def fast_settings(db: str, **kw: object) -> Settings:

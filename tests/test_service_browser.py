@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +18,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from test_service import Receiver, corpus_jpegs, reencode, wait_for
+from test_service import Receiver, corpus_jpegs, live_service, reencode, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -51,52 +49,13 @@ def chromium() -> str:
     return str(CHROMIUM)
 
 
-def _die_with_parent() -> None:
-    import ctypes
-    import signal
-
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server(tmp_path):
     """The real service in its own process, on loopback."""
     db = str(tmp_path / "hw.db")
-    port = _free_port()
-    env = dict(os.environ, HASHWATCH_DB=db, HASHWATCH_REFRESH_INTERVAL="0.2",
-               HASHWATCH_WEBHOOK_POLL_INTERVAL="0.1", HASHWATCH_RATE_LIMIT="0",
-               HASHWATCH_WEBHOOK_ALLOWED_NETWORKS="127.0.0.0/8")  # the receiver is local
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "hashwatch.service.app:app_from_env", "--factory",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        preexec_fn=_die_with_parent if sys.platform == "linux" else None)
-    base = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        try:
-            return httpx.get(base + "/v1/health/ready", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        if not wait_for(ready, timeout=30, step=0.1):
-            proc.kill()
-            out = proc.communicate()[0].decode(errors="replace")
-            pytest.fail(f"server did not become ready:\n{out[-3000:]}")
+    with live_service(db, refresh_interval="0.2", webhook_poll_interval="0.1", rate_limit="0",
+                      webhook_allowed_networks="127.0.0.0/8") as (base, _proc):  # local rx
         yield base, db
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def _cli(db: str, *args: str) -> str:

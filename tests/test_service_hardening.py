@@ -568,6 +568,14 @@ def _matched_item(svc: Svc, key: str, img) -> str:  # type: ignore[no-untyped-de
     return r["review_item_id"]
 
 
+def _known_and_matched(s: Svc, img) -> str:  # type: ignore[no-untyped-def]
+    """A list holding ``img``'s PDQ, and the review item of a matching upload."""
+    s.client.post("/v1/lists", json={"name": "r"}, headers=s.h())
+    s.client.post("/v1/lists/r/entries", headers=s.h(), json={"entries": [
+        {"signal_type": "pdq", "value": pdq_of(s, img.read_bytes())["pdq"]}]})
+    return _matched_item(s, s.admin, img)
+
+
 def test_reviewers_see_only_their_queue_and_ids_are_not_enumerable(svc):
     c, h = svc.client, svc.h()
     imgs = corpus_jpegs(2)
@@ -596,10 +604,7 @@ def test_review_images_deleted_after_decision_retention_and_on_a_schedule(tmp_pa
     s = Svc(str(tmp_path / "hw.db"), review_image_retention=0.5, review_purge_interval=0.2)
     try:
         c, h = s.client, s.h()
-        c.post("/v1/lists", json={"name": "r"}, headers=h)
-        c.post("/v1/lists/r/entries", headers=h, json={"entries": [
-            {"signal_type": "pdq", "value": pdq_of(s, img.read_bytes())["pdq"]}]})
-        item = _matched_item(s, s.admin, img)
+        item = _known_and_matched(s, img)
         keep = _matched_item(s, s.admin, img)  # undecided: keeps its images
         assert c.get(f"/v1/review/items/{item}/preview", headers=h).status_code == 200
         c.post(f"/v1/review/items/{item}/decision", headers=h, json={"decision": "confirm"})
@@ -629,10 +634,7 @@ def test_retention_zero_deletes_at_the_decision(tmp_path):
     s = Svc(str(tmp_path / "hw.db"), review_image_retention=0, review_purge_interval=3600)
     try:
         c, h = s.client, s.h()
-        c.post("/v1/lists", json={"name": "r"}, headers=h)
-        c.post("/v1/lists/r/entries", headers=h, json={"entries": [
-            {"signal_type": "pdq", "value": pdq_of(s, img.read_bytes())["pdq"]}]})
-        item = _matched_item(s, s.admin, img)
+        item = _known_and_matched(s, img)
         c.post(f"/v1/review/items/{item}/decision", headers=h, json={"decision": "escalate"})
         small_error(c.get(f"/v1/review/items/{item}/thumb", headers=h), 404, "no_image")
     finally:
