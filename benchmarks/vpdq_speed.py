@@ -31,8 +31,8 @@ from pathlib import Path
 
 VIDEOS = {  # name: (width, height, seconds, fps, codec)
     "720p_h264_60s": (1280, 720, 60, 30, "libx264"),
-    "1080p_h264_30s": (1920, 1080, 30, 30, "libx264"),
-    "480p_mpeg4_120s": (854, 480, 120, 25, "mpeg4"),
+    "1080p_h264_20s": (1920, 1080, 20, 30, "libx264"),
+    "480p_mpeg4_60s": (854, 480, 60, 25, "mpeg4"),
 }
 
 _CHILD = r"""
