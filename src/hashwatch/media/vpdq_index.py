@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -76,18 +77,28 @@ class VpdqIndex:
         self._frame.clear()
         self._groups.clear()
         self._first.clear()
-        for batch in self.store.iter_signal_values("vpdq"):
-            self._add_ids([eid for eid, _ in batch])
+        # one streaming pass over every live vPDQ frame (list state is applied at match time,
+        # so a list switched off and on again needs no rebuild)
+        batch: list[Any] = []
+        for e in self.store.iter_entries(signal_type="vpdq", active_only=False):
+            if e.removed_at is None:
+                batch.append(e)
+            if len(batch) >= 100_000:
+                self._add_rows(batch)
+                batch = []
+        self._add_rows(batch)
 
     def _add_ids(self, ids: Sequence[int]) -> None:
-        if not ids:
-            return
-        rows = self.store.get_entries(sorted(set(ids)), active_only=False)
+        if ids:
+            rows = self.store.get_entries(sorted(set(ids)), active_only=False)
+            self._add_rows([rows[i] for i in ids if i in rows])
+
+    def _add_rows(self, rows: Sequence[Any]) -> None:
         new_ids: list[int] = []
         new_hex: list[str] = []
-        for eid in ids:
-            e = rows.get(eid)
-            if e is None or e.removed_at is not None or eid in self._frame:
+        for e in rows:
+            eid = e.id
+            if e.removed_at is not None or eid in self._frame:
                 continue
             try:
                 f = VpdqFeature.parse(e.value)
