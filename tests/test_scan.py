@@ -181,3 +181,37 @@ def test_results_table_on_postgresql(pg_db, baseline):  # noqa: F811
         assert got == hit["matches"]
     finally:
         t.close()
+
+
+def test_local_pool_worker_killed_mid_job(setup, manifest, baseline, tmp_path, caplog):
+    """A pool worker killed mid-job breaks the pool: the batches it may have held run again
+    one file per fresh process, and the files come out the same."""
+    import threading
+
+    import psutil
+
+    from hashwatch.scan import LocalEngine, ScanConfig, run_scan
+
+    cfg = ScanConfig(db=str(setup["db"]), index_path=str(setup["db"]) + ".pdq.idx")
+    box: dict = {}
+    out = tmp_path / "o"
+
+    def go() -> None:
+        box["r"] = run_scan(Manifest.open(manifest), out, cfg, LocalEngine(2), batch_size=1)
+
+    t = threading.Thread(target=go, daemon=True)
+    t.start()
+    killed = None
+    deadline = time.monotonic() + 120
+    while killed is None and t.is_alive() and time.monotonic() < deadline:
+        for server in psutil.Process().children():
+            if "forkserver" in " ".join(server.cmdline()):
+                workers = server.children()
+                if workers:
+                    workers[0].send_signal(signal.SIGKILL)
+                    killed = workers[0].pid
+        time.sleep(0.01)
+    t.join(240)
+    assert not t.is_alive() and killed is not None
+    assert box["r"].summary["complete"] and shard_bytes(out) == shard_bytes(baseline)
+    assert "worker process died" in caplog.text

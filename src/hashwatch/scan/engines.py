@@ -114,6 +114,8 @@ class LocalEngine:
             if not broken:
                 return
             # a worker died: the batches it may have held run again one file per process
+            log.warning("a scan worker process died; re-running %d batch(es) one file per "
+                        "process", len(queue))
             while queue:
                 yield from self._isolated(config, queue.popleft(), ctx)
 
