@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -125,6 +126,9 @@ def run_cmd(
             except ListNotFound as exc:
                 raise _fail(str(exc)) from None
         url = store.engine.url
+        if url.get_backend_name() == "sqlite" and url.database:
+            # workers (Ray's especially) do not share this process's working folder
+            url = url.set(database=os.path.abspath(url.database))
         db_url = url.render_as_string(hide_password=False)
         default_index = index_path_for(store)
     idx = index_path or default_index or (out_dir / "pdq.idx")

@@ -67,9 +67,14 @@ class ScanResult:
 
 
 def scan_id(manifest: Manifest, config: ScanConfig) -> str:
-    """Names one scan: the manifest plus everything that changes a row (not the DB URL,
-    which may hold a password, nor the engine, which changes nothing)."""
-    key = json.dumps({"manifest": manifest.id, "lists": config.lists, "robust": config.robust,
+    """Names one scan: the manifest, the database (its URL without the password) and
+    everything that changes a row (not the engine, which changes nothing)."""
+    import sqlalchemy as sa
+
+    db = config.db if "://" in config.db else f"sqlite:///{os.path.abspath(config.db)}"
+    db = sa.engine.make_url(db).render_as_string(hide_password=True)
+    key = json.dumps({"manifest": manifest.id, "db": db, "lists": config.lists,
+                      "robust": config.robust,
                       "max_bytes": config.max_bytes, "max_side": config.max_side},
                      sort_keys=True)
     return hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
