@@ -785,3 +785,20 @@ def test_routers_are_authenticated_by_default(svc):
     assert svc.client.post("/hma/v0/echo", content=b"x", headers=svc.h()).status_code == 200
     assert svc.client.get("/v1/health/live").status_code == 200
     assert svc.client.get("/openapi.json").status_code == 200
+
+
+def test_url_fetch_follows_the_same_destination_rules():
+    from urllib.parse import urlsplit
+
+    from hashwatch.service.urlfetch import FetchError, fetch
+
+    for url in ("http://[64:ff9b::7f00:1]/a.jpg", "http://[2002:7f00:1::]/a.jpg",
+                "http://2130706433/a.jpg", "http://[::ffff:127.0.0.1]/a.jpg",
+                "http://169.254.169.254/latest/meta-data/"):
+        host = urlsplit(url).hostname or ""
+        with pytest.raises(FetchError) as e:
+            fetch(url, allowed_hosts=[host], timeout=2)
+        assert e.value.code == "address_not_allowed", (url, e.value.code)
+    with pytest.raises(FetchError) as e:
+        fetch("http://u:p@example.org/a.jpg", allowed_hosts=["example.org"])
+    assert e.value.code == "bad_url"
