@@ -47,7 +47,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Hash uploads, match them against known-image hash lists, notify and "
         "review. Every /v1 endpoint except health needs an API key "
-        "(`Authorization: Bearer hw_...`).",
+        "(`Authorization: Bearer hw_...`), checked before the request body is read. "
+        f"Limits: JSON bodies {settings.max_json_bytes} bytes, uploads "
+        f"{settings.max_upload_bytes} bytes (413 beyond); /v1/match/hashes takes at most "
+        "1,000 hashes and /v1/lists/{name}/entries 10,000 entries per request, list filters "
+        "at most 100 names (422 beyond). Errors are `{\"error\": {\"code\", "
+        "\"message\"}}` and never repeat more than a few bytes of the input.",
         lifespan=lifespan,
         responses=ERROR_RESPONSES,
         docs_url=None,  # Swagger UI loads from a CDN: not served
