@@ -373,15 +373,16 @@ def test_video_decoding_is_bounded_by_pixels_times_frames(tmp_path):
 
 
 # -- identifiers -------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["a\u202eb", "x\u2066y", "a\u200bb", "..", "a/../b", "a\\b",
-                                  "tab\there", "nl\nx", "bell\x07"])
-def test_identifiers_refuse_control_bidi_and_path_like(svc, name):
+def test_identifiers_refuse_control_bidi_and_path_like(svc):
     h = svc.h()
-    small_error(svc.client.post("/v1/lists", json={"name": name}, headers=h), 422)
-    small_error(svc.client.post("/v1/keys", json={"name": name, "scopes": ["match"]},
-                                headers=h), 422)
-    small_error(svc.client.post("/v1/keys", json={"name": "k1", "scopes": ["match"],
-                                                  "queue": name}, headers=h), 422)
+    for name in ("a\u202eb", "x\u2066y", "a\u200bb", "..", "a/../b", "a\\b", "tab\there",
+                 "nl\nx", "bell\x07"):
+        small_error(svc.client.post("/v1/lists", json={"name": name}, headers=h), 422)
+        small_error(svc.client.post("/v1/keys", json={"name": name, "scopes": ["match"]},
+                                    headers=h), 422)
+        small_error(svc.client.post("/v1/keys", json={"name": "k1", "scopes": ["match"],
+                                                      "queue": name}, headers=h), 422)
+    assert svc.client.get("/v1/lists", headers=h).json()["lists"] == []
 
 
 # -- webhook destinations ------------------------------------------------------------------
