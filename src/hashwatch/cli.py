@@ -532,7 +532,8 @@ def match_cmd(
         matched = total = 0
         table = Table(title="matches") if fmt == "table" else None
         if table is not None:
-            for col in ("file", "list", "ref", "signal", "distance", "category", "exact"):
+            for col in ("file", "list", "ref", "signal", "distance", "category", "exact",
+                        "frame / vPDQ %"):
                 table.add_column(col)
         with output(out_path) as fh:
             for res in results:
@@ -542,7 +543,9 @@ def match_cmd(
                     fh.write(json.dumps(res.as_dict()) + "\n")
                     continue
                 if res.error and not res.matches:
-                    table.add_row(res.path, "", "", "", "", "", res.error)
+                    table.add_row(res.path, "", "", "", "", "", res.error, "")
+                elif res.pdq_matchable is False and not res.matches:
+                    table.add_row(res.path, "", "", "", "", "", res.pdq_reason or "", "")
                 for m in res.matches:
                     table.add_row(
                         res.path,
@@ -552,6 +555,10 @@ def match_cmd(
                         str(m.distance),
                         m.category or "",
                         "yes" if m.exact else "no",
+                        # a video's or animation's frame (seconds); vPDQ: query/known % found
+                        f"{m.frame_time:g} s" if m.frame_time is not None else (
+                            f"{m.query_match_percent:g}%/{m.compared_match_percent:g}%"
+                            if m.query_match_percent is not None else ""),
                     )
         if table is not None:
             out.print(table)
