@@ -82,7 +82,8 @@ def test_store_open_errors_never_carry_the_password(url):
 def test_cli_errors_never_print_the_password(tmp_path):
     url = f"postgresql+psycopg://hw:{SECRET}@127.0.0.1:1/hw"
     env = dict(os.environ, HASHWATCH_DB=url)
-    for args in (["lists", "show"], ["keys", "list", "--db", url]):  # $HASHWATCH_DB, --db
+    for args in (["lists", "show"], ["keys", "list", "--db", url],  # $HASHWATCH_DB, --db
+                 ["grades", "C-1", "--db", url]):
         r = subprocess.run([sys.executable, "-m", "hashwatch.cli", *args], env=env,
                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
         assert r.returncode != 0

@@ -18,7 +18,7 @@ from hashwatch.console import styled
 __all__ = ["register"]
 
 DbOpt = Annotated[
-    Path | None,
+    str | None,  # not Path: Path() folds the "//" of a postgresql:// URL
     typer.Option("--db", help="Database file or SQLAlchemy URL (default: user data dir, or "
                  "$HASHWATCH_DB).", show_default=False),
 ]
