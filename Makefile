@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test lint bench clean install
 
-$(STAMP): pyproject.toml setup.py src/hashwatch/_mih.c
+$(STAMP): pyproject.toml setup.py src/hashwatch/_mih.c src/hashwatch/_kpidx.c
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (3.11+)"; exit 1; }
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "need Python 3.11+"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -1,4 +1,4 @@
-"""Build the C hot path of hashwatch.index; everything else is declared in pyproject.toml."""
+"""Build the C hot paths of hashwatch.index and the keypoint index; everything else is declared in pyproject.toml."""
 
 import platform
 import sys
@@ -19,6 +19,11 @@ setup(
             "hashwatch._mih",
             sources=["src/hashwatch/_mih.c"],
             extra_compile_args=extra_compile_args,
-        )
+        ),
+        Extension(
+            "hashwatch._kpidx",
+            sources=["src/hashwatch/_kpidx.c"],
+            extra_compile_args=extra_compile_args,
+        ),
     ]
 )

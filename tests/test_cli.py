@@ -190,3 +190,26 @@ def test_eval_reports_table_and_plot(corpus_dir, tmp_path):
     assert (out / "robustness.png").stat().st_size > 1000
     res = run("eval", "--corpus", str(corpus_dir), "--edits", "nosuch", ok=False)
     assert res.exit_code == 2 and "unknown edit" in res.stderr
+
+
+def test_eval_quick_mode_and_corpus_pointer(corpus_dir, tmp_path, monkeypatch):
+    """--quick runs the quick edit list; a corpus that is not there is a clear error naming
+    where it was looked for and how to point at it (option and environment variable)."""
+    from hashwatch.evaluate import CorpusNotFound, quick_edits, resolve_corpus
+
+    out = tmp_path / "q"
+    res = run("eval", "--quick", "--corpus", str(corpus_dir), "--known", "4",
+              "--max-distractors", "3", "--no-local", "--out", str(out))
+    rows = [line.split("|")[1].strip() for line in res.stdout.splitlines()
+            if line.startswith("| ") and "|---" not in line]
+    assert [r for r in rows if r in quick_edits()] == quick_edits()
+    assert 15 <= len(quick_edits()) <= 30
+    missing = tmp_path / "no-corpus"
+    res = run("eval", "--corpus", str(missing), ok=False)
+    assert res.exit_code != 0 and "corpus not found" in res.stderr
+    assert str(missing) in res.stderr and "--corpus" in res.stderr
+    monkeypatch.setenv("HASHWATCH_CORPUS", str(missing))
+    with pytest.raises(CorpusNotFound, match="HASHWATCH_CORPUS"):
+        resolve_corpus()
+    monkeypatch.setenv("HASHWATCH_CORPUS", str(corpus_dir))
+    assert resolve_corpus() == corpus_dir

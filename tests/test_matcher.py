@@ -155,3 +155,105 @@ def test_robust_views_match_edits_and_plain_lists_still_work(tmp_path):
         for other in imgs[6:10]:
             rec = hash_file(other, extras=m.query_extras())
             assert m.match_hashes(rec) == [], other.name
+
+
+def _keypoint_only_edit(src_path, out_path):
+    """A copy the hash tier misses: turned by 12 degrees, then an off-centre crop."""
+    from PIL import Image
+
+    im = Image.open(src_path).convert("RGB").rotate(12, resample=Image.Resampling.BICUBIC)
+    w, h = im.size
+    im.crop((int(w * 0.25), int(h * 0.1), int(w * 0.95), int(h * 0.85))).save(out_path)
+
+
+def test_keypoint_tier_through_the_saved_index(tmp_path):
+    """The keypoint tier finds what the hash tier cannot, from the index saved beside the
+    database (and from a read-only mapped copy of it), marks it for review, and follows
+    removals and restores of the known image's entries."""
+    from hashwatch import robust
+    from hashwatch.demo import demo_images
+    from hashwatch.hashing import hash_file
+    from hashwatch.lists import add_records
+
+    imgs = demo_images()[:6]
+    edit = tmp_path / "edit.png"
+    _keypoint_only_edit(imgs[2], edit)
+    with Store.open(tmp_path / "k.db") as s:
+        s.create_list("known")
+        add_records(s, "known", [hash_file(p, extras=robust.known_extras) for p in imgs])
+        m = Matcher(s)
+        rec = hash_file(edit, extras=m.query_extras())
+        assert m.match_views([("full", rec.pdq, rec.pdq_quality),
+                              *rec.extras["pdq_variants"]]) == []  # not the hash tier
+        found = m.match_hashes(rec)
+        assert [x.ref for x in found] == [imgs[2].name]
+        assert found[0].route == "local/orb" and found[0].inliers >= robust.LOCAL_MIN_INLIERS
+        d = found[0].as_dict()
+        assert d["tier"] == "keypoint" and d["confidence"] == "review"
+        kp_dir = m.index_path.with_name(m.index_path.name + ".kp")
+        assert (kp_dir / "manifest.json").exists()
+        # a worker: mapped, read-only, same answer; it never writes the files
+        before = (kp_dir / "manifest.json").read_bytes()
+        w = Matcher(s, mmap=True, writable=False)
+        assert [x.ref for x in w.match_hashes(rec)] == [imgs[2].name]
+        # removing the image's entries takes it out of the keypoint tier; restoring brings it
+        ids = [e.id for e in s.iter_entries(list_name="known") if e.source_ref == imgs[2].name]
+        s.remove_entries("known", ids)
+        m.refresh()
+        assert m.match_hashes(rec) == []
+        w.refresh()
+        assert w.match_hashes(rec) == []
+        add_records(s, "known", [hash_file(imgs[2], extras=robust.known_extras)])
+        m.refresh()
+        assert [x.ref for x in m.match_hashes(rec)] == [imgs[2].name]
+        w.refresh()
+        assert [x.ref for x in w.match_hashes(rec)] == [imgs[2].name]
+        w.save()
+        assert (kp_dir / "manifest.json").read_bytes() == before  # a worker never writes
+        m.save()
+        assert (kp_dir / "manifest.json").read_bytes() != before  # the owner does
+        reopened = Matcher(s, mmap=True, writable=False)
+        assert [x.ref for x in reopened.match_hashes(rec)] == [imgs[2].name]
+        assert len(reopened.keypoints) == 6
+        # unrelated pictures stay unmatched
+        for other in demo_images()[8:11]:
+            assert m.match_hashes(hash_file(other, extras=m.query_extras())) == []
+
+
+def test_matching_in_worker_processes_gives_the_same_results(tmp_path):
+    """``match_paths`` with 2 worker processes (indexes mapped in each) answers exactly as
+    matching in this process does, keypoint tier included."""
+    import shutil
+
+    from hashwatch import robust
+    from hashwatch.demo import demo_images
+    from hashwatch.hashing import hash_file
+    from hashwatch.lists import add_records
+    from hashwatch.matchwork import MatchSpec, match_bytes, match_paths
+
+    imgs = demo_images()
+    ev = tmp_path / "evidence"
+    ev.mkdir()
+    shutil.copy(imgs[1], ev / "copy.jpg")
+    _keypoint_only_edit(imgs[3], ev / "turned.png")
+    shutil.copy(imgs[9], ev / "other.jpg")
+    (ev / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
+    with Store.open(tmp_path / "w.db") as s:
+        s.create_list("known")
+        add_records(s, "known", [hash_file(p, extras=robust.known_extras) for p in imgs[:5]])
+        spec = MatchSpec.for_store(s)
+        assert "s3cret" not in repr(MatchSpec("postgresql+psycopg://u:s3cret@h/db"))
+        one = {r.path: r for r in match_paths(spec, [ev], workers=1)}
+        two = {r.path: r for r in match_paths(spec, [ev], workers=2)}
+    assert one.keys() == two.keys() and len(one) == 4
+    for path, r in one.items():
+        assert [m.as_dict() for m in r.matches] == [m.as_dict() for m in two[path].matches]
+        assert r.error == two[path].error
+    assert one[str(ev / "copy.jpg")].matches[0].exact
+    turned = one[str(ev / "turned.png")].matches
+    assert [m.ref for m in turned] == [imgs[3].name] and turned[0].tier == "keypoint"
+    assert one[str(ev / "other.jpg")].matches == []
+    assert one[str(ev / "broken.jpg")].error and not one[str(ev / "broken.jpg")].matches
+    # bytes in (an upload, an archive member): same answer
+    r = match_bytes(spec, (ev / "turned.png").read_bytes(), "up.png")
+    assert r.path == "up.png" and [m.ref for m in r.matches] == [imgs[3].name]

@@ -176,15 +176,18 @@ def test_eval_harness_tiny_run() -> None:
     assert not set(res.known) & set(res.distractors)
     assert not any("cbsd68" in str(p) for p in res.known + res.distractors)
     s = summarise(res)
-    assert s.methods[0] == "pdq" and s.methods[-1] == "+local"
+    assert s.methods[0] == "pdq" and s.methods[-2:] == ["+local", "partner"]
     # Plain PDQ survives re-encoding but not a mirror or a border; the full matcher gets both.
     assert s.per_edit["pdq"]["jpeg50"] == 1.0
     assert s.per_edit["pdq"]["mirror"] < 0.5 and s.per_edit["+dihedral"]["mirror"] >= 0.75
     assert s.per_edit["+local"]["border-colour25"] >= 0.75
     assert s.per_edit["+local"]["crop20o"] >= 0.75
     assert all(v == 0 for v in s.false_distractor.values())
+    # partner mode (CSV export in a fresh database, hash tier): the hash routes' answers
+    assert s.per_edit["partner"]["jpeg50"] == 1.0 and s.per_edit["partner"]["mirror"] >= 0.75
+    assert s.per_edit["partner"]["border-colour25"] == s.per_edit["+crops"]["border-colour25"]
     md = markdown(res, s)
-    assert "| edit | family | pdq |" in md and "mean recall" in md
+    assert "| edit | family | pdq |" in md and "mean recall" in md and "Partner mode" in md
 
 
 def _verdict(query: np.ndarray, known: np.ndarray) -> R.LocalVerdict:

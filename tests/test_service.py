@@ -830,3 +830,58 @@ def test_match_by_url_when_enabled(tmp_path):
     finally:
         s.close()
         srv.close()
+
+
+def test_matches_carry_their_tier_and_confidence(tmp_path):
+    """Hash-tier matches may be acted on (confidence "act"); keypoint-tier matches go to
+    review (confidence "review"), in the upload response and in the webhook event."""
+    from hashwatch import robust
+    from hashwatch.demo import demo_images
+    from hashwatch.hashing import hash_file
+    from hashwatch.lists import add_records
+
+    imgs = demo_images()[:4]
+    db = str(tmp_path / "conf.db")
+    with Store.open(db) as s:
+        s.create_list("kl")
+        add_records(s, "kl", [hash_file(p, extras=robust.known_extras) for p in imgs])
+    rx = Receiver()
+    s = Svc(db)
+    try:
+        c, h = s.client, s.h()
+        rx.secret = c.post("/v1/lists/kl/webhooks", json={"url": rx.url},
+                           headers=h).json()["secret"]
+        # hash tier: a mirrored copy
+        buf = io.BytesIO()
+        Image.open(imgs[0]).convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(
+            buf, "JPEG", quality=85)
+        r = c.post("/v1/match/upload", files={"file": ("m.jpg", buf.getvalue())}, headers=h)
+        m = r.json()["matches"]
+        assert [x["ref"] for x in m] == [imgs[0].name]
+        assert m[0]["tier"] == "hash" and m[0]["confidence"] == "act"
+        assert r.json()["confidence"] == "act"
+        # keypoint tier: turned by 12 degrees and cropped off-centre
+        im = Image.open(imgs[2]).convert("RGB").rotate(12, resample=Image.Resampling.BICUBIC)
+        w, hh = im.size
+        buf = io.BytesIO()
+        im.crop((int(w * 0.25), int(hh * 0.1), int(w * 0.95), int(hh * 0.85))).save(buf, "PNG")
+        r = c.post("/v1/match/upload", files={"file": ("t.png", buf.getvalue())},
+                   data={"ref": "kp-1"}, headers=h)
+        m = r.json()["matches"]
+        assert [x["ref"] for x in m] == [imgs[2].name]
+        assert m[0]["tier"] == "keypoint" and m[0]["confidence"] == "review"
+        assert m[0]["inliers"] >= robust.LOCAL_MIN_INLIERS and r.json()["confidence"] == "review"
+        assert wait_for(lambda: len(rx.accepted) == 2, timeout=15)
+        by_ref = {ev["content"]["ref"]: ev for ev in rx.accepted}
+        assert by_ref["kp-1"]["confidence"] == "review"
+        assert by_ref["kp-1"]["matches"][0]["confidence"] == "review"
+        assert by_ref[""]["confidence"] == "act"
+        # exact hash look-ups say so too
+        md5 = hash_file(imgs[1]).md5
+        r = c.post("/v1/match/hashes", headers=h,
+                   json={"hashes": [{"signal_type": "md5", "value": md5}]}).json()
+        assert r["results"][0]["matches"][0]["confidence"] == "act"
+        assert r["results"][0]["matches"][0]["tier"] == "exact"
+    finally:
+        rx.close()
+        s.close()

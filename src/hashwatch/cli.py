@@ -6,7 +6,7 @@ import csv
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Annotated, Any
@@ -164,18 +164,23 @@ class _Rate:
 
 
 def _hash_records(paths: list[Path], workers: int, what: str, extras: Any = None,
-                  frame_extras: bool = True) -> Iterator[Any]:
+                  frame_extras: bool = True,
+                  run: Callable[[list[Any]], Iterator[Any]] | None = None) -> Iterator[Any]:
+    """Hash (or, with ``run``, process) every file under ``paths`` with a progress bar;
+    missing paths are warned about and still reported, each with its error."""
     from hashwatch.hashing import hash_many, iter_files
 
     missing = [p for p in paths if not p.exists()]
     for p in missing:
         err.print(styled("warning:", "yellow", f"{p} does not exist"))
-    files = list(iter_files([p for p in paths if p.exists()]))
+    files: list[Any] = list(iter_files([p for p in paths if p.exists()]))
     files += missing  # still reported, each with its error
     with progress(len(files), what) as prog:
         task = prog.add_task(what, total=len(files), rate="")
         tick = _Rate(prog, task)
-        for rec in hash_many(files, workers=workers, extras=extras, frame_extras=frame_extras):
+        it = run(files) if run is not None else hash_many(
+            files, workers=workers, extras=extras, frame_extras=frame_extras)
+        for rec in it:
             tick()
             yield rec
 
@@ -513,8 +518,10 @@ def match_cmd(
 ) -> None:
     """Match files against the lists: one JSON object per file (path, matches, error,
     pdq_matchable). Videos and animated images are matched frame by frame (each match says
-    which frame), videos also by vPDQ (defaults: the reference's 80 / 0 percent)."""
-    from hashwatch.matcher import Matcher
+    which frame), videos also by vPDQ (defaults: the reference's 80 / 0 percent). With
+    ``--workers N`` each file is hashed and matched (every tier, keypoints and scene check
+    included) in one of N processes sharing the mapped indexes."""
+    from hashwatch.matchwork import MatchSpec, match_paths
     from hashwatch.store import ListNotFound
 
     if fmt not in ("jsonl", "table"):
@@ -525,10 +532,11 @@ def match_cmd(
                 store.get_list(n)
             except ListNotFound as exc:
                 raise fail(str(exc)) from None
-        matcher = Matcher(store, vpdq_query_percent=vpdq_query_percent,
-                          vpdq_compared_percent=vpdq_compared_percent)
-        recs = _hash_records(paths, workers, "matching", matcher.query_extras())
-        results = matcher.match_records(recs, list_names)
+        spec = MatchSpec.for_store(store, lists=tuple(list_names) if list_names else None,
+                                   vpdq_query_percent=vpdq_query_percent,
+                                   vpdq_compared_percent=vpdq_compared_percent)
+        results = _hash_records(paths, workers, "matching",
+                                run=lambda files: match_paths(spec, files, workers=workers))
         matched = total = 0
         table = Table(title="matches") if fmt == "table" else None
         if table is not None:
@@ -607,19 +615,24 @@ def demo_cmd(
 
 
 # -- eval ---------------------------------------------------------------------------------------
-def _default_corpus() -> Path:
-    env = os.environ.get("HASHWATCH_CORPUS")
-    return Path(env) if env else Path("..") / "shared" / "corpus"
-
-
 @app.command("eval")
 def eval_cmd(
-    corpus: Annotated[Path, typer.Option(help="Benign image corpus.")] = _default_corpus(),
-    known: Annotated[int, typer.Option(help="Images in the known set.")] = 200,
+    corpus: Annotated[
+        Path | None,
+        typer.Option(help="Benign image corpus (default: $HASHWATCH_CORPUS, else shared/corpus "
+                     "beside the current folder or one of its parents)."),
+    ] = None,
+    known: Annotated[int | None, typer.Option(help="Images in the known set (200).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for the split and the edits.")] = 0,
     edits: Annotated[str | None, typer.Option(help="Comma-separated edits (default all).")] = None,
     max_distractors: Annotated[int | None, typer.Option(help="Cap the distractors.")] = None,
     local: Annotated[bool, typer.Option(help="Include the keypoint tier.")] = True,
+    partner: Annotated[bool, typer.Option(
+        help="Include partner mode: the list's CSV export imported into a fresh database, "
+        "hash tier only.")] = True,
+    quick: Annotated[bool, typer.Option(
+        "--quick", help="About a minute: 40 known images, 25 edits (one or two per family), "
+        "300 distractors; options given explicitly still win.")] = False,
     out_dir: Annotated[Path, typer.Option("--out", help="Report folder.")] = Path("eval-out"),
 ) -> None:
     """Robustness evaluation: recall per edit and method, false matches among all
@@ -627,21 +640,39 @@ def eval_cmd(
     import time
 
     from hashwatch.edits import EDITS
-    from hashwatch.evaluate import EvalConfig, run_eval, write_report
+    from hashwatch.evaluate import (
+        QUICK_DISTRACTORS,
+        QUICK_KNOWN,
+        CorpusNotFound,
+        EvalConfig,
+        quick_edits,
+        resolve_corpus,
+        run_eval,
+        write_report,
+    )
 
-    if not corpus.is_dir():
-        raise fail(f"corpus folder {corpus} not found (--corpus or $HASHWATCH_CORPUS)")
+    try:
+        corpus = resolve_corpus(corpus)
+    except CorpusNotFound as exc:
+        raise fail(str(exc)) from None
     unknown = [e for e in (edits or "").split(",") if e and e not in EDITS]
     if unknown:
         raise fail(f"unknown edit(s) {', '.join(unknown)}; known: {', '.join(EDITS)}")
+    edit_list = edits.split(",") if edits else (quick_edits() if quick else None)
+    if known is None:
+        known = QUICK_KNOWN if quick else 200
+    if max_distractors is None and quick:
+        max_distractors = QUICK_DISTRACTORS
     t0 = time.perf_counter()
+    err.print(f"corpus: {corpus}")
     cfg = EvalConfig(
         corpus=corpus,
         n_known=known,
         seed=seed,
-        edits=edits.split(",") if edits else None,
+        edits=edit_list,
         max_distractors=max_distractors,
         local=local,
+        partner=partner,
         progress=lambda msg: err.print(f"[{time.perf_counter() - t0:7.1f}s] {msg}"),
     )
     res = run_eval(cfg)

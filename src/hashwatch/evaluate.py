@@ -17,7 +17,11 @@ distance distributions (PNG) and an extrapolated false-match rate per pair.
 
 Methods are cumulative, one route added at a time, all computed from one pass:
 ``pdq`` (full vs full <= 31) -> ``+dihedral`` -> ``+trim`` -> ``+regions`` -> ``+derotate`` ->
-``+crops`` (= the robust hash tier) -> ``+local`` (ORB geometric check; the full matcher).
+``+crops`` (= the robust hash tier) -> ``+local`` (the keypoint tier as the matcher runs it: the
+keypoint index nominates, each nominee gets the geometric and scene checks; the full matcher).
+``partner`` (partner mode): the known set as a partner receives it, added to a custodian
+database, exported to CSV (hashes only), imported into a fresh database and matched there by
+the Matcher: the hash tier with every exported view and no keypoints (:class:`PartnerList`).
 
 False-match extrapolation (per route): the per-pair minimum distance over all variant pairs of
 that route, over every distractor x known pair, is fitted in its lower tail by a normal
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -72,6 +77,41 @@ def _thr(route: tuple[str, str]) -> int:
 
 # --- corpus --------------------------------------------------------------------------------
 
+CORPUS_ENV = "HASHWATCH_CORPUS"
+
+
+class CorpusNotFound(FileNotFoundError):
+    """The benign image corpus is not where it was looked for (the message says where)."""
+
+
+def corpus_candidates(explicit: Path | None = None) -> list[Path]:
+    """Where the corpus is looked for, in order: ``explicit`` (``--corpus``), else
+    ``$HASHWATCH_CORPUS``, else ``shared/corpus`` beside the current folder or one of its
+    parents, then beside the checkout this code runs from (``<checkout>/../shared/corpus``)."""
+    if explicit is not None:
+        return [Path(explicit)]
+    env = os.environ.get(CORPUS_ENV)
+    if env:
+        return [Path(env)]
+    here = Path.cwd().resolve()
+    out = [d / "shared" / "corpus" for d in (here, *here.parents)]
+    out.append(Path(__file__).resolve().parents[3] / "shared" / "corpus")
+    return list(dict.fromkeys(out))
+
+
+def resolve_corpus(explicit: Path | None = None) -> Path:
+    """The corpus folder (see :func:`corpus_candidates`). Raises :class:`CorpusNotFound`
+    naming every place looked at and how to point at the corpus."""
+    tried = corpus_candidates(explicit)
+    for c in tried:
+        if c.is_dir():
+            return c
+    how = ("--corpus PATH" if explicit is not None else
+           f"--corpus PATH or ${CORPUS_ENV}=PATH")
+    raise CorpusNotFound(
+        "benign image corpus not found (looked at: " + ", ".join(str(c) for c in tried[:4])
+        + (", ..." if len(tried) > 4 else "") + f"); give its folder with {how}")
+
 
 def corpus_files(corpus: Path) -> list[Path]:
     """Image files of the corpus, minus known duplicate folders and byte-identical files."""
@@ -103,6 +143,24 @@ def split_known(files: Sequence[Path], n_known: int, seed: int) -> tuple[list[Pa
     known = [p for i, p in enumerate(big) if i in kb] + [p for i, p in enumerate(small) if i in ks]
     kset = set(known)
     return known, [p for p in files if p not in kset]
+
+
+# `hashwatch eval --quick`: a small known set, one or two edits per family, few distractors
+# (about a minute on one core instead of ~15 for the full run; recall per edit is then coarse,
+# +-5 points at 40 known images, and the false-match tail is too thin to extrapolate).
+QUICK_KNOWN = 40
+QUICK_DISTRACTORS = 300
+QUICK_EDITS: tuple[str, ...] = (
+    "jpeg30", "blur2", "noise0.2", "crop10c", "crop50c", "crop20o", "trim20side", "mirror",
+    "rot90", "rotate5", "border-white10", "letterbox9:16", "caption-bar", "screenshot-dark",
+    "side-by-side", "collage4", "grey", "resize0.25", "aspect1.3w", "png",
+    "mirror+crop", "stretch1.5+crop10", "perspective12", "grid3x3", "pip45-photo",
+)
+
+
+def quick_edits() -> list[str]:
+    """The quick mode's edits that this version of :mod:`hashwatch.edits` has."""
+    return [e for e in QUICK_EDITS if e in EDITS]
 
 
 FILLER_POOL = 64  # photographs reserved for combined edits (not known, not distractors)
@@ -165,11 +223,14 @@ class KnownSet:
         self.kcls = np.array(kcls)
         self.ok = np.array(qual) >= R.MIN_QUALITY
         self.n_hashes = len(codes)
-        self.local = R.LocalStore()
+        # the keypoint tier exactly as the matcher runs it: the keypoint index nominates,
+        # each nominee is verified pairwise
+        from hashwatch.robust.keypoint_index import KeypointIndex
+        from hashwatch.robust.vocab import default_vocabulary
+
+        self.local = KeypointIndex(default_vocabulary())
         self.known_hashes = [p.hashes for p in prepared]
-        for i, p in enumerate(prepared):
-            if p.local is not None:
-                self.local.add(i, p.local)
+        self.local.add_many((i, p.local) for i, p in enumerate(prepared) if p.local is not None)
 
     def route_distances(self, query: list) -> np.ndarray:
         """(n_known, len(ROUTES)) min distance per route (BIG where the route has no pair)."""
@@ -193,12 +254,19 @@ class KnownSet:
             np.minimum.at(out[:, r], self.owner[cols], v)
         return out
 
-    def local_verdicts(self, q: R.LocalFeatures | None) -> dict[int, R.LocalVerdict]:
-        """The local tier's verdicts for the candidates the local store picked, with the scene
-        check run for every candidate that got a transform (to measure it on non-matches)."""
+    def local_verdicts(self, q: R.LocalFeatures | None, scene_all: bool = True
+                       ) -> dict[int, R.LocalVerdict]:
+        """The keypoint tier's verdicts for the candidates the keypoint index nominated (the
+        matcher's :data:`~hashwatch.matcher.KEYPOINT_CANDIDATES`), each verified pairwise; with
+        ``scene_all`` the scene check runs for every candidate that got a transform (to measure
+        it on non-matches)."""
+        from hashwatch.matcher import KEYPOINT_CANDIDATES
+
         if q is None:
             return {}
-        return self.local.inliers(q, lambda k: self.known_hashes[k], scene_all=True)
+        return {c.image_id: R.verify(q, self.local.features(c.slot),
+                                     self.known_hashes[c.image_id], scene_all=scene_all)
+                for c in self.local.search(q, top=KEYPOINT_CANDIDATES)}
 
 
 def local_level(v: R.LocalVerdict) -> int:
@@ -232,6 +300,7 @@ class EvalConfig:
     edits: list[str] | None = None
     max_distractors: int | None = None
     local: bool = True
+    partner: bool = True
     progress: Callable[[str], None] | None = None
 
 
@@ -258,6 +327,12 @@ class EvalResult:
     # (pdq, redetect) of the scene check for every distractor candidate that got a transform
     distractor_scene: np.ndarray | None = None
     fillers: list[Path] = field(default_factory=list)
+    # partner mode (the list as a partner receives it: CSV export imported into a fresh
+    # database, hash tier only): (n_edits, n_known) own image found / a wrong known matched,
+    # and the distractors that matched anything
+    partner_found: np.ndarray | None = None
+    partner_wrong: np.ndarray | None = None
+    partner_distractor: int = 0
 
     @property
     def geometric_local(self) -> np.ndarray:
@@ -283,6 +358,70 @@ def _score(d: np.ndarray, cols: list[int]) -> np.ndarray:
     return (d[..., cols] - t).min(axis=-1)
 
 
+class PartnerList:
+    """The known set as a partner receives it: added to a custodian database as
+    ``hashwatch lists add`` does, exported to CSV (hashes only), imported into a fresh
+    database, matched there by :class:`hashwatch.matcher.Matcher` (no keypoints: the hash
+    tier with every exported view)."""
+
+    def __init__(self, names: Sequence[str], views: Sequence[Sequence], folder: Path) -> None:
+        import io
+        from types import SimpleNamespace
+
+        from hashwatch.lists import add_records, export_list, import_stream
+        from hashwatch.matcher import Matcher
+        from hashwatch.store import Store
+
+        self.index_of = {n: i for i, n in enumerate(names)}
+        custodian = Store.open(folder / "custodian.db")
+        custodian.create_list("known")
+        recs = []
+        for n, vs in zip(names, views, strict=True):
+            full = next(v for v in vs if v.variant == "full")
+            recs.append(SimpleNamespace(
+                path=n, error=None, md5=None, sha1=None,
+                sha256=hashlib.sha256(n.encode()).hexdigest(), pdq=full.hex,
+                pdq_quality=full.quality,
+                extras={"pdq_variants": [(v.variant, v.hex, v.quality) for v in vs
+                                         if v.variant != "full"]}))
+        add_records(custodian, "known", recs)
+        buf = io.StringIO()
+        export_list(custodian, "known", buf, "csv")
+        custodian.close()
+        self.store = Store.open(folder / "partner.db")
+        self.store.create_list("partner")
+        import_stream(self.store, "partner", io.StringIO(buf.getvalue()), "csv")
+        self.matcher = Matcher(self.store, persist=False)
+        self.csv_bytes = len(buf.getvalue().encode())
+
+    def match(self, views: Sequence) -> set[int]:
+        """Known indices a query's views match in the partner's database."""
+        q = [(v.variant, v.hex, v.quality) for v in views]
+        return {self.index_of[m.ref] for m in self.matcher.match_views(q)
+                if m.ref in self.index_of}
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def make_query(edit: str, edit_index: int, known_index: int, kpix: Sequence[np.ndarray],
+               fpix: Sequence[np.ndarray], seed: int) -> tuple[np.ndarray, list[int]]:
+    """The edited copy of known image ``known_index`` under ``edit`` (the ``edit_index``-th
+    edit of the run): (pixels, the known images it shows as collage partners). Partners and
+    fillers are drawn from a generator seeded by (seed, known, edit index), so every harness
+    (``hashwatch eval``, the scale study) makes the same queries."""
+    e = EDITS[edit]
+    rng = np.random.default_rng([seed, known_index, edit_index, 7])
+    others = [j for j in range(len(kpix)) if j != known_index]
+    pidx = [int(x) for x in rng.choice(others, e.partners, replace=False)] \
+        if e.partners else []
+    fidx = [int(x) for x in rng.choice(len(fpix), e.fillers, replace=False)] \
+        if e.fillers else []
+    img = apply_edit(edit, kpix[known_index], seed=seed, key=known_index,
+                     partners=[kpix[j] for j in pidx], fillers=[fpix[j] for j in fidx])
+    return img, pidx
+
+
 def run_eval(cfg: EvalConfig) -> EvalResult:
     say = cfg.progress or (lambda s: None)
     files = corpus_files(cfg.corpus)
@@ -305,27 +444,28 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
     ks = KnownSet(kprep)
     timings["known_s_per_image"] = (time.perf_counter() - t0) / max(1, len(known))
     names = [n for n, _ in method_routes()]
+    partner = None
+    if cfg.partner:
+        import tempfile
+
+        tmp = tempfile.TemporaryDirectory(prefix="hashwatch-eval-")
+        partner = PartnerList([f"k{i:05d}-{p.name}" for i, p in enumerate(known)],
+                              [p.hashes for p in kprep], Path(tmp.name))
 
     nk, ne, nr = len(known), len(edits), len(ROUTES)
     true_d = np.full((ne, nk, nr), BIG, np.int16)
     wrong = {m: np.full((ne, nk), BIG, np.int16) for m in names}
     true_local = np.zeros((ne, nk), np.int16)
     wrong_local = np.zeros((ne, nk), np.int16)
+    p_found = np.zeros((ne, nk), bool)
+    p_wrong = np.zeros((ne, nk), bool)
     nq_hashes: list[int] = []
     t_query = 0.0
     n_query = n_local = 0
     full_cols = method_routes()[-1][1]
     for ei, en in enumerate(edits):
-        e = EDITS[en]
         for ki in range(nk):
-            rng = np.random.default_rng([cfg.seed, ki, ei, 7])
-            others = [j for j in range(nk) if j != ki]
-            pidx = [int(x) for x in rng.choice(others, e.partners, replace=False)] \
-                if e.partners else []
-            fidx = [int(x) for x in rng.choice(len(fpix), e.fillers, replace=False)] \
-                if e.fillers else []
-            img = apply_edit(en, kpix[ki], seed=cfg.seed, key=ki,
-                             partners=[kpix[j] for j in pidx], fillers=[fpix[j] for j in fidx])
+            img, pidx = make_query(en, ei, ki, kpix, fpix, cfg.seed)
             t1 = time.perf_counter()
             # Cascade, as the matcher runs it: the local tier only when no hash route matched.
             boxes = R.query_regions(img)
@@ -333,8 +473,8 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
             d = ks.route_distances(hashes)
             loc: dict[int, int] = {}
             if cfg.local and not (_score(d, full_cols) <= 0).any():
-                loc = {k: local_level(v)
-                       for k, v in ks.local_verdicts(R.query_local(img, boxes)).items()}
+                loc = {k: local_level(v) for k, v in ks.local_verdicts(
+                    R.query_local(img, boxes), scene_all=False).items()}
                 n_local += 1
             t_query += time.perf_counter() - t1
             n_query += 1
@@ -349,6 +489,10 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
             true_local[ei, ki] = loc.get(ki, 0)
             wl = [v for c, v in loc.items() if mask[c]]
             wrong_local[ei, ki] = max(wl) if wl else 0
+            if partner is not None:
+                got = partner.match(hashes)
+                p_found[ei, ki] = ki in got
+                p_wrong[ei, ki] = bool(got - {ki, *pidx})
         say(f"edit {en}: done ({ei + 1}/{ne})")
     timings["query_s_per_image"] = t_query / max(1, n_query)
     timings["local_fraction"] = n_local / max(1, n_query)
@@ -357,6 +501,7 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
     dl = np.zeros((len(distractors), nk), np.int16)
     dg = np.zeros((len(distractors), nk), np.int16)
     scene_stats: list[tuple[int, float]] = []
+    p_dist = 0
     t_dist = 0.0
     t2 = time.perf_counter()
     for di, p in enumerate(distractors):
@@ -364,6 +509,8 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
         t3 = time.perf_counter()
         qp = prepare_query(px, cfg.local)
         dd[di] = ks.route_distances(qp.hashes)
+        if partner is not None:
+            p_dist += bool(partner.match(qp.hashes))
         if cfg.local:
             for c, v in ks.local_verdicts(qp.local).items():
                 dl[di, c] = local_level(v)
@@ -377,10 +524,16 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
             say(f"distractors {di}/{len(distractors)}")
     timings["distractor_s_per_image"] = t_dist / max(1, len(distractors))
     timings["distractor_wall_s"] = time.perf_counter() - t2
+    if partner is not None:
+        timings["partner_csv_bytes_per_known"] = partner.csv_bytes / max(1, nk)
+        partner.close()
+        tmp.cleanup()
     return EvalResult(cfg, known, distractors, edits, true_d, wrong, true_local, wrong_local,
                       dd, dl, np.array([len(p.hashes) for p in kprep]), nq_hashes, timings,
                       [p.local.nbytes() for p in kprep if p.local is not None], dg,
-                      np.array(scene_stats, np.float64).reshape(-1, 2), fillers)
+                      np.array(scene_stats, np.float64).reshape(-1, 2), fillers,
+                      p_found if cfg.partner else None, p_wrong if cfg.partner else None,
+                      p_dist)
 
 
 # --- analysis ------------------------------------------------------------------------------
@@ -523,6 +676,14 @@ def summarise(res: EvalResult) -> Summary:
         # a chance alignment must pass both checks: P(geometry) x P(scene check | candidate)
         p_scene = 1.0 if scene_fit is None else min(1.0, np.nansum(scene_fit[:2]))
         est[name] = est[methods[-1][0]] + lfit[0] * p_scene
+    if res.partner_found is not None:
+        # partner mode: the CSV export in a fresh database, matched by the Matcher (hash tier)
+        names.append("partner")
+        per_edit["partner"] = {e: float(res.partner_found[i].mean())
+                               for i, e in enumerate(res.edits)}
+        fd["partner"] = int(res.partner_distractor)
+        fw["partner"] = int(res.partner_wrong.sum())
+        est["partner"] = est[methods[-1][0]]  # the same routes as the robust hash tier
     mean = {m: float(np.mean(list(per_edit[m].values()))) for m in names}
     return Summary(names, per_edit, fd, fw, est, mean, fits, lfit, n_pairs, scene_fit)
 
@@ -575,6 +736,13 @@ def markdown(res: EvalResult, s: Summary) -> str:
                       f"{int(res.distractor_scene[:, 0].min())}; the geometric check alone "
                       f"would have made {geo_false} false match(es) at >= "
                       f"{R.LOCAL_MIN_INLIERS} inliers."]
+    if res.partner_found is not None:
+        lines += ["", f"Partner mode (column `partner`): the known set added to a custodian "
+                  f"database, exported to CSV "
+                  f"({res.timings.get('partner_csv_bytes_per_known', 0):.0f} bytes per known "
+                  f"image), imported into a fresh database and matched by the Matcher there "
+                  f"(hash tier, every exported view, no keypoints); its false-match row "
+                  f"counts distractor queries that matched anything."]
     kh = res.n_known_hashes
     lines += ["", f"Hashes stored per known image: mean {kh.mean():.2f} (1 interchange PDQ + "
               f"{kh.mean() - 1:.2f} extra); query hashes per image: mean "

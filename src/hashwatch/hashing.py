@@ -330,8 +330,11 @@ def _walk(top: str) -> Iterator[str]:
             yield e.path
 
 
-def _hash_chunk(paths: list[str], kwargs: dict[str, Any]) -> list[FileHashes]:
-    return [hash_file(p, **kwargs) for p in paths]
+def _hash_chunk(paths: list[str], kwargs: dict[str, Any],
+                then: Callable[[FileHashes], Any] | None = None) -> list[Any]:
+    if then is None:
+        return [hash_file(p, **kwargs) for p in paths]
+    return [then(hash_file(p, **kwargs)) for p in paths]
 
 
 def _chunks(it: Iterator[str], n: int) -> Iterator[list[str]]:
@@ -370,12 +373,16 @@ def hash_many(
     extras: Callable[[np.ndarray], dict[str, Any]] | None = None,
     frame_extras: bool = True,
     mp_context: multiprocessing.context.BaseContext | None = None,
-) -> Iterator[FileHashes]:
+    then: Callable[[FileHashes], Any] | None = None,
+) -> Iterator[Any]:
     """Hash every file under ``paths`` (see :func:`iter_files`), one record per file.
 
     ``workers``: processes to use (default: CPU count); 1 hashes in this process.
     ``ordered=False`` yields records as chunks finish (less head-of-line waiting).
     At most ``4 * workers`` chunks are in flight, so memory stays bounded on huge trees.
+    ``then``: a picklable function applied to each record *in the worker* (e.g. matching it,
+    :mod:`hashwatch.matchwork`); its results are yielded instead of the records. A file whose
+    worker crashed gets ``then`` applied here, to its error record.
     """
     kwargs: dict[str, Any] = {
         "max_bytes": max_bytes,
@@ -392,10 +399,11 @@ def hash_many(
     files = iter_files(paths)
     if n <= 1:
         for p in files:
-            yield hash_file(p, **kwargs)
+            rec = hash_file(p, **kwargs)
+            yield rec if then is None else then(rec)
         return
     ctx = mp_context or _default_context()
-    yield from _parallel(_chunks(files, chunksize), n, kwargs, ordered, ctx)
+    yield from _parallel(_chunks(files, chunksize), n, kwargs, ordered, ctx, then)
 
 
 _CRASHED = "error: the decoder process crashed on this file"
@@ -407,14 +415,15 @@ def _parallel(
     kwargs: dict[str, Any],
     ordered: bool,
     ctx: multiprocessing.context.BaseContext,
-) -> Iterator[FileHashes]:
+    then: Callable[[FileHashes], Any] | None = None,
+) -> Iterator[Any]:
     """Run chunks on a pool of ``n`` processes, at most 4n chunks in flight.
 
     A worker that dies (a decoder crashing on a hostile file) breaks the whole pool: the
     chunks that were in flight are then re-run one file per fresh process, so only the
     guilty file gets an error record, and a new pool takes the rest.
     """
-    work = partial(_hash_chunk, kwargs=kwargs)
+    work = partial(_hash_chunk, kwargs=kwargs, then=then)
     window = 4 * n
     while True:
         pending: deque[tuple[list[str], Future[list[FileHashes]]]] = deque()
@@ -449,7 +458,7 @@ def _parallel(
             ex.shutdown(wait=True, cancel_futures=True)
         # Pool broken: isolate every chunk still pending, then carry on with a new pool.
         for chunk, _ in pending:
-            yield from _isolated(chunk, kwargs, ctx)
+            yield from _isolated(chunk, kwargs, ctx, then)
 
 
 def _workers_can_start(ctx: multiprocessing.context.BaseContext) -> bool:
@@ -461,13 +470,14 @@ def _workers_can_start(ctx: multiprocessing.context.BaseContext) -> bool:
 
 
 def _isolated(
-    paths: list[str], kwargs: dict[str, Any], ctx: multiprocessing.context.BaseContext
-) -> Iterator[FileHashes]:
+    paths: list[str], kwargs: dict[str, Any], ctx: multiprocessing.context.BaseContext,
+    then: Callable[[FileHashes], Any] | None = None,
+) -> Iterator[Any]:
     ex = ProcessPoolExecutor(max_workers=1, mp_context=ctx)
     try:
         for p in paths:
             try:
-                yield ex.submit(partial(hash_file, **kwargs), p).result()
+                yield ex.submit(partial(_hash_chunk, kwargs=kwargs, then=then), [p]).result()[0]
             except BrokenProcessPool:
                 ex.shutdown(wait=False)
                 # Blame the file only if a fresh worker can run at all; otherwise the pool
@@ -477,7 +487,8 @@ def _isolated(
                         "hashwatch worker processes die on start-up; run with workers=1 or "
                         "from an importable script guarded by if __name__ == '__main__'"
                     ) from None
-                yield FileHashes(p, error=_CRASHED)
+                crashed = FileHashes(p, error=_CRASHED)
+                yield crashed if then is None else then(crashed)
                 ex = ProcessPoolExecutor(max_workers=1, mp_context=ctx)
     finally:
         ex.shutdown(wait=True)

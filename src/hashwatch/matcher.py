@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import os
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -21,6 +22,8 @@ import numpy as np
 
 from hashwatch import robust
 from hashwatch.index import HammingIndex
+from hashwatch.robust.keypoint_index import KeypointIndex
+from hashwatch.robust.vocab import default_vocabulary
 from hashwatch.signals.vpdq import VPDQ_COMPARED_MATCH_PERCENT, VPDQ_QUERY_MATCH_PERCENT
 from hashwatch.store import EntryRow, Store
 
@@ -29,9 +32,12 @@ log = logging.getLogger(__name__)
 CRYPTO_SIGNALS = ("sha256", "sha1", "md5")
 PDQ_THRESHOLD = 31
 PDQ_MIN_QUALITY = 50
-# The local tier keeps every known image's keypoints in memory and searches them exactly:
-# right for lists of known images up to this size (see BENCHMARKS.md, robust matching).
-LOCAL_MAX_IMAGES = 200_000
+# Known images nominated by the keypoint index and verified (geometry + scene check) per query
+# (see BENCHMARKS.md, "Scale study", for the choice).
+KEYPOINT_CANDIDATES = 8
+# Confidence level per tier: exact and hash-tier matches may be acted on automatically,
+# keypoint-tier matches go to human review (per-query false-match rates in BENCHMARKS.md).
+CONFIDENCE = {"exact": "act", "hash": "act", "keypoint": "review"}
 
 
 class HashedLike(Protocol):
@@ -62,6 +68,21 @@ class Match:
     query_match_percent: float | None = None
     compared_match_percent: float | None = None
 
+    @property
+    def tier(self) -> str:
+        """``exact`` (a cryptographic hash), ``hash`` (a PDQ route) or ``keypoint``."""
+        if self.exact:
+            return "exact"
+        return "keypoint" if self.route.startswith("local/") else "hash"
+
+    @property
+    def confidence(self) -> str:
+        """What a platform may do with this match: ``act`` (exact and hash-tier matches: the
+        measured false-match rate per query at 20M known images allows acting on them
+        automatically) or ``review`` (keypoint-tier matches: a person confirms them first).
+        See :data:`CONFIDENCE` and BENCHMARKS.md, "Scale study"."""
+        return CONFIDENCE[self.tier]
+
     def as_dict(self) -> dict[str, Any]:
         d = {
             "list": self.list,
@@ -71,6 +92,8 @@ class Match:
             "distance": self.distance,
             "category": self.category,
             "exact": self.exact,
+            "tier": self.tier,
+            "confidence": self.confidence,
         }
         if self.route:
             d["route"] = self.route
@@ -182,25 +205,35 @@ class Matcher:
         mmap: bool = False,
         vpdq_query_percent: float = VPDQ_QUERY_MATCH_PERCENT,
         vpdq_compared_percent: float = VPDQ_COMPARED_MATCH_PERCENT,
+        writable: bool = True,
     ) -> None:
         """``mmap``: map a saved index instead of reading it (instant start; processes serving
         the same index share its pages, see BENCHMARKS). ``vpdq_*_percent``: a video matches a
         known vPDQ video when both frame-match percentages reach these (the reference's 80/0,
-        :mod:`hashwatch.signals.vpdq`)."""
+        :mod:`hashwatch.signals.vpdq`). ``writable=False``: use the saved indexes (PDQ and
+        keypoint) but never write them, keeping changes made since they were saved in this
+        process only (worker processes: one process, the one that prepared them, owns the
+        files)."""
         self.store = store
         self.vpdq_query_percent = vpdq_query_percent
         self.vpdq_compared_percent = vpdq_compared_percent
         self._vpdq: Any = None
         self.mmap = mmap
+        self.writable = writable
         self.pdq_threshold = pdq_threshold
         self.min_quality = min_quality
         self.index_path = Path(index_path) if index_path else index_path_for(store)
         self.persist = persist and self.index_path is not None
         self.seq = 0
+        # keypoint tier: loaded (or built) on first use, kept in step with the store
+        self._kp: KeypointIndex | None = None
+        self._kp_last = 0  # last local-feature row applied
+        self._kp_dirty = False
+        self._kp_replace = False  # the saved keypoint index is unusable: write over it
+        self._kp_lock = threading.Lock()  # one thread catches the keypoint index up
+        self._kp_open_lock = threading.Lock()
+        self._entry_hw = 0  # highest PDQ entry id the index has seen added
         self.index = self._load_or_build()
-        self._local: robust.LocalStore | None = None
-        self._local_rows: dict[int, tuple[int, str]] = {}
-        self._local_last = 0
 
     # -- index lifecycle ------------------------------------------------------------
     def _meta_path(self) -> Path:
@@ -213,6 +246,7 @@ class Matcher:
                 meta = json.loads(self._meta_path().read_text())
                 index = HammingIndex.load(self.index_path, mmap=self.mmap)
                 self.seq = int(meta["seq"])
+                self._entry_hw = int(meta.get("entry_hw", 0))
                 if self.seq <= self.store.last_change():
                     self.index = index
                     changed = self.refresh()
@@ -230,6 +264,7 @@ class Matcher:
         code_parts: list[np.ndarray] = []
         for batch in self.store.iter_signal_values("pdq"):
             ids_parts.append(np.fromiter((i for i, _ in batch), dtype=np.int64, count=len(batch)))
+            self._entry_hw = max(self._entry_hw, int(ids_parts[-1].max()))
             code_parts.append(hex_to_codes([v for _, v in batch]))
         index = HammingIndex()
         if ids_parts:
@@ -252,6 +287,8 @@ class Matcher:
             if not rows:
                 # skip past non-PDQ changes so the next poll starts later
                 self.seq = max(self.seq, head)
+                if self._kp is not None:  # new keypoint sets, unless a catch-up is running
+                    self._refresh_local(wait=False)
                 return applied
             adds: dict[int, str] = {}
             for seq, entry_id, op, _sig, value in rows:
@@ -265,16 +302,27 @@ class Matcher:
                 ids = np.fromiter(adds.keys(), dtype=np.int64, count=len(adds))
                 self.index.remove(ids)  # a restored entry must not be held twice
                 self.index.add(ids, hex_to_codes(list(adds.values())))
+            # restores re-use old entry ids; new entries are above the high-water mark
+            follow = [eid for _, eid, op, _, _ in rows if op != "add" or eid <= self._entry_hw]
+            self._entry_hw = max([self._entry_hw, *(eid for _, eid, op, _, _ in rows
+                                                    if op == "add")])
+            if self._kp is not None and follow:
+                self._kp_follow(follow)
             applied += len(rows)
 
     def save(self) -> None:
-        if not self.persist or self.index_path is None:
+        if not self.persist or self.index_path is None or not self.writable:
             return
+        # a keypoint save is refused (False) when another process saved it first: this one
+        # keeps its changes in memory
+        if self._kp is not None and self._kp_dirty and self._kp.save(
+                self._kp_path(), meta={"last_row": self._kp_last}, replace=self._kp_replace):
+            self._kp_dirty = self._kp_replace = False
         self.index.save(self.index_path)
         tmp = self._meta_path().with_suffix(".tmp")
         fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
-            json.dump({"seq": self.seq, "count": len(self.index)}, fh)
+            json.dump({"seq": self.seq, "count": len(self.index), "entry_hw": self._entry_hw}, fh)
         os.replace(tmp, self._meta_path())
 
     # -- matching -------------------------------------------------------------------
@@ -360,54 +408,113 @@ class Matcher:
                 best[key] = (score, _match_from_entry(e, dist, False, route))
         return sorted((m for _, m in best.values()), key=lambda m: (m.distance, m.list, m.entry_id))
 
-    # -- local tier -----------------------------------------------------------------
+    # -- local tier (keypoint index) -------------------------------------------------
+    def _kp_path(self) -> Path:
+        assert self.index_path is not None
+        return self.index_path.with_name(self.index_path.name + ".kp")
+
+    def _kp_open(self) -> KeypointIndex:
+        if self.persist and self._kp_path().joinpath("manifest.json").exists():
+            try:
+                kp = KeypointIndex.load(self._kp_path(), mmap=self.mmap)
+                self._kp_last = int(kp.meta.get("last_row", 0))
+                return kp
+            except (OSError, ValueError, KeyError) as exc:
+                log.warning("keypoint index at %s unusable (%s); rebuilding", self._kp_path(),
+                            exc)
+                self._kp_replace = True
+        self._kp_last = 0
+        return KeypointIndex(default_vocabulary())
+
+    def _refresh_local(self, *, wait: bool = True) -> None:
+        """Add the known images' keypoint sets stored since the index was last current.
+        One thread catches up at a time; with ``wait=False`` a caller that finds another
+        thread catching up goes on with the index as it is (it stays searchable)."""
+        with self._kp_open_lock:
+            if self._kp is None:
+                self._kp = self._kp_open()
+        if not self._kp_lock.acquire(blocking=wait):
+            return
+        try:
+            batch: list[tuple[int, robust.LocalFeatures]] = []
+            for row_id, _list_id, _group, data in self.store.iter_local_features(
+                after_id=self._kp_last
+            ):
+                batch.append((row_id, robust.decode_local(data)))
+                if len(batch) >= 5000:
+                    self._kp.add_many(batch)
+                    self._kp_last = batch[-1][0]
+                    batch = []
+            if batch:
+                self._kp.add_many(batch)
+                self._kp_last = batch[-1][0]
+            if self._kp_last != int(self._kp.meta.get("last_row", -1)):
+                self._kp_dirty = True
+                self.save()
+        finally:
+            self._kp_lock.release()
+
+    def _kp_follow(self, entry_ids: Sequence[int]) -> None:
+        """Keep the keypoint index in step with removed and restored entries: a known image
+        with no active entry left is tombstoned, one that has one again is re-added."""
+        assert self._kp is not None
+        for row_id, (data, live) in self.store.local_features_for_entries(entry_ids).items():
+            if row_id > self._kp_last:
+                continue  # not read yet: _refresh_local adds it
+            held = self._kp.holds(row_id)
+            if held and not live:
+                self._kp.remove([row_id])
+                self._kp_dirty = True
+            elif live and not held:
+                self._kp.add(row_id, robust.decode_local(data))
+                self._kp_dirty = True
+
+    @property
+    def keypoints(self) -> KeypointIndex:
+        """The keypoint index (loaded on first use, then kept current; searchable while
+        another thread adds to it)."""
+        self._refresh_local(wait=self._kp is None)
+        assert self._kp is not None
+        return self._kp
+
     @property
     def local_enabled(self) -> bool:
-        """Whether queries should carry local features (lists hold some, within limits)."""
-        self._refresh_local()
-        return self._local is not None and len(self._local) > 0
+        """Whether queries should carry local features (the lists hold some)."""
+        return self.keypoints.live_slots > 0
 
-    def _refresh_local(self) -> None:
-        if self._local is None:
-            self._local = robust.LocalStore()
-        for row_id, list_id, group, data in self.store.iter_local_features(
-            after_id=self._local_last
-        ):
-            self._local_last = row_id
-            if len(self._local_rows) >= LOCAL_MAX_IMAGES:
-                log.warning(
-                    "more than %d known images with local features: local tier "
-                    "limited to the first ones",
-                    LOCAL_MAX_IMAGES,
-                )
-                break
-            self._local.add(row_id, robust.decode_local(data))
-            self._local_rows[row_id] = (list_id, group)
-
-    def match_local(self, local: bytes, lists: Sequence[str] | None = None) -> list[Match]:
-        """Local tier: ORB keypoints verified geometrically against known images."""
-        if not self.local_enabled:
+    def match_local(self, local: bytes | robust.LocalFeatures,
+                    lists: Sequence[str] | None = None) -> list[Match]:
+        """Local tier: the keypoint index nominates known images, each is verified pairwise
+        (geometric check + scene check, :func:`hashwatch.robust.verify`)."""
+        kp = self.keypoints
+        if not kp.live_slots:
             return []
-        assert self._local is not None
+        q = robust.decode_local(local) if isinstance(local, bytes | bytearray) else local
         allowed = set(lists) if lists else None
-        groups: dict[int, list[Any]] = {}
+        cands = kp.search(q, top=KEYPOINT_CANDIDATES)
+        groups: dict[int, tuple[int, str]] = {}
+        entries_of: dict[int, list[EntryRow]] = {}
 
-        def group(row_id: int) -> list[Any]:
-            if row_id not in groups:
-                groups[row_id] = self.store.group_entries(*self._local_rows[row_id])
-            return groups[row_id]
+        def group_entries(image_id: int) -> list[EntryRow]:
+            if image_id not in entries_of:
+                if not groups:
+                    groups.update(self.store.local_feature_groups([c.image_id for c in cands]))
+                g = groups.get(image_id)
+                entries_of[image_id] = self.store.group_entries(*g) if g else []
+            return entries_of[image_id]
 
-        def known_hashes(row_id: int) -> list[robust.KnownHash]:
+        def known_hashes(image_id: int) -> list[robust.KnownHash]:
             # the stored PDQ views of that known image, for the scene check
             return [robust.KnownHash(e.variant or "full", bytes.fromhex(e.value), 100)
-                    for e in group(row_id) if e.signal_type == "pdq"]
+                    for e in group_entries(image_id) if e.signal_type == "pdq"]
 
         out = []
-        verdicts = self._local.inliers(robust.decode_local(local), known_hashes)
-        for row_id, v in verdicts.items():
+        for c in cands:
+            v = robust.verify(q, kp.features(c.slot), lambda c=c: known_hashes(c.image_id))
             if not v.ok:
                 continue
-            entries = [e for e in group(row_id) if allowed is None or e.list_name in allowed]
+            entries = [e for e in group_entries(c.image_id)
+                       if allowed is None or e.list_name in allowed]
             if not entries:
                 continue
             e = next((x for x in entries if x.signal_type == "pdq" and not x.variant), entries[0])

@@ -52,7 +52,7 @@ from hashwatch.robust.local import (
     known_local,
     query_local,
 )
-from hashwatch.robust.local_store import LocalStore, LocalVerdict
+from hashwatch.robust.local_store import LocalStore
 from hashwatch.robust.regions import MAX_REGIONS, REGION_SIDE, find_regions, query_regions
 from hashwatch.robust.routes import (
     MIN_QUALITY,
@@ -74,6 +74,7 @@ from hashwatch.robust.scene import (
     scene_check,
 )
 from hashwatch.robust.trim import trim_box
+from hashwatch.robust.verify import LocalVerdict, candidate_pairs, verify
 from hashwatch.robust.views import (
     KNOWN_CROP_SCALES,
     QUERY_DEROTATIONS,
@@ -107,6 +108,8 @@ __all__ = [
     "fit_local",
     "verify_local",
     "local_pairs",
+    "candidate_pairs",
+    "verify",
     "encode_local",
     "decode_local",
     "known_extras",

@@ -20,12 +20,16 @@ LOCAL_MIN_COVER = 0.04  # inliers' hull covers this much of the known picture or
 @dataclass
 class LocalFeatures:
     """ORB keypoints of one picture at working size: positions (n, 2) float32 in pixels of an
-    image of ``size`` (w, h), descriptors (n, 32) uint8."""
+    image of ``size`` (w, h), descriptors (n, 32) uint8; optionally each keypoint's orientation
+    ``angle`` (n,) uint8 in 256 steps per turn and pyramid ``octave`` (n,) uint8 (what the
+    keypoint index's weak geometric consistency compares; None when unknown)."""
 
     xy: np.ndarray
     desc: np.ndarray
     size: tuple[int, int]
     extra: dict[str, object] = field(default_factory=dict)
+    angle: np.ndarray | None = None
+    octave: np.ndarray | None = None
 
     def nbytes(self) -> int:
         """Bytes of the stored form (:func:`encode_local`) without its 18-byte header:
@@ -68,9 +72,17 @@ def _local(pixels: np.ndarray, n: int, side: int, min_side: int) -> LocalFeature
         kps, desc = orb.compute(g, kps)
     if desc is None or not kps:
         return LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8),
-                             (g.shape[1], g.shape[0]), {"view": g})
+                             (g.shape[1], g.shape[0]), {"view": g}, np.zeros(0, np.uint8),
+                             np.zeros(0, np.uint8))
     xy = np.array([k.pt for k in kps], np.float32)
-    return LocalFeatures(xy, desc, (g.shape[1], g.shape[0]), {"view": g})
+    return LocalFeatures(xy, desc, (g.shape[1], g.shape[0]), {"view": g}, _angles(kps),
+                         np.array([k.octave & 0xFF for k in kps], np.uint8))
+
+
+def _angles(kps: Sequence[cv2.KeyPoint]) -> np.ndarray:
+    """ORB orientations (degrees) as uint8, 256 steps per turn."""
+    a = np.array([k.angle for k in kps], np.float64)
+    return (np.round(a * (256.0 / 360.0)).astype(np.int64) % 256).astype(np.uint8)
 
 
 def _spread(kps: Sequence[cv2.KeyPoint], n: int, w: int, h: int, grid: int = 4
@@ -118,6 +130,7 @@ def query_local(pixels: np.ndarray, boxes: Sequence[tuple[int, int, int, int]] |
     h, w = pixels.shape[:2]
     sx, sy = full.size[0] / w, full.size[1] / h
     xys, descs = [full.xy], [full.desc]
+    angs, octs = [full.angle], [full.octave]
     for y0, y1, x0, x1 in list(boxes)[:max_regions]:
         if (y1 - y0) * (x1 - x0) > 0.8 * h * w:
             continue
@@ -129,10 +142,12 @@ def query_local(pixels: np.ndarray, boxes: Sequence[tuple[int, int, int, int]] |
         xy = np.stack([(r.xy[:, 0] * fx + x0) * sx, (r.xy[:, 1] * fy + y0) * sy], axis=1)
         xys.append(xy.astype(np.float32))
         descs.append(r.desc)
+        angs.append(r.angle)
+        octs.append(r.octave)
     # the grey picture at working size stays with the query (never stored): the scene check
     # warps it onto candidate known pictures
     return LocalFeatures(np.concatenate(xys), np.concatenate(descs), full.size,
-                         {"view": full.extra["view"]})
+                         {"view": full.extra["view"]}, np.concatenate(angs), np.concatenate(octs))
 
 
 _LOCAL_MAGIC = b"HWORB1"

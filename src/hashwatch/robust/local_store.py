@@ -3,32 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
-from hashwatch.robust.geometry import fit_local
-from hashwatch.robust.local import LOCAL_KNN, LOCAL_MATCH_RADIUS, LOCAL_MIN_INLIERS, LocalFeatures
+from hashwatch.robust.local import LOCAL_KNN, LOCAL_MATCH_RADIUS, LocalFeatures
 from hashwatch.robust.routes import KnownHash
-from hashwatch.robust.scene import SceneCheck, scene_check
-
-
-@dataclass(frozen=True)
-class LocalVerdict:
-    """The local tier's judgement of one candidate known image."""
-
-    inliers: int
-    sane: bool  # spread and scale of the geometric check
-    scene: SceneCheck | None  # None when not run (geometry failed)
-
-    @property
-    def checks_pass(self) -> bool:
-        """Geometry sane and scene check passed, whatever the inlier count."""
-        return self.sane and self.scene is not None and self.scene.ok
-
-    @property
-    def ok(self) -> bool:
-        return self.checks_pass and self.inliers >= LOCAL_MIN_INLIERS
+from hashwatch.robust.verify import LocalVerdict, verify
 
 
 class LocalStore:
@@ -132,16 +112,13 @@ class LocalStore:
         sel_all = keep & keep2
         qi, kidx, owners = qi[sel_all], idx[sel_all], own[sel_all]
         votes = np.bincount(owners, minlength=len(self._ids))
-        out: dict[int, tuple[int, bool]] = {}
+        out: dict[int, LocalVerdict] = {}
         for slot in np.argsort(-votes, kind="stable")[:top]:
             if votes[slot] < min_votes:
                 break
             sel = owners == slot
             pairs = np.stack([qi[sel], row[kidx[sel]]], axis=1)
             kid, kf = self._ids[int(slot)], self._feats[int(slot)]
-            n, sane, m = fit_local(q, kf, pairs)
-            scene = None
-            if m is not None and (scene_all or (sane and n >= LOCAL_MIN_INLIERS)):
-                scene = scene_check(q, kf, m, known_hashes(kid))
-            out[kid] = LocalVerdict(n, sane, scene)
+            out[kid] = verify(q, kf, lambda kid=kid: known_hashes(kid), pairs=pairs,
+                              scene_all=scene_all)
         return out

@@ -117,6 +117,13 @@ def serve(
         _prepare_index_dir(settings.index_path)
     with _store(settings.db):
         pass  # migrate once here, before workers race to do it
+    # bring the saved PDQ and keypoint indexes up to date once, here: every worker then maps
+    # the same files (shared pages) instead of each building its own copy
+    from hashwatch.matchwork import MatchSpec, prepare
+
+    prepared = prepare(MatchSpec(settings.db, index_path=settings.index_path or None))
+    if prepared is not None:
+        prepared.store.close()
     # workers are separate processes: pass settings through the environment
     os.environ["HASHWATCH_DB"] = settings.db
     if settings.index_path:

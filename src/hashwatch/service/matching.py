@@ -79,9 +79,12 @@ def match_values(svc: Service, queries: Sequence[HashQ],
 
 def entry_match(e: Any, distance: int, exact: bool) -> dict[str, Any]:
     """A match record for list entry ``e`` (an ``EntryRow``)."""
+    from hashwatch.matcher import CONFIDENCE
+
+    tier = "exact" if exact else "hash"
     d = {"list": e.list_name, "entry_id": e.id, "ref": e.source_ref, "signal": e.signal_type,
          "distance": distance, "category": str(e.category) if e.category else None,
-         "exact": exact}
+         "exact": exact, "tier": tier, "confidence": CONFIDENCE[tier]}
     if e.variant:
         d["variant"] = e.variant
     return d

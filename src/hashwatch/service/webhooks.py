@@ -155,6 +155,16 @@ def delete_webhook(store: Store, webhook_id: int, *, actor: str) -> bool:
 
 
 # -- enqueue --------------------------------------------------------------------------
+def overall_confidence(matches: Iterable[dict[str, Any]]) -> str | None:
+    """``act`` when at least one match may be acted on automatically (exact or hash tier),
+    ``review`` when every match needs a person first (keypoint tier), None without matches.
+    Each match also carries its own ``tier`` and ``confidence``."""
+    levels = {m.get("confidence", "act") for m in matches}
+    if not levels:
+        return None
+    return "act" if "act" in levels else "review"
+
+
 def enqueue_match_events(
     store: Store, matches: Iterable[dict[str, Any]], content: dict[str, Any]
 ) -> list[str]:
@@ -180,6 +190,7 @@ def enqueue_match_events(
                 "created_at": utcnow(),
                 "list": h.name,
                 "matches": by_list[h.name],
+                "confidence": overall_confidence(by_list[h.name]),
                 "content": content,
             }
             rows.append({"event_id": event_id, "webhook_id": h.id,

@@ -741,6 +741,43 @@ class Store:
             for r in conn.execute(q):
                 yield r.id, r.list_id, r.group_ref, bytes(r.data)
 
+    def local_feature_groups(self, ids: Sequence[int]) -> dict[int, tuple[int, str]]:
+        """Local-feature row id -> (list_id, group_ref), for the rows that exist."""
+        out: dict[int, tuple[int, str]] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                q = sa.select(local_features.c.id, local_features.c.list_id,
+                              local_features.c.group_ref).where(
+                    local_features.c.id.in_([int(i) for i in ids[start:start + 500]]))
+                for r in conn.execute(q):
+                    out[r.id] = (r.list_id, r.group_ref)
+        return out
+
+    def local_features_for_entries(self, entry_ids: Sequence[int]
+                                   ) -> dict[int, tuple[bytes, bool]]:
+        """The local-feature rows of the known images these entries (active or not) belong
+        to: row id -> (data, whether the image still has an active entry in a live, enabled
+        list). For keeping a keypoint index in step with removals and restores."""
+        out: dict[int, tuple[bytes, bool]] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(entry_ids), 500):
+                chunk = [int(i) for i in entry_ids[start:start + 500]]
+                groups = {(r.list_id, r.group_ref) for r in conn.execute(
+                    sa.select(entries.c.list_id, entries.c.group_ref).where(
+                        entries.c.id.in_(chunk), entries.c.group_ref != ""))}
+                for list_id, group in groups:
+                    row = conn.execute(sa.select(local_features.c.id, local_features.c.data)
+                                       .where(local_features.c.list_id == list_id,
+                                              local_features.c.group_ref == group)).first()
+                    if row is None:
+                        continue
+                    live = conn.execute(
+                        self._entry_query().where(entries.c.list_id == list_id,
+                                                  entries.c.group_ref == group).limit(1)
+                    ).first() is not None
+                    out[row.id] = (bytes(row.data), live)
+        return out
+
     def group_entries(self, list_id: int, group_ref: str) -> list[EntryRow]:
         """Active entries of one known image in one (enabled) list."""
         q = self._entry_query().where(

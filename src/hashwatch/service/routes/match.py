@@ -135,6 +135,7 @@ def do_match_upload(svc: Service, p: Principal, data: bytes, name: str, ref: str
     hd = hash_dict(up.hashes, up)
     return {"hashes": hd, "matches": matches, "pdq_matchable": hd["pdq_matchable"],
             **({"pdq_reason": hd["pdq_reason"]} if "pdq_reason" in hd else {}),
+            "confidence": wh.overall_confidence(matches),
             "allow_listed": allow_listed,
             "review_item_id": item_id, "events": len(events)}
 

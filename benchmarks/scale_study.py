@@ -1,0 +1,302 @@
+"""Scale study: the robust matcher with the evaluation's known images among 10^5-10^6 generated
+known images (and an index-only nomination study at 2*10^7).
+
+    # 1. features of the generated scale set (resumable; run under nice, it takes hours)
+    nice -n 19 .venv/bin/python benchmarks/scale_study.py generate --n 1000000 --workers 2 \\
+        --out /work/scratch/scale/set
+    # 2. the study at each size (under the bench lock)
+    flock /work/coord/bench.lock .venv/bin/python benchmarks/scale_study.py run \\
+        --set /work/scratch/scale/set --sizes 200000,500000,1000000 --out scale-out
+
+See BENCHMARKS.md ("Scale study") for what each step measures and the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
+
+
+def _corpus(arg: Path | None) -> Path:
+    from hashwatch.evaluate import resolve_corpus
+
+    return resolve_corpus(arg)
+
+
+def cmd_generate(a: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from hashwatch import scaleset as S
+    from hashwatch.evaluate import corpus_files
+
+    files = corpus_files(_corpus(a.corpus))
+    _, _, sources = S.study_split(files, a.known, a.seed)
+    print(f"{len(sources)} source photographs; {a.n:,} scale images into {a.out}",
+          file=sys.stderr)
+    t0 = time.perf_counter()
+    with Progress("[progress.description]{task.description}", BarColumn(),
+                  MofNCompleteColumn(), TimeRemainingColumn()) as prog:
+        task = prog.add_task("shards", total=None)
+
+        def tick(done: int, total: int) -> None:
+            prog.update(task, completed=done, total=total)
+
+        S.generate(a.out, a.n, sources, seed=a.seed, workers=a.workers, progress=tick)
+    print(f"done in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    return 0
+
+
+def cmd_vocab(a: argparse.Namespace) -> int:
+    """Train the frozen vocabulary on the descriptors of the first scale-set shards."""
+    import numpy as np
+
+    from hashwatch import scaleset as S
+    from hashwatch.robust.vocab import train
+
+    descs = [S.Shard.load(S.shard_path(a.set, s)).kp_desc for s in range(a.shards)]
+    d = np.ascontiguousarray(np.concatenate(descs))
+    if a.max_descriptors and len(d) > a.max_descriptors:
+        rng = np.random.default_rng(a.seed)
+        d = d[np.sort(rng.choice(len(d), a.max_descriptors, replace=False))]
+    print(f"training {a.k1} x {a.k2} words on {len(d):,} descriptors", file=sys.stderr)
+    t0, c0 = time.perf_counter(), time.process_time()
+    voc = train(d, a.k1, a.k2, iters=a.iters, seed=a.seed,
+                progress=lambda i, n: print(f"  cell {i}/{n}", file=sys.stderr)
+                if i % 64 == 0 else None)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    voc.save(a.out)
+    print(f"wrote {a.out} ({a.out.stat().st_size:,} bytes, digest {voc.digest()[:16]}) in "
+          f"{time.perf_counter() - t0:.0f} s wall, {time.process_time() - c0:.0f} s CPU",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_queries(a: argparse.Namespace) -> int:
+    """Compute the study's queries once (every edit of every known image, every distractor)."""
+    from hashwatch.scalestudy import QueryCache, build_queries, load_study_set
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    ss = load_study_set(_corpus(a.corpus), a.known, a.seed,
+                        a.edits.split(",") if a.edits else None)
+    print(f"{len(ss.known)} known, {len(ss.distractors)} distractors, {len(ss.edits)} edits",
+          file=sys.stderr)
+    build_queries(ss, QueryCache(a.out), say=lambda s: print(
+        f"[{time.perf_counter() - t0:7.0f}s] {s}", file=sys.stderr, flush=True))
+    print(f"done: {time.perf_counter() - t0:.0f} s wall, {time.process_time() - c0:.0f} s CPU",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    """The cascade at each list size; one JSON result per size in --out."""
+    import cv2
+
+    from hashwatch.robust.keypoint_index import KeypointParams
+    from hashwatch.scalestudy import QueryCache, load_study_set, run_size, save_result
+
+    cv2.setNumThreads(1)
+    t0 = time.perf_counter()
+    ss = load_study_set(_corpus(a.corpus), a.known, a.seed,
+                        a.edits.split(",") if a.edits else None)
+    cache = QueryCache(a.queries)
+    ss.edits = [e for e in ss.edits if cache.has(e)]
+    params = KeypointParams(**json.loads(a.params)) if a.params else None
+    for n in [int(x) for x in a.sizes.split(",")]:
+        out = a.out / f"size-{n}{'-core' if a.hash_views == 'core' else ''}.json"
+        if out.exists() and not a.force:
+            print(f"{out} exists (--force to run again)", file=sys.stderr)
+            continue
+        c0, w0 = time.process_time(), time.perf_counter()
+        res = run_size(ss, cache, a.set, n, params=params, top=a.top, hash_views=a.hash_views,
+                       say=lambda s: print(f"[{time.perf_counter() - t0:7.0f}s] {s}",
+                                           file=sys.stderr, flush=True))
+        res.build["run_wall_s"] = time.perf_counter() - w0
+        res.build["run_cpu_s"] = time.process_time() - c0
+        res.build["load_before"], res.build["load_after"] = a.load_before, os.getloadavg()[0]
+        save_result(res, out)
+        print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_nominate(a: argparse.Namespace) -> int:
+    """Index-only nomination with synthetic keypoint sets up to --total."""
+    import cv2
+
+    from hashwatch.robust.keypoint_index import KeypointParams
+    from hashwatch.scalestudy import QueryCache, load_study_set, nominate
+
+    cv2.setNumThreads(1)
+    t0, c0 = time.perf_counter(), time.process_time()
+    load0 = os.getloadavg()[0]
+    ss = load_study_set(_corpus(a.corpus), a.known, a.seed,
+                        a.edits.split(",") if a.edits else None)
+    cache = QueryCache(a.queries)
+    ss.edits = [e for e in ss.edits if cache.has(e)]
+    params = KeypointParams(**json.loads(a.params)) if a.params else None
+    out = nominate(ss, cache, a.set, a.real, a.total, params=params, top=a.top,
+                   say=lambda s: print(f"[{time.perf_counter() - t0:7.0f}s] {s}",
+                                       file=sys.stderr, flush=True))
+    out["run"] = {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
+                  "load_before": load0, "load_after": os.getloadavg()[0],
+                  "params": a.params, "top": a.top}
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(out))
+    print(f"wrote {a.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    """Markdown tables and fitted laws from the results in --out."""
+    import math
+
+    import numpy as np
+
+    from hashwatch.edits import edit_names
+    from hashwatch.scalestudy import fit_affine, fit_power, load_result, pct, summarise_size
+
+    names = edit_names()
+    single, combined = names[:60], names[60:]
+    lines = []
+    sizes = sorted(a.out.glob("size-*.json"), key=lambda p: int(p.stem.split("-")[1]))
+    if sizes:
+        lines += ["| known images | mean recall, 60 edits | hash tier alone | pairwise reference "
+                  "| lowest must-have | nominated (of verifiable) | false matches | keypoint "
+                  "tier p50 / p99 ms | of which search | extract p50 ms | postings | RAM "
+                  "(postings) | verify store on disk |",
+                  "|---:|---:|---:|---:|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+        for pth in sizes:
+            s = summarise_size(load_result(pth), single, combined)
+            fm = ", ".join(f"{k} {v}" for k, v in s.false.items()) or "0"
+            lines.append(
+                f"| {s.n_known:,} | {100 * s.mean_single:.1f}% | {100 * s.mean_single_hash:.1f}% "
+                f"| {100 * s.mean_single_ref:.1f}% | {s.min_must[0]} {100 * s.min_must[1]:.0f}% "
+                f"| {100 * s.nominated:.1f}% | {fm} | {s.t['keypoint_p50_ms']:.1f} / "
+                f"{s.t['keypoint_p99_ms']:.1f} | {s.t['search_p50_ms']:.1f} / "
+                f"{s.t['search_p99_ms']:.1f} | {s.t['extract_p50_ms']:.1f} "
+                f"| {s.sizes['postings']:,.0f} | {s.sizes['posting_bytes'] / 2**20:,.0f} MiB "
+                f"| {s.sizes['verify_bytes'] / 2**20:,.0f} MiB |")
+            lines.append(f"|  | chance alignments: P(geometry) {s.chance_rate[0]:.1e}, "
+                         f"P(scene) {s.chance_rate[1]:.1e}, per query {s.chance_rate[2]:.1e}; "
+                         f"queries {s.queries}, keypoint tier {s.kp_queries}; build "
+                         f"{s.build.get('wall_s', 0):.0f} s wall, {s.build.get('cpu_s', 0):.0f} s "
+                         f"CPU; load {s.build.get('load_before', 0):.1f} -> "
+                         f"{s.build.get('load_after', 0):.1f} | | | | | | | | | | | |")
+    noms = sorted(a.out.glob("nominate-*.json"))
+    rows = []
+    for pth in noms:
+        d = json.loads(pth.read_text())
+        ok = tot = 0
+        for ranks in d["edits"].values():
+            for r, verifiable in ranks:
+                if verifiable:
+                    tot += 1
+                    ok += r >= 0
+        rows.append((d["n_total"], ok / tot if tot else math.nan, tot,
+                     1000 * pct(d["t_search"], 50), 1000 * pct(d["t_search"], 99),
+                     1000 * pct(d["distractor_t_search"], 50),
+                     float(np.median(d["scanned"])) if d["scanned"] else math.nan,
+                     d["sizes"]["posting_bytes"], d["sizes"]["rss_mib"], d["build"]["wall_s"],
+                     d["run"]["load_before"], d["run"]["load_after"]))
+    rows.sort()
+    if rows:
+        lines += ["", "| keypoint sets (real + synthetic) | nominated among top 8 (of "
+                  "verifiable) | queries | search p50 / p99 ms | distractor search p50 ms | "
+                  "postings scanned p50 | postings RAM | peak RSS | build s | load |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+        for r in rows:
+            lines.append(f"| {r[0]:,} | {100 * r[1]:.1f}% | {r[2]:,} | {r[3]:.1f} / {r[4]:.1f} "
+                         f"| {r[5]:.1f} | {r[6]:,.0f} | {r[7] / 2**30:.2f} GiB | "
+                         f"{r[8] / 1024:.2f} GiB | {r[9]:.0f} | {r[10]:.1f} -> {r[11]:.1f} |")
+        n = [r[0] for r in rows]
+        if len(rows) >= 2:
+            laws = []
+            for label, idx in (("search p50 ms", 3), ("search p99 ms", 4),
+                               ("postings scanned p50", 6), ("postings bytes", 7)):
+                a0, c = fit_affine(n, [r[idx] for r in rows])
+                k, b = fit_power(n, [r[idx] for r in rows])
+                laws.append(f"- {label}: affine {a0:.3g} + {c:.3g} N (-> {a0 + c * 2e7:.3g} at "
+                            f"20M); power {k:.3g} N^{b:.2f} (-> {k * 2e7 ** b:.3g} at 20M)")
+            miss = [max(1e-9, 1 - r[1]) for r in rows]
+            k, b = fit_power(n, miss)
+            laws.append(f"- nomination miss rate: {k:.3g} N^{b:.2f} (-> {100 * k * 2e7 ** b:.2f}% "
+                        f"at 20M; measured points: "
+                        + ", ".join(f"{100 * m:.2f}% at {x:,}" for x, m in zip(n, miss,
+                                                                                 strict=True))
+                        + ")")
+            lines += ["", "Fitted laws (N = keypoint sets):", *laws]
+    print("\n".join(lines))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    g = sub.add_parser("generate", help="features of the generated scale set (resumable)")
+    g.add_argument("--n", type=int, default=1_000_000)
+    g.add_argument("--out", type=Path, required=True)
+    g.add_argument("--workers", type=int, default=1)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--known", type=int, default=200, help="the evaluation's known-set size")
+    g.add_argument("--corpus", type=Path, default=None)
+    g.set_defaults(fn=cmd_generate)
+    v = sub.add_parser("vocab", help="train the frozen vocabulary on scale-set descriptors")
+    v.add_argument("--set", type=Path, required=True)
+    v.add_argument("--shards", type=int, default=3)
+    v.add_argument("--k1", type=int, default=512)
+    v.add_argument("--k2", type=int, default=512)
+    v.add_argument("--iters", type=int, default=8)
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--max-descriptors", type=int, default=0)
+    v.add_argument("--out", type=Path, required=True)
+    v.set_defaults(fn=cmd_vocab)
+    q = sub.add_parser("queries", help="compute the queries once (resumable per edit)")
+    q.add_argument("--out", type=Path, required=True)
+    q.add_argument("--known", type=int, default=200)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--edits", default=None)
+    q.add_argument("--corpus", type=Path, default=None)
+    q.set_defaults(fn=cmd_queries)
+    r = sub.add_parser("run", help="the cascade at each list size (under the bench lock)")
+    r.add_argument("--set", type=Path, required=True)
+    r.add_argument("--queries", type=Path, required=True)
+    r.add_argument("--sizes", default="200000,500000,1000000")
+    r.add_argument("--out", type=Path, required=True)
+    r.add_argument("--top", type=int, default=8, help="candidates verified per query")
+    r.add_argument("--params", default=None, help="KeypointParams as JSON")
+    r.add_argument("--known", type=int, default=200)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--edits", default=None)
+    r.add_argument("--corpus", type=Path, default=None)
+    r.add_argument("--force", action="store_true")
+    r.add_argument("--hash-views", default="all", choices=["all", "core"],
+                   help="core: the hash tier holds only the full and trimmed views")
+    r.set_defaults(fn=cmd_run, load_before=os.getloadavg()[0])
+    n = sub.add_parser("nominate", help="index-only nomination with synthetic sets (20M)")
+    n.add_argument("--set", type=Path, required=True)
+    n.add_argument("--queries", type=Path, required=True)
+    n.add_argument("--real", type=int, default=1_000_000, help="real scale images")
+    n.add_argument("--total", type=int, default=20_000_000, help="keypoint sets in all")
+    n.add_argument("--out", type=Path, required=True)
+    n.add_argument("--top", type=int, default=8)
+    n.add_argument("--params", default=None)
+    n.add_argument("--known", type=int, default=200)
+    n.add_argument("--seed", type=int, default=0)
+    n.add_argument("--edits", default=None)
+    n.add_argument("--corpus", type=Path, default=None)
+    n.set_defaults(fn=cmd_nominate)
+    rp = sub.add_parser("report", help="markdown tables and fitted laws of --out")
+    rp.add_argument("--out", type=Path, required=True)
+    rp.set_defaults(fn=cmd_report)
+    a = ap.parse_args(argv)
+    return a.fn(a)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,215 @@
+/*
+ * hashwatch._kpidx: hot path of hashwatch.robust.keypoint_index (inverted file over visual
+ * words with Hamming-embedding signatures).
+ *
+ * Same conventions as _mih.c: plain CPython C API, buffers through the buffer protocol so
+ * numpy arrays (and read-only memory maps) pass without copies, GIL released in the loops.
+ *
+ * A posting list is the run offsets[w] .. offsets[w+1] of two parallel arrays: sigs (uint16,
+ * the descriptor's signature bits) and ids (uint32, the keypoint set's slot). Signatures are
+ * read first and ids only for the few postings whose signature is within `ht` bits of the
+ * query's: the scan streams 2 bytes per posting.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__GNUC__) || defined(__clang__)
+#define POPCNT32(x) ((int)__builtin_popcount((unsigned)(x)))
+#define POPCNT64(x) ((int)__builtin_popcountll(x))
+#else
+static inline int POPCNT32(uint32_t x) {
+    x = x - ((x >> 1) & 0x55555555u);
+    x = (x & 0x33333333u) + ((x >> 2) & 0x33333333u);
+    x = (x + (x >> 4)) & 0x0F0F0F0Fu;
+    return (int)((x * 0x01010101u) >> 24);
+}
+static inline int POPCNT64(uint64_t x) {
+    return POPCNT32((uint32_t)x) + POPCNT32((uint32_t)(x >> 32));
+}
+#endif
+
+/*
+ * scan(offsets, sigs, ids, qwords, qsigs, qweights, ht, stamp, votes, lastq, touched,
+ *      n_touched) -> (n_touched, n_scanned, n_passed)
+ *
+ * offsets  uint64[n_words + 1]  run of each word in sigs/ids
+ * sigs     uint16[n]            signature of each posting
+ * ids      uint32[n]            slot of each posting
+ * qwords   int64[nq * m]        the m words of each query descriptor (-1: none)
+ * qsigs    uint16[nq]           signature of each query descriptor
+ * qweights float32[nq * m]      vote weight of (descriptor, word); 0 skips the word
+ * ht       int                  max signature distance
+ * stamp    uint32               query descriptor i is stamp + i (for one vote per (i, slot))
+ * votes    float32[n_slots]     (written) summed weights per slot
+ * lastq    uint32[n_slots]      (written) last descriptor stamp that voted for the slot
+ * touched  uint32[cap]          (written) slots whose vote went from 0 to > 0, in order
+ * n_touched int                 how many `touched` already holds (several segments)
+ *
+ * Returns the new touched count (it may exceed cap: then the list is incomplete and the
+ * caller must find the voted slots itself), the postings scanned and those within ht.
+ */
+static PyObject *py_scan(PyObject *self, PyObject *args) {
+    Py_buffer off_b, sig_b, id_b, qw_b, qs_b, qwt_b, votes_b, last_b, touch_b;
+    int ht;
+    unsigned long stamp;
+    Py_ssize_t n_touched;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*ikw*w*w*n", &off_b, &sig_b, &id_b, &qw_b, &qs_b,
+                          &qwt_b, &ht, &stamp, &votes_b, &last_b, &touch_b, &n_touched))
+        return NULL;
+    PyObject *ret = NULL;
+    const uint64_t *off = (const uint64_t *)off_b.buf;
+    const uint16_t *sig = (const uint16_t *)sig_b.buf;
+    const uint32_t *ids = (const uint32_t *)id_b.buf;
+    const int64_t *qw = (const int64_t *)qw_b.buf;
+    const uint16_t *qs = (const uint16_t *)qs_b.buf;
+    const float *qwt = (const float *)qwt_b.buf;
+    float *votes = (float *)votes_b.buf;
+    uint32_t *lastq = (uint32_t *)last_b.buf;
+    uint32_t *touched = (uint32_t *)touch_b.buf;
+    Py_ssize_t n_words = off_b.len / 8 - 1;
+    Py_ssize_t n_post = sig_b.len / 2;
+    Py_ssize_t nq = qs_b.len / 2;
+    Py_ssize_t nqm = qw_b.len / 8;
+    Py_ssize_t n_slots = votes_b.len / 4;
+    Py_ssize_t cap = touch_b.len / 4;
+    if (nq == 0 || nqm % nq != 0 || qwt_b.len / 4 != nqm || id_b.len / 4 != n_post ||
+        last_b.len / 4 != n_slots || n_words < 0) {
+        PyErr_SetString(PyExc_ValueError, "scan: inconsistent buffer sizes");
+        goto done;
+    }
+    Py_ssize_t m = nqm / nq;
+    long long scanned = 0, passed = 0;
+    int bad = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < nq && !bad; i++) {
+        uint32_t qid = (uint32_t)(stamp + (unsigned long)i);
+        uint32_t s = qs[i];
+        for (Py_ssize_t j = 0; j < m; j++) {
+            int64_t w = qw[i * m + j];
+            float wt = qwt[i * m + j];
+            if (w < 0 || w >= n_words || wt <= 0.0f) continue;
+            uint64_t a = off[w], b = off[w + 1];
+            if (b > (uint64_t)n_post || a > b) { bad = 1; break; }
+            scanned += (long long)(b - a);
+            for (uint64_t p = a; p < b; p++) {
+                if (POPCNT32(sig[p] ^ s) > ht) continue;
+                uint32_t slot = ids[p];
+                if ((Py_ssize_t)slot >= n_slots) { bad = 1; break; }
+                passed++;
+                if (lastq[slot] == qid) continue;  /* one vote per (descriptor, slot) */
+                lastq[slot] = qid;
+                if (votes[slot] == 0.0f) {
+                    if (n_touched < cap) touched[n_touched] = slot;
+                    n_touched++;
+                }
+                votes[slot] += wt;
+            }
+            if (bad) break;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "scan: posting outside its arrays");
+        goto done;
+    }
+    ret = Py_BuildValue("nLL", n_touched, scanned, passed);
+done:
+    PyBuffer_Release(&off_b); PyBuffer_Release(&sig_b); PyBuffer_Release(&id_b);
+    PyBuffer_Release(&qw_b); PyBuffer_Release(&qs_b); PyBuffer_Release(&qwt_b);
+    PyBuffer_Release(&votes_b); PyBuffer_Release(&last_b); PyBuffer_Release(&touch_b);
+    return ret;
+}
+
+static inline void load4(const uint8_t *p, uint64_t w[4]) { memcpy(w, p, 32); }
+
+static inline int dist256(const uint64_t a[4], const uint8_t *b) {
+    uint64_t w[4];
+    memcpy(w, b, 32);
+    return POPCNT64(a[0] ^ w[0]) + POPCNT64(a[1] ^ w[1]) + POPCNT64(a[2] ^ w[2]) +
+           POPCNT64(a[3] ^ w[3]);
+}
+
+/* keep the k smallest (d, w) pairs sorted ascending (ties: smaller w first) */
+static inline void top_insert(int *bd, int64_t *bw, int k, int d, int64_t w) {
+    if (d > bd[k - 1] || (d == bd[k - 1] && w >= bw[k - 1])) return;
+    int i = k - 1;
+    while (i > 0 && (bd[i - 1] > d || (bd[i - 1] == d && bw[i - 1] > w))) {
+        bd[i] = bd[i - 1];
+        bw[i] = bw[i - 1];
+        i--;
+    }
+    bd[i] = d;
+    bw[i] = w;
+}
+
+/*
+ * assign(coarse, fine, k2, desc, probe, m, words_out, dists_out)
+ *
+ * coarse uint8[k1 * 32], fine uint8[k1 * k2 * 32] (fine centres of coarse cell c are rows
+ * c * k2 ...), desc uint8[n * 32]. For each descriptor: its `probe` nearest coarse cells, and
+ * among their fine centres the m nearest; word id = c * k2 + j. Writes words_out int64[n * m]
+ * and dists_out int32[n * m] (nearest first; -1 / 257 where fewer than m exist).
+ */
+static PyObject *py_assign(PyObject *self, PyObject *args) {
+    Py_buffer co_b, fi_b, de_b, wo_b, do_b;
+    Py_ssize_t k2;
+    int probe, m;
+    if (!PyArg_ParseTuple(args, "y*y*ny*iiw*w*", &co_b, &fi_b, &k2, &de_b, &probe, &m, &wo_b,
+                          &do_b))
+        return NULL;
+    PyObject *ret = NULL;
+    Py_ssize_t k1 = co_b.len / 32, n = de_b.len / 32;
+    if (k1 <= 0 || k2 <= 0 || fi_b.len != k1 * k2 * 32 || probe < 1 || m < 1 || m > 64 ||
+        probe > 64 || wo_b.len != n * m * 8 || do_b.len != n * m * 4) {
+        PyErr_SetString(PyExc_ValueError, "assign: inconsistent buffer sizes");
+        goto done;
+    }
+    if (probe > k1) probe = (int)k1;
+    const uint8_t *co = (const uint8_t *)co_b.buf, *fi = (const uint8_t *)fi_b.buf;
+    const uint8_t *de = (const uint8_t *)de_b.buf;
+    int64_t *wo = (int64_t *)wo_b.buf;
+    int32_t *dout = (int32_t *)do_b.buf;
+    Py_BEGIN_ALLOW_THREADS
+    int cd[64], bd[64];
+    int64_t cw[64], bw[64];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t q[4];
+        load4(de + i * 32, q);
+        for (int j = 0; j < probe; j++) { cd[j] = 1 << 20; cw[j] = -1; }
+        for (Py_ssize_t c = 0; c < k1; c++)
+            top_insert(cd, cw, probe, dist256(q, co + c * 32), (int64_t)c);
+        for (int j = 0; j < m; j++) { bd[j] = 257; bw[j] = -1; }
+        for (int j = 0; j < probe; j++) {
+            if (cw[j] < 0) continue;
+            const uint8_t *f = fi + cw[j] * k2 * 32;
+            for (Py_ssize_t t = 0; t < k2; t++)
+                top_insert(bd, bw, m, dist256(q, f + t * 32), cw[j] * k2 + t);
+        }
+        for (int j = 0; j < m; j++) {
+            wo[i * m + j] = bw[j];
+            dout[i * m + j] = bw[j] < 0 ? 257 : bd[j];
+        }
+    }
+    Py_END_ALLOW_THREADS
+    ret = Py_None;
+    Py_INCREF(ret);
+done:
+    PyBuffer_Release(&co_b); PyBuffer_Release(&fi_b); PyBuffer_Release(&de_b);
+    PyBuffer_Release(&wo_b); PyBuffer_Release(&do_b);
+    return ret;
+}
+
+static PyMethodDef methods[] = {
+    {"assign", py_assign, METH_VARARGS,
+     "assign(coarse, fine, k2, desc, probe, m, words_out, dists_out): nearest visual words"},
+    {"scan", py_scan, METH_VARARGS,
+     "scan(offsets, sigs, ids, qwords, qsigs, qweights, ht, stamp, votes, lastq, touched, "
+     "n_touched) -> (n_touched, scanned, passed): vote over posting lists"},
+    {NULL, NULL, 0, NULL}};
+
+static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_kpidx",
+                                    "hot path of hashwatch.robust.keypoint_index", -1, methods};
+
+PyMODINIT_FUNC PyInit__kpidx(void) { return PyModule_Create(&moddef); }

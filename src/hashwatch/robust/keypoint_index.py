@@ -1,0 +1,631 @@
+"""The keypoint tier's index for lists of tens of millions of known images.
+
+Two stages, as in large-scale image retrieval:
+
+1. **Nomination, in memory.** An inverted file over a frozen binary visual vocabulary
+   (:mod:`hashwatch.robust.vocab`; Sivic and Zisserman, "Video Google: a text retrieval
+   approach to object matching in videos", ICCV 2003): each known keypoint set contributes its
+   :data:`KeypointParams.n_index` strongest, spread keypoints, one posting each in the list of
+   its word: the set's slot (uint32) and a 16-bit Hamming-embedding signature (Jégou, Douze,
+   Schmid, "Hamming embedding and weak geometric consistency for large scale image search",
+   ECCV 2008), 6 bytes. A query descriptor takes its ``m`` nearest words (multiple
+   assignment); a posting votes for its slot when the signatures are within ``ht`` bits, one
+   vote per (query descriptor, slot), weighted by the word's inverse document frequency
+   (tf-idf, Sivic and Zisserman). The best-voted slots are the candidates.
+2. **Verification, on disk.** Every keypoint set's positions and descriptors are kept in an
+   append-only file that is memory-mapped and read only for the candidates; the caller
+   re-matches them pairwise and checks geometry and the scene (:mod:`hashwatch.robust.geometry`,
+   :mod:`hashwatch.robust.scene`).
+
+A known image may hold several keypoint sets (e.g. of a mirrored or otherwise transformed copy):
+each set is a slot; candidates are reported per image (its best slot).
+
+Incremental like :class:`hashwatch.index.HammingIndex`: additions go to a small fresh segment
+that is sealed into an immutable one (a CSR layout: word offsets, signatures, slots) when it
+grows; sealed segments are merged tier by tier so their number stays logarithmic; removals are
+tombstones. Persisted as a folder of raw arrays (see :meth:`KeypointIndex.save`) that processes
+map read-only and so share (``load(..., mmap=True)``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hashwatch.robust.local import LocalFeatures
+from hashwatch.robust.vocab import Vocabulary
+
+FORMAT = 1
+_VERIFY_MAGIC = b"HWKV"
+XY_STEP = 8  # positions are stored in 1/8 px (uint16: pictures up to 8191 px)
+
+
+@dataclass(frozen=True)
+class KeypointParams:
+    """Tuning of the index (chosen by measurement, see BENCHMARKS.md, "Scale study").
+
+    ``n_index`` keypoints per set are indexed (the strongest, spread), ``n_verify`` are kept
+    for verification; a query descriptor takes ``m`` words among the fine words of its
+    ``coarse_probe`` nearest coarse cells; a posting counts when its signature is within ``ht``
+    bits; words whose lists exceed ``max_df_share`` of all slots (and 100) carry no vote (stop
+    words);
+    ``seal_slots``: the fresh segment is sealed at this many slots."""
+
+    n_index: int = 64
+    n_verify: int = 128
+    m: int = 3
+    coarse_probe: int = 2
+    ht: int = 3
+    max_df_share: float = 0.02
+    seal_slots: int = 50_000
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A nominated known image: its id, best slot and that slot's vote."""
+
+    image_id: int
+    slot: int
+    score: float
+
+
+# -- spread selection of indexed keypoints --------------------------------------------------
+
+
+def spread_order(xy: np.ndarray, size: tuple[int, int], grid: int = 4) -> np.ndarray:
+    """Order of keypoints (given strongest first) that takes them cell by cell: round r takes
+    each grid cell's r-th strongest, so any prefix is spread over the picture as
+    :func:`hashwatch.robust.local._spread` spreads the stored set."""
+    n = len(xy)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    w, h = max(1, size[0]), max(1, size[1])
+    cx = np.minimum(grid - 1, (xy[:, 0] * grid / w).astype(np.int64))
+    cy = np.minimum(grid - 1, (xy[:, 1] * grid / h).astype(np.int64))
+    cell = cx * grid + cy
+    # rank of each keypoint within its cell, in the given (strongest-first) order
+    order = np.argsort(cell, kind="stable")
+    sc = cell[order]
+    start = np.flatnonzero(np.r_[True, sc[1:] != sc[:-1]])
+    runs = np.diff(np.r_[start, n])
+    rank = np.empty(n, np.int64)
+    rank[order] = np.arange(n) - np.repeat(start, runs)
+    return np.lexsort((np.arange(n), rank))
+
+
+def subset(f: LocalFeatures, n: int) -> LocalFeatures:
+    """The ``n`` keypoints of a stored set (strongest first) kept when fewer are wanted:
+    spread over the picture (:func:`spread_order`), in their original order."""
+    if len(f.desc) <= n:
+        return f
+    keep = np.sort(spread_order(f.xy, f.size)[:n])
+    return LocalFeatures(f.xy[keep], f.desc[keep], f.size, dict(f.extra),
+                         None if f.angle is None else f.angle[keep],
+                         None if f.octave is None else f.octave[keep])
+
+
+# -- verification records -------------------------------------------------------------------
+
+
+def encode_verify(f: LocalFeatures) -> bytes:
+    """Record of one keypoint set: magic, n, w, h (uint16), positions (uint16 pairs in
+    1/XY_STEP px), descriptors. 4 + 6 + 36 n bytes."""
+    n = len(f.desc)
+    xy = np.clip(np.round(f.xy * XY_STEP), 0, 65535).astype("<u2")
+    head = _VERIFY_MAGIC + np.array([n, f.size[0], f.size[1]], "<u2").tobytes()
+    return head + xy.tobytes() + np.ascontiguousarray(f.desc, np.uint8).tobytes()
+
+
+def decode_verify(buf: memoryview | bytes) -> LocalFeatures:
+    """Inverse of :func:`encode_verify` (positions come back to 1/XY_STEP px). Raises
+    ValueError on a record that is not one."""
+    b = bytes(buf[:10])
+    if b[:4] != _VERIFY_MAGIC:
+        raise ValueError("not a keypoint verification record")
+    n, w, h = (int(v) for v in np.frombuffer(b, "<u2", 3, 4))
+    xy = np.frombuffer(buf, "<u2", 2 * n, 10).reshape(n, 2).astype(np.float32) / XY_STEP
+    desc = np.frombuffer(buf, np.uint8, 32 * n, 10 + 4 * n).reshape(n, 32).copy()
+    return LocalFeatures(xy, desc, (w, h))
+
+
+# -- segments -------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Segment:
+    """Postings of a range of slots in CSR layout: list of word w is rows offsets[w]:offsets[w+1]
+    of ``sigs`` and ``ids``."""
+
+    offsets: np.ndarray  # uint64 (n_words + 1,)
+    sigs: np.ndarray  # uint16 (n,)
+    ids: np.ndarray  # uint32 (n,)
+    slot_lo: int
+    slot_hi: int
+    name: str | None = None  # file stem once saved
+
+    @property
+    def n(self) -> int:
+        return int(self.sigs.shape[0])
+
+    def df(self) -> np.ndarray:
+        return np.diff(self.offsets).astype(np.int64)
+
+    @classmethod
+    def build(cls, n_words: int, words: np.ndarray, sigs: np.ndarray, ids: np.ndarray,
+              slot_lo: int, slot_hi: int) -> _Segment:
+        order = np.argsort(words, kind="stable")
+        counts = np.bincount(words, minlength=n_words)
+        off = np.zeros(n_words + 1, np.uint64)
+        np.cumsum(counts, out=off[1:])
+        return cls(off, np.ascontiguousarray(sigs[order], np.uint16),
+                   np.ascontiguousarray(ids[order], np.uint32), slot_lo, slot_hi)
+
+    @classmethod
+    def merge(cls, segs: Sequence[_Segment]) -> _Segment:
+        """One segment holding the postings of ``segs`` (in slot order within each list)."""
+        n_words = len(segs[0].offsets) - 1
+        words = np.concatenate([np.repeat(np.arange(n_words), s.df()) for s in segs])
+        sigs = np.concatenate([s.sigs for s in segs])
+        ids = np.concatenate([s.ids for s in segs])
+        return cls.build(n_words, words, sigs, ids, min(s.slot_lo for s in segs),
+                         max(s.slot_hi for s in segs))
+
+
+class _Grow:
+    """An append-only numpy array with spare capacity (amortised O(1) appends)."""
+
+    def __init__(self, dtype: type, data: np.ndarray | None = None) -> None:
+        self._a = np.zeros(1024, dtype) if data is None else np.array(data, dtype)
+        self.n = 0 if data is None else len(data)
+
+    def append(self, values: np.ndarray) -> None:
+        need = self.n + len(values)
+        if need > len(self._a):
+            a = np.zeros(max(need, 2 * len(self._a)), self._a.dtype)
+            a[: self.n] = self._a[: self.n]
+            self._a = a
+        self._a[self.n:need] = values
+        self.n = need
+
+    @property
+    def view(self) -> np.ndarray:
+        return self._a[: self.n]
+
+
+def _write_array(path: Path, a: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        np.save(fh, a, allow_pickle=False)
+    os.replace(tmp, path)
+
+
+class KeypointIndex:
+    """Keypoint sets of known images: nomination in memory, verification data on disk.
+
+    ``add(image_id, features)`` (one :class:`LocalFeatures` or several for one image; each set
+    keeps at most ``n_verify`` keypoints for verification and indexes ``n_index``);
+    ``remove(image_ids)``; ``search(query) -> [Candidate]``; ``features(slot)`` reads a
+    candidate's set back; ``save(folder)`` / ``KeypointIndex.load(folder, mmap=True)``.
+    Thread safety: one writer (add, remove, save) alongside any number of searches.
+    """
+
+    def __init__(self, vocab: Vocabulary, params: KeypointParams | None = None) -> None:
+        self.vocab = vocab
+        self.params = params or KeypointParams()
+        self._lock = threading.RLock()
+        self._segments: list[_Segment] = []
+        self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._pending_lo = 0
+        self._fresh: _Segment | None = None
+        self._df = np.zeros(vocab.n_words, np.int64)
+        self._slots = _Grow(np.int64)  # slot -> known image id
+        self._dead = _Grow(np.bool_)  # slot -> tombstoned
+        self._n_slots = 0
+        self._n_live = 0
+        self._n_images: int | None = 0  # distinct live images (None: count again)
+        # verification store: sealed part (maybe mapped) + records appended since
+        self._vbuf: np.ndarray | memoryview = np.zeros(0, np.uint8)
+        self._voff = np.zeros(1, np.uint64)
+        self._vnew: list[bytes] = []
+        self._path: Path | None = None
+        self.meta: dict[str, object] = {}  # caller's data saved with the index
+        self._gen = 0  # manifest generation this process last loaded or saved
+
+    # -- sizes ------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        """Known images with at least one live keypoint set."""
+        with self._lock:
+            if self._n_images is None:
+                live = self._slots.view[~self._dead.view]
+                self._n_images = int(len(np.unique(live)))
+            return self._n_images
+
+    @property
+    def n_slots(self) -> int:
+        return self._n_slots
+
+    @property
+    def live_slots(self) -> int:
+        """Keypoint sets not removed."""
+        return self._n_live
+
+    def holds(self, image_id: int) -> bool:
+        """Whether the image has a live keypoint set (a scan of the slot table)."""
+        with self._lock:
+            hit = self._slots.view == int(image_id)
+            return bool((hit & ~self._dead.view).any())
+
+    def stats(self) -> dict[str, int]:
+        """Postings, slots and bytes of the in-memory (nomination) and on-disk (verification)
+        parts."""
+        post = sum(s.n for s in self._segments) + sum(len(p[0]) for p in self._pending)
+        offs = sum(s.offsets.nbytes for s in self._segments)
+        return {
+            "images": len(self), "slots": self._n_slots, "postings": post,
+            "posting_bytes": post * 6, "offset_bytes": offs,
+            "slot_bytes": self._n_slots * (8 + 1), "live_slots": self._n_live,
+            "verify_bytes": int(self._voff[-1]) + sum(len(b) for b in self._vnew),
+            "segments": len(self._segments) + bool(self._pending),
+        }
+
+    # -- writing ----------------------------------------------------------------------------
+    def add(self, image_id: int, features: LocalFeatures | Sequence[LocalFeatures]) -> int:
+        """Add one known image's keypoint set(s); returns the slots added (sets with no
+        keypoint are skipped)."""
+        sets = [features] if isinstance(features, LocalFeatures) else list(features)
+        return self.add_many([(image_id, s) for s in sets])
+
+    def add_many(self, items: Iterable[tuple[int, LocalFeatures]]) -> int:
+        """Add (image id, keypoint set) pairs; several pairs may share an image id."""
+        p = self.params
+        recs: list[bytes] = []
+        img: list[int] = []
+        descs: list[np.ndarray] = []
+        owner: list[np.ndarray] = []
+        with self._lock:
+            slot = self._n_slots
+            for image_id, f in items:
+                if len(f.desc) == 0:
+                    continue
+                v = subset(f, p.n_verify)
+                ix = subset(v, p.n_index)
+                recs.append(encode_verify(v))
+                img.append(int(image_id))
+                descs.append(ix.desc)
+                owner.append(np.full(len(ix.desc), slot, np.uint32))
+                slot += 1
+            if not recs:
+                return 0
+            d = np.concatenate(descs)
+            words, _ = self.vocab.assign(d, 1)
+            words = words[:, 0]
+            sigs = self.vocab.signatures(d)
+            ids = np.concatenate(owner)
+            self._pending.append((words, sigs, ids))
+            self._df += np.bincount(words, minlength=self.vocab.n_words)
+            self._slots.append(np.array(img, np.int64))
+            self._dead.append(np.zeros(len(img), bool))
+            self._vnew += recs
+            self._n_slots = slot
+            self._n_live += len(recs)
+            self._n_images = None
+            self._fresh = None
+            if self._n_slots - self._pending_lo >= p.seal_slots:
+                self._seal()
+            return len(recs)
+
+    def remove(self, image_ids: Iterable[int]) -> int:
+        """Tombstone every keypoint set of these images; returns the sets removed."""
+        ids = np.fromiter((int(i) for i in image_ids), np.int64)
+        if not len(ids):
+            return 0
+        with self._lock:
+            hit = np.flatnonzero(np.isin(self._slots.view, ids) & ~self._dead.view)
+            self._dead.view[hit] = True
+            self._n_live -= len(hit)
+            self._n_images = None
+        return int(len(hit))
+
+    def _seal(self) -> None:
+        if not self._pending:
+            return
+        w = np.concatenate([x[0] for x in self._pending])
+        s = np.concatenate([x[1] for x in self._pending])
+        i = np.concatenate([x[2] for x in self._pending])
+        seg = _Segment.build(self.vocab.n_words, w, s, i, self._pending_lo, self._n_slots)
+        self._segments.append(seg)
+        self._pending = []
+        self._pending_lo = self._n_slots
+        self._fresh = None
+        self._compact()
+
+    def _compact(self, fan: int = 4) -> None:
+        """Tiered merge: while ``fan`` segments of about the same size (within 4x of the
+        smallest) exist, merge them; keeps the segment count logarithmic in the size."""
+        while True:
+            segs = sorted(self._segments, key=lambda s: s.n)
+            group = [x for x in segs if x.n <= 4 * max(1, segs[0].n)][:fan] if segs else []
+            if len(group) < fan:
+                return
+            merged = _Segment.merge(group)
+            self._segments = [x for x in self._segments if x not in group] + [merged]
+            self._segments.sort(key=lambda s: s.slot_lo)
+
+    # -- reading ----------------------------------------------------------------------------
+    def image_of(self, slot: int) -> int:
+        return int(self._slots.view[slot])
+
+    def features(self, slot: int) -> LocalFeatures:
+        """The verification keypoints of one slot (read from the mapped file when saved)."""
+        n_old = len(self._voff) - 1
+        if slot < n_old:
+            a, b = int(self._voff[slot]), int(self._voff[slot + 1])
+            return decode_verify(memoryview(self._vbuf)[a:b])
+        return decode_verify(self._vnew[slot - n_old])
+
+    def _segments_now(self) -> list[_Segment]:
+        with self._lock:
+            if self._pending and self._fresh is None:
+                w = np.concatenate([x[0] for x in self._pending])
+                s = np.concatenate([x[1] for x in self._pending])
+                i = np.concatenate([x[2] for x in self._pending])
+                self._fresh = _Segment.build(self.vocab.n_words, w, s, i, self._pending_lo,
+                                             self._n_slots)
+            return self._segments + ([self._fresh] if self._pending else [])
+
+    def query_words(self, q: LocalFeatures) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(words (nq, m) int64, signatures (nq,) uint16, weights (nq, m) float32) of a query:
+        idf weights, 0 for stop words and missing words."""
+        p = self.params
+        words, _ = self.vocab.assign(q.desc, p.m, coarse_probe=p.coarse_probe)
+        sigs = self.vocab.signatures(q.desc)
+        n = max(1, self._n_slots)
+        df = np.where(words >= 0, self._df[np.maximum(words, 0)], 0)
+        wt = np.log((n + 1.0) / (df + 1.0)).astype(np.float32)
+        stop = max(100.0, p.max_df_share * n)  # a small list has no stop words
+        wt[(words < 0) | (df == 0) | (df > stop)] = 0.0
+        return words, sigs, wt
+
+    def search(self, q: LocalFeatures, top: int = 8) -> list[Candidate]:
+        """The ``top`` known images with the highest vote (best slot each), best first.
+        Thread-safe against one writer; each thread keeps its own vote scratch."""
+        from hashwatch import _kpidx
+
+        if len(q.desc) == 0 or not self._n_live:
+            return []
+        words, sigs, wt = self.query_words(q)
+        segs = self._segments_now()
+        n_slots = max(s.slot_hi for s in segs) if segs else 0
+        scratch = _scratch(n_slots)
+        votes, lastq, touched = scratch.votes, scratch.lastq, scratch.touched
+        stamp = scratch.next_stamp(len(q.desc))
+        nt = scanned = passed = 0
+        qw = np.ascontiguousarray(words, np.int64).ravel()
+        qs = np.ascontiguousarray(sigs, np.uint16)
+        qwt = np.ascontiguousarray(wt, np.float32).ravel()
+        for s in segs:
+            nt, sc, pa = _kpidx.scan(s.offsets, s.sigs, s.ids, qw, qs, qwt, self.params.ht,
+                                     stamp, votes, lastq, touched, nt)
+            scanned += sc
+            passed += pa
+        scratch.last = {"scanned": scanned, "passed": passed, "touched": nt}
+        if nt > len(touched):
+            cand = np.flatnonzero(votes[:n_slots])
+        else:
+            cand = touched[:nt].astype(np.int64)
+        v = votes[cand].copy()
+        votes[cand] = 0.0
+        if not len(cand):
+            return []
+        dead = self._dead.view
+        keep = cand < len(dead)
+        cand, v = cand[keep], v[keep]
+        alive = ~dead[cand]
+        cand, v = cand[alive], v[alive]
+        if not len(cand):
+            return []
+        k = min(len(cand), 4 * top)
+        part = np.argpartition(-v, k - 1)[:k] if k < len(cand) else np.arange(len(cand))
+        order = part[np.argsort(-v[part], kind="stable")]
+        imgs = self._slots.view
+        out: list[Candidate] = []
+        seen: set[int] = set()
+        for j in order:
+            s = int(cand[j])
+            im = int(imgs[s])
+            if im in seen:
+                continue
+            seen.add(im)
+            out.append(Candidate(im, s, float(v[j])))
+            if len(out) == top:
+                break
+        return out
+
+    # -- persistence -------------------------------------------------------------------------
+    def save(self, folder: str | os.PathLike[str], *, meta: dict[str, object] | None = None,
+             replace: bool = False) -> bool:
+        """Write the index into ``folder`` (created 0700; files 0600): sealed segments as
+        ``seg-*.npy`` triples, the verification store ``verify.bin`` (+ ``verify.off.npy``),
+        slots, tombstones, the vocabulary and ``manifest.json`` last (an index is read only
+        through a complete manifest, which also holds ``meta``, given back as ``.meta``).
+
+        Several processes may hold the same saved index: a save takes an exclusive lock on
+        the folder and is refused (returns False, nothing written) when another process saved
+        it since this one loaded or saved it; this process then keeps its changes in memory.
+        ``replace``: write over whatever index the folder holds (a rebuild).
+        """
+        folder = Path(folder)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with self._lock, _folder_lock(folder):
+            disk_gen = _generation(folder)
+            mine = self._path == folder and disk_gen == self._gen
+            if disk_gen is not None and not mine and not replace:
+                return False
+            if replace and not mine:
+                self._path = None  # rewrite every file
+            if meta is not None:
+                self.meta = dict(meta)
+            self._gen = (disk_gen or 0) + 1
+            self._seal()
+            names = []
+            for seg in self._segments:
+                if seg.name is None or not (folder / f"{seg.name}.ids.npy").exists():
+                    seg.name = f"seg-{seg.slot_lo:010d}-{seg.slot_hi:010d}"
+                    for part in ("offsets", "sigs", "ids"):
+                        _write_array(folder / f"{seg.name}.{part}.npy", getattr(seg, part))
+                names.append(seg.name)
+            # verification store: records are appended; the offsets say where each one is
+            vpath = folder / "verify.bin"
+            old_len = int(self._voff[-1])
+            fresh_file = self._path != folder or not vpath.exists() or \
+                vpath.stat().st_size < old_len
+            fd = os.open(vpath, os.O_CREAT | os.O_WRONLY | (os.O_TRUNC if fresh_file else 0),
+                         0o600)
+            with os.fdopen(fd, "wb") as fh:
+                if fresh_file:
+                    fh.write(memoryview(self._vbuf)[:old_len])
+                fh.seek(old_len)
+                fh.truncate(old_len)
+                for r in self._vnew:
+                    fh.write(r)
+                fh.flush()
+                os.fsync(fh.fileno())
+            ends = old_len + np.cumsum([len(r) for r in self._vnew], dtype=np.int64)
+            voff = np.concatenate([self._voff, ends.astype(np.uint64)])
+            _write_array(folder / "verify.off.npy", voff)
+            _write_array(folder / "slots.npy", self._slots.view)
+            _write_array(folder / "dead.npy", self._dead.view)
+            _write_array(folder / "df.npy", self._df)
+            if not (folder / "vocab.npz").exists():
+                self.vocab.save(folder / "vocab.npz")
+                os.chmod(folder / "vocab.npz", 0o600)
+            man = {"format": FORMAT, "generation": self._gen, "vocab": self.vocab.digest(),
+                   "params": asdict(self.params),
+                   "segments": names, "slots": self._n_slots, "verify_bytes": int(voff[-1]),
+                   "meta": self.meta}
+            tmp = folder / "manifest.json.tmp"
+            fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(man, fh)
+            os.replace(tmp, folder / "manifest.json")
+            for stale in folder.glob("seg-*.npy"):
+                if stale.name.split(".")[0] not in names:
+                    stale.unlink()
+            # the saved records now live in the file
+            self._vbuf = np.memmap(vpath, np.uint8, "r") if voff[-1] else np.zeros(0, np.uint8)
+            self._voff = voff
+            self._vnew = []
+            self._path = folder
+        return True
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike[str], *, mmap: bool = True,
+             params: KeypointParams | None = None) -> KeypointIndex:
+        """Open a saved index. With ``mmap`` the postings and the verification store are
+        mapped read-only (processes share their pages); additions stay in this process until
+        it saves. Raises ValueError when the folder holds no complete index."""
+        folder = Path(folder)
+        try:
+            man = json.loads((folder / "manifest.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"no keypoint index at {folder}: {exc}") from None
+        if man.get("format") != FORMAT:
+            raise ValueError(f"keypoint index at {folder} has format {man.get('format')}")
+        vocab = Vocabulary.load(folder / "vocab.npz")
+        if vocab.digest() != man["vocab"]:
+            raise ValueError("keypoint index vocabulary does not match its manifest")
+        ix = cls(vocab, params or KeypointParams(**man["params"]))
+        ix.meta = dict(man.get("meta") or {})
+        ix._gen = int(man.get("generation", 0))
+        mode = "r" if mmap else None
+        for name in man["segments"]:
+            arrs = [np.load(folder / f"{name}.{p}.npy", mmap_mode=mode)
+                    for p in ("offsets", "sigs", "ids")]
+            lo, hi = (int(x) for x in name.split("-")[1:3])
+            ix._segments.append(_Segment(*arrs, lo, hi, name))
+        n = int(man["slots"])
+        ix._n_slots = n
+        ix._pending_lo = n
+        ix._slots = _Grow(np.int64, np.load(folder / "slots.npy")[:n])
+        ix._dead = _Grow(np.bool_, np.load(folder / "dead.npy")[:n])
+        ix._n_live = int(n - ix._dead.view.sum())
+        ix._n_images = None
+        ix._df = np.array(np.load(folder / "df.npy"), np.int64)
+        ix._voff = np.array(np.load(folder / "verify.off.npy")[: n + 1], np.uint64)
+        vlen = int(ix._voff[-1])
+        if vlen:
+            ix._vbuf = (np.memmap(folder / "verify.bin", np.uint8, "r", shape=(vlen,)) if mmap
+                        else np.fromfile(folder / "verify.bin", np.uint8, vlen))
+        ix._path = folder
+        return ix
+
+
+@contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """Exclusive lock on ``folder/.lock`` (advisory, POSIX; a no-op where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    fd = os.open(folder / ".lock", os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _generation(folder: Path) -> int | None:
+    try:
+        return int(json.loads((folder / "manifest.json").read_text()).get("generation", 0))
+    except (OSError, ValueError):
+        return None
+
+
+class _Scratch(threading.local):
+    def __init__(self) -> None:
+        self.votes = np.zeros(0, np.float32)
+        self.lastq = np.zeros(0, np.uint32)
+        self.touched = np.zeros(1 << 20, np.uint32)
+        self.stamp = 1
+        self.last: dict[str, int] = {}
+
+    def grow(self, n: int) -> None:
+        if len(self.votes) < n:
+            m = max(n, int(len(self.votes) * 1.25) + 1024)
+            votes = np.zeros(m, np.float32)
+            votes[: len(self.votes)] = self.votes
+            lastq = np.zeros(m, np.uint32)
+            lastq[: len(self.lastq)] = self.lastq
+            self.votes, self.lastq = votes, lastq
+
+    def next_stamp(self, nq: int) -> int:
+        if self.stamp + nq >= 0xFFFFFFF0:  # wrap: forget old stamps
+            self.lastq[:] = 0
+            self.stamp = 1
+        s = self.stamp
+        self.stamp += nq
+        return s
+
+
+_SCRATCH = _Scratch()
+
+
+def _scratch(n_slots: int) -> _Scratch:
+    _SCRATCH.grow(n_slots)
+    return _SCRATCH
+
+
+def last_search_stats() -> dict[str, int]:
+    """This thread's last :meth:`KeypointIndex.search`: postings scanned, postings within the
+    signature threshold, slots that got a vote."""
+    return dict(_SCRATCH.last)

@@ -1,0 +1,97 @@
+"""Verification of one nominated known image: tentative keypoint pairs, the geometric check and
+the scene check, and the verdict the local tier acts on.
+
+Pairs (:func:`candidate_pairs`): each query descriptor's ``LOCAL_KNN`` nearest stored
+descriptors of the candidate within ``LOCAL_MATCH_RADIUS``, then greedily (closest first) one
+pair per query keypoint and one per stored keypoint: the correspondences the exact store formed
+(:class:`hashwatch.robust.local_store.LocalStore`), restricted to one known image. Geometry:
+:func:`hashwatch.robust.geometry.fit_local` (RANSAC, Fischler and Bolles 1981, through OpenCV's
+``estimateAffinePartial2D``); scene: :func:`hashwatch.robust.scene.scene_check`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from hashwatch.robust.geometry import fit_local
+from hashwatch.robust.local import LOCAL_KNN, LOCAL_MATCH_RADIUS, LOCAL_MIN_INLIERS, LocalFeatures
+from hashwatch.robust.routes import KnownHash
+from hashwatch.robust.scene import SceneCheck, scene_check
+
+
+@dataclass(frozen=True)
+class LocalVerdict:
+    """The local tier's judgement of one candidate known image."""
+
+    inliers: int
+    sane: bool  # spread and scale of the geometric check
+    scene: SceneCheck | None  # None when not run (geometry failed)
+
+    @property
+    def checks_pass(self) -> bool:
+        """Geometry sane and scene check passed, whatever the inlier count."""
+        return self.sane and self.scene is not None and self.scene.ok
+
+    @property
+    def ok(self) -> bool:
+        return self.checks_pass and self.inliers >= LOCAL_MIN_INLIERS
+
+
+def _hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) int32 Hamming distances of two (n, 32) uint8 descriptor arrays."""
+    a64 = np.ascontiguousarray(a, np.uint8).view(np.uint64)
+    b64 = np.ascontiguousarray(b, np.uint8).view(np.uint64)
+    return np.bitwise_count(a64[:, None, :] ^ b64[None, :, :]).sum(axis=2, dtype=np.int32)
+
+
+def greedy_pairs(dist: np.ndarray, qi: np.ndarray, ki: np.ndarray) -> np.ndarray:
+    """(n, 2) pairs (query row, stored row) kept from tentative matches: closest first, one per
+    query keypoint and one per stored keypoint."""
+    order = np.argsort(dist, kind="stable")
+    qi, ki = qi[order], ki[order]
+    _, f1 = np.unique(ki, return_index=True)
+    keep = np.zeros(len(ki), bool)
+    keep[f1] = True
+    _, f2 = np.unique(qi, return_index=True)
+    keep2 = np.zeros(len(ki), bool)
+    keep2[f2] = True
+    sel = keep & keep2
+    return np.stack([qi[sel], ki[sel]], axis=1).astype(np.int64)
+
+
+def candidate_pairs(q: LocalFeatures, k: LocalFeatures, *, knn: int = LOCAL_KNN,
+                    radius: int = LOCAL_MATCH_RADIUS) -> np.ndarray:
+    """Tentative pairs (query row, stored row) between a query and one candidate's stored
+    keypoints (see the module docstring). (0, 2) when either side has none."""
+    if len(q.desc) == 0 or len(k.desc) == 0:
+        return np.zeros((0, 2), np.int64)
+    d = _hamming(q.desc, k.desc)
+    kk = min(knn, d.shape[1])
+    j = np.argpartition(d, kk - 1, axis=1)[:, :kk] if kk < d.shape[1] else \
+        np.broadcast_to(np.arange(d.shape[1]), d.shape)
+    dist = np.take_along_axis(d, j, axis=1).ravel()
+    qi = np.repeat(np.arange(len(q.desc)), j.shape[1])
+    ki = np.asarray(j).ravel()
+    good = dist <= radius
+    return greedy_pairs(dist[good], qi[good], ki[good])
+
+
+def verify(q: LocalFeatures, k: LocalFeatures, known_hashes: Sequence[KnownHash] | Callable[
+        [], Sequence[KnownHash]], *, pairs: np.ndarray | None = None, scene_all: bool = False
+           ) -> LocalVerdict:
+    """Verdict on one candidate: geometric check of ``pairs`` (default
+    :func:`candidate_pairs`), then the scene check against the candidate's stored PDQ views
+    when geometry passes with enough inliers (``scene_all``: whenever a transform was found, to
+    measure the check on non-matches). ``known_hashes`` may be a callable, called only when
+    the scene check runs."""
+    if pairs is None:
+        pairs = candidate_pairs(q, k)
+    n, sane, m = fit_local(q, k, pairs)
+    scene = None
+    if m is not None and (scene_all or (sane and n >= LOCAL_MIN_INLIERS)):
+        hashes = known_hashes() if callable(known_hashes) else known_hashes
+        scene = scene_check(q, k, m, hashes)
+    return LocalVerdict(n, sane, scene)

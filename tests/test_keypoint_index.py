@@ -1,0 +1,263 @@
+"""The keypoint index (inverted file + on-disk verification store) and its vocabulary."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hashwatch.robust.keypoint_index import (
+    KeypointIndex,
+    KeypointParams,
+    decode_verify,
+    encode_verify,
+    spread_order,
+    subset,
+)
+from hashwatch.robust.local import LocalFeatures
+from hashwatch.robust.vocab import SIG_BITS, Vocabulary, k_majority, train
+
+
+def _popcount(a: np.ndarray) -> np.ndarray:
+    return np.unpackbits(a, axis=-1).sum(-1)
+
+
+def random_vocab(k1: int = 16, k2: int = 16, seed: int = 0) -> Vocabulary:
+    rng = np.random.default_rng(seed)
+    return Vocabulary(rng.integers(0, 256, (k1, 32), dtype=np.uint8),
+                      rng.integers(0, 256, (k1, k2, 32), dtype=np.uint8),
+                      np.arange(0, 256, 256 // SIG_BITS, dtype=np.int16)[:SIG_BITS])
+
+
+def random_set(rng: np.random.Generator, n: int = 120, size: tuple[int, int] = (400, 300)
+               ) -> LocalFeatures:
+    xy = rng.uniform(0, 1, (n, 2)).astype(np.float32) * np.array(size, np.float32)
+    return LocalFeatures(xy, rng.integers(0, 256, (n, 32), dtype=np.uint8), size,
+                         angle=rng.integers(0, 256, n).astype(np.uint8),
+                         octave=rng.integers(0, 8, n).astype(np.uint8))
+
+
+def noisy(f: LocalFeatures, rng: np.random.Generator, bits: int = 6, keep: float = 0.6
+          ) -> LocalFeatures:
+    """A query made from a known set: a share of its keypoints, each descriptor with a few
+    bits flipped (what re-encoding does to ORB)."""
+    idx = np.flatnonzero(rng.random(len(f.desc)) < keep)
+    d = np.unpackbits(f.desc[idx], axis=1)
+    for r in range(len(idx)):
+        d[r, rng.choice(256, bits, replace=False)] ^= 1
+    return LocalFeatures(f.xy[idx], np.packbits(d, axis=1), f.size)
+
+
+# -- vocabulary -----------------------------------------------------------------------------
+
+
+def test_assign_is_nearest_within_probed_cells() -> None:
+    voc = random_vocab(8, 12, seed=1)
+    rng = np.random.default_rng(2)
+    d = rng.integers(0, 256, (50, 32), dtype=np.uint8)
+    words, dists = voc.assign(d, m=3, coarse_probe=2)
+    cd = _popcount(d[:, None, :] ^ voc.coarse[None])
+    for i in range(len(d)):
+        cells = np.argsort(cd[i], kind="stable")[:2]
+        cand = [(int(_popcount(d[i] ^ voc.fine[c, j])), int(c * voc.k2 + j))
+                for c in cells for j in range(voc.k2)]
+        best = sorted(cand)[:3]
+        assert [x[0] for x in best] == dists[i].tolist()
+        # ties may pick a different word at the same distance; each word is at its distance
+        for w, dd in zip(words[i], dists[i], strict=True):
+            assert _popcount(d[i] ^ voc.fine[w // voc.k2, w % voc.k2]) == dd
+
+
+def test_signatures_are_the_chosen_bits() -> None:
+    voc = random_vocab()
+    rng = np.random.default_rng(3)
+    d = rng.integers(0, 256, (20, 32), dtype=np.uint8)
+    sig = voc.signatures(d)
+    bits = np.unpackbits(d, axis=1)[:, voc.sig_bits]
+    for i in range(len(d)):
+        assert [(int(sig[i]) >> b) & 1 for b in range(SIG_BITS)] == bits[i].tolist()
+
+
+def test_k_majority_centres_are_majorities() -> None:
+    rng = np.random.default_rng(4)
+    base = rng.integers(0, 256, (4, 32), dtype=np.uint8)
+    # four tight clusters: members are their centre with 3 bits flipped
+    members = []
+    for c in base:
+        for _ in range(40):
+            b = np.unpackbits(c)
+            b[rng.choice(256, 3, replace=False)] ^= 1
+            members.append(np.packbits(b))
+    cent = k_majority(np.array(members), 4, iters=5, seed=0)
+    got = {bytes(c) for c in cent}
+    assert got == {bytes(c) for c in base}
+    with pytest.raises(ValueError):
+        k_majority(np.array(members[:3]), 4)
+
+
+def test_train_gives_a_usable_vocabulary(tmp_path) -> None:
+    rng = np.random.default_rng(5)
+    d = rng.integers(0, 256, (3000, 32), dtype=np.uint8)
+    voc = train(d, 4, 8, iters=2)
+    assert voc.coarse.shape == (4, 32) and voc.fine.shape == (4, 8, 32)
+    assert len(set(voc.sig_bits.tolist())) == SIG_BITS
+    voc.save(tmp_path / "v.npz")
+    again = Vocabulary.load(tmp_path / "v.npz")
+    assert again.digest() == voc.digest()
+    w, _ = again.assign(d[:10])
+    assert ((w >= 0) & (w < voc.n_words)).all()
+
+
+# -- verification records -------------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(0, 300), w=st.integers(1, 4000), h=st.integers(1, 4000),
+       seed=st.integers(0, 2**32 - 1))
+def test_verify_record_round_trip(n: int, w: int, h: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    f = LocalFeatures((rng.uniform(0, 1, (n, 2)) * [w, h]).astype(np.float32),
+                      rng.integers(0, 256, (n, 32), dtype=np.uint8), (w, h))
+    rec = encode_verify(f)
+    assert len(rec) == 10 + 36 * n
+    g = decode_verify(rec)
+    assert g.size == (w, h) and len(g.desc) == n
+    assert np.array_equal(g.desc, f.desc)
+    assert np.abs(g.xy - f.xy).max(initial=0) <= 1 / 16 + 1e-6
+
+
+def test_decode_verify_rejects_garbage() -> None:
+    with pytest.raises(ValueError):
+        decode_verify(b"not a record at all")
+
+
+# -- spread selection -----------------------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 200), k=st.integers(1, 200), seed=st.integers(0, 1000))
+def test_subset_keeps_a_spread_prefix(n: int, k: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    f = random_set(rng, n)
+    s = subset(f, k)
+    assert len(s.desc) == min(n, k)
+    order = spread_order(f.xy, f.size)
+    assert sorted(order.tolist()) == list(range(n))
+    if n > k:
+        kept = np.sort(order[:k])
+        assert np.array_equal(s.desc, f.desc[kept])
+        # every 4x4 cell holding keypoints keeps at least one when k >= 16
+        if k >= 16:
+            cell = lambda xy: set(  # noqa: E731
+                (np.minimum(3, (xy[:, 0] * 4 / f.size[0]).astype(int)) * 4
+                 + np.minimum(3, (xy[:, 1] * 4 / f.size[1]).astype(int))).tolist())
+            assert cell(f.xy) == cell(s.xy)
+
+
+# -- the index ------------------------------------------------------------------------------
+
+
+def _index(n: int = 60, seed: int = 0, **kw) -> tuple[KeypointIndex, list[LocalFeatures]]:
+    rng = np.random.default_rng(seed)
+    params = KeypointParams(**{"n_index": 48, "n_verify": 96, "ht": 4, "seal_slots": 16,
+                               "max_df_share": 1.0, **kw})
+    ix = KeypointIndex(random_vocab(16, 32, seed), params)
+    sets = [random_set(rng) for _ in range(n)]
+    for i, f in enumerate(sets):
+        ix.add(1000 + i, f)
+    return ix, sets
+
+
+def test_search_nominates_the_source_image() -> None:
+    ix, sets = _index()
+    rng = np.random.default_rng(9)
+    for i in (0, 17, 59):
+        top = ix.search(noisy(sets[i], rng), top=3)
+        assert top and top[0].image_id == 1000 + i
+        assert top[0].slot == i
+    # an unrelated query nominates nothing strongly: its best vote is far below a true one
+    other = ix.search(random_set(rng), top=1)
+    true = ix.search(noisy(sets[5], rng), top=1)
+    assert not other or other[0].score < true[0].score / 2
+
+
+def test_features_come_back_from_memory_and_from_disk(tmp_path) -> None:
+    ix, sets = _index(20)
+    f = ix.features(3)
+    assert len(f.desc) == 96 and np.array_equal(f.desc, subset(sets[3], 96).desc)
+    ix.save(tmp_path / "kp")
+    for mmap in (True, False):
+        j = KeypointIndex.load(tmp_path / "kp", mmap=mmap)
+        g = j.features(3)
+        assert np.array_equal(g.desc, f.desc) and np.allclose(g.xy, f.xy)
+        assert j.image_of(3) == 1003
+
+
+def test_remove_add_save_load(tmp_path) -> None:
+    ix, sets = _index(40)
+    rng = np.random.default_rng(11)
+    q = noisy(sets[7], rng)
+    assert ix.search(q, 1)[0].image_id == 1007
+    assert ix.remove([1007, 999_999]) == 1
+    assert not ix.holds(1007) and ix.holds(1008) and len(ix) == 39
+    assert all(c.image_id != 1007 for c in ix.search(q, 5))
+    ix.save(tmp_path / "kp", meta={"last_row": 40})
+    j = KeypointIndex.load(tmp_path / "kp")
+    assert len(j) == 39 and j.meta == {"last_row": 40}
+    assert all(c.image_id != 1007 for c in j.search(q, 5))
+    # grows after loading (a fresh segment in this process), then saves again
+    extra = random_set(rng)
+    j.add(5000, [extra, subset(extra, 50)])  # two keypoint sets of one image
+    assert len(j) == 40 and j.n_slots == 42
+    j.save(tmp_path / "kp")
+    k = KeypointIndex.load(tmp_path / "kp", mmap=False)
+    assert len(k) == 40 and k.search(noisy(extra, rng), 1)[0].image_id == 5000
+    assert k.search(noisy(sets[8], rng), 1)[0].image_id == 1008
+    # owner-only files
+    for p in (tmp_path / "kp").iterdir():
+        assert stat.S_IMODE(os.stat(p).st_mode) == 0o600
+
+
+def test_segments_are_merged() -> None:
+    ix, _ = _index(200)  # seal every 16 slots: 12 sealed segments before merging
+    assert ix.stats()["segments"] <= 8
+    assert ix.stats()["postings"] == 200 * 48
+
+
+def test_load_refuses_a_missing_or_foreign_index(tmp_path) -> None:
+    with pytest.raises(ValueError):
+        KeypointIndex.load(tmp_path / "nothing")
+    ix, _ = _index(5)
+    ix.save(tmp_path / "kp")
+    random_vocab(16, 32, seed=99).save(tmp_path / "kp" / "vocab.npz")
+    with pytest.raises(ValueError):
+        KeypointIndex.load(tmp_path / "kp")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=st.lists(st.tuples(st.sampled_from(["add", "remove", "reload"]),
+                              st.integers(0, 30)), min_size=1, max_size=25))
+def test_index_state_follows_a_model(tmp_path_factory, ops) -> None:
+    """Adds, removals and save/load in any order: the index holds exactly the live images."""
+    folder = tmp_path_factory.mktemp("kp") / "ix"
+    rng = np.random.default_rng(0)
+    ix = KeypointIndex(random_vocab(8, 8), KeypointParams(n_index=16, n_verify=32,
+                                                          seal_slots=4))
+    live: set[int] = set()
+    for op, k in ops:
+        if op == "add":
+            ix.add(k, random_set(rng, 40))
+            live.add(k)
+        elif op == "remove":
+            ix.remove([k])
+            live.discard(k)
+        else:
+            ix.save(folder)
+            ix = KeypointIndex.load(folder, mmap=bool(k % 2))
+        assert len(ix) == len(live)
+        assert all(ix.holds(i) for i in live)
+        assert not any(ix.holds(i) for i in set(range(31)) - live)
