@@ -21,7 +21,7 @@ from hashwatch import __version__
 from hashwatch.service.deps import authenticate_request
 from hashwatch.service.errors import ERROR_RESPONSES, install_error_handlers
 from hashwatch.service.guards import RequestGuard
-from hashwatch.service.routes import admin, health, lists, match, review, webhooks
+from hashwatch.service.routes import admin, health, hma, lists, match, review, webhooks
 from hashwatch.service.settings import Settings
 from hashwatch.service.state import Service
 from hashwatch.store.redact import install_log_redaction
@@ -65,7 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        authenticate=authenticate_request)
     install_error_handlers(app)
     for r in (health.router, match.router, lists.router, webhooks.router, admin.router,
-              review.router, review.allow_router, review.ui_router):
+              review.router, review.allow_router, review.ui_router, hma.router):
         app.include_router(r)
     if settings.private_dir:
         from hashwatch.service.routes import private
