@@ -37,6 +37,10 @@ class CategoryError(ValueError):
 
 @dataclass(frozen=True, order=True)
 class Category:
+    """A legal category as (``scheme``, ``code``), written ``SCHEME:CODE``: ``uk:A|B|C``
+    (UK sentencing), ``vics:0..4`` (Project VIC), ``ncmec:A1|A2|B1|B2``; unknown schemes
+    round-trip unchanged. Make one with :func:`make_category` or :func:`parse_category`."""
+
     scheme: str
     code: str
 

@@ -6,7 +6,7 @@ import csv
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Annotated, Any
@@ -78,7 +78,7 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 def db_target(db: Path | str | None) -> str:
     """The database a command uses: ``--db``, else ``$HASHWATCH_DB``, else the user data dir
     (a path, or a URL with its password masked, fit to print)."""
-    from hashwatch.store.core import default_db_path
+    from hashwatch.store import default_db_path
 
     # $HASHWATCH_DB as written: Path() would fold the "//" of a postgresql:// URL
     text = str(db) if db is not None else (os.environ.get("HASHWATCH_DB")
@@ -163,26 +163,32 @@ class _Rate:
             self.prog.update(self.task, rate=f"{t.completed / t.elapsed:,.0f}/s")
 
 
-def _hash_records(paths: list[Path], workers: int, what: str, extras: Any = None,
-                  frame_extras: bool = True,
-                  run: Callable[[list[Any]], Iterator[Any]] | None = None) -> Iterator[Any]:
-    """Hash (or, with ``run``, process) every file under ``paths`` with a progress bar;
-    missing paths are warned about and still reported, each with its error."""
-    from hashwatch.hashing import hash_many, iter_files
+def _files(paths: list[Path]) -> list[Any]:
+    """The files under ``paths`` (folders walked), missing paths warned about and kept (each
+    is reported with its error)."""
+    from hashwatch import iter_files
 
     missing = [p for p in paths if not p.exists()]
     for p in missing:
         err.print(styled("warning:", "yellow", f"{p} does not exist"))
-    files: list[Any] = list(iter_files([p for p in paths if p.exists()]))
-    files += missing  # still reported, each with its error
-    with progress(len(files), what) as prog:
-        task = prog.add_task(what, total=len(files), rate="")
+    return list(iter_files([p for p in paths if p.exists()])) + missing
+
+
+def _progressed(items: Iterator[Any], total: int, what: str) -> Iterator[Any]:
+    """``items`` as they come, with a progress bar (count and rate) on a terminal."""
+    with progress(total, what) as prog:
+        task = prog.add_task(what, total=total, rate="")
         tick = _Rate(prog, task)
-        it = run(files) if run is not None else hash_many(
-            files, workers=workers, extras=extras, frame_extras=frame_extras)
-        for rec in it:
+        for item in items:
             tick()
-            yield rec
+            yield item
+
+
+def _hash_records(paths: list[Path], workers: int, what: str) -> Iterator[Any]:
+    from hashwatch import hash_many
+
+    files = _files(paths)
+    yield from _progressed(hash_many(files, workers=workers), len(files), what)
 
 
 HASH_FIELDS = [
@@ -369,9 +375,7 @@ def lists_add(
 ) -> None:
     """Hash image files and add them (source reference = the file name), with the extra
     views and keypoints the robust matcher needs."""
-    from hashwatch import robust
-    from hashwatch.lists import add_records
-    from hashwatch.store import ListNotFound
+    from hashwatch import ListNotFound, lists
 
     cat = _parse_category(category)
     with open_store(db) as store:
@@ -379,19 +383,18 @@ def lists_add(
             store.get_list(name)
         except ListNotFound as exc:
             raise fail(str(exc)) from None
+        files = _files(paths)
+        with progress(len(files), "adding") as prog:
+            tick = _Rate(prog, prog.add_task("adding", total=len(files), rate=""))
 
-        def note(rec: Any) -> None:
-            if rec.error:
-                what = "skipped" if not rec.sha256 else "note (crypto hashes only)"
-                err.print(styled(what, "yellow", f"{rec.path}: {rec.error}"))
+            def note(rec: Any) -> None:
+                tick()
+                if rec.error:
+                    what = "skipped" if not rec.sha256 else "note (crypto hashes only)"
+                    err.print(styled(what, "yellow", f"{rec.path}: {rec.error}"))
 
-        res = add_records(
-            store,
-            name,
-            _hash_records(paths, workers, "adding", robust.known_extras, frame_extras=False),
-            category=cat,
-            on_record=note,
-        )
+            res = lists.add_files(store, name, files, category=cat, workers=workers,
+                                  actor="cli", on_record=note)
     err.print(
         f"added {res.files} file(s) to {name}: {res.added} entries "
         f"({res.duplicates} already present), {len(res.failed)} file(s) could not be read"
@@ -521,8 +524,8 @@ def match_cmd(
     which frame), videos also by vPDQ (defaults: the reference's 80 / 0 percent). With
     ``--workers N`` each file is hashed and matched (every tier, keypoints and scene check
     included) in one of N processes sharing the mapped indexes."""
+    from hashwatch import ListNotFound
     from hashwatch.matchwork import MatchSpec, match_paths
-    from hashwatch.store import ListNotFound
 
     if fmt not in ("jsonl", "table"):
         raise fail("--format must be jsonl or table")
@@ -535,8 +538,8 @@ def match_cmd(
         spec = MatchSpec.for_store(store, lists=tuple(list_names) if list_names else None,
                                    vpdq_query_percent=vpdq_query_percent,
                                    vpdq_compared_percent=vpdq_compared_percent)
-        results = _hash_records(paths, workers, "matching",
-                                run=lambda files: match_paths(spec, files, workers=workers))
+        files = _files(paths)
+        results = _progressed(match_paths(spec, files, workers=workers), len(files), "matching")
         matched = total = 0
         table = Table(title="matches") if fmt == "table" else None
         if table is not None:

@@ -40,7 +40,8 @@ from hashwatch.decode import (
 )
 from hashwatch.media.frames import MediaError, is_animated_image
 from hashwatch.media.hashing import FrameHash, MediaHashes, hash_media
-from hashwatch.signals.crypto import hash_bytes, hash_path
+from hashwatch.signals.crypto import hash_bytes as crypto_digests
+from hashwatch.signals.crypto import hash_path
 from hashwatch.signals.pdq import (
     EXACT_MAX_PIXELS,
     pdq_dihedral,
@@ -50,14 +51,22 @@ from hashwatch.signals.pdq import (
 )
 from hashwatch.signals.vpdq import VpdqFeature
 
-__all__ = ["FileHashes", "ImageHashes", "hash_file", "hash_image_bytes", "hash_many", "iter_files",
-           "media_fields"]
+__all__ = [
+    "FileHashes", "ImageHashes", "hash_bytes", "hash_file", "hash_image_bytes", "hash_many",
+    "iter_files", "media_fields",
+]
 
 StrPath = str | os.PathLike[str]
 
 
 @dataclass(frozen=True, slots=True)
 class FileHashes:
+    """The hashes of one file: ``size`` in bytes, ``md5``/``sha1``/``sha256`` as lower-case
+    hex, ``pdq`` (64 hex digits) with ``pdq_quality`` (0-100), the picture's ``width`` and
+    ``height`` in pixels after EXIF orientation, the decoder's ``format``, and ``error``
+    (None, or ``"reason: message"``; the crypto hashes are kept when only decoding failed).
+    """
+
     path: str
     size: int | None = None
     md5: str | None = None
@@ -149,7 +158,35 @@ def hash_file(
     except OSError as exc:
         return FileHashes(spath, error=f"unreadable: {exc.strerror or exc}")
 
-    crypto = hash_bytes(data)
+    return hash_bytes(data, path=spath, max_bytes=max_bytes, max_pixels=max_pixels,
+                      max_side=max_side, dihedral=dihedral, exact_pdq=exact_pdq, extras=extras,
+                      media=media, frame_extras=frame_extras)
+
+
+def hash_bytes(
+    data: bytes,
+    *,
+    path: str = "",
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_side: int | None = DEFAULT_MAX_SIDE,
+    dihedral: bool = False,
+    exact_pdq: bool = False,
+    extras: Callable[[np.ndarray], dict[str, Any]] | None = None,
+    media: bool = True,
+    frame_extras: bool = True,
+) -> FileHashes:
+    """Hash a file's bytes already in memory (an upload, an archive member): the same
+    record as :func:`hash_file` (``path`` is only copied into it; videos and animated
+    images too), and like it never raises for bad bytes: undecodable data gets its
+    MD5/SHA-1/SHA-256 and an ``error``.
+
+    PDQ is Meta's perceptual hash (ThreatExchange ``pdq``, via ``pdqhash``): 256 bits as 64
+    hex digits, with a quality 0-100 (below 50 it is not matched)."""
+    fx = extras if frame_extras else None
+    if media and _sniff(data[:_SNIFF]) == "video":
+        return _hash_video_file(path, fx, data)
+    crypto = crypto_digests(data)
     base: dict[str, Any] = {
         "size": crypto.size,
         "md5": crypto.md5,
@@ -161,11 +198,11 @@ def hash_file(
                                max_side=max_side, dihedral=dihedral, exact_pdq=exact_pdq,
                                extras=extras)
     except DecodeError as exc:
-        return FileHashes(spath, **base, error=str(exc))
+        return FileHashes(path, **base, error=str(exc))
     except Exception as exc:  # a decoder bug on hostile input must not stop a batch
-        return FileHashes(spath, **base, error=f"error: {type(exc).__name__}: {exc}")
+        return FileHashes(path, **base, error=f"error: {type(exc).__name__}: {exc}")
     rec = FileHashes(
-        spath,
+        path,
         **base,
         pdq=img.pdq,
         pdq_quality=img.pdq_quality,
@@ -219,16 +256,17 @@ def _with_animation(rec: FileHashes, data: bytes,
     return replace(rec, **fields, extras=None)
 
 
-def _hash_video_file(path: str, extras: Callable[[np.ndarray], dict[str, Any]] | None
-                     ) -> FileHashes:
+def _hash_video_file(path: str, extras: Callable[[np.ndarray], dict[str, Any]] | None,
+                     data: bytes | None = None) -> FileHashes:
+    """A video file (read by PyAV from ``path``, or from ``data`` when given)."""
     try:
-        crypto = hash_path(path)
+        crypto = crypto_digests(data) if data is not None else hash_path(path)
     except OSError as exc:
         return FileHashes(path, error=f"unreadable: {exc.strerror or exc}")
     base: dict[str, Any] = {"size": crypto.size, "md5": crypto.md5, "sha1": crypto.sha1,
                             "sha256": crypto.sha256}
     try:
-        m = hash_media(path, "video", extras=extras)
+        m = hash_media(data if data is not None else path, "video", extras=extras)
     except MediaError as exc:
         reason = "not_an_image" if exc.reason == "no_video" else exc.reason
         return FileHashes(path, **base, kind="video", error=f"{reason}: {exc.message}")

@@ -3,6 +3,7 @@ both call these, so both behave the same way on bad rows and duplicates."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -136,6 +137,9 @@ def export_list(
 
 @dataclass
 class AddFilesResult:
+    """What adding files did: entries ``added`` and ``duplicates``, ``files`` hashed, the
+    ``failed`` ones as (path, error), and the known images given ``local_features``."""
+
     added: int = 0
     duplicates: int = 0
     files: int = 0
@@ -178,3 +182,28 @@ def add_records(
     if local:
         out.local_features = store.add_local_features(list_name, local, actor=actor)
     return out
+
+
+def add_files(
+    store: Store,
+    list_name: str,
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    category: Category | None = None,
+    workers: int = 1,
+    actor: str = "library",
+    on_record: Callable[[Any], None] | None = None,
+) -> AddFilesResult:
+    """Hash the image files under ``paths`` (folders recursively, ``workers`` processes) and
+    add them to a list as known images: crypto hashes, PDQ, the robust matcher's extra PDQ
+    views and keypoints, one group per file; a video as its MD5/SHA-1/SHA-256 and vPDQ
+    (``lists add`` in the CLI). Raises
+    ``ListNotFound``; unreadable files are reported in ``failed``, not added."""
+    from hashwatch import robust
+    from hashwatch.hashing import hash_many
+
+    store.get_list(list_name)  # fail before hashing anything
+    # known videos are kept as their vPDQ, not as pictures: no per-frame extras
+    records = hash_many(paths, workers=workers, extras=robust.known_extras, frame_extras=False)
+    return add_records(store, list_name, records, category=category, actor=actor,
+                       on_record=on_record)

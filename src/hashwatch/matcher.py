@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -51,6 +51,11 @@ class HashedLike(Protocol):
 
 @dataclass(frozen=True)
 class Match:
+    """One list entry a file matched: the ``list``, the ``entry_id`` and its ``ref`` (source
+    reference), the ``signal`` type, the ``distance`` (PDQ: Hamming bits, 0-256; exact
+    hashes: 0; keypoint matches: -1 with ``inliers``), the entry's ``category`` as
+    ``SCHEME:CODE``, ``exact``, and for robust matches the ``route`` that found it."""
+
     list: str
     entry_id: int
     ref: str
@@ -109,6 +114,8 @@ class Match:
 
 @dataclass
 class MatchResult:
+    """The matches of one file (``path``), best first, and its hashing ``error`` if any."""
+
     path: str
     matches: list[Match] = field(default_factory=list)
     error: str | None = None
@@ -583,6 +590,7 @@ class Matcher:
     def match_records(
         self, records: Iterable[Any], lists: Sequence[str] | None = None
     ) -> Iterable[MatchResult]:
+        """One :class:`MatchResult` per hashed record (``FileHashes``), in order."""
         for rec in records:
             if rec.error and not (rec.md5 or rec.pdq):
                 yield MatchResult(path=rec.path, error=rec.error, pdq_matchable=False,
@@ -591,3 +599,24 @@ class Matcher:
             ok, why = pdq_matchability(rec, self.min_quality)
             yield MatchResult(path=rec.path, matches=self.match_hashes(rec, lists),
                               error=rec.error, pdq_matchable=ok, pdq_reason=why)
+
+    def match_files(
+        self, paths: Iterable[str | os.PathLike[str]], lists: Sequence[str] | None = None, *,
+        workers: int = 1,
+    ) -> Iterator[MatchResult]:
+        """Hash the files under ``paths`` (folders recursively) with the query views this
+        matcher needs, in ``workers`` processes, and match each: one :class:`MatchResult`
+        per file, in order. A file that cannot be read is a result with its ``error``."""
+        from hashwatch.hashing import hash_many
+
+        yield from self.match_records(
+            hash_many(paths, workers=workers, extras=self.query_extras()), lists)
+
+    def match_bytes(self, data: bytes, lists: Sequence[str] | None = None) -> list[Match]:
+        """Matches of one file held in memory (exact first, then PDQ views, then keypoints).
+        Bytes that are no image this build decodes are still matched by their MD5, SHA-1
+        and SHA-256."""
+        from hashwatch.hashing import hash_bytes
+
+        return self.match_hashes(hash_bytes(data, path="<bytes>", extras=self.query_extras()),
+                                 lists)

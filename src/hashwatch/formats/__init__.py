@@ -56,4 +56,13 @@ def writer(fmt: str) -> Writer:
     return _module(fmt).write
 
 
-__all__ = ["FORMATS", "FormatError", "RowError", "reader", "writer"]
+def __getattr__(name: str):  # noqa: ANN202 - lazily re-exported helpers of the readers
+    if name in ("make_entry", "category_or_none"):
+        from hashwatch.formats import _common
+
+        return getattr(_common, name)
+    raise AttributeError(f"module 'hashwatch.formats' has no attribute {name!r}")
+
+
+__all__ = ["FORMATS", "FormatError", "RowError", "category_or_none", "make_entry", "reader",
+           "writer"]

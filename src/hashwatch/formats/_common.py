@@ -102,6 +102,7 @@ def vpdq_runs(rows: Iterator[EntryRow]) -> Iterator[EntryRow | tuple[list[EntryR
 
 
 def category_or_none(text: str | None) -> Category | None:
+    """``SCHEME:CODE`` as a Category; None for an empty text; ValueError if malformed."""
     if text is None or not text.strip():
         return None
     try:

@@ -1,7 +1,48 @@
 """Private matching with threshold vouchers (after Apple's PSI system, 2021).
 
-Modules: ``sodium`` (crypto primitives), ``field`` (GF(p) arithmetic, Shamir, detection),
-``keys`` (PDQ -> exact match keys), ``table`` (server set-up and signed commitment),
-``client`` (voucher generation), ``server`` (intake, threshold detection, recovery, report),
-``demo`` (end-to-end demonstration). See docs/private-matching.md.
+The device side is the public API here: :class:`VoucherClient` turns each image (or its
+PDQ hash) into one fixed-size voucher against a server's :class:`PublicTable` (verified
+against the server's pinned key, else :class:`TableRejected`), keeping its per-account
+secret in a :class:`ClientState`:
+
+    from hashwatch.private import ClientState, PublicTable, VoucherClient
+
+    table = PublicTable.load("psi-table/", pinned_key)   # what the server publishes
+    client = VoucherClient(table, ClientState.load("state.json"), pinned_key)
+    voucher = client.voucher_for_hash(pdq_hex, quality=quality)   # bytes, sent with the image
+
+Internal modules: ``sodium`` (crypto primitives), ``field`` (GF(p) arithmetic, Shamir,
+detection), ``keys`` (PDQ -> exact match keys), ``table`` (server set-up and signed
+commitment), ``client`` (voucher generation), ``server`` (intake, threshold detection,
+recovery, report), ``demo`` (end-to-end demonstration). See docs/private-matching.md.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS: dict[str, str] = {
+    "VoucherClient": "hashwatch.private.client",
+    "ClientState": "hashwatch.private.client",
+    "PublicTable": "hashwatch.private.table",
+    "TableRejected": "hashwatch.private.table",
+}
+
+__all__ = ["VoucherClient", "ClientState", "PublicTable", "TableRejected"]
+
+if TYPE_CHECKING:
+    from hashwatch.private.client import ClientState, VoucherClient
+    from hashwatch.private.table import PublicTable, TableRejected
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'hashwatch.private' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -78,6 +78,12 @@ def _elem(seed: bytes, label: bytes) -> int:
 
 
 class VoucherClient:
+    """The device side: one voucher per image, no server round trip. Built on a server's
+    :class:`~hashwatch.private.table.PublicTable` verified against ``pinned_public_key``
+    (raises ``TableRejected`` otherwise, or when its threshold is below ``min_threshold``),
+    with the account's :class:`ClientState`. ``voucher_for_hash(pdq_hex, quality=...)`` and
+    ``voucher_for_pixels(rgb)`` return the voucher bytes (a fixed size per table)."""
+
     def __init__(self, table: PublicTable, state: ClientState, pinned_public_key: bytes, *,
                  min_threshold: int = 2) -> None:
         table.verify(pinned_public_key)  # raises TableRejected

@@ -38,12 +38,16 @@ class InvalidName(StoreError):
 
 
 class ListNotFound(StoreError):
+    """No (undeleted) hash list has that name; ``.name`` is the name asked for."""
+
     def __init__(self, name: str) -> None:
         super().__init__(f"no hash list named {name!r} (see `hashwatch lists show`)")
         self.name = name
 
 
 class ListExists(StoreError):
+    """A hash list of that name already exists (deleted lists keep their names)."""
+
     def __init__(self, name: str) -> None:
         super().__init__(f"a hash list named {name!r} already exists")
         self.name = name
@@ -62,6 +66,11 @@ def default_db_path() -> Path:
 
 @dataclass(frozen=True)
 class ListInfo:
+    """A hash list: its ``name``, provenance (``source``, ``jurisdiction``), the
+    ``category_scheme`` its entries use, a ``version`` that grows with every change,
+    ``enabled`` (a disabled list does not match), ISO-8601 UTC times, and ``entry_count``
+    (live entries) when counted."""
+
     id: int
     name: str
     source: str
@@ -94,6 +103,11 @@ class EntryIn:
 
 @dataclass(frozen=True)
 class EntryRow:
+    """A stored entry: one hash (``signal_type``, canonical ``value``) in one list, with its
+    ``category``, ``labels``, ``source_ref``, the ``group_ref`` shared by one known picture's
+    entries, its ``variant`` (a robust PDQ view, "" for the full picture), who added it
+    when, and ``removed_at`` (None while live)."""
+
     id: int
     list_id: int
     list_name: str
@@ -135,6 +149,10 @@ class SignalCounts:
 
 @dataclass
 class AddResult:
+    """What an add did: entries ``added``, ``duplicates`` (already present), ``restored``
+    (present but removed before), the new ``added_ids`` and the same counts per signal
+    type in ``by_signal``."""
+
     added: int = 0
     duplicates: int = 0
     restored: int = 0
@@ -655,11 +673,13 @@ class Store:
         signal_type: str | None = None,
         active_only: bool = True,
         batch: int = 10_000,
+        after_id: int = 0,
     ) -> Iterator[EntryRow]:
-        """Stream entries in id order (keyset pagination: constant memory)."""
+        """Stream entries with ids above ``after_id`` in id order (keyset pagination:
+        constant memory, constant cost per page at any depth)."""
         with self.engine.connect() as conn:
             list_id = self._list_row(conn, list_name).id if list_name else None
-        last = 0
+        last = after_id
         while True:
             q = self._entry_query(active_only=active_only).where(entries.c.id > last)
             if list_id is not None:

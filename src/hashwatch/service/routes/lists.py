@@ -3,6 +3,7 @@ page through, remove, bulk import, export). Curation needs the ``curate`` scope.
 
 import os
 import tempfile
+from itertools import islice
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -92,7 +93,7 @@ def lists_delete(p: Curate, svc: Svc, name: str) -> dict[str, Any]:
 @router.post("/{name}/entries", status_code=201)
 def entries_add(p: Curate, svc: Svc, name: str, body: EntriesIn) -> dict[str, Any]:
     """Add entries (up to 10,000 per request; use /import for files)."""
-    from hashwatch.formats._common import category_or_none, make_entry
+    from hashwatch.formats import category_or_none, make_entry
 
     list_or_404(svc, name)
     items = []
@@ -112,16 +113,10 @@ def entries_add(p: Curate, svc: Svc, name: str, body: EntriesIn) -> dict[str, An
 @router.get("/{name}/entries")
 def entries_page(p: Curate, svc: Svc, name: str, after_id: AfterId = 0,
                  limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> dict[str, Any]:
-    from hashwatch.store.core import _row_to_entry
-    from hashwatch.store.schema import entries as entries_t
-
     info = list_or_404(svc, name)
-    # keyset page straight from the store's entry query (constant cost at any depth)
-    q = (svc.store._entry_query()
-         .where(entries_t.c.list_id == info.id, entries_t.c.id > after_id)
-         .order_by(entries_t.c.id).limit(limit))
-    with svc.store.engine.connect() as conn:
-        rows = [_row_to_entry(r).as_dict() for r in conn.execute(q)]
+    # one keyset page of the store's entry stream (constant cost at any depth)
+    rows = [e.as_dict() for e in islice(
+        svc.store.iter_entries(list_name=info.name, after_id=after_id, batch=limit), limit)]
     # reading a list page by page is an export in instalments: audited like one, before
     # the page is answered (no audit, no answer)
     audit(svc, p, "list.entries.page", {
@@ -167,8 +162,7 @@ async def entries_import(
 
 def _import_file(svc: Service, p: Principal, name: str, spool: Any, fmt: str,
                  signal: str | None, category: str | None) -> dict[str, Any]:
-    from hashwatch.formats import FormatError
-    from hashwatch.formats._common import category_or_none
+    from hashwatch.formats import FormatError, category_or_none
     from hashwatch.lists import import_stream
 
     try:
