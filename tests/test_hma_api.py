@@ -282,3 +282,41 @@ def test_hma_endpoints_need_keys_and_scopes(tmp_path):
         assert c.get("/c/banks", headers=s.h(matcher)).json() == []
     finally:
         s.close()
+
+
+def test_hma_video_content_and_lookup(tmp_path):
+    """A known video added through /c/bank/<name>/content (field ``video``) is kept as its
+    MD5/SHA-1/SHA-256 and vPDQ; a re-encoded copy trimmed at both ends is found by vPDQ, the
+    file itself by ``video_md5``; an unrelated clip is not."""
+    from media_gen import scenes, write_video
+
+    known = write_video(tmp_path / "known.mp4", scenes(11, 8), 80)
+    trimmed = write_video(tmp_path / "trimmed.mp4", lambda i: scenes(11, 8)(i + 15), 50,
+                          bit_rate=600_000)
+    other = write_video(tmp_path / "other.mp4", scenes(12, 6), 60)
+    s = Svc(str(tmp_path / "hw.db"))
+    c, h = s.client, s.h()
+    try:
+        assert c.post("/c/banks", json={"name": "VIDEOS"}, headers=h).status_code == 201
+        body = check("content_add_upload", c.post(
+            "/c/bank/VIDEOS/content", files={"video": ("k.mp4", known.read_bytes())},
+            headers=h))
+        lib = hash_file(known)
+        assert body["signals"] == {"video_md5": lib.md5, "sha1": lib.sha1,
+                                   "sha256": lib.sha256}
+        cid = body["id"]
+        hashed = c.post("/h/hash", files={"video": ("k.mp4", known.read_bytes())},
+                        headers=h).json()
+        assert hashed == body["signals"]
+        found = check("lookup_upload", c.post("/m/lookup", files={"video": (
+            "t.mp4", trimmed.read_bytes())}, headers=h))
+        assert [m["bank_content_id"] for m in found["vpdq"]["VIDEOS"]] == [cid]
+        assert found["video_md5"] == {}
+        same = c.post("/m/lookup", files={"video": ("k.mp4", known.read_bytes())},
+                      headers=h).json()
+        assert same["video_md5"] == {"VIDEOS": [{"bank_content_id": cid, "distance": "-"}]}
+        miss = c.post("/m/lookup", files={"video": ("o.mp4", other.read_bytes())},
+                      headers=h).json()
+        assert all(v == {} for v in miss.values())
+    finally:
+        s.close()

@@ -99,17 +99,24 @@ def signal_type(name: str, *, matchable: bool = False) -> Any:
         st = get_signal_type(ALIASES.get(key, key))
     except (UnknownSignalType, KeyError):
         raise HmaError(f"No such SignalType '{name[:64]}'") from None
-    if matchable and not st.matchable:
-        raise HmaError(f"SignalType '{name[:64]}' is not enabled (kept in lists, not matched "
-                       "without its plug-in)")
+    if matchable and not lookup_type(st):
+        raise HmaError(f"SignalType '{name[:64]}' is not enabled for lookups (kept in lists; "
+                       "matched by hash value: exact hashes and pdq)")
     return st
+
+
+def lookup_type(st: Any) -> bool:
+    """Whether a hash value of this type can be looked up (as on ``/v1/match/hashes``):
+    exact hashes and PDQ. PhotoDNA without its plug-in, and vPDQ (a video matches by frame
+    percentages, through uploads) are kept in banks but not looked up by value."""
+    return st.matchable and (st.exact or st.name == "pdq")
 
 
 def lookup_signal_types() -> list[str]:
     """The signal type names lookups accept, HMA aliases included, sorted."""
     from hashwatch.signals import signal_types
 
-    names = {n for n, st in signal_types().items() if st.matchable}
+    names = {n for n, st in signal_types().items() if lookup_type(st)}
     names |= {a for a, target in ALIASES.items() if target in names}
     return sorted(names)
 
@@ -368,6 +375,7 @@ __all__ = [
     "bank_json", "check_metadata", "check_note", "compare", "content_id_of_group",
     "content_ids", "content_json", "content_members", "distance_text", "enabled_from",
     "entry_ids_for_values", "existing_banks", "group_for_signals", "lookup_signal_types",
+    "lookup_type",
     "metadata_from", "metadata_labels", "signal_type", "split_banks", "split_types",
     "upload_signals", "validate_value",
 ]

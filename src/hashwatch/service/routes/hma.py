@@ -95,6 +95,17 @@ async def _one_upload(request: Request, svc: Service) -> tuple[str, UploadFile, 
     return field, file, form
 
 
+async def _json_object(request: Request, message: str) -> dict[str, Any]:
+    """The request's JSON body, which must be an object (else a 400 with ``message``)."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise hma.HmaError(message) from None
+    if not isinstance(body, dict):
+        raise hma.HmaError(message)
+    return body
+
+
 def _check_content_type(content_type: str | None) -> None:
     if content_type is not None and content_type not in hma.CONTENT_TYPES:
         raise hma.HmaError(f"no such content_type: '{content_type[:64]}'")
@@ -129,8 +140,13 @@ def _min_quality(svc: Service) -> int:
 
 def _signals_of(svc: Service, hashes: dict[str, Any], types: list[str] | None
                 ) -> dict[str, str]:
-    return hma.upload_signals(hashes, video="frames" in hashes, min_quality=_min_quality(svc),
+    return hma.upload_signals(hashes, video=_is_video(hashes), min_quality=_min_quality(svc),
                               types=types)
+
+
+def _is_video(hashes: dict[str, Any]) -> bool:
+    """A video (not a still or an animated image), from the service's hash record."""
+    return hashes.get("kind", "video" if "frames" in hashes else "image") == "video"
 
 
 def _banks(svc: Service, text: str | None) -> list[str] | None:
@@ -187,7 +203,7 @@ def _lookup_upload(svc: Service, p: Principal, data: bytes, name: str,
         return {sig: {} for sig in _signals_of(svc, hash_dict(up.hashes, up), types)}
     res = v1_match.do_match_upload(svc, p, data, name, "", lists)
     signals = _signals_of(svc, res["hashes"], types)
-    video = "frames" in res["hashes"]
+    video = _is_video(res["hashes"])
     per_sig: dict[str, list[dict[str, Any]]] = {}
     for m in res["matches"]:
         sig = "video_md5" if video and m["signal"] == "md5" else m["signal"]
@@ -316,12 +332,7 @@ def hma_index_status(p: Read, svc: Svc,
 async def hma_compare(request: Request, p: Hash, svc: Svc) -> dict[str, Any]:
     """Compare pairs of hashes: body ``{signal type: [a, b]}``, answer ``{signal type:
     [match, {"distance": d}]}`` (``{}`` for exact types)."""
-    try:
-        body = await request.json()
-    except ValueError:
-        raise hma.HmaError("Request input was not a dict") from None
-    if not isinstance(body, dict):
-        raise hma.HmaError("Request input was not a dict")
+    body = await _json_object(request, "Request input was not a dict")
     out = {}
     for name, pair in body.items():
         if not isinstance(pair, list):
@@ -446,8 +457,8 @@ def _add_upload(svc: Service, p: Principal, info: Any, data: bytes, name: str,
 
     up = hash_upload(data, name, svc.settings)
     rec = up.hashes
-    video = up.frames is not None
-    if not video and up.pixels is not None:
+    if getattr(rec, "vpdq", None) is None and up.pixels is not None and up.pixels.ndim == 3:
+        # a picture (an animation: its first frame, as partners' PDQ tools see it)
         rec = dataclasses.replace(rec, extras=robust.known_extras(up.pixels))
     labels = hma.metadata_labels(meta, note)
     ref = (meta or {}).get("content_id", "")
@@ -500,11 +511,7 @@ async def hma_content_add(
         _check_content_type(content_type)
         raw: dict[str, Any] = {}
         if ctype.startswith("application/json"):
-            try:
-                body = await request.json()
-            except ValueError:
-                raise hma.HmaError("the request body is not JSON") from None
-            raw = body if isinstance(body, dict) else {}
+            raw = await _json_object(request, "the request body must be a JSON object")
         meta, note = hma.check_metadata(raw.get("metadata")), hma.check_note(raw.get("note"))
         data = await run_in_threadpool(_fetch_url, svc, p, url)
         return await run_in_threadpool(_add_upload, svc, p, info, data, _name_of(url), meta,
@@ -531,12 +538,7 @@ async def hma_signal_add(request: Request, p: Curate, svc: Svc, bank_name: str
     """Add content as hashes: body ``{signal type: value, ..., "note"?}`` -> ``{"id",
     "signals"}``. Adding values the bank already holds returns their content's id."""
     info = await run_in_threadpool(_bank, svc, bank_name)
-    try:
-        body = await request.json()
-    except ValueError:
-        raise hma.HmaError("the request body is not JSON") from None
-    if not isinstance(body, dict):
-        raise hma.HmaError("the request body must be a JSON object")
+    body = await _json_object(request, "the request body must be a JSON object")
     note = hma.check_note(body.pop("note", None))
     return await run_in_threadpool(_add_signals, svc, p, info, body, None, note)
 
