@@ -64,7 +64,7 @@ entries = sa.Table(
     # live entries per list: list counts read this index only (migration 0005_live)
     sa.Index("ix_entries_live", "list_id", sqlite_where=sa.text("removed_at IS NULL"),
              postgresql_where=sa.text("removed_at IS NULL")),
-    # one known picture's entries (group) in a list (migration 0006_group)
+    # one known picture's entries (group) in a list (migration 0008_group)
     sa.Index("ix_entries_group", "list_id", "group_ref"),
 )
 

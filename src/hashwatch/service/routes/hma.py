@@ -114,16 +114,18 @@ def _check_content_type(content_type: str | None) -> None:
 def _fetch_url(svc: Service, p: Principal, url: str) -> bytes:
     """The bytes at ``url`` through the service's URL fetch (allow-listed hosts only; off by
     default, then a 403 as on ``/v1/match/url``)."""
+    from hashwatch.service.destinations import redact_url
     from hashwatch.service.urlfetch import FetchError, fetch
 
     s = svc.settings
     if not s.url_fetch:
         raise ApiError(403, "url_fetch_disabled", "URL fetch is disabled on this service")
     try:
-        return fetch(url, allowed_hosts=s.url_allowed_hosts, allow_private=s.url_allow_private,
+        return fetch(url, allowed_hosts=s.url_allowed_hosts, policy=s.url_policy(),
                      max_bytes=min(s.url_max_bytes, s.max_upload_bytes), timeout=s.url_timeout)
     except FetchError as exc:
-        svc.store.audit(p.name, "match.url.refused", {"url": url[:500], "reason": exc.code})
+        svc.store.audit(p.name, "match.url.refused", {"url": redact_url(url)[:500],
+                                                       "reason": exc.code})
         status = 400 if exc.status in (403, 422) else exc.status  # HMA: "Invalid or unsafe URL"
         raise ApiError(status, exc.code, exc.message) from None
 
@@ -199,7 +201,7 @@ def _lookup_upload(svc: Service, p: Principal, data: bytes, name: str,
     """HMA's per-signal-type answer for uploaded bytes, matched like ``/v1/match/upload``
     (exact, PDQ views, keypoints; review item and webhook events on a match)."""
     if lists == []:
-        up = hash_upload(data, name, svc.settings)
+        up = hash_upload(data, name, svc)
         return {sig: {} for sig in _signals_of(svc, hash_dict(up.hashes, up), types)}
     res = v1_match.do_match_upload(svc, p, data, name, "", lists)
     signals = _signals_of(svc, res["hashes"], types)
@@ -223,7 +225,7 @@ def hma_hash_url(p: Hash, svc: Svc, url: Annotated[str, Query(min_length=1, max_
     """Fetch ``url`` and hash it: ``{signal type: value}`` (HMA ``GET /h/hash``)."""
     _check_content_type(content_type)
     data = _fetch_url(svc, p, url)
-    up = hash_upload(data, _name_of(url), svc.settings)
+    up = hash_upload(data, _name_of(url), svc)
     return _signals_of(svc, hash_dict(up.hashes, up), hma.split_types(types))
 
 
@@ -235,7 +237,7 @@ async def hma_hash_upload(request: Request, p: Hash, svc: Svc,
     value}``; a photo gives pdq, md5, sha1, sha256 (HMA ``POST /h/hash``)."""
     _field, file, _form = await _one_upload(request, svc)
     data = await read_upload(file, svc.settings)
-    up = await run_in_threadpool(hash_upload, data, file.filename or "upload", svc.settings)
+    up = await run_in_threadpool(hash_upload, data, file.filename or "upload", svc)
     return _signals_of(svc, hash_dict(up.hashes, up), hma.split_types(types))
 
 
@@ -434,8 +436,11 @@ def _add_entries(svc: Service, p: Principal, info: Any, items: list[Any], group:
     """Add one content's entries; its id (the first entry of its group, or, when every
     value was already in the bank as another content, that content's id)."""
     store = svc.store
-    store.add_entries(info.name, items, actor=p.name, action="entries.add",
-                      detail={"via": "hma"})
+    try:
+        store.add_entries(info.name, items, actor=p.name, action="entries.add",
+                          detail={"via": "hma"})
+    except (StoreError, ValueError) as exc:  # e.g. text the store's guards refuse
+        raise hma.HmaError(f"the content cannot be stored: {exc}"[:300]) from None
     if local is not None:
         store.add_local_features(info.name, [local], actor=p.name)
     svc.refresh_now()
@@ -455,7 +460,7 @@ def _add_upload(svc: Service, p: Principal, info: Any, data: bytes, name: str,
     from hashwatch import robust
     from hashwatch.known import entries_for_record, local_features_for_record
 
-    up = hash_upload(data, name, svc.settings)
+    up = hash_upload(data, name, svc)
     rec = up.hashes
     if getattr(rec, "vpdq", None) is None and up.pixels is not None and up.pixels.ndim == 3:
         # a picture (an animation: its first frame, as partners' PDQ tools see it)

@@ -5,13 +5,13 @@ views). The local tier reads a matched picture's group (``Store.group_entries``)
 HMA-compatible API resolves a bank content id to its group; without this index both read
 every entry of the list (seconds at 20M entries).
 
-Revision ID: 0006_group
+Revision ID: 0008_group
 Revises: 0001
 """
 
 from alembic import op
 
-revision = "0006_group"
+revision = "0008_group"
 down_revision = "0001"
 branch_labels = ("group",)
 depends_on = None
