@@ -52,13 +52,14 @@ def test_every_public_name_exists_is_documented_and_importable(module):
 
 
 def test_import_is_lazy():
-    code = ("import sys, hashwatch, hashwatch.private; "
-            "heavy = [m for m in ('numpy', 'sqlalchemy', 'PIL', 'fastapi', 'hashwatch.store', "
-            "'hashwatch.matcher', 'hashwatch.private.client') if m in sys.modules]; "
-            "print(','.join(heavy))")
+    """``import hashwatch`` (and ``hashwatch.private``) loads nothing but themselves: the
+    command line and every embedder pay the interpreter start only (typing alone would add
+    ~10 ms, numpy ~100 ms)."""
+    code = ("import sys; before = set(sys.modules); import hashwatch, hashwatch.private; "
+            "print(','.join(sorted(set(sys.modules) - before)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
-    assert out == "", f"import hashwatch loaded {out}"
+    assert set(out.split(",")) <= {"__future__", "hashwatch", "hashwatch.private"}, out
 
 
 def test_api_page_is_current():

@@ -19,8 +19,8 @@ The device side of private matching (vouchers) is :mod:`hashwatch.private`.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+# no import at run time beyond what first use needs: `import hashwatch` stays at interpreter cost
+TYPE_CHECKING = False  # what typing.TYPE_CHECKING is; importing typing costs ~10 ms
 
 __version__ = "0.1.0"
 
@@ -110,6 +110,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time names load on first use
+    from typing import Any
+
     from hashwatch import formats, lists, private
     from hashwatch.categories import Category, CategoryError, make_category, parse_category
     from hashwatch.decode import DecodedImage, DecodeError, decode_image
@@ -140,10 +142,12 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time names load on 
 
 
 def __getattr__(name: str) -> Any:
+    from importlib import import_module
+
     if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        value = getattr(import_module(_EXPORTS[name]), name)
     elif name in _SUBMODULES:
-        value = importlib.import_module(f"hashwatch.{name}")
+        value = import_module(f"hashwatch.{name}")
     else:
         raise AttributeError(f"module 'hashwatch' has no attribute {name!r}")
     globals()[name] = value  # later lookups skip this function

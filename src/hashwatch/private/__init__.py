@@ -19,8 +19,8 @@ recovery, report), ``demo`` (end-to-end demonstration). See docs/private-matchin
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+# no import at run time beyond what first use needs: `import hashwatch` stays at interpreter cost
+TYPE_CHECKING = False  # what typing.TYPE_CHECKING is; importing typing costs ~10 ms
 
 _EXPORTS: dict[str, str] = {
     "VoucherClient": "hashwatch.private.client",
@@ -32,14 +32,18 @@ _EXPORTS: dict[str, str] = {
 __all__ = ["VoucherClient", "ClientState", "PublicTable", "TableRejected"]
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from hashwatch.private.client import ClientState, VoucherClient
     from hashwatch.private.table import PublicTable, TableRejected
 
 
 def __getattr__(name: str) -> Any:
+    from importlib import import_module
+
     if name not in _EXPORTS:
         raise AttributeError(f"module 'hashwatch.private' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    value = getattr(import_module(_EXPORTS[name]), name)
     globals()[name] = value
     return value
 
