@@ -361,3 +361,24 @@ def test_partner_files_through_the_service(tmp_path) -> None:  # noqa: ANN001
         assert {m["list"] for m in r.json()["results"][0]["matches"]} == set(partner_files())
     finally:
         svc.close()
+
+
+@pytest.mark.parametrize(("data", "want"), [
+    ("a,b\r\nß\r\n".encode("cp1252"), "cp1252"),  # a Windows-1252 byte at the very end
+    ("a,bß".encode()[:-1], "cp1252"),  # the whole file: a cut character is no UTF-8
+    ("ImageID;MD5\r\n".encode("utf-16-le"), "utf-16-le"),
+    ("ImageID;MD5\r\n".encode("utf-16-be"), "utf-16-be"),
+    ("ImageID;MD5\r\n".encode("utf-16"), "utf-16"),
+    ("ImageID;MD5\r\n".encode("utf-8-sig"), "utf-8-sig"),
+    ("Größe,MD5\n".encode(), "utf-8"),
+])
+def test_detect_encoding_of_whole_files(data: bytes, want: str) -> None:
+    from hashwatch.formats._text import detect_encoding
+
+    assert detect_encoding(data, whole=True) == want
+
+
+def test_a_character_cut_by_the_sample_is_still_utf8() -> None:
+    from hashwatch.formats._text import detect_encoding
+
+    assert detect_encoding(b"x" * 10 + "ß".encode()[:1]) == "utf-8"

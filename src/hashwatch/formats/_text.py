@@ -26,8 +26,9 @@ _BOMS = (  # longest first: the UTF-32 LE mark starts with the UTF-16 LE one
 )
 
 
-def detect_encoding(head: bytes) -> str:
-    """The encoding of a file that starts with ``head`` (a Python codec name)."""
+def detect_encoding(head: bytes, *, whole: bool = False) -> str:
+    """The encoding of a file that starts with ``head`` (a Python codec name); ``whole``
+    when ``head`` is the entire file (then no character can be cut at its end)."""
     for bom, enc in _BOMS:
         if head.startswith(bom):
             return enc
@@ -42,7 +43,8 @@ def detect_encoding(head: bytes) -> str:
     try:
         head.decode("utf-8")
     except UnicodeDecodeError as exc:
-        if exc.start < len(head) - 3:  # not just a character cut at the end of the sample
+        # a UTF-8 character cut by the end of the sample is no evidence against UTF-8
+        if whole or exc.reason != "unexpected end of data":
             return "cp1252"
     return "utf-8"
 
@@ -68,11 +70,13 @@ class _Borrowed(io.RawIOBase):
         return len(data)
 
 
-def _peek(fh: IO[bytes]) -> tuple[bytes, io.BufferedReader]:
+def _peek(fh: IO[bytes]) -> tuple[str, io.BufferedReader]:
+    """(encoding, a stream reading ``fh`` from where it was)."""
     head = fh.read(_SNIFF)
     if isinstance(head, str):
         raise TypeError("expected a binary stream")
-    return head, io.BufferedReader(_Borrowed(fh, head))
+    enc = detect_encoding(head, whole=len(head) < _SNIFF)
+    return enc, io.BufferedReader(_Borrowed(fh, head))
 
 
 def open_text(fh: IO[bytes] | IO[str]) -> IO[str]:
@@ -81,8 +85,8 @@ def open_text(fh: IO[bytes] | IO[str]) -> IO[str]:
     the result is closed or collected."""
     if isinstance(fh, io.TextIOBase):
         return fh
-    head, raw = _peek(fh)  # type: ignore[arg-type]
-    return io.TextIOWrapper(raw, encoding=detect_encoding(head), errors="replace", newline="")
+    enc, raw = _peek(fh)  # type: ignore[arg-type]
+    return io.TextIOWrapper(raw, encoding=enc, errors="replace", newline="")
 
 
 class _Utf8Bytes(io.RawIOBase):
@@ -108,8 +112,7 @@ class _Utf8Bytes(io.RawIOBase):
 
 def open_utf8(fh: IO[bytes]) -> IO[bytes]:
     """``fh`` as UTF-8 bytes without a byte-order mark, transcoding when needed."""
-    head, raw = _peek(fh)
-    enc = detect_encoding(head)
+    enc, raw = _peek(fh)
     if enc == "utf-8":
         return raw
     if enc == "utf-8-sig":
