@@ -23,6 +23,7 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import cv2  # noqa: E402
 
+from hashwatch.edits import expand_edits  # noqa: E402
 from hashwatch.evaluate import EvalConfig, run_eval, write_report  # noqa: E402
 
 cv2.setNumThreads(1)
@@ -42,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--known", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-distractors", type=int, default=None)
-    ap.add_argument("--edits", default=None, help="comma-separated edit names (default: all)")
+    ap.add_argument("--edits", default=None, help="comma-separated edit names or families, or "
+                    "'single' / 'combined' (default: all)")
     ap.add_argument("--no-local", action="store_true", help="skip the ORB tier")
     ap.add_argument("--out", type=Path, default=Path("robustness-out"))
     a = ap.parse_args(argv)
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     cfg = EvalConfig(corpus=a.corpus, n_known=a.known, seed=a.seed,
-                     edits=a.edits.split(",") if a.edits else None,
+                     edits=expand_edits(a.edits) if a.edits else None,
                      max_distractors=a.max_distractors, local=not a.no_local,
                      progress=lambda s: print(f"[{time.perf_counter() - t0:7.1f}s] {s}",
                                               file=sys.stderr, flush=True))

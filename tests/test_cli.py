@@ -185,8 +185,9 @@ def test_version_and_help():
 def test_eval_reports_table_and_plot(corpus_dir, tmp_path):
     out = tmp_path / "ev"
     res = run("eval", "--corpus", str(corpus_dir), "--known", "4", "--max-distractors", "12",
-              "--edits", "mirror,border-black5", "--out", str(out))
-    assert "mirror" in res.stdout and "border-black5" in res.stdout
+              "--edits", "mirror,border-black5,grid3x3", "--out", str(out))
+    assert "mirror" in res.stdout and "border-black5" in res.stdout and "grid3x3" in res.stdout
+    assert "mean recall %, edits in combination (1)" in res.stdout
     assert (out / "robustness.png").stat().st_size > 1000
     res = run("eval", "--corpus", str(corpus_dir), "--edits", "nosuch", ok=False)
     assert res.exit_code == 2 and "unknown edit" in res.stderr

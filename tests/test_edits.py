@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hashwatch.edits import EDITS, apply_edit, edit_names
+from hashwatch.edits import COMBINED_EDITS, EDITS, apply_edit, edit_names, expand_edits
 
 THORN = ["watermark", "blur2", "vignette", "gamma2", "jpeg95", "pad0.2", "crop0.05", "noise0.2",
          "rotate4", "resize0.5"]
@@ -186,3 +186,12 @@ def test_perspective_narrows_one_side() -> None:
     # one pair of opposite sides differs by about 20% of its length
     ratio = max(rows[2] / rows[-3], rows[-3] / rows[2], cols[2] / cols[-3], cols[-3] / cols[2])
     assert 1.12 <= ratio <= 1.35
+
+
+def test_edit_sets_by_name_family_or_kind() -> None:
+    assert expand_edits("mirror,grid") == ["mirror", "grid3x3", "grid4x4"]
+    assert set(expand_edits("combined")) == set(COMBINED_EDITS)
+    assert len(expand_edits("single")) + len(COMBINED_EDITS) == len(EDITS)
+    assert "grid3x3" in COMBINED_EDITS and "mirror" not in COMBINED_EDITS
+    with pytest.raises(KeyError):
+        expand_edits("mirror,nosuch")

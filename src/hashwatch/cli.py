@@ -627,7 +627,8 @@ def eval_cmd(
     ] = None,
     known: Annotated[int | None, typer.Option(help="Images in the known set (200).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for the split and the edits.")] = 0,
-    edits: Annotated[str | None, typer.Option(help="Comma-separated edits (default all).")] = None,
+    edits: Annotated[str | None, typer.Option(
+        help="Comma-separated edits or families, or 'single' / 'combined' (default all).")] = None,
     max_distractors: Annotated[int | None, typer.Option(help="Cap the distractors.")] = None,
     local: Annotated[bool, typer.Option(help="Include the keypoint tier.")] = True,
     partner: Annotated[bool, typer.Option(
@@ -642,7 +643,7 @@ def eval_cmd(
     distractor x known pairs, distance distributions (markdown table + PNG plot)."""
     import time
 
-    from hashwatch.edits import EDITS
+    from hashwatch.edits import EDITS, expand_edits
     from hashwatch.evaluate import (
         QUICK_DISTRACTORS,
         QUICK_KNOWN,
@@ -658,10 +659,11 @@ def eval_cmd(
         corpus = resolve_corpus(corpus)
     except CorpusNotFound as exc:
         raise fail(str(exc)) from None
-    unknown = [e for e in (edits or "").split(",") if e and e not in EDITS]
-    if unknown:
-        raise fail(f"unknown edit(s) {', '.join(unknown)}; known: {', '.join(EDITS)}")
-    edit_list = edits.split(",") if edits else (quick_edits() if quick else None)
+    try:
+        chosen = expand_edits(edits) if edits else None
+    except KeyError as exc:
+        raise fail(f"unknown edit or family {exc.args[0]!r}; known: {', '.join(EDITS)}") from None
+    edit_list = chosen if chosen else (quick_edits() if quick else None)
     if known is None:
         known = QUICK_KNOWN if quick else 200
     if max_distractors is None and quick:

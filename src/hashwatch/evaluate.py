@@ -50,7 +50,7 @@ import numpy as np
 from PIL import Image
 
 from hashwatch import robust as R
-from hashwatch.edits import EDITS, apply_edit, edit_names
+from hashwatch.edits import COMBINED_EDITS, EDITS, apply_edit, edit_names
 
 IMAGE_EXT = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 LOAD_SIDE = 512  # images are decoded at most this big; edits are applied at this size
@@ -264,9 +264,13 @@ class KnownSet:
 
         if q is None:
             return {}
-        return {c.image_id: R.verify(q, self.local.features(c.slot),
-                                     self.known_hashes[c.image_id], scene_all=scene_all)
-                for c in self.local.search(q, top=KEYPOINT_CANDIDATES)}
+        def search(stage: R.LocalFeatures) -> dict[int, R.LocalVerdict]:
+            return {c.image_id: R.verify(stage, self.local.features(c.slot),
+                                         self.known_hashes[c.image_id], scene_all=scene_all)
+                    for c in self.local.search(stage, top=KEYPOINT_CANDIDATES)}
+
+        # plain, mirrored, small-picture passes in turn, as the matcher runs them
+        return R.search_in_stages(q, search)
 
 
 def local_level(v: R.LocalVerdict) -> int:
@@ -703,6 +707,13 @@ def markdown(res: EvalResult, s: Summary) -> str:
         lines.append(f"| {e} | {EDITS[e].family} | " + " | ".join(cells) + " |")
     lines.append("| **mean recall %** | | " + " | ".join(
         f"**{100 * s.mean_recall[m]:.1f}**" for m in s.methods) + " |")
+    combined = [e for e in res.edits if e in COMBINED_EDITS]
+    single = [e for e in res.edits if e not in COMBINED_EDITS]
+    if combined and single:
+        for label, group in (("single edits", single), ("edits in combination", combined)):
+            lines.append(f"| mean recall %, {label} ({len(group)}) | | " + " | ".join(
+                f"{100 * np.mean([s.per_edit[m][e] for e in group]):.1f}"
+                for m in s.methods) + " |")
     lines.append("| false matches, distractor x known | | " + " | ".join(
         str(s.false_distractor[m]) for m in s.methods) + " |")
     lines.append("| false matches, edited query -> wrong known | | " + " | ".join(
@@ -715,7 +726,7 @@ def markdown(res: EvalResult, s: Summary) -> str:
               "empirical min |", "|---|---:|---:|---:|---:|---:|"]
     for r, route in enumerate(ROUTES):
         t, rate, mu, sg = s.route_fits[f"{route[0]}-{route[1]}"]
-        mn = int(res.distractor_d[..., r].min())
+        mn = int(res.distractor_d[..., r].min()) if res.distractor_d.size else BIG
         lines.append(f"| {route[0]}-{route[1]} | {t} | {rate:.1e} | {mu:.1f} | {sg:.1f} | "
                      f"{mn if mn < BIG else '-'} |")
     if res.config.local:

@@ -498,14 +498,14 @@ class Matcher:
             return []
         q = robust.decode_local(local) if isinstance(local, bytes | bytearray) else local
         allowed = set(lists) if lists else None
-        cands = kp.search(q, top=KEYPOINT_CANDIDATES)
         groups: dict[int, tuple[int, str]] = {}
         entries_of: dict[int, list[EntryRow]] = {}
 
         def group_entries(image_id: int) -> list[EntryRow]:
             if image_id not in entries_of:
-                if not groups:
-                    groups.update(self.store.local_feature_groups([c.image_id for c in cands]))
+                if image_id not in groups:  # one look-up per search stage's nominees
+                    groups.update(self.store.local_feature_groups(
+                        [c.image_id for c in cands if c.image_id not in groups] or [image_id]))
                 g = groups.get(image_id)
                 entries_of[image_id] = self.store.group_entries(*g) if g else []
             return entries_of[image_id]
@@ -515,12 +515,21 @@ class Matcher:
             return [robust.KnownHash(e.variant or "full", bytes.fromhex(e.value), 100)
                     for e in group_entries(image_id) if e.signal_type == "pdq"]
 
+        def search(stage: robust.LocalFeatures) -> dict[int, robust.LocalVerdict]:
+            found = kp.search(stage, top=KEYPOINT_CANDIDATES)
+            cands.extend(found)
+            return {c.image_id: robust.verify(stage, kp.features(c.slot),
+                                              lambda c=c: known_hashes(c.image_id))
+                    for c in found}
+
+        # the query's plain, mirrored and small-picture passes, each only when nothing matched
+        cands: list[Any] = []
+        verdicts = robust.search_in_stages(q, search)
         out = []
-        for c in cands:
-            v = robust.verify(q, kp.features(c.slot), lambda c=c: known_hashes(c.image_id))
+        for image_id, v in verdicts.items():
             if not v.ok:
                 continue
-            entries = [e for e in group_entries(c.image_id)
+            entries = [e for e in group_entries(image_id)
                        if allowed is None or e.list_name in allowed]
             if not entries:
                 continue

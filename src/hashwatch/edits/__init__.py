@@ -55,7 +55,8 @@ from hashwatch.edits.single import (
     jpeg,
 )
 
-__all__ = ["EDITS", "Edit", "Pixels", "apply_edit", "edit_names", "edit_rng"]
+__all__ = ["COMBINED_EDITS", "EDITS", "Edit", "Pixels", "apply_edit", "edit_names", "edit_rng",
+           "expand_edits"]
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,28 @@ def _combined() -> list[Edit]:
 
 
 EDITS: dict[str, Edit] = _build()
+COMBINED_EDITS: frozenset[str] = frozenset(e.name for e in _combined())
+
+
+def expand_edits(spec: str) -> list[str]:
+    """Edit names from a comma-separated list of edit names, family names, ``single`` (the
+    one-change edits) or ``combined`` (the edits in combination); KeyError names the unknown."""
+    out: list[str] = []
+    for item in (x.strip() for x in spec.split(",")):
+        if not item:
+            continue
+        if item == "combined":
+            names = [n for n in EDITS if n in COMBINED_EDITS]
+        elif item == "single":
+            names = [n for n in EDITS if n not in COMBINED_EDITS]
+        elif item in EDITS:
+            names = [item]
+        else:
+            names = edit_names([item])
+            if not names:
+                raise KeyError(item)
+        out += [n for n in names if n not in out]
+    return out
 
 
 def edit_names(families: Sequence[str] | None = None) -> list[str]:

@@ -1,4 +1,5 @@
-"""Geometric check of the local tier: tentative keypoint pairs and a RANSAC similarity fit."""
+"""Geometric check of the local tier: tentative keypoint pairs and a RANSAC fit (similarity,
+or a bounded homography), for the query and its mirrored pass."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from hashwatch.robust.local import (
     LOCAL_MIN_COVER,
     LOCAL_MIN_INLIERS,
     LocalFeatures,
+    mirrored_rows,
 )
 
 
@@ -27,34 +29,131 @@ def local_pairs(q: LocalFeatures, k: LocalFeatures) -> np.ndarray:
     return np.stack([i[ok], j[ok]], axis=1)
 
 
+# A homography is tried when the similarity finds too few inliers (stretched, sheared, keystoned
+# copies). It has 8 degrees of freedom against the similarity's 4, so chance alignments gather
+# more inliers: it must reach LOCAL_MIN_INLIERS_HOMOGRAPHY, and be a plausible re-share edit.
+LOCAL_MIN_INLIERS_HOMOGRAPHY = 20
+HOMOGRAPHY_GAIN = 1.25  # inliers over a passing similarity's for the homography to replace it
+MAX_ANISOTROPY = 2.5  # largest / smallest singular value of the local linear map
+MAX_PERSPECTIVE = 3.0  # largest / smallest local area scale over the known picture's corners
+
+
+def _as3(m: np.ndarray) -> np.ndarray:
+    out = np.eye(3)
+    out[: m.shape[0]] = m
+    return out
+
+
+def homography_sane(h: np.ndarray, size: tuple[int, int], *, mirrored: bool = False) -> bool:
+    """Whether a known -> query homography is an edit a re-share can make: every corner of the
+    known picture maps to a finite point in front of the camera, the corners keep their order
+    (convex, not folded; reversed exactly when the query is ``mirrored``), the local scale at
+    the centre is 0.2-5, the stretch (singular value ratio) at most MAX_ANISOTROPY and the local
+    area scale varies by at most MAX_PERSPECTIVE over the corners."""
+    h = np.asarray(h, np.float64)
+    kw, kh = size
+    pts = np.array([[0, 0], [kw, 0], [kw, kh], [0, kh], [kw / 2, kh / 2]], np.float64)
+    den = pts @ h[2, :2] + h[2, 2]
+    if not np.all(np.isfinite(h)) or np.any(den <= 1e-9):
+        return False
+    mapped = (pts @ h[:2, :2].T + h[:2, 2]) / den[:, None]
+    quad = mapped[:4]
+    edges = np.roll(quad, -1, axis=0) - quad
+    turn = edges[:, 0] * np.roll(edges, -1, axis=0)[:, 1] - edges[:, 1] * np.roll(edges, -1,
+                                                                                  axis=0)[:, 0]
+    want = -1.0 if mirrored else 1.0
+    if not np.all(turn * want > 0):
+        return False  # folded, twisted or reflected the wrong way
+    # Jacobian of the projective map at each point: (A - p h3^T) / den, p the mapped point
+    dets, jc = [], None
+    for i in range(5):
+        j = (h[:2, :2] - np.outer(mapped[i], h[2, :2])) / den[i]
+        dets.append(abs(float(np.linalg.det(j))))
+        if i == 4:
+            jc = j
+    assert jc is not None
+    sv = np.linalg.svd(jc, compute_uv=False)
+    if sv[1] <= 1e-9:
+        return False
+    scale = float(np.sqrt(sv[0] * sv[1]))
+    return (0.2 <= scale <= 5.0 and sv[0] / sv[1] <= MAX_ANISOTROPY
+            and max(dets) <= MAX_PERSPECTIVE * max(min(dets), 1e-12))
+
+
+def _cover(src: np.ndarray, dst: np.ndarray, ksize: tuple[int, int],
+           qsize: tuple[int, int]) -> float:
+    # The agreeing keypoints must spread over a real part of the known picture (a collage
+    # cell shows much of it) or of the query (a tight crop fills the query): not one logo.
+    ck = cv2.contourArea(cv2.convexHull(src.astype(np.float32))) / (ksize[0] * ksize[1])
+    cq = cv2.contourArea(cv2.convexHull(dst.astype(np.float32))) / (qsize[0] * qsize[1])
+    return max(float(ck), float(cq))
+
+
+def _fit_group(src: np.ndarray, dst: np.ndarray, k: LocalFeatures, q: LocalFeatures,
+               mirrored: bool) -> tuple[int, bool, np.ndarray | None]:
+    """Similarity, then (if that is not enough) homography, for one pass of the query."""
+    qw = q.size[0]
+    flip = np.array([[-1.0, 0.0, qw - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    d = dst.copy()
+    if mirrored:  # fit in the mirrored frame (no reflection to model), map back after
+        d[:, 0] = (qw - 1) - d[:, 0]
+    m, inl = cv2.estimateAffinePartial2D(src, d, method=cv2.RANSAC, ransacReprojThreshold=4.0,
+                                         maxIters=500, confidence=0.99, refineIters=5)
+    n, sane, best = 0, False, None
+    if m is not None and inl is not None:
+        inl = inl.ravel().astype(bool)
+        n = int(inl.sum())
+        scale = float(np.hypot(m[0, 0], m[1, 0]))
+        sane = n >= 3 and _cover(src[inl], d[inl], k.size, q.size) >= LOCAL_MIN_COVER \
+            and 0.2 <= scale <= 5.0
+        best = _as3(m)
+    if len(src) >= LOCAL_MIN_INLIERS_HOMOGRAPHY:
+        # A similarity also fits part of a stretched copy (one band where the stretch is
+        # small), with a transform the scene check then rejects: the homography replaces it
+        # when it explains clearly more pairs (HOMOGRAPHY_GAIN), or when it alone passes.
+        hm, hin = cv2.findHomography(src, d, cv2.RANSAC, 4.0, maxIters=1000, confidence=0.995)
+        if hm is not None and hin is not None:
+            hin = hin.ravel().astype(bool)
+            nh = int(hin.sum())
+            enough = nh >= HOMOGRAPHY_GAIN * n if (sane and n >= LOCAL_MIN_INLIERS) else nh > n
+            if (nh >= LOCAL_MIN_INLIERS_HOMOGRAPHY and enough and homography_sane(hm, k.size)
+                    and _cover(src[hin], d[hin], k.size, q.size) >= LOCAL_MIN_COVER):
+                n, sane, best = nh, True, hm
+    if best is not None and mirrored:
+        best = flip @ best
+    return n, sane, best
+
+
 def fit_local(q: LocalFeatures, k: LocalFeatures, pairs: np.ndarray | None = None
               ) -> tuple[int, bool, np.ndarray | None]:
-    """(inliers, geometry sane?, transform) of the geometric check: a similarity transform
-    (rotation, uniform scale, shift; a mirrored query should be un-mirrored before) fitted with
-    RANSAC to the tentative matches, mapping known working pixels to query working pixels.
-    "Sane": the inliers spread over LOCAL_MIN_COVER of the known picture or the query, and the
-    scale is 0.2-5. The inlier count is not judged here."""
+    """(inliers, geometry sane?, transform) of the geometric check, mapping known working
+    pixels to query working pixels (a 3x3 matrix).
+
+    The query's own keypoints and those of its mirrored pass (:func:`query_local`) are fitted
+    separately, the better fit wins (sane first, then more inliers). Each is fitted with RANSAC
+    (Fischler & Bolles 1981) as a similarity (rotation, uniform scale, shift;
+    ``cv2.estimateAffinePartial2D``); when that does not reach LOCAL_MIN_INLIERS, as a
+    homography (``cv2.findHomography``), which must reach LOCAL_MIN_INLIERS_HOMOGRAPHY and pass
+    :func:`homography_sane` (covers stretched, sheared and keystoned copies, no folds).
+    "Sane": also the inliers spread over LOCAL_MIN_COVER of the known picture or the query, and
+    the scale is 0.2-5. The inlier count is not judged here."""
     if pairs is None:
         pairs = local_pairs(q, k)
     if len(pairs) < max(4, LOCAL_MIN_INLIERS // 2):
         return len(pairs) // 4, False, None
-    src = k.xy[pairs[:, 1]]
-    dst = q.xy[pairs[:, 0]]
-    m, inl = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=4.0,
-                                         maxIters=500, confidence=0.99, refineIters=5)
-    if m is None or inl is None:
-        return 0, False, None
-    inl = inl.ravel().astype(bool)
-    n = int(inl.sum())
-    scale = float(np.hypot(m[0, 0], m[1, 0]))
-    if n < 3:
-        return n, False, m
-    # The agreeing keypoints must spread over a real part of the known picture (a collage
-    # cell shows much of it) or of the query (a tight crop fills the query): not one logo.
-    ck = cv2.contourArea(cv2.convexHull(src[inl].astype(np.float32))) / (k.size[0] * k.size[1])
-    cq = cv2.contourArea(cv2.convexHull(dst[inl].astype(np.float32))) / (q.size[0] * q.size[1])
-    cover = max(float(ck), float(cq))
-    return n, cover >= LOCAL_MIN_COVER and 0.2 <= scale <= 5.0, m
+    a, b = mirrored_rows(q)
+    in_mirror = (pairs[:, 0] >= a) & (pairs[:, 0] < b)
+    best: tuple[int, bool, np.ndarray | None] = (0, False, None)
+    for mirrored in (False, True):
+        sel = in_mirror if mirrored else ~in_mirror
+        if sel.sum() < max(4, LOCAL_MIN_INLIERS // 2):
+            continue
+        got = _fit_group(k.xy[pairs[sel, 1]], q.xy[pairs[sel, 0]], k, q, mirrored)
+        if best[2] is None or (got[1], got[0]) > (best[1], best[0]):
+            best = got
+    if best[2] is None:
+        return len(pairs) // 4, False, None
+    return best
 
 
 def verify_local(q: LocalFeatures, k: LocalFeatures, pairs: np.ndarray | None = None

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from hashwatch.robust.regions import query_regions
+from hashwatch.robust.regions import query_leaves, query_regions
 
 LOCAL_MAX_KEYPOINTS = 200  # per known image: 200 x (32 B descriptor + 8 B position) = 8 KB
 LOCAL_MATCH_RADIUS = 48  # max descriptor distance for a tentative match
@@ -48,14 +48,16 @@ def _orb(n: int, fast: int = 10) -> cv2.ORB:
 
 
 def _local(pixels: np.ndarray, n: int, side: int, min_side: int) -> LocalFeatures:
-    p = pixels[..., :3]
+    """ORB of an RGB picture (h, w, 3) or a grey one (h, w)."""
+    p = pixels if pixels.ndim == 2 else pixels[..., :3]
     h, w = p.shape[:2]
     # Big pictures are reduced to `side`; small ones enlarged to `min_side` (at most 3x):
     # ORB's 31-px patches find almost nothing in a 128-px thumbnail.
     s = side / max(h, w)
     if s > 1.0:
         s = min(3.0, max(1.0, min_side / max(h, w)))
-    g = cv2.cvtColor(np.ascontiguousarray(p), cv2.COLOR_RGB2GRAY)
+    g = np.ascontiguousarray(p) if p.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(p),
+                                                                  cv2.COLOR_RGB2GRAY)
     if s != 1.0:
         g = cv2.resize(g, (max(1, round(w * s)), max(1, round(h * s))),
                        interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
@@ -117,16 +119,11 @@ def known_local(pixels: np.ndarray) -> LocalFeatures:
     return f
 
 
-def query_local(pixels: np.ndarray, boxes: Sequence[tuple[int, int, int, int]] | None = None,
-                max_regions: int = 4) -> LocalFeatures:
-    """ORB features of a query: the whole picture, plus each picture region found inside a
-    screenshot or collage (its own keypoint budget, so UI text and the other pictures do not
-    crowd it out), all in the coordinates of the whole picture at its working size."""
+def _query_pass(pixels: np.ndarray, boxes: Sequence[tuple[int, int, int, int]],
+                max_regions: int) -> LocalFeatures:
     # Queries are enlarged less than known pictures (a crop of a known picture is already
     # shown bigger than the known picture's part of it; ORB's pyramid spans about 3.5x).
     full = _local(pixels, 2 * LOCAL_MAX_KEYPOINTS, 600, 200)
-    if boxes is None:
-        boxes = query_regions(pixels)
     h, w = pixels.shape[:2]
     sx, sy = full.size[0] / w, full.size[1] / h
     xys, descs = [full.xy], [full.desc]
@@ -144,21 +141,170 @@ def query_local(pixels: np.ndarray, boxes: Sequence[tuple[int, int, int, int]] |
         descs.append(r.desc)
         angs.append(r.angle)
         octs.append(r.octave)
-    # the grey picture at working size stays with the query (never stored): the scene check
-    # warps it onto candidate known pictures
     return LocalFeatures(np.concatenate(xys), np.concatenate(descs), full.size,
                          {"view": full.extra["view"]}, np.concatenate(angs), np.concatenate(octs))
 
 
+LOCAL_TILE_KEYPOINTS = 150  # per box of the small-picture pass
+TILE_FRACTION = 0.5  # tiles are half the picture's width and height ...
+TILE_STEPS = (0.0, 0.25, 0.5)  # ... at these offsets (3 x 3 tiles, overlapping by half)
+TILE_MIN_SIDE = 256  # pictures smaller than this (longer side, px) get no tile pass
+
+
+def _small_pass(pixels: np.ndarray, work: tuple[int, int],
+                boxes: Sequence[tuple[int, int, int, int]]) -> LocalFeatures:
+    """ORB over each box with its own budget (LOCAL_TILE_KEYPOINTS), enlarged to the known
+    pictures' working size: a picture filling a small part of the frame (one cell of a grid, a
+    picture pasted on a busy background, a thumbnail in a screenshot) gets keypoints at the
+    scale the known picture's were taken at, whatever else the frame shows. Positions in the
+    whole picture's working frame ``work`` (w, h)."""
+    h, w = pixels.shape[:2]
+    sx, sy = work[0] / w, work[1] / h
+    xys, descs, angs, octs = [], [], [], []
+    for y0, y1, x0, x1 in boxes:
+        r = _local(pixels[y0:y1, x0:x1], LOCAL_TILE_KEYPOINTS, 400, 400)
+        if len(r.desc) == 0:
+            continue
+        fx, fy = (x1 - x0) / r.size[0], (y1 - y0) / r.size[1]
+        xys.append(np.stack([(r.xy[:, 0] * fx + x0) * sx, (r.xy[:, 1] * fy + y0) * sy],
+                            axis=1).astype(np.float32))
+        descs.append(r.desc)
+        angs.append(r.angle)
+        octs.append(r.octave)
+    if not descs:
+        return LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8), work, {},
+                             np.zeros(0, np.uint8), np.zeros(0, np.uint8))
+    return LocalFeatures(np.concatenate(xys), np.concatenate(descs), work, {},
+                         np.concatenate(angs), np.concatenate(octs))
+
+
+def small_boxes(pixels: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Where the small-picture pass looks: the leaves of a grid or collage
+    (:func:`hashwatch.robust.regions.query_leaves`), and unless there are 9 or more of them
+    (a grid of 3 x 3 or more), 3 x 3 overlapping half-size tiles (a picture on a busy
+    background has no seams to find)."""
+    leaves = query_leaves(pixels if pixels.ndim == 3 else np.repeat(pixels[..., None], 3, 2))
+    if len(leaves) >= 9:
+        return leaves
+    out = list(leaves)
+    h, w = pixels.shape[:2]
+    th, tw = round(h * TILE_FRACTION), round(w * TILE_FRACTION)
+    for oy in TILE_STEPS:
+        for ox in TILE_STEPS:
+            y0, x0 = round(oy * h), round(ox * w)
+            out.append((y0, min(h, y0 + th), x0, min(w, x0 + tw)))
+    return out
+
+
+def query_local(pixels: np.ndarray, boxes: Sequence[tuple[int, int, int, int]] | None = None,
+                max_regions: int = 4, *, mirror: bool = True, tiles: bool = False
+                ) -> LocalFeatures:
+    """ORB features of a query: the whole picture, plus each picture region found inside a
+    screenshot or collage (its own keypoint budget, so UI text and the other pictures do not
+    crowd it out), all in the coordinates of the whole picture at its working size.
+
+    ``mirror``: the same again on the left-right mirrored picture, appended after them (their
+    count in ``extra["mirrored"]``, positions mapped back to the unmirrored frame). ORB is
+    invariant to rotation but not to reflection, so a mirrored copy's descriptors do not meet
+    the known picture's; the mirrored pass meets them for every reflection (a vertical flip is a
+    mirror plus a half turn). The geometric check fits the passes separately
+    (:func:`hashwatch.robust.geometry.fit_local`). Cost: a second ORB pass.
+
+    ``tiles``: append the small-picture pass (:func:`small_pass`, count in ``extra["tiles"]``)
+    now. By default it is not computed here: the keypoint search computes it from the query's
+    grey working picture only when the other passes found nothing
+    (:meth:`hashwatch.robust.local_store.LocalStore.inliers`), so a query matched earlier
+    never pays for it."""
+    if boxes is None:
+        boxes = query_regions(pixels)
+    f = _query_pass(pixels, boxes, max_regions)
+    # the grey picture at working size stays with the query (never stored): the scene check
+    # warps it onto candidate known pictures
+    parts = [f]
+    extra: dict[str, object] = {"view": f.extra["view"]}
+    if mirror:
+        w = pixels.shape[1]
+        mboxes = [(y0, y1, w - x1, w - x0) for y0, y1, x0, x1 in boxes]
+        m = _query_pass(np.ascontiguousarray(pixels[:, ::-1]), mboxes, max_regions)
+        # positions back in the unmirrored frame; angles stay the mirrored picture's own (the
+        # pass is matched and fitted on its own)
+        m.xy[:, 0] = (f.size[0] - 1) - m.xy[:, 0]
+        parts.append(m)
+        extra["mirrored"] = len(m.desc)
+    if tiles:
+        t = small_pass(LocalFeatures(f.xy, f.desc, f.size, {"view": f.extra["view"]}))
+        parts.append(t)
+        extra["tiles"] = len(t.desc)
+    return _concat(parts, f.size, extra)
+
+
+def _concat(parts: Sequence[LocalFeatures], size: tuple[int, int],
+            extra: dict[str, object]) -> LocalFeatures:
+    ang = oct_ = None
+    if all(p.angle is not None and p.octave is not None for p in parts):
+        ang = np.concatenate([p.angle for p in parts])  # type: ignore[misc]
+        oct_ = np.concatenate([p.octave for p in parts])  # type: ignore[misc]
+    return LocalFeatures(np.concatenate([p.xy for p in parts]),
+                         np.concatenate([p.desc for p in parts]), size, extra, ang, oct_)
+
+
+def small_pass(q: LocalFeatures) -> LocalFeatures:
+    """The small-picture pass of a query, from its grey working picture (``q.extra["view"]``):
+    :func:`_small_pass` over :func:`small_boxes`; positions in ``q``'s frame, all rows marked
+    as tile rows. Empty when the picture is smaller than TILE_MIN_SIDE."""
+    view = q.extra.get("view")
+    if not isinstance(view, np.ndarray):
+        raise ValueError("query features carry no view: use query_local()")
+    if max(view.shape) < TILE_MIN_SIDE:
+        out = _small_pass(view, q.size, [])
+    else:
+        out = _small_pass(view, q.size, small_boxes(view))
+    out.extra.update({"view": view, "tiles": len(out.desc)})
+    return out
+
+
+def mirrored_count(q: LocalFeatures) -> int:
+    """How many of ``q``'s keypoints come from the mirrored pass (they follow the plain ones)."""
+    return int(q.extra.get("mirrored", 0))  # type: ignore[call-overload]
+
+
+def tile_count(q: LocalFeatures) -> int:
+    """How many of ``q``'s keypoints (the last ones) come from the tile pass."""
+    return int(q.extra.get("tiles", 0))  # type: ignore[call-overload]
+
+
+def mirrored_rows(q: LocalFeatures) -> tuple[int, int]:
+    """[start, stop) of the mirrored pass's rows."""
+    stop = len(q.desc) - tile_count(q)
+    return stop - mirrored_count(q), stop
+
+
+def subset(q: LocalFeatures, rows: np.ndarray) -> LocalFeatures:
+    """The features at ``rows`` (sorted), with the pass counts recomputed."""
+    a, b = mirrored_rows(q)
+    t0 = len(q.desc) - tile_count(q)
+    extra = dict(q.extra)
+    extra["mirrored"] = int(((rows >= a) & (rows < b)).sum())
+    extra["tiles"] = int((rows >= t0).sum())
+    return LocalFeatures(q.xy[rows], q.desc[rows], q.size, extra,
+                         None if q.angle is None else q.angle[rows],
+                         None if q.octave is None else q.octave[rows])
+
+
 _LOCAL_MAGIC = b"HWORB1"
+_LOCAL_MAGIC_Q = b"HWORB2"  # query features with more passes: two more u4, the pass counts
 
 
 def encode_local(feats: LocalFeatures, *, with_view: bool = False) -> bytes:
     """Compact form: header, positions as float32, descriptors. ``with_view`` appends the
     query's grey working picture (for the scene check, between a hashing worker and the
-    matcher): never for known images, whose features are stored."""
+    matcher): never for known images, whose features are stored. Known images' features keep
+    the ``HWORB1`` form; query features with a mirrored or tile pass are ``HWORB2``, whose
+    header adds the two pass counts."""
     n = len(feats.desc)
-    head = _LOCAL_MAGIC + np.array([n, feats.size[0], feats.size[1]], "<u4").tobytes()
+    m, t = mirrored_count(feats), tile_count(feats)
+    head = (_LOCAL_MAGIC_Q if m or t else _LOCAL_MAGIC) + np.array(
+        [n, feats.size[0], feats.size[1], *([m, t] if m or t else [])], "<u4").tobytes()
     body = feats.xy.astype("<f4").tobytes() + feats.desc.astype(np.uint8).tobytes()
     if with_view:
         view = feats.extra["view"]
@@ -168,13 +314,25 @@ def encode_local(feats: LocalFeatures, *, with_view: bool = False) -> bytes:
 
 
 def decode_local(data: bytes) -> LocalFeatures:
-    if not data.startswith(_LOCAL_MAGIC):
+    """The inverse of :func:`encode_local`; ValueError for anything else."""
+    if data.startswith(_LOCAL_MAGIC):
+        fields = 3
+    elif data.startswith(_LOCAL_MAGIC_Q):
+        fields = 5
+    else:
         raise ValueError("not hashwatch local features")
-    n, w, h = (int(v) for v in np.frombuffer(data, "<u4", 3, len(_LOCAL_MAGIC)))
-    off = len(_LOCAL_MAGIC) + 12
+    if len(data) < len(_LOCAL_MAGIC) + 4 * fields:
+        raise ValueError("malformed local features")
+    head = [int(v) for v in np.frombuffer(data, "<u4", fields, len(_LOCAL_MAGIC))]
+    n, w, h = head[:3]
+    off = len(_LOCAL_MAGIC) + 4 * fields
+    if len(data) < off + 40 * n or (fields == 5 and head[3] + head[4] > n):
+        raise ValueError("malformed local features")
     xy = np.frombuffer(data, "<f4", 2 * n, off).reshape(n, 2).astype(np.float32)
     desc = np.frombuffer(data, np.uint8, 32 * n, off + 8 * n).reshape(n, 32).copy()
     extra: dict[str, object] = {}
+    if fields == 5:
+        extra["mirrored"], extra["tiles"] = head[3], head[4]
     rest = len(data) - (off + 40 * n)
     if rest == w * h:
         extra["view"] = np.frombuffer(data, np.uint8, w * h, off + 40 * n).reshape(h, w).copy()

@@ -8,7 +8,7 @@ import numpy as np
 
 from hashwatch.robust.local import LOCAL_KNN, LOCAL_MATCH_RADIUS, LocalFeatures
 from hashwatch.robust.routes import KnownHash
-from hashwatch.robust.verify import LocalVerdict, verify
+from hashwatch.robust.verify import LocalVerdict, search_in_stages, verify
 
 
 class LocalStore:
@@ -78,12 +78,24 @@ class LocalStore:
         return np.take_along_axis(d, o, axis=1), np.take_along_axis(j, o, axis=1)
 
     def inliers(self, q: LocalFeatures, known_hashes: Callable[[int], Sequence[KnownHash]],
-                *, top: int = 3, min_votes: int = 8, scene_all: bool = False
-                ) -> dict[int, LocalVerdict]:
+                *, top: int = 3, min_votes: int = 8, scene_all: bool = False,
+                small: bool = True) -> dict[int, LocalVerdict]:
         """known id -> verdict for the candidates put to the geometric check. The scene check
         runs for candidates that pass geometry (with ``scene_all``: for every candidate with a
         transform, which the evaluation uses to measure the check on non-matches);
-        ``known_hashes(known_id)`` gives the stored PDQ views it compares against."""
+        ``known_hashes(known_id)`` gives the stored PDQ views it compares against.
+
+        Up to three stages, each a search of its own (its candidates get their own ``top``),
+        each run only when the ones before matched nothing, the better verdict kept per known
+        image: the query's plain pass (whole picture and regions: the search as it was), its
+        mirrored pass, and (with ``small``) the small-picture pass (grid cells, pictures in a
+        bigger frame; computed from the query's view unless the query carries it); see
+        :func:`hashwatch.robust.verify.search_in_stages`."""
+        return search_in_stages(
+            q, lambda f: self._stage(f, known_hashes, top, min_votes, scene_all), small=small)
+
+    def _stage(self, q: LocalFeatures, known_hashes: Callable[[int], Sequence[KnownHash]],
+               top: int, min_votes: int, scene_all: bool) -> dict[int, LocalVerdict]:
         if not self._ids or len(q.desc) == 0:
             return {}
         _, owner, row, _ = self._table()

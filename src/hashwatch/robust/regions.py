@@ -63,16 +63,9 @@ def _ui_mask(pixels: np.ndarray) -> np.ndarray:
     return mask > 0
 
 
-def find_regions(pixels: np.ndarray, *, min_area: float = 0.04) -> list[tuple[int, int, int, int]]:
-    """Boxes (y0, y1, x0, x1) of picture-like rectangles inside a screenshot or collage.
-
-    Pixels of the dominant flat colours (UI background, bubbles, bars, gutters) are taken out;
-    what is left is opened (drops text strokes) and closed into blobs; each large, solid,
-    not-too-thin blob is a candidate. A blob holding pictures butted together is also split at
-    straight seams; each box is then border-trimmed.
-    """
+def _blobs(pixels: np.ndarray, min_area: float) -> list[tuple[int, int, int, int]]:
+    """Large, solid, not-too-thin blobs of non-UI pixels (see :func:`find_regions`)."""
     h, w = pixels.shape[:2]
-    gray = cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)
     content = (~_ui_mask(pixels)).astype(np.uint8)
     k = max(3, (min(h, w) // 80) | 1)
     content = cv2.morphologyEx(content, cv2.MORPH_OPEN, np.ones((k, k), np.uint8))
@@ -86,6 +79,20 @@ def find_regions(pixels: np.ndarray, *, min_area: float = 0.04) -> list[tuple[in
         if area < 0.6 * bw * bh or max(bw / bh, bh / bw) > 4.0:
             continue
         boxes.append((y, y + bh, x, x + bw))
+    return boxes
+
+
+def find_regions(pixels: np.ndarray, *, min_area: float = 0.04) -> list[tuple[int, int, int, int]]:
+    """Boxes (y0, y1, x0, x1) of picture-like rectangles inside a screenshot or collage.
+
+    Pixels of the dominant flat colours (UI background, bubbles, bars, gutters) are taken out;
+    what is left is opened (drops text strokes) and closed into blobs; each large, solid,
+    not-too-thin blob is a candidate. A blob holding pictures butted together is also split at
+    straight seams; each box is then border-trimmed.
+    """
+    h, w = pixels.shape[:2]
+    gray = cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)
+    boxes = _blobs(pixels, min_area)
     out: list[tuple[int, int, int, int]] = []
     stack = [(b, 0) for b in boxes]
     while stack and len(out) < 4 * MAX_REGIONS:
@@ -106,3 +113,44 @@ def find_regions(pixels: np.ndarray, *, min_area: float = 0.04) -> list[tuple[in
            and (b[1] - b[0]) >= 16 and (b[3] - b[2]) >= 16]
     out = sorted(set(out), key=lambda b: -(b[1] - b[0]) * (b[3] - b[2]))
     return out[:MAX_REGIONS]
+
+
+MAX_LEAVES = 16  # cells of a 4 x 4 grid
+LEAF_MIN_AREA = 0.015  # of the frame: cells of grids up to about 6 x 6
+
+
+def find_leaves(pixels: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """The smallest pictures of a grid or collage: blobs (:func:`find_regions`) split at
+    straight seams again and again (up to 4 levels) until no seam is left, each leaf
+    border-trimmed; at most MAX_LEAVES, largest first. The keypoint tier's small-picture pass
+    gives each its own budget (:func:`hashwatch.robust.local.query_local`)."""
+    h, w = pixels.shape[:2]
+    gray = cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)
+    stack = [(b, 0) for b in _blobs(pixels, LEAF_MIN_AREA)]
+    out: list[tuple[int, int, int, int]] = []
+    while stack and len(out) < 4 * MAX_LEAVES:
+        (y0, y1, x0, x1), depth = stack.pop()
+        if (y1 - y0) < 32 or (x1 - x0) < 32:
+            continue
+        sub = gray[y0:y1, x0:x1]
+        cx = _seam(sub, 1) if depth < 4 else None
+        cy = _seam(sub, 0) if depth < 4 else None
+        if cx is not None:
+            stack += [((y0, y1, x0, x0 + cx), depth + 1), ((y0, y1, x0 + cx, x1), depth + 1)]
+        elif cy is not None:
+            stack += [((y0, y0 + cy, x0, x1), depth + 1), ((y0 + cy, y1, x0, x1), depth + 1)]
+        else:
+            ty0, ty1, tx0, tx1 = trim_box(pixels[y0:y1, x0:x1])
+            out.append((y0 + ty0, y0 + ty1, x0 + tx0, x0 + tx1))
+    out = [b for b in out if (b[1] - b[0]) * (b[3] - b[2]) < 0.9 * h * w
+           and (b[1] - b[0]) * (b[3] - b[2]) >= LEAF_MIN_AREA * h * w]
+    out = sorted(set(out), key=lambda b: -(b[1] - b[0]) * (b[3] - b[2]))
+    return out[:MAX_LEAVES]
+
+
+def query_leaves(pixels: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """:func:`find_leaves` run at REGION_SIDE, boxes mapped back to ``pixels`` coordinates."""
+    p = _work(pixels, REGION_SIDE)
+    fy, fx = pixels.shape[0] / p.shape[0], pixels.shape[1] / p.shape[1]
+    return [(round(y0 * fy), round(y1 * fy), round(x0 * fx), round(x1 * fx))
+            for y0, y1, x0, x1 in find_leaves(p)]

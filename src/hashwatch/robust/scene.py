@@ -42,20 +42,31 @@ class SceneCheck:
 def scene_check(q: LocalFeatures, k: LocalFeatures, transform: np.ndarray,
                 known_hashes: Sequence[KnownHash]) -> SceneCheck:
     """Warp the query (its grey working picture, ``q.extra["view"]``) onto the known picture's
-    frame with the fitted transform, then (1) PDQ every stored view it covers and compare with
+    frame with the fitted transform (2x3 affine or 3x3 homography, known -> query; a mirrored
+    query's transform includes the reflection, so the warped query is un-mirrored), then (1)
+    PDQ every stored view it covers and compare with
     the stored hash, (2) run ORB on it and count the stored keypoints found again within 2 px
     and 40 descriptor bits. Uses only stored data of the known image: no known pixels."""
     view = q.extra.get("view")
     if not isinstance(view, np.ndarray):
         raise ValueError("query features carry no view: use query_local()")
-    m = np.asarray(transform, np.float64)[:2]
+    t = np.asarray(transform, np.float64)
     kw, kh = k.size
     qh, qw = view.shape[:2]
     inv = cv2.WARP_INVERSE_MAP
-    warp = cv2.warpAffine(view, m, (kw, kh), flags=cv2.INTER_LINEAR | inv,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    valid = cv2.warpAffine(np.full((qh, qw), 255, np.uint8), m, (kw, kh),
-                           flags=cv2.INTER_NEAREST | inv, borderValue=0) > 0
+    if t.shape == (3, 3) and not np.allclose(t[2], [0.0, 0.0, 1.0]):
+        # a homography (stretched, sheared, keystoned copy): rectify the query onto the known
+        # picture's frame, then both tests run as for a similarity
+        warp = cv2.warpPerspective(view, t, (kw, kh), flags=cv2.INTER_LINEAR | inv,
+                                   borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        valid = cv2.warpPerspective(np.full((qh, qw), 255, np.uint8), t, (kw, kh),
+                                    flags=cv2.INTER_NEAREST | inv, borderValue=0) > 0
+    else:
+        m = t[:2] / (t[2, 2] if t.shape == (3, 3) else 1.0)
+        warp = cv2.warpAffine(view, m, (kw, kh), flags=cv2.INTER_LINEAR | inv,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        valid = cv2.warpAffine(np.full((qh, qw), 255, np.uint8), m, (kw, kh),
+                               flags=cv2.INTER_NEAREST | inv, borderValue=0) > 0
     # 1. aligned PDQ. Crop views were cut from the border-trimmed picture when there is one,
     # whose box is not stored: then only the full view is comparable.
     best = 256

@@ -17,7 +17,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from hashwatch.robust.geometry import fit_local
-from hashwatch.robust.local import LOCAL_KNN, LOCAL_MATCH_RADIUS, LOCAL_MIN_INLIERS, LocalFeatures
+from hashwatch.robust.local import (
+    LOCAL_KNN,
+    LOCAL_MATCH_RADIUS,
+    LOCAL_MIN_INLIERS,
+    LocalFeatures,
+    mirrored_rows,
+    small_pass,
+    subset,
+    tile_count,
+)
 from hashwatch.robust.routes import KnownHash
 from hashwatch.robust.scene import SceneCheck, scene_check
 
@@ -95,3 +104,43 @@ def verify(q: LocalFeatures, k: LocalFeatures, known_hashes: Sequence[KnownHash]
         hashes = known_hashes() if callable(known_hashes) else known_hashes
         scene = scene_check(q, k, m, hashes)
     return LocalVerdict(n, sane, scene)
+
+
+def _better(a: LocalVerdict, b: LocalVerdict) -> bool:
+    return (a.ok, a.checks_pass, a.inliers) > (b.ok, b.checks_pass, b.inliers)
+
+
+def search_in_stages(q: LocalFeatures, search: Callable[[LocalFeatures], dict[int, LocalVerdict]],
+                     *, small: bool = True) -> dict[int, LocalVerdict]:
+    """Run a keypoint search (``search``: query features -> known id -> verdict, nomination
+    and verification) over the query's passes as stages, each only when the ones before
+    matched nothing, keeping the better verdict per known image:
+
+    1. the plain pass (whole picture and regions): the search as it was. The mirrored pass is
+       not mixed in: its descriptors would add chance votes that push a weakly matched true
+       image (a tight crop) out of the nominees, and take stored keypoints from it;
+    2. the mirrored pass (:func:`hashwatch.robust.local.query_local`), when present;
+    3. with ``small``, the small-picture pass (grid cells, tiles), taken from the query when it
+       carries one, else computed now from its grey working picture
+       (:func:`hashwatch.robust.local.small_pass`), so queries matched earlier never pay it."""
+    t, n = tile_count(q), len(q.desc)
+    a, b = mirrored_rows(q)
+    stages: list[LocalFeatures | None] = [subset(q, np.arange(a))]
+    if b > a:
+        stages.append(subset(q, np.arange(a, b)))
+    if small:
+        stages.append(subset(q, np.arange(n - t, n)) if t else None)
+    out: dict[int, LocalVerdict] = {}
+    for i, stage in enumerate(stages):
+        if i and any(v.ok for v in out.values()):
+            break
+        if stage is None:
+            if not isinstance(q.extra.get("view"), np.ndarray):
+                break
+            stage = small_pass(q)
+        if len(stage.desc) == 0:
+            continue
+        for kid, v in search(stage).items():
+            if kid not in out or _better(v, out[kid]):
+                out[kid] = v
+    return out

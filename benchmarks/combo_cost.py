@@ -1,0 +1,124 @@
+"""Query-time cost of the keypoint tier's checks for edits in combination (issue 11), per step,
+against the same step without them, in one run.
+
+    .venv/bin/python benchmarks/combo_cost.py --known 60 --queries 30
+
+For each query kind (an unmatched distractor, a mirrored crop, a stretched crop, a keystoned
+copy, a 3x3 grid, a picture at 30% of a photograph) it times, in CPU milliseconds on one core
+(``time.process_time``, so other load on the machine does not count), decode excluded:
+
+* features: the plain pass (whole picture + regions, what the tier computed before), the
+  mirrored pass, the small-picture pass (grid leaves or tiles, incl. finding them; computed
+  from the query's grey working picture only when stage 1 matched nothing);
+* search + verification against the known set: stage 1 (plain + mirrored passes) and stage 2
+  (small-picture pass, only run when stage 1 matched nothing), each with its geometric fits
+  (similarity, homography when tried) and scene checks;
+* the anchor: the same search over the plain pass only with the similarity fit alone (the
+  tier as it was).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from hashwatch import robust as R  # noqa: E402
+from hashwatch.edits import EDITS, apply_edit  # noqa: E402
+from hashwatch.evaluate import corpus_files, load_pixels, split_fillers, split_known  # noqa: E402
+from hashwatch.robust import geometry as G  # noqa: E402
+from hashwatch.robust import local as L  # noqa: E402
+
+cv2.setNumThreads(1)
+KINDS = ["distractor", "mirror+crop", "stretch1.5+crop10", "perspective12", "grid3x3",
+         "pip30-photo"]
+
+
+def _cpu(f, *a, **k):  # type: ignore[no-untyped-def]
+    t = time.process_time()
+    out = f(*a, **k)
+    return out, 1000 * (time.process_time() - t)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    here = Path(__file__).resolve()
+    ap.add_argument("--corpus", type=Path, default=Path(os.environ.get(
+        "HASHWATCH_CORPUS", here.parents[2] / "shared" / "corpus")))
+    ap.add_argument("--known", type=int, default=60)
+    ap.add_argument("--queries", type=int, default=30, help="per kind")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    files = corpus_files(a.corpus)
+    known, rest = split_known(files, a.known, a.seed)
+    fillers, distractors = split_fillers(rest, a.seed)
+    kpix = [load_pixels(p) for p in known]
+    fpix = [load_pixels(p) for p in fillers]
+    store = R.LocalStore()
+    hashes = [R.known_signals(p) for p in kpix]
+    for i, p in enumerate(kpix):
+        store.add(i, R.known_local(p))
+    rng = np.random.default_rng(a.seed)
+    print(f"{len(known)} known, {a.queries} queries per kind; CPU ms per query, 1 core, "
+          "decode excluded", file=sys.stderr)
+    rows = []
+    for kind in KINDS:
+        acc: dict[str, list[float]] = {}
+        found = 0
+        for j in range(a.queries):
+            if kind == "distractor":
+                img = load_pixels(distractors[int(rng.integers(len(distractors)))])
+            else:
+                ki = j % len(kpix)
+                fid = rng.choice(len(fpix), EDITS[kind].fillers, replace=False)
+                img = apply_edit(kind, kpix[ki], seed=a.seed, key=ki,
+                                 fillers=[fpix[int(x)] for x in fid])
+            boxes, t_reg = _cpu(R.query_regions, img)
+            plain, t_plain = _cpu(L._query_pass, img, boxes, 4)
+            w = img.shape[1]
+            mb = [(y0, y1, w - x1, w - x0) for y0, y1, x0, x1 in boxes]
+            _, t_mirror = _cpu(L._query_pass, np.ascontiguousarray(img[:, ::-1]), mb, 4)
+            q = R.query_local(img, boxes)
+            v1, t_s1 = _cpu(store._stage, q, hashes.__getitem__, 3, 8, False)
+            t_small = t_s2 = 0.0
+            if not any(v.ok for v in v1.values()):
+                s2q, t_small = _cpu(L.small_pass, q)
+                _, t_s2 = _cpu(store._stage, s2q, hashes.__getitem__, 3, 8, False)
+            # anchor: the plain pass, similarity only (no homography tried)
+            keep = G.LOCAL_MIN_INLIERS_HOMOGRAPHY
+            G.LOCAL_MIN_INLIERS_HOMOGRAPHY = 10**9
+            try:
+                _, t_anchor = _cpu(store._stage, plain, hashes.__getitem__, 3, 8, False)
+            finally:
+                G.LOCAL_MIN_INLIERS_HOMOGRAPHY = keep
+            v = store.inliers(q, hashes.__getitem__)
+            found += kind != "distractor" and (j % len(kpix)) in {k for k, x in v.items() if x.ok}
+            for name, val in (("regions", t_reg), ("plain pass", t_plain),
+                              ("mirrored pass", t_mirror),
+                              ("small pass (if stage 1 fails)", t_small),
+                              ("stage 1 search+verify", t_s1),
+                              ("stage 2 search+verify", t_s2), ("anchor search+verify", t_anchor)):
+                acc.setdefault(name, []).append(val)
+        rows.append((kind, {k: float(np.mean(x)) for k, x in acc.items()}, found))
+    names = list(rows[0][1])
+    print("| query kind | " + " | ".join(names) + " | new total | anchor total | ratio | found |")
+    print("|---|" + "---:|" * (len(names) + 4))
+    for kind, m, found in rows:
+        new = sum(m[k] for k in names if k not in ("anchor search+verify",))
+        old = m["regions"] + m["plain pass"] + m["anchor search+verify"]
+        print(f"| {kind} | " + " | ".join(f"{m[k]:.1f}" for k in names)
+              + f" | {new:.1f} | {old:.1f} | {new / max(old, 1e-9):.2f}x | "
+              + ("-" if kind == "distractor" else f"{found}/{a.queries}") + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

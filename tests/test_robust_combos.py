@@ -1,0 +1,110 @@
+"""The keypoint tier on edits in combination: mirrored crops, stretched and keystoned copies,
+small pictures inside a bigger frame (issue 11)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hashwatch import robust as R
+from hashwatch.edits import apply_edit
+from hashwatch.robust.geometry import LOCAL_MIN_INLIERS_HOMOGRAPHY, homography_sane
+from hashwatch.robust.local import mirrored_count, tile_count
+from hashwatch.robust.regions import find_leaves
+from test_robust import _picture  # the synthetic photo stand-in of the robust tests
+
+PIC = _picture(360, 540, 71)
+FILLERS = [_picture(300, 400, s) for s in range(80, 96)]
+
+
+def _verdict(query: np.ndarray, known: np.ndarray) -> R.LocalVerdict | None:
+    store = R.LocalStore()
+    store.add(0, R.known_local(known))
+    hashes = R.known_signals(known)
+    return store.inliers(R.query_local(query), lambda _: hashes).get(0)
+
+
+@pytest.mark.parametrize("edit", ["mirror+crop", "transverse+crop", "flip+border"])
+def test_mirrored_copies_meet_the_known_keypoints(edit: str) -> None:
+    q = apply_edit(edit, PIC, seed=0, key=1)
+    # without the mirrored pass, the keypoint tier does not find a mirrored crop
+    plain = R.query_local(q, mirror=False, tiles=False)
+    n, sane, _ = R.fit_local(plain, R.known_local(PIC))
+    assert not (sane and n >= R.LOCAL_MIN_INLIERS)
+    v = _verdict(q, PIC)
+    assert v is not None and v.ok, v
+
+
+def test_mirrored_fit_includes_the_reflection() -> None:
+    q = np.ascontiguousarray(apply_edit("crop10c", PIC)[:, ::-1])
+    feats = R.query_local(q, tiles=False)
+    assert mirrored_count(feats) > 0
+    n, sane, m = R.fit_local(feats, R.known_local(PIC))
+    assert sane and n >= R.LOCAL_MIN_INLIERS and m is not None
+    assert np.linalg.det(np.asarray(m)[:2, :2]) < 0  # known -> query flips orientation
+
+
+@pytest.mark.parametrize("edit", ["stretch1.5+crop10", "shear0.2+crop10", "perspective20"])
+def test_stretched_sheared_and_keystoned_copies_fit_a_homography(edit: str) -> None:
+    q = apply_edit(edit, PIC, seed=0, key=2)
+    v = _verdict(q, PIC)
+    assert v is not None and v.ok and v.inliers >= LOCAL_MIN_INLIERS_HOMOGRAPHY, v
+
+
+def test_homography_limits() -> None:
+    size = (400, 300)
+    assert homography_sane(np.eye(3), size)
+    assert homography_sane(np.diag([1.5, 1.0, 1.0]), size)  # a stretch
+    assert not homography_sane(np.diag([4.0, 1.0, 1.0]), size)  # too anisotropic
+    assert not homography_sane(np.diag([-1.0, 1.0, 1.0]), size)  # a reflection, unasked
+    assert homography_sane(np.diag([-1.0, 1.0, 1.0]), size, mirrored=True)
+    assert not homography_sane(np.diag([0.05, 0.05, 1.0]), size)  # degenerate scale
+    fold = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [-0.004, 0.0, 1.0]])  # horizon inside
+    assert not homography_sane(fold, size)
+    keystone = np.array([[1.0, 0.1, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0005, 1.0]])
+    assert homography_sane(keystone, size)
+
+
+def test_strangers_stay_unmatched_with_every_new_check() -> None:
+    store = R.LocalStore()
+    store.add(0, R.known_local(PIC))
+    hashes = R.known_signals(PIC)
+    for s in range(72, 74):
+        for q in (_picture(360, 540, s), apply_edit("grid3x3", _picture(300, 300, s),
+                                                    fillers=FILLERS)):
+            out = store.inliers(R.query_local(q), lambda _: hashes)
+            assert not any(v.ok for v in out.values())
+
+
+def test_grid_leaves_and_the_small_picture_pass() -> None:
+    q = apply_edit("grid3x3", PIC, seed=0, key=5, fillers=FILLERS)
+    leaves = find_leaves(q)
+    # most cells come out one by one (a seam between two similar cells can be missed)
+    cells = [b for b in leaves if 150 <= b[1] - b[0] <= 215 and 150 <= b[3] - b[2] <= 215]
+    assert len(leaves) >= 6 and len(cells) >= 5
+    feats = R.query_local(q, tiles=True)
+    assert tile_count(feats) > 0
+    lazy = R.query_local(q)  # by default the search computes the pass from the view
+    assert tile_count(lazy) == 0 and len(lazy.desc) == len(feats.desc) - tile_count(feats)
+    v = _verdict(q, PIC)
+    assert v is not None and v.ok, v
+
+
+def test_picture_in_picture_is_found_by_the_tile_pass() -> None:
+    q = apply_edit("pip45-generated", PIC, seed=0, key=6)
+    v = _verdict(q, PIC)
+    assert v is not None and v.ok, v
+
+
+def test_query_passes_survive_the_worker_to_matcher_encoding() -> None:
+    q = R.query_local(apply_edit("pip45-generated", PIC, seed=0, key=6), tiles=True)
+    data = R.encode_local(q, with_view=True)
+    back = R.decode_local(data)
+    assert mirrored_count(back) == mirrored_count(q) > 0
+    assert tile_count(back) == tile_count(q) > 0
+    np.testing.assert_array_equal(back.desc, q.desc)
+    with pytest.raises(ValueError):
+        R.decode_local(data[:30])
+    # known features keep the old stored form, byte for byte
+    k = R.known_local(PIC)
+    assert R.encode_local(k).startswith(R._LOCAL_MAGIC)
