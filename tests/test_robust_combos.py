@@ -108,3 +108,39 @@ def test_query_passes_survive_the_worker_to_matcher_encoding() -> None:
     # known features keep the old stored form, byte for byte
     k = R.known_local(PIC)
     assert R.encode_local(k).startswith(R._LOCAL_MAGIC)
+
+
+def test_combined_edits_through_the_matcher_and_its_keypoint_index(tmp_path) -> None:
+    """The product path: known images added with their keypoints to a list, the keypoint index
+    nominates, the stages verify: a mirrored crop (mirrored pass) and a picture in a 3 x 3 grid
+    (small-picture pass, computed by the matcher from the query's view) are found, a stranger's
+    grid is not."""
+    from PIL import Image
+
+    from hashwatch.demo import demo_images
+    from hashwatch.hashing import hash_file
+    from hashwatch.lists import add_records
+    from hashwatch.matcher import Matcher
+    from hashwatch.store import Store
+
+    imgs = demo_images()[:6]
+    pics = [np.asarray(Image.open(p).convert("RGB")) for p in imgs]
+    with Store.open(tmp_path / "c.db") as s:
+        s.create_list("known")
+        add_records(s, "known", [hash_file(p, extras=R.known_extras) for p in imgs[:4]])
+        m = Matcher(s)
+        cases = {
+            "mirror+crop": apply_edit("mirror+crop", pics[1], seed=0, key=1),
+            "grid3x3": apply_edit("grid3x3", pics[2], seed=0, key=2, fillers=FILLERS),
+        }
+        for name, px in cases.items():
+            path = tmp_path / f"{name}.png"
+            Image.fromarray(px).save(path)
+            rec = hash_file(path, extras=m.query_extras())
+            found = m.match_hashes(rec)
+            target = imgs[1 if name == "mirror+crop" else 2].name
+            assert [x.ref for x in found] == [target], (name, found)
+        stranger = tmp_path / "stranger.png"
+        Image.fromarray(apply_edit("grid3x3", pics[5], seed=0, key=3, fillers=FILLERS)).save(
+            stranger)
+        assert m.match_hashes(hash_file(stranger, extras=m.query_extras())) == []
