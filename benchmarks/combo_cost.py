@@ -1,20 +1,22 @@
 """Query-time cost of the keypoint tier's checks for edits in combination (issue 11), per step,
-against the same step without them, in one run.
+against the tier as it was (plain pass, similarity fit), in one run.
 
-    .venv/bin/python benchmarks/combo_cost.py --known 60 --queries 30
+    .venv/bin/python benchmarks/combo_cost.py --known 60 --queries 20
 
-For each query kind (an unmatched distractor, a mirrored crop, a stretched crop, a keystoned
-copy, a 3x3 grid, a picture at 30% of a photograph) it times, in CPU milliseconds on one core
-(``time.process_time``, so other load on the machine does not count), decode excluded:
+The known images go into the keypoint index exactly as the matcher holds them
+(:class:`hashwatch.robust.keypoint_index.KeypointIndex`). For each query kind (an unmatched
+distractor, a mirrored crop, a stretched crop, a keystoned copy, a 3x3 grid, a picture at 30% of
+a photograph) it times, in CPU milliseconds on one core (``time.process_time``: other load on
+the machine does not count), decode excluded:
 
-* features: the plain pass (whole picture + regions, what the tier computed before), the
-  mirrored pass, the small-picture pass (grid leaves or tiles, incl. finding them; computed
-  from the query's grey working picture only when stage 1 matched nothing);
-* search + verification against the known set: stage 1 (plain + mirrored passes) and stage 2
-  (small-picture pass, only run when stage 1 matched nothing), each with its geometric fits
-  (similarity, homography when tried) and scene checks;
-* the anchor: the same search over the plain pass only with the similarity fit alone (the
-  tier as it was).
+* features: regions, the plain pass (whole picture + regions: what the tier computed before),
+  the mirrored pass (computed in the hashing worker for every query reaching the tier);
+* the stages of :func:`hashwatch.robust.verify.search_in_stages`, each a nomination by the
+  keypoint index plus verification of the nominees (similarity, homography when tried, scene
+  check): stage 1 plain pass, stage 2 mirrored pass (only when stage 1 matched nothing), stage
+  3 small-picture pass (only when stages 1-2 matched nothing; includes computing it from the
+  query's view);
+* the anchor: stage 1 with the similarity fit alone (the tier as it was).
 """
 
 from __future__ import annotations
@@ -62,10 +64,22 @@ def main(argv: list[str] | None = None) -> int:
     fillers, distractors = split_fillers(rest, a.seed)
     kpix = [load_pixels(p) for p in known]
     fpix = [load_pixels(p) for p in fillers]
-    store = R.LocalStore()
+    from hashwatch.matcher import KEYPOINT_CANDIDATES
+    from hashwatch.robust.keypoint_index import KeypointIndex
+    from hashwatch.robust.vocab import default_vocabulary
+
+    kp = KeypointIndex(default_vocabulary())
     hashes = [R.known_signals(p) for p in kpix]
-    for i, p in enumerate(kpix):
-        store.add(i, R.known_local(p))
+    kp.add_many((i, R.known_local(p)) for i, p in enumerate(kpix))
+    timing: list[float] = []
+
+    def search(stage: L.LocalFeatures) -> dict[int, R.LocalVerdict]:
+        t0 = time.process_time()
+        out = {c.image_id: R.verify(stage, kp.features(c.slot), hashes[c.image_id])
+               for c in kp.search(stage, top=KEYPOINT_CANDIDATES)}
+        timing.append(1000 * (time.process_time() - t0))
+        return out
+
     rng = np.random.default_rng(a.seed)
     print(f"{len(known)} known, {a.queries} queries per kind; CPU ms per query, 1 core, "
           "decode excluded", file=sys.stderr)
@@ -87,33 +101,36 @@ def main(argv: list[str] | None = None) -> int:
             mb = [(y0, y1, w - x1, w - x0) for y0, y1, x0, x1 in boxes]
             _, t_mirror = _cpu(L._query_pass, np.ascontiguousarray(img[:, ::-1]), mb, 4)
             q = R.query_local(img, boxes)
-            v1, t_s1 = _cpu(store._stage, q, hashes.__getitem__, 3, 8, False)
-            t_small = t_s2 = 0.0
-            if not any(v.ok for v in v1.values()):
-                s2q, t_small = _cpu(L.small_pass, q)
-                _, t_s2 = _cpu(store._stage, s2q, hashes.__getitem__, 3, 8, False)
-            # anchor: the plain pass, similarity only (no homography tried)
+            timing.clear()
+            t0 = time.process_time()
+            v = R.search_in_stages(q, search)
+            t_all = 1000 * (time.process_time() - t0)
+            st = timing + [0.0] * (3 - len(timing))
+            # the small-picture features are computed inside stage 3: whatever the searches
+            # did not spend
+            t_small = max(0.0, t_all - sum(timing)) if len(timing) == 3 else 0.0
             keep = G.LOCAL_MIN_INLIERS_HOMOGRAPHY
             G.LOCAL_MIN_INLIERS_HOMOGRAPHY = 10**9
             try:
-                _, t_anchor = _cpu(store._stage, plain, hashes.__getitem__, 3, 8, False)
+                timing.clear()
+                search(plain)
+                t_anchor = timing[0]
             finally:
                 G.LOCAL_MIN_INLIERS_HOMOGRAPHY = keep
-            v = store.inliers(q, hashes.__getitem__)
             found += kind != "distractor" and (j % len(kpix)) in {k for k, x in v.items() if x.ok}
             for name, val in (("regions", t_reg), ("plain pass", t_plain),
-                              ("mirrored pass", t_mirror),
-                              ("small pass (if stage 1 fails)", t_small),
-                              ("stage 1 search+verify", t_s1),
-                              ("stage 2 search+verify", t_s2), ("anchor search+verify", t_anchor)):
+                              ("mirrored pass", t_mirror), ("stage 1 (plain)", st[0]),
+                              ("stage 2 (mirrored)", st[1]), ("small-pass features", t_small),
+                              ("stage 3 (small)", st[2] if len(timing) else st[2]),
+                              ("anchor stage", t_anchor)):
                 acc.setdefault(name, []).append(val)
         rows.append((kind, {k: float(np.mean(x)) for k, x in acc.items()}, found))
     names = list(rows[0][1])
     print("| query kind | " + " | ".join(names) + " | new total | anchor total | ratio | found |")
     print("|---|" + "---:|" * (len(names) + 4))
     for kind, m, found in rows:
-        new = sum(m[k] for k in names if k not in ("anchor search+verify",))
-        old = m["regions"] + m["plain pass"] + m["anchor search+verify"]
+        new = sum(m[k] for k in names if k != "anchor stage")
+        old = m["regions"] + m["plain pass"] + m["anchor stage"]
         print(f"| {kind} | " + " | ".join(f"{m[k]:.1f}" for k in names)
               + f" | {new:.1f} | {old:.1f} | {new / max(old, 1e-9):.2f}x | "
               + ("-" if kind == "distractor" else f"{found}/{a.queries}") + " |")
