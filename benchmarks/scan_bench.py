@@ -192,6 +192,13 @@ def scan(root: Path, repeat: int) -> None:
 
 
 def build(root: Path, entries: int, workers: int) -> None:
+    """The private table build on both engines with the same seed (checked byte-identical),
+    at 100,000 entries first and then at ``entries`` (a size series: the build is linear)."""
+    for n in sorted({min(100_000, entries), entries}):
+        build_size(root, n, workers)
+
+
+def build_size(root: Path, entries: int, workers: int) -> None:
     from hashwatch.private.build import build_table_files
 
     rng = np.random.default_rng(11)
@@ -199,7 +206,7 @@ def build(root: Path, entries: int, workers: int) -> None:
     seed = bytes(range(32))
     res = {}
     print(f"load before: {os.getloadavg()}")
-    for engine in ("local", "ray"):
+    for engine in ("ray", "local"):
         out = root / f"table-{engine}-{entries}"
         shutil.rmtree(out, ignore_errors=True)
         with TreeCPU(every=1.0) as meter:
@@ -227,7 +234,7 @@ def build(root: Path, entries: int, workers: int) -> None:
     print(f"table.bin byte-identical on both engines: {same}")
     print(f"ray / local: wall {res['ray'][0] / res['local'][0]:.3f}, "
           f"CPU {res['ray'][1] / res['local'][1]:.3f}")
-    print(f"load after: {os.getloadavg()}")
+    print(f"load after: {os.getloadavg()}", flush=True)
 
 
 def main() -> None:
