@@ -150,7 +150,8 @@ def run_one(root: Path, manifest: str, engine: str, workers: int, tag: str) -> d
     return r
 
 
-def scan(root: Path, repeat: int) -> None:
+def scan(root: Path, repeat: int, manifests: tuple[str, ...] = ("jpeg12mp-x", "corpus-x")
+         ) -> None:
     """Per engine and worker count: a one-file run (the fixed overhead of a run), then each
     manifest. Per-core throughput = files / CPU-s, raw and marginal (the one-file run's CPU
     subtracted: what a long scan converges to)."""
@@ -165,7 +166,7 @@ def scan(root: Path, repeat: int) -> None:
         for workers in (1, 2):
             one = run_one(root, "one", engine, workers, f"one-{engine}-{workers}")
             results.append(one)
-            for manifest in ("jpeg12mp-x", "corpus-x"):
+            for manifest in manifests:
                 for k in range(repeat):
                     r = run_one(root, manifest, engine, workers,
                                 f"{manifest}-{engine}-{workers}-{k}")
@@ -174,7 +175,7 @@ def scan(root: Path, repeat: int) -> None:
                                                                          - one["wall_s"])
                     results.append(r)
     print(f"load after: {os.getloadavg()}")
-    for manifest in ("jpeg12mp-x", "corpus-x"):
+    for manifest in manifests:
         a, b = root / "runs" / f"{manifest}-local-2-0", root / "runs" / f"{manifest}-ray-2-0"
         same = sorted(p.name for p in (a / "shards").glob("*.parquet")) == sorted(
             p.name for p in (b / "shards").glob("*.parquet")) and all(
@@ -188,7 +189,7 @@ def scan(root: Path, repeat: int) -> None:
               f"{r['wall_s']:7.1f} {r['cpu_s']:6.1f} {r['files_per_cpu_s']:12.2f} "
               f"{r.get('marginal_files_per_cpu_s', float('nan')):21.2f} "
               f"{r['files_per_wall_s']:13.2f} {r['peak_rss_mb']:11.0f}")
-    (root / "scan-results.json").write_text(json.dumps(results, indent=1))
+    (root / f"scan-results-{'-'.join(manifests)}.json").write_text(json.dumps(results, indent=1))
 
 
 def build(root: Path, entries: int, workers: int) -> None:
@@ -244,6 +245,7 @@ def main() -> None:
     ap.add_argument("--big", type=int, default=48)
     ap.add_argument("--corpus", type=int, default=400)
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--manifests", default="jpeg12mp-x,corpus-x", help="scan: which sets")
     ap.add_argument("--entries", type=int, default=1_000_000)
     ap.add_argument("--workers", type=int, default=2)
     a = ap.parse_args()
@@ -251,7 +253,7 @@ def main() -> None:
     if a.what == "prepare":
         prepare(a.root, a.big, a.corpus)
     elif a.what == "scan":
-        scan(a.root, a.repeat)
+        scan(a.root, a.repeat, tuple(a.manifests.split(",")))
     else:
         build(a.root, a.entries, a.workers)
 
