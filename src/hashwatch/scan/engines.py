@@ -89,13 +89,20 @@ class LocalEngine:
             try:
                 exhausted = False
                 while True:
-                    while not exhausted and len(pending) < window:
+                    while not exhausted and not broken and len(pending) < window:
                         b = next(batches, None)
                         if b is None:
                             exhausted = True
-                        else:
+                            continue
+                        try:
                             pending[ex.submit(scan_batch, config, b.items)] = b
-                    if not pending:
+                        except (BrokenProcessPool, OSError, RuntimeError):
+                            # the pool broke between two submissions (a worker died)
+                            broken = True
+                            queue.append(b)
+                    if broken or not pending:
+                        queue.extend(pending.values())
+                        pending.clear()
                         break
                     done, _ = wait(pending, return_when=FIRST_COMPLETED)
                     for f in done:
