@@ -90,7 +90,7 @@ def _cover(src: np.ndarray, dst: np.ndarray, ksize: tuple[int, int],
 
 
 def _fit_group(src: np.ndarray, dst: np.ndarray, k: LocalFeatures, q: LocalFeatures,
-               mirrored: bool) -> tuple[int, bool, np.ndarray | None]:
+               mirrored: bool, homography: bool = True) -> tuple[int, bool, np.ndarray | None]:
     """Similarity, then (if that is not enough) homography, for one pass of the query."""
     qw = q.size[0]
     flip = np.array([[-1.0, 0.0, qw - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
@@ -107,7 +107,7 @@ def _fit_group(src: np.ndarray, dst: np.ndarray, k: LocalFeatures, q: LocalFeatu
         sane = n >= 3 and _cover(src[inl], d[inl], k.size, q.size) >= LOCAL_MIN_COVER \
             and 0.2 <= scale <= 5.0
         best = _as3(m)
-    if len(src) >= LOCAL_MIN_INLIERS_HOMOGRAPHY:
+    if homography and len(src) >= LOCAL_MIN_INLIERS_HOMOGRAPHY:
         # A similarity also fits part of a stretched copy (one band where the stretch is
         # small), with a transform the scene check then rejects: the homography replaces it
         # when it explains clearly more pairs (HOMOGRAPHY_GAIN), or when it alone passes.
@@ -124,8 +124,8 @@ def _fit_group(src: np.ndarray, dst: np.ndarray, k: LocalFeatures, q: LocalFeatu
     return n, sane, best
 
 
-def fit_local(q: LocalFeatures, k: LocalFeatures, pairs: np.ndarray | None = None
-              ) -> tuple[int, bool, np.ndarray | None]:
+def fit_local(q: LocalFeatures, k: LocalFeatures, pairs: np.ndarray | None = None, *,
+              homography: bool = True) -> tuple[int, bool, np.ndarray | None]:
     """(inliers, geometry sane?, transform) of the geometric check, mapping known working
     pixels to query working pixels (a 3x3 matrix).
 
@@ -136,7 +136,8 @@ def fit_local(q: LocalFeatures, k: LocalFeatures, pairs: np.ndarray | None = Non
     homography (``cv2.findHomography``), which must reach LOCAL_MIN_INLIERS_HOMOGRAPHY and pass
     :func:`homography_sane` (covers stretched, sheared and keystoned copies, no folds).
     "Sane": also the inliers spread over LOCAL_MIN_COVER of the known picture or the query, and
-    the scale is 0.2-5. The inlier count is not judged here."""
+    the scale is 0.2-5. The inlier count is not judged here. ``homography=False``: the
+    similarity alone (the fit before homographies were tried)."""
     if pairs is None:
         pairs = local_pairs(q, k)
     if len(pairs) < max(4, LOCAL_MIN_INLIERS // 2):
@@ -148,7 +149,8 @@ def fit_local(q: LocalFeatures, k: LocalFeatures, pairs: np.ndarray | None = Non
         sel = in_mirror if mirrored else ~in_mirror
         if sel.sum() < max(4, LOCAL_MIN_INLIERS // 2):
             continue
-        got = _fit_group(k.xy[pairs[sel, 1]], q.xy[pairs[sel, 0]], k, q, mirrored)
+        got = _fit_group(k.xy[pairs[sel, 1]], q.xy[pairs[sel, 0]], k, q, mirrored,
+                         homography)
         if best[2] is None or (got[1], got[0]) > (best[1], best[0]):
             best = got
     if best[2] is None:

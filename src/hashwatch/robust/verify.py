@@ -103,6 +103,15 @@ def verify(q: LocalFeatures, k: LocalFeatures, known_hashes: Sequence[KnownHash]
     if m is not None and (scene_all or (sane and n >= LOCAL_MIN_INLIERS)):
         hashes = known_hashes() if callable(known_hashes) else known_hashes
         scene = scene_check(q, k, m, hashes)
+        if not scene.ok and not np.allclose(np.asarray(m)[2], [0.0, 0.0, 1.0]):
+            # the homography won on inliers but does not reproduce the picture: the
+            # similarity it replaced gets its own scene check (a pure crop must not lose
+            # what it had before homographies were tried)
+            n2, sane2, m2 = fit_local(q, k, pairs, homography=False)
+            if m2 is not None and (scene_all or (sane2 and n2 >= LOCAL_MIN_INLIERS)):
+                scene2 = scene_check(q, k, m2, hashes)
+                if scene2.ok:
+                    n, sane, scene = n2, sane2, scene2
     return LocalVerdict(n, sane, scene)
 
 
