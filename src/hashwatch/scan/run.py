@@ -81,14 +81,16 @@ def scan_id(manifest: Manifest, config: ScanConfig) -> str:
 
 
 def prepare_index(config: ScanConfig) -> int:
-    """Bring the saved PDQ index up to date with the store (once, in the driver) so every
-    worker maps a current file; returns the store's change-feed position it reflects."""
-    from hashwatch.matcher import Matcher
-    from hashwatch.store import Store
+    """Bring the saved indexes up to date with the store (once, in the driver:
+    :func:`hashwatch.matchwork.prepare`) so every worker maps current files; returns the
+    store's change-feed position they reflect."""
+    from hashwatch import matchwork
 
-    with Store.open(config.db) as store:
-        # loads (or builds), replays the change feed and saves when anything changed
-        return Matcher(store, index_path=config.index_path, mmap=True).seq
+    m = matchwork.prepare(config.spec())
+    assert m is not None  # a scan always names its index path
+    seq = m.seq
+    m.store.close()
+    return seq
 
 
 def _batches(manifest: Manifest, shards: list[int], size: int) -> Iterator[Batch]:

@@ -1,11 +1,11 @@
 """The per-file work of a batch scan, the same in every engine: path -> bytes -> hashes ->
 match, through the library path ``hashwatch match`` and the service use
 (:func:`hashwatch.hashing.hash_file` with the matcher's query views, then
-:meth:`hashwatch.matcher.Matcher.match_records`). There is no second implementation here.
+:func:`hashwatch.matchwork.match_record`). There is no second implementation here.
 
-Each worker process opens the store and maps the saved PDQ index **once**
-(:func:`worker_for`), then scans batch after batch; the index file is mapped read-only from
-disk (``Matcher(mmap=True)``), never pickled or shipped through an engine's object store.
+Each worker process opens the store and maps the saved indexes **once**
+(:func:`hashwatch.matchwork.worker_matcher`), then scans batch after batch; the index files
+are mapped read-only from disk, never pickled or shipped through an engine's object store.
 """
 
 from __future__ import annotations
@@ -38,6 +38,13 @@ class ScanConfig:
     max_bytes: int = DEFAULT_MAX_BYTES
     max_side: int | None = DEFAULT_MAX_SIDE
 
+    def spec(self) -> Any:
+        """The :class:`hashwatch.matchwork.MatchSpec` of this scan."""
+        from hashwatch.matchwork import MatchSpec
+
+        return MatchSpec(db=self.db, index_path=self.index_path, lists=self.lists,
+                         robust=self.robust, max_bytes=self.max_bytes, max_side=self.max_side)
+
 
 def one_thread_per_worker() -> None:
     """Parallelism is across worker processes: the libraries' own thread pools (FAISS's
@@ -59,26 +66,28 @@ def one_thread_per_worker() -> None:
 
 
 class ScanWorker:
-    """One per worker process: the store, the mapped index and the query-view function."""
+    """One per worker process: the matcher of :mod:`hashwatch.matchwork` (store opened and
+    saved indexes mapped once per process, shared with ``hashwatch match`` and the service)
+    and the query-view function."""
 
     def __init__(self, config: ScanConfig) -> None:
-        from hashwatch.matcher import Matcher
-        from hashwatch.store import Store
+        from hashwatch import matchwork
 
         one_thread_per_worker()
         self.config = config
-        self.store = Store.open(config.db, migrate=False)
-        self.matcher = Matcher(self.store, index_path=config.index_path, mmap=True)
+        self.spec = config.spec()
+        self.matcher = matchwork.worker_matcher(self.spec)
         self.extras = self.matcher.query_extras() if config.robust else None
         self.pid = os.getpid()
 
     def scan_file(self, file_id: str, path: str) -> Row:
         """One file -> one row. Never raises for a bad file: the row's ``error`` says why."""
+        from hashwatch import matchwork
         from hashwatch.hashing import hash_file
 
         rec = hash_file(path, max_bytes=self.config.max_bytes, max_side=self.config.max_side,
                         extras=self.extras)
-        (res,) = self.matcher.match_records([rec], list(self.config.lists or ()) or None)
+        res = matchwork.match_record(self.spec, rec)
         return make_row(file_id, rec, res.matches, res.error)
 
     def scan_batch(self, items: list[Item]) -> list[Row]:
