@@ -1,11 +1,22 @@
 """Batch scans beyond one machine: a manifest of files in shards, the same per-file work as
 ``hashwatch match`` on a local process pool or on Ray, per-shard Parquet outputs, resume."""
 
-from .engines import Batch, LocalEngine, RayEngine
-from .manifest import Manifest, ManifestError, build_manifest, file_id
-from .run import ScanError, ScanProgress, ScanResult, run_scan, scan_id
-from .work import ScanConfig, scan_batch
+import importlib
 
-__all__ = ["Batch", "LocalEngine", "Manifest", "ManifestError", "RayEngine", "ScanConfig",
-           "ScanError", "ScanProgress", "ScanResult", "build_manifest", "file_id", "run_scan",
-           "scan_batch", "scan_id"]
+# loaded on first use: the CLI imports hashwatch.scan.cli for every command, and these
+# modules pull in pyarrow, the matcher and the store
+_EXPORTS = {
+    "Batch": "engines", "LocalEngine": "engines", "RayEngine": "engines",
+    "Manifest": "manifest", "ManifestError": "manifest", "build_manifest": "manifest",
+    "file_id": "manifest",
+    "ScanError": "run", "ScanProgress": "run", "ScanResult": "run", "run_scan": "run",
+    "scan_id": "run",
+    "ScanConfig": "work", "scan_batch": "work",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> object:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
