@@ -81,15 +81,33 @@ def test_unknown_signal_type_rejected(store):
 
 def test_remove_restore_and_change_feed(store):
     store.create_list("l")
-    r = store.add_entries("l", [EntryIn("pdq", PDQ_A), EntryIn("pdq", PDQ_B)])
-    seq0 = store.last_change()
+    with store.snapshot() as snap:
+        pos0 = snap.position
+        assert [s for b in snap.changed(pos0) for s in b] == []  # nothing after itself
+    r = store.add_entries("l", [EntryIn("pdq", PDQ_A), EntryIn("pdq", PDQ_B),
+                                EntryIn("md5", "a" * 32)])
+    with store.snapshot() as snap:
+        pos1 = snap.position
+        # level-triggered: the entries' current states, PDQ only
+        assert sorted(s for b in snap.changed(pos0) for s in b) == sorted(
+            [(r.added_ids[0], PDQ_A), (r.added_ids[1], PDQ_B)])
     assert store.remove_entries("l", [r.added_ids[0]]) == 1
     assert store.lookup("pdq", [PDQ_A]) == []
-    feed = store.changes_since(seq0)
-    assert [(f[1], f[2]) for f in feed] == [(r.added_ids[0], "remove")]
+    with store.snapshot() as snap:
+        assert [s for b in snap.changed(pos1) for s in b] == [(r.added_ids[0], None)]
+        # read from the older position, the entry shows its current state once per change
+        assert sorted(s for b in snap.changed(pos0) for s in b) == sorted(
+            [(r.added_ids[0], None), (r.added_ids[0], None), (r.added_ids[1], PDQ_B)])
+        pos2 = snap.position
     r2 = store.add_entries("l", [EntryIn("pdq", PDQ_A)])
     assert r2.restored == 1 and r2.added == 0 and r2.added_ids == [r.added_ids[0]]
     assert len(store.lookup("pdq", [PDQ_A])) == 1
+    with store.snapshot() as snap:
+        assert [s for b in snap.changed(pos2) for s in b] == [(r.added_ids[0], PDQ_A)]
+        assert store.position_usable(snap.position) and store.position_usable(pos0)
+    assert not store.position_usable("sqlite:99999999" if store.dialect == "sqlite"
+                                     else "pg:999999999:999999999:")
+    assert not store.position_usable("nonsense")
 
 
 def test_disable_and_soft_delete_hide_entries(store):

@@ -1,7 +1,8 @@
 """Match file hashes against the store: exact crypto hashes first, then PDQ.
 
 The PDQ index lives beside the database (``<db>.pdq.idx``) and is kept current by
-replaying the store's change feed, so adding or removing entries never rebuilds it.
+replaying the store's change feed (``hashwatch.store.feed``: commit-ordered, so no committed
+change is skipped), so adding or removing entries never rebuilds it.
 List state (enabled, deleted) is applied when results are read back from the store.
 """
 
@@ -26,6 +27,7 @@ from hashwatch.robust.keypoint_index import KeypointIndex
 from hashwatch.robust.vocab import default_vocabulary
 from hashwatch.signals.vpdq import VPDQ_COMPARED_MATCH_PERCENT, VPDQ_QUERY_MATCH_PERCENT
 from hashwatch.store import EntryRow, Store
+from hashwatch.store.feed import FeedError, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +233,9 @@ class Matcher:
         self.min_quality = min_quality
         self.index_path = Path(index_path) if index_path else index_path_for(store)
         self.persist = persist and self.index_path is not None
-        self.seq = 0
+        self.position = ""  # change-feed position the index is current at
+        # one feed replay at a time (a poller and a request may both refresh)
+        self._lock = threading.RLock()
         # keypoint tier: loaded (or built) on first use, kept in step with the store
         self._kp: KeypointIndex | None = None
         self._kp_last = 0  # last local-feature row applied
@@ -251,86 +255,106 @@ class Matcher:
         if self.persist and self.index_path and self.index_path.exists():
             try:
                 meta = json.loads(self._meta_path().read_text())
-                index = HammingIndex.load(self.index_path, mmap=self.mmap)
-                self.seq = int(meta["seq"])
-                self._entry_hw = int(meta.get("entry_hw", 0))
-                if self.seq <= self.store.last_change():
-                    self.index = index
-                    changed = self.refresh()
-                    if changed:
+                if meta.get("feed_id") == self.store.feed_id() and self.store.position_usable(
+                    meta["position"]
+                ):
+                    self.index = HammingIndex.load(self.index_path, mmap=self.mmap)
+                    self.position = meta["position"]
+                    self._entry_hw = int(meta.get("entry_hw", 0))
+                    if self.refresh():
                         self.save()
-                    return index
-            except (OSError, ValueError, KeyError) as exc:
+                    return self.index
+                log.info("PDQ index at %s is from another database or feed format; rebuilding",
+                         self.index_path)
+            except (OSError, ValueError, KeyError, FeedError) as exc:
                 log.warning("PDQ index at %s unusable (%s); rebuilding", self.index_path, exc)
         return self.rebuild()
 
     def rebuild(self) -> HammingIndex:
-        # read the feed position first: anything added while we scan is replayed later
-        self.seq = self.store.last_change()
-        ids_parts: list[np.ndarray] = []
-        code_parts: list[np.ndarray] = []
-        for batch in self.store.iter_signal_values("pdq"):
-            ids_parts.append(np.fromiter((i for i, _ in batch), dtype=np.int64, count=len(batch)))
-            self._entry_hw = max(self._entry_hw, int(ids_parts[-1].max()))
-            code_parts.append(hex_to_codes([v for _, v in batch]))
-        index = HammingIndex()
-        if ids_parts:
-            # one add builds one segment; adding per batch would set off merge after merge
-            index.add(np.concatenate(ids_parts), np.concatenate(code_parts), copy=False)
-        self.index = index
-        self.save()
-        return index
+        """Build the index from the store's live PDQ entries, read in one snapshot whose
+        feed position becomes the index's: later changes are replayed from exactly there."""
+        with self._lock:
+            ids_parts: list[np.ndarray] = []
+            code_parts: list[np.ndarray] = []
+            with self.store.snapshot() as snap:
+                for batch in snap.live("pdq"):
+                    ids_parts.append(np.fromiter((r[0] for r in batch), np.int64, len(batch)))
+                    code_parts.append(hex_to_codes([r[2] for r in batch]))
+                position = snap.position
+            index = HammingIndex()
+            if ids_parts:
+                ids = np.concatenate(ids_parts)
+                codes = np.concatenate(code_parts)
+                self._entry_hw = max(self._entry_hw, int(ids.max()))
+                order = np.argsort(ids, kind="stable")
+                # one add builds one segment; adding per batch would set off merge after merge
+                index.add(ids[order], codes[order], copy=False)
+            self.index, self.position = index, position
+            self.save()
+            return index
 
     def refresh(self) -> int:
-        """Apply entries added or removed since the index was last current."""
+        """Apply the entries added, removed or restored since the index's feed position
+        (``hashwatch.store.feed``: commit-ordered, nothing skipped). Returns how many
+        change rows were applied."""
         if self._vpdq is not None:
             self._vpdq.refresh()
-        applied = 0
-        while True:
-            # the head is read BEFORE the PDQ changes: read after, a change committed in
-            # between would be skipped for good
-            head = self.store.last_change()
-            rows = self.store.changes_since(self.seq, signal_type="pdq")
-            if not rows:
-                # skip past non-PDQ changes so the next poll starts later
-                self.seq = max(self.seq, head)
-                if self._kp is not None:  # new keypoint sets, unless a catch-up is running
-                    self._refresh_local(wait=False)
-                return applied
-            adds: dict[int, str] = {}
-            for seq, entry_id, op, _sig, value in rows:
-                if op == "add":
-                    adds[entry_id] = value
-                else:
-                    adds.pop(entry_id, None)
-                    self.index.remove(np.array([entry_id], dtype=np.int64))
-                self.seq = seq
-            if adds:
-                ids = np.fromiter(adds.keys(), dtype=np.int64, count=len(adds))
-                self.index.remove(ids)  # a restored entry must not be held twice
-                self.index.add(ids, hex_to_codes(list(adds.values())))
-            # restores re-use old entry ids; new entries are above the high-water mark
-            follow = [eid for _, eid, op, _, _ in rows if op != "add" or eid <= self._entry_hw]
-            self._entry_hw = max([self._entry_hw, *(eid for _, eid, op, _, _ in rows
-                                                    if op == "add")])
-            if self._kp is not None and follow:
-                self._kp_follow(follow)
-            applied += len(rows)
+        with self._lock, self.store.snapshot() as snap:
+            return self.catch_up(snap)
+
+    def catch_up(self, snap: Snapshot) -> int:
+        """Bring the index to the feed position of ``snap``, a snapshot opened after the
+        index's current position was taken (see :meth:`refresh`)."""
+        with self._lock:
+            applied = 0
+            for batch in snap.changed(self.position, "pdq"):
+                self.apply_states(batch)
+                # the keypoint tier follows removals and restores (restores re-use old entry
+                # ids; new entries are above the high-water mark)
+                follow = [eid for eid, v in batch if v is None or eid <= self._entry_hw]
+                self._entry_hw = max([self._entry_hw, *(eid for eid, v in batch if v)])
+                if self._kp is not None and follow:
+                    self._kp_follow(follow)
+                applied += len(batch)
+            self.position = snap.position
+            if self._kp is not None:  # new keypoint sets, unless a catch-up is running
+                self._refresh_local(wait=False)
+            return applied
+
+    def apply_states(self, states: Sequence[tuple[int, str | None]]) -> None:
+        """Set entries to their store state: (entry id, PDQ hex) is live, (id, None) is
+        removed. Idempotent; an id already held gets its code replaced."""
+        live: dict[int, str] = {}
+        dead: list[int] = []
+        for entry_id, value in states:
+            if value is None:
+                dead.append(entry_id)
+                live.pop(entry_id, None)
+            else:
+                live[entry_id] = value
+        if dead:
+            self.index.remove(np.array(dead, dtype=np.int64))
+        if live:
+            ids = np.fromiter(live.keys(), dtype=np.int64, count=len(live))
+            self.index.add(ids, hex_to_codes(list(live.values())))
 
     def save(self) -> None:
         if not self.persist or self.index_path is None or not self.writable:
             return
-        # a keypoint save is refused (False) when another process saved it first: this one
-        # keeps its changes in memory
-        if self._kp is not None and self._kp_dirty and self._kp.save(
-                self._kp_path(), meta={"last_row": self._kp_last}, replace=self._kp_replace):
-            self._kp_dirty = self._kp_replace = False
-        self.index.save(self.index_path)
-        tmp = self._meta_path().with_suffix(".tmp")
-        fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"seq": self.seq, "count": len(self.index), "entry_hw": self._entry_hw}, fh)
-        os.replace(tmp, self._meta_path())
+        with self._lock:
+            # a keypoint save is refused (False) when another process saved it first: this
+            # one keeps its changes in memory
+            if self._kp is not None and self._kp_dirty and self._kp.save(
+                    self._kp_path(), meta={"last_row": self._kp_last},
+                    replace=self._kp_replace):
+                self._kp_dirty = self._kp_replace = False
+            self.index.save(self.index_path)
+            tmp = self._meta_path().with_suffix(".tmp")
+            fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump({"feed_id": self.store.feed_id(), "position": self.position,
+                           "count": len(self.index), "entry_hw": self._entry_hw}, fh)
+            os.replace(tmp, self._meta_path())
 
     # -- matching -------------------------------------------------------------------
     def match_exact(self, hashes: HashedLike, lists: Sequence[str] | None = None) -> list[Match]:

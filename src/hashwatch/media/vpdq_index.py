@@ -56,7 +56,7 @@ class VpdqIndex:
     def __init__(self, store: Store, *, quality: int = VPDQ_QUALITY) -> None:
         self.store = store
         self.quality = quality
-        self.seq = 0
+        self.position = ""  # change-feed position (hashwatch.store.feed)
         self.index = HammingIndex()
         self._frame: dict[int, tuple[GroupKey, str]] = {}  # entry id -> (group, hex)
         # group -> {hex: number of live entries with it}; first entry id per group
@@ -72,11 +72,14 @@ class VpdqIndex:
         return len(self._groups)
 
     def rebuild(self) -> None:
-        self.seq = self.store.last_change()
         self.index = HammingIndex()
         self._frame.clear()
         self._groups.clear()
         self._first.clear()
+        # the feed position first: whatever commits during the pass is replayed from it
+        # (the feed gives entry states, so applying one twice is harmless)
+        with self.store.snapshot() as snap:
+            self.position = snap.position
         # one streaming pass over every live vPDQ frame (list state is applied at match time,
         # so a list switched off and on again needs no rebuild)
         batch: list[Any] = []
@@ -133,25 +136,22 @@ class VpdqIndex:
             self._first.pop(key, None)
 
     def refresh(self) -> int:
-        """Apply vPDQ entries added or removed since the last refresh; returns how many."""
+        """Apply vPDQ entries added, removed or restored since the last refresh (the
+        commit-ordered feed, ``hashwatch.store.feed``: nothing committed is skipped);
+        returns how many change rows were read."""
         applied = 0
-        while True:
-            head = self.store.last_change()
-            rows = self.store.changes_since(self.seq, signal_type="vpdq")
-            if not rows:
-                self.seq = max(self.seq, head)
-                return applied
-            adds: list[int] = []
-            for seq, eid, op, _sig, _value in rows:
-                if op == "add":
-                    adds.append(eid)
-                else:
-                    if eid in adds:
-                        adds.remove(eid)
-                    self._remove_id(eid)
-                self.seq = seq
-            self._add_ids(adds)
-            applied += len(rows)
+        with self.store.snapshot() as snap:
+            for batch in snap.changed(self.position, "vpdq"):
+                adds: list[int] = []
+                for eid, value in batch:
+                    if value is None:
+                        self._remove_id(eid)
+                    else:
+                        adds.append(eid)
+                self._add_ids(adds)  # skips frames already held
+                applied += len(batch)
+            self.position = snap.position
+        return applied
 
     def query(self, features: Iterable[VpdqFeature], *, distance: int = VPDQ_DISTANCE,
               query_percent: float = VPDQ_QUERY_MATCH_PERCENT,

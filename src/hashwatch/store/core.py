@@ -6,6 +6,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
@@ -19,6 +20,7 @@ from alembic.config import Config
 from platformdirs import user_data_dir
 
 from hashwatch.categories import Category
+from hashwatch.store.feed import Snapshot, feed_id, open_snapshot, position_usable
 from hashwatch.store.guards import (
     InvalidText,
     check_identifier,
@@ -175,6 +177,25 @@ def _labels_from_text(text: str) -> tuple[str, ...]:
     return tuple(json.loads(text)) if text else ()
 
 
+def entry_row(list_id: int, e: EntryIn, now: str, actor: str) -> tuple:
+    """An entry as the row tuple of ``Store._INSERT_COLUMNS`` (one layout for the row-by-row
+    and the bulk paths)."""
+    cat = e.category
+    return (
+        list_id,
+        e.signal_type,
+        e.value,
+        cat.scheme if cat else "",
+        cat.code if cat else "",
+        _labels_to_text(e.labels),
+        e.source_ref,
+        e.group_ref,
+        e.variant,
+        now,
+        actor,
+    )
+
+
 def _row_to_entry(row: Any) -> EntryRow:
     cat = Category(row.category_scheme, row.category_code) if row.category_scheme else None
     return EntryRow(
@@ -269,7 +290,10 @@ class Store:
                 raise StoreError(f"database path {path} is a directory")
             _create_private_file(path)
         try:
-            engine = sa.create_engine(url, future=True)
+            # PostgreSQL: a pooled connection may have died with a server restart; test it on
+            # checkout (one local round trip) so the service recovers by itself
+            engine = sa.create_engine(url, future=True,
+                                      pool_pre_ping=not url.startswith("sqlite"))
         except Exception as exc:  # ArgumentError quotes the whole URL, password included
             raise StoreError(f"cannot open database {shown}: "
                              f"{redact_text(type(exc).__name__ + ': ' + str(exc))}") from None
@@ -511,40 +535,13 @@ class Store:
                 if e.signal_type not in known_types:
                     get_signal_type(e.signal_type)  # raises on an unknown signal type
                     known_types.add(e.signal_type)
-                cat = e.category
-                rows.append(
-                    (
-                        list_id,
-                        e.signal_type,
-                        e.value,
-                        cat.scheme if cat else "",
-                        cat.code if cat else "",
-                        _labels_to_text(e.labels),
-                        e.source_ref,
-                        e.group_ref,
-                        e.variant,
-                        now,
-                        actor,
-                    )
-                )
+                rows.append(entry_row(list_id, e, now, actor))
             with self.engine.begin() as conn:
-                inserted = self._insert_rows(conn, rows)
+                inserted, restored_rows = self._write_batch(conn, list_id, rows,
+                                                            may_restore, now)
                 ids = [i for i, _sig in inserted]
-                restored_rows = (
-                    self._restore_removed(conn, list_id, rows)
-                    if may_restore and len(ids) < len(rows)
-                    else []
-                )
                 restored = [i for i, _sig in restored_rows]
                 new_ids = ids + restored
-                if new_ids:
-                    conn.execute(
-                        changes.insert(),
-                        [
-                            {"entry_id": i, "list_id": list_id, "op": "add", "at": now}
-                            for i in new_ids
-                        ],
-                    )
             result.added += len(ids)
             result.restored += len(restored)
             result.duplicates += len(rows) - len(ids) - len(restored)
@@ -573,6 +570,26 @@ class Store:
             info.update(detail or {})
             self._audit(conn, actor, action, list_id, info)
         return result
+
+    def _write_batch(
+        self, conn: sa.Connection, list_id: int, rows: list[tuple], may_restore: bool, now: str
+    ) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+        """One batch of ``add_entries`` inside the caller's transaction: insert new rows,
+        restore removed identical ones, and record both in the change feed. Returns
+        ((id, signal type) added, (id, signal type) restored)."""
+        inserted = self._insert_rows(conn, rows)
+        restored = (
+            self._restore_removed(conn, list_id, rows)
+            if may_restore and len(inserted) < len(rows)
+            else []
+        )
+        new_ids = [i for i, _sig in inserted + restored]
+        if new_ids:
+            conn.execute(
+                changes.insert(),
+                [{"entry_id": i, "list_id": list_id, "op": "add", "at": now} for i in new_ids],
+            )
+        return inserted, restored
 
     def _restore_removed(self, conn: sa.Connection, list_id: int, rows: list[tuple]
                          ) -> list[tuple[int, str]]:
@@ -614,11 +631,7 @@ class Store:
                 )
             ]
             if ids:
-                conn.execute(entries.update().where(entries.c.id.in_(ids)).values(removed_at=now))
-                conn.execute(
-                    changes.insert(),
-                    [{"entry_id": i, "list_id": row.id, "op": "remove", "at": now} for i in ids],
-                )
+                self._remove_in(conn, row.id, ids, now)
                 conn.execute(
                     hash_lists.update()
                     .where(hash_lists.c.id == row.id)
@@ -626,6 +639,15 @@ class Store:
                 )
             self._audit(conn, actor, "entries.remove", row.id, {"removed": len(ids)})
         return len(ids)
+
+    def _remove_in(self, conn: sa.Connection, list_id: int, ids: list[int], now: str) -> None:
+        """Mark live entries removed and record them in the change feed, inside the caller's
+        transaction."""
+        conn.execute(entries.update().where(entries.c.id.in_(ids)).values(removed_at=now))
+        conn.execute(
+            changes.insert(),
+            [{"entry_id": i, "list_id": list_id, "op": "remove", "at": now} for i in ids],
+        )
 
     def _entry_query(self, *, active_only: bool = True) -> sa.Select:
         q = sa.select(*_ENTRY_COLUMNS).select_from(
@@ -807,33 +829,20 @@ class Store:
             return [_row_to_entry(r) for r in conn.execute(q.order_by(entries.c.id))]
 
     # -- change feed ---------------------------------------------------------------
-    def last_change(self) -> int:
-        with self.engine.connect() as conn:
-            return conn.execute(
-                sa.select(sa.func.coalesce(sa.func.max(changes.c.seq), 0))
-            ).scalar_one()
+    def snapshot(self) -> AbstractContextManager[Snapshot]:
+        """A consistent read view and its change-feed position (``hashwatch.store.feed``):
+        ``with store.snapshot() as snap: snap.changed(position)``."""
+        return open_snapshot(self.engine)
 
-    def changes_since(
-        self, seq: int, *, signal_type: str | None = None, limit: int = 100_000
-    ) -> list[tuple[int, int, str, str, str]]:
-        """(seq, entry_id, op, signal_type, value) after ``seq``, in order."""
-        q = (
-            sa.select(
-                changes.c.seq,
-                changes.c.entry_id,
-                changes.c.op,
-                entries.c.signal_type,
-                entries.c.value,
-            )
-            .select_from(changes.join(entries, entries.c.id == changes.c.entry_id))
-            .where(changes.c.seq > seq)
-            .order_by(changes.c.seq)
-            .limit(limit)
-        )
-        if signal_type is not None:
-            q = q.where(entries.c.signal_type == signal_type)
+    def feed_id(self) -> str:
+        """The token naming this database's feed: a saved index replays only its own."""
+        with self.engine.begin() as conn:
+            return feed_id(conn)
+
+    def position_usable(self, position: str) -> bool:
+        """Whether a saved feed position can be replayed from on this database."""
         with self.engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(q)]  # type: ignore[misc]
+            return position_usable(conn, position)
 
     # -- stats ---------------------------------------------------------------------
     def stats(self) -> list[dict[str, Any]]:

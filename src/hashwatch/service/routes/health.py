@@ -23,5 +23,5 @@ def ready(request: Request) -> Response:
         return error_response(503, "not_ready",
                               (svc.load_error if svc else None) or "index loading")
     m = svc.matcher
-    return JSONResponse({"status": "ready", "index_size": len(m.index), "seq": m.seq,
-                         "last_refresh": svc.last_refresh})
+    return JSONResponse({"status": "ready", "index_size": len(m.index),
+                         "feed_position": m.position, "last_refresh": svc.last_refresh})
