@@ -35,7 +35,7 @@ import math
 import os
 import secrets
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -721,6 +721,51 @@ class HammingIndex:
         """All live ids, ascending."""
         parts = [s.live()[0] for s in self._snapshot()]
         return np.sort(np.concatenate(parts)) if parts else np.empty(0, np.int64)
+
+    def lookup(self, ids: Iterable[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For each id: whether the index holds it (bool (n,)) and its code ((n, 32) uint8,
+        zeros where absent). One consistent view of the segments; vectorised."""
+        q = _as_ids(ids)
+        found = np.zeros(q.size, dtype=bool)
+        codes = np.zeros((q.size, CODE_BYTES), dtype=np.uint8)
+        if q.size == 0:
+            return found, codes
+        for seg in self._snapshot():
+            for a, b in zip(seg.runs[:-1], seg.runs[1:], strict=True):
+                if b <= a:
+                    continue
+                pos = np.searchsorted(seg.ids[a:b], q) + a
+                ok = np.nonzero(pos < b)[0]
+                hit = ok[seg.ids[pos[ok]] == q[ok]]
+                p = pos[hit]
+                live = seg.tomb[p] == 0
+                hit, p = hit[live], p[live]
+                found[hit] = True
+                codes[hit] = seg.codes[p]
+        return found, codes
+
+    def iter_ids(self, block: int = 1 << 20) -> Iterator[np.ndarray]:
+        """Live ids in blocks (no order across blocks): bounded memory at any size."""
+        for seg in self._snapshot():
+            for a in range(0, seg.n, block):
+                b = min(seg.n, a + block)
+                part = seg.ids[a:b]
+                yield part[seg.tomb[a:b] == 0]
+
+    def range(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, codes) of the live entries with ``lo <= id < hi``."""
+        ids_parts, code_parts = [], []
+        for seg in self._snapshot():
+            for a, b in zip(seg.runs[:-1], seg.runs[1:], strict=True):
+                run = seg.ids[a:b]
+                i, j = (int(x) + a for x in np.searchsorted(run, [lo, hi]))
+                if j > i:
+                    keep = np.nonzero(seg.tomb[i:j] == 0)[0] + i
+                    ids_parts.append(seg.ids[keep])
+                    code_parts.append(seg.codes[keep])
+        if not ids_parts:
+            return np.empty(0, np.int64), np.empty((0, CODE_BYTES), np.uint8)
+        return np.concatenate(ids_parts), np.concatenate(code_parts)
 
     def get(self, id_: int) -> bytes | None:
         """The code stored under ``id_``, or None."""
