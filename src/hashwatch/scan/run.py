@@ -88,7 +88,9 @@ def prepare_index(config: ScanConfig) -> int:
 
     m = matchwork.prepare(config.spec())
     assert m is not None  # a scan always names its index path
-    seq = m.seq
+    # the last committed change number (a PostgreSQL feed position moves with every
+    # transaction, audit rows included: not a "lists changed" marker)
+    seq = m.store.last_change()
     m.store.close()
     return seq
 

@@ -834,6 +834,14 @@ class Store:
         ``with store.snapshot() as snap: snap.changed(position)``."""
         return open_snapshot(self.engine)
 
+    def last_change(self) -> int:
+        """The largest change-log number committed: a cheap "did any list change" marker.
+        Not a feed position (on PostgreSQL, numbers become visible out of order): readers
+        of the changes use :meth:`snapshot`."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(sa.func.coalesce(sa.func.max(changes.c.seq), 0))).scalar_one()
+
     def feed_id(self) -> str:
         """The token naming this database's feed: a saved index replays only its own."""
         with self.engine.begin() as conn:
