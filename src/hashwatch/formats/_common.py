@@ -44,10 +44,8 @@ def make_entry(
     variant: str = "",
 ) -> EntryIn:
     """Validate and normalise one entry; raises ValueError with a readable message."""
-    from hashwatch.signals import get_signal_type
-
     try:
-        st = get_signal_type(signal.strip().lower())
+        st = _signal_type(signal.strip().lower())
     except KeyError as exc:
         raise ValueError(str(exc).strip("'\"")) from None
     normalised = st.validate(value.strip())
@@ -60,7 +58,8 @@ def make_entry(
         signal_type=st.name,
         value=normalised,
         category=category,
-        labels=tuple(x for x in (s.strip() for s in labels) if x),
+        # this runs once per row of a 20M-line import: skip the generator when there are none
+        labels=tuple(x for x in (s.strip() for s in labels) if x) if labels else (),
         source_ref=source_ref,
         group_ref=group_ref,
         variant=variant,
@@ -99,6 +98,15 @@ def vpdq_runs(rows: Iterator[EntryRow]) -> Iterator[EntryRow | tuple[list[EntryR
             yield e
     if run:
         yield run, format_vpdq(VpdqFeature.parse(r.value) for r in run)
+
+
+def _signal_type(name: str):  # noqa: ANN202 - a SignalType
+    # imported on first use (keeps hashwatch.formats light to import), then bound here
+    global _signal_type
+    from hashwatch.signals import get_signal_type
+
+    _signal_type = get_signal_type
+    return get_signal_type(name)
 
 
 def category_or_none(text: str | None) -> Category | None:
