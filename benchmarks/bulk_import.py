@@ -1,0 +1,181 @@
+"""Bulk list import (COPY / staging + one set-based insert) beside today's row-by-row path.
+
+One generated hash-per-line file of N PDQ hashes (with 0.5 % repeated lines and one bad line
+in 1,000,000), imported into a fresh list on each backend by each method, each run in its
+own process so that its peak RSS is its own. The row-by-row path (the anchor: what
+`hashwatch lists import` did before) runs on the first ``--anchor-lines`` lines of the same
+file in the same run; its rate is linear in the line count at these sizes (batches of 2,500
+rows, each one statement), which is how its 20M figure is extrapolated and labelled.
+
+    .venv/bin/python benchmarks/bulk_import.py --lines 20000000 --anchor-lines 2000000 \\
+        --workdir /work/scratch/feed/bulk
+
+PostgreSQL: a cluster with default durability (fsync on) is started in WORKDIR/pg with
+.ci/postgres.sh and stopped at the end. CPU: the import process (user + sys) and, on
+PostgreSQL, its server backend (from /proc), so the cost is visible apart from other load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def generate(path: Path, n: int) -> None:
+    import numpy as np
+
+    if path.exists() and path.with_suffix(".n").exists() and \
+            path.with_suffix(".n").read_text() == str(n):
+        return
+    rng = np.random.default_rng(12)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)  # a hash list: 0600
+    written = 0
+    with os.fdopen(fd, "w") as fh:
+        while written < n:
+            k = min(500_000, n - written)
+            block = rng.integers(0, 256, (k, 32), dtype=np.uint8)
+            dup = rng.random(k) < 0.005  # repeat an earlier line of the block
+            src = rng.integers(0, k, k)
+            block[dup] = block[np.minimum(src[dup], np.arange(k)[dup])]
+            text = block.tobytes().hex()
+            lines = [text[i : i + 64] for i in range(0, len(text), 64)]
+            for j in range(k):
+                if (written + j) % 1_000_000 == 999_999:
+                    lines[j] = "not-a-pdq-hash"
+            fh.write("\n".join(lines) + "\n")
+            written += k
+    os.replace(tmp, path)
+    path.with_suffix(".n").write_text(str(n))
+
+
+def _proc_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def child(method: str, db: str, path: str, lines: int) -> None:
+    """Import the first ``lines`` lines of ``path`` into list "bench" with ``method``."""
+    import itertools
+
+    from hashwatch.lists import import_stream
+    from hashwatch.store import Store
+
+    with Store.open(db) as store:
+        store.create_list("bench")
+        backend_pid = None
+        if store.dialect == "postgresql":
+            # the import's own connection is the pool's first; its backend is this one
+            with store.engine.connect() as conn:
+                backend_pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+        pg0 = _proc_cpu(backend_pid) if backend_pid else 0.0
+        applied: list[float] = []
+        t0 = time.perf_counter()
+        c0 = time.process_time()
+        with open(path, encoding="utf-8") as raw:
+            # the hashlines reader only iterates its file: a prefix streams the same way
+            fh = raw if lines <= 0 else itertools.islice(raw, lines)
+            res = import_stream(store, "bench", fh, "hashlines", signal="pdq", method=method,
+                                on_apply=lambda: applied.append(time.perf_counter()))
+        wall = time.perf_counter() - t0
+        cpu = time.process_time() - c0
+        pg_cpu = (_proc_cpu(backend_pid) - pg0) if backend_pid else None
+        count = store.get_list("bench").entry_count
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"method": method, "wall": wall, "cpu": cpu, "pg_cpu": pg_cpu,
+                      "staged_at": (applied[0] - t0) if applied else None,
+                      "added": res.added, "duplicates": res.duplicates, "bad": res.bad_rows,
+                      "first_error": str(res.errors[0]) if res.errors else "",
+                      "entries": count, "rss_mb": rss}))
+
+
+def run_child(method: str, db: str, path: Path, lines: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", method, db, str(path),
+                          str(lines)], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"{method} import failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lines", type=int, default=1_000_000)
+    ap.add_argument("--anchor-lines", type=int, default=1_000_000)
+    ap.add_argument("--workdir", default="bulk-bench")
+    ap.add_argument("--backends", default="postgresql,sqlite")
+    ap.add_argument("--child", nargs=4)
+    a = ap.parse_args()
+    if a.child:
+        method, db, path, lines = a.child
+        child(method, db, path, int(lines))
+        return
+    work = Path(a.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / f"list-{a.lines}.txt"
+    t = time.perf_counter()
+    generate(path, a.lines)
+    print(f"file: {a.lines:,} lines, {path.stat().st_size / 1e6:,.0f} MB "
+          f"(ready in {time.perf_counter() - t:.0f} s)", flush=True)
+    print("load average before:", os.getloadavg())
+    results: list[tuple[str, str, int, dict]] = []
+    for backend in a.backends.split(","):
+        pg_dir = None
+        if backend == "postgresql":
+            pg_dir = work / "pg"
+            env = dict(os.environ, HASHWATCH_PG_DURABLE="1")
+            out = subprocess.run([str(REPO / ".ci" / "postgres.sh"), "start", str(pg_dir)],
+                                 capture_output=True, text=True, check=True, env=env)
+            admin = next(x.split("=", 1)[1].strip("'") for x in out.stdout.split()
+                         if x.startswith("HASHWATCH_TEST_PG_URL="))
+        try:
+            for method, lines in (("bulk", a.lines), ("rows", a.anchor_lines)):
+                if backend == "sqlite":
+                    db = str(work / f"{method}.db")
+                    for suffix in ("", "-wal", "-shm"):
+                        Path(db + suffix).unlink(missing_ok=True)
+                else:
+                    import sqlalchemy as sa
+
+                    name = f"bench_{method}"
+                    eng = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
+                    with eng.connect() as conn:
+                        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
+                        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+                    eng.dispose()
+                    db = admin.rsplit("/", 1)[0] + "/" + name
+                r = run_child(method, db, path, 0 if lines >= a.lines else lines)
+                results.append((backend, method, min(lines, a.lines), r))
+                print(backend, method, json.dumps(r), flush=True)
+        finally:
+            if pg_dir is not None:
+                subprocess.run([str(REPO / ".ci" / "postgres.sh"), "stop", str(pg_dir)],
+                               check=False)
+    print("load average after:", os.getloadavg())
+    print(f"\n{'backend':<11}{'method':<7}{'lines':>12}{'wall s':>9}{'lines/s':>10}"
+          f"{'CPU s':>8}{'PG CPU s':>9}{'added':>12}{'dups':>9}{'bad':>5}{'RSS MB':>8}"
+          f"{'20M est. min':>13}")
+    by = {}
+    for backend, method, lines, r in results:
+        rate = lines / r["wall"]
+        by[(backend, method)] = rate
+        est = 20_000_000 / rate / 60
+        pg = f"{r['pg_cpu']:.0f}" if r["pg_cpu"] is not None else "-"
+        print(f"{backend:<11}{method:<7}{lines:>12,}{r['wall']:>9.0f}{rate:>10,.0f}"
+              f"{r['cpu']:>8.0f}{pg:>9}{r['added']:>12,}{r['duplicates']:>9,}{r['bad']:>5}"
+              f"{r['rss_mb']:>8.0f}{est:>13.1f}")
+    for backend in a.backends.split(","):
+        if (backend, "rows") in by:
+            print(f"{backend}: bulk / row-by-row rate = "
+                  f"{by[(backend, 'bulk')] / by[(backend, 'rows')]:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
