@@ -104,3 +104,33 @@ def test_digest_is_order_independent_and_sensitive(n, seed):
     moved[0] += 1
     if moved[0] not in ids[1:]:
         assert int(entry_digests(moved, codes).sum(dtype=np.uint64)) != total
+
+
+def test_service_shows_reconciliation_and_repairs_on_demand(tmp_path):
+    from test_service import Svc
+
+    svc = Svc(str(tmp_path / "s.db"))
+    try:
+        c, h = svc.client, svc.h()
+        c.post("/v1/lists", json={"name": "r"}, headers=h)
+        ids = c.post("/v1/lists/r/entries", headers=h, json={"entries": [
+            {"signal_type": "pdq", "value": v} for v in VALUES[:8]]}).json()["ids"]
+        ready = c.get("/v1/health/ready").json()
+        assert ready["feed"]["push"] == "poll"  # SQLite: polling only
+        # damage this worker's index behind the feed's back, then ask for a check
+        c.app.state.service.matcher.index.remove(np.array(ids[:2]))
+        rep = c.post("/v1/index/reconcile", headers=h).json()
+        assert rep["missing"] == 2 and rep["repaired"]
+        assert rep["lists"][0]["list"] == "r" and rep["lists"][0]["store_count"] == 8
+        ready = c.get("/v1/health/ready").json()
+        assert ready["feed"]["reconcile"]["missing"] == 2
+        assert ready["feed"]["reconcile_differences_total"] == 2 and ready["index_size"] == 8
+        metrics = c.get("/v1/health/metrics").text
+        assert "hashwatch_reconcile_differences_total 2" in metrics
+        q = {"hashes": [{"signal_type": "pdq", "value": VALUES[0]}]}
+        assert c.post("/v1/match/hashes", json=q, headers=h).json()["results"][0]["matches"]
+        # a key without the admin scope may not trigger it
+        k = svc.key("m", "match")
+        assert c.post("/v1/index/reconcile", headers=svc.h(k)).status_code == 403
+    finally:
+        svc.close()

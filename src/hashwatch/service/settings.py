@@ -26,8 +26,13 @@ class Settings:
     index_path: str | None = None
     # map the saved index rather than read it: workers share one copy in the page cache
     index_mmap: bool = True
-    # seconds between change-feed polls: bounds how stale a worker can be
+    # seconds between change-feed polls: the fallback bound on how stale a worker can be
+    # (PostgreSQL pushes each commit at once with LISTEN/NOTIFY; SQLite relies on the poll)
     refresh_interval: float = 1.0
+    # PostgreSQL: LISTEN for change notifications (off = poll only)
+    feed_listen: bool = True
+    # seconds between checks of the index against the store (0 = only on demand)
+    reconcile_interval: float = 600.0
     # uploads
     max_upload_bytes: int = 50 * 1024 * 1024
     max_pixels: int = 100_000_000

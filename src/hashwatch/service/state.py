@@ -1,6 +1,16 @@
 """The per-worker service state: store, key verifier, audit writer, rate limiter, allow-list,
-the matcher (loaded in the background), the change-feed refresh loop, the decoding
-processes, the failed-authentication log and the review-image purge schedule."""
+the matcher (loaded in the background), the change-feed refresh loop and reconciliation, the
+decoding processes, the failed-authentication log and the review-image purge schedule.
+
+Freshness: on PostgreSQL a listener thread receives ``NOTIFY hashwatch_feed`` when a change
+commits (``hashwatch.store.listen``) and wakes the refresh loop at once; the loop also polls
+every ``settings.refresh_interval`` seconds, the fallback when notifications are lost or the
+listener is reconnecting (and the only path on SQLite). A refresh reads the commit-ordered
+feed (``hashwatch.store.feed``), so nothing committed is skipped whichever path woke it.
+
+Reconciliation (``hashwatch.reconcile``) checks the index against the store every
+``settings.reconcile_interval`` seconds and on demand; its last report is in readiness.
+"""
 
 import logging
 import os
@@ -23,7 +33,8 @@ log = logging.getLogger("hashwatch.service")
 
 class Service:
     """One worker's state. ``start()`` loads the index in a thread (readiness fails until
-    then) and follows the change feed every ``settings.refresh_interval`` seconds."""
+    then) and follows the change feed: pushed on PostgreSQL, polled every
+    ``settings.refresh_interval`` seconds as the fallback."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -48,10 +59,30 @@ class Service:
         # one feed replay at a time: the poller and a request's refresh_now() must not
         # interleave their reads of the feed position
         self._refresh_lock = threading.Lock()
+        self._refresh_began = 0.0
+        self._wake = threading.Event()  # a change committed somewhere: refresh now
+        self._reconcile_wake = threading.Event()
+        self._reconcile_lock = threading.Lock()
+        self._reconciler: threading.Thread | None = None
+        self.listener: Any = None
+        self.reconcile_report: Any = None
+        # counters for /metrics (this worker, since it started)
+        self.counters = {"feed_refreshes": 0, "feed_applied": 0, "feed_errors": 0,
+                         "reconcile_runs": 0, "reconcile_differences": 0}
 
     def start(self) -> None:
         self._poller = threading.Thread(target=self._poll, name="hashwatch-refresh", daemon=True)
         self._poller.start()
+        if self.store.dialect == "postgresql" and self.settings.feed_listen:
+            from hashwatch.store.listen import FEED_CHANNEL, RECONCILE_CHANNEL, FeedListener
+
+            self.listener = FeedListener(self.store.engine.url, self._on_notify,
+                                         (FEED_CHANNEL, RECONCILE_CHANNEL))
+            self.listener.start()
+        if self.settings.reconcile_interval > 0:
+            self._reconciler = threading.Thread(target=self._reconcile_loop,
+                                                name="hashwatch-reconcile", daemon=True)
+            self._reconciler.start()
         if self.settings.run_webhook_worker:
             self.delivery = wh.DeliveryWorker(
                 self.store, timeout=self.settings.webhook_timeout,
@@ -77,12 +108,25 @@ class Service:
         self._stop.set()
         self.decoder.close()
         self.auth_failures.flush()
+        self._wake.set()
+        self._reconcile_wake.set()
+        if self.listener is not None:
+            self.listener.stop()
         if self.delivery is not None:
             self.delivery.stop()
-        if self._poller is not None:
-            self._poller.join(timeout=10)
+        for t in (self._poller, self._reconciler):
+            if t is not None:
+                t.join(timeout=10)
         self.auditor.close()
         self.store.close()
+
+    def _on_notify(self, channel: str) -> None:
+        from hashwatch.store.listen import RECONCILE_CHANNEL
+
+        if channel == RECONCILE_CHANNEL:
+            self._reconcile_wake.set()
+        else:
+            self._wake.set()
 
     def _poll(self) -> None:
         from hashwatch.matcher import Matcher
@@ -99,19 +143,79 @@ class Service:
             log.exception("index load failed")
             self.load_error = redact_text(f"{type(exc).__name__}: {exc}")[:300]
             return
-        while not self._stop.wait(self.settings.refresh_interval):
+        while not self._stop.is_set():
+            self._wake.wait(self.settings.refresh_interval)
+            self._wake.clear()  # changes committed from here on wake the next round
+            if self._stop.is_set():
+                return
             try:
                 self.refresh_now()
             except Exception:
+                self.counters["feed_errors"] += 1
                 log.exception("change-feed refresh failed; retrying")
+                self._stop.wait(min(1.0, self.settings.refresh_interval))
 
     def refresh_now(self) -> None:
-        """Apply pending changes in this worker at once (after its own writes)."""
+        """Apply pending changes in this worker at once (after its own writes). Concurrent
+        callers share refreshes: one that began after this call was made has read a
+        snapshot that includes everything committed before the call."""
+        asked = time.monotonic()
         with self._refresh_lock:
+            if self._refresh_began > asked:
+                return
+            self._refresh_began = time.monotonic()
             if self.matcher is not None:
-                self.matcher.refresh()
+                self.counters["feed_applied"] += self.matcher.refresh()
+                self.counters["feed_refreshes"] += 1
             self.allow.refresh()
             self.last_refresh = time.time()
+
+    # -- reconciliation ----------------------------------------------------------------
+    def reconcile_now(self, *, repair: bool = True) -> Any:
+        """Check this worker's index against the store now and repair any difference
+        (``hashwatch.reconcile.Report``); None while the index is loading."""
+        from hashwatch.reconcile import reconcile
+
+        if self.matcher is None:
+            return None
+        with self._reconcile_lock:
+            rep = reconcile(self.matcher, repair=repair)
+            self.reconcile_report = rep
+            self.counters["reconcile_runs"] += 1
+            self.counters["reconcile_differences"] += rep.differences
+            return rep
+
+    def _reconcile_loop(self) -> None:
+        interval = self.settings.reconcile_interval
+        first = True
+        while not self._stop.is_set():
+            # the first check soon after the index is loaded, then every interval
+            self._reconcile_wake.wait(min(interval, 30.0) if first else interval)
+            self._reconcile_wake.clear()
+            if self._stop.is_set():
+                return
+            if not self.ready.is_set():
+                continue
+            first = False
+            try:
+                self.reconcile_now()
+            except Exception:
+                log.exception("reconciliation failed; retrying at the next interval")
+
+    def feed_status(self) -> dict[str, Any]:
+        """What readiness shows about the change feed and the last reconciliation."""
+        m = self.matcher
+        push = "listen" if self.listener is not None else "poll"
+        rep = self.reconcile_report
+        return {
+            "position": m.position if m is not None else None,
+            "push": push,
+            "listening": bool(self.listener is not None and self.listener.connected),
+            "poll_interval": self.settings.refresh_interval,
+            "last_refresh": self.last_refresh,
+            "reconcile": rep.as_dict() if rep is not None else None,
+            "reconcile_differences_total": self.counters["reconcile_differences"],
+        }
 
 
 def _decoder(settings: Settings) -> DecodePool | InlineDecoder:

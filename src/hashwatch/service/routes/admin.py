@@ -53,3 +53,21 @@ def key_revoke(p: Admin, svc: Svc, name: str) -> dict[str, Any]:
 def audit_index(p: Admin, svc: Svc, after_id: AfterId = 0,
                 limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> dict[str, Any]:
     return {"events": list(svc.store.iter_audit(after_id, limit))}
+
+
+@router.post("/index/reconcile", tags=["admin"])
+def index_reconcile(p: Admin, svc: Svc,
+                          repair: Annotated[bool, Query()] = True) -> dict[str, Any]:
+    """Check this worker's PDQ index against the store now (per list: count and digest of
+    live entries) and repair any difference; on PostgreSQL every other worker is asked to
+    do the same. The last report of each worker is in its /v1/health/ready."""
+    if svc.matcher is None:
+        raise ApiError(503, "not_ready", "the index is still loading", {"Retry-After": "5"})
+    rep = svc.reconcile_now(repair=repair)
+    if svc.store.dialect == "postgresql":
+        from hashwatch.store.listen import RECONCILE_CHANNEL, notify
+
+        notify(svc.store.engine, RECONCILE_CHANNEL)
+    svc.store.audit(p.name, "index.reconcile", {"differences": rep.differences,
+                                                "repaired": rep.repaired})
+    return rep.as_dict()

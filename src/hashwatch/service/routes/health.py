@@ -23,5 +23,33 @@ def ready(request: Request) -> Response:
         return error_response(503, "not_ready",
                               (svc.load_error if svc else None) or "index loading")
     m = svc.matcher
+    feed = svc.feed_status()
     return JSONResponse({"status": "ready", "index_size": len(m.index),
-                         "feed_position": m.position, "last_refresh": svc.last_refresh})
+                         "feed_position": m.position, "last_refresh": svc.last_refresh,
+                         "feed": feed})
+
+
+@router.get("/metrics", include_in_schema=False)
+def metrics(request: Request) -> Response:
+    """This worker's counters in the Prometheus text format (no key needed; no data)."""
+    svc = getattr(request.app.state, "service", None)
+    lines = []
+
+    def put(name: str, kind: str, value: float, help_: str) -> None:
+        lines.extend([f"# HELP hashwatch_{name} {help_}", f"# TYPE hashwatch_{name} {kind}",
+                      f"hashwatch_{name} {value}"])
+
+    if svc is not None:
+        c = svc.counters
+        put("index_entries", "gauge", len(svc.matcher.index) if svc.matcher else 0,
+            "PDQ entries held by this worker's index")
+        put("feed_refreshes_total", "counter", c["feed_refreshes"], "change-feed reads")
+        put("feed_changes_applied_total", "counter", c["feed_applied"],
+            "change rows applied to the index")
+        put("feed_errors_total", "counter", c["feed_errors"], "failed change-feed reads")
+        put("feed_listening", "gauge", int(bool(svc.listener and svc.listener.connected)),
+            "1 while LISTEN/NOTIFY push is connected")
+        put("reconcile_runs_total", "counter", c["reconcile_runs"], "index reconciliations")
+        put("reconcile_differences_total", "counter", c["reconcile_differences"],
+            "index entries found different from the store (and repaired)")
+    return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
