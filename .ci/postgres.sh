@@ -3,6 +3,7 @@
 #   eval "$(.ci/postgres.sh start)"   # exports HASHWATCH_TEST_PG_URL and HASHWATCH_TEST_PG_DIR
 #   .ci/postgres.sh stop "$HASHWATCH_TEST_PG_DIR"          # stops and deletes it
 #   .ci/postgres.sh start DIR / stop DIR --keep            # a cluster kept in DIR (benchmarks)
+#   .ci/postgres.sh restart DIR [fast|immediate]           # same port (fault tests)
 # The cluster lives under /tmp, listens on 127.0.0.1 on a free port (and a unix socket in its
 # own directory), uses a random password, and runs without fsync (it is thrown away).
 # As root (CI), the server runs as the `postgres` user if present, else as `hwpg` (created).
@@ -58,6 +59,12 @@ start)
     echo "export HASHWATCH_TEST_PG_URL='$url'"
     echo "export HASHWATCH_TEST_PG_DIR='$dir'"
     ;;
+restart)  # same port and options (fault tests: a server restart under load)
+    dir=${2:-${HASHWATCH_TEST_PG_DIR:-}}
+    [ -n "$dir" ] && [ -d "$dir/data" ] || { echo "usage: $0 restart DIR" >&2; exit 2; }
+    pick_user
+    as_user "$PGBIN/pg_ctl" -D "$dir/data" -m "${3:-fast}" -w -t 60 restart >/dev/null
+    ;;
 stop)
     dir=${2:-${HASHWATCH_TEST_PG_DIR:-}}
     [ -n "$dir" ] && [ -d "$dir/data" ] || { echo "usage: $0 stop DIR [--keep]" >&2; exit 2; }
@@ -70,5 +77,5 @@ stop)
     fi
     ;;
 *)
-    echo "usage: $0 start [DIR] | stop DIR" >&2; exit 2 ;;
+    echo "usage: $0 start [DIR] | restart DIR [fast|immediate] | stop DIR" >&2; exit 2 ;;
 esac

@@ -1,9 +1,10 @@
 """Hundreds of concurrent list updates through the API on PostgreSQL, two service workers:
 every added entry becomes matchable on both, every removed one stops matching on both.
 
-The workers poll the feed only every 30 s here, so anything seen sooner came by push
-(LISTEN/NOTIFY). The asserted bound (5 s) is generous for a shared CI machine; the
-freshness distribution (p99 target 250 ms) is measured by benchmarks/soak.py and printed
+The workers poll the feed only every 120 s here, so anything seen sooner came by push
+(LISTEN/NOTIFY). The asserted bound (30 s, far below the poll) holds on a CI machine
+shared with other jobs (a load average of 25 stretched some entries to 7 s); the freshness
+distribution against its target (p99 250 ms) is measured by benchmarks/soak.py, and printed
 here. Run several rounds on the same workers (issue 12: the skip was intermittent).
 """
 
@@ -23,7 +24,7 @@ from hashwatch.store import Store
 from workers import Worker
 
 N = 400
-BOUND = 5.0  # seconds, from acknowledgement to matchable on a worker (see docstring)
+BOUND = 30.0  # seconds, from acknowledgement to matchable on a worker (see docstring)
 ROUNDS = 3
 # drop idle connections before uvicorn's 5 s keep-alive timeout closes them under our feet
 LIMITS = httpx.Limits(keepalive_expiry=2.0)
@@ -37,7 +38,7 @@ def cluster(pg_url, tmp_path_factory):  # noqa: F811
     with Store.open(db) as s:
         key = create_key(s, "curator", "curate,match")
     logs = tmp_path_factory.mktemp("workers")
-    ws = [Worker(db, logs, f"w{i}", HASHWATCH_REFRESH_INTERVAL="30") for i in range(2)]
+    ws = [Worker(db, logs, f"w{i}", HASHWATCH_REFRESH_INTERVAL="120") for i in range(2)]
     try:
         for w in ws:
             w.start(wait=False)

@@ -482,6 +482,7 @@ def _cli(tmp: Path, *args: str, db: Path, **kw):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
 
 
+@pytest.mark.fault
 def test_kill_and_resume(tree: Tree, tmp_path: Path) -> None:
     ev = tmp_path / "ev"
     ev.mkdir()

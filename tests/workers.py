@@ -27,8 +27,8 @@ class Worker:
         self.db, self.name = db, name
         self.port = free_port()
         self.log_path = log_dir / f"{name}.log"
-        self.env = dict(os.environ, HASHWATCH_RATE_LIMIT="0", HASHWATCH_RECONCILE_INTERVAL="0",
-                        **env)
+        self.env = {**os.environ, "HASHWATCH_RATE_LIMIT": "0",
+                    "HASHWATCH_RECONCILE_INTERVAL": "0", **env}
         self.proc: subprocess.Popen | None = None
 
     @property

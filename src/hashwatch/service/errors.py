@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hashwatch.service.destinations import DestinationError
@@ -129,6 +130,18 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_r: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(sa_exc.OperationalError)
+    async def _store_down(_r: Request, exc: sa_exc.OperationalError) -> JSONResponse:
+        # the database is out of space or unreachable (restarting): nothing was written for
+        # this request; say so clearly and when to retry, instead of a bare 500
+        text = str(exc.orig).lower()
+        log.error("store operation failed: %s", type(exc.orig).__name__)
+        if "full" in text or "no space" in text:
+            return error_response(507, "storage_full", "the database has no space left; "
+                                  "nothing was written", {"Retry-After": "30"})
+        return error_response(503, "store_unavailable", "the database is unavailable; "
+                              "nothing was written", {"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def _unexpected(_r: Request, exc: Exception) -> JSONResponse:

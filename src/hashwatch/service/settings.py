@@ -68,6 +68,8 @@ class Settings:
     webhook_allowed_networks: list[str] = field(default_factory=list)
     webhook_allow_private: bool = False
     webhook_lanes: int = 32  # destinations delivered at once (one lane per webhook)
+    # a delivery claimed by a worker that died is retried after this many seconds
+    webhook_lease: float = 60.0
     # review queue: keep a blurred thumbnail and a reduced clear preview of matched uploads
     review_queue: bool = True
     review_thumb_side: int = 256

@@ -90,7 +90,8 @@ class Service:
                 backoff_base=self.settings.webhook_backoff_base,
                 backoff_max=self.settings.webhook_backoff_max,
                 poll_interval=self.settings.webhook_poll_interval,
-                policy=self.webhook_policy, lanes=self.settings.webhook_lanes)
+                policy=self.webhook_policy, lanes=self.settings.webhook_lanes,
+                lease=self.settings.webhook_lease)
             self.delivery.start()
         self._purger = threading.Thread(target=self._purge_loop, name="hashwatch-purge",
                                         daemon=True)

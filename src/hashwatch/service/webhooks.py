@@ -215,8 +215,10 @@ class DeliveryWorker:
     def __init__(self, store: Store, *, timeout: float = 10.0, max_attempts: int = 12,
                  backoff_base: float = 2.0, backoff_max: float = 3600.0,
                  poll_interval: float = 1.0, policy: DestinationPolicy | None = None,
-                 lanes: int = 32) -> None:
+                 lanes: int = 32, lease: float = LEASE_SECONDS) -> None:
         self.store = store
+        # a claimed delivery whose worker died is retried after this (keep it above timeout)
+        self.lease = max(lease, timeout + 1.0)
         self.timeout = timeout
         self.max_attempts = max_attempts
         self.backoff_base = backoff_base
@@ -304,7 +306,7 @@ class DeliveryWorker:
                         outbox.update()
                         .where(outbox.c.id == outbox_id, outbox.c.attempts == attempts,
                                outbox.c.status == "pending")
-                        .values(attempts=attempts + 1, next_attempt=now + LEASE_SECONDS)
+                        .values(attempts=attempts + 1, next_attempt=now + self.lease)
                     ).rowcount
                 if claimed and not self._deliver_one(outbox_id, attempts + 1):
                     # the receiver failed: its other events wait for their own retry
