@@ -72,10 +72,10 @@ class Receiver:
 
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                eid = self.headers.get(outer.wh.EVENT_HEADER, "")
                 ok = outer.wh.verify_signature(outer.secret, body,
                                                self.headers.get(outer.wh.TIMESTAMP_HEADER),
-                                               self.headers.get(outer.wh.SIGNATURE_HEADER))
-                eid = self.headers.get(outer.wh.EVENT_HEADER, "")
+                                               self.headers.get(outer.wh.SIGNATURE_HEADER), eid)
                 with outer.lock:
                     outer.deliveries += 1
                     if not ok:

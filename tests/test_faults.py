@@ -183,7 +183,7 @@ def test_worker_killed_during_uploads(pg_db, tmp_path):  # noqa: F811
             audited = [r[0] for r in conn.exec_driver_sql(
                 "SELECT detail FROM audit_log WHERE action = 'match.upload'")]
             items = dict(conn.exec_driver_sql(
-                "SELECT id, filename FROM review_items").all())
+                "SELECT public_id, filename FROM review_items").all())
             events = conn.exec_driver_sql("SELECT count(*) FROM outbox").scalar_one()
         import json
 
@@ -220,10 +220,10 @@ class SlowReceiver:
                 if outer.deliveries == 1:
                     outer.first_seen.set()
                     time.sleep(hold)  # the sender dies while we hold the request
+                eid = self.headers.get(wh.EVENT_HEADER, "")
                 ok = wh.verify_signature(outer.secret, body,
                                          self.headers.get(wh.TIMESTAMP_HEADER),
-                                         self.headers.get(wh.SIGNATURE_HEADER))
-                eid = self.headers.get(wh.EVENT_HEADER, "")
+                                         self.headers.get(wh.SIGNATURE_HEADER), eid)
                 if ok and eid not in outer.applied:
                     outer.applied.append(eid)
                 self.send_response(200 if ok else 401)

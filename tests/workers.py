@@ -27,8 +27,10 @@ class Worker:
         self.db, self.name = db, name
         self.port = free_port()
         self.log_path = log_dir / f"{name}.log"
+        # receivers in these tests and benchmarks listen on loopback
         self.env = {**os.environ, "HASHWATCH_RATE_LIMIT": "0",
-                    "HASHWATCH_RECONCILE_INTERVAL": "0", **env}
+                    "HASHWATCH_RECONCILE_INTERVAL": "0",
+                    "HASHWATCH_WEBHOOK_ALLOW_PRIVATE": "1", **env}
         self.proc: subprocess.Popen | None = None
 
     @property
