@@ -151,7 +151,7 @@ class Snapshot:
 
 
 def feed_id(conn: sa.Connection) -> str:
-    """The random token naming this database's feed (created by migration 0006_feed)."""
+    """The random token naming this database's feed (created by migration 0009_feed)."""
     row = conn.execute(sa.text("SELECT feed_id FROM feed_meta WHERE id = 1")).first()
     if row is None:  # a database migrated by hand without the row
         token = secrets.token_hex(16)

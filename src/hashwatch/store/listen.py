@@ -1,7 +1,7 @@
 """Push notifications from PostgreSQL: a thread that LISTENs and calls back on each NOTIFY.
 
 Every insert into ``changes`` sends ``NOTIFY hashwatch_feed`` (a statement trigger, migration
-0006_feed); PostgreSQL delivers it when the writing transaction commits, so a listener learns
+0009_feed); PostgreSQL delivers it when the writing transaction commits, so a listener learns
 of a committed change within a round trip instead of at its next poll. Notifications carry
 no data (the feed is read with ``Store.snapshot()``), so a lost or coalesced one costs at most
 one poll interval: callers keep polling as the fallback, and the listener reports each

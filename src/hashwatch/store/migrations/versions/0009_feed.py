@@ -11,7 +11,7 @@ and a push notification on PostgreSQL.
 * A statement-level trigger on ``changes`` sends ``NOTIFY hashwatch_feed`` (PostgreSQL): it
   is delivered when the writing transaction commits, so service workers refresh at once.
 
-Revision ID: 0006_feed
+Revision ID: 0009_feed
 Revises: 0001
 """
 
@@ -20,7 +20,7 @@ import secrets
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006_feed"
+revision = "0009_feed"
 down_revision = "0001"
 branch_labels = ("feed",)
 depends_on = None
