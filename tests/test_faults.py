@@ -347,7 +347,8 @@ def test_postgresql_restart_under_load(own_cluster, tmp_path):
 # -- the disk under a SQLite database fills up -------------------------------------------
 def test_disk_full_under_sqlite(tmp_path):
     # The worker runs in a private mount namespace on a small tmpfs mounted over `small/`
-    # (needs root, as in CI); a filler file leaves it about 1 MB, the adds fill the rest.
+    # (needs root, as in CI); once it runs, a filler file leaves about 1 MB, the adds fill
+    # the rest.
     if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("nsenter") is None:
         if os.environ.get("CI") == "true":
             pytest.fail("the disk-full test needs root, unshare and nsenter under CI=true")
@@ -362,8 +363,6 @@ def test_disk_full_under_sqlite(tmp_path):
              f"open({str(keyfile)!r}, 'w').write(create_key(s, 'ops', 'admin,curate,match'))")
     w = Worker(str(db), tmp_path, "w")
     script = (f"mount -t tmpfs -o size=16m tmpfs {small} && {py} -c \"{setup}\" && "
-              f"(dd if=/dev/zero of={small}/filler bs=256k status=none 2>/dev/null; true) && "
-              f"truncate -s -1M {small}/filler && "
               f"exec {py} -m hashwatch.cli serve --host 127.0.0.1 --port {w.port} "
               f"--db {db} --log-level warning")
     log = open(w.log_path, "ab")  # noqa: SIM115
@@ -373,6 +372,10 @@ def test_disk_full_under_sqlite(tmp_path):
     log.close()
     try:
         w.wait_ready()
+        # the disk fills under the running service: a filler leaves it about 1 MB
+        subprocess.run(["nsenter", "-t", str(w.proc.pid), "-m", "sh", "-c",
+                        f"dd if=/dev/zero of={small}/filler bs=256k status=none 2>/dev/null; "
+                        f"truncate -s -1M {small}/filler"], check=True)
         h = {"Authorization": f"Bearer {keyfile.read_text()}"}
         c = httpx.Client(base_url=w.url, headers=h, timeout=60)
         vals = _values(7, 200 * 500)
