@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# extras installed with the package; CI adds `reference` (Meta's vpdq, for the compatibility test)
+EXTRAS ?= dev,ray
 
 .PHONY: demo test lint bench clean install
 
@@ -11,7 +13,7 @@ $(STAMP): pyproject.toml setup.py src/hashwatch/_mih.c src/hashwatch/_kpidx.c
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "need Python 3.11+"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,ray]'
+	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 install: $(STAMP)
