@@ -20,7 +20,7 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hashwatch.service.destinations import DestinationError
-from hashwatch.service.guards import BodyTooLarge, snippet
+from hashwatch.service.guards import BodyTooLarge, safe_text, snippet
 from hashwatch.store import InvalidName, InvalidText
 
 log = logging.getLogger("hashwatch.service")
@@ -39,7 +39,8 @@ class ApiError(Exception):
 
 def error_response(status: int, code: str, message: str,
                    headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
-    body: dict[str, Any] = {"error": {"code": code, "message": message, **extra}}
+    # safe_text: a message repeating input must always encode (a lone surrogate did not)
+    body: dict[str, Any] = {"error": {"code": code, "message": safe_text(message), **extra}}
     return JSONResponse(body, status_code=status, headers=headers)
 
 

@@ -13,26 +13,30 @@ In order, before a byte of the body is read or parsed:
    body is read, so an unauthenticated 50 MB body costs a header lookup and a ``401``.
    Failed attempts are recorded (:class:`~hashwatch.service.audit.FailedAuthLog`, bounded)
    and a source that keeps failing is answered ``429`` without a database lookup.
-4. **JSON**: a JSON body is read (bounded by 2.) and checked as a whole: ``NaN`` /
-   ``Infinity`` / numbers that overflow to infinity, integers outside 64 bits, strings with
-   NUL or unpaired surrogates (with nesting deeper than ``MAX_JSON_DEPTH`` on the way),
-   nesting beyond the parser's recursion limit: each a ``422``
-   naming the field (a JSON pointer) and the problem, never echoing the value.
+4. **JSON**: a body FastAPI would parse as JSON (:func:`is_json_content_type`: the same
+   rule) is read (bounded by 2.) and checked as a whole by :func:`load_json`, the one
+   strict reader every JSON the service parses goes through: UTF-8 only (RFC 8259 §8.1),
+   at most ``MAX_JSON_VALUES`` values (a ``413`` before parsing), no ``NaN`` /
+   ``Infinity`` / numbers that overflow to infinity, integers within 64 bits, strings
+   without NUL or unpaired surrogates, nesting at most ``MAX_JSON_DEPTH``: each a ``422``
+   naming the field (a JSON pointer) and the problem, never echoing the value. Big bodies
+   are checked in a worker thread, so the event loop keeps serving other requests.
 
 Then the route runs with the body replayed unchanged.
 """
 
 from __future__ import annotations
 
+import email.message
 import json
 import logging
 import math
-import re
 import unicodedata
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -43,29 +47,61 @@ log = logging.getLogger("hashwatch.service")
 
 IMPORT_MAX_BYTES = 4 * 1024 * 1024 * 1024  # bulk list imports may be large; streamed to disk
 MAX_JSON_DEPTH = 32
+# values (counted as commas, before parsing) a JSON body may hold: the largest legitimate
+# request, 10,000 entries with 50 labels each, has about 550,000; a body of bare numbers
+# costs the checker a Python call per value, so the bound is on values, not bytes
+MAX_JSON_VALUES = 1_000_000
+OFFLOAD_JSON_BYTES = 256 * 1024  # bodies above this are checked off the event loop
 _INT_LIMIT = 2**63
 SNIPPET = 32  # the most of any input an error message repeats
+
+
+def safe_text(text: str) -> str:
+    """``text`` with unpaired surrogates and other unprintable characters written as
+    ``\\uXXXX``, so a message that repeats input can always be encoded."""
+    if text.isascii() and text.isprintable():
+        return text
+    return "".join(c if c.isprintable() and not 0xD800 <= ord(c) <= 0xDFFF
+                   else f"\\u{ord(c):04x}" for c in text)
 
 
 def snippet(text: object, n: int = SNIPPET) -> str:
     """At most ``n`` characters of ``text``, control characters escaped (for messages)."""
     s = str(text)
-    cut = s[:n]
-    out = "".join(c if c.isprintable() and not 0xD800 <= ord(c) <= 0xDFFF
-                  else f"\\u{ord(c):04x}" for c in cut)
-    return out + ("…" if len(s) > n else "")
+    return safe_text(s[:n]) + ("…" if len(s) > n else "")
+
+
+def is_json_content_type(value: str | None) -> bool:
+    """Whether a body with this ``Content-Type`` is parsed as JSON: FastAPI's own rule
+    (``application/json`` or ``application/<anything>+json``, parameters ignored), so the
+    guard checks exactly the bodies the routes will parse."""
+    if not value:
+        return False
+    m = email.message.Message()
+    m["content-type"] = value
+    if m.get_content_maintype() != "application":
+        return False
+    sub = m.get_content_subtype()
+    return sub == "json" or sub.endswith("+json")
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None,
            **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message, **extra}},
+    return JSONResponse({"error": {"code": code, "message": safe_text(message), **extra}},
                         status_code=status, headers=headers)
 
 
-class _Refused(Exception):
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(problem)
-        self.field, self.problem = field, problem
+class JsonRefused(ValueError):
+    """A document or request line refused by the guard: ``field`` (a JSON pointer, ``""``
+    for the whole body, or ``path``/``query``), ``problem`` (words, never the value) and
+    the HTTP ``status``."""
+
+    def __init__(self, field: str, problem: str, status: int = 422) -> None:
+        super().__init__(f"{field or 'body'}: {problem}")
+        self.field, self.problem, self.status = field, problem, status
+
+
+_Refused = JsonRefused
 
 
 def _bad_char(s: str) -> str | None:
@@ -107,58 +143,72 @@ def _pointer(path: list[str | int]) -> str:
     return "/" + "/".join(str(p).replace("~", "~0").replace("/", "~1") for p in path)
 
 
-def check_json(body: bytes) -> None:
-    """Parse ``body`` and refuse hostile values (raises _Refused; lets syntax errors
-    through as ValueError for the router's own 422)."""
+def load_json(body: bytes | str) -> Any:
+    """Parse ``body`` strictly (the module docstring, item 4) and return the document.
+
+    Raises :class:`JsonRefused` for a hostile document (``status`` 413 for too many values,
+    422 otherwise) and ``ValueError`` for text that is not JSON at all."""
+    raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else bytes(body)
+    if raw.count(b",") >= MAX_JSON_VALUES:
+        raise JsonRefused("", f"more than {MAX_JSON_VALUES} values", 413)
+    try:
+        text = raw.decode("utf-8")  # strict: UTF-16/32 and encoded surrogates are refused
+    except UnicodeDecodeError:
+        raise JsonRefused("", "the body is not UTF-8") from None
 
     def bad_constant(name: str) -> Any:
-        raise _Refused("", f"non-finite number {name} (JSON has none)")
+        raise JsonRefused("", f"non-finite number {name} (JSON has none)")
 
     def parse_float(text: str) -> float:
         v = float(text)
         if not math.isfinite(v):
-            raise _Refused("", "number out of range (overflows to infinity)")
+            raise JsonRefused("", "number out of range (overflows to infinity)")
         return v
 
     def parse_int(text: str) -> int:
         if len(text.lstrip("-")) > 19:
-            raise _Refused("", "integer out of range (beyond 64 bits)")
+            raise JsonRefused("", "integer out of range (beyond 64 bits)")
         v = int(text)
         if not -_INT_LIMIT <= v < _INT_LIMIT:
-            raise _Refused("", "integer out of range (beyond 64 bits)")
+            raise JsonRefused("", "integer out of range (beyond 64 bits)")
         return v
 
     try:
-        doc = json.loads(body, parse_constant=bad_constant, parse_float=parse_float,
+        doc = json.loads(text, parse_constant=bad_constant, parse_float=parse_float,
                          parse_int=parse_int)
     except RecursionError:
-        raise _Refused("", f"nested deeper than {MAX_JSON_DEPTH} levels") from None
-    except UnicodeDecodeError:
-        raise _Refused("", "the body is not UTF-8") from None
-    # NUL and unpaired surrogates can only reach a parsed string through a \u escape (a
-    # raw NUL byte is a JSON syntax error, a raw surrogate invalid UTF-8), so a body without
-    # one needs no walk (the common case: 4x cheaper on a 1,000-hash request)
-    if b"\\u" not in body:
-        return
-    # walk without recursion: depth, and every key and string value
+        raise JsonRefused("", f"nested deeper than {MAX_JSON_DEPTH} levels") from None
+    # after a strict UTF-8 decode, NUL and unpaired surrogates reach a parsed string only
+    # through a \\u escape (a raw NUL is a JSON syntax error): without one, only the depth
+    # needs a walk, over containers (the common case: cheap on a 1,000-hash request)
+    strings = b"\\u" in raw
     stack: list[tuple[Any, list[str | int]]] = [(doc, [])]
     while stack:
         node, path = stack.pop()
         if len(path) > MAX_JSON_DEPTH:
-            raise _Refused(_pointer(path[:MAX_JSON_DEPTH]),
-                           f"nested deeper than {MAX_JSON_DEPTH} levels")
+            raise JsonRefused(_pointer(path[:MAX_JSON_DEPTH]),
+                              f"nested deeper than {MAX_JSON_DEPTH} levels")
         if isinstance(node, str):
             problem = text_problem(node)
             if problem:
-                raise _Refused(_pointer(path), problem)
+                raise JsonRefused(_pointer(path), problem)
         elif isinstance(node, dict):
             for k, v in node.items():
-                problem = text_problem(k)
-                if problem:
-                    raise _Refused(_pointer(path), f"a member name {problem}")
-                stack.append((v, [*path, k]))
+                if strings:
+                    problem = text_problem(k)
+                    if problem:
+                        raise JsonRefused(_pointer(path), f"a member name {problem}")
+                if strings or isinstance(v, dict | list):
+                    stack.append((v, [*path, k]))
         elif isinstance(node, list):
-            stack.extend((v, [*path, i]) for i, v in enumerate(node))
+            stack.extend((v, [*path, i]) for i, v in enumerate(node)
+                         if strings or isinstance(v, dict | list))
+    return doc
+
+
+def check_json(body: bytes) -> None:
+    """:func:`load_json` without keeping the document (the guard's check)."""
+    load_json(body)
 
 
 # Paths answered without an API key. Everything else needs one: a router added later is
@@ -174,9 +224,6 @@ def needs_api_key(path: str) -> bool:
     """Deny by default: every path but the public ones (health, schema, review UI page
     and its static files, which carry no data) is authenticated before its body is read."""
     return not (path in _PUBLIC_EXACT or path.startswith(_PUBLIC_PREFIXES))
-
-
-_JSON_TYPE = re.compile(rb"^application/([a-z0-9.+-]*\+)?json\s*(;|$)", re.I)
 
 
 class RequestGuard:
@@ -211,7 +258,7 @@ class RequestGuard:
                          field=exc.field, problem=exc.problem)(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        is_json = bool(_JSON_TYPE.match(headers.get("content-type", "").encode("latin-1")))
+        is_json = is_json_content_type(headers.get("content-type"))
         if is_json:
             limit = self.max_json_bytes
         elif path.endswith(self.big_paths):
@@ -260,9 +307,15 @@ class RequestGuard:
             more = msg.get("more_body", False)
         raw = b"".join(chunks)
         try:
-            if raw:
+            if len(raw) > OFFLOAD_JSON_BYTES:  # up to a second of CPU: not in the loop
+                await run_in_threadpool(check_json, raw)
+            elif raw:
                 check_json(raw)
-        except _Refused as exc:
+        except JsonRefused as exc:
+            if exc.status == 413:
+                await _error(413, "too_large", f"request body with {exc.problem}")(
+                    scope, receive, send)
+                return
             field = exc.field or "body"
             await _error(422, "invalid_json_value", f"{field}: {exc.problem}", field=field,
                          problem=exc.problem)(scope, receive, send)
@@ -321,5 +374,6 @@ class BodyTooLarge(Exception):
     """Raised into the route while a chunked body passes the limit."""
 
 
-__all__ = ["IMPORT_MAX_BYTES", "PUBLIC_PATHS", "BodyTooLarge", "RequestGuard", "check_json",
-           "check_request_line", "needs_api_key", "snippet"]
+__all__ = ["IMPORT_MAX_BYTES", "MAX_JSON_VALUES", "PUBLIC_PATHS", "BodyTooLarge", "JsonRefused",
+           "RequestGuard", "check_json", "check_request_line", "is_json_content_type",
+           "load_json", "needs_api_key", "safe_text", "snippet"]

@@ -16,7 +16,6 @@ codes: bad input is a 400, an existing bank a 403, an unknown bank or content a 
 from __future__ import annotations
 
 import dataclasses
-import json
 import weakref
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
@@ -33,6 +32,7 @@ from hashwatch.service import hma
 from hashwatch.service.auth import Principal
 from hashwatch.service.deps import Curate, Hash, MatchP, Read, Svc, audit
 from hashwatch.service.errors import ApiError, BodyTooLarge
+from hashwatch.service.guards import JsonRefused, is_json_content_type, load_json, safe_text
 from hashwatch.service.matching import hash_dict, hash_upload, read_upload
 from hashwatch.service.routes import match as v1_match
 from hashwatch.service.state import Service
@@ -46,6 +46,7 @@ def hma_error(status: int, code: str, message: str,
               headers: dict[str, str] | None = None) -> JSONResponse:
     """HMA's error body ``{"message"}``, with hashwatch's ``{"error": {code, message}}``
     beside it so both kinds of client read it."""
+    message = safe_text(message)  # messages repeat input: always encodable
     return JSONResponse({"message": message, "error": {"code": code, "message": message}},
                         status_code=status, headers=headers)
 
@@ -96,9 +97,16 @@ async def _one_upload(request: Request, svc: Service) -> tuple[str, UploadFile, 
 
 
 async def _json_object(request: Request, message: str) -> dict[str, Any]:
-    """The request's JSON body, which must be an object (else a 400 with ``message``)."""
+    """The request's JSON body, which must be declared JSON (else a 415, as Flask answers
+    HMA's clients) and be an object (else a 400 with ``message``); read by the service's
+    one strict JSON reader (:func:`hashwatch.service.guards.load_json`)."""
+    if not is_json_content_type(request.headers.get("content-type")):
+        raise ApiError(415, "unsupported_media_type",
+                       "the request body must be JSON (Content-Type: application/json)")
     try:
-        body = await request.json()
+        body = load_json(await request.body())
+    except JsonRefused as exc:
+        raise hma.HmaError(f"{exc.field or 'body'}: {exc.problem}") from None
     except ValueError:
         raise hma.HmaError(message) from None
     if not isinstance(body, dict):
@@ -527,7 +535,9 @@ async def hma_content_add(
     meta = None
     if form.get("metadata") is not None:
         try:
-            meta = json.loads(str(form.get("metadata")))
+            meta = load_json(str(form.get("metadata")))
+        except JsonRefused as exc:
+            raise hma.HmaError(f"metadata {exc.field or ''}: {exc.problem}") from None
         except ValueError:
             raise hma.HmaError("metadata form field must be valid JSON") from None
     meta = hma.check_metadata(meta)
