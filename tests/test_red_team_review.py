@@ -93,3 +93,116 @@ def test_error_bodies_encode_whatever_text_they_carry():
         text = doc["error"]["message"]
         assert "\\ud" in text or "\\u0000" in text or "\\x00" in text, text
 
+
+# -- outbound requests (webhook deliveries, URL fetches) are bounded in time and bytes -------
+class _HostileHTTP:
+    """A loopback server that answers ``/drip`` with one header line every 0.2 s (for up
+    to a minute: a per-read timeout never fires) and ``/endless`` with a body that never
+    ends (up to 64 MiB); ``sent`` counts the body bytes the client took."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.sent = 0
+        self.stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def _serve(self) -> None:
+        import threading
+
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn) -> None:  # type: ignore[no-untyped-def]
+        import time
+
+        try:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.recv(65536)
+            if b" /drip" in head.split(b"\r\n")[0]:
+                conn.sendall(b"HTTP/1.1 200 OK\r\n")
+                for i in range(300):
+                    if self.stop.is_set():
+                        break
+                    time.sleep(0.2)
+                    conn.sendall(b"X-Drip: %d\r\n" % i)
+            else:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\n"
+                             b"Transfer-Encoding: chunked\r\n\r\n")
+                chunk = b"A" * 65536
+                for _ in range(1024):
+                    conn.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+                    self.sent += len(chunk)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+
+
+def test_a_webhook_delivery_attempt_is_bounded_in_time_and_bytes(tmp_path):
+    """A receiver that drips its headers held a delivery lane (and the service's shutdown)
+    for as long as it liked; one answering an endless body was read whole into memory
+    (8 GB in the red-team run). An attempt now ends at its deadline and reads no body."""
+    import time
+
+    from hashwatch.service import webhooks as wh
+    from hashwatch.service.destinations import DestinationPolicy
+    from hashwatch.store import Store
+
+    srv = _HostileHTTP()
+    try:
+        with Store.open(str(tmp_path / "hw.db")) as store:
+            store.create_list("l")
+            for path in ("/drip", "/endless"):
+                wh.create_webhook(store, "l", srv.url(path), actor="t",
+                                  policy=DestinationPolicy(allow_private=True))
+            wh.enqueue_match_events(store, [{"list": "l", "entry_id": 1}], {"ref": "x"})
+            worker = wh.DeliveryWorker(store, timeout=1.0,
+                                       policy=DestinationPolicy(allow_private=True))
+            t0 = time.monotonic()
+            worker.deliver_due(wait=True)
+            took = time.monotonic() - t0
+            worker.stop()
+            rows = {r["webhook_id"]: r for r in wh.outbox_rows(store)}
+        assert took < 20, took  # the drip lasts a minute; the deadline is 1 s
+        assert rows[1]["status"] == "pending" and rows[1]["last_error"], rows[1]
+        assert rows[2]["status"] == "delivered", rows[2]  # a 2xx is all a receiver owes
+        assert srv.sent < 16 * 1024 * 1024, srv.sent  # the body was not read
+    finally:
+        srv.close()
+
+
+def test_a_url_fetch_is_bounded_by_its_total_deadline(tmp_path):
+    import time
+
+    from hashwatch.service.urlfetch import FetchError, fetch
+
+    srv = _HostileHTTP()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(FetchError) as exc:
+            fetch(srv.url("/drip"), allowed_hosts=["127.0.0.1"], allow_private=True,
+                  timeout=1.0)
+        assert exc.value.status == 504 and time.monotonic() - t0 < 20
+        with pytest.raises(FetchError) as exc:
+            fetch(srv.url("/endless"), allowed_hosts=["127.0.0.1"], allow_private=True,
+                  timeout=30.0, max_bytes=1024 * 1024)
+        assert exc.value.status == 413
+        assert srv.sent < 16 * 1024 * 1024, srv.sent
+    finally:
+        srv.close()

@@ -14,6 +14,11 @@ inside IPv6 are judged by the IPv4 address they lead to as well: IPv4-mapped
 and Teredo (RFC 4380 ``2001::/32``: server and client). Python's ``ipaddress`` calls
 ``64:ff9b::7f00:1`` and ``2002:7f00:1::`` global although they lead to 127.0.0.1.
 
+Requests to a checked destination go through :func:`bounded_request`: one total deadline
+for the whole exchange (a per-read timeout never fires on a server that drips one header line
+a second), a cap on the answer's bytes (none are read when the caller needs only the status),
+no redirects followed and no content coding asked for (a compressed answer cannot expand).
+
 Legacy IPv4 spellings that resolvers accept (``2130706433``, ``0x7f000001``,
 ``0177.0.0.1``, ``127.1``) are read as the address they mean (``inet_aton``'s rules)
 before any name lookup, so they are refused even where no resolver is asked.
@@ -21,9 +26,12 @@ before any name lookup, so they are refused even where no resolver is asked.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
-from collections.abc import Iterable
+import ssl
+import threading
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
@@ -179,6 +187,71 @@ def pin(url: str, policy: DestinationPolicy) -> Pinned:
     return Pinned(target, parts.netloc, ext)
 
 
+@dataclass(frozen=True)
+class Answer:
+    """What :func:`bounded_request` got back: the status, the headers and at most
+    ``max_bytes`` of the body."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+_tls: ssl.SSLContext | None = None
+_tls_lock = threading.Lock()
+
+
+def _tls_context() -> ssl.SSLContext:
+    """One verifying TLS context for every request (building one reads the CA bundle)."""
+    global _tls
+    with _tls_lock:
+        if _tls is None:
+            import certifi
+
+            _tls = ssl.create_default_context(cafile=certifi.where())
+        return _tls
+
+
+def bounded_request(method: str, target: Pinned, *, deadline: float,
+                    headers: Mapping[str, str] | None = None, content: bytes | None = None,
+                    max_bytes: int = 0) -> Answer:
+    """Send one request to the checked address ``target`` (see :func:`pin`) and return its
+    answer, all within ``deadline`` seconds: connecting, sending, the status line and
+    headers and the body. At most ``max_bytes`` of the body are read (0: none, the
+    connection is closed after the headers). Redirects are not followed and
+    ``Accept-Encoding: identity`` is sent. Blocks the calling thread (it runs its own event
+    loop: callable from worker threads, not from a running loop).
+
+    Raises ``TimeoutError`` past the deadline, ``httpx.HTTPError`` for transport errors and
+    :class:`DestinationError` (413 ``too_large``) for an answer over ``max_bytes``."""
+    import httpx
+
+    async def go() -> Answer:
+        async with httpx.AsyncClient(verify=_tls_context(), follow_redirects=False,
+                                     timeout=deadline) as client, \
+                client.stream(method, target.url, content=content, extensions=target.extensions,
+                              headers={"Host": target.host_header,
+                                       "Accept-Encoding": "identity", **(headers or {})}
+                              ) as resp:
+            body = bytearray()
+            if max_bytes > 0:
+                declared = resp.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > max_bytes:
+                    raise DestinationError(413, "too_large",
+                                           f"the answer is over {max_bytes} bytes")
+                async for chunk in resp.aiter_raw():
+                    body += chunk
+                    if len(body) > max_bytes:
+                        raise DestinationError(413, "too_large",
+                                               f"the answer is over {max_bytes} bytes")
+            return Answer(resp.status_code, dict(resp.headers), bytes(body))
+
+    async def bounded() -> Answer:
+        return await asyncio.wait_for(go(), deadline)
+
+    return asyncio.run(bounded())
+
+
 def redact_url(url: str) -> str:
     """The URL without user name and password (for logs and audit rows)."""
     try:
@@ -190,5 +263,5 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
 
 
-__all__ = ["DestinationError", "DestinationPolicy", "Pinned", "check_url", "embedded_ipv4",
-           "literal_ip", "pin", "redact_url", "resolve_checked"]
+__all__ = ["Answer", "DestinationError", "DestinationPolicy", "Pinned", "bounded_request",
+           "check_url", "embedded_ipv4", "literal_ip", "pin", "redact_url", "resolve_checked"]

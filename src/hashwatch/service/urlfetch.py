@@ -1,11 +1,12 @@
 """Optional fetch of an image by URL (off by default).
 
 Only allow-listed hosts (exact, or ``*.example.org`` for sub-domains), http(s) only, a size
-and a total-time limit, at most 3 redirects and only to the same host, and the destination
-rules of :mod:`hashwatch.service.destinations` (never loopback, private, link-local,
-metadata or IPv6 forms leading to them unless configured). The host is resolved once,
-checked, and the connection is made to that checked address (TLS still verifies the host
-name), so DNS rebinding cannot swap in an internal address.
+and a total-time limit (over every redirect, the headers included:
+:func:`~hashwatch.service.destinations.bounded_request`), at most 3 redirects and only to
+the same host, and the destination rules of :mod:`hashwatch.service.destinations` (never
+loopback, private, link-local, metadata or IPv6 forms leading to them unless configured).
+The host is resolved once, checked, and the connection is made to that checked address
+(TLS still verifies the host name), so DNS rebinding cannot swap in an internal address.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import httpx
 from hashwatch.service.destinations import (
     DestinationError,
     DestinationPolicy,
+    bounded_request,
     check_url,
     pin,
 )
@@ -67,31 +69,20 @@ def fetch(
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise FetchError(504, "fetch_timeout", "URL fetch took too long")
-        headers = {"Host": target.host_header, "User-Agent": "hashwatch-fetch/1"}
         try:
-            with httpx.Client(timeout=remaining, follow_redirects=False) as client, \
-                    client.stream("GET", target.url, headers=headers,
-                                  extensions=target.extensions) as resp:
-                if resp.status_code in (301, 302, 303, 307, 308):
-                    loc = resp.headers.get("location", "")
-                    url = urljoin(url, loc)
-                    continue
-                if resp.status_code != 200:
-                    raise FetchError(422, "fetch_failed",
-                                     f"remote answered HTTP {resp.status_code}")
-                declared = resp.headers.get("content-length")
-                if declared and declared.isdigit() and int(declared) > max_bytes:
-                    raise FetchError(413, "too_large", f"remote file over {max_bytes} bytes")
-                buf = bytearray()
-                for chunk in resp.iter_bytes():
-                    buf += chunk
-                    if len(buf) > max_bytes:
-                        raise FetchError(413, "too_large", f"remote file over {max_bytes} bytes")
-                    if time.monotonic() > deadline:
-                        raise FetchError(504, "fetch_timeout", "URL fetch took too long")
-                return bytes(buf)
-        except httpx.TimeoutException as exc:
+            answer = bounded_request("GET", target, deadline=remaining, max_bytes=max_bytes,
+                                     headers={"User-Agent": "hashwatch-fetch/1"})
+        except DestinationError as exc:  # over max_bytes
+            raise FetchError(exc.status, exc.code, f"remote file over {max_bytes} bytes") \
+                from None
+        except (TimeoutError, httpx.TimeoutException) as exc:
             raise FetchError(504, "fetch_timeout", "URL fetch took too long") from exc
         except httpx.HTTPError as exc:
             raise FetchError(422, "fetch_failed", f"fetch failed: {type(exc).__name__}") from exc
+        if answer.status in (301, 302, 303, 307, 308):
+            url = urljoin(url, answer.headers.get("location", ""))
+            continue
+        if answer.status != 200:
+            raise FetchError(422, "fetch_failed", f"remote answered HTTP {answer.status}")
+        return answer.body
     raise FetchError(422, "fetch_failed", "too many redirects")

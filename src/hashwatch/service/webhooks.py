@@ -36,6 +36,7 @@ import sqlalchemy as sa
 from hashwatch.service.destinations import (
     DestinationError,
     DestinationPolicy,
+    bounded_request,
     check_url,
     pin,
     redact_url,
@@ -210,7 +211,10 @@ class DeliveryWorker:
     Each webhook is a lane: its due rows are delivered one after another by one pool
     thread, while other webhooks' lanes run beside it (up to ``lanes`` destinations at
     once). A failed delivery ends its lane's turn, so a dead receiver costs one timeout
-    per backoff step, never a timeout per queued event, and never another lane's time."""
+    per backoff step, never a timeout per queued event, and never another lane's time.
+    An attempt lasts at most ``timeout`` seconds in all and reads none of the answer's
+    body (:func:`~hashwatch.service.destinations.bounded_request`): a receiver that drips
+    its headers or answers an endless body holds its lane for ``timeout``, no longer."""
 
     def __init__(self, store: Store, *, timeout: float = 10.0, max_attempts: int = 12,
                  backoff_base: float = 2.0, backoff_max: float = 3600.0,
@@ -228,7 +232,6 @@ class DeliveryWorker:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._client = httpx.Client(timeout=timeout, follow_redirects=False)
         self._pool = ThreadPoolExecutor(max_workers=max(1, lanes),
                                         thread_name_prefix="hashwatch-webhook-lane")
         self._busy: set[int] = set()  # webhook ids with a lane running
@@ -244,7 +247,6 @@ class DeliveryWorker:
         if self._thread is not None:
             self._thread.join(timeout=self.timeout + 5)
         self._pool.shutdown(wait=True)
-        self._client.close()
 
     def wake(self) -> None:
         self._wake.set()
@@ -340,21 +342,22 @@ class DeliveryWorker:
             # address that was checked
             target = pin(row.url, self.policy)
             headers = {
-                "Host": target.host_header,
                 "Content-Type": "application/json",
                 "User-Agent": "hashwatch-webhook/2",
                 TIMESTAMP_HEADER: str(ts),
                 SIGNATURE_HEADER: sign(row.secret, ts, row.event_id, body),
                 EVENT_HEADER: row.event_id,
             }
-            resp = self._client.post(target.url, content=body, headers=headers,
-                                     extensions=target.extensions)
-            if 200 <= resp.status_code < 300:
+            answer = bounded_request("POST", target, deadline=self.timeout, headers=headers,
+                                     content=body)
+            if 200 <= answer.status < 300:
                 self._finish(outbox_id, "delivered", "")
                 return True
-            error = f"HTTP {resp.status_code}"
+            error = f"HTTP {answer.status}"
         except DestinationError as exc:
             error = f"{exc.code}: {exc.message}"
+        except TimeoutError:
+            error = f"no answer within {self.timeout:g} s"
         except httpx.HTTPError as exc:
             error = type(exc).__name__
         if attempt >= self.max_attempts:
