@@ -95,11 +95,12 @@ def cmd_queries(a: argparse.Namespace) -> int:
 
 
 def cmd_run(a: argparse.Namespace) -> int:
-    """The cascade at each list size; one JSON result per size in --out."""
+    """The cascade at each list size (the index grows from one to the next); one JSON result
+    per size in --out."""
     import cv2
 
     from hashwatch.robust.keypoint_index import KeypointParams
-    from hashwatch.scalestudy import QueryCache, load_study_set, run_size, save_result
+    from hashwatch.scalestudy import QueryCache, load_study_set, run_sizes, save_result
 
     cv2.setNumThreads(1)
     t0 = time.perf_counter()
@@ -108,20 +109,32 @@ def cmd_run(a: argparse.Namespace) -> int:
     cache = QueryCache(a.queries)
     ss.edits = [e for e in ss.edits if cache.has(e)]
     params = KeypointParams(**json.loads(a.params)) if a.params else None
-    for n in [int(x) for x in a.sizes.split(",")]:
-        out = a.out / f"size-{n}{'-core' if a.hash_views == 'core' else ''}.json"
-        if out.exists() and not a.force:
-            print(f"{out} exists (--force to run again)", file=sys.stderr)
-            continue
-        c0, w0 = time.process_time(), time.perf_counter()
-        res = run_size(ss, cache, a.set, n, params=params, top=a.top, hash_views=a.hash_views,
-                       say=lambda s: print(f"[{time.perf_counter() - t0:7.0f}s] {s}",
-                                           file=sys.stderr, flush=True))
+    sizes = [int(x) for x in a.sizes.split(",")]
+    suffix = "-core" if a.hash_views == "core" else ""
+    if all((a.out / f"size-{n}{suffix}.json").exists() for n in sizes) and not a.force:
+        print("every size exists (--force to run again)", file=sys.stderr)
+        return 0
+
+    def cpu() -> float:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    c0, w0 = cpu(), time.perf_counter()
+    for res in run_sizes(ss, cache, a.set, sizes, n_real=a.real, params=params, top=a.top,
+                         hash_views=a.hash_views, index_dir=a.index_dir, workers=a.workers,
+                         max_distractors=a.max_distractors,
+                         all_distractors_from=a.all_distractors_from,
+                         scene_every=a.scene_every,
+                         say=lambda s: print(f"[{time.perf_counter() - t0:7.0f}s] {s}",
+                                             file=sys.stderr, flush=True)):
         res.build["run_wall_s"] = time.perf_counter() - w0
-        res.build["run_cpu_s"] = time.process_time() - c0
+        res.build["run_cpu_s"] = cpu() - c0
         res.build["load_before"], res.build["load_after"] = a.load_before, os.getloadavg()[0]
+        out = a.out / f"size-{res.n_scale}{suffix}.json"
         save_result(res, out)
         print(f"wrote {out}", file=sys.stderr)
+        c0, w0 = cpu(), time.perf_counter()
+        a.load_before = os.getloadavg()[0]
     return 0
 
 
@@ -152,6 +165,34 @@ def cmd_nominate(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_add(a: argparse.Namespace) -> int:
+    """Add --n keypoint sets to a saved index while a thread keeps searching it; and the
+    known-image feature rate on --workers processes over corpus photographs."""
+    import cv2
+
+    from hashwatch.evaluate import corpus_files
+    from hashwatch.scaleset import study_split
+    from hashwatch.scalestudy import QueryCache, add_month, feature_rate
+
+    cv2.setNumThreads(1)
+    load0 = os.getloadavg()[0]
+    out: dict = {"load_before": load0}
+    if a.feature_images:
+        _, _, sources = study_split(corpus_files(_corpus(a.corpus)), 200, 0)
+        out["features"] = feature_rate(sources[: a.feature_images], a.workers)
+        print(f"features: {out['features']}", file=sys.stderr)
+    if a.n:
+        qs = [q.local for q in QueryCache(a.queries).load("distractors")[:200]
+              if q.local is not None]
+        out["add"] = add_month(a.index_dir, a.set, a.real, a.n, qs,
+                               say=lambda s: print(s, file=sys.stderr, flush=True))
+        print(f"add: {out['add']}", file=sys.stderr)
+    out["load_after"] = os.getloadavg()[0]
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(out))
+    return 0
+
+
 def cmd_report(a: argparse.Namespace) -> int:
     """Markdown tables and fitted laws from the results in --out."""
     import math
@@ -165,29 +206,95 @@ def cmd_report(a: argparse.Namespace) -> int:
     single, combined = names[:60], names[60:]
     lines = []
     sizes = sorted(a.out.glob("size-*.json"), key=lambda p: int(p.stem.split("-")[1]))
-    if sizes:
-        lines += ["| known images | mean recall, 60 edits | hash tier alone | pairwise reference "
-                  "| lowest must-have | nominated (of verifiable) | false matches | keypoint "
-                  "tier p50 / p99 ms | of which search | extract p50 ms | postings | RAM "
-                  "(postings) | verify store on disk |",
-                  "|---:|---:|---:|---:|---|---:|---|---:|---:|---:|---:|---:|---:|"]
-        for pth in sizes:
-            s = summarise_size(load_result(pth), single, combined)
-            fm = ", ".join(f"{k} {v}" for k, v in s.false.items()) or "0"
+    sums = [summarise_size(load_result(p), single, combined) for p in sizes]
+    if sums:
+        lines += ["| known images (real generated + recombined) | mean recall, 60 edits | hash "
+                  "tier alone | pairwise, 128 kept | exact (200 stored) | lowest must-have "
+                  "| nominated (of verifiable) | false matches | nominees verified per "
+                  "keypoint-tier query (mean) | keypoint tier CPU p50 / p99 ms (edited) | "
+                  "of which nomination p50 / p99 | unmatched (distractor) CPU p50 / p99 ms | "
+                  "extract p50 / p99 ms | postings scanned p50 |",
+                  "|---|---:|---:|---:|---:|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+        for s in sums:
+            fm = ", ".join(f"{k} {v}" for k, v in sorted(s.false.items())) or "0"
+            t = s.t
             lines.append(
-                f"| {s.n_known:,} | {100 * s.mean_single:.1f}% | {100 * s.mean_single_hash:.1f}% "
-                f"| {100 * s.mean_single_ref:.1f}% | {s.min_must[0]} {100 * s.min_must[1]:.0f}% "
-                f"| {100 * s.nominated:.1f}% | {fm} | {s.t['keypoint_p50_ms']:.1f} / "
-                f"{s.t['keypoint_p99_ms']:.1f} | {s.t['search_p50_ms']:.1f} / "
-                f"{s.t['search_p99_ms']:.1f} | {s.t['extract_p50_ms']:.1f} "
-                f"| {s.sizes['postings']:,.0f} | {s.sizes['posting_bytes'] / 2**20:,.0f} MiB "
-                f"| {s.sizes['verify_bytes'] / 2**20:,.0f} MiB |")
-            lines.append(f"|  | chance alignments: P(geometry) {s.chance_rate[0]:.1e}, "
-                         f"P(scene) {s.chance_rate[1]:.1e}, per query {s.chance_rate[2]:.1e}; "
-                         f"queries {s.queries}, keypoint tier {s.kp_queries}; build "
-                         f"{s.build.get('wall_s', 0):.0f} s wall, {s.build.get('cpu_s', 0):.0f} s "
-                         f"CPU; load {s.build.get('load_before', 0):.1f} -> "
-                         f"{s.build.get('load_after', 0):.1f} | | | | | | | | | | | |")
+                f"| {s.n_known:,} ({s.n_real:,} + {s.n_known - 200 - s.n_real:,}) "
+                f"| {100 * s.mean_single:.1f}% | {100 * s.mean_single_hash:.1f}% "
+                f"| {100 * s.mean_single_ref:.1f}% | {100 * s.mean_single_full:.1f}% "
+                f"| {s.min_must[0]} {100 * s.min_must[1]:.1f}% "
+                f"| {100 * s.nominated:.1f}% | {fm} | {s.candidates['verified_mean']:.1f} "
+                f"| {t.get('cpu_p50_ms', math.nan):.1f} / {t.get('cpu_p99_ms', math.nan):.1f} "
+                f"| {t['search_p50_ms']:.1f} / {t['search_p99_ms']:.1f} "
+                f"| {t.get('cpu_distractor_p50_ms', math.nan):.0f} / "
+                f"{t.get('cpu_distractor_p99_ms', math.nan):.0f} "
+                f"| {t['extract_p50_ms']:.1f} / {t['extract_p99_ms']:.1f} "
+                f"| {t['scanned_p50']:,.0f} |")
+        lines += ["", "| known images | keypoint tier RAM (postings + tables) | RSS after "
+                  "mapping the index | index folder on disk | per image on disk (without "
+                  "vocabulary and df) | hash rows "
+                  "(real images) | add CPU per image (keypoint index) | build wall / CPU s | "
+                  "run wall / CPU s | peak RSS | load before -> after | chance alignments "
+                  "verified (recombined) | most inliers | P(geometry) per nominee | "
+                  "P(scene) | per query |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"
+                  "---:|"]
+        for s in sums:
+            z, b = s.sizes, s.build
+            n_img = s.n_known
+            per_img = (z.get("index_dir_bytes", math.nan) - z.get("index_fixed_bytes", 0)) / n_img
+            lines.append(
+                f"| {n_img:,} | {z.get('ram_bytes', math.nan) / 2**20:,.0f} MiB "
+                f"| {z.get('rss_after_load_mib', math.nan) - z.get('rss_before_load_mib', 0):,.0f}"
+                f" MiB | {z.get('index_dir_bytes', math.nan) / 2**20:,.0f} MiB "
+                f"| {per_img:,.0f} B "
+                f"| {z['hash_rows']:,.0f} "
+                f"| {1000 * b.get('keypoint_add_cpu_s', math.nan) / n_img:.2f} ms "
+                f"| {b.get('wall_s', 0):.0f} / {b.get('cpu_s', 0):.0f} "
+                f"| {b.get('run_wall_s', 0):.0f} / {b.get('run_cpu_s', 0):.0f} "
+                f"| {z['rss_mib'] / 1024:.2f} GiB "
+                f"| {b.get('load_before', 0):.1f} -> {b.get('load_after', 0):.1f} "
+                f"| {s.candidates['chance']:,.0f} ({s.candidates['chance_synthetic']:,.0f}) "
+                f"| {s.candidates['max_inliers']:.0f} | {s.chance_rate[0]:.1e} "
+                f"| {s.chance_rate[1]:.1e} | {s.chance_rate[2]:.1e} |")
+        if len(sums) >= 2:
+            n = [s.n_known for s in sums]
+            laws = []
+            series = (
+                ("keypoint tier RAM bytes", [s.sizes.get("ram_bytes", math.nan) for s in sums]),
+                ("index folder bytes", [s.sizes.get("index_dir_bytes", math.nan)
+                                        for s in sums]),
+                ("keypoint tier CPU p50 ms", [s.t.get("cpu_p50_ms", math.nan) for s in sums]),
+                ("keypoint tier CPU p99 ms", [s.t.get("cpu_p99_ms", math.nan) for s in sums]),
+                ("nomination p50 ms", [s.t["search_p50_ms"] for s in sums]),
+                ("nomination p99 ms", [s.t["search_p99_ms"] for s in sums]),
+                ("postings scanned p50", [s.t["scanned_p50"] for s in sums]),
+                ("nominees verified per query", [s.candidates["verified_mean"] for s in sums]),
+                ("P(geometry) per nominee", [s.chance_rate[0] for s in sums]),
+                ("false matches per query (keypoint tier)", [s.chance_rate[2] for s in sums]),
+            )
+            for label, y in series:
+                a0, c = fit_affine(n, y)
+                k, bb = fit_power(n, y)
+                laws.append(f"- {label}: measured " + ", ".join(
+                    f"{v:.3g} at {x:,}" for x, v in zip(n, y, strict=True))
+                    + f"; affine {a0:.4g} + {c:.4g} N (-> {a0 + c * 2e7:.3g} at 20M); "
+                    f"power {k:.4g} N^{bb:.3f} (-> {k * 2e7 ** bb:.3g} at 20M)")
+            miss = [max(1e-9, 1 - s.nominated) for s in sums]
+            k, bb = fit_power(n, miss)
+            laws.append(f"- nomination miss rate: {k:.3g} N^{bb:.3f} (-> {100 * k * 2e7 ** bb:.2f}%"
+                        " at 20M); measured " + ", ".join(
+                            f"{100 * m:.2f}% at {x:,}" for x, m in zip(n, miss, strict=True)))
+            lines += ["", "Fitted laws (N = known images; least squares, affine in N, power "
+                      "in log-log):", *laws]
+        lines += ["", "| edit | " + " | ".join(f"{s.n_known:,}" for s in sums)
+                  + " | pairwise 128 | exact 200 |", "|---|" + "---:|" * (len(sums) + 2)]
+        for e in single:
+            if e not in sums[-1].per_edit:
+                continue
+            lines.append(f"| {e} | " + " | ".join(
+                f"{100 * s.per_edit[e][0]:.1f}" if e in s.per_edit else "-" for s in sums)
+                + f" | {100 * sums[-1].per_edit[e][1]:.1f} | {100 * sums[-1].per_edit[e][2]:.1f} |")
     noms = sorted(a.out.glob("nominate-*.json"))
     rows = []
     for pth in noms:
@@ -266,9 +373,23 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run", help="the cascade at each list size (under the bench lock)")
     r.add_argument("--set", type=Path, required=True)
     r.add_argument("--queries", type=Path, required=True)
-    r.add_argument("--sizes", default="200000,500000,1000000")
+    r.add_argument("--sizes", default="200000,500000,1000000",
+                   help="scale images added to the 200 known, ascending; the index grows")
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--top", type=int, default=8, help="candidates verified per query")
+    r.add_argument("--real", type=int, default=None,
+                   help="generated scale images to use (default: all N); the rest of each "
+                        "size is recombined from them (keypoint tier only)")
+    r.add_argument("--workers", type=int, default=1,
+                   help="query processes, forked after the build (each query on one core)")
+    r.add_argument("--max-distractors", type=int, default=None,
+                   help="only the first distractors (below --all-distractors-from)")
+    r.add_argument("--all-distractors-from", type=int, default=None,
+                   help="from this size on, every distractor")
+    r.add_argument("--scene-every", type=int, default=4,
+                   help="every n-th distractor runs the scene check on every nominee")
+    r.add_argument("--index-dir", type=Path, default=None,
+                   help="where the keypoint index is saved and mapped from (replaced)")
     r.add_argument("--params", default=None, help="KeypointParams as JSON")
     r.add_argument("--known", type=int, default=200)
     r.add_argument("--seed", type=int, default=0)
@@ -291,6 +412,18 @@ def main(argv: list[str] | None = None) -> int:
     n.add_argument("--edits", default=None)
     n.add_argument("--corpus", type=Path, default=None)
     n.set_defaults(fn=cmd_nominate)
+    ad = sub.add_parser("add", help="add a month (250,000) to a saved index while searching")
+    ad.add_argument("--index-dir", type=Path, required=True)
+    ad.add_argument("--set", type=Path, required=True)
+    ad.add_argument("--queries", type=Path, required=True)
+    ad.add_argument("--real", type=int, required=True, help="generated images to recombine")
+    ad.add_argument("--n", type=int, default=250_000)
+    ad.add_argument("--feature-images", type=int, default=2000,
+                    help="corpus photographs whose features are timed on --workers")
+    ad.add_argument("--workers", type=int, default=2)
+    ad.add_argument("--corpus", type=Path, default=None)
+    ad.add_argument("--out", type=Path, required=True)
+    ad.set_defaults(fn=cmd_add)
     rp = sub.add_parser("report", help="markdown tables and fitted laws of --out")
     rp.add_argument("--out", type=Path, required=True)
     rp.set_defaults(fn=cmd_report)
