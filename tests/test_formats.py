@@ -210,3 +210,36 @@ def test_icse_columns_categories_and_bad_rows():
     assert [(b.line, b.message.split(" ")[0]) for b in bad] == [(4, "no"), (5, "md5"), (6, "more")]
     with pytest.raises(FormatError):
         list(reader("icse")(io.StringIO("ImageID,Notes\n1,2\n")))
+
+
+def test_hashlines_reads_every_checksum_tool_layout():
+    """md5sum/sha256sum lines (plain, binary marker, escaped names) and the BSD tagged form
+    (macOS ``md5``, ``shasum --tag``, ``sha256sum --tag``, ``openssl dgst``): the tag names
+    the signal type, so a 64-hex SHA-256 needs no --signal; an unknown tag is a bad line."""
+    import hashlib
+
+    data = [b"benign-%d" % i for i in range(6)]
+    md5 = [hashlib.md5(b).hexdigest() for b in data]
+    sha1 = [hashlib.sha1(b).hexdigest() for b in data]
+    sha256 = [hashlib.sha256(b).hexdigest() for b in data]
+    text = "\r\n".join([
+        f"MD5 (photo 1.jpg) = {md5[0]}",                  # macOS md5
+        f"SHA256 (dir/a (copy).jpg) = {sha256[1]}",       # sha256sum --tag, parentheses
+        f"SHA1 (b.jpg) = {sha1[2].upper()}",              # shasum --tag
+        f"SHA2-256(c.jpg)= {sha256[3]}",                  # openssl 3 dgst
+        f"{md5[4]}  plain name.jpg",                      # md5sum
+        f"\\{md5[5]}  back\\\\slash\\nnewline.jpg",       # md5sum, escaped name
+        f"\\SHA256 (x\\\\y.jpg) = {sha256[5]}",            # sha256sum --tag, escaped name
+        f"BLAKE2b (z.jpg) = {'ab' * 64}",                 # a hash hashwatch has no type for
+    ]) + "\r\n"
+    good, bad = split(list(reader("hashlines")(io.BytesIO(text.encode("utf-8-sig")))))
+    assert [(e.signal_type, e.value, e.source_ref) for e in good] == [
+        ("md5", md5[0], "photo 1.jpg"),
+        ("sha256", sha256[1], "dir/a (copy).jpg"),
+        ("sha1", sha1[2], "b.jpg"),
+        ("sha256", sha256[3], "c.jpg"),
+        ("md5", md5[4], "plain name.jpg"),
+        ("md5", md5[5], "back\\slash\nnewline.jpg"),
+        ("sha256", sha256[5], "x\\y.jpg"),
+    ]
+    assert [b.line for b in bad] == [8] and "blake2b" in bad[0].message

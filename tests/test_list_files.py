@@ -163,12 +163,17 @@ def write_csv(known: list[Known], d: st.DataObject, enc: str) -> tuple[bytes, se
 
 def write_hashlines(known: list[Known], d: st.DataObject, enc: str) -> tuple[bytes, set]:
     nl = d.draw(st.sampled_from(NEWLINES))
-    style = d.draw(st.sampled_from(["signal:value", "value  name", "value *name"]))
+    style = d.draw(st.sampled_from(["signal:value", "value  name", "value *name", "tagged"]))
+    tag = {"md5": "MD5", "sha1": "SHA1", "sha256": d.draw(st.sampled_from(["SHA256",
+                                                                           "SHA2-256"]))}
     lines = ["# exported by a partner tool", ""]
     expect = set()
     for k in known:
         for sig, value in k.hashes:
-            if style == "signal:value" or sig not in ("md5", "sha1"):
+            if style == "tagged" and sig in tag:  # BSD tagged: md5 (macOS), shasum --tag
+                lines.append(f"{tag[sig]} ({k.ref}) = {value}")
+                expect.add((sig, value, None, (), k.ref, ""))
+            elif style in ("signal:value", "tagged") or sig not in ("md5", "sha1"):
                 lines.append(f"{sig}:{value}")
                 expect.add((sig, value, None, (), "", ""))
             else:  # checksum-tool lines: md5sum / sha1sum
