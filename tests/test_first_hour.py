@@ -105,8 +105,19 @@ def test_missing_or_empty_database_is_refused(setup, tmp_path) -> None:
         res = run(*cmd, "--db", str(typo), code=2)
         assert "does not exist" in res.output and str(typo) in res.output
         assert not typo.exists()  # nothing was created
+    # commands that only read or change what is there refuse it too, and create nothing
+    for cmd in (["db", "stats"], ["lists", "show"], ["lists", "export", "caid", "--out",
+                                                     str(tmp_path / "x.csv")],
+                ["lists", "remove", "caid", "1"], ["grades", "C1"],
+                ["grade", "C1", "--cluster", "1", "--category", "uk:B", "--analyst", "a"],
+                ["lists", "promote", "C1", "--list", "caid"]):
+        res = run(*cmd, "--db", str(typo), code=2)
+        assert "does not exist" in res.output and str(typo) in res.output, cmd
+        assert not typo.exists(), cmd
     empty = tmp_path / "empty.db"
-    run("db", "stats", "--db", str(empty))  # a real, empty database
+    from hashwatch.store import Store
+
+    Store.open(str(empty)).close()  # a real, empty database
     res = run("match", str(ev), "--db", str(empty), code=2)
     assert "holds no hash list" in res.output and str(empty) in res.output
     res = run("match", str(ev), "--db", db)
@@ -130,6 +141,15 @@ def test_serve_index_path_folder_checked_at_start_up(tmp_path) -> None:
     target = tmp_path / "new" / "deeper" / "pdq.idx"
     _prepare_index_dir(str(target))  # what serve does before it starts the workers
     assert target.parent.is_dir() and target.parent.stat().st_mode & 0o777 == 0o700
+
+
+def test_private_setup_errors_are_plain_text(tmp_path) -> None:
+    (tmp_path / "list.txt").write_text("ab" * 32 + "\n")
+    res = run("private", "setup", str(tmp_path / "list.txt"), "--out", str(tmp_path / "psi"),
+              "--engine", "[bold]x", code=2)
+    assert "error: --engine must be local or ray, not '[bold]x'" in res.output
+    assert "[red]" not in res.output and "[/red]" not in res.output
+    _literal(res.output)
 
 
 def test_private_demo_counts_reconcile(monkeypatch) -> None:

@@ -93,17 +93,21 @@ def db_target(db: Path | str | None) -> str:
     return str(Path(text).expanduser().resolve())
 
 
-def open_store(db: str | Path | None, *, need_lists: bool = False) -> Any:
+def open_store(db: str | Path | None, *, need_lists: bool = False,
+               must_exist: bool = False) -> Any:
     """Open the store. ``need_lists``: for commands that match against lists, refuse a
     database that does not exist (a mistyped ``--db`` would otherwise create an empty one
-    and every file would be "no match") or that holds no list, naming the database."""
+    and every file would be "no match") or that holds no list, naming the database.
+    ``must_exist``: for commands that only read or change what is already there (stats,
+    show, export, grades), refuse a database that does not exist instead of creating it."""
     from hashwatch.store import Store, StoreError
 
     where = db_target(db)
     target = str(db) if db is not None else None
-    if need_lists and "://" not in where and not Path(where).is_file():
+    if (need_lists or must_exist) and "://" not in where and not Path(where).is_file():
         raise fail(f"database {where} does not exist: check --db or $HASHWATCH_DB (create "
-                   "lists with `hashwatch lists create` / `lists import` first)")
+                   "lists with `hashwatch lists create` / `lists import` first; nothing "
+                   "was created)")
     try:
         store = Store.open(target)
     except StoreError as exc:
@@ -425,7 +429,7 @@ def lists_export(
 
     if fmt not in FORMATS:
         raise fail(f"unknown format {fmt!r} (choose one of {', '.join(FORMATS)})")
-    with open_store(db) as store:
+    with open_store(db, must_exist=True) as store:
         try:
             info = store.get_list(name)
         except ListNotFound as exc:
@@ -444,7 +448,7 @@ def lists_show(
     """Show lists with their versions and entry counts."""
     from hashwatch.store import ListNotFound
 
-    with open_store(db) as store:
+    with open_store(db, must_exist=True) as store:
         try:
             infos = [store.get_list(name)] if name else store.lists()
         except ListNotFound as exc:
@@ -504,7 +508,7 @@ def lists_remove(
     """Remove entries from a list (kept in history, audited)."""
     from hashwatch.store import ListNotFound
 
-    with open_store(db) as store:
+    with open_store(db, must_exist=True) as store:
         try:
             n = store.remove_entries(name, entry_ids)
         except ListNotFound as exc:
@@ -705,7 +709,7 @@ def db_stats(
 ) -> None:
     """Lists, and entries per list and signal type."""
     where = db_target(db)
-    with open_store(db) as store:
+    with open_store(db, must_exist=True) as store:
         rows = store.stats()
         infos = store.lists()
     kept = _not_matchable(rows)

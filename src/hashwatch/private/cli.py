@@ -15,6 +15,7 @@ from hashwatch.console import literal_console, styled
 app = typer.Typer(help="Private matching with threshold vouchers (after Apple's PSI design).",
                   no_args_is_help=True)
 console = literal_console()
+err = literal_console(stderr=True, soft_wrap=True)
 VFILE_MAGIC = b"HWVF1\x00"
 
 
@@ -78,7 +79,7 @@ def setup(
     from .build import WORK, BuildError, build_table_files
 
     if engine not in ("local", "ray"):
-        console.print("[red]--engine must be local or ray[/red]")
+        err.print(styled("error:", "bold red", f"--engine must be local or ray, not {engine!r}"))
         raise typer.Exit(2)
     mapper = None
     if engine == "ray":
@@ -87,12 +88,13 @@ def setup(
         try:
             ray_connect(address, workers if address is None else None)
         except ImportError as e:
-            console.print(f"[red]{e}[/red]")
+            err.print(styled("error:", "bold red", str(e)))
             raise typer.Exit(2) from e
         if ray_token_auth() is not True and not allow_insecure_cluster:
-            console.print("[red]refused:[/red] the Ray cluster does not use token "
-                          "authentication, and the blinding secret would reach its workers "
-                          "(start it with RAY_AUTH_MODE=token, or pass --allow-insecure-cluster)")
+            err.print(styled("refused:", "bold red", "the Ray cluster does not use token "
+                             "authentication, and the blinding secret would reach its workers "
+                             "(start it with RAY_AUTH_MODE=token, or pass "
+                             "--allow-insecure-cluster)"))
             raise typer.Exit(2)
         mapper = ray_ordered_map
         console.print(f"Ray: {ray_cpus()} CPU(s), token authentication "

@@ -149,7 +149,7 @@ def grade(
 
     h = _h()
     cat = h._parse_category(category)
-    with h.open_store(db) as store:
+    with h.open_store(db, must_exist=True) as store:
         try:
             outdir = check_store_case(store, case)
             conn = open_workdb(outdir, create=False)
@@ -185,7 +185,7 @@ def grades(
 
     h = _h()
     rule = GradeRule(min_votes, max_dissent)
-    with h.open_store(db) as store:
+    with h.open_store(db, must_exist=True) as store:
         try:
             outdir = check_store_case(store, case)
         except CaseError as exc:
@@ -260,7 +260,7 @@ def promote(
     actor = os.environ.get("USER") or "cli"
     rule = GradeRule(min_votes, max_dissent)
     h.err.print(f"only trusted grades are promoted: {rule.describe()}")
-    with h.open_store(db) as store:
+    with h.open_store(db, must_exist=True) as store:
         try:
             res = do_promote(store, case, list_name, rule=rule, actor=actor)
         except (CaseError, ListNotFound) as exc:
