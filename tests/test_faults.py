@@ -412,3 +412,59 @@ def test_disk_full_under_sqlite(tmp_path):
         c.close()
     finally:
         w.stop()
+
+
+# -- the index cannot be saved at start (its disk is full) -------------------------------
+def test_serve_with_the_index_disk_full(tmp_path):
+    # The index folder is a 1 MB tmpfs filled before `serve` starts: the service starts,
+    # serves from memory, shows why the index is not saved, and saves it once space is back.
+    if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("nsenter") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("the index-disk-full test needs root, unshare and nsenter under CI=true")
+        pytest.skip("needs root, unshare and nsenter (a private tmpfs)")
+    idx, db = tmp_path / "idx", tmp_path / "hw.db"
+    idx.mkdir()
+    known = _values(11, 300)
+    with Store.open(db) as s:
+        from hashwatch.store import EntryIn
+
+        s.create_list("dl")
+        s.add_entries("dl", [EntryIn("pdq", v) for v in known])
+    h = _keys(str(db))
+    w = Worker(str(db), tmp_path, "w", HASHWATCH_INDEX_SAVE_RETRY="1")
+    script = (f"mount -t tmpfs -o size=1m tmpfs {idx} && "
+              f"(dd if=/dev/zero of={idx}/filler bs=64k status=none 2>/dev/null; true) && "
+              f"exec {sys.executable} -m hashwatch.cli serve --host 127.0.0.1 --port {w.port} "
+              f"--db {db} --index-path {idx}/hw.pdq.idx --log-level warning")
+    log = open(w.log_path, "ab")  # noqa: SIM115
+    w.proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                               script], env=w.env, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    log.close()
+    try:
+        ready = w.wait_ready()
+        assert "No space" in (ready["feed"]["index_save_error"] or ""), ready["feed"]
+        assert "cannot save the index" in w.tail()
+        c = httpx.Client(base_url=w.url, headers=h, timeout=60)
+        metrics = c.get("/v1/health/metrics").text
+        assert "hashwatch_index_saved 0" in metrics
+        # it serves from memory: what was known, and what is added now
+        new = _values(12, 50)
+        assert c.post("/v1/lists/dl/entries", json={"entries": [
+            {"signal_type": "pdq", "value": v} for v in new]}).status_code == 201
+        r = c.post("/v1/match/hashes", json={"hashes": [
+            {"signal_type": "pdq", "value": v} for v in known[:50] + new]})
+        assert r.status_code == 200 and all(x["matches"] for x in r.json()["results"])
+        # space comes back: the next retry saves, without a restart
+        subprocess.run(["nsenter", "-t", str(w.proc.pid), "-m", "rm", "-f",
+                        str(idx / "filler")], check=True)
+        saved = _wait(lambda: c.get("/v1/health/ready").json()["feed"]["index_save_error"]
+                      is None, 30, 0.2)
+        assert saved, c.get("/v1/health/ready").json()["feed"]
+        listing = subprocess.run(["nsenter", "-t", str(w.proc.pid), "-m", "ls", str(idx)],
+                                 capture_output=True, text=True, check=True).stdout.split()
+        assert "hw.pdq.idx" in listing and "hw.pdq.idx.json" in listing
+        assert w.proc.poll() is None
+        c.close()
+    finally:
+        w.stop()

@@ -23,6 +23,7 @@ import numpy as np
 
 from hashwatch import robust
 from hashwatch.index import HammingIndex
+from hashwatch.keypoint_feed import KeypointFeed
 from hashwatch.robust.keypoint_index import KeypointIndex
 from hashwatch.robust.vocab import default_vocabulary
 from hashwatch.signals.vpdq import VPDQ_COMPARED_MATCH_PERCENT, VPDQ_QUERY_MATCH_PERCENT
@@ -236,14 +237,15 @@ class Matcher:
         self.position = ""  # change-feed position the index is current at
         # one feed replay at a time (a poller and a request may both refresh)
         self._lock = threading.RLock()
-        # keypoint tier: loaded (or built) on first use, kept in step with the store
-        self._kp: KeypointIndex | None = None
-        self._kp_last = 0  # last local-feature row applied
-        self._kp_dirty = False
-        self._kp_replace = False  # the saved keypoint index is unusable: write over it
-        self._kp_lock = threading.Lock()  # one thread catches the keypoint index up
+        # keypoint tier: loaded (or built) on first use, then following the change feed
+        # like the PDQ index (hashwatch.keypoint_feed)
+        self._kpf: KeypointFeed | None = None
         self._kp_open_lock = threading.Lock()
-        self._entry_hw = 0  # highest PDQ entry id the index has seen added
+        self._vpdq_lock = threading.Lock()  # the vPDQ index has one writer at a time
+        # a failed save (disk full, folder gone): the indexes keep serving from memory and
+        # the next save() retries; shown in the service's readiness and metrics
+        self.save_error: str | None = None
+        self.save_failures = 0
         self.index = self._load_or_build()
 
     # -- index lifecycle ------------------------------------------------------------
@@ -260,7 +262,6 @@ class Matcher:
                 ):
                     self.index = HammingIndex.load(self.index_path, mmap=self.mmap)
                     self.position = meta["position"]
-                    self._entry_hw = int(meta.get("entry_hw", 0))
                     if self.refresh():
                         self.save()
                     return self.index
@@ -285,7 +286,6 @@ class Matcher:
             if ids_parts:
                 ids = np.concatenate(ids_parts)
                 codes = np.concatenate(code_parts)
-                self._entry_hw = max(self._entry_hw, int(ids.max()))
                 order = np.argsort(ids, kind="stable")
                 # one add builds one segment; adding per batch would set off merge after merge
                 index.add(ids[order], codes[order], copy=False)
@@ -295,30 +295,46 @@ class Matcher:
 
     def refresh(self) -> int:
         """Apply the entries added, removed or restored since the index's feed position
-        (``hashwatch.store.feed``: commit-ordered, nothing skipped). Returns how many
-        change rows were applied."""
+        (``hashwatch.store.feed``: commit-ordered, nothing skipped), and bring the keypoint
+        and vPDQ tiers (when loaded) to the same snapshot. Returns how many PDQ change rows
+        were applied."""
+        # the lock is taken before the snapshot, so positions only move forward; it is let
+        # go before the other tiers catch up, so PDQ freshness never waits on them
+        held = self._lock.acquire()
+        try:
+            with self.store.snapshot() as snap:
+                try:
+                    applied = self.catch_up(snap)
+                finally:
+                    self._lock.release()
+                    held = False
+                self._catch_up_tiers(snap)
+                return applied
+        finally:
+            if held:
+                self._lock.release()
+
+    def _catch_up_tiers(self, snap: Snapshot) -> None:
+        kpf = self._kpf
+        # a thread already catching the keypoint tier up brings it past this snapshot
+        if kpf is not None and kpf.lock.acquire(blocking=False):
+            try:
+                kpf.catch_up(snap)
+            finally:
+                kpf.lock.release()
         if self._vpdq is not None:
-            self._vpdq.refresh()
-        with self._lock, self.store.snapshot() as snap:
-            return self.catch_up(snap)
+            with self._vpdq_lock:
+                self._vpdq.refresh(snap)
 
     def catch_up(self, snap: Snapshot) -> int:
-        """Bring the index to the feed position of ``snap``, a snapshot opened after the
+        """Bring the PDQ index to the feed position of ``snap``, a snapshot opened after the
         index's current position was taken (see :meth:`refresh`)."""
         with self._lock:
             applied = 0
             for batch in snap.changed(self.position, "pdq"):
                 self.apply_states(batch)
-                # the keypoint tier follows removals and restores (restores re-use old entry
-                # ids; new entries are above the high-water mark)
-                follow = [eid for eid, v in batch if v is None or eid <= self._entry_hw]
-                self._entry_hw = max([self._entry_hw, *(eid for eid, v in batch if v)])
-                if self._kp is not None and follow:
-                    self._kp_follow(follow)
                 applied += len(batch)
             self.position = snap.position
-            if self._kp is not None:  # new keypoint sets, unless a catch-up is running
-                self._refresh_local(wait=False)
             return applied
 
     def apply_states(self, states: Sequence[tuple[int, str | None]]) -> None:
@@ -338,23 +354,34 @@ class Matcher:
             ids = np.fromiter(live.keys(), dtype=np.int64, count=len(live))
             self.index.add(ids, hex_to_codes(list(live.values())))
 
-    def save(self) -> None:
+    def save(self) -> bool:
+        """Write the PDQ index, its feed position and the keypoint tier (when loaded and
+        changed) beside the database. Returns False when writing failed (OSError: a full
+        disk, a folder gone): the indexes keep serving from memory, the reason is kept in
+        ``save_error`` and logged, and the next call tries again."""
         if not self.persist or self.index_path is None or not self.writable:
-            return
+            return True
         with self._lock:
-            # a keypoint save is refused (False) when another process saved it first: this
-            # one keeps its changes in memory
-            if self._kp is not None and self._kp_dirty and self._kp.save(
-                    self._kp_path(), meta={"last_row": self._kp_last},
-                    replace=self._kp_replace):
-                self._kp_dirty = self._kp_replace = False
-            self.index.save(self.index_path)
-            tmp = self._meta_path().with_suffix(".tmp")
-            fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                json.dump({"feed_id": self.store.feed_id(), "position": self.position,
-                           "count": len(self.index), "entry_hw": self._entry_hw}, fh)
-            os.replace(tmp, self._meta_path())
+            try:
+                # a keypoint save is refused when another process saved it first: this one
+                # keeps its changes in memory
+                if self._kpf is not None:
+                    self._kpf.save(self._kp_path(), self.store.feed_id())
+                self.index.save(self.index_path)
+                tmp = self._meta_path().with_suffix(".tmp")
+                fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w") as fh:
+                    json.dump({"feed_id": self.store.feed_id(), "position": self.position,
+                               "count": len(self.index)}, fh)
+                os.replace(tmp, self._meta_path())
+            except OSError as exc:
+                self.save_failures += 1
+                self.save_error = f"{type(exc).__name__}: {exc.strerror or exc}"[:300]
+                log.warning("could not save the index at %s (%s); serving from memory, "
+                            "retrying at the next save", self.index_path, self.save_error)
+                return False
+            self.save_error = None
+            return True
 
     # -- matching -------------------------------------------------------------------
     def match_exact(self, hashes: HashedLike, lists: Sequence[str] | None = None) -> list[Match]:
@@ -444,69 +471,27 @@ class Matcher:
         assert self.index_path is not None
         return self.index_path.with_name(self.index_path.name + ".kp")
 
-    def _kp_open(self) -> KeypointIndex:
-        if self.persist and self._kp_path().joinpath("manifest.json").exists():
-            try:
-                kp = KeypointIndex.load(self._kp_path(), mmap=self.mmap)
-                self._kp_last = int(kp.meta.get("last_row", 0))
-                return kp
-            except (OSError, ValueError, KeyError) as exc:
-                log.warning("keypoint index at %s unusable (%s); rebuilding", self._kp_path(),
-                            exc)
-                self._kp_replace = True
-        self._kp_last = 0
-        return KeypointIndex(default_vocabulary())
+    def _kp_feed(self) -> KeypointFeed:
+        """The keypoint tier, loaded (or built) and caught up on first use."""
+        if self._kpf is None:
+            with self._kp_open_lock:
+                if self._kpf is None:
+                    self._kpf = KeypointFeed.open(
+                        self.store, self._kp_path() if self.persist else None,
+                        mmap=self.mmap, vocab=default_vocabulary)
+                    self.save()
+        return self._kpf
 
-    def _refresh_local(self, *, wait: bool = True) -> None:
-        """Add the known images' keypoint sets stored since the index was last current.
-        One thread catches up at a time; with ``wait=False`` a caller that finds another
-        thread catching up goes on with the index as it is (it stays searchable)."""
-        with self._kp_open_lock:
-            if self._kp is None:
-                self._kp = self._kp_open()
-        if not self._kp_lock.acquire(blocking=wait):
-            return
-        try:
-            batch: list[tuple[int, robust.LocalFeatures]] = []
-            for row_id, _list_id, _group, data in self.store.iter_local_features(
-                after_id=self._kp_last
-            ):
-                batch.append((row_id, robust.decode_local(data)))
-                if len(batch) >= 5000:
-                    self._kp.add_many(batch)
-                    self._kp_last = batch[-1][0]
-                    batch = []
-            if batch:
-                self._kp.add_many(batch)
-                self._kp_last = batch[-1][0]
-            if self._kp_last != int(self._kp.meta.get("last_row", -1)):
-                self._kp_dirty = True
-                self.save()
-        finally:
-            self._kp_lock.release()
-
-    def _kp_follow(self, entry_ids: Sequence[int]) -> None:
-        """Keep the keypoint index in step with removed and restored entries: a known image
-        with no active entry left is tombstoned, one that has one again is re-added."""
-        assert self._kp is not None
-        for row_id, (data, live) in self.store.local_features_for_entries(entry_ids).items():
-            if row_id > self._kp_last:
-                continue  # not read yet: _refresh_local adds it
-            held = self._kp.holds(row_id)
-            if held and not live:
-                self._kp.remove([row_id])
-                self._kp_dirty = True
-            elif live and not held:
-                self._kp.add(row_id, robust.decode_local(data))
-                self._kp_dirty = True
+    @property
+    def keypoint_feed(self) -> KeypointFeed | None:
+        """The keypoint tier's feed follower, None until the tier is first used."""
+        return self._kpf
 
     @property
     def keypoints(self) -> KeypointIndex:
-        """The keypoint index (loaded on first use, then kept current; searchable while
-        another thread adds to it)."""
-        self._refresh_local(wait=self._kp is None)
-        assert self._kp is not None
-        return self._kp
+        """The keypoint index (loaded on first use, then kept current by :meth:`refresh`;
+        searchable while another thread adds to it)."""
+        return self._kp_feed().kp
 
     @property
     def local_enabled(self) -> bool:
@@ -575,10 +560,11 @@ class Matcher:
         them has route ``vpdq:views``."""
         from hashwatch.media.vpdq_index import VpdqIndex
 
-        if self._vpdq is None:
-            self._vpdq = VpdqIndex(self.store)
-        else:
-            self._vpdq.refresh()
+        with self._vpdq_lock:
+            if self._vpdq is None:
+                self._vpdq = VpdqIndex(self.store)
+            else:
+                self._vpdq.refresh()
         hits = self._vpdq.query(features, query_percent=self.vpdq_query_percent,
                                 compared_percent=self.vpdq_compared_percent, views=views)
         if not hits:

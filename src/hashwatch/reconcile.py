@@ -1,4 +1,5 @@
-"""Reconciliation: does a matcher's PDQ index hold exactly the store's live PDQ entries?
+"""Reconciliation: does a matcher's PDQ index hold exactly the store's live PDQ entries, and
+its keypoint tier exactly the store's keypoint-live sets?
 
 The change feed keeps an index current (``hashwatch.store.feed``); this module checks the
 result independently, per list, and repairs any difference without a restart:
@@ -13,6 +14,12 @@ result independently, per list, and repairs any difference without a restart:
    entries with the index's entries in that id range exactly. Only these confirmed
    differences are reported and repaired; a suspect bucket that merely raced a concurrent
    write (the index moves on while the survey reads) confirms nothing.
+
+The keypoint tier (when loaded) is checked the same way: per list, the count and digest of
+the keypoint-live sets (``hashwatch.store.feed``) against the sets the index holds, then
+each difference confirmed in a new snapshot to which the tier is first brought, and
+repaired. A set is named by its row id (rows never change), so its digest mixes the row id
+and the list id.
 
 Digest: the sum modulo 2**64 of a 64-bit mix of each entry's (id, code), so it does not
 depend on order. The mix is SplitMix64's finaliser (Steele, Lea & Flood, "Fast splittable
@@ -101,17 +108,24 @@ class Report:
     extra: int = 0
     wrong: int = 0
     repaired: bool = False
+    # the keypoint tier (None: not loaded in this matcher, nothing to check)
+    keypoints: list[ListCheck] | None = None
+    kp_missing: int = 0
+    kp_extra: int = 0
 
     @property
     def differences(self) -> int:
-        return self.missing + self.extra + self.wrong
+        return self.missing + self.extra + self.wrong + self.kp_missing + self.kp_extra
 
     def as_dict(self) -> dict[str, Any]:
         return {"at": self.at, "position": self.position, "seconds": round(self.seconds, 3),
                 "differences": self.differences, "missing": self.missing,
                 "extra": self.extra, "wrong": self.wrong, "repaired": self.repaired,
                 "suspect_buckets": self.suspect_buckets,
-                "lists": [c.as_dict() for c in self.lists]}
+                "lists": [c.as_dict() for c in self.lists],
+                "keypoints": None if self.keypoints is None else {
+                    "missing": self.kp_missing, "extra": self.kp_extra,
+                    "lists": [c.as_dict() for c in self.keypoints]}}
 
 
 def _grow_add(acc: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -122,10 +136,11 @@ def _grow_add(acc: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 
 def reconcile(matcher: Matcher, *, repair: bool = True, batch: int = 100_000) -> Report:
-    """Check ``matcher.index`` against the store (see the module docstring); repair the
-    confirmed differences when ``repair``. Logs a warning when any is found. Cost: one pass
-    over the live PDQ entries (streamed, ``batch`` rows at a time) plus one over the
-    index's ids; the matcher keeps serving and refreshing meanwhile."""
+    """Check ``matcher.index`` and its keypoint tier (when loaded) against the store (see the
+    module docstring); repair the confirmed differences when ``repair``. Logs a warning when
+    any is found. Cost: one pass over the live PDQ entries (streamed, ``batch`` rows at a
+    time) plus one over the index's ids, and one over the keypoint-live set ids; the matcher
+    keeps serving and refreshing meanwhile."""
     from hashwatch.matcher import hex_to_codes
 
     t0 = time.perf_counter()
@@ -163,11 +178,64 @@ def reconcile(matcher: Matcher, *, repair: bool = True, batch: int = 100_000) ->
         _confirm(matcher, sorted(suspect), checks, rep, repair)
     rep.lists = sorted(checks.values(), key=lambda c: c.list)
     rep.position = rep.position or matcher.position
+    if matcher.keypoint_feed is not None:
+        _reconcile_keypoints(matcher, rep, repair, batch)
     rep.seconds = time.perf_counter() - t0
-    if rep.differences:
+    if rep.missing + rep.extra + rep.wrong:
         log.warning("index differed from the store: %d missing, %d extra, %d wrong code%s",
                     rep.missing, rep.extra, rep.wrong, " (repaired)" if rep.repaired else "")
+    if rep.kp_missing + rep.kp_extra:
+        log.warning("keypoint tier differed from the store: %d sets missing, %d extra%s",
+                    rep.kp_missing, rep.kp_extra, " (repaired)" if repair else "")
     return rep
+
+
+def _set_digests(ids: np.ndarray, lists: np.ndarray) -> np.ndarray:
+    return _mix(_mix(ids.astype(np.uint64)) ^ lists.astype(np.uint64))
+
+
+def _reconcile_keypoints(matcher: Matcher, rep: Report, repair: bool, batch: int) -> None:
+    kpf = matcher.keypoint_feed
+    assert kpf is not None
+    checks: dict[int, ListCheck] = {}
+    id_parts: list[np.ndarray] = []
+    list_parts: list[np.ndarray] = []
+    with matcher.store.snapshot() as snap:  # survey: no lock, the tier keeps following
+        names = snap.list_names()
+        for rows in snap.keypoint_live(data=False, batch=batch):
+            id_parts.append(np.fromiter((r[0] for r in rows), np.int64, len(rows)))
+            list_parts.append(np.fromiter((r[1] for r in rows), np.int64, len(rows)))
+    ids = np.concatenate(id_parts) if id_parts else np.zeros(0, np.int64)
+    lists = np.concatenate(list_parts) if list_parts else np.zeros(0, np.int64)
+    held_ids = kpf.held_ids()
+    held = np.isin(ids, held_ids)
+    h = _set_digests(ids, lists)
+    for lst in np.unique(lists).tolist():
+        sel = lists == lst
+        c = checks.setdefault(lst, ListCheck(names.get(lst, f"#{lst}")))
+        c.add_store(h[sel])
+        c.add_index(h[sel & held])
+    suspect = np.union1d(ids[~held], np.setdiff1d(held_ids, ids))
+    if len(suspect):
+        with kpf.lock, matcher.store.snapshot() as snap:
+            kpf.catch_up(snap)  # the tier now reflects exactly this snapshot
+            states = snap.keypoint_states(suspect.tolist())
+            names = snap.list_names()
+            fixes: list[tuple[int, bool]] = []
+            for i in suspect.tolist():
+                lst, live = states.get(i, (-1, False))
+                held_now = kpf.holds(i)
+                if live and not held_now:
+                    rep.kp_missing += 1
+                    fixes.append((i, True))
+                elif held_now and not live:
+                    rep.kp_extra += 1
+                    fixes.append((i, False))
+                    c = checks.setdefault(lst, ListCheck(names.get(lst, "?")))
+                    c.add_index(_set_digests(np.array([i]), np.array([max(lst, 0)])))
+            if repair and fixes:
+                kpf.set_states(snap, fixes)
+    rep.keypoints = sorted(checks.values(), key=lambda c: c.list)
 
 
 def _confirm(matcher: Matcher, buckets: list[int], checks: dict[int, ListCheck], rep: Report,

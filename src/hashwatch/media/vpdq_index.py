@@ -31,6 +31,7 @@ from hashwatch.signals.vpdq import (
     prepare,
 )
 from hashwatch.store import Store
+from hashwatch.store.feed import Snapshot
 
 __all__ = ["VpdqHit", "VpdqIndex"]
 
@@ -135,22 +136,25 @@ class VpdqIndex:
             self._groups.pop(key, None)
             self._first.pop(key, None)
 
-    def refresh(self) -> int:
+    def refresh(self, snap: Snapshot | None = None) -> int:
         """Apply vPDQ entries added, removed or restored since the last refresh (the
-        commit-ordered feed, ``hashwatch.store.feed``: nothing committed is skipped);
-        returns how many change rows were read."""
+        commit-ordered feed, ``hashwatch.store.feed``: nothing committed is skipped), read
+        in ``snap`` (a snapshot the caller opened) or a new one; returns how many change rows
+        were read. One caller at a time."""
+        if snap is None:
+            with self.store.snapshot() as own:
+                return self.refresh(own)
         applied = 0
-        with self.store.snapshot() as snap:
-            for batch in snap.changed(self.position, "vpdq"):
-                adds: list[int] = []
-                for eid, value in batch:
-                    if value is None:
-                        self._remove_id(eid)
-                    else:
-                        adds.append(eid)
-                self._add_ids(adds)  # skips frames already held
-                applied += len(batch)
-            self.position = snap.position
+        for batch in snap.changed(self.position, "vpdq"):
+            adds: list[int] = []
+            for eid, value in batch:
+                if value is None:
+                    self._remove_id(eid)
+                else:
+                    adds.append(eid)
+            self._add_ids(adds)  # skips frames already held
+            applied += len(batch)
+        self.position = snap.position
         return applied
 
     def query(self, features: Iterable[VpdqFeature], *, distance: int = VPDQ_DISTANCE,

@@ -202,9 +202,13 @@ class _Grow:
 def _write_array(path: Path, a: np.ndarray) -> None:
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        np.save(fh, a, allow_pickle=False)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, a, allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk: leave no partial file behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class KeypointIndex:
@@ -262,6 +266,11 @@ class KeypointIndex:
         with self._lock:
             hit = self._slots.view == int(image_id)
             return bool((hit & ~self._dead.view).any())
+
+    def live_image_ids(self) -> np.ndarray:
+        """Ids of the images with a live keypoint set, ascending (int64)."""
+        with self._lock:
+            return np.unique(self._slots.view[~self._dead.view])
 
     def stats(self) -> dict[str, int]:
         """Postings, slots and bytes of the in-memory (nomination) and on-disk (verification)
@@ -473,58 +482,68 @@ class KeypointIndex:
                 self._path = None  # rewrite every file
             if meta is not None:
                 self.meta = dict(meta)
+            gen_before = self._gen
             self._gen = (disk_gen or 0) + 1
-            self._seal()
-            names = []
-            for seg in self._segments:
-                if seg.name is None or not (folder / f"{seg.name}.ids.npy").exists():
-                    seg.name = f"seg-{seg.slot_lo:010d}-{seg.slot_hi:010d}"
-                    for part in ("offsets", "sigs", "ids"):
-                        _write_array(folder / f"{seg.name}.{part}.npy", getattr(seg, part))
-                names.append(seg.name)
-            # verification store: records are appended; the offsets say where each one is
-            vpath = folder / "verify.bin"
-            old_len = int(self._voff[-1])
-            fresh_file = self._path != folder or not vpath.exists() or \
-                vpath.stat().st_size < old_len
-            fd = os.open(vpath, os.O_CREAT | os.O_WRONLY | (os.O_TRUNC if fresh_file else 0),
-                         0o600)
-            with os.fdopen(fd, "wb") as fh:
-                if fresh_file:
-                    fh.write(memoryview(self._vbuf)[:old_len])
-                fh.seek(old_len)
-                fh.truncate(old_len)
-                for r in self._vnew:
-                    fh.write(r)
-                fh.flush()
-                os.fsync(fh.fileno())
-            ends = old_len + np.cumsum([len(r) for r in self._vnew], dtype=np.int64)
-            voff = np.concatenate([self._voff, ends.astype(np.uint64)])
-            _write_array(folder / "verify.off.npy", voff)
-            _write_array(folder / "slots.npy", self._slots.view)
-            _write_array(folder / "dead.npy", self._dead.view)
-            _write_array(folder / "df.npy", self._df)
-            if not (folder / "vocab.npz").exists():
-                self.vocab.save(folder / "vocab.npz")
-                os.chmod(folder / "vocab.npz", 0o600)
-            man = {"format": FORMAT, "generation": self._gen, "vocab": self.vocab.digest(),
-                   "params": asdict(self.params),
-                   "segments": names, "slots": self._n_slots, "verify_bytes": int(voff[-1]),
-                   "meta": self.meta}
-            tmp = folder / "manifest.json.tmp"
-            fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                json.dump(man, fh)
-            os.replace(tmp, folder / "manifest.json")
-            for stale in folder.glob("seg-*.npy"):
-                if stale.name.split(".")[0] not in names:
-                    stale.unlink()
-            # the saved records now live in the file
-            self._vbuf = np.memmap(vpath, np.uint8, "r") if voff[-1] else np.zeros(0, np.uint8)
-            self._voff = voff
-            self._vnew = []
-            self._path = folder
+            try:
+                self._save_files(folder)
+            except BaseException:
+                # nothing was published (the manifest is written last): a later save
+                # retries as the same owner
+                self._gen = gen_before
+                raise
         return True
+
+    def _save_files(self, folder: Path) -> None:
+        self._seal()
+        names = []
+        for seg in self._segments:
+            if seg.name is None or not (folder / f"{seg.name}.ids.npy").exists():
+                seg.name = f"seg-{seg.slot_lo:010d}-{seg.slot_hi:010d}"
+                for part in ("offsets", "sigs", "ids"):
+                    _write_array(folder / f"{seg.name}.{part}.npy", getattr(seg, part))
+            names.append(seg.name)
+        # verification store: records are appended; the offsets say where each one is
+        vpath = folder / "verify.bin"
+        old_len = int(self._voff[-1])
+        fresh_file = self._path != folder or not vpath.exists() or \
+            vpath.stat().st_size < old_len
+        fd = os.open(vpath, os.O_CREAT | os.O_WRONLY | (os.O_TRUNC if fresh_file else 0),
+                     0o600)
+        with os.fdopen(fd, "wb") as fh:
+            if fresh_file:
+                fh.write(memoryview(self._vbuf)[:old_len])
+            fh.seek(old_len)
+            fh.truncate(old_len)
+            for r in self._vnew:
+                fh.write(r)
+            fh.flush()
+            os.fsync(fh.fileno())
+        ends = old_len + np.cumsum([len(r) for r in self._vnew], dtype=np.int64)
+        voff = np.concatenate([self._voff, ends.astype(np.uint64)])
+        _write_array(folder / "verify.off.npy", voff)
+        _write_array(folder / "slots.npy", self._slots.view)
+        _write_array(folder / "dead.npy", self._dead.view)
+        _write_array(folder / "df.npy", self._df)
+        if not (folder / "vocab.npz").exists():
+            self.vocab.save(folder / "vocab.npz")
+            os.chmod(folder / "vocab.npz", 0o600)
+        man = {"format": FORMAT, "generation": self._gen, "vocab": self.vocab.digest(),
+               "params": asdict(self.params),
+               "segments": names, "slots": self._n_slots, "verify_bytes": int(voff[-1]),
+               "meta": self.meta}
+        tmp = folder / "manifest.json.tmp"
+        fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(man, fh)
+        os.replace(tmp, folder / "manifest.json")
+        for stale in folder.glob("seg-*.npy"):
+            if stale.name.split(".")[0] not in names:
+                stale.unlink()
+        # the saved records now live in the file
+        self._vbuf = np.memmap(vpath, np.uint8, "r") if voff[-1] else np.zeros(0, np.uint8)
+        self._voff = voff
+        self._vnew = []
+        self._path = folder
 
     @classmethod
     def load(cls, folder: str | os.PathLike[str], *, mmap: bool = True,

@@ -123,6 +123,9 @@ def serve(
 
     prepared = prepare(MatchSpec(settings.db, index_path=settings.index_path or None))
     if prepared is not None:
+        if prepared.save_error:  # e.g. a full disk: workers build in memory and retry
+            typer.echo(f"warning: cannot save the index ({prepared.save_error}); serving "
+                       "from memory, retrying in each worker", err=True)
         prepared.store.close()
     # workers are separate processes: pass settings through the environment
     os.environ["HASHWATCH_DB"] = settings.db

@@ -33,6 +33,9 @@ class Settings:
     feed_listen: bool = True
     # seconds between checks of the index against the store (0 = only on demand)
     reconcile_interval: float = 600.0
+    # seconds between retries of an index save that failed (disk full): the worker serves
+    # from memory meanwhile, and readiness shows the reason
+    index_save_retry: float = 30.0
     # uploads
     max_upload_bytes: int = 50 * 1024 * 1024
     max_pixels: int = 100_000_000

@@ -10,6 +10,9 @@ feed (``hashwatch.store.feed``), so nothing committed is skipped whichever path 
 
 Reconciliation (``hashwatch.reconcile``) checks the index against the store every
 ``settings.reconcile_interval`` seconds and on demand; its last report is in readiness.
+
+A save of the index that fails (a full disk) never stops the worker: it serves from memory,
+retries every ``settings.index_save_retry`` seconds, and readiness and metrics show it.
 """
 
 import logging
@@ -69,6 +72,7 @@ class Service:
         # counters for /metrics (this worker, since it started)
         self.counters = {"feed_refreshes": 0, "feed_applied": 0, "feed_errors": 0,
                          "reconcile_runs": 0, "reconcile_differences": 0}
+        self._save_tried = 0.0
 
     def start(self) -> None:
         self._poller = threading.Thread(target=self._poll, name="hashwatch-refresh", daemon=True)
@@ -151,6 +155,7 @@ class Service:
                 return
             try:
                 self.refresh_now()
+                self._retry_save()
             except Exception:
                 self.counters["feed_errors"] += 1
                 log.exception("change-feed refresh failed; retrying")
@@ -170,6 +175,18 @@ class Service:
                 self.counters["feed_refreshes"] += 1
             self.allow.refresh()
             self.last_refresh = time.time()
+
+    def _retry_save(self) -> None:
+        """Save the index again when its last save failed, at most every
+        ``settings.index_save_retry`` seconds."""
+        m = self.matcher
+        if m is None or m.save_error is None:
+            return
+        now = time.monotonic()
+        if now - self._save_tried >= self.settings.index_save_retry:
+            self._save_tried = now
+            if m.save():
+                log.warning("index saved again after an earlier failure")
 
     # -- reconciliation ----------------------------------------------------------------
     def reconcile_now(self, *, repair: bool = True) -> Any:
@@ -216,6 +233,8 @@ class Service:
             "last_refresh": self.last_refresh,
             "reconcile": rep.as_dict() if rep is not None else None,
             "reconcile_differences_total": self.counters["reconcile_differences"],
+            "index_save_error": m.save_error if m is not None else None,
+            "index_save_failures": m.save_failures if m is not None else 0,
         }
 
 

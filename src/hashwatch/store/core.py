@@ -465,6 +465,8 @@ class Store:
                 .where(hash_lists.c.id == row.id)
                 .values(deleted_at=now, enabled=False, updated_at=now, version=row.version + 1)
             )
+            # the keypoint tier drops a deleted list's images (hashwatch.store.feed)
+            conn.execute(changes.insert().values(entry_id=0, list_id=row.id, op="list", at=now))
             self._audit(conn, actor, "list.delete", row.id, {"name": name})
 
     # -- entries -------------------------------------------------------------------
@@ -745,43 +747,37 @@ class Store:
     def add_local_features(
         self, list_name: str, items: Iterable[tuple[str, bytes]], *, actor: str = "cli"
     ) -> int:
-        """Store local features per known image (``group_ref`` → blob); one per group."""
-        from sqlalchemy.dialects import postgresql, sqlite
-
-        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        now = utcnow()
-        added = 0
+        """Store local features per known image (``group_ref`` → blob); one per group. Each
+        new row gets a change-feed row (op "features") in the same transaction, so every
+        worker's keypoint tier picks it up in commit order (``hashwatch.store.feed``)."""
         with self.engine.begin() as conn:
             list_id = self._list_row(conn, list_name).id
-            for group, data in items:
-                res = conn.execute(
-                    dialect_insert(local_features)
-                    .values(list_id=list_id, group_ref=group, data=data, added_at=now)
-                    .on_conflict_do_nothing()
-                )
-                added += res.rowcount or 0
+            added = self._write_local_features(conn, list_id, items, utcnow())
             if added:
                 self._audit(conn, actor, "local_features.add", list_id, {"added": added})
         return added
 
-    def iter_local_features(self, *, after_id: int = 0) -> Iterator[tuple[int, int, str, bytes]]:
-        """(id, list_id, group_ref, data) in id order, of lists not deleted."""
-        q = (
-            sa.select(
-                local_features.c.id,
-                local_features.c.list_id,
-                local_features.c.group_ref,
-                local_features.c.data,
-            )
-            .select_from(
-                local_features.join(hash_lists, hash_lists.c.id == local_features.c.list_id)
-            )
-            .where(local_features.c.id > after_id, hash_lists.c.deleted_at.is_(None))
-            .order_by(local_features.c.id)
-        )
-        with self.engine.connect() as conn:
-            for r in conn.execute(q):
-                yield r.id, r.list_id, r.group_ref, bytes(r.data)
+    def _write_local_features(self, conn: sa.Connection, list_id: int,
+                              items: Iterable[tuple[str, bytes]], now: str) -> int:
+        """Insert local-feature rows (one per group; existing groups are kept) and their
+        change-feed rows, inside the caller's transaction; returns the rows inserted."""
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        new_ids: list[int] = []
+        for group, data in items:
+            row = conn.execute(
+                dialect_insert(local_features)
+                .values(list_id=list_id, group_ref=group, data=data, added_at=now)
+                .on_conflict_do_nothing()
+                .returning(local_features.c.id)
+            ).first()
+            if row is not None:
+                new_ids.append(int(row[0]))
+        if new_ids:
+            conn.execute(changes.insert(), [{"entry_id": i, "list_id": list_id,
+                                             "op": "features", "at": now} for i in new_ids])
+        return len(new_ids)
 
     def local_feature_groups(self, ids: Sequence[int]) -> dict[int, tuple[int, str]]:
         """Local-feature row id -> (list_id, group_ref), for the rows that exist."""
@@ -793,31 +789,6 @@ class Store:
                     local_features.c.id.in_([int(i) for i in ids[start:start + 500]]))
                 for r in conn.execute(q):
                     out[r.id] = (r.list_id, r.group_ref)
-        return out
-
-    def local_features_for_entries(self, entry_ids: Sequence[int]
-                                   ) -> dict[int, tuple[bytes, bool]]:
-        """The local-feature rows of the known images these entries (active or not) belong
-        to: row id -> (data, whether the image still has an active entry in a live, enabled
-        list). For keeping a keypoint index in step with removals and restores."""
-        out: dict[int, tuple[bytes, bool]] = {}
-        with self.engine.connect() as conn:
-            for start in range(0, len(entry_ids), 500):
-                chunk = [int(i) for i in entry_ids[start:start + 500]]
-                groups = {(r.list_id, r.group_ref) for r in conn.execute(
-                    sa.select(entries.c.list_id, entries.c.group_ref).where(
-                        entries.c.id.in_(chunk), entries.c.group_ref != ""))}
-                for list_id, group in groups:
-                    row = conn.execute(sa.select(local_features.c.id, local_features.c.data)
-                                       .where(local_features.c.list_id == list_id,
-                                              local_features.c.group_ref == group)).first()
-                    if row is None:
-                        continue
-                    live = conn.execute(
-                        self._entry_query().where(entries.c.list_id == list_id,
-                                                  entries.c.group_ref == group).limit(1)
-                    ).first() is not None
-                    out[row.id] = (bytes(row.data), live)
         return out
 
     def group_entries(self, list_id: int, group_ref: str) -> list[EntryRow]:

@@ -92,6 +92,15 @@ class Snapshot:
         for part in res.partitions(batch):
             yield [tuple(r) for r in part]
 
+    def _window(self, since: str) -> tuple[str, dict[str, Any]]:
+        """SQL condition on change rows ``c`` committed after position ``since`` (and, read
+        in this snapshot, visible in it): the proof in the module docstring."""
+        if self.dialect == "postgresql":
+            return ("c.txid >= pg_snapshot_xmin(CAST(:since AS pg_snapshot)) "
+                    "AND NOT pg_visible_in_snapshot(c.txid, CAST(:since AS pg_snapshot))",
+                    {"since": _pg_parts(since)})
+        return "c.seq > :since", {"since": _sqlite_seq(since)}
+
     def changed(
         self, since: str, signal_type: str = "pdq", *, batch: int = BATCH
     ) -> Iterator[list[tuple[int, str | None]]]:
@@ -99,23 +108,72 @@ class Snapshot:
         snapshot: batches of ``(entry id, value)``, value None when the entry is removed.
         An entry changed several times may appear several times, always with the same
         (current) state. Raises FeedError for a position of another backend."""
-        if self.dialect == "postgresql":
-            sql = (
-                "SELECT c.entry_id, CASE WHEN e.removed_at IS NULL THEN e.value END "
-                "FROM changes c JOIN entries e ON e.id = c.entry_id "
-                "WHERE c.txid >= pg_snapshot_xmin(CAST(:since AS pg_snapshot)) "
-                "AND NOT pg_visible_in_snapshot(c.txid, CAST(:since AS pg_snapshot)) "
-                "AND e.signal_type = :sig"
-            )
-            params: dict[str, Any] = {"since": _pg_parts(since), "sig": signal_type}
-        else:
-            sql = (
-                "SELECT c.entry_id, CASE WHEN e.removed_at IS NULL THEN e.value END "
-                "FROM changes c JOIN entries e ON e.id = c.entry_id "
-                "WHERE c.seq > :since AND e.signal_type = :sig"
-            )
-            params = {"since": _sqlite_seq(since), "sig": signal_type}
-        yield from self._stream(sql, params, batch)
+        cond, params = self._window(since)
+        sql = ("SELECT c.entry_id, CASE WHEN e.removed_at IS NULL THEN e.value END "
+               "FROM changes c JOIN entries e ON e.id = c.entry_id "
+               f"WHERE {cond} AND c.op IN ('add', 'remove') AND e.signal_type = :sig")
+        yield from self._stream(sql, dict(params, sig=signal_type), batch)
+
+    # -- the keypoint tier ------------------------------------------------------------
+    # A known image's keypoint set (a ``local_features`` row) belongs in a keypoint index
+    # exactly when it is *keypoint-live*: its list is not deleted and its group (list,
+    # group_ref) has at least one live entry, of any signal type. That state changes only
+    # through change rows: "features" (the row is new), "add"/"remove" (an entry of its
+    # group), "list" (its list was deleted); so the feed tells exactly which rows to re-read.
+    _KP_LIVE = ("EXISTS (SELECT 1 FROM entries g WHERE g.list_id = lf.list_id "
+                "AND g.group_ref = lf.group_ref AND g.removed_at IS NULL) "
+                "AND EXISTS (SELECT 1 FROM hash_lists h WHERE h.id = lf.list_id "
+                "AND h.deleted_at IS NULL)")
+
+    def keypoint_changes(self, since: str, *, batch: int = BATCH
+                         ) -> Iterator[list[tuple[int, int, bool]]]:
+        """Keypoint sets whose keypoint-live state may have changed after position ``since``
+        (see above), visible in this snapshot: batches of ``(local-feature row id, list id,
+        keypoint-live)``. Raises FeedError for a position of another backend."""
+        cond, params = self._window(since)
+        sql = (
+            f"SELECT lf.id, lf.list_id, CASE WHEN {self._KP_LIVE} THEN 1 ELSE 0 END "
+            "FROM local_features lf WHERE lf.id IN ("
+            f" SELECT c.entry_id FROM changes c WHERE {cond} AND c.op = 'features'"
+            " UNION SELECT f.id FROM changes c JOIN entries e ON e.id = c.entry_id"
+            " JOIN local_features f ON f.list_id = e.list_id AND f.group_ref = e.group_ref"
+            f" WHERE {cond} AND c.op IN ('add', 'remove') AND e.group_ref <> ''"
+            " UNION SELECT f.id FROM changes c JOIN local_features f ON f.list_id = c.list_id"
+            f" WHERE {cond} AND c.op = 'list')"
+        )
+        for part in self._stream(sql, params, batch):
+            yield [(int(i), int(lst), bool(live)) for i, lst, live in part]
+
+    def keypoint_live(self, *, data: bool = True, batch: int = 5_000
+                      ) -> Iterator[list[tuple[int, int, bytes | None]]]:
+        """Every keypoint-live set in this snapshot, in no particular order: batches of
+        ``(row id, list id, data)`` (data None when ``data=False``)."""
+        col = "lf.data" if data else "NULL"
+        sql = f"SELECT lf.id, lf.list_id, {col} FROM local_features lf WHERE {self._KP_LIVE}"
+        for part in self._stream(sql, {}, batch):
+            yield [(int(i), int(lst), bytes(d) if d is not None else None)
+                   for i, lst, d in part]
+
+    def keypoint_data(self, ids: list[int]) -> dict[int, bytes]:
+        """local-feature row id -> data, for the rows that exist."""
+        out: dict[int, bytes] = {}
+        for start in range(0, len(ids), 500):
+            q = sa.text("SELECT id, data FROM local_features WHERE id IN :ids").bindparams(
+                sa.bindparam("ids", expanding=True))
+            out.update((int(i), bytes(d)) for i, d in
+                       self.conn.execute(q, {"ids": ids[start : start + 500]}))
+        return out
+
+    def keypoint_states(self, ids: list[int]) -> dict[int, tuple[int, bool]]:
+        """local-feature row id -> (list id, keypoint-live), for the rows that exist."""
+        out: dict[int, tuple[int, bool]] = {}
+        for start in range(0, len(ids), 500):
+            q = sa.text(f"SELECT lf.id, lf.list_id, CASE WHEN {self._KP_LIVE} THEN 1 ELSE 0 "
+                        "END FROM local_features lf WHERE lf.id IN :ids").bindparams(
+                sa.bindparam("ids", expanding=True))
+            out.update((int(i), (int(lst), bool(live))) for i, lst, live in
+                       self.conn.execute(q, {"ids": ids[start : start + 500]}))
+        return out
 
     def live(
         self, signal_type: str = "pdq", *, lo: int | None = None, hi: int | None = None,

@@ -68,8 +68,10 @@ entries = sa.Table(
     sa.Index("ix_entries_group", "list_id", "group_ref"),
 )
 
-# Change feed: every entry add/remove, in order. Indexes and service workers replay it
-# to stay current without rebuilding.
+# Change feed: every change a worker follows. Indexes and service workers replay it to stay
+# current without rebuilding (hashwatch.store.feed). ``op``: "add" / "remove" (``entry_id``:
+# an entry), "features" (``entry_id``: a new ``local_features`` row, the keypoint tier's
+# input), "list" (a list was deleted; ``entry_id`` 0).
 changes = sa.Table(
     "changes",
     metadata,

@@ -52,4 +52,12 @@ def metrics(request: Request) -> Response:
         put("reconcile_runs_total", "counter", c["reconcile_runs"], "index reconciliations")
         put("reconcile_differences_total", "counter", c["reconcile_differences"],
             "index entries found different from the store (and repaired)")
+        m = svc.matcher
+        put("index_save_failures_total", "counter", m.save_failures if m else 0,
+            "failed saves of the index (the worker serves from memory and retries)")
+        put("index_saved", "gauge", int(m is not None and m.save_error is None),
+            "0 while the last save of the index failed")
+        kpf = m.keypoint_feed if m else None
+        put("keypoint_sets", "gauge", kpf.kp.live_slots if kpf else 0,
+            "keypoint sets held by this worker's keypoint tier")
     return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
