@@ -197,3 +197,47 @@ def test_refresh_reads_one_snapshot(tmp_path, backend):
             batches = list(snap.changed(m.position, batch=128))
         assert [len(b) for b in batches] == [128, 128, 44]
         assert m.refresh() == 300 and len(m.index) == 300
+
+
+def test_allow_list_cache_sees_late_commits_on_postgresql(pg_db):  # noqa: F811
+    """The service's allow-list cache refreshes on a marker of the active set: an approval
+    that commits late together with a removal must not leave the marker unchanged (a max
+    id / max time marker did: the removal stayed silenced in that worker)."""
+    from hashwatch.service.review import AllowList
+    from hashwatch.service.schema import allow_list
+
+    def row(eid: int, status: str, at: str | None) -> dict:
+        return {"signal_type": "sha256", "value": f"{eid:064x}", "entry_id": eid,
+                "status": status, "approved_at": at, "created_at": utcnow(),
+                "created_by": "t"}
+
+    def set_status(conn: sa.Connection, eid: int, status: str) -> None:
+        conn.execute(allow_list.update().where(allow_list.c.entry_id == eid).values(
+            status=status, approved_at=utcnow() if status == "active" else None))
+
+    def cached(al: AllowList) -> set[int]:
+        return {e for e in (1, 2, 3) if al._covers(e, f"{e:064x}", None)}
+
+    with Store.open(pg_db) as s:
+        with s.engine.begin() as conn:  # Z active (approved first); X, Y pending
+            conn.execute(allow_list.insert(), [row(1, "active", utcnow()),
+                                               row(2, "pending", None),
+                                               row(3, "pending", None)])
+        al = AllowList(s)
+        al.refresh()
+        assert cached(al) == {1}
+        conn_x = s.engine.connect()
+        tx_x = conn_x.begin()
+        try:
+            set_status(conn_x, 2, "active")  # X approved, not yet committed
+            with s.engine.begin() as conn:
+                set_status(conn, 3, "active")  # Y approved later, committed first
+            al.refresh()
+            assert cached(al) == {1, 3}
+            tx_x.commit()
+        finally:
+            conn_x.close()
+        with s.engine.begin() as conn:
+            set_status(conn, 1, "removed")  # and Z removed
+        al.refresh()
+        assert cached(al) == {2, 3}

@@ -301,11 +301,15 @@ class AllowList:
         self._pdq: dict[int, np.ndarray] = {}
 
     def refresh(self) -> None:
+        # The marker names the *set* of active rows (rows do not change while active), not
+        # its newest member: on PostgreSQL changes commit out of order, so a max id or time
+        # can stay put while an approval that committed late and a removal both land
+        # between two refreshes (issue 12). Count, sum and sum of squares of the ids differ
+        # for any change of up to two rows in and two out.
+        ident = sa.cast(allow_list.c.id, sa.BigInteger)
         with self.store.engine.connect() as conn:
-            marker = tuple(conn.execute(
-                sa.select(sa.func.coalesce(sa.func.max(allow_list.c.id), 0), sa.func.count(),
-                          sa.func.max(allow_list.c.approved_at),
-                          sa.func.max(allow_list.c.removed_at))
+            marker = tuple(int(x or 0) for x in conn.execute(
+                sa.select(sa.func.count(), sa.func.sum(ident), sa.func.sum(ident * ident))
                 .select_from(allow_list).where(allow_list.c.status == "active")
             ).one())
             if marker == self._marker:
