@@ -241,3 +241,24 @@ def test_allow_list_cache_sees_late_commits_on_postgresql(pg_db):  # noqa: F811
             set_status(conn, 1, "removed")  # and Z removed
         al.refresh()
         assert cached(al) == {2, 3}
+
+
+def test_lists_changed_sees_a_late_commit_on_postgresql(pg_db):  # noqa: F811
+    """A scan's "lists changed since it started" test: the newest change number stays put
+    when a change with a smaller number commits late; the feed position does not miss it."""
+    with Store.open(pg_db) as s:
+        lid = s.create_list("k").id
+        conn_a, tx_a = _held_add(s, lid, _pdq(40))
+        try:
+            s.add_entries("k", [EntryIn("pdq", _pdq(41))], actor="B")
+            with s.snapshot() as snap:
+                position = snap.position
+            seq = s.last_change()
+            with s.snapshot() as snap:
+                assert not snap.any_changed(position)
+            tx_a.commit()
+        finally:
+            conn_a.close()
+        assert s.last_change() == seq  # the old marker: "unchanged"
+        with s.snapshot() as snap:
+            assert snap.any_changed(position)

@@ -80,19 +80,37 @@ def scan_id(manifest: Manifest, config: ScanConfig) -> str:
     return hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
 
 
-def prepare_index(config: ScanConfig) -> int:
+def prepare_index(config: ScanConfig) -> tuple[int, str]:
     """Bring the saved indexes up to date with the store (once, in the driver:
     :func:`hashwatch.matchwork.prepare`) so every worker maps current files; returns the
-    store's change-feed position they reflect."""
+    last committed change number (for messages) and the change-feed position they reflect
+    (``lists_changed`` tells exactly whether anything changed since)."""
     from hashwatch import matchwork
 
     m = matchwork.prepare(config.spec())
     assert m is not None  # a scan always names its index path
-    # the last committed change number (a PostgreSQL feed position moves with every
-    # transaction, audit rows included: not a "lists changed" marker)
     seq = m.store.last_change()
+    position = m.position
     m.store.close()
-    return seq
+    return seq, position
+
+
+def lists_changed(config: ScanConfig, state: dict[str, Any], seq: int) -> bool:
+    """Whether the lists changed since the scan recorded in ``state`` started: any change
+    committed after its feed position (exact on PostgreSQL, where change numbers commit
+    out of order, so an equal newest number proves nothing); states written before the
+    position was kept compare the numbers."""
+    from hashwatch.store import Store
+    from hashwatch.store.feed import FeedError
+
+    position = state.get("list_position")
+    if not position:
+        return state["list_seq"] != seq
+    with Store.open(config.db, migrate=False) as store, store.snapshot() as snap:
+        try:
+            return snap.any_changed(position)
+        except FeedError:  # a position of another backend: not this database's scan
+            return True
 
 
 def _batches(manifest: Manifest, shards: list[int], size: int) -> Iterator[Batch]:
@@ -133,19 +151,20 @@ def run_scan(
     (outp / "shards").mkdir(parents=True, exist_ok=True)
     os.chmod(outp, 0o700)
     state = json.loads(state_path.read_text()) if state_path.exists() else None
-    seq = prepare_index(config)
+    seq, position = prepare_index(config)
     if state is not None:
         if state["scan_id"] != sid:
             raise ScanError(f"{outp} holds another scan (manifest {state['manifest']}, lists "
                             f"{state['lists']}, robust {state['robust']}); use another --out "
                             "or --restart")
-        if state["list_seq"] != seq:
+        if lists_changed(config, state, seq):
             raise ScanError(f"the lists changed since this scan started (change feed "
                             f"{state['list_seq']} -> {seq}): its finished shards were matched "
                             "against the older lists; --restart to scan again")
     else:
         state = {"scan_id": sid, "manifest": manifest.id, "manifest_root": str(manifest.root),
                  "lists": config.lists, "robust": config.robust, "list_seq": seq,
+                 "list_position": position,
                  "shards": manifest.shards, "files": manifest.files}
         write_json(state_path, state)
 

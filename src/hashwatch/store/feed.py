@@ -114,6 +114,14 @@ class Snapshot:
                f"WHERE {cond} AND c.op IN ('add', 'remove') AND e.signal_type = :sig")
         yield from self._stream(sql, dict(params, sig=signal_type), batch)
 
+    def any_changed(self, since: str) -> bool:
+        """Whether any change (entries, keypoint sets, list deletions) committed after
+        position ``since`` is visible in this snapshot: an exact "lists changed" test
+        (comparing newest change numbers is not, on PostgreSQL)."""
+        cond, params = self._window(since)
+        sql = f"SELECT 1 FROM changes c WHERE {cond} LIMIT 1"
+        return self.conn.execute(sa.text(sql), params).first() is not None
+
     # -- the keypoint tier ------------------------------------------------------------
     # A known image's keypoint set (a ``local_features`` row) belongs in a keypoint index
     # exactly when it is *keypoint-live*: its list is not deleted and its group (list,
