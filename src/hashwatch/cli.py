@@ -313,7 +313,8 @@ def lists_import(
     show_errors: Annotated[int, typer.Option(help="Bad rows to print.")] = 20,
     method: Annotated[str, typer.Option(
         help="rows: batches commit as they go, a re-run resumes; bulk: staged, then applied "
-        "in one transaction (all or nothing, several times faster); auto: bulk from 16 MiB."
+        "set-based, several times faster (PostgreSQL: one transaction, all or nothing; "
+        "SQLite: chunks, a re-run resumes); auto: bulk from 16 MiB."
     )] = "auto",
     db: DbOpt = None,
 ) -> None:
@@ -360,7 +361,7 @@ def lists_import(
                     on_error=on_error,
                     on_batch=lambda _n: prog.update(task, completed=raw.tell()),
                     method=chosen,
-                    on_apply=lambda: err.print("read and staged; applying in one transaction"),
+                    on_apply=lambda: err.print("read and staged; applying"),
                 )
         except FormatError as exc:
             raise fail(f"{file}: {exc}") from None

@@ -96,8 +96,10 @@ def import_stream(
     Raises ``FormatError`` when the file is not the format at all, and ``ListNotFound``.
     ``method="rows"``: batches commit as they go; an interrupted import keeps them and
     re-running adds only what is missing (resumable). ``method="bulk"``
-    (``hashwatch.store.bulk``): staged, then applied in one transaction (atomic), several
-    times faster on big files. Both read the file with the same reader.
+    (``hashwatch.store.bulk``): staged, then applied set-based, several times faster on big
+    files: in one transaction on PostgreSQL (atomic), in chunks of short transactions on
+    SQLite (resumable, other writers keep getting the lock). Both read the file with the
+    same reader.
     """
     if method not in ("rows", "bulk"):
         raise ValueError(f"unknown import method {method!r} (rows or bulk)")

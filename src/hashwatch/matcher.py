@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 CRYPTO_SIGNALS = ("sha256", "sha1", "md5")
 PDQ_THRESHOLD = 31
+# change rows read under the matcher's lock per page of the feed (see Matcher.refresh)
+FEED_PAGE = 50_000
 PDQ_MIN_QUALITY = 50
 # Known images nominated by the keypoint index and verified (geometry + scene check) per query
 # (see BENCHMARKS.md, "Scale study", for the choice).
@@ -235,6 +237,8 @@ class Matcher:
         self.index_path = Path(index_path) if index_path else index_path_for(store)
         self.persist = persist and self.index_path is not None
         self.position = ""  # change-feed position the index is current at
+        # windows of the feed read in part (since, until, cursor): refresh(complete=False)
+        self._backlog: list[tuple[str, str, tuple[int, int]]] = []
         # one feed replay at a time (a poller and a request may both refresh)
         self._lock = threading.RLock()
         # keypoint tier: loaded (or built) on first use, then following the change feed
@@ -290,51 +294,95 @@ class Matcher:
                 # one add builds one segment; adding per batch would set off merge after merge
                 index.add(ids[order], codes[order], copy=False)
             self.index, self.position = index, position
+            self._backlog = []
             self.save()
             return index
 
-    def refresh(self) -> int:
+    def refresh(self, *, complete: bool = True, tiers: bool = True) -> int:
         """Apply the entries added, removed or restored since the index's feed position
         (``hashwatch.store.feed``: commit-ordered, nothing skipped), and bring the keypoint
-        and vPDQ tiers (when loaded) to the same snapshot. Returns how many PDQ change rows
-        were applied."""
+        and vPDQ tiers (when loaded, and ``tiers``) to the same snapshot. Returns how many
+        PDQ change rows were applied.
+
+        ``complete=False`` (the service's workers) bounds the work done under the lock: the
+        new window's first page of ``FEED_PAGE`` change rows and one page of an older window
+        still pending. The rest of a big window (a bulk import of millions) waits in
+        :attr:`feed_backlog` for the next calls, so changes committed meanwhile are applied
+        at once and no call holds the lock for long."""
         # the lock is taken before the snapshot, so positions only move forward; it is let
         # go before the other tiers catch up, so PDQ freshness never waits on them
         held = self._lock.acquire()
         try:
             with self.store.snapshot() as snap:
                 try:
-                    applied = self.catch_up(snap)
+                    applied = self.catch_up(snap, complete=complete)
                 finally:
                     self._lock.release()
                     held = False
-                self._catch_up_tiers(snap)
+                if tiers:
+                    self._catch_up_tiers(snap)
                 return applied
         finally:
             if held:
                 self._lock.release()
 
+    def refresh_tiers(self) -> None:
+        """Bring the keypoint and vPDQ tiers (when loaded) to a new snapshot (the service
+        runs this in its own thread, so a big window there never delays the PDQ index)."""
+        if self._kpf is None and self._vpdq is None:
+            return
+        with self.store.snapshot() as snap:
+            self._catch_up_tiers(snap)
+
     def _catch_up_tiers(self, snap: Snapshot) -> None:
+        # a thread already catching a tier up brings it past this snapshot
         kpf = self._kpf
-        # a thread already catching the keypoint tier up brings it past this snapshot
         if kpf is not None and kpf.lock.acquire(blocking=False):
             try:
                 kpf.catch_up(snap)
             finally:
                 kpf.lock.release()
-        if self._vpdq is not None:
-            with self._vpdq_lock:
+        if self._vpdq is not None and self._vpdq_lock.acquire(blocking=False):
+            try:
                 self._vpdq.refresh(snap)
+            finally:
+                self._vpdq_lock.release()
 
-    def catch_up(self, snap: Snapshot) -> int:
+    @property
+    def feed_backlog(self) -> int:
+        """Change-feed windows read only in part (see :meth:`refresh`); 0 when current."""
+        return len(self._backlog)
+
+    def catch_up(self, snap: Snapshot, *, complete: bool = True) -> int:
         """Bring the PDQ index to the feed position of ``snap``, a snapshot opened after the
-        index's current position was taken (see :meth:`refresh`)."""
+        index's current position was taken (see :meth:`refresh`), page by page."""
         with self._lock:
             applied = 0
-            for batch in snap.changed(self.position, "pdq"):
-                self.apply_states(batch)
-                applied += len(batch)
+            cursor = None
+            while True:  # the new window
+                page, nxt, n = snap.changed_page(self.position, "pdq", after=cursor,
+                                                 limit=FEED_PAGE)
+                self.apply_states(page)
+                applied += len(page)
+                if n < FEED_PAGE:
+                    break
+                cursor = nxt
+                if not complete:  # the rest later, read in later snapshots up to this one
+                    self._backlog.append((self.position, snap.position, cursor))
+                    break
             self.position = snap.position
+            while self._backlog:  # windows read in part before
+                since, until, cursor = self._backlog[0]
+                page, nxt, n = snap.changed_page(since, "pdq", until=until, after=cursor,
+                                                 limit=FEED_PAGE)
+                self.apply_states(page)
+                applied += len(page)
+                if n < FEED_PAGE:
+                    self._backlog.pop(0)
+                else:
+                    self._backlog[0] = (since, until, nxt)
+                if not complete:
+                    break
             return applied
 
     def apply_states(self, states: Sequence[tuple[int, str | None]]) -> None:
@@ -371,7 +419,10 @@ class Matcher:
                 tmp = self._meta_path().with_suffix(".tmp")
                 fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
                 with os.fdopen(fd, "w") as fh:
-                    json.dump({"feed_id": self.store.feed_id(), "position": self.position,
+                    # with windows still pending, the oldest one's start: a reload replays
+                    # them (states: replaying is harmless)
+                    position = self._backlog[0][0] if self._backlog else self.position
+                    json.dump({"feed_id": self.store.feed_id(), "position": position,
                                "count": len(self.index)}, fh)
                 os.replace(tmp, self._meta_path())
             except OSError as exc:

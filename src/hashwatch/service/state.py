@@ -6,7 +6,12 @@ Freshness: on PostgreSQL a listener thread receives ``NOTIFY hashwatch_feed`` wh
 commits (``hashwatch.store.listen``) and wakes the refresh loop at once; the loop also polls
 every ``settings.refresh_interval`` seconds, the fallback when notifications are lost or the
 listener is reconnecting (and the only path on SQLite). A refresh reads the commit-ordered
-feed (``hashwatch.store.feed``), so nothing committed is skipped whichever path woke it.
+feed (``hashwatch.store.feed``), so nothing committed is skipped whichever path woke it. It
+reads at most two pages of the feed under the matcher's lock (``Matcher.refresh(complete=
+False)``): a bulk import's millions of change rows are absorbed page by page, the loop going
+round again at once while a backlog remains, and changes committed meanwhile are applied in
+the next round, not after the whole import. The keypoint and vPDQ tiers follow the feed in
+their own thread (``hashwatch-tiers``), so their catch-up never delays the PDQ index.
 
 Reconciliation (``hashwatch.reconcile``) checks the index against the store every
 ``settings.reconcile_interval`` seconds and on demand; its last report is in readiness.
@@ -64,6 +69,8 @@ class Service:
         self._refresh_lock = threading.Lock()
         self._refresh_began = 0.0
         self._wake = threading.Event()  # a change committed somewhere: refresh now
+        self._tiers_wake = threading.Event()
+        self._tiers: threading.Thread | None = None
         self._reconcile_wake = threading.Event()
         self._reconcile_lock = threading.Lock()
         self._reconciler: threading.Thread | None = None
@@ -77,6 +84,9 @@ class Service:
     def start(self) -> None:
         self._poller = threading.Thread(target=self._poll, name="hashwatch-refresh", daemon=True)
         self._poller.start()
+        self._tiers = threading.Thread(target=self._tiers_loop, name="hashwatch-tiers",
+                                       daemon=True)
+        self._tiers.start()
         if self.store.dialect == "postgresql" and self.settings.feed_listen:
             from hashwatch.store.listen import FEED_CHANNEL, RECONCILE_CHANNEL, FeedListener
 
@@ -114,12 +124,13 @@ class Service:
         self.decoder.close()
         self.auth_failures.flush()
         self._wake.set()
+        self._tiers_wake.set()
         self._reconcile_wake.set()
         if self.listener is not None:
             self.listener.stop()
         if self.delivery is not None:
             self.delivery.stop()
-        for t in (self._poller, self._reconciler):
+        for t in (self._poller, self._tiers, self._reconciler):
             if t is not None:
                 t.join(timeout=10)
         self.auditor.close()
@@ -149,32 +160,52 @@ class Service:
             self.load_error = redact_text(f"{type(exc).__name__}: {exc}")[:300]
             return
         while not self._stop.is_set():
-            self._wake.wait(self.settings.refresh_interval)
+            if not self.matcher.feed_backlog:  # a backlog: go round again at once
+                self._wake.wait(self.settings.refresh_interval)
             self._wake.clear()  # changes committed from here on wake the next round
             if self._stop.is_set():
                 return
             try:
-                self.refresh_now()
+                self.refresh_now(tiers=False)
+                self._tiers_wake.set()
                 self._retry_save()
             except Exception:
                 self.counters["feed_errors"] += 1
                 log.exception("change-feed refresh failed; retrying")
                 self._stop.wait(min(1.0, self.settings.refresh_interval))
 
-    def refresh_now(self) -> None:
+    def refresh_now(self, *, tiers: bool = True) -> None:
         """Apply pending changes in this worker at once (after its own writes). Concurrent
         callers share refreshes: one that began after this call was made has read a
-        snapshot that includes everything committed before the call."""
+        snapshot that includes everything committed before the call. Bounded work (see the
+        module docstring); ``tiers``: the keypoint and vPDQ tiers too, unless busy."""
         asked = time.monotonic()
         with self._refresh_lock:
             if self._refresh_began > asked:
                 return
             self._refresh_began = time.monotonic()
             if self.matcher is not None:
-                self.counters["feed_applied"] += self.matcher.refresh()
+                self.counters["feed_applied"] += self.matcher.refresh(complete=False,
+                                                                      tiers=tiers)
                 self.counters["feed_refreshes"] += 1
             self.allow.refresh()
             self.last_refresh = time.time()
+
+    def _tiers_loop(self) -> None:
+        """The keypoint and vPDQ tiers follow the feed here, woken after each refresh."""
+        while not self._stop.is_set():
+            self._tiers_wake.wait(self.settings.refresh_interval)
+            self._tiers_wake.clear()
+            if self._stop.is_set():
+                return
+            if self.matcher is None:
+                continue
+            try:
+                self.matcher.refresh_tiers()
+            except Exception:
+                self.counters["feed_errors"] += 1
+                log.exception("keypoint/vPDQ tier refresh failed; retrying")
+                self._stop.wait(min(1.0, self.settings.refresh_interval))
 
     def _retry_save(self) -> None:
         """Save the index again when its last save failed, at most every
@@ -212,8 +243,9 @@ class Service:
             self._reconcile_wake.clear()
             if self._stop.is_set():
                 return
-            if not self.ready.is_set():
-                continue
+            if not self.ready.is_set() or (self.matcher is not None
+                                           and self.matcher.feed_backlog):
+                continue  # (while a bulk import is being absorbed: the next round)
             first = False
             try:
                 self.reconcile_now()
@@ -227,6 +259,7 @@ class Service:
         rep = self.reconcile_report
         return {
             "position": m.position if m is not None else None,
+            "backlog": m.feed_backlog if m is not None else 0,
             "push": push,
             "listening": bool(self.listener is not None and self.listener.connected),
             "poll_interval": self.settings.refresh_interval,

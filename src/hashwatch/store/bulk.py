@@ -1,5 +1,7 @@
-"""Bulk list import: stream validated entries into a staging table, then apply them with one
-set-based statement. Atomic: the list gets all of the file's good rows or none of them.
+"""Bulk list import: stream validated entries into a staging table, then apply them with
+set-based statements. PostgreSQL: one transaction, atomic (the list gets all of the file's
+good rows or none of them). SQLite: one transaction per chunk of ``SQLITE_CHUNK`` staged rows,
+resumable (see below).
 
 The rows come from the same readers and the same validation as the row-by-row path
 (``hashwatch.formats`` readers yield ``EntryIn``; this module never parses a file), and the
@@ -20,13 +22,21 @@ Applying rows in identity order makes index insertions nearly sequential, which 
 the speed-up over the row-by-row path (see BENCHMARKS.md, bulk import).
 
 Memory stays flat (rows stream; sorting happens in the database, spilling to disk). A run
-that is killed leaves nothing behind: the staging table is temporary and the final step is
-one transaction. On SQLite that step holds the write lock (other writers wait up to the
-busy timeout); on PostgreSQL other writers proceed, except on the very same entries.
+killed while staging leaves nothing behind (the staging table is temporary). PostgreSQL: the
+final step is one transaction; other writers proceed meanwhile, except on the very same
+entries. SQLite has one writer at a time, so one statement applying 20 million rows would hold
+the write lock for minutes and every other writer (the service's list updates) would fail
+after its 30 s busy timeout. It applies the staged rows in chunks of ``SQLITE_CHUNK`` in file
+order instead, each its own short transaction (a few seconds, see BENCHMARKS.md), pausing
+``SQLITE_PAUSE`` seconds between chunks so that waiting writers get the lock. An import killed
+while applying keeps the chunks already committed, and running it again adds exactly the rest
+(resumable, like the row-by-row path); the first-occurrence rule holds across chunks because
+earlier chunks are applied first.
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
@@ -41,6 +51,8 @@ STAGE_COLUMNS = ("signal_type", "value", "category_scheme", "category_code", "la
                  "source_ref", "group_ref", "variant")
 _IDENTITY = "signal_type, value, category_scheme, category_code, variant"
 _BATCH = 10_000
+SQLITE_CHUNK = 1_000_000  # staged rows per write transaction on SQLite
+SQLITE_PAUSE = 0.2  # seconds between two chunks: waiting writers take the lock
 
 
 def _staged(items: Iterable[EntryIn], on_batch: Callable[[int], None] | None,
@@ -128,13 +140,16 @@ _RESTORE = (
     " SELECT e.id FROM entries e JOIN hw_stage s ON e.list_id = :lid"
     " AND e.signal_type = s.signal_type AND e.value = s.value"
     " AND e.category_scheme = s.category_scheme AND e.category_code = s.category_code"
-    " AND e.variant = s.variant WHERE e.removed_at IS NOT NULL) RETURNING id, signal_type"
+    " AND e.variant = s.variant WHERE e.removed_at IS NOT NULL {chunk}) RETURNING id, signal_type"
 )
 _COLS = ("list_id, signal_type, value, category_scheme, category_code, labels, source_ref, "
          "group_ref, variant, added_at, added_by")
 _SELECT = ("SELECT :lid, signal_type, value, category_scheme, category_code, labels, "
            "source_ref, group_ref, variant, :now, :actor FROM hw_stage WHERE true "
            f"ORDER BY {_IDENTITY}, n")
+
+
+_SELECT_CHUNK = _SELECT.replace("WHERE true", "WHERE n > :lo AND n <= :hi")
 
 
 def _bulk_pg(store: Store, list_id: int, items: Iterable[EntryIn], actor: str, action: str,
@@ -161,7 +176,8 @@ def _bulk_pg(store: Store, list_id: int, items: Iterable[EntryIn], actor: str, a
         params = {"lid": list_id, "now": now, "actor": actor}
         restored: list[tuple] = []
         if _ever_removed(conn, list_id):
-            restored = [tuple(r) for r in conn.execute(sa.text(_RESTORE), params)]
+            restored = [tuple(r) for r in conn.execute(sa.text(_RESTORE.format(chunk="")),
+                                                       params)]
             if restored:
                 conn.execute(changes.insert(), [{"entry_id": i, "list_id": list_id,
                                                  "op": "add", "at": now} for i, _s in restored])
@@ -194,29 +210,26 @@ def _bulk_sqlite(store: Store, list_id: int, items: Iterable[EntryIn], actor: st
             raw.commit()
             if on_apply is not None:
                 on_apply()
+            top = raw.execute("SELECT coalesce(max(n), 0) FROM temp.hw_stage").fetchone()[0]
             now = utcnow()
             params = {"lid": list_id, "now": now, "actor": actor}
-            raw.execute("BEGIN IMMEDIATE")  # the write lock, for the one applying statement
+            may_restore = _ever_removed(conn, list_id)
+            conn.rollback()  # (the read above began a transaction)
+            added: Counter = Counter()
+            restored: list[tuple] = []
+            lo = 0
+            while True:
+                hi = lo + SQLITE_CHUNK
+                last = hi >= top
+                _apply_sqlite_chunk(conn, raw, dict(params, lo=lo, hi=hi), may_restore,
+                                    added, restored)
+                if last:
+                    break
+                lo = hi
+                time.sleep(SQLITE_PAUSE)  # writers waiting on the busy timeout get the lock
+            _count(res, staged, dict(added), restored)
+            raw.execute("BEGIN IMMEDIATE")
             try:
-                before = raw.execute("SELECT coalesce(max(id), 0) FROM entries").fetchone()[0]
-                restored: list[tuple] = []
-                if _ever_removed(conn, list_id):
-                    restored = [tuple(r) for r in conn.execute(sa.text(_RESTORE), params)]
-                    if restored:
-                        conn.execute(changes.insert(), [
-                            {"entry_id": i, "list_id": list_id, "op": "add", "at": now}
-                            for i, _s in restored])
-                conn.execute(sa.text(
-                    f"INSERT INTO entries ({_COLS}) {_SELECT} ON CONFLICT DO NOTHING"), params)
-                # under the write lock, new rowids are above the previous maximum
-                conn.execute(sa.text(
-                    "INSERT INTO changes (entry_id, list_id, op, at) "
-                    "SELECT id, :lid, 'add', :now FROM entries WHERE id > :before"),
-                    dict(params, before=before))
-                added = dict(conn.execute(sa.text(
-                    "SELECT signal_type, count(*) FROM entries WHERE id > :before "
-                    "GROUP BY signal_type"), {"before": before}).all())
-                _count(res, staged, added, restored)
                 _finish(store, conn, list_id, res, actor, action, detail, now)
                 raw.commit()
             except BaseException:
@@ -226,3 +239,35 @@ def _bulk_sqlite(store: Store, list_id: int, items: Iterable[EntryIn], actor: st
             raw.execute("DROP TABLE IF EXISTS temp.hw_stage")
             raw.commit()
     return res
+
+
+def _apply_sqlite_chunk(conn: sa.Connection, raw: Any, params: dict[str, Any],
+                        may_restore: bool, added: Counter, restored: list[tuple]) -> None:
+    """Staged rows ``lo < n <= hi``: restores, inserts and their change rows, in one write
+    transaction (rows of earlier chunks are already in: the first occurrence wins)."""
+    chunk = " AND s.n > :lo AND s.n <= :hi"
+    raw.execute("BEGIN IMMEDIATE")  # the write lock, for this chunk only
+    try:
+        before = raw.execute("SELECT coalesce(max(id), 0) FROM entries").fetchone()[0]
+        if may_restore:
+            back = [tuple(r) for r in conn.execute(sa.text(_RESTORE.format(chunk=chunk)),
+                                                   params)]
+            if back:
+                conn.execute(changes.insert(), [
+                    {"entry_id": i, "list_id": params["lid"], "op": "add", "at": params["now"]}
+                    for i, _s in back])
+                restored += back
+        conn.execute(sa.text(
+            f"INSERT INTO entries ({_COLS}) {_SELECT_CHUNK} ON CONFLICT DO NOTHING"), params)
+        # under the write lock, new rowids are above the previous maximum
+        conn.execute(sa.text(
+            "INSERT INTO changes (entry_id, list_id, op, at) "
+            "SELECT id, :lid, 'add', :now FROM entries WHERE id > :before"),
+            dict(params, before=before))
+        added.update(dict(conn.execute(sa.text(
+            "SELECT signal_type, count(*) FROM entries WHERE id > :before "
+            "GROUP BY signal_type"), {"before": before}).all()))
+        raw.commit()
+    except BaseException:
+        raw.rollback()
+        raise

@@ -101,18 +101,80 @@ class Snapshot:
                     {"since": _pg_parts(since)})
         return "c.seq > :since", {"since": _sqlite_seq(since)}
 
+    def _page(self, since: str, *, until: str | None, after: tuple[int, int] | None,
+              limit: int) -> list[tuple]:
+        """One page of the change rows in the window after ``since`` (and up to ``until``,
+        a later position; None: this snapshot), past the cursor ``after``, in change order
+        ((txid, seq) on PostgreSQL, seq on SQLite): ``(txid, seq, entry id, list id, op,
+        value or None when removed, signal type, group_ref)``; the entry's columns are None
+        for "features" and "list" rows.
+
+        The page is cut from ``changes`` alone (an index range in change order, then
+        LIMIT) and only then joined to ``entries`` by primary key: no plan can scan
+        ``entries`` as a whole per change row, whatever the statistics say (right after a
+        bulk import they still say the table is nearly empty)."""
+        cond, params = self._window(since)
+        if self.dialect == "postgresql":
+            order, materialized, cursor_cols = "txid, seq", "MATERIALIZED ", "txid, seq"
+            if until is not None:
+                cond += " AND pg_visible_in_snapshot(c.txid, CAST(:until AS pg_snapshot))"
+                params["until"] = _pg_parts(until)
+            if after is not None:
+                cond += " AND (c.txid, c.seq) > (CAST(CAST(:at AS text) AS xid8), :aseq)"
+                params.update(at=str(after[0]), aseq=after[1])
+            out_cursor = "CAST(p.txid AS text), p.seq"
+        else:
+            order, materialized, cursor_cols = "seq", "", "0 AS txid, seq"
+            if until is not None:
+                cond += " AND c.seq <= :until"
+                params["until"] = _sqlite_seq(until)
+            if after is not None:
+                cond += " AND c.seq > :aseq"
+                params["aseq"] = after[1]
+            out_cursor = "p.txid, p.seq"
+        sql = (
+            f"WITH p AS {materialized}(SELECT {cursor_cols}, c.entry_id, c.list_id, c.op "
+            f"FROM changes c WHERE {cond} ORDER BY {order} LIMIT :lim) "
+            f"SELECT {out_cursor}, p.entry_id, p.list_id, p.op, "
+            "CASE WHEN e.removed_at IS NULL THEN e.value END, e.signal_type, e.group_ref "
+            "FROM p LEFT JOIN entries e ON e.id = p.entry_id AND p.op IN ('add', 'remove') "
+            f"ORDER BY {order.replace('txid', 'p.txid').replace('seq', 'p.seq')}"
+        )
+        return [tuple(r) for r in self.conn.execute(sa.text(sql), dict(params, lim=limit))]
+
+    def changed_page(
+        self, since: str, signal_type: str = "pdq", *, until: str | None = None,
+        after: tuple[int, int] | None = None, limit: int = BATCH,
+    ) -> tuple[list[tuple[int, str | None]], tuple[int, int] | None, int]:
+        """One bounded page of :meth:`changed`: the states of entries of ``signal_type``
+        among the next ``limit`` change rows of the window (see :meth:`_page`). Returns
+        (states, cursor of the last change row read or None, change rows read: fewer than
+        ``limit`` means the window is done). A window read page by page, each page in any
+        snapshot taken after ``until``, yields each of its changes exactly once: its rows
+        are fixed by the two positions and the cursor walks them in a total order. States
+        are read in the page's snapshot, never older than the window's (level-triggered)."""
+        rows = self._page(since, until=until, after=after, limit=limit)
+        if not rows:
+            return [], None, 0
+        states = [(int(r[2]), r[5]) for r in rows
+                  if r[4] in ("add", "remove") and r[6] == signal_type]
+        return states, (int(rows[-1][0]), int(rows[-1][1])), len(rows)
+
     def changed(
         self, since: str, signal_type: str = "pdq", *, batch: int = BATCH
     ) -> Iterator[list[tuple[int, str | None]]]:
         """Entries of ``signal_type`` changed after position ``since`` and visible in this
-        snapshot: batches of ``(entry id, value)``, value None when the entry is removed.
-        An entry changed several times may appear several times, always with the same
-        (current) state. Raises FeedError for a position of another backend."""
-        cond, params = self._window(since)
-        sql = ("SELECT c.entry_id, CASE WHEN e.removed_at IS NULL THEN e.value END "
-               "FROM changes c JOIN entries e ON e.id = c.entry_id "
-               f"WHERE {cond} AND c.op IN ('add', 'remove') AND e.signal_type = :sig")
-        yield from self._stream(sql, dict(params, sig=signal_type), batch)
+        snapshot: batches of ``(entry id, value)``, value None when the entry is removed
+        (read ``batch`` change rows at a time). An entry changed several times may appear
+        several times, always with the same (current) state. Raises FeedError for a
+        position of another backend."""
+        after = None
+        while True:
+            states, after, n = self.changed_page(since, signal_type, after=after, limit=batch)
+            if states:
+                yield states
+            if n < batch:
+                return
 
     def any_changed(self, since: str) -> bool:
         """Whether any change (entries, keypoint sets, list deletions) committed after
@@ -137,20 +199,45 @@ class Snapshot:
                          ) -> Iterator[list[tuple[int, int, bool]]]:
         """Keypoint sets whose keypoint-live state may have changed after position ``since``
         (see above), visible in this snapshot: batches of ``(local-feature row id, list id,
-        keypoint-live)``. Raises FeedError for a position of another backend."""
-        cond, params = self._window(since)
-        sql = (
-            f"SELECT lf.id, lf.list_id, CASE WHEN {self._KP_LIVE} THEN 1 ELSE 0 END "
-            "FROM local_features lf WHERE lf.id IN ("
-            f" SELECT c.entry_id FROM changes c WHERE {cond} AND c.op = 'features'"
-            " UNION SELECT f.id FROM changes c JOIN entries e ON e.id = c.entry_id"
-            " JOIN local_features f ON f.list_id = e.list_id AND f.group_ref = e.group_ref"
-            f" WHERE {cond} AND c.op IN ('add', 'remove') AND e.group_ref <> ''"
-            " UNION SELECT f.id FROM changes c JOIN local_features f ON f.list_id = c.list_id"
-            f" WHERE {cond} AND c.op = 'list')"
-        )
-        for part in self._stream(sql, params, batch):
-            yield [(int(i), int(lst), bool(live)) for i, lst, live in part]
+        keypoint-live)``, read ``batch`` change rows at a time. Raises FeedError for a
+        position of another backend."""
+        after = None
+        while True:
+            rows = self._page(since, until=None, after=after, limit=batch)
+            ids: set[int] = set()
+            groups: set[tuple[int, str]] = set()
+            lists: set[int] = set()
+            for _t, _s, entry_id, list_id, op, _v, _sig, group in rows:
+                if op == "features":
+                    ids.add(int(entry_id))
+                elif op == "list":
+                    lists.add(int(list_id))
+                elif group:  # an entry of a known image's group
+                    groups.add((int(list_id), group))
+            ids |= self._feature_ids(groups, lists)
+            if ids:
+                states = self.keypoint_states(sorted(ids))
+                yield [(i, lst, live) for i, (lst, live) in states.items()]
+            if len(rows) < batch:
+                return
+            after = (int(rows[-1][0]), int(rows[-1][1]))
+
+    def _feature_ids(self, groups: set[tuple[int, str]], lists: set[int]) -> set[int]:
+        """local-feature row ids of these groups (list id, group_ref) and of these lists."""
+        out: set[int] = set()
+        by_list: dict[int, list[str]] = {}
+        for lst, g in groups:
+            by_list.setdefault(lst, []).append(g)
+        q = sa.text("SELECT id FROM local_features WHERE list_id = :l AND group_ref IN :g"
+                    ).bindparams(sa.bindparam("g", expanding=True))
+        for lst, gs in by_list.items():
+            for start in range(0, len(gs), 500):
+                out.update(int(i) for (i,) in self.conn.execute(
+                    q, {"l": lst, "g": gs[start : start + 500]}))
+        for lst in lists:
+            out.update(int(i) for (i,) in self.conn.execute(
+                sa.text("SELECT id FROM local_features WHERE list_id = :l"), {"l": lst}))
+        return out
 
     def keypoint_live(self, *, data: bool = True, batch: int = 5_000
                       ) -> Iterator[list[tuple[int, int, bytes | None]]]:

@@ -145,8 +145,9 @@ async def entries_import(
     category: Annotated[str | None, Query(max_length=120)] = None,
     method: Annotated[Literal["auto", "rows", "bulk"], Query(
         description="rows: batches commit as they go (an interrupted import resumes when "
-        "sent again); bulk: staged, then applied in one transaction (all or nothing, several "
-        "times faster); auto: bulk from 16 MiB")] = "auto",
+        "sent again); bulk: staged, then applied set-based, several times faster "
+        "(PostgreSQL: one transaction, all or nothing; SQLite: chunks, resumable); auto: "
+        "bulk from 16 MiB")] = "auto",
 ) -> dict[str, Any]:
     """Bulk import a list file (request body = the file; streamed to a private temp
     file, then read row by row). Bad rows are counted and reported, good rows kept."""
