@@ -11,7 +11,10 @@ rows, each one statement), which is how its 20M figure is extrapolated and label
         --workdir /work/scratch/feed/bulk
 
 PostgreSQL: a cluster with default durability (fsync on) is started in WORKDIR/pg with
-.ci/postgres.sh and stopped at the end. CPU: the import process (user + sys) and, on
+.ci/postgres.sh and stopped at the end. During each import a *probe writer* (another
+connection, as the service's list updates would be) adds one entry to another list every
+0.5 s: its slowest write and its failures (SQLite: "database is locked" after the 30 s busy
+timeout) show whether the import starves other writers. CPU: the import process (user + sys) and, on
 PostgreSQL, its server backend (from /proc), so the cost is visible apart from other load.
 """
 
@@ -57,20 +60,74 @@ def generate(path: Path, n: int) -> None:
     path.with_suffix(".n").write_text(str(n))
 
 
+def prefix(path: Path, lines: int) -> Path:
+    """The first ``lines`` lines of ``path`` as a file of their own (the readers sniff the
+    file's head, so a prefix is a file, not an iterator), written once, owner-only."""
+    out = path.with_name(f"{path.stem}-first-{lines}.txt")
+    if out.exists():
+        return out
+    tmp = out.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as dst, open(path) as src:
+        for _k, line in zip(range(lines), src, strict=False):
+            dst.write(line)
+    os.replace(tmp, out)
+    return out
+
+
 def _proc_cpu(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class Probe:
+    """Another writer: one entry into list "probe" every 0.5 s, timed."""
+
+    def __init__(self, db: str) -> None:
+        import threading
+
+        from hashwatch.store import Store
+
+        self.store = Store.open(db, migrate=False)
+        self.store.create_list("probe")
+        self.waits: list[float] = []
+        self.failures: list[str] = []
+        self.stop = threading.Event()
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def run(self) -> None:
+        from hashwatch.store import EntryIn
+
+        k = 0
+        while not self.stop.wait(0.5):
+            k += 1
+            t0 = time.perf_counter()
+            try:
+                self.store.add_entries("probe", [EntryIn("pdq", f"{k:064x}")], actor="probe")
+                self.waits.append(time.perf_counter() - t0)
+            except Exception as exc:  # noqa: BLE001 - reported
+                self.failures.append(type(exc).__name__ + ": " + str(exc)[:80])
+
+    def close(self) -> dict:
+        self.stop.set()
+        self.t.join()
+        self.store.close()
+        w = sorted(self.waits)
+        return {"probe_writes": len(w), "probe_max_s": w[-1] if w else None,
+                "probe_p50_s": w[len(w) // 2] if w else None,
+                "probe_failures": len(self.failures),
+                "probe_first_failure": self.failures[0] if self.failures else ""}
+
+
 def child(method: str, db: str, path: str, lines: int) -> None:
     """Import the first ``lines`` lines of ``path`` into list "bench" with ``method``."""
-    import itertools
-
     from hashwatch.lists import import_stream
     from hashwatch.store import Store
 
     with Store.open(db) as store:
         store.create_list("bench")
+        probe = Probe(db)
         backend_pid = None
         if store.dialect == "postgresql":
             # the import's own connection is the pool's first; its backend is this one
@@ -80,13 +137,12 @@ def child(method: str, db: str, path: str, lines: int) -> None:
         applied: list[float] = []
         t0 = time.perf_counter()
         c0 = time.process_time()
-        with open(path, encoding="utf-8") as raw:
-            # the hashlines reader only iterates its file: a prefix streams the same way
-            fh = raw if lines <= 0 else itertools.islice(raw, lines)
+        with open(path, "rb") as fh:
             res = import_stream(store, "bench", fh, "hashlines", signal="pdq", method=method,
                                 on_apply=lambda: applied.append(time.perf_counter()))
         wall = time.perf_counter() - t0
         cpu = time.process_time() - c0
+        probed = probe.close()
         pg_cpu = (_proc_cpu(backend_pid) - pg0) if backend_pid else None
         count = store.get_list("bench").entry_count
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -94,7 +150,7 @@ def child(method: str, db: str, path: str, lines: int) -> None:
                       "staged_at": (applied[0] - t0) if applied else None,
                       "added": res.added, "duplicates": res.duplicates, "bad": res.bad_rows,
                       "first_error": str(res.errors[0]) if res.errors else "",
-                      "entries": count, "rss_mb": rss}))
+                      "entries": count, "rss_mb": rss, **probed}))
 
 
 def run_child(method: str, db: str, path: Path, lines: int) -> dict:
@@ -151,7 +207,8 @@ def main() -> None:
                         conn.exec_driver_sql(f"CREATE DATABASE {name}")
                     eng.dispose()
                     db = admin.rsplit("/", 1)[0] + "/" + name
-                r = run_child(method, db, path, 0 if lines >= a.lines else lines)
+                src = path if lines >= a.lines else prefix(path, lines)
+                r = run_child(method, db, src, 0)
                 results.append((backend, method, min(lines, a.lines), r))
                 print(backend, method, json.dumps(r), flush=True)
         finally:
@@ -171,6 +228,10 @@ def main() -> None:
         print(f"{backend:<11}{method:<7}{lines:>12,}{r['wall']:>9.0f}{rate:>10,.0f}"
               f"{r['cpu']:>8.0f}{pg:>9}{r['added']:>12,}{r['duplicates']:>9,}{r['bad']:>5}"
               f"{r['rss_mb']:>8.0f}{est:>13.1f}")
+    for backend, method, _lines, r in results:
+        print(f"{backend} {method}: probe writer {r['probe_writes']} writes, slowest "
+              f"{r['probe_max_s'] or 0:.2f} s, median {r['probe_p50_s'] or 0:.3f} s, "
+              f"{r['probe_failures']} failed {r['probe_first_failure']}")
     for backend in a.backends.split(","):
         if (backend, "rows") in by:
             print(f"{backend}: bulk / row-by-row rate = "

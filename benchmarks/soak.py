@@ -122,6 +122,22 @@ def make_images(n: int) -> list[bytes]:
     return out
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + sys) of a process and its live descendants (decode processes)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            kids = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except OSError:
+            continue
+        todo += [int(k) for k in kids]
+    return total
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -244,6 +260,8 @@ def run_phase(ws: list[Worker], keys: dict, images: list[bytes], known: list[str
             x.close()
 
     threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    cpu_start = [tree_cpu(w.proc.pid) for w in ws]
+    own_start = time.process_time()
     t_start = time.monotonic()
     for t in threads:
         t.start()
@@ -253,6 +271,8 @@ def run_phase(ws: list[Worker], keys: dict, images: list[bytes], known: list[str
         t.join()
     wall = time.monotonic() - t_start
     rss_end = [rss_mb(w.proc.pid) for w in ws]
+    cpu = [tree_cpu(w.proc.pid) - c for w, c in zip(ws, cpu_start, strict=True)]
+    own_cpu = time.process_time() - own_start
     grace = time.monotonic() + 10
     while time.monotonic() < grace and any(w.pending for w in watches):
         time.sleep(0.1)
@@ -260,7 +280,8 @@ def run_phase(ws: list[Worker], keys: dict, images: list[bytes], known: list[str
         w.stop.set()
     missed = [len(w.pending) for w in watches]
     n_events = sum(n for _, n in events)
-    return {"wall": wall, "stats": stats, "errors": dict(errors), "rss_start": rss_start,
+    return {"wall": wall, "cpu": cpu, "own_cpu": own_cpu,
+            "stats": stats, "errors": dict(errors), "rss_start": rss_start,
             "rss_end": rss_end, "missed": missed, "fresh": [w.fresh for w in watches],
             "events": n_events, "event_times": events}
 
@@ -370,6 +391,8 @@ def report(results: dict, rx: Receiver, outbox: list, a: argparse.Namespace) -> 
                   f"{len(f[False]):,} p50 {pct(f[False], 50) * 1000:.0f} ms p99 "
                   f"{pct(f[False], 99) * 1000:.0f} ms")
         print(f"  updates missed per worker: {r['missed']}")
+        print(f"  CPU s per worker (with its decode processes): "
+              f"{[round(c) for c in r['cpu']]}; load generator + watchers: {r['own_cpu']:.0f}")
         print(f"  worker RSS start/end MB: "
               f"{[f'{s:.0f}/{e:.0f}' for s, e in zip(r['rss_start'], r['rss_end'], strict=True)]}")
         for k, rd in enumerate(r["ready"]):
