@@ -328,7 +328,8 @@ def build_one(root: Path, entries: int, engine: str, workers: int) -> None:
         marks.append((name, time.time(), time.process_time()))
 
     mark("start")
-    from hashwatch.private.build import build_table_files
+    from hashwatch.private.keys import DEFAULT_DESIGN
+    from hashwatch.private.publish import Publisher
 
     rng = np.random.default_rng(11)
     raw = rng.integers(0, 256, size=(entries, 32), dtype=np.uint8)
@@ -356,26 +357,28 @@ def build_one(root: Path, entries: int, engine: str, workers: int) -> None:
         if done == total:
             mark(f"{stage}_done")
 
-    s = build_table_files(listed, out, workers=workers, mapper=mapper, seed=seed,
-                          progress=progress)
+    pub = Publisher.create(out, listed, design=DEFAULT_DESIGN, workers=workers, mapper=mapper,
+                           seed=seed, progress=progress)
+    chunk = pub.table().chunks[0]
     mark("built")
     if engine == "ray":
         import ray
 
         ray.shutdown()
     mark("end")
-    print(json.dumps({"entries": s.entries, "keys": s.keys, "slots": s.slots,
-                      "table_bytes": s.table_bytes, "marks": marks}))
+    print(json.dumps({"entries": entries, "keys": chunk.geometry.n_keys,
+                      "slots": chunk.geometry.array_length, "table_bytes": chunk.file_bytes,
+                      "marks": marks}))
 
 
-# build stages: (name, from mark, to mark); "keys" ends when placement starts (the driver's
-# dedupe of the keys and slot digests is in it), "blind" starts when placement ends
+# build stages (hashwatch.private.publish / build progress marks): keys per entry, each key's
+# 3 cells (the peeling follows "cells" and ends when blinding starts), blinding, filler
+# points, the round-by-round solve, then the chain link, signature and files
 STAGES = (("engine start", "start", "engine_ready"), ("read + validate list", "engine_ready",
-          "list_read"), ("dedupe + keys", "list_read", "place_first"),
-          ("cuckoo placement", "place_first", "place_done"),
-          ("blinding", "place_done", "blind_done"), ("digest, signature, files", "blind_done",
-                                                      "built"),
-          ("engine shutdown", "built", "end"))
+          "list_read"), ("keys", "list_read", "keys_done"), ("cells", "keys_done", "cells_done"),
+          ("peel", "cells_done", "blind_first"), ("blinding", "blind_first", "blind_done"),
+          ("filler", "blind_done", "fill_done"), ("solve", "fill_done", "solve_done"),
+          ("link, signature, files", "solve_done", "built"), ("engine shutdown", "built", "end"))
 
 
 def build(root: Path, sizes: list[int], engines: list[str], workers: int) -> None:
@@ -397,7 +400,7 @@ def build(root: Path, sizes: list[int], engines: list[str], workers: int) -> Non
                                    "driver_cpu_s": t[b][1] - t[a][1],
                                    "workers_cpu_s": cb["workers"] - ca["workers"],
                                    "engine_cpu_s": cb["engine"] - ca["engine"]})
-            table = root / f"table-{engine}-{n}" / "table.bin"
+            table = root / f"table-{engine}-{n}" / "chunk-e0000-0000.bin"
             digest = hashlib.sha256(table.read_bytes()).hexdigest()
             r = {"entries": n, "engine": engine, "workers": workers, **fig,
                  "keys": info["keys"], "slots": info["slots"], "table_sha256": digest,
@@ -431,7 +434,7 @@ def build_report(root: Path) -> None:
     for n in sorted({n for n, _ in runs}):
         if (n, "ray") in runs and (n, "local") in runs:
             a, b = runs[n, "ray"], runs[n, "local"]
-            print(f"{n:,}: table.bin byte-identical on both engines: "
+            print(f"{n:,}: chunk-e0000-0000.bin byte-identical on both engines: "
                   f"{a['table_sha256'] == b['table_sha256']}; Ray / local CPU "
                   f"{a['cpu_s'] / b['cpu_s']:.3f}, wall {a['wall_s'] / b['wall_s']:.3f}")
     base = min(n for n, _ in runs)

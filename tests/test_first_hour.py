@@ -152,14 +152,15 @@ def test_private_setup_errors_are_plain_text(tmp_path) -> None:
     _literal(res.output)
 
 
-def test_private_demo_counts_reconcile(monkeypatch) -> None:
+def test_private_demo_counts_reconcile(monkeypatch, tmp_path) -> None:
     import re
 
     from hashwatch.private.demo import run_demo
 
     monkeypatch.delenv("HASHWATCH_CORPUS", raising=False)
     lines: list[str] = []
-    summary = run_demo(threshold=3, fillers=100, out=lines.append)
+    summary = run_demo(tmp_path, threshold=3, out=lines.append)
+    summary.pop("device")
     text = "\n".join(lines)
     for account, s in summary.items():
         m = re.search(rf"{account}: sent (\d+) vouchers = (\d+) edited copies of listed "

@@ -1,4 +1,4 @@
-"""The streaming, resumable table build (``hashwatch.private.build``) and ``private setup``."""
+"""Building the table: the binary fuse layout, the resumable chunk build, ``private setup``."""
 
 from __future__ import annotations
 
@@ -6,14 +6,18 @@ import stat
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from hashwatch.cli import app
-from hashwatch.private import build, sodium
-from hashwatch.private.build import BuildError, build_table_files
+from hashwatch.private import build, fuse, sodium
+from hashwatch.private.build import BuildError, build_chunk
 from hashwatch.private.client import ClientState, VoucherClient
+from hashwatch.private.keys import DEFAULT_DESIGN
+from hashwatch.private.publish import Publisher
 from hashwatch.private.server import PsiServer
-from hashwatch.private.table import KEY_DOMAIN, PublicTable, ServerSecret, slot_positions
+from hashwatch.private.table import KEY_DOMAIN, Chunk
 
 
 def _entries(n: int, seed: int = 3) -> list[tuple[str, str]]:
@@ -21,105 +25,165 @@ def _entries(n: int, seed: int = 3) -> list[tuple[str, str]]:
     return [(f"e{i}", rng.bytes(32).hex()) for i in range(n)]
 
 
-def _listed_keys_in_place(out, entries) -> int:
-    """How many (entry, table) keys sit blinded in one of their 3 slots: checked with the secret
-    from first principles, not through the client code."""
-    sec = ServerSecret.load(out / "server-secret.npz")
-    table = PublicTable.load(out, sec.sign_pk)
-    p = table.params
+def _keys(n: int, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, 16), dtype=np.uint8)
+
+
+ALPHA = sodium.scalar_reduce(bytes(range(64)))
+FILL = bytes(32)
+
+
+def _decodes_blinded(chunk: Chunk, keys: np.ndarray) -> int:
+    """How many keys decode to alpha * H(key): checked from first principles."""
     found = 0
-    for _, hx in entries:
-        for key in p.key_design.server_keys(hx):
-            want = sodium.scalar_mult(sec.alpha, sodium.hash_to_point(KEY_DOMAIN, key))
-            found += any(table.point(s) == want
-                         for s in slot_positions(p.cuckoo_seed, key, p.n_slots))
+    for k in map(bytes, keys):
+        want = sodium.scalar_mult(ALPHA, sodium.hash_to_point(KEY_DOMAIN, k))
+        found += chunk.decode(k) == want
     return found
 
 
-def test_build_places_every_key_and_is_verifiable(tmp_path):
-    entries = _entries(300)
-    s = build_table_files(lambda: entries, tmp_path, threshold=4)
-    assert (s.entries, s.keys) == (300, 2400)
-    assert _listed_keys_in_place(tmp_path, entries) == 2400
-    assert not (tmp_path / build.WORK).exists() and not (tmp_path / "table.bin.part").exists()
-    assert stat.S_IMODE((tmp_path / "server-secret.npz").stat().st_mode) == 0o600
-    t = PublicTable.load(tmp_path, bytes.fromhex(s.sign_pk), map_file=True)
-    assert t.commitment.digest.hex() == s.digest
-    assert len(t.points) == 32 * s.slots
+# --- the fuse layout ------------------------------------------------------------------------
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 3000), st.integers(0, 2**32))
+def test_fuse_cells_lie_in_three_consecutive_segments_and_peel(n, seed):
+    geom = fuse.FuseGeometry.sized(n)
+    assert geom.array_length >= n * 1.12
+    words = np.random.default_rng(seed).integers(0, 2**63, (n, 2), dtype=np.int64)
+    pos = fuse.positions(geom, words.astype(np.uint64))
+    assert pos.min() >= 0 and pos.max() < geom.array_length
+    seg = pos // geom.segment_length
+    assert np.all(seg[:, 1] == seg[:, 0] + 1) and np.all(seg[:, 2] == seg[:, 0] + 2)
+    try:
+        rounds = fuse.peel(pos, geom.array_length)
+    except fuse.PeelingFailed:
+        return  # rare, the build then takes another seed
+    order = np.concatenate([k for k, _ in rounds])
+    own = np.concatenate([c for _, c in rounds])
+    assert sorted(order.tolist()) == list(range(n))  # every key peeled exactly once
+    assert len(set(own.tolist())) == n  # each with a cell of its own
+    # solving from the last round back, a key's other cells are never solved after it
+    solved_at = {int(c): r for r, (_, cs) in enumerate(rounds) for c in cs}
+    for r, (ks, cs) in enumerate(rounds):
+        for k, c in zip(ks.tolist(), cs.tolist(), strict=True):
+            assert c in pos[k]
+            for other in pos[k]:
+                if other != c and int(other) in solved_at:
+                    assert solved_at[int(other)] > r
 
 
-def test_interrupted_build_resumes_without_redoing_finished_chunks(tmp_path, monkeypatch):
-    monkeypatch.setattr(build, "SLOT_CHUNK", 512)
-    entries = _entries(400)
+# --- the chunk build -----------------------------------------------------------------------
+
+def test_chunk_decodes_every_key_to_its_blinded_point_and_nothing_else(tmp_path):
+    keys = _keys(700)
+    s = build_chunk(keys, tmp_path / "c.bin", alpha=ALPHA, fill_key=FILL, epoch=0, index=0,
+                    params_digest=bytes(32), work=tmp_path / "w")
+    c = Chunk.load(tmp_path / "c.bin")
+    assert s.keys == 700 and c.geometry.array_length == s.cells
+    assert _decodes_blinded(c, keys) == 700
+    assert _decodes_blinded(c, _keys(50, seed=2)) == 0  # keys not in the chunk
+    assert c.digest.hex() == s.digest and (tmp_path / "c.bin").stat().st_size == s.file_bytes
+    build.check_cells(c)
+    assert not (tmp_path / "w" / "cells.bin").exists()
+    with pytest.raises(BuildError, match="distinct"):
+        build_chunk(np.concatenate([keys, keys[:1]]), tmp_path / "d.bin", alpha=ALPHA,
+                    fill_key=FILL, epoch=0, index=0, params_digest=bytes(32),
+                    work=tmp_path / "w2")
+
+
+def test_seeded_chunk_build_is_byte_identical_on_one_or_two_processes(tmp_path):
+    keys = _keys(900)
+    kw = {"alpha": ALPHA, "fill_key": FILL, "epoch": 0, "index": 0, "params_digest": bytes(32)}
+    build_chunk(keys, tmp_path / "a.bin", work=tmp_path / "wa", **kw)
+    build_chunk(keys, tmp_path / "b.bin", work=tmp_path / "wb", workers=2, **kw)
+    assert (tmp_path / "a.bin").read_bytes() == (tmp_path / "b.bin").read_bytes()
+    build_chunk(keys, tmp_path / "c.bin", work=tmp_path / "wc", **{**kw, "fill_key": b"x" * 32})
+    assert (tmp_path / "a.bin").read_bytes() != (tmp_path / "c.bin").read_bytes()
+
+
+def test_interrupted_chunk_build_resumes_without_redoing_finished_jobs(tmp_path, monkeypatch):
+    monkeypatch.setattr(build, "KEY_CHUNK", 256)
+    keys = _keys(2000, seed=5)
+    calls = []
+    real = build._blind_job
+
+    def counting(args):  # noqa: ANN001, ANN202
+        calls.append(len(args[1]) // 16)
+        return real(args)
+
+    monkeypatch.setattr(build, "_blind_job", counting)
 
     class Stop(Exception):
         pass
 
-    def stop_after_two(stage: str, done: int, total: int) -> None:
-        if stage == "blind" and done >= 2:
+    def stop(stage: str, done: int, total: int) -> None:
+        if stage == "blind" and done >= 3 * 256:
             raise Stop
 
+    kw = {"alpha": ALPHA, "fill_key": FILL, "epoch": 0, "index": 0, "params_digest": bytes(32)}
     with pytest.raises(Stop):
-        build_table_files(lambda: entries, tmp_path, threshold=4, progress=stop_after_two)
-    work = tmp_path / build.WORK
-    done = [int(x) for x in (work / "blinded.txt").read_text().split()]
-    assert len(done) >= 2 and not (tmp_path / "table.bin").exists()
-    assert stat.S_IMODE((work / "secret.json").stat().st_mode) == 0o600
-    part = (tmp_path / "table.bin.part").read_bytes()
-    hlen = 12 + int.from_bytes(part[8:12], "little")
-    first = {c: part[hlen + 32 * 512 * c : hlen + 32 * 512 * (c + 1)] for c in done}
-
-    def must_not_read():
-        raise AssertionError("a resumed build must not read its input again")
-
-    s = build_table_files(must_not_read, tmp_path, threshold=4)
-    final = (tmp_path / "table.bin").read_bytes()
-    for c, chunk in first.items():  # random fillers included: only identical if not redone
-        assert final[hlen + 32 * 512 * c : hlen + 32 * 512 * (c + 1)] == chunk
-    assert _listed_keys_in_place(tmp_path, entries) == 8 * 400
-    # and the resumed table works end to end: a listed hash opens a voucher, a stranger's not
-    sec = ServerSecret.load(tmp_path / "server-secret.npz")
-    pub = PublicTable.load(tmp_path, sec.sign_pk)
-    server = PsiServer(pub.params, sec)
-    client = VoucherClient(pub, ClientState.new(), bytes.fromhex(s.sign_pk))
-    v = client.voucher_for_hash(entries[5][1], synthetic=False)
-    assert server.ingest("a", v).status == "opened"
-    stranger = np.random.default_rng(99).bytes(32).hex()
-    assert server.ingest("a", client.voucher_for_hash(stranger, synthetic=False)).status \
-        == "unopened"
+        build_chunk(keys, tmp_path / "c.bin", work=tmp_path / "w", progress=stop, **kw)
+    assert not (tmp_path / "c.bin").exists() and sum(calls) == 3 * 256
+    assert stat.S_IMODE((tmp_path / "w").stat().st_mode) == 0o700
+    calls.clear()
+    build_chunk(keys, tmp_path / "c.bin", work=tmp_path / "w", **kw)
+    assert sum(calls) == 2000 - 3 * 256  # the finished jobs were not redone
+    assert _decodes_blinded(Chunk.load(tmp_path / "c.bin"), keys) == 2000
+    # a work folder left by the build of another chunk is refused, not mixed in
+    with pytest.raises(Stop):
+        build_chunk(keys[:1500], tmp_path / "d.bin", work=tmp_path / "w2", progress=stop, **kw)
+    with pytest.raises(BuildError, match="another chunk"):
+        build_chunk(keys, tmp_path / "d.bin", work=tmp_path / "w2", **kw)
 
 
-def test_work_folder_of_another_build_is_refused_and_left_alone(tmp_path, monkeypatch):
-    monkeypatch.setattr(build, "SLOT_CHUNK", 512)
-    entries = _entries(200)
-
-    def stop(stage: str, done: int, total: int) -> None:
-        if stage == "blind":
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        build_table_files(lambda: entries, tmp_path, threshold=4, fingerprint="a", progress=stop)
-    before = sorted(p.name for p in (tmp_path / build.WORK).iterdir())
-    with pytest.raises(BuildError, match="another input"):
-        build_table_files(lambda: entries, tmp_path, threshold=5, fingerprint="a")
-    with pytest.raises(BuildError, match="another input"):
-        build_table_files(lambda: entries, tmp_path, threshold=4, fingerprint="b")
-    assert sorted(p.name for p in (tmp_path / build.WORK).iterdir()) == before
-
+# --- the publisher ------------------------------------------------------------------------
 
 def test_bad_hash_is_a_clear_error_and_writes_no_table(tmp_path):
     entries = _entries(5) + [("bad", "zz" * 32)] + _entries(5, seed=4)
     with pytest.raises(BuildError, match=r"entry 6 \(bad\)"):
-        build_table_files(lambda: entries, tmp_path)
-    assert not (tmp_path / "table.bin").exists()
+        Publisher.create(tmp_path, lambda: entries, design=DEFAULT_DESIGN)
+    assert not (tmp_path / "chain.json").exists()
 
 
-def test_duplicate_hashes_are_listed_once_first_id_wins(tmp_path):
+def test_duplicate_hashes_are_listed_once_first_id_wins_and_a_table_is_never_replaced(tmp_path):
     entries = _entries(50)
     dup = [("again", entries[7][1]), ("again2", entries[7][1].upper())]
-    s = build_table_files(lambda: entries[:20] + dup + entries[20:], tmp_path)
-    sec = ServerSecret.load(tmp_path / "server-secret.npz")
-    assert s.entries == 50 and list(sec.entry_ids) == [e for e, _ in entries]
+    pub = Publisher.create(tmp_path, lambda: entries[:20] + dup + entries[20:],
+                           design=DEFAULT_DESIGN)
+    assert list(pub.entries()["ids"]) == [e for e, _ in entries]
+    assert pub.table().chunks[0].geometry.n_keys == 50
+    with pytest.raises(BuildError, match="already holds"):
+        Publisher.create(tmp_path, lambda: entries, design=DEFAULT_DESIGN)
+
+
+def test_interrupted_setup_resumes_without_reading_the_list_again(tmp_path, monkeypatch):
+    monkeypatch.setattr(build, "KEY_CHUNK", 128)
+    entries = _entries(600)
+
+    def stop(stage: str, done: int, total: int) -> None:
+        if stage == "blind" and done >= 256:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Publisher.create(tmp_path, lambda: entries, design=DEFAULT_DESIGN, threshold=4,
+                         progress=stop)
+
+    def must_not_read():
+        raise AssertionError("a resumed build must not read its input again")
+
+    pub = Publisher.create(tmp_path, must_not_read, design=DEFAULT_DESIGN, threshold=4)
+    with pytest.raises(KeyboardInterrupt):
+        Publisher.create(tmp_path / "x", lambda: entries, design=DEFAULT_DESIGN, threshold=4,
+                         progress=stop)
+    with pytest.raises(BuildError, match="other settings"):  # an unfinished build of another
+        Publisher.create(tmp_path / "x", lambda: entries, design=DEFAULT_DESIGN, threshold=5)
+    server = PsiServer.open(tmp_path)
+    client = VoucherClient(pub.table(), ClientState.new())
+    assert server.ingest("a", client.voucher_for_hash(entries[5][1], synthetic=False)).status \
+        == "opened"
+    stranger = np.random.default_rng(99).bytes(32).hex()
+    assert server.ingest("a", client.voucher_for_hash(stranger, synthetic=False)).status \
+        == "unopened"
 
 
 def test_cli_setup_streams_a_list_and_refuses_to_overwrite(tmp_path):
@@ -131,19 +195,10 @@ def test_cli_setup_streams_a_list_and_refuses_to_overwrite(tmp_path):
     r = runner.invoke(app, ["private", "setup", str(lst), "--out", str(out), "--threshold", "4",
                             "--workers", "1"])
     assert r.exit_code == 0, r.output
-    assert "120 distinct hashes" in r.output
-    digest = (out / "commitment.json").read_text()
+    assert "version 0 (base, epoch 0)" in r.output
+    chain = (out / "chain.json").read_text()
     r = runner.invoke(app, ["private", "setup", str(lst), "--out", str(out), "--workers", "1"])
-    assert r.exit_code == 2 and "already built" in r.output
-    assert (out / "commitment.json").read_text() == digest
-
-
-@pytest.mark.parametrize("n", [1, 7, 301])
-def test_slot_counts_that_are_not_a_multiple_of_eight(tmp_path, monkeypatch, n):
-    """The last blinding chunk is partial: it must write exactly its own slots."""
-    monkeypatch.setattr(build, "SLOT_CHUNK", 1000)
-    entries = _entries(n, seed=n)
-    s = build_table_files(lambda: entries, tmp_path, min_slots=13, threshold=4)
-    assert s.slots % 8 != 0 or n == 1
-    assert (tmp_path / "table.bin").stat().st_size == s.table_bytes
-    assert _listed_keys_in_place(tmp_path, entries) == 8 * n
+    assert r.exit_code == 2 and "already" in r.output
+    assert (out / "chain.json").read_text() == chain
+    secret_alpha = Publisher(out).epoch_secret()["alpha"].hex()
+    assert secret_alpha not in r.output

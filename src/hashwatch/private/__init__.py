@@ -1,20 +1,26 @@
 """Private matching with threshold vouchers (after Apple's PSI system, 2021).
 
 The device side is the public API here: :class:`VoucherClient` turns each image (or its
-PDQ hash) into one fixed-size voucher against a server's :class:`PublicTable` (verified
-against the server's pinned key, else :class:`TableRejected`), keeping its per-account
-secret in a :class:`ClientState`:
+PDQ hash) into one fixed-size voucher against a server's :class:`PublicTable` (its commitment
+chain verified against the server's pinned key, else :class:`TableRejected`), keeping its
+per-account secret in a :class:`ClientState`:
 
     from hashwatch.private import ClientState, PublicTable, VoucherClient
 
     table = PublicTable.load("psi-table/", pinned_key)   # what the server publishes
     client = VoucherClient(table, ClientState.load("state.json"), pinned_key)
-    voucher = client.voucher_for_hash(pdq_hex, quality=quality)   # bytes, sent with the image
+    voucher = client.voucher_for_pixels(rgb)   # bytes, sent with the image (or
+                                               # voucher_for_hash(pdq_hex) for a hash alone)
+
+``hashwatch.private.device.sync`` keeps the table current (monthly deltas, verified against
+the chain and its witnesses).
 
 Internal modules: ``sodium`` (crypto primitives), ``field`` (GF(p) arithmetic, Shamir,
-detection), ``keys`` (PDQ -> exact match keys), ``table`` (server set-up and signed
-commitment), ``client`` (voucher generation), ``server`` (intake, threshold detection,
-recovery, report), ``demo`` (end-to-end demonstration). See docs/private-matching.md.
+detection), ``views`` (the device's PDQ views), ``keys`` (PDQ -> exact match keys, probes),
+``fuse`` (table layout), ``build`` (one chunk), ``publish`` (set-up, deltas, removals,
+rotation), ``chain`` (commitment chain, witnesses), ``table`` (epoch parameters, chunks, the
+verified table), ``device`` (updates), ``client`` (vouchers), ``server`` (intake, threshold
+detection, recovery, report), ``demo``. See docs/private-matching.md.
 """
 
 from __future__ import annotations

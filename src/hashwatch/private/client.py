@@ -6,6 +6,13 @@ detection matrix. Each image gets exactly one voucher of fixed size. With probab
 ``synthetic_rate`` (until a secret per-account budget, drawn uniformly in [0, synthetic_max], is
 used up) the voucher is synthetic instead: it opens on the server like a match, but carries a
 random share, so below the threshold the server cannot count the real matches.
+
+Keys come from the picture's views (``views``: the 8 flips/turns, and the border-trimmed
+picture when there is a border), so a mirrored, turned or bordered copy of a listed picture
+opens too. The protocol is Apple's (Bhowmick, Boneh, Myers, Talwar, Tarbe, "The Apple PSI
+System", 2021; Apple, "CSAM Detection Technical Summary", 2021): per key, random beta and
+gamma, Q = beta * H(key) + gamma * G, and per table chunk S = beta * P + gamma * L, where P is
+the chunk's decoded point for the key.
 """
 
 from __future__ import annotations
@@ -19,25 +26,26 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-import pdqhash
 
 from . import field as gf
 from . import sodium
 from .field import ELEM_BYTES, P
-from .keys import bits_to_hex, hex_to_bits
-from .table import KEY_DOMAIN, PublicTable, TableRejected, slot_positions
+from .keys import KEY_BYTES, hex_to_bits
+from .table import KEY_DOMAIN, PublicTable, TableRejected
+from .views import DIHEDRAL, MIN_QUALITY, View, client_views
 from .voucher import (
     AD_DOMAIN,
     MAGIC,
+    N_VIEWS,
     NONCE_BYTES,
-    SLOT_BYTES,
     VKEY_BYTES,
     inner_key,
-    slot_secret,
+    key_check,
+    slot_pad,
     xor,
 )
 
-MIN_QUALITY = 50
+VIEW_NAMES = tuple("full" + d for d in DIHEDRAL) + tuple("trim" + d for d in DIHEDRAL)
 
 
 @dataclass
@@ -78,18 +86,19 @@ def _elem(seed: bytes, label: bytes) -> int:
 
 
 class VoucherClient:
-    """The device side: one voucher per image, no server round trip. Built on a server's
-    :class:`~hashwatch.private.table.PublicTable` verified against ``pinned_public_key``
-    (raises ``TableRejected`` otherwise, or when its threshold is below ``min_threshold``),
-    with the account's :class:`ClientState`. ``voucher_for_hash(pdq_hex, quality=...)`` and
-    ``voucher_for_pixels(rgb)`` return the voucher bytes (a fixed size per table)."""
+    """Vouchers for one account against a verified table (:meth:`PublicTable.open` checks the
+    chain, the witnesses and every chunk). ``min_threshold``: refuse a table whose signed
+    threshold is below this floor."""
 
-    def __init__(self, table: PublicTable, state: ClientState, pinned_public_key: bytes, *,
-                 min_threshold: int = 2) -> None:
-        table.verify(pinned_public_key)  # raises TableRejected
+    def __init__(self, table: PublicTable, state: ClientState,
+                 pinned_public_key: bytes | None = None, *, min_threshold: int = 2) -> None:
+        if pinned_public_key is not None:
+            table.verify(pinned_public_key)  # raises TableRejected
         if table.params.threshold < min_threshold:
             # the threshold is signed and public, but a client may also insist on a floor
             raise TableRejected(f"threshold {table.params.threshold} below {min_threshold}")
+        if len(table.chunks) > table.params.chunk_slots:
+            raise TableRejected("more live chunks than voucher slots")
         self.table = table
         self.params = table.params
         self.state = state
@@ -126,10 +135,10 @@ class VoucherClient:
             return False
         return self._rng.random() < self.params.synthetic_rate
 
-    def voucher_for_hash(self, pdq_hex: str, coeffs: np.ndarray | None = None, *,
-                         quality: int = 100, image_id: bytes | None = None,
-                         synthetic: bool | None = None) -> bytes:
-        """One voucher for one image. ``synthetic=None`` lets the client decide (normal use);
+    def voucher_for_views(self, views: list[View], *, image_id: bytes | None = None,
+                          synthetic: bool | None = None) -> bytes:
+        """One voucher for one picture, from its views (:func:`views.client_views`; empty for
+        a picture too flat for PDQ). ``synthetic=None`` lets the client decide (normal use);
         tests may force it."""
         image_id = image_id if image_id is not None else secrets.token_bytes(16)
         if len(image_id) != 16:
@@ -140,45 +149,81 @@ class VoucherClient:
             self.state.synthetic_sent += 1
             return self._synthetic()
         design = self.params.key_design
-        bits = hex_to_bits(pdq_hex)
-        tag = sodium.prf(self._fkey, b"sent" + bytes.fromhex(pdq_hex), 12).hex()
+        hashes = {v.name: v.pdq for v in views}
+        ident = hashes.get("full") or (views[0].pdq if views else secrets.token_bytes(32))
+        tag = sodium.prf(self._fkey, b"sent" + ident, 12).hex()
         repeat = tag in self.state.sent
         self.state.sent.add(tag)
-        if quality < MIN_QUALITY or repeat:
-            # PDQ discards low-quality hashes, and a repeat must not show up twice: send a
-            # voucher that cannot match, same shape.
-            keys = [os.urandom(16) for _ in range(design.keys_per_image)]
+        if not views or repeat:
+            # nothing PDQ can match on, or a repeat that must not show up twice: a voucher
+            # that cannot open, same shape.
+            keys = [os.urandom(KEY_BYTES) for _ in range(design.keys_per_image)]
         else:
-            keys = design.client_keys(bits, coeffs)
-        return self._real(keys, bytes.fromhex(pdq_hex), image_id)
+            keys = design.client_keys(views)
+        mask = 0
+        blob = bytearray()
+        for i, name in enumerate(VIEW_NAMES):
+            if name in hashes:
+                mask |= 1 << i
+            blob += hashes.get(name, bytes(32))
+        payload = image_id + mask.to_bytes(2, "big") + bytes(blob)
+        return self._real(keys, ident, payload)
+
+    def voucher_for_hash(self, pdq_hex: str, coeffs: np.ndarray | None = None, *,
+                         quality: int = 100, image_id: bytes | None = None,
+                         synthetic: bool | None = None) -> bytes:
+        """A voucher from a PDQ hash alone (the ``full`` view only: no flips or borders), with
+        its 256 real coefficients if known (they rank the probes; without them all bits count
+        as equally likely to flip). Quality < 50: a voucher that cannot match."""
+        bits = hex_to_bits(pdq_hex)
+        if coeffs is None:
+            view = View.from_hash("full", bits, quality)
+        else:
+            view = View("full", np.asarray(coeffs, dtype=np.float64), quality)
+            if not np.array_equal(view.bits, bits):
+                raise ValueError("coefficients do not give this hash")
+        views = [view] if quality >= MIN_QUALITY else []
+        return self.voucher_for_views(views, image_id=image_id, synthetic=synthetic)
 
     def voucher_for_pixels(self, pixels: np.ndarray, image_id: bytes | None = None) -> bytes:
-        hx, coeffs, quality = pdq_with_coeffs(pixels)
-        return self.voucher_for_hash(hx, coeffs, quality=quality, image_id=image_id)
+        """A decoded (h, w, 3) uint8 RGB picture -> its voucher."""
+        return self.voucher_for_views(client_views(pixels), image_id=image_id)
 
-    def _real(self, keys: list[bytes], pdq: bytes, image_id: bytes) -> bytes:
+    def _slots(self, key: bytes, rank: int, q: bytes, beta: bytes, gl: bytes, nonce: bytes,
+               vkey: bytes) -> list[bytes]:
+        """One wrapped voucher key per live chunk this key probes (every key probes the base;
+        the ``delta_openings`` are shared out among the live deltas, best keys first), random
+        slots to fill up, shuffled."""
+        p = self.params
+        slots = []
+        per_delta = p.delta_openings // max(1, len(self.table.chunks) - 1)
+        for c, chunk in enumerate(self.table.chunks):
+            if c > 0 and rank >= per_delta:
+                break
+            shared = sodium.point_add(sodium.scalar_mult(beta, chunk.decode(key)), gl)
+            slots.append(xor(slot_pad(shared, q, nonce), vkey))
+        slots += [os.urandom(VKEY_BYTES) for _ in range(p.chunk_slots - len(slots))]
+        self._rng.shuffle(slots)
+        return slots
+
+    def _real(self, keys: list[bytes], ident: bytes, payload: bytes) -> bytes:
         p = self.params
         nonce = os.urandom(NONCE_BYTES)
         vkey = os.urandom(VKEY_BYTES)
-        order = list(range(len(keys)))
-        self._rng.shuffle(order)  # the server must not learn which key (table, probe) opened
         blocks = []
-        for i in order:
-            h = sodium.hash_to_point(KEY_DOMAIN, keys[i])
+        for rank, key in enumerate(keys):
+            h = sodium.hash_to_point(KEY_DOMAIN, key)
             beta, gamma = sodium.random_scalar(), sodium.random_scalar()
             q = sodium.point_add(sodium.scalar_mult(beta, h), sodium.scalar_mult_base(gamma))
             gl = sodium.scalar_mult(gamma, p.blind_pub)
-            block = [q]
-            for s in slot_positions(p.cuckoo_seed, keys[i], p.n_slots):
-                shared = sodium.point_add(sodium.scalar_mult(beta, self.table.point(s)), gl)
-                tag, pad = slot_secret(shared, q, nonce)
-                block.append(tag + xor(pad, vkey))
-            blocks.append(b"".join(block))
-        # share x from the image hash: the same picture vouchered twice yields the same share
-        x = gf.from_hash(sodium.prf(self._fkey, pdq, 32)) or 1
+            blocks.append(q + b"".join(self._slots(key, rank, q, beta, gl, nonce, vkey)))
+        # the server must not learn which key (view, probe) opened
+        self._rng.shuffle(blocks)
+        # share x from the picture's hash: the same picture vouchered twice yields one share
+        x = gf.from_hash(sodium.prf(self._fkey, ident, 32)) or 1
         y = gf.poly_eval(self._poly, x)
         vec = gf.dhf_vector(self._matrix, x)
-        adct = sodium.aead_encrypt(self.account_key, pdq + image_id, AD_DOMAIN)
+        adct = sodium.aead_encrypt(self.account_key, payload, AD_DOMAIN)
         plain = (gf.to_bytes(x) + gf.to_bytes(y)
                  + b"".join(gf.to_bytes(v) for v in vec) + adct)
         return self._assemble(nonce, blocks, vkey, plain)
@@ -192,24 +237,23 @@ class VoucherClient:
         opened = set(self._rng.sample(range(k), n_open))
         blocks = []
         for i in range(k):
+            slots = [os.urandom(VKEY_BYTES) for _ in range(p.chunk_slots)]
             if i in opened:
                 # Q = gamma*G: the server's alpha*Q equals gamma*L, which the client knows.
                 gamma = sodium.random_scalar()
                 q = sodium.scalar_mult_base(gamma)
-                tag, pad = slot_secret(sodium.scalar_mult(gamma, p.blind_pub), q, nonce)
-                slots = [os.urandom(SLOT_BYTES) for _ in range(3)]
-                slots[self._rng.randrange(3)] = tag + xor(pad, vkey)
-                blocks.append(q + b"".join(slots))
+                pad = slot_pad(sodium.scalar_mult(gamma, p.blind_pub), q, nonce)
+                slots[self._rng.randrange(p.chunk_slots)] = xor(pad, vkey)
             else:
-                blocks.append(sodium.random_point() + os.urandom(3 * SLOT_BYTES))
+                q = sodium.random_point()
+            blocks.append(q + b"".join(slots))
         rand = [secrets.randbelow(P - 1) + 1 for _ in range(2 + p.dhf_dim)]
         plain = b"".join(gf.to_bytes(v) for v in rand) + os.urandom(
-            sodium.AEAD_NONCE_BYTES + 48 + sodium.AEAD_TAG_BYTES)
+            sodium.AEAD_NONCE_BYTES + 18 + N_VIEWS * 32 + sodium.AEAD_TAG_BYTES)
         return self._assemble(nonce, blocks, vkey, plain)
 
-    @staticmethod
-    def _assemble(nonce: bytes, blocks: list[bytes], vkey: bytes, plain: bytes) -> bytes:
-        header = MAGIC + nonce
+    def _assemble(self, nonce: bytes, blocks: list[bytes], vkey: bytes, plain: bytes) -> bytes:
+        header = MAGIC + self.params.epoch.to_bytes(4, "big") + nonce + key_check(vkey)
         # zero nonce: the inner key is fresh for this voucher and used once
         inner = sodium.aead_encrypt(inner_key(vkey), plain, header,
                                     nonce=bytes(sodium.AEAD_NONCE_BYTES))
@@ -218,10 +262,3 @@ class VoucherClient:
 
 def account_key_from_secret(secret: int) -> bytes:
     return sodium.kdf(b"hw-psi-adkey-v1", secret.to_bytes(ELEM_BYTES, "big"), 32)
-
-
-def pdq_with_coeffs(pixels: np.ndarray) -> tuple[str, np.ndarray, int]:
-    """PDQ hex, the 256 real-valued coefficients (for probes) and quality."""
-    coeffs, quality = pdqhash.compute_float(np.ascontiguousarray(pixels, dtype=np.uint8))
-    bits = (coeffs > np.median(coeffs)).astype(np.uint8)
-    return bits_to_hex(bits), np.asarray(coeffs, dtype=np.float64), int(quality)

@@ -1,12 +1,17 @@
-"""End-to-end demonstration: one account crosses the threshold, one does not.
+"""End-to-end demonstration: a device keeps its table current, one account crosses the
+threshold with edited copies (a mirrored and a bordered one among them), one does not.
 
-The transport is a callable ``(account, [voucher bytes]) -> [result dict]`` so the in-process
-server can be swapped for the HTTP service without touching the demo.
+The custodian publishes version 0 (the base) and, during the demo, version 1 (a delta); two
+witnesses cosign each head; the device fetches only what is new and verifies it. The voucher
+transport is a callable ``(account, [voucher bytes]) -> [result dict]`` and the file transport
+a callable ``fetch(name) -> bytes``, so the in-process server and folder can be swapped for
+the HTTP service without touching the demo.
 """
 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,15 +19,21 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .build import build_table
-from .client import ClientState, VoucherClient, pdq_with_coeffs
-from .edits import apply_edit
+from hashwatch import edits as suite
+
+from .chain import Link, Witness, WitnessPolicy, sign_link
+from .client import ClientState, VoucherClient
+from .device import Fetch, folder_fetch, sync
+from .keys import DEFAULT_DESIGN
+from .publish import Publisher
 from .server import PsiServer
-from .table import PublicTable, ServerSecret
+from .table import TableRejected
+from .views import client_views
 
 Transport = Callable[[str, list[bytes]], list[dict]]
-EDIT_CYCLE = ["jpeg50", "resize0.5", "gamma2", "blur2", "noise0.2", "watermark",
-              "jpeg30", "contrast"]
+# Alice's copies of listed pictures: a mirrored and a bordered one first, then common edits.
+EDIT_CYCLE = ["mirror", "border-white10", "jpeg50", "rot90", "grey", "blur2", "jpeg30",
+              "letterbox16:9"]
 
 
 def generated_images(n: int, seed: int = 0, size: int = 320) -> Iterator[Image.Image]:
@@ -50,60 +61,119 @@ def demo_images(corpus: Path | None, n: int) -> list[Image.Image]:
         files = sorted((corpus / "kodak24").glob("*.png"))[:n]
         if len(files) == n:
             return [Image.open(f).convert("RGB") for f in files]
-    return list(generated_images(n))
+    # generated pictures flat enough for PDQ to discard (quality < 50) are skipped
+    out = []
+    for im in generated_images(4 * n):
+        if client_views(np.asarray(im)):
+            out.append(im)
+            if len(out) == n:
+                break
+    return out
+
+
+def apply_edit(name: str, im: Image.Image) -> Image.Image:
+    return Image.fromarray(suite.apply_edit(name, np.asarray(im.convert("RGB")), seed=0))
+
+
+def _pdq_hex(im: Image.Image) -> str:
+    return client_views(np.asarray(im))[0].pdq.hex()
 
 
 @dataclass
 class DemoSetup:
-    table: PublicTable
-    secret: ServerSecret
-    known: list[Image.Image]
-    other: list[Image.Image]
+    folder: Path  # the custodian's table directory (public files + secret/)
+    publisher: Publisher
+    witnesses: list[Witness]
+    known: list[Image.Image]  # listed in version 0
+    added: list[Image.Image]  # listed by the delta (version 1)
+    other: list[Image.Image]  # never listed
+    delta: list[tuple[str, str]]  # the entries version 1 adds
+
+    @property
+    def policy(self) -> WitnessPolicy:
+        return WitnessPolicy(tuple(w.pk for w in self.witnesses), len(self.witnesses))
 
 
-def make_setup(threshold: int = 5, corpus: Path | None = None, fillers: int = 2000,
-               synthetic_rate: float = 0.15) -> DemoSetup:
-    """The list: `threshold + 2` pictures plus random filler hashes standing in for a big list.
-    The demo raises the synthetic rate so synthetic vouchers actually show up in a short run."""
-    ims = demo_images(corpus, 2 * threshold + 6)
-    known, other = ims[: threshold + 2], ims[threshold + 2 :]
+def make_setup(folder: Path, threshold: int = 5, corpus: Path | None = None,
+               fillers: int = 2000, synthetic_rate: float = 0.15) -> DemoSetup:
+    """Version 0: ``threshold + 1`` pictures plus random filler hashes standing in for a big
+    list, cosigned by two witnesses. The delta (2 more pictures + fillers) is published during
+    the demo. The demo raises the synthetic rate so synthetic vouchers show up in a short run."""
+    ims = demo_images(corpus, 2 * threshold + 8)
+    known, added = ims[: threshold + 1], ims[threshold + 1 : threshold + 3]
+    other = ims[threshold + 3 :]
     rng = np.random.default_rng()
-    entries = [(f"demo-{i}", pdq_with_coeffs(np.asarray(im))[0]) for i, im in enumerate(known)]
+    entries = [(f"demo-{i}", _pdq_hex(im)) for i, im in enumerate(known)]
     entries += [(f"filler-{i}", rng.bytes(32).hex()) for i in range(fillers)]
-    table, secret = build_table(entries, threshold=threshold, synthetic_rate=synthetic_rate,
-                                list_label="hashwatch demo list")
-    return DemoSetup(table, secret, known, other)
+    delta = [(f"demo-new-{i}", _pdq_hex(im)) for i, im in enumerate(added)]
+    delta += [(f"filler-new-{i}", rng.bytes(32).hex()) for i in range(fillers // 4)]
+    pub = Publisher.create(folder, lambda: entries, design=DEFAULT_DESIGN, threshold=threshold,
+                           synthetic_rate=synthetic_rate, list_label="hashwatch demo list")
+    wdir = folder.parent / "witnesses"
+    wdir.mkdir(exist_ok=True)
+    witnesses = [Witness.generate(wdir / f"witness-{i}.json", pub.sign_pk) for i in range(2)]
+    pub.cosign(witnesses)
+    return DemoSetup(folder, pub, witnesses, known, added, other, delta)
 
 
-def in_process_transport(server: PsiServer) -> Transport:
+def in_process_transport(folder: Path) -> Transport:
+    server = PsiServer.open(folder)
+
     def send(account: str, vouchers: list[bytes]) -> list[dict]:
+        server.reload_if_changed()
         return [server.ingest(account, v).to_dict() for v in vouchers]
 
+    send.server = server  # type: ignore[attr-defined]
     return send
 
 
-def run_demo(transport: Transport | None = None, setup: DemoSetup | None = None, *,
-             threshold: int = 5, corpus: Path | None = None, fillers: int = 2000,
+def run_demo(tmp: Path, setup: DemoSetup | None = None, *, transport: Transport | None = None,
+             fetch: Fetch | None = None, threshold: int = 5, corpus: Path | None = None,
              out: Callable[[str], None] = print) -> dict[str, dict]:
-    """Two accounts: ``alice`` shares threshold + 1 edited copies of listed pictures among
-    unlisted ones, ``bob`` shares threshold - 1. Returns per-account summaries."""
+    """The demo in ``tmp`` (see the module docstring). Returns per-actor summaries."""
     if corpus is None and os.environ.get("HASHWATCH_CORPUS"):
         corpus = Path(os.environ["HASHWATCH_CORPUS"])
-    setup = setup or make_setup(threshold, corpus, fillers=fillers)
-    t = setup.table.params.threshold
-    server = None
-    if transport is None:
-        server = PsiServer(setup.table.params, setup.secret)
-        transport = in_process_transport(server)
-    out(f"table: {setup.table.params.n_slots:,} slots, threshold {t}, commitment "
-        f"{setup.table.commitment.digest.hex()[:16]}...")
-    plan = {"alice": t + 1, "bob": t - 1}
+    setup = setup or make_setup(tmp / "private", threshold, corpus)
+    pub = setup.publisher
+    fetch = fetch or folder_fetch(setup.folder)
+    transport = transport or in_process_transport(setup.folder)
     summary: dict[str, dict] = {}
+
+    # -- the device: version N, then the custodian publishes N+1, the device fetches the delta
+    device_dir = tmp / "device"
+    table, rep = sync(device_dir, fetch, pub.sign_pk, setup.policy)
+    p = table.params
+    out(f"device: table version {table.version} verified (chain signed by the pinned server "
+        f"key, cosigned by {len(setup.witnesses)} of {len(setup.witnesses)} witnesses): "
+        f"{table.entries:,} keys, {rep.bytes_fetched / 2**20:.2f} MiB fetched, threshold "
+        f"{p.threshold}, {p.key_design.keys_per_image} keys per image")
+    res = pub.add_delta(setup.delta)
+    pub.cosign(setup.witnesses)
+    out(f"custodian: version {res.version} = delta of {res.entries:,} new entries "
+        f"({res.chunk_bytes / 2**10:.0f} KiB), cosigned by the witnesses")
+    before, old = table.version, table
+    table, rep = sync(device_dir, fetch, pub.sign_pk, setup.policy, table)
+    out(f"device: version {before} -> {table.version}: fetched {len(rep.fetched)} file(s), "
+        f"{rep.bytes_fetched / 2**10:.0f} KiB (the new chunk and the chain, nothing it "
+        f"already had), verified in {rep.verify_cpu_s * 1000:.0f} ms CPU; live chunks "
+        f"{[c.index for c in table.chunks]}")
+    forked = _targeted_delta(setup, old)
+    out(f"custodian (misbehaving): another version {before + 1}, signed for one device only "
+        "-> " + forked)
+    summary["device"] = {"updated": table.version == before + 1, "from": before,
+                         "to": table.version, "bytes_fetched": rep.bytes_fetched,
+                         "fork_refused": forked.startswith("refused")}
+
+    # -- two accounts: alice crosses the threshold, bob does not
+    t = p.threshold
+    listed = setup.known + setup.added
+    plan = {"alice": t + 1, "bob": t - 1}
     for account, n_match in plan.items():
-        client = VoucherClient(setup.table, ClientState.new(), setup.secret.sign_pk)
-        listed = [apply_edit(EDIT_CYCLE[i % len(EDIT_CYCLE)], setup.known[i % len(setup.known)])
-                  for i in range(n_match)]
-        pictures = listed + setup.other[: len(setup.other) // 2 + (account == "bob")]
+        client = VoucherClient(table, ClientState.new())
+        edits = [EDIT_CYCLE[i % len(EDIT_CYCLE)] for i in range(n_match)]
+        copies = [apply_edit(e, listed[-1 - i if i < len(setup.added) else i])
+                  for i, e in enumerate(edits)]
+        pictures = copies + setup.other[: len(setup.other) // 2 + (account == "bob")]
         order = np.random.default_rng().permutation(len(pictures))
         vouchers = [client.voucher_for_pixels(np.asarray(pictures[i])) for i in order]
         results = transport(account, vouchers)
@@ -113,19 +183,23 @@ def run_demo(transport: Transport | None = None, setup: DemoSetup | None = None,
         while account == "alice" and not any(r["threshold_crossed"] for r in results) \
                 and extra < 3 * t:
             i = n_match + extra
-            im = apply_edit(EDIT_CYCLE[i % len(EDIT_CYCLE)], setup.known[i % len(setup.known)])
+            edits.append(EDIT_CYCLE[i % len(EDIT_CYCLE)])
+            im = apply_edit(edits[-1], listed[i % len(listed)])
             results += transport(account, [client.voucher_for_pixels(np.asarray(im))])
             extra += 1
         n_match += extra
-        s = {"sent": len(results), "listed_pictures_sent": n_match,
+        s = {"sent": len(results), "listed_pictures_sent": n_match, "edits": dict(Counter(edits)),
              "synthetic_sent": client.state.synthetic_sent,
              "opened": sum(r["status"] == "opened" for r in results),
              "threshold_crossed": any(r["threshold_crossed"] for r in results),
              "report_raised": any(r["report_raised"] for r in results)}
+        report = next((r.get("report") for r in reversed(results) if r.get("report")), None)
+        server = getattr(transport, "server", None)
         if server is not None:
-            v = server.account_view(account)
-            s["revealed"] = len(v["revealed"])
-            s["verified"] = v["report"]["verified_matches"] if v["report"] else 0
+            report = server.account_view(account)["report"]
+        if report:
+            s["verified"] = report["verified_matches"]
+            s["verified_views"] = dict(Counter(i["view"] for i in report["items"]))
         summary[account] = s
         # Every count a reader needs to reconcile the numbers: what was sent, how much of it
         # was synthetic chaff (which opens like a match), and what the server could open.
@@ -134,11 +208,39 @@ def run_demo(transport: Transport | None = None, setup: DemoSetup | None = None,
             f"pictures + {unlisted} unlisted pictures; {s['synthetic_sent']} of the "
             f"{s['sent']} were synthetic (sent in place of a real voucher; it opens like a "
             "match but carries no key share, so below the threshold the server cannot tell "
-            "real matches from chaff)")
+            "real matches from chaff); the copies: "
+            + ", ".join(f"{k} x{v}" for k, v in s["edits"].items()))
         out(f"  server: {s['opened']} voucher(s) opened (real matches + synthetic ones), "
             f"threshold {t}: "
             + ("THRESHOLD CROSSED, " if s["threshold_crossed"] else "below threshold, ")
-            + (f"{s.get('revealed', '?')} payload(s) decrypted, " if server else "")
-            + ("report raised for human review" if s["report_raised"] else "nothing decrypted"
-               if not s["threshold_crossed"] else "no report"))
+            + (f"report raised for human review: {s['verified']} payloads verified within "
+               f"PDQ distance 31, by view {s['verified_views']}" if report
+               else "nothing decrypted" if not s["threshold_crossed"] else "no report"))
     return summary
+
+
+def _targeted_delta(setup: DemoSetup, table) -> str:  # type: ignore[no-untyped-def]
+    """What happens when the custodian signs a second version N+1 for one device only (say,
+    a delta listing a picture only that device holds): the witnesses, having cosigned the
+    public N+1, refuse it; without their quorum the device refuses it too."""
+    from .chain import ChainRejected
+
+    head = table.head.link
+    special = Link(head.version + 1, head.epoch, "delta", head.head, head.params_digest,
+                   max(head.live) + 1, bytes(32), 0, (*head.live, max(head.live) + 1), 1)
+    sl = sign_link(setup.publisher.sign_sk, special)
+    refusals = 0
+    for w in setup.witnesses:
+        try:
+            w.cosign(sl)
+        except ChainRejected:
+            refusals += 1
+    try:
+        setup.policy.check(sl)
+    except ChainRejected:
+        return (f"refused: {refusals} of {len(setup.witnesses)} witnesses would not cosign it "
+                "and the device requires their quorum")
+    return "ACCEPTED (the witnesses did not stop it)"
+
+
+__all__ = ["DemoSetup", "TableRejected", "make_setup", "run_demo"]

@@ -22,11 +22,19 @@ from pathlib import Path
 import numpy as np
 
 from . import field, sodium
-from .client import account_key_from_secret
+from .client import VIEW_NAMES, account_key_from_secret
 from .field import ELEM_BYTES
-from .keys import hex_to_bits
-from .table import Params, ServerSecret
-from .voucher import AD_DOMAIN, MalformedVoucher, inner_key, parse, slot_secret, xor
+from .table import Params
+from .voucher import (
+    AD_DOMAIN,
+    MalformedVoucher,
+    inner_key,
+    key_check,
+    parse,
+    slot_pad,
+    voucher_epoch,
+    xor,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +46,7 @@ OBSERVED_FIELDS = (
     "vouchers_received",  # count, including replays and malformed
     "replays",            # identical bytes seen before: ignored
     "malformed",          # wrong size/format: ignored
+    "stale",              # made for an epoch the server no longer takes: ignored
     "unopened",           # count of vouchers with no opening key block
     "seen",               # digests of accepted vouchers (replay protection)
     "opened",             # per opened voucher: digest, keys opened, x, y, vector, adct
@@ -49,38 +58,81 @@ OBSERVED_FIELDS = (
     "report",             # raised when >= threshold revealed payloads verify against the list
 )
 
-Verifier = Callable[[str], list[tuple[str, int]]]
+# (view name, PDQ hex) of a payload -> [(entry id, distance, view name)] within 31, closest first
+Verifier = Callable[[list[tuple[str, str]]], list[tuple[str, int, str]]]
 
 
-def brute_force_verifier(secret: ServerSecret) -> Verifier:
-    """Exact PDQ check against every list entry (XOR + popcount table, in chunks; fine after a
-    threshold event, which is rare). Plug a Hamming index in instead for very large lists."""
-    popcount = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(1)
-    popcount = popcount.astype(np.uint16)
-    table = secret.entry_hashes
+@dataclass
+class ListSecret:
+    """The server's copy of the list: PDQ hashes (n, 32) uint8 and ids of the entries that
+    count (removed entries left out), for the check after the threshold."""
+
+    hashes: np.ndarray
+    ids: np.ndarray
+
+
+def brute_force_verifier(lst: ListSecret) -> Verifier:
+    """Exact PDQ check of each view hash against every list entry (XOR + popcount on 64-bit
+    words, in chunks; fine after a threshold event, which is rare). Plug a Hamming index in
+    instead for very large lists."""
+    table = np.ascontiguousarray(lst.hashes).view("<u8")
     chunk = 1 << 20
 
-    def verify(pdq_hex: str) -> list[tuple[str, int]]:
-        q = np.frombuffer(bytes.fromhex(pdq_hex), np.uint8)
-        out: list[tuple[str, int]] = []
+    def verify(views: list[tuple[str, str]]) -> list[tuple[str, int, str]]:
+        if not views or len(table) == 0:
+            return []
+        q = np.frombuffer(b"".join(bytes.fromhex(h) for _, h in views), "<u8").reshape(-1, 4)
+        best: dict[int, tuple[int, str]] = {}
         for start in range(0, len(table), chunk):
-            dist = popcount[np.bitwise_xor(table[start : start + chunk], q)].sum(1)
-            for i in np.flatnonzero(dist <= PDQ_MATCH_DISTANCE):
-                out.append((secret.entry_ids[start + i], int(dist[i])))
-        return sorted(out, key=lambda t: t[1])
+            part = table[start : start + chunk]
+            dist = np.bitwise_count(part[:, None, :] ^ q[None, :, :]).sum(axis=2)  # (n, v)
+            rows, cols = np.nonzero(dist <= PDQ_MATCH_DISTANCE)
+            for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
+                d = int(dist[r, c])
+                if start + r not in best or d < best[start + r][0]:
+                    best[start + r] = (d, views[c][0])
+        out = [(str(lst.ids[i]), d, v) for i, (d, v) in best.items()]
+        return sorted(out, key=lambda t: (t[1], t[0]))
 
+    verify.builtin = True  # type: ignore[attr-defined]
     return verify
 
 
+def _stamp(folder: Path) -> tuple:
+    """Changes whenever a version is published or the list changes (removals)."""
+    out = []
+    for name in ("chain.json", "secret/list.npz"):
+        try:
+            st = (folder / name).stat()
+            out.append((st.st_mtime_ns, st.st_size))
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
+def _load_dir(folder: Path, grace_epochs: int) -> tuple[dict[int, tuple[Params, bytes]],
+                                                        ListSecret, tuple]:
+    from .publish import Publisher
+
+    stamp = _stamp(folder)
+    pub = Publisher(folder)
+    epochs = {e: (pub.params(e), pub.epoch_secret(e)["alpha"])
+              for e in range(max(0, pub.epoch - grace_epochs), pub.epoch + 1)}
+    entries = pub.entries()
+    keep = ~entries["removed"]
+    return epochs, ListSecret(entries["hashes"][keep], entries["ids"][keep]), stamp
+
+
 def _new_account() -> dict:
-    return {"vouchers_received": 0, "replays": 0, "malformed": 0, "unopened": 0, "seen": [],
+    return {"vouchers_received": 0, "replays": 0, "malformed": 0, "stale": 0, "unopened": 0,
+            "seen": [],
             "opened": [], "duplicate_shares": 0, "recovered": False, "account_key": None,
             "synthetic": [], "revealed": [], "report": None}
 
 
 @dataclass
 class IngestResult:
-    status: str  # "replay" | "malformed" | "unopened" | "opened" | "duplicate_share"
+    status: str  # "replay" | "malformed" | "stale" | "unopened" | "opened" | "duplicate_share"
     threshold_crossed: bool = False
     report_raised: bool = False
 
@@ -90,12 +142,19 @@ class IngestResult:
 
 
 class PsiServer:
-    def __init__(self, params: Params, secret: ServerSecret, *,
+    """Voucher intake for one table. ``epochs``: per accepted epoch, its parameters and
+    blinding scalar (the current one, and the previous during a key-rotation grace period)."""
+
+    def __init__(self, epochs: dict[int, tuple[Params, bytes]], lst: ListSecret, *,
                  verifier: Verifier | None = None, state_path: str | os.PathLike | None = None
                  ) -> None:
-        self.params = params
-        self.secret = secret
-        self.verifier = verifier or brute_force_verifier(secret)
+        if not epochs:
+            raise ValueError("at least one epoch")
+        self.epochs = dict(epochs)
+        self.params = self.epochs[max(self.epochs)][0]
+        self.list = lst
+        self.verifier = verifier or brute_force_verifier(lst)
+        self._source: tuple[Path, int, tuple] | None = None
         self.state_path = Path(state_path) if state_path else None
         self.accounts: dict[str, dict] = {}
         self._seen: dict[str, set[str]] = {}
@@ -104,18 +163,37 @@ class PsiServer:
         if self.state_path and self.state_path.exists():
             self.accounts = json.loads(self.state_path.read_text())["accounts"]
         for a, st in self.accounts.items():
+            st.setdefault("stale", 0)
             self._seen[a] = set(st["seen"])
 
     @classmethod
-    def open(cls, table_dir: str | os.PathLike, secret_path: str | os.PathLike | None = None,
-             state_path: str | os.PathLike | None = None, **kw: object) -> PsiServer:
-        """Load the server secret (default ``table_dir/server-secret.npz``) and the published
-        table (verified against the server's own key), and the persisted state if any."""
-        from .table import PublicTable
+    def open(cls, table_dir: str | os.PathLike, state_path: str | os.PathLike | None = None,
+             *, grace_epochs: int = 1, **kw: object) -> PsiServer:
+        """The server of a table directory made by ``hashwatch private setup``: its secrets,
+        the current epoch and ``grace_epochs`` before it, the list without removed entries,
+        and the persisted state if any. Raises ``BuildError`` if it is no table directory."""
+        epochs, lst, stamp = _load_dir(Path(table_dir), grace_epochs)
+        srv = cls(epochs, lst, state_path=state_path, **kw)  # type: ignore[arg-type]
+        srv._source = (Path(table_dir), grace_epochs, stamp)
+        return srv
 
-        secret = ServerSecret.load(secret_path or Path(table_dir) / "server-secret.npz")
-        table = PublicTable.load(table_dir, secret.sign_pk)
-        return cls(table.params, secret, state_path=state_path, **kw)  # type: ignore[arg-type]
+    def reload_if_changed(self) -> bool:
+        """Pick up a new version (delta, removal, rotation) published in the table directory
+        since :meth:`open`; account state is kept. Returns whether anything changed."""
+        src = getattr(self, "_source", None)
+        if src is None:
+            return False
+        folder, grace, stamp = src
+        if _stamp(folder) == stamp:
+            return False
+        epochs, lst, stamp = _load_dir(folder, grace)
+        with self._lock:
+            self.epochs, self.list = epochs, lst
+            self.params = epochs[max(epochs)][0]
+            if getattr(self.verifier, "builtin", False):
+                self.verifier = brute_force_verifier(lst)
+            self._source = (folder, grace, stamp)
+        return True
 
     # -- persistence ---------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -149,13 +227,18 @@ class PsiServer:
             st["replays"] += 1
             return IngestResult("replay")
         try:
-            v = parse(self.params, raw)
+            epoch = voucher_epoch(raw)
+            if epoch not in self.epochs:
+                st["stale"] += 1
+                return IngestResult("stale")
+            params, alpha = self.epochs[epoch]
+            v = parse(params, raw)
         except MalformedVoucher:
             st["malformed"] += 1
             return IngestResult("malformed")
         seen.add(vid)
         st["seen"].append(vid)
-        opened = self._open(v)
+        opened = self._open(v, alpha)
         if opened is None:
             st["unopened"] += 1
             return IngestResult("unopened")
@@ -173,18 +256,19 @@ class PsiServer:
         raised = self._maybe_report(account, st)
         return IngestResult("opened", crossed, raised)
 
-    def _open(self, v) -> tuple[int, bytes] | None:  # type: ignore[no-untyped-def]
+    def _open(self, v, alpha: bytes) -> tuple[int, bytes] | None:  # type: ignore[no-untyped-def]
         vkey, n_open = None, 0
         for q, slots in v.blocks:
             try:
-                shared = sodium.scalar_mult(self.secret.alpha, q)
+                shared = sodium.scalar_mult(alpha, q)
             except sodium.CryptoError:
                 continue
-            tag, pad = slot_secret(shared, q, v.nonce)
-            for stag, wrapped in slots:
-                if sodium.ct_equal(stag, tag):
+            pad = slot_pad(shared, q, v.nonce)
+            for wrapped in slots:
+                cand = xor(pad, wrapped)
+                if sodium.ct_equal(key_check(cand), v.check):
                     n_open += 1
-                    vkey = vkey or xor(pad, wrapped)
+                    vkey = vkey or cand
                     break
         if vkey is None:
             return None
@@ -240,10 +324,14 @@ class PsiServer:
         except sodium.CryptoError:
             st["synthetic"].append(rec["voucher"])
             return
-        pdq_hex, image_id = payload[:32].hex(), payload[32:48].hex()
-        hex_to_bits(pdq_hex)
-        st["revealed"].append({"voucher": rec["voucher"], "pdq": pdq_hex, "image_id": image_id,
-                               "list_matches": [list(m) for m in self.verifier(pdq_hex)[:5]]})
+        image_id, mask = payload[:16].hex(), int.from_bytes(payload[16:18], "big")
+        views = [(name, payload[18 + 32 * i : 50 + 32 * i].hex())
+                 for i, name in enumerate(VIEW_NAMES) if mask >> i & 1]
+        matches = self.verifier(views)[:5]
+        full = dict(views).get("full")
+        st["revealed"].append({"voucher": rec["voucher"], "pdq": full, "image_id": image_id,
+                               "views": len(views),
+                               "list_matches": [list(m) for m in matches]})
 
     def _maybe_report(self, account: str, st: dict) -> bool:
         verified = [r for r in st["revealed"] if r["list_matches"]]
@@ -253,7 +341,8 @@ class PsiServer:
         st["report"] = {"account": account, "verified_matches": len(verified),
                         "items": [{"image_id": r["image_id"], "pdq": r["pdq"],
                                    "entry_id": r["list_matches"][0][0],
-                                   "distance": r["list_matches"][0][1]} for r in verified],
+                                   "distance": r["list_matches"][0][1],
+                                   "view": r["list_matches"][0][2]} for r in verified],
                         "status": "pending_human_review"}
         if first:
             log.info("account %s: report raised for human review (%d verified matches)",

@@ -66,6 +66,10 @@ def point_add(p: bytes, q: bytes) -> bytes:
     return _s.crypto_core_ristretto255_add(p, q)
 
 
+def point_sub(p: bytes, q: bytes) -> bytes:
+    return _s.crypto_core_ristretto255_sub(p, q)
+
+
 def is_valid_point(p: bytes) -> bool:
     return len(p) == POINT_BYTES and bool(_s.crypto_core_ristretto255_is_valid_point(p))
 

@@ -1,15 +1,19 @@
-"""Voucher wire format (fixed size for given table parameters) and shared derivations.
+"""Voucher wire format (fixed size for given epoch parameters) and shared derivations.
 
-    magic "HWV1" | nonce 16 | K key blocks | inner AEAD
-    key block  = Q (32) | 3 x (tag 8 | wrapped voucher key 16)      (one entry per cuckoo slot)
-    inner      = XChaCha20-Poly1305 under KDF(voucher key), zero nonce (that key is used once)
-    inner text = x 16 | share y 16 | detection vector D x 16 | adct 88
-    adct       = nonce 24 | XChaCha20-Poly1305(account key, PDQ 32 | image id 16) (72)
+    header     = magic "HWV2" | epoch u32 | nonce 16 | key check 8
+    key block  = Q (32) | chunk_slots x wrapped voucher key (16)   (slots shuffled per block)
+    inner      = XChaCha20-Poly1305 under KDF(voucher key), zero nonce (that key is used once),
+                 the header as associated data
+    inner text = x 16 | share y 16 | detection vector D x 16 | adct
+    adct       = nonce 24 | XChaCha20-Poly1305(account key, payload) (tag 16)
+    payload    = image id 16 | view mask u16 | 16 view PDQ hashes x 32 (absent views: zeros)
 
-Opening a key block: the server computes S = alpha * Q and derives (tag, pad) = KDF(S, Q, nonce);
-a slot whose tag equals it yields the voucher key = pad XOR wrapped key. Only a client whose key
-was in the table (S = beta * alpha * H(key) + gamma * alpha * G) or a synthetic voucher
-(Q = gamma * G, S = gamma * L) produces such a slot.
+Opening a key block (after Apple's PSI, Bhowmick et al. 2021, with one opening per table chunk
+instead of one per cuckoo position): the server computes S = alpha * Q and the pad
+KDF(S, Q, nonce); a slot XOR the pad is the voucher key exactly when its KDF starts with the
+key check. Only a client whose key was in a chunk (then S = beta * alpha * H(key) + gamma *
+alpha * G) or a synthetic voucher (Q = gamma * G, S = gamma * L) produces such a slot. The key
+check costs 8 bytes per voucher instead of a tag per slot.
 """
 
 from __future__ import annotations
@@ -18,17 +22,21 @@ from dataclasses import dataclass
 
 from . import sodium
 from .field import ELEM_BYTES
-from .table import N_HASHES, Params
+from .table import Params
 
-MAGIC = b"HWV1"
+MAGIC = b"HWV2"
 NONCE_BYTES = 16
-TAG_BYTES = 8
+CHECK_BYTES = 8
 VKEY_BYTES = 16
-SLOT_BYTES = TAG_BYTES + VKEY_BYTES
-BLOCK_BYTES = sodium.POINT_BYTES + N_HASHES * SLOT_BYTES
-PAYLOAD_BYTES = 32 + 16  # PDQ hash + image id
+HEADER_BYTES = len(MAGIC) + 4 + NONCE_BYTES + CHECK_BYTES
+N_VIEWS = 16
+PAYLOAD_BYTES = 16 + 2 + N_VIEWS * 32  # image id, view mask, view hashes
 ADCT_BYTES = sodium.AEAD_NONCE_BYTES + PAYLOAD_BYTES + sodium.AEAD_TAG_BYTES
-AD_DOMAIN = b"hw-psi-adct-v1"
+AD_DOMAIN = b"hw-psi-adct-v2"
+
+
+def block_bytes(params: Params) -> int:
+    return sodium.POINT_BYTES + params.chunk_slots * VKEY_BYTES
 
 
 def inner_plain_bytes(params: Params) -> int:
@@ -36,19 +44,21 @@ def inner_plain_bytes(params: Params) -> int:
 
 
 def voucher_bytes(params: Params) -> int:
-    k = params.key_design.keys_per_image
-    return (len(MAGIC) + NONCE_BYTES + k * BLOCK_BYTES + inner_plain_bytes(params)
-            + sodium.AEAD_TAG_BYTES)
+    return (HEADER_BYTES + params.key_design.keys_per_image * block_bytes(params)
+            + inner_plain_bytes(params) + sodium.AEAD_TAG_BYTES)
 
 
-def slot_secret(s_point: bytes, q_point: bytes, nonce: bytes) -> tuple[bytes, bytes]:
-    """(tag, pad) derived from the shared point S."""
-    out = sodium.kdf(b"hw-psi-slot-v1", s_point + q_point + nonce, TAG_BYTES + VKEY_BYTES)
-    return out[:TAG_BYTES], out[TAG_BYTES:]
+def slot_pad(s_point: bytes, q_point: bytes, nonce: bytes) -> bytes:
+    """The pad a slot's voucher key is XORed with, derived from the shared point S."""
+    return sodium.kdf(b"hw-psi-slot-v2", s_point + q_point + nonce, VKEY_BYTES)
+
+
+def key_check(vkey: bytes) -> bytes:
+    return sodium.kdf(b"hw-psi-kcheck-v2", vkey, CHECK_BYTES)
 
 
 def inner_key(vkey: bytes) -> bytes:
-    return sodium.kdf(b"hw-psi-inner-v1", vkey, sodium.AEAD_KEY_BYTES)
+    return sodium.kdf(b"hw-psi-inner-v2", vkey, sodium.AEAD_KEY_BYTES)
 
 
 def xor(a: bytes, b: bytes) -> bytes:
@@ -57,31 +67,46 @@ def xor(a: bytes, b: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class ParsedVoucher:
+    epoch: int
     nonce: bytes
-    blocks: list[tuple[bytes, list[tuple[bytes, bytes]]]]  # (Q, [(tag, wrapped)] * 3)
+    check: bytes
+    blocks: list[tuple[bytes, list[bytes]]]  # (Q, [wrapped key] * chunk_slots)
     inner: bytes
 
     @property
     def header(self) -> bytes:
-        return MAGIC + self.nonce
+        return MAGIC + self.epoch.to_bytes(4, "big") + self.nonce + self.check
 
 
 class MalformedVoucher(ValueError):
     pass
 
 
+def voucher_epoch(raw: bytes) -> int:
+    """The epoch a voucher was made for (raises MalformedVoucher)."""
+    if len(raw) < HEADER_BYTES or raw[:4] != MAGIC:
+        raise MalformedVoucher("not a voucher")
+    return int.from_bytes(raw[4:8], "big")
+
+
 def parse(params: Params, raw: bytes) -> ParsedVoucher:
     if len(raw) != voucher_bytes(params) or raw[:4] != MAGIC:
         raise MalformedVoucher("wrong size or magic")
-    nonce = raw[4 : 4 + NONCE_BYTES]
-    off = 4 + NONCE_BYTES
+    epoch = int.from_bytes(raw[4:8], "big")
+    if epoch != params.epoch:
+        raise MalformedVoucher("voucher of another epoch")
+    off = 8
+    nonce = raw[off : off + NONCE_BYTES]
+    off += NONCE_BYTES
+    check = raw[off : off + CHECK_BYTES]
+    off += CHECK_BYTES
     blocks = []
     for _ in range(params.key_design.keys_per_image):
         q = raw[off : off + 32]
         off += 32
         slots = []
-        for _ in range(N_HASHES):
-            slots.append((raw[off : off + TAG_BYTES], raw[off + TAG_BYTES : off + SLOT_BYTES]))
-            off += SLOT_BYTES
+        for _ in range(params.chunk_slots):
+            slots.append(raw[off : off + VKEY_BYTES])
+            off += VKEY_BYTES
         blocks.append((q, slots))
-    return ParsedVoucher(nonce, blocks, raw[off:])
+    return ParsedVoucher(epoch, nonce, check, blocks, raw[off:])

@@ -2,15 +2,21 @@
 server state behind ``/v1/private`` (routes in :mod:`hashwatch.service.routes.private`), and
 the HTTP transport and in-thread server ``hashwatch private demo`` uses."""
 
+import re
 import threading
 from pathlib import Path
 from typing import Any
 
+# The files devices fetch: the commitment chain, each epoch's parameters, the chunks.
+PUBLIC_FILE = re.compile(r"chain\.json|params-e\d{4}\.json|chunk-e\d{4}-\d{4}\.bin")
+
 
 class PrivateMatching:
     """The server side, loaded from a folder made by ``hashwatch private setup``: the public
-    table (``table.bin``, ``commitment.json``), the secret (``server-secret.npz``) and the
-    per-account state (``state.json``, written 0600 after every voucher)."""
+    files (chain, parameters, chunks), the secrets (``secret/``) and the per-account state
+    (``state.json``, written 0600 after every voucher). A version published into the folder
+    while the service runs (``hashwatch private update/remove/rotate``) is picked up on the
+    next request."""
 
     def __init__(self, folder: str | Path) -> None:
         from hashwatch.private.server import PsiServer
@@ -19,8 +25,16 @@ class PrivateMatching:
         self.server = PsiServer.open(self.folder, state_path=self.folder / "state.json")
         self._lock = threading.Lock()
 
+    def public_file(self, name: str) -> Path | None:
+        """The path of a public file by name, or None (anything else is never served)."""
+        if not PUBLIC_FILE.fullmatch(name):
+            return None
+        p = self.folder / name
+        return p if p.is_file() else None
+
     def ingest(self, account: str, voucher: bytes) -> dict[str, Any]:
         with self._lock:
+            self.server.reload_if_changed()
             res = self.server.ingest(account, voucher)
             self.server.save()
         return res.to_dict()
@@ -63,9 +77,24 @@ def http_transport(base_url: str, device_key: str, reviewer_key: str) -> Any:
         opened = after["vouchers_opened"] - before  # which ones is the operator's business
         return [{"status": "opened" if i < opened else "accepted",
                  "threshold_crossed": after["threshold_crossed"],
-                 "report_raised": after["report"] is not None} for i in range(len(vouchers))]
+                 "report_raised": after["report"] is not None, "report": after["report"]}
+                for i in range(len(vouchers))]
 
     return send
+
+
+def http_fetch(base_url: str, key: str) -> Any:
+    """A ``hashwatch.private.device`` fetch through the service's ``/v1/private/files``."""
+    import httpx
+
+    client = httpx.Client(base_url=base_url, timeout=60.0)
+
+    def fetch(name: str) -> bytes:
+        r = client.get(f"/v1/private/files/{name}", headers={"Authorization": f"Bearer {key}"})
+        r.raise_for_status()
+        return r.content
+
+    return fetch
 
 
 def serve_in_thread(settings: Any, host: str = "127.0.0.1") -> tuple[str, Any]:

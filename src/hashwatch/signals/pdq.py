@@ -39,6 +39,7 @@ __all__ = [
     "hamming_hex",
     "hex_to_bits",
     "pdq_dihedral",
+    "pdq_dihedral_coefficients",
     "pdq_dihedral_fast",
     "pdq_hash",
     "pdq_hash_fast",
@@ -166,18 +167,21 @@ def _axis_weights(full: int, reduced: int) -> tuple[np.ndarray, np.ndarray]:
     return index, weight.astype(np.float32)
 
 
+def _luma(pixels: np.ndarray) -> np.ndarray:
+    if pixels.ndim == 2:  # already luma (decode_for_pdq)
+        return pixels
+    # Pillow's RGB->L integer formula (0.299/0.587/0.114 in 16-bit fixed point, rounded),
+    # so that RGB input and decode_for_pdq's luma input give identical hashes.
+    acc = pixels[:, :, 0].astype(np.uint32) * 19595
+    acc += pixels[:, :, 1].astype(np.uint32) * 38470
+    acc += pixels[:, :, 2].astype(np.uint32) * 7471
+    acc += 0x8000
+    return (acc >> 16).astype(np.uint8)
+
+
 def _luma64(pixels: np.ndarray, full_height: int, full_width: int) -> np.ndarray:
     h, w = pixels.shape[:2]
-    if pixels.ndim == 2:  # already luma (decode_for_pdq)
-        luma = pixels
-    else:
-        # Pillow's RGB->L integer formula (0.299/0.587/0.114 in 16-bit fixed point, rounded),
-        # so that RGB input and decode_for_pdq's luma input give identical hashes.
-        acc = pixels[:, :, 0].astype(np.uint32) * 19595
-        acc += pixels[:, :, 1].astype(np.uint32) * 38470
-        acc += pixels[:, :, 2].astype(np.uint32) * 7471
-        acc += 0x8000
-        luma = (acc >> 16).astype(np.uint8)
+    luma = _luma(pixels)
     ri, rw = _axis_weights(full_height, h)
     ci, cw = _axis_weights(full_width, w)
     rows = np.einsum("ik,ikw->iw", rw, luma[ri].astype(np.float32, copy=False))  # (64, w)
@@ -230,3 +234,39 @@ def pdq_dihedral_fast(
     if not _fast_ok(pixels, full_height, full_width):
         return pdq_dihedral(_as_rgb(pixels))
     return pdq_dihedral(_luma64(pixels, full_height, full_width))
+
+
+def pdq_dihedral_coefficients(pixels: np.ndarray) -> tuple[list[np.ndarray], int]:
+    """PDQ of each of the 8 dihedral transforms of the picture, as the reference computes it on
+    the transformed pixels: 8 float64 arrays (256,) of DCT coefficients (the hash is
+    ``coefficients > median``), in :data:`DIHEDRAL_NAMES` order (original, then np.rot90 by
+    1, 2, 3 quarter turns, vertical flip, horizontal flip, transpose, anti-transpose), and the
+    quality of the original.
+
+    ``pdqhash.compute_dihedral`` derives the variants from one DCT, which is exact for the
+    transposes but 10-20 bits off for mirrored pictures: the reference's box filter and
+    point sampling are not mirror-symmetric. Here the 64x64 luma buffer of each transform is
+    built with the same banded weights as :func:`pdq_hash_fast` (a transpose of the picture
+    transposes its buffer; a mirror reverses the weights along that axis), then hashed by the
+    reference code: 2 passes over the pixels for all 8 (~1 ms for 768x512) instead of 8 full
+    PDQ runs, within a few bits of the reference on the transformed pixels (tests).
+    Raises ValueError for anything but (h, w, 3) uint8 or (h, w) uint8 luma."""
+    luma = _luma(_check_any(pixels))
+    h, w = luma.shape
+    ri, rw = _axis_weights(h, h)
+    ci, cw = _axis_weights(w, w)
+    bufs = {}
+    for vflip, rows_src in ((False, ri), (True, h - 1 - ri)):
+        rows = np.einsum("ik,ikw->iw", rw, luma[rows_src].astype(np.float32, copy=False))
+        for hflip, cols_src in ((False, ci), (True, w - 1 - ci)):
+            buf = np.einsum("jk,ijk->ij", cw, rows[:, cols_src])
+            bufs[vflip, hflip] = np.clip(np.rint(buf), 0, 255).astype(np.uint8)
+    order = (bufs[False, False], bufs[False, True].T, bufs[True, True], bufs[True, False].T,
+             bufs[True, False], bufs[False, True], bufs[False, False].T, bufs[True, True].T)
+    out, quality = [], 0
+    for i, g in enumerate(order):
+        c, q = pdqhash.compute_float(np.repeat(np.ascontiguousarray(g)[:, :, None], 3, axis=2))
+        out.append(np.asarray(c, dtype=np.float64))
+        if i == 0:
+            quality = int(q)
+    return out, quality

@@ -1,7 +1,7 @@
 """``/v1/private``: private matching with threshold vouchers, mounted when the service is
 configured with a folder made by ``hashwatch private setup``.
 
-Devices fetch the published table and commitment and post vouchers per account; the answer
+Devices fetch the commitment chain and the table chunks and post vouchers per account; the answer
 to a device is always the same ``202 accepted``, because whether a voucher opened would tell
 the device that its picture is on the list. Only reviewers see which accounts crossed the
 threshold and the reports raised for them.
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse
 
 from hashwatch.service.deps import API, MatchP, Review, Svc
 from hashwatch.service.errors import ApiError
@@ -28,17 +28,17 @@ def build_router(folder: str | Path) -> APIRouter:
     pm = PrivateMatching(folder)
     router = APIRouter(prefix=f"{API}/private", tags=["private"])
 
-    @router.get("/table.bin", response_class=Response, responses=_BINARY)
-    def private_table(_p: MatchP) -> Response:
-        """The blinded table every device downloads (verify it against the commitment)."""
-        return Response((pm.folder / "table.bin").read_bytes(),
-                        media_type="application/octet-stream")
-
-    @router.get("/commitment.json")
-    def private_commitment(_p: MatchP) -> Response:
-        """The signed commitment: a digest anyone can recompute from table.bin."""
-        return Response((pm.folder / "commitment.json").read_bytes(),
-                        media_type="application/json")
+    @router.get("/files/{name}", response_class=FileResponse, responses=_BINARY)
+    def private_file(name: str, _p: MatchP) -> FileResponse:
+        """A published file: ``chain.json`` (the signed commitment chain: every version signs
+        the one before), ``params-eNNNN.json`` (an epoch's public parameters) or
+        ``chunk-eNNNN-NNNN.bin`` (a table chunk). A device fetches the chain, then only the
+        files of versions it does not hold, and verifies each against the chain."""
+        path = pm.public_file(name)
+        if path is None:
+            raise ApiError(404, "not_found", "no such published file")
+        media = "application/json" if name.endswith(".json") else "application/octet-stream"
+        return FileResponse(path, media_type=media)
 
     def _account_id(account: str) -> None:
         try:
