@@ -102,6 +102,24 @@ def _published(pub, res=None) -> None:  # type: ignore[no-untyped-def]
     console.print(f"server public key (pin this in clients): {pub.sign_pk.hex()}")
 
 
+def _publish_step(table_dir: Path, what: str, step) -> None:  # type: ignore[no-untyped-def]
+    """Run one publication step (``step(publisher, progress)``) with a progress bar; a
+    BuildError is a clear message and exit 2."""
+    from hashwatch.cli import progress
+
+    from .build import BuildError
+    from .publish import Publisher
+
+    try:
+        pub = Publisher(table_dir)
+        with progress(None, "building") as prog:
+            res = step(pub, prog)
+    except BuildError as e:
+        console.print(styled(f"{what} failed:", "red", str(e)))
+        raise typer.Exit(2) from e
+    _published(pub, res)
+
+
 @app.command()
 def setup(
     hashes: Path = typer.Argument(..., exists=True, help="file: one PDQ hex (or id,hex) per line"),
@@ -170,20 +188,8 @@ def update(
 ) -> None:
     """Publish new entries as the next version: a delta chunk devices fetch on their own (or,
     when the epoch's chunk slots are full, one chunk merging every delta)."""
-    from hashwatch.cli import progress
-
-    from .build import BuildError
-    from .publish import Publisher
-
-    try:
-        pub = Publisher(table_dir)
-        with progress(None, "building") as prog:
-            res = pub.add_delta(_read_hash_lines(hashes), workers=workers,
-                                progress=_progress_report(prog))
-    except BuildError as e:
-        console.print(styled("update failed:", "red", str(e)))
-        raise typer.Exit(2) from e
-    _published(pub, res)
+    _publish_step(table_dir, "update", lambda pub, prog: pub.add_delta(
+        _read_hash_lines(hashes), workers=workers, progress=_progress_report(prog)))
 
 
 @app.command()
@@ -211,19 +217,8 @@ def rotate(
     workers: int = typer.Option(os.cpu_count() or 1, help="processes for keys and blinding"),
 ) -> None:
     """Start a new epoch: new blinding key, one base chunk of every entry not removed."""
-    from hashwatch.cli import progress
-
-    from .build import BuildError
-    from .publish import Publisher
-
-    try:
-        pub = Publisher(table_dir)
-        with progress(None, "building") as prog:
-            res = pub.rotate(workers=workers, progress=_progress_report(prog))
-    except BuildError as e:
-        console.print(styled("rotate failed:", "red", str(e)))
-        raise typer.Exit(2) from e
-    _published(pub, res)
+    _publish_step(table_dir, "rotate", lambda pub, prog: pub.rotate(
+        workers=workers, progress=_progress_report(prog)))
 
 
 @app.command()
