@@ -111,20 +111,21 @@ def test_private_client_through_the_public_names(tmp_path):
     import numpy as np
 
     from hashwatch.private import ClientState, PublicTable, TableRejected, VoucherClient
-    from hashwatch.private.build import build_table  # server side: internal
+    from hashwatch.private.keys import DEFAULT_DESIGN  # server side: internal
+    from hashwatch.private.publish import Publisher
     from hashwatch.private.server import PsiServer
 
     rng = np.random.default_rng(3)
     known = [(f"k{i}", rng.bytes(32).hex()) for i in range(4)]
     filler = [(f"f{i}", rng.bytes(32).hex()) for i in range(60)]
-    pub, sec = build_table(known + filler, threshold=2, sign_seed=b"e" * 32)
-    pub.save(tmp_path)
-    table = PublicTable.load(tmp_path, sec.sign_pk)
+    pub = Publisher.create(tmp_path / "t", lambda: known + filler, design=DEFAULT_DESIGN,
+                           threshold=2, sign_seed=b"e" * 32)
+    table = PublicTable.load(tmp_path / "t", pub.sign_pk)
     state = ClientState.new()
     state.save(tmp_path / "state.json")
-    client = VoucherClient(table, ClientState.load(tmp_path / "state.json"), sec.sign_pk)
+    client = VoucherClient(table, ClientState.load(tmp_path / "state.json"), pub.sign_pk)
     v = client.voucher_for_hash(known[0][1], quality=100, synthetic=False)
     assert isinstance(v, bytes)
-    assert PsiServer(pub.params, sec).ingest("acct", v).status == "opened"
+    assert PsiServer.open(tmp_path / "t").ingest("acct", v).status == "opened"
     with pytest.raises(TableRejected):
         VoucherClient(table, ClientState.new(), bytes(32))
