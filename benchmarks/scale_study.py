@@ -1,12 +1,25 @@
 """Scale study: the robust matcher with the evaluation's known images among 10^5-10^6 generated
 known images (and an index-only nomination study at 2*10^7).
 
+    # everything, from a clean checkout (the scale set is generated, never downloaded;
+    # resumable: run it again and it goes on where it stopped)
+    .venv/bin/python benchmarks/scale_study.py all --dir /work/scratch/scale --real 75000 \\
+        --sizes 200000,500000,1000000 --workers 2
+
+    # or step by step:
     # 1. features of the generated scale set (resumable; run under nice, it takes hours)
-    nice -n 19 .venv/bin/python benchmarks/scale_study.py generate --n 1000000 --workers 2 \\
-        --out /work/scratch/scale/set
-    # 2. the study at each size (under the bench lock)
+    nice -n 19 .venv/bin/python benchmarks/scale_study.py generate --n 75000 --workers 2 \\
+        --out DIR/set
+    # 2. the queries (every edit of the 200 known images, every distractor), once
+    .venv/bin/python benchmarks/scale_study.py queries --out DIR/queries --edits EDITS
+    # 3. the study at each size (under the bench lock)
     flock /work/coord/bench.lock .venv/bin/python benchmarks/scale_study.py run \\
-        --set /work/scratch/scale/set --sizes 200000,500000,1000000 --out scale-out
+        --set DIR/set --queries DIR/queries --real 75000 --sizes 200000,500000,1000000 \\
+        --max-distractors 600 --all-distractors-from 1000000 --workers 3 --out DIR/out
+    # 4. adding 250,000 to the 10^6 index while searching it; the tables and laws
+    .venv/bin/python benchmarks/scale_study.py add --index-dir DIR/kpindex --set DIR/set \\
+        --queries DIR/queries --real 75000 --out DIR/out/add.json
+    .venv/bin/python benchmarks/scale_study.py report --out DIR/out
 
 See BENCHMARKS.md ("Scale study") for what each step measures and the figures.
 """
@@ -342,6 +355,33 @@ def cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_all(a: argparse.Namespace) -> int:
+    """generate -> queries (the 60 single edits) -> run -> add -> report, in --dir."""
+    from hashwatch.edits import edit_names
+
+    d: Path = a.dir
+    common = ["--corpus", str(a.corpus)] if a.corpus else []
+    steps = [
+        ["generate", "--n", str(a.real), "--workers", str(a.workers), "--out", str(d / "set")],
+        ["queries", "--out", str(d / "queries"), "--edits", ",".join(edit_names()[:60])],
+        ["run", "--set", str(d / "set"), "--queries", str(d / "queries"), "--real",
+         str(a.real), "--sizes", a.sizes, "--max-distractors", "600",
+         "--all-distractors-from", a.sizes.split(",")[-1], "--workers", str(a.workers),
+         "--index-dir", str(d / "kpindex"), "--out", str(d / "out")],
+        ["add", "--index-dir", str(d / "kpindex"), "--set", str(d / "set"), "--queries",
+         str(d / "queries"), "--real", str(a.real), "--workers", str(a.workers), "--out",
+         str(d / "out" / "add.json")],
+    ]
+    for st in steps:
+        if st[0] == "add" and (d / "out" / "add.json").exists():
+            continue
+        print(f"== scale_study.py {' '.join(st)}", file=sys.stderr, flush=True)
+        rc = main(st + common)
+        if rc:
+            return rc
+    return main(["report", "--out", str(d / "out")])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -424,6 +464,13 @@ def main(argv: list[str] | None = None) -> int:
     ad.add_argument("--corpus", type=Path, default=None)
     ad.add_argument("--out", type=Path, required=True)
     ad.set_defaults(fn=cmd_add)
+    al = sub.add_parser("all", help="the whole study in --dir (resumable)")
+    al.add_argument("--dir", type=Path, required=True)
+    al.add_argument("--real", type=int, default=75_000, help="scale images to generate")
+    al.add_argument("--sizes", default="200000,500000,1000000")
+    al.add_argument("--workers", type=int, default=2)
+    al.add_argument("--corpus", type=Path, default=None)
+    al.set_defaults(fn=cmd_all)
     rp = sub.add_parser("report", help="markdown tables and fitted laws of --out")
     rp.add_argument("--out", type=Path, required=True)
     rp.set_defaults(fn=cmd_report)

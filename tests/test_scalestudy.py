@@ -99,3 +99,26 @@ def test_laws_recover_known_forms() -> None:
     assert abs(k - 3.0) < 1e-6 and abs(b - 0.5) < 1e-9
     a0, c = fit_affine(n, [7.0 + 0.25 * x for x in n])
     assert abs(a0 - 7.0) < 1e-4 and abs(c - 0.25) < 1e-12
+
+
+def test_duplicate_distractors_finds_the_same_photograph_under_another_name(tmp_path) -> None:
+    from PIL import Image
+
+    from hashwatch.scaleset import duplicate_distractors
+
+    def picture(seed: int) -> np.ndarray:
+        r = np.random.default_rng(seed)
+        small = r.integers(0, 256, (12, 16, 3), dtype=np.uint8)  # blocky, PDQ-rich
+        return np.asarray(Image.fromarray(small).resize((320, 240), Image.BILINEAR))
+
+    a, b, c = picture(1), picture(2), picture(3)
+    paths = {}
+    for name, px in (("a.png", a), ("b.png", b), ("c.png", c)):
+        paths[name] = tmp_path / name
+        Image.fromarray(px).save(paths[name])
+    # the same photograph as "a", smaller and re-encoded: a different file
+    paths["a_small.jpg"] = tmp_path / "a_small.jpg"
+    Image.fromarray(a).resize((160, 120)).save(paths["a_small.jpg"], quality=85)
+    got = duplicate_distractors([paths["a_small.jpg"], paths["c.png"]],
+                                [paths["a.png"], paths["b.png"]])
+    assert got == [0]

@@ -60,6 +60,29 @@ def study_split(files: Sequence[Path], n_known: int, seed: int
     return known, sorted(dist), sorted(src)
 
 
+def duplicate_distractors(distractors: Sequence[Path], sources: Sequence[Path],
+                          max_distance: int = 40) -> list[int]:
+    """Indices of the distractors whose photograph is also among the sources under another
+    file name: whole-photograph PDQ within ``max_distance`` bits of a source's. The corpus has
+    such pairs (flowers128: the same Flickr photograph at two sizes, re-uploads and burst
+    shots a few bits apart) and :func:`study_split` draws them independently, so a scale image
+    made from that source shows the distractor's picture: its match is a true copy, not a
+    false match. The study reports these distractors' matches apart."""
+    from hashwatch.evaluate import load_pixels
+    from hashwatch.robust._pixels import _POPCOUNT, _pdq
+
+    def pdq(p: Path) -> np.ndarray:
+        return np.frombuffer(_pdq(load_pixels(p))[0], np.uint8)
+
+    src = np.stack([pdq(p) for p in sources])
+    out = []
+    for i, p in enumerate(distractors):
+        d = _POPCOUNT[np.bitwise_xor(src, pdq(p))].sum(1)
+        if int(d.min()) <= max_distance:
+            out.append(i)
+    return out
+
+
 # --- image generation --------------------------------------------------------------------------
 
 

@@ -162,6 +162,7 @@ class StudySet:
     known_local: list[LocalFeatures]
     edits: list[str]
     seed: int
+    sources: list[Path] = field(default_factory=list)  # the scale set's source photographs
 
 
 def load_study_set(corpus: Path, n_known: int = 200, seed: int = 0,
@@ -177,7 +178,8 @@ def load_study_set(corpus: Path, n_known: int = 200, seed: int = 0,
     kpix = [load_pixels(p) for p in known]
     fpix = [load_pixels(p) for p in fillers]
     return StudySet(known, distractors, kpix, fpix, [R.known_signals(p) for p in kpix],
-                    [R.known_local(p) for p in kpix], list(edits or edit_names()), seed)
+                    [R.known_local(p) for p in kpix], list(edits or edit_names()), seed,
+                    list(_sources))
 
 
 def build_queries(ss: StudySet, cache: QueryCache,
@@ -243,6 +245,8 @@ class SizeResult:
     chance: list[tuple[int, bool, int, float]] = field(default_factory=list)
     chance_synthetic: list[bool] = field(default_factory=list)  # per chance entry
     chance_kind: list[str] = field(default_factory=list)  # per chance entry: query kind
+    # distractors whose photograph is also a source (scaleset.duplicate_distractors)
+    dup_distractors: list[int] = field(default_factory=list)
     t_cpu: list[float] = field(default_factory=list)  # keypoint tier, CPU s (thread), per query
     stages: list[int] = field(default_factory=list)  # search stages run, per query
     verify_full: dict[str, list[bool]] = field(default_factory=dict)  # pairwise, 200 stored
@@ -362,10 +366,11 @@ def run_sizes(ss: StudySet, cache: QueryCache, set_dir: Path, sizes: Sequence[in
 
     from hashwatch.index import HammingIndex
     from hashwatch.robust.vocab import default_vocabulary
-    from hashwatch.scaleset import VARIANTS, iter_shards
+    from hashwatch.scaleset import VARIANTS, duplicate_distractors, iter_shards
 
     sizes = sorted(int(n) for n in sizes)
     n_real = sizes[0] if n_real is None else min(n_real, sizes[0])
+    dups = duplicate_distractors(ss.distractors, ss.sources) if ss.sources else []
     nk = len(ss.known)
     index_dir = Path(index_dir or Path(set_dir).parent / "kpindex-study")
     if index_dir.exists():
@@ -573,7 +578,7 @@ def run_sizes(ss: StudySet, cache: QueryCache, set_dir: Path, sizes: Sequence[in
             r.n_queries["distractor"] = r.n_queries.get("distractor", 0) + 1
             hits = hash_tier(q.views)
             if hits:
-                r.false_matches.append({"query": "distractor", "known": -1,
+                r.false_matches.append({"query": "distractor", "known": -1, "index": i,
                                         "tier": "hash", "images": sorted(hits)})
                 continue
             r.n_keypoint_queries["distractor"] = \
@@ -583,7 +588,7 @@ def run_sizes(ss: StudySet, cache: QueryCache, set_dir: Path, sizes: Sequence[in
             kind = "distractor-scene" if i % scene_every == 0 else "distractor"
             matched, _ = keypoint_tier(q.local, None, set(), kind)
             if matched:
-                r.false_matches.append({"query": "distractor", "known": -1,
+                r.false_matches.append({"query": "distractor", "known": -1, "index": i,
                                         "tier": "keypoint", "images": sorted(matched)})
         r.build["part_cpu_s"] = time.process_time() - c_part
         r.sizes.update({f"part_{k}": v for k, v in _proc_rss().items()})
@@ -603,7 +608,7 @@ def run_sizes(ss: StudySet, cache: QueryCache, set_dir: Path, sizes: Sequence[in
                 say(f"  built {n_done:,}/{n_scale:,} (recombined beyond {n_real:,})")
         kp.save(index_dir, replace=saved_at == 0)
         saved_at = kp.n_slots
-        res = SizeResult(n_scale, nk, n_real)
+        res = SizeResult(n_scale, nk, n_real, dup_distractors=dups)
         res.build.update({"hash_views_core": float(core), "keypoint_add_s": t_kp,
                           "keypoint_add_cpu_s": c_kp, "hash_build_s": hash_build_s,
                           "wall_s": build_prev[0] + time.perf_counter() - t1,
@@ -753,8 +758,11 @@ def summarise_size(res: SizeResult, single: Sequence[str], combined: Sequence[st
             ref_ok += 1
             nom_ok += r >= 0
     false: dict[str, int] = {}
+    dup = set(res.dup_distractors)
     for f in res.false_matches:
         k = f"{f['tier']}/{'distractor' if f['query'] == 'distractor' else 'edited'}"
+        if f.get("index", -1) in dup:  # its photograph is also a source: a true copy
+            k += " (photograph also a source)"
         false[k] = false.get(k, 0) + 1
     ed = [i for i, k in enumerate(res.t_kind) if k == "edited"]
     di = [i for i, k in enumerate(res.t_kind) if k == "distractor"]
