@@ -169,6 +169,17 @@ def test_export_formats_are_owner_only_and_reimportable(images, db, tmp_path):
 def test_demo_runs(tmp_path):
     res = run("demo", "--out", str(tmp_path / "d"), "--workers", "1")
     assert "false matches" in res.stdout
+    # the triage line's parts add up to its total, as in report.json
+    import re
+
+    line = " ".join(res.stdout.split())
+    m = re.search(r"\(case DEMO-1\): (\d+) files = (\d+) known \+ (\d+) new \+ (\d+) not "
+                  r"pictures \(documents, archives\) \+ (\d+) unreadable", line)
+    assert m, line
+    total, *parts = (int(x) for x in m.groups())
+    assert sum(parts) == total
+    per_state = json.loads((tmp_path / "d" / "case" / "report.json").read_text())["per_state"]
+    assert total == sum(per_state.values()) and parts[2] == per_state["not_image"] > 0
     rows = [json.loads(x) for x in (tmp_path / "d" / "matches.jsonl").read_text().splitlines()]
     unrelated = [r for r in rows if "unrelated" in r["path"]]
     assert unrelated and all(r["matches"] == [] for r in unrelated)

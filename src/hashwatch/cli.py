@@ -623,9 +623,11 @@ def demo_cmd(
     if res.triage is not None:
         t = res.triage
         c = t.counts
-        out.print(f"triage of the evidence folder (case DEMO-1): {t.files} files, "
-                  f"{c.get('known_exact', 0) + c.get('known_near', 0)} known, "
-                  f"{c.get('unknown', 0)} new, {c.get('error', 0)} unreadable")
+        # every file in exactly one part, so the parts add up to the total
+        out.print(f"triage of the evidence folder (case DEMO-1): {t.files} files = "
+                  f"{c.get('known_exact', 0) + c.get('known_near', 0)} known + "
+                  f"{c.get('unknown', 0)} new + {c.get('not_image', 0)} not pictures "
+                  f"(documents, archives) + {c.get('error', 0)} unreadable")
         out.print(f"report:   {Path(t.outputs['report.html']).resolve()}")
         if "report.pdf" in t.outputs:
             out.print(f"pdf:      {Path(t.outputs['report.pdf']).resolve()}")
