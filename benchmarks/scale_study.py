@@ -192,7 +192,10 @@ def cmd_add(a: argparse.Namespace) -> int:
     out: dict = {"load_before": load0}
     if a.feature_images:
         _, _, sources = study_split(corpus_files(_corpus(a.corpus)), 200, 0)
-        out["features"] = feature_rate(sources[: a.feature_images], a.workers)
+        # photographs of camera sizes (481x321 to 1024x768), not the 128 px flower set
+        photos = [p for p in sources if "flowers" not in str(p)]
+        picked = [photos[i % len(photos)] for i in range(a.feature_images)]
+        out["features"] = feature_rate(picked, a.workers)
         print(f"features: {out['features']}", file=sys.stderr)
     if a.n:
         qs = [q.local for q in QueryCache(a.queries).load("distractors")[:200]
@@ -300,6 +303,28 @@ def cmd_report(a: argparse.Namespace) -> int:
                             f"{100 * m:.2f}% at {x:,}" for x, m in zip(n, miss, strict=True)))
             lines += ["", "Fitted laws (N = known images; least squares, affine in N, power "
                       "in log-log):", *laws]
+            # per-query false-match rate of the keypoint tier at 20M: P(scene | chance) pooled
+            # over the sizes (a property of the check, not of N), P(geometry) per nominee
+            # from its power law, nominees per unmatched query as measured at the largest size
+            from hashwatch import robust as R
+            from hashwatch.evaluate import share_tail_rate, tail_rate
+            from hashwatch.scalestudy import scene_alignments
+
+            sc = np.concatenate([scene_alignments(load_result(p)) for p in sizes])
+            p_pdq = tail_rate(np.minimum(sc[:, 2], 255).astype(np.int16),
+                              R.SCENE_PDQ_MAX)[0] if len(sc) >= 1000 else math.nan
+            p_rd = share_tail_rate(sc[:, 3], R.SCENE_REDETECT_MIN)
+            p_scene = float(np.nansum([p_pdq, p_rd]))
+            kg, bg = fit_power(n, [s.chance_rate[0] for s in sums])
+            p_geo = kg * 2e7 ** bg
+            noms = sums[-1].candidates["verified_distractor_mean"]
+            lines.append(
+                f"- keypoint tier per query at 20M: {noms:.1f} nominees verified per unmatched "
+                f"query (at {n[-1]:,}) x P(geometry) {p_geo:.2e} (power law above) x "
+                f"P(scene) {p_scene:.2e} (pooled over {len(sc):,} chance alignments the scene "
+                f"check ran on: aligned PDQ {p_pdq:.1e}, re-detection {p_rd:.1e}; most "
+                f"re-detected {sc[:, 3].max():.3f}, lowest aligned PDQ {sc[:, 2].min():.0f}) "
+                f"= **{noms * p_geo * p_scene:.1e}**")
         lines += ["", "| edit | " + " | ".join(f"{s.n_known:,}" for s in sums)
                   + " | pairwise 128 | exact 200 |", "|---|" + "---:|" * (len(sums) + 2)]
         for e in single:
@@ -459,7 +484,8 @@ def main(argv: list[str] | None = None) -> int:
     ad.add_argument("--real", type=int, required=True, help="generated images to recombine")
     ad.add_argument("--n", type=int, default=250_000)
     ad.add_argument("--feature-images", type=int, default=2000,
-                    help="corpus photographs whose features are timed on --workers")
+                    help="corpus photographs (camera-sized ones, cycled) whose features are "
+                         "timed on --workers")
     ad.add_argument("--workers", type=int, default=2)
     ad.add_argument("--corpus", type=Path, default=None)
     ad.add_argument("--out", type=Path, required=True)

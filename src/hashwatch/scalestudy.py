@@ -708,6 +708,36 @@ def fit_affine(n: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
     return float(a), float(c)
 
 
+def _is_copy(ch: np.ndarray) -> np.ndarray:
+    """Rows of (inliers, sane, aligned PDQ, re-detected share) that the matcher accepted."""
+    return (ch[:, 0] >= R.LOCAL_MIN_INLIERS) & (ch[:, 1] > 0) & (
+        (ch[:, 2] <= R.SCENE_PDQ_MAX) | (ch[:, 3] >= R.SCENE_REDETECT_MIN))
+
+
+def chance_alignments(res: SizeResult) -> np.ndarray:
+    """(n, 4) verified nominees that are not the query's picture: (inliers, geometry sane,
+    aligned PDQ (256: none), re-detected share). The ones the matcher accepted are left out:
+    each is a match, counted in the false-match column, and every one this study met was a
+    distractor whose photograph is also a source (a true copy, see
+    :func:`hashwatch.scaleset.duplicate_distractors`); kept, they would make the tail fit a
+    fit of true copies."""
+    ch = np.array(res.chance, float).reshape(-1, 4)
+    return ch[~_is_copy(ch)] if len(ch) else ch
+
+
+def scene_alignments(res: SizeResult) -> np.ndarray:
+    """The chance alignments the scene check ran on for every nominee (the distractors run
+    with ``scene_all``) whose nominee has PDQ views (a real image): what P(scene | chance
+    alignment) is measured on."""
+    ch = np.array(res.chance, float).reshape(-1, 4)
+    if not len(ch):
+        return ch
+    ran = (ch[:, 2] < 256) & ~_is_copy(ch)
+    if res.chance_kind:
+        ran &= np.array([k == "distractor-scene" for k in res.chance_kind])
+    return ch[ran]
+
+
 @dataclass
 class SizeSummary:
     n_known: int
@@ -786,15 +816,12 @@ def summarise_size(res: SizeResult, single: Sequence[str], combined: Sequence[st
         t["search_distractor_p50_ms"] = 1000 * pct([res.t_search[i] for i in di], 50)
         t["search_distractor_p99_ms"] = 1000 * pct([res.t_search[i] for i in di], 99)
     # chance alignments: P(inliers >= min) per verified candidate (geometric tail), P(scene)
-    ch = np.array(res.chance, float).reshape(-1, 4)
+    ch = chance_alignments(res)
     p_geo = p_scene = math.nan
     if len(ch):
         inl = np.where(ch[:, 1] > 0, ch[:, 0], np.minimum(ch[:, 0], R.LOCAL_MIN_INLIERS - 1))
         p_geo = local_tail_rate(inl, len(inl), R.LOCAL_MIN_INLIERS)[0]
-        ran = ch[:, 2] < 256
-        if res.chance_kind:  # measured on the queries that ran it on every nominee
-            ran &= np.array([k == "distractor-scene" for k in res.chance_kind])
-        sc = ch[ran]
+        sc = scene_alignments(res)
         if len(sc):
             p_pdq = tail_rate(np.minimum(sc[:, 2], 255).astype(np.int16), R.SCENE_PDQ_MAX)[0] \
                 if len(sc) >= 1000 else math.nan
@@ -807,7 +834,7 @@ def summarise_size(res: SizeResult, single: Sequence[str], combined: Sequence[st
              "verified_mean": float(np.mean(res.candidates_checked)) if res.candidates_checked
              else math.nan, "verified_distractor_mean": noms,
              "stages_mean": float(np.mean(res.stages)) if res.stages else math.nan,
-             "chance": float(len(ch)),
+             "chance": float(len(ch)), "copies": float(len(res.chance) - len(ch)),
              "chance_synthetic": float(sum(res.chance_synthetic)),
              "max_inliers": float(ch[:, 0].max()) if len(ch) else math.nan}
     full = res.verify_full or res.verify_ref
@@ -920,14 +947,15 @@ def nominate(ss: StudySet, cache: QueryCache, set_dir: Path, n_real: int, n_tota
 
 def add_month(index_dir: Path, set_dir: Path, n_real: int, n_add: int, queries: Sequence[
         LocalFeatures], *, chunk: int = 5_000, save_every: int = 50_000, seed: int = 1,
-              say: Callable[[str], None] = lambda s: None) -> dict:
+              pause: float = 0.05, say: Callable[[str], None] = lambda s: None) -> dict:
     """Add ``n_add`` keypoint sets to the index saved in ``index_dir`` while a second thread
     keeps searching it, as a service worker would while ``lists add`` runs: the sets are
     recombined (:func:`recombine`) from the first ``n_real`` generated images, added
     ``chunk`` at a time, and the index is saved incrementally every ``save_every`` (new
     segments and appended records only). Returns the writer's wall and CPU seconds (records
     encoding, word assignment, sealing, merging, saving), the searcher's latencies during the
-    additions, and whether any search failed or saw fewer sets than were added before it."""
+    additions (one search every ``pause`` seconds), and whether any search failed or saw fewer
+    sets than were added before it."""
     import threading
 
     from hashwatch.scaleset import iter_shards
@@ -964,6 +992,7 @@ def add_month(index_dir: Path, set_dir: Path, n_real: int, n_add: int, queries: 
             except Exception as exc:  # noqa: BLE001 - counted and reported, never hidden
                 errors.append(repr(exc))
             lat.append(time.perf_counter() - t)
+            stop.wait(pause)  # a steady query stream, not a busy loop holding the GIL
 
     th = threading.Thread(target=searcher, daemon=True)
     th.start()
