@@ -246,8 +246,9 @@ def cmd_report(a: argparse.Namespace) -> int:
                 f"{t.get('cpu_distractor_p99_ms', math.nan):.0f} "
                 f"| {t['extract_p50_ms']:.1f} / {t['extract_p99_ms']:.1f} "
                 f"| {t['scanned_p50']:,.0f} |")
-        lines += ["", "| known images | keypoint tier RAM (postings + tables) | RSS after "
-                  "mapping the index | index folder on disk | per image on disk (without "
+        lines += ["", "| known images | keypoint tier RAM (postings + tables) | RSS of a query "
+                  "process, anonymous + mapped file (largest) | index folder on disk "
+                  "| per image on disk (without "
                   "vocabulary and df) | hash rows "
                   "(real images) | add CPU per image (keypoint index) | build wall / CPU s | "
                   "run wall / CPU s | peak RSS | load before -> after | chance alignments "
@@ -261,8 +262,9 @@ def cmd_report(a: argparse.Namespace) -> int:
             per_img = (z.get("index_dir_bytes", math.nan) - z.get("index_fixed_bytes", 0)) / n_img
             lines.append(
                 f"| {n_img:,} | {z.get('ram_bytes', math.nan) / 2**20:,.0f} MiB "
-                f"| {z.get('rss_after_load_mib', math.nan) - z.get('rss_before_load_mib', 0):,.0f}"
-                f" MiB | {z.get('index_dir_bytes', math.nan) / 2**20:,.0f} MiB "
+                f"| {z.get('query_RssAnon_mib', math.nan):,.0f} + "
+                f"{z.get('query_RssFile_mib', math.nan):,.0f} MiB "
+                f"| {z.get('index_dir_bytes', math.nan) / 2**20:,.0f} MiB "
                 f"| {per_img:,.0f} B "
                 f"| {z['hash_rows']:,.0f} "
                 f"| {1000 * b.get('keypoint_add_cpu_s', math.nan) / n_img:.2f} ms "
