@@ -767,7 +767,8 @@ def summarise_size(res: SizeResult, single: Sequence[str], combined: Sequence[st
     Per-query false-match rate of the keypoint tier (``chance_rate``): every nominee the
     search verified that is not the query's own picture (nor a collage partner) is a chance
     alignment; P(geometry) = P(inliers >= LOCAL_MIN_INLIERS with a sane transform) per
-    verified nominee, from a geometric-tail fit of their inlier counts
+    verified nominee, from a geometric-tail fit of the inlier counts of the edited queries'
+    chance alignments
     (:func:`hashwatch.evaluate.local_tail_rate`); P(scene) = P(scene check passes | a
     transform was found), measured by running the scene check on every distractor nominee
     with a transform (aligned PDQ: normal tail fit, re-detected share: exponential tail fit,
@@ -819,7 +820,15 @@ def summarise_size(res: SizeResult, single: Sequence[str], combined: Sequence[st
     ch = chance_alignments(res)
     p_geo = p_scene = math.nan
     if len(ch):
-        inl = np.where(ch[:, 1] > 0, ch[:, 0], np.minimum(ch[:, 0], R.LOCAL_MIN_INLIERS - 1))
+        # P(geometry) from the edited queries' wrong nominees: the distractors' include the
+        # near-copies of the distractors whose photograph is also a source (16 of 2,226; a
+        # run before their index was recorded cannot leave them out), which are not chance
+        ed = ch
+        if res.chance_kind:
+            keep = ~_is_copy(np.array(res.chance, float).reshape(-1, 4))
+            kinds = np.array(res.chance_kind)[keep]
+            ed = ch[kinds == "edited"]
+        inl = np.where(ed[:, 1] > 0, ed[:, 0], np.minimum(ed[:, 0], R.LOCAL_MIN_INLIERS - 1))
         p_geo = local_tail_rate(inl, len(inl), R.LOCAL_MIN_INLIERS)[0]
         sc = scene_alignments(res)
         if len(sc):
