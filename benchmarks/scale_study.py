@@ -335,6 +335,23 @@ def cmd_report(a: argparse.Namespace) -> int:
             lines.append(f"| {e} | " + " | ".join(
                 f"{100 * s.per_edit[e][0]:.1f}" if e in s.per_edit else "-" for s in sums)
                 + f" | {100 * sums[-1].per_edit[e][1]:.1f} | {100 * sums[-1].per_edit[e][2]:.1f} |")
+    add = a.out / "add.json"
+    if add.exists():
+        d = json.loads(add.read_text())
+        f, ad = d.get("features"), d.get("add")
+        if f:
+            lines += ["", f"Known-image features on {f['workers']} processes: {f['images']:,} "
+                      f"images, {f['cpu_ms_per_image']:.1f} ms CPU per image (decode "
+                      f"{1000 * f['decode_cpu_s'] / f['images']:.1f}), "
+                      f"{f['wall_ms_per_image']:.1f} ms wall per image; 250,000 images: "
+                      f"{250_000 * f['cpu_ms_per_image'] / 1000 / f['workers'] / 60:.0f} min "
+                      f"on {f['workers']} dedicated cores."]
+        if ad:
+            lines += [f"Index add: {ad['n_add']:,} sets to {ad['n_before']:,} in "
+                      f"{ad['wall_s']:.0f} s wall, {ad['writer_cpu_s']:.0f} s CPU "
+                      f"({1000 * ad['writer_cpu_s'] / ad['n_add']:.2f} ms per image), "
+                      f"{ad['saves']} saves; {ad['searches']} searches meanwhile, "
+                      f"{ad['n_search_errors']} failed, p50 {ad['search_p50_ms']:.0f} ms wall."]
     noms = sorted(a.out.glob("nominate-*.json"))
     rows = []
     for pth in noms:
