@@ -441,6 +441,16 @@ def details(design: KeyDesign, z: dict, model: FalseMatchModel, cache: Path) -> 
     for fam, names in (("PDQ-survivable", SURV), ("orientation", ORIENT), ("border", BORDER),
                        ("other", OTHER)):
         print(f"  {fam}: " + ", ".join(f"{e} {r[e]:.3f}" for e in names))
+    # An entry still in a delta chunk is probed only with the device's first
+    # delta_openings / (live deltas) keys (32 with one delta, 16 with two; client._slots):
+    # its recall until a compaction or rotation moves it into the base.
+    for k in (32, 16):
+        dk = KeyDesign.from_dict({**design.to_dict(), "keys_per_image": k})
+        rk = recall(dk, z, SURV + ORIENT + BORDER)
+        print(f"  entry in a delta, probed by the first {k} keys: PDQ-survivable "
+              f"{np.mean([rk[e] for e in SURV]):.3f}, orientation "
+              f"{np.mean([rk[e] for e in ORIENT]):.3f}, border "
+              f"{np.mean([rk[e] for e in BORDER]):.3f}", flush=True)
     pool = 96
     q = model.q_per_image(design, pool)
     qh = model.q_per_image(design, pool, extend=False)
