@@ -5,7 +5,9 @@ imports resume (rows) or roll back (bulk), the service recovers by itself, and t
 equals the store. (Triage killed mid-run and resumed: tests/test_triage.py::
 test_kill_and_resume, marked ``fault`` too.) Run alone with ``pytest -m fault``.
 
-Every wait is bounded; the whole module takes about a minute on an idle machine.
+Every wait is bounded, and each test as a whole by ``FAULT_TIMEOUT`` (pytest-timeout: a hang
+fails the test instead of stalling CI); the whole module takes about a minute on an idle
+machine.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from hashwatch.service.auth import create_key
 from hashwatch.store import Store
 from workers import Worker
 
-pytestmark = pytest.mark.fault
+FAULT_TIMEOUT = 600  # seconds per test: ~10x an idle run, room for a shared CI machine
+pytestmark = [pytest.mark.fault, pytest.mark.timeout(FAULT_TIMEOUT)]
 
 
 def _values(seed: int, n: int) -> list[str]:

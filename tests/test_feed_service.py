@@ -155,6 +155,14 @@ def test_concurrent_adds_then_removals_reach_both_workers(cluster, round_):
         missing = N - len(w.fresh)
         assert missing == 0, f"{missing} of {N} added entries never matchable on a worker"
         assert max(w.fresh.values()) <= BOUND, max(w.fresh.values())
+    for w in ws:  # each worker times its notifications (readiness and /metrics)
+        timing = httpx.get(f"{w.url}/v1/health/ready", timeout=10).json()["feed"]
+        assert timing["notify_to_applied"]["n"] > 0, timing
+        assert timing["refresh_seconds"]["n"] > 0, timing
+        text = httpx.get(f"{w.url}/v1/health/metrics", timeout=10).text
+        count = next(ln for ln in text.splitlines()
+                     if ln.startswith("hashwatch_feed_notify_to_applied_seconds_count"))
+        assert int(count.rsplit(" ", 1)[1]) > 0
 
     ids = [o["ids"][0] for o in out]
     removes = [Watcher(w, headers, False) for w in ws]

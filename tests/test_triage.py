@@ -483,6 +483,7 @@ def _cli(tmp: Path, *args: str, db: Path, **kw):
 
 
 @pytest.mark.fault
+@pytest.mark.timeout(600)  # the fault suite's bound (tests/test_faults.py)
 def test_kill_and_resume(tree: Tree, tmp_path: Path) -> None:
     ev = tmp_path / "ev"
     ev.mkdir()

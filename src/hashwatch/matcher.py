@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -298,7 +298,8 @@ class Matcher:
             self.save()
             return index
 
-    def refresh(self, *, complete: bool = True, tiers: bool = True) -> int:
+    def refresh(self, *, complete: bool = True, tiers: bool = True,
+                also: Callable[[Snapshot], None] | None = None) -> int:
         """Apply the entries added, removed or restored since the index's feed position
         (``hashwatch.store.feed``: commit-ordered, nothing skipped), and bring the keypoint
         and vPDQ tiers (when loaded, and ``tiers``) to the same snapshot. Returns how many
@@ -308,7 +309,9 @@ class Matcher:
         new window's first page of ``FEED_PAGE`` change rows and one page of an older window
         still pending. The rest of a big window (a bulk import of millions) waits in
         :attr:`feed_backlog` for the next calls, so changes committed meanwhile are applied
-        at once and no call holds the lock for long."""
+        at once and no call holds the lock for long. ``also(snapshot)``: more reads in the
+        same snapshot once the PDQ index is current (the service's allow-list: one
+        transaction per refresh instead of two)."""
         # the lock is taken before the snapshot, so positions only move forward; it is let
         # go before the other tiers catch up, so PDQ freshness never waits on them
         held = self._lock.acquire()
@@ -319,6 +322,8 @@ class Matcher:
                 finally:
                     self._lock.release()
                     held = False
+                if also is not None:
+                    also(snap)
                 if tiers:
                     self._catch_up_tiers(snap)
                 return applied

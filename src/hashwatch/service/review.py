@@ -300,24 +300,33 @@ class AllowList:
         self._sha256: dict[int, set[str]] = {}
         self._pdq: dict[int, np.ndarray] = {}
 
-    def refresh(self) -> None:
+    def refresh(self, conn: sa.Connection | None = None) -> None:
+        """Reload the active rows when they changed. ``conn``: read on this connection (the
+        service passes the change feed's snapshot, saving a connection and a transaction
+        per refresh); None: a connection of its own."""
+        if conn is None:
+            with self.store.engine.connect() as own:
+                self._refresh(own)
+        else:
+            self._refresh(conn)
+
+    def _refresh(self, conn: sa.Connection) -> None:
         # The marker names the *set* of active rows (rows do not change while active), not
         # its newest member: on PostgreSQL changes commit out of order, so a max id or time
         # can stay put while an approval that committed late and a removal both land
         # between two refreshes (issue 12). Count, sum and sum of squares of the ids differ
         # for any change of up to two rows in and two out.
         ident = sa.cast(allow_list.c.id, sa.BigInteger)
-        with self.store.engine.connect() as conn:
-            marker = tuple(int(x or 0) for x in conn.execute(
-                sa.select(sa.func.count(), sa.func.sum(ident), sa.func.sum(ident * ident))
-                .select_from(allow_list).where(allow_list.c.status == "active")
-            ).one())
-            if marker == self._marker:
-                return
-            rows = conn.execute(sa.select(allow_list.c.signal_type, allow_list.c.value,
-                                          allow_list.c.entry_id)
-                                .where(allow_list.c.status == "active",
-                                       allow_list.c.entry_id.is_not(None))).all()
+        marker = tuple(int(x or 0) for x in conn.execute(
+            sa.select(sa.func.count(), sa.func.sum(ident), sa.func.sum(ident * ident))
+            .select_from(allow_list).where(allow_list.c.status == "active")
+        ).one())
+        if marker == self._marker:
+            return
+        rows = conn.execute(sa.select(allow_list.c.signal_type, allow_list.c.value,
+                                      allow_list.c.entry_id)
+                            .where(allow_list.c.status == "active",
+                                   allow_list.c.entry_id.is_not(None))).all()
         sha: dict[int, set[str]] = {}
         pdq: dict[int, list[str]] = {}
         for sig, value, eid in rows:

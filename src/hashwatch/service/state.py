@@ -13,6 +13,11 @@ round again at once while a backlog remains, and changes committed meanwhile are
 the next round, not after the whole import. The keypoint and vPDQ tiers follow the feed in
 their own thread (``hashwatch-tiers``), so their catch-up never delays the PDQ index.
 
+Each worker times its own freshness: from a notification's arrival to the end of the
+refresh that read a snapshot taken after it (``feed_freshness``), and every refresh's
+duration (``feed_refresh_time``); readiness shows their recent quantiles and /metrics their
+histograms. (Commit to notification is PostgreSQL's delivery, a local round trip.)
+
 Reconciliation (``hashwatch.reconcile``) checks the index against the store every
 ``settings.reconcile_interval`` seconds and on demand; its last report is in readiness.
 
@@ -20,10 +25,12 @@ A save of the index that fails (a full disk) never stops the worker: it serves f
 retries every ``settings.index_save_retry`` seconds, and readiness and metrics show it.
 """
 
+import bisect
 import logging
 import os
 import threading
 import time
+from collections import deque
 from typing import Any
 
 from hashwatch.service import review as review_mod
@@ -37,6 +44,48 @@ from hashwatch.store import Store
 from hashwatch.store.redact import redact_text
 
 log = logging.getLogger("hashwatch.service")
+
+
+class Latency:
+    """Durations in seconds: cumulative counts in Prometheus' histogram buckets (``le``) for
+    /metrics, and the last ``keep`` samples for quantiles in readiness."""
+
+    BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+    def __init__(self, keep: int = 2000) -> None:
+        self.recent: deque[float] = deque(maxlen=keep)
+        self.counts = [0] * (len(self.BUCKETS) + 1)  # the last one: above every bucket
+        self.total = 0.0
+        self.n = 0
+        self._lock = threading.Lock()
+
+    def observe(self, seconds: float) -> None:
+        with self._lock:
+            self.recent.append(seconds)
+            self.counts[bisect.bisect_left(self.BUCKETS, seconds)] += 1
+            self.total += seconds
+            self.n += 1
+
+    def summary(self) -> dict[str, Any]:
+        """``{"n", "p50", "p99", "max"}`` over the recent samples (seconds; None if none)."""
+        with self._lock:
+            xs = sorted(self.recent)
+        if not xs:
+            return {"n": 0, "p50": None, "p99": None, "max": None}
+        return {"n": len(xs), "p50": xs[len(xs) // 2],
+                "p99": xs[min(len(xs) - 1, int(len(xs) * 0.99))], "max": xs[-1]}
+
+    def prometheus(self, name: str, help_: str) -> list[str]:
+        """The histogram in the Prometheus text format (cumulative buckets, sum, count)."""
+        with self._lock:
+            counts, total, n = list(self.counts), self.total, self.n
+        out = [f"# HELP {name} {help_}", f"# TYPE {name} histogram"]
+        acc = 0
+        for le, c in zip(self.BUCKETS, counts, strict=False):
+            acc += c
+            out.append(f'{name}_bucket{{le="{le}"}} {acc}')
+        out += [f'{name}_bucket{{le="+Inf"}} {n}', f"{name}_sum {total}", f"{name}_count {n}"]
+        return out
 
 
 class Service:
@@ -80,6 +129,10 @@ class Service:
         self.counters = {"feed_refreshes": 0, "feed_applied": 0, "feed_errors": 0,
                          "reconcile_runs": 0, "reconcile_differences": 0}
         self._save_tried = 0.0
+        # notification -> applied, and refresh durations (see the module docstring)
+        self.feed_freshness = Latency()
+        self.feed_refresh_time = Latency()
+        self._notified_at: float | None = None  # the oldest notification not yet served
 
     def start(self) -> None:
         self._poller = threading.Thread(target=self._poll, name="hashwatch-refresh", daemon=True)
@@ -142,6 +195,8 @@ class Service:
         if channel == RECONCILE_CHANNEL:
             self._reconcile_wake.set()
         else:
+            if self._notified_at is None:
+                self._notified_at = time.monotonic()
             self._wake.set()
 
     def _poll(self) -> None:
@@ -163,10 +218,13 @@ class Service:
             if not self.matcher.feed_backlog:  # a backlog: go round again at once
                 self._wake.wait(self.settings.refresh_interval)
             self._wake.clear()  # changes committed from here on wake the next round
+            notified, self._notified_at = self._notified_at, None
             if self._stop.is_set():
                 return
             try:
                 self.refresh_now(tiers=False)
+                if notified is not None:  # its commit is in the snapshot just applied
+                    self.feed_freshness.observe(time.monotonic() - notified)
                 self._tiers_wake.set()
                 self._retry_save()
             except Exception:
@@ -183,13 +241,15 @@ class Service:
         with self._refresh_lock:
             if self._refresh_began > asked:
                 return
-            self._refresh_began = time.monotonic()
+            began = self._refresh_began = time.monotonic()
             if self.matcher is not None:
-                self.counters["feed_applied"] += self.matcher.refresh(complete=False,
-                                                                      tiers=tiers)
+                self.counters["feed_applied"] += self.matcher.refresh(
+                    complete=False, tiers=tiers, also=lambda snap: self.allow.refresh(snap.conn))
                 self.counters["feed_refreshes"] += 1
-            self.allow.refresh()
+            else:
+                self.allow.refresh()
             self.last_refresh = time.time()
+            self.feed_refresh_time.observe(time.monotonic() - began)
 
     def _tiers_loop(self) -> None:
         """The keypoint and vPDQ tiers follow the feed here, woken after each refresh."""
@@ -264,6 +324,9 @@ class Service:
             "listening": bool(self.listener is not None and self.listener.connected),
             "poll_interval": self.settings.refresh_interval,
             "last_refresh": self.last_refresh,
+            # seconds: notification arrived -> applied, and refresh durations (recent)
+            "notify_to_applied": self.feed_freshness.summary(),
+            "refresh_seconds": self.feed_refresh_time.summary(),
             "reconcile": rep.as_dict() if rep is not None else None,
             "reconcile_differences_total": self.counters["reconcile_differences"],
             "index_save_error": m.save_error if m is not None else None,

@@ -57,6 +57,11 @@ def metrics(request: Request) -> Response:
             "failed saves of the index (the worker serves from memory and retries)")
         put("index_saved", "gauge", int(m is not None and m.save_error is None),
             "0 while the last save of the index failed")
+        lines.extend(svc.feed_freshness.prometheus(
+            "hashwatch_feed_notify_to_applied_seconds",
+            "a change notification's arrival to the end of the refresh that applied it"))
+        lines.extend(svc.feed_refresh_time.prometheus(
+            "hashwatch_feed_refresh_seconds", "duration of one change-feed refresh"))
         kpf = m.keypoint_feed if m else None
         put("keypoint_sets", "gauge", kpf.kp.live_slots if kpf else 0,
             "keypoint sets held by this worker's keypoint tier")
