@@ -49,7 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the tests' Worker (a `hashwatch serve` process)
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from soak import LIMITS, near, rand_hex  # noqa: E402
+from soak import LIMITS, near, pg_cluster, rand_hex  # noqa: E402
 from workers import Worker  # noqa: E402
 
 
@@ -171,22 +171,9 @@ def main() -> None:
 
     work = Path(a.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, HASHWATCH_PG_DURABLE="1")
-    out = subprocess.run([str(REPO / ".ci" / "postgres.sh"), "start", str(work / "pg")],
-                         capture_output=True, text=True, check=True, env=env)
-    admin = next(x.split("=", 1)[1].strip("'") for x in out.stdout.split()
-                 if x.startswith("HASHWATCH_TEST_PG_URL="))
+    db = pg_cluster(work, "fresh", {"track_commit_timestamp": "on"})
     import sqlalchemy as sa
 
-    eng = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
-    with eng.connect() as conn:
-        conn.exec_driver_sql("DROP DATABASE IF EXISTS fresh WITH (FORCE)")
-        conn.exec_driver_sql("CREATE DATABASE fresh")
-        conn.exec_driver_sql("ALTER SYSTEM SET track_commit_timestamp = on")
-    eng.dispose()
-    subprocess.run([str(REPO / ".ci" / "postgres.sh"), "restart", str(work / "pg")],
-                   check=True, env=env)
-    db = admin.rsplit("/", 1)[0] + "/fresh"
     ws: list[Worker] = []
     extra = dict(x.split("=", 1) for x in a.env)
     try:
@@ -312,7 +299,7 @@ def main() -> None:
         print(f"missed (not seen within 30 s): {dict(missed) or 0}")
         for i, (a0, a1) in enumerate(zip(m0, m1, strict=True)):
             d = {k2.replace("hashwatch_feed_", ""): a1.get(k2, 0) - a0.get(k2, 0)
-                 for k2 in a1 if "feed" in k2 and "seconds_bucket" not in k2}
+                 for k2 in a1 if "feed" in k2 and "bucket" not in k2 and "listening" not in k2}
             print(f"w{i} feed counters during the run: " + json.dumps(d))
             for h in ("notify_to_applied", "refresh"):
                 name = f"hashwatch_feed_{h}_seconds_bucket"

@@ -286,6 +286,30 @@ def run_phase(ws: list[Worker], keys: dict, images: list[bytes], known: list[str
             "events": n_events, "event_times": events}
 
 
+def pg_cluster(work: Path, name: str, settings: dict[str, str] | None = None) -> str:
+    """Start a PostgreSQL 15 cluster with default durability (fsync on) in ``work``/pg, with
+    these server ``settings`` (ALTER SYSTEM, then a restart), and a fresh database ``name``
+    in it; returns its URL. Stop it with ``.ci/postgres.sh stop work/pg``."""
+    import sqlalchemy as sa
+
+    env = dict(os.environ, HASHWATCH_PG_DURABLE="1")
+    script = str(REPO / ".ci" / "postgres.sh")
+    out = subprocess.run([script, "start", str(work / "pg")],
+                         capture_output=True, text=True, check=True, env=env)
+    admin = next(x.split("=", 1)[1].strip("'") for x in out.stdout.split()
+                 if x.startswith("HASHWATCH_TEST_PG_URL="))
+    eng = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
+    with eng.connect() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+        for k, v in (settings or {}).items():
+            conn.exec_driver_sql(f"ALTER SYSTEM SET {k} = {v}")
+    eng.dispose()
+    if settings:
+        subprocess.run([script, "restart", str(work / "pg")], check=True, env=env)
+    return admin.rsplit("/", 1)[0] + "/" + name
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=10)
@@ -299,19 +323,7 @@ def main() -> None:
 
     work = Path(a.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, HASHWATCH_PG_DURABLE="1")
-    out = subprocess.run([str(REPO / ".ci" / "postgres.sh"), "start", str(work / "pg")],
-                         capture_output=True, text=True, check=True, env=env)
-    admin = next(x.split("=", 1)[1].strip("'") for x in out.stdout.split()
-                 if x.startswith("HASHWATCH_TEST_PG_URL="))
-    import sqlalchemy as sa
-
-    eng = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
-    with eng.connect() as conn:
-        conn.exec_driver_sql("DROP DATABASE IF EXISTS soak WITH (FORCE)")
-        conn.exec_driver_sql("CREATE DATABASE soak")
-    eng.dispose()
-    db = admin.rsplit("/", 1)[0] + "/soak"
+    db = pg_cluster(work, "soak")
     ws: list[Worker] = []
     try:
         with Store.open(db) as s:
