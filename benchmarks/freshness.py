@@ -301,7 +301,7 @@ def main() -> None:
             d = {k2.replace("hashwatch_feed_", ""): a1.get(k2, 0) - a0.get(k2, 0)
                  for k2 in a1 if "feed" in k2 and "bucket" not in k2 and "listening" not in k2}
             print(f"w{i} feed counters during the run: " + json.dumps(d))
-            for h in ("notify_to_applied", "refresh"):
+            for h in ("notify_to_applied", "refresh", "refresh_cpu"):
                 name = f"hashwatch_feed_{h}_seconds_bucket"
                 cum = {k2.split('"')[1]: a1[k2] - a0.get(k2, 0) for k2 in a1
                        if k2.startswith(name)}
@@ -310,7 +310,8 @@ def main() -> None:
             feed = ws[i].wait_ready()["feed"]
             print(f"   last {feed['notify_to_applied']['n']} notifications, notify -> applied "
                   f"(s): {json.dumps(feed['notify_to_applied'])}; refresh: "
-                  f"{json.dumps(feed['refresh_seconds'])}")
+                  f"{json.dumps(feed['refresh_seconds'])}; refresh CPU: "
+                  f"{json.dumps(feed['refresh_cpu_seconds'])}")
         for w in watches:
             w.c.close()
         for c in api:

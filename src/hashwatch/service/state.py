@@ -15,8 +15,9 @@ their own thread (``hashwatch-tiers``), so their catch-up never delays the PDQ i
 
 Each worker times its own freshness: from a notification's arrival to the end of the
 refresh that read a snapshot taken after it (``feed_freshness``), and every refresh's
-duration (``feed_refresh_time``); readiness shows their recent quantiles and /metrics their
-histograms. (Commit to notification is PostgreSQL's delivery, a local round trip.)
+duration and CPU time (``feed_refresh_time``, ``feed_refresh_cpu``); readiness shows their
+recent quantiles and /metrics their histograms. (Commit to notification is PostgreSQL's
+delivery, a local round trip.)
 
 Reconciliation (``hashwatch.reconcile``) checks the index against the store every
 ``settings.reconcile_interval`` seconds and on demand; its last report is in readiness.
@@ -132,6 +133,8 @@ class Service:
         # notification -> applied, and refresh durations (see the module docstring)
         self.feed_freshness = Latency()
         self.feed_refresh_time = Latency()
+        self.feed_refresh_cpu = Latency()  # this thread's CPU time per refresh: wall far
+        # above it means the worker waited for a core (or the GIL), not for work
         self._notified_at: float | None = None  # the oldest notification not yet served
 
     def start(self) -> None:
@@ -242,6 +245,7 @@ class Service:
             if self._refresh_began > asked:
                 return
             began = self._refresh_began = time.monotonic()
+            cpu = time.thread_time()
             if self.matcher is not None:
                 self.counters["feed_applied"] += self.matcher.refresh(
                     complete=False, tiers=tiers, also=lambda snap: self.allow.refresh(snap.conn))
@@ -250,6 +254,7 @@ class Service:
                 self.allow.refresh()
             self.last_refresh = time.time()
             self.feed_refresh_time.observe(time.monotonic() - began)
+            self.feed_refresh_cpu.observe(time.thread_time() - cpu)
 
     def _tiers_loop(self) -> None:
         """The keypoint and vPDQ tiers follow the feed here, woken after each refresh."""
@@ -327,6 +332,7 @@ class Service:
             # seconds: notification arrived -> applied, and refresh durations (recent)
             "notify_to_applied": self.feed_freshness.summary(),
             "refresh_seconds": self.feed_refresh_time.summary(),
+            "refresh_cpu_seconds": self.feed_refresh_cpu.summary(),
             "reconcile": rep.as_dict() if rep is not None else None,
             "reconcile_differences_total": self.counters["reconcile_differences"],
             "index_save_error": m.save_error if m is not None else None,

@@ -62,6 +62,8 @@ def metrics(request: Request) -> Response:
             "a change notification's arrival to the end of the refresh that applied it"))
         lines.extend(svc.feed_refresh_time.prometheus(
             "hashwatch_feed_refresh_seconds", "duration of one change-feed refresh"))
+        lines.extend(svc.feed_refresh_cpu.prometheus(
+            "hashwatch_feed_refresh_cpu_seconds", "CPU time of one change-feed refresh"))
         kpf = m.keypoint_feed if m else None
         put("keypoint_sets", "gauge", kpf.kp.live_slots if kpf else 0,
             "keypoint sets held by this worker's keypoint tier")
