@@ -128,13 +128,16 @@ def test_failed_bulk_import_leaves_nothing(tmp_path):
             assert snap.position == "sqlite:0"
 
 
-def test_sqlite_bulk_import_in_chunks_equals_row_import(tmp_path, monkeypatch):
+@pytest.mark.parametrize("chunk_seconds", [2.0, 1e-9])
+def test_sqlite_bulk_import_in_chunks_equals_row_import(tmp_path, monkeypatch, chunk_seconds):
     """SQLite applies the staged rows in chunks (one short write transaction each): the
     first occurrence still wins across chunk boundaries, restores and bad rows are the
-    same as the row-by-row path's."""
+    same as the row-by-row path's, with chunks of 7 rows and with chunks shrunk to one row
+    (an aimed lock hold no chunk can meet)."""
     from hashwatch.store import bulk
 
     monkeypatch.setattr(bulk, "SQLITE_CHUNK", 7)
+    monkeypatch.setattr(bulk, "SQLITE_CHUNK_SECONDS", chunk_seconds)
     monkeypatch.setattr(bulk, "SQLITE_PAUSE", 0.0)
     vals = [f"{i % 23:064x}" for i in range(60)]  # repeats across chunk boundaries
     rows = [("pdq", v, "uk:A" if i % 5 else "", "", f"r{i}") for i, v in enumerate(vals)]

@@ -1,6 +1,6 @@
 """Bulk list import: stream validated entries into a staging table, then apply them with
 set-based statements. PostgreSQL: one transaction, atomic (the list gets all of the file's
-good rows or none of them). SQLite: one transaction per chunk of ``SQLITE_CHUNK`` staged rows,
+good rows or none of them). SQLite: one short transaction per chunk of staged rows,
 resumable (see below).
 
 The rows come from the same readers and the same validation as the row-by-row path
@@ -26,12 +26,13 @@ killed while staging leaves nothing behind (the staging table is temporary). Pos
 final step is one transaction; other writers proceed meanwhile, except on the very same
 entries. SQLite has one writer at a time, so one statement applying 20 million rows would hold
 the write lock for minutes and every other writer (the service's list updates) would fail
-after its 30 s busy timeout. It applies the staged rows in chunks of ``SQLITE_CHUNK`` in file
-order instead, each its own short transaction (a few seconds, see BENCHMARKS.md), pausing
-``SQLITE_PAUSE`` seconds between chunks so that waiting writers get the lock. An import killed
-while applying keeps the chunks already committed, and running it again adds exactly the rest
-(resumable, like the row-by-row path); the first-occurrence rule holds across chunks because
-earlier chunks are applied first.
+after its 30 s busy timeout. It applies the staged rows in chunks in file order instead (the
+first of ``SQLITE_CHUNK_FIRST`` rows, each next one sized from the last one's time to hold the
+lock about ``SQLITE_CHUNK_SECONDS``, at most ``SQLITE_CHUNK`` rows), each its own short
+transaction, pausing ``SQLITE_PAUSE`` seconds between chunks so that waiting writers get the
+lock. An import killed while applying keeps the chunks already committed, and running it
+again adds exactly the rest (resumable, like the row-by-row path); the first-occurrence rule
+holds across chunks because earlier chunks are applied first.
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ STAGE_COLUMNS = ("signal_type", "value", "category_scheme", "category_code", "la
                  "source_ref", "group_ref", "variant")
 _IDENTITY = "signal_type, value, category_scheme, category_code, variant"
 _BATCH = 10_000
-SQLITE_CHUNK = 1_000_000  # staged rows per write transaction on SQLite
+SQLITE_CHUNK = 1_000_000  # at most this many staged rows per write transaction on SQLite
+SQLITE_CHUNK_FIRST = 100_000  # the first chunk; later ones sized by the time they take
+SQLITE_CHUNK_SECONDS = 2.0  # aimed write-lock hold per chunk (waiting writers: 30 s timeout)
 SQLITE_PAUSE = 0.2  # seconds between two chunks: waiting writers take the lock
 
 
@@ -218,14 +221,20 @@ def _bulk_sqlite(store: Store, list_id: int, items: Iterable[EntryIn], actor: st
             added: Counter = Counter()
             restored: list[tuple] = []
             lo = 0
+            size = min(SQLITE_CHUNK_FIRST, SQLITE_CHUNK)
             while True:
-                hi = lo + SQLITE_CHUNK
+                hi = lo + size
                 last = hi >= top
+                t0 = time.monotonic()
                 _apply_sqlite_chunk(conn, raw, dict(params, lo=lo, hi=hi), may_restore,
                                     added, restored)
                 if last:
                     break
                 lo = hi
+                # a fixed 1M-row chunk held the lock past other writers' 30 s busy timeout
+                # on a loaded machine (BENCHMARKS.md): size the next chunk by this one's time
+                took = max(time.monotonic() - t0, 1e-3)
+                size = max(1, min(SQLITE_CHUNK, int(size * min(4.0, SQLITE_CHUNK_SECONDS / took))))
                 time.sleep(SQLITE_PAUSE)  # writers waiting on the busy timeout get the lock
             _count(res, staged, dict(added), restored)
             raw.execute("BEGIN IMMEDIATE")
