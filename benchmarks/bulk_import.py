@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -145,7 +144,10 @@ def child(method: str, db: str, path: str, lines: int) -> None:
         probed = probe.close()
         pg_cpu = (_proc_cpu(backend_pid) - pg0) if backend_pid else None
         count = store.get_list("bench").entry_count
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child would report
+    # the parent's high-water mark (the parent generated the file)
+    rss = next(int(x.split()[1]) for x in Path("/proc/self/status").read_text().splitlines()
+               if x.startswith("VmHWM:")) / 1024
     print(json.dumps({"method": method, "wall": wall, "cpu": cpu, "pg_cpu": pg_cpu,
                       "staged_at": (applied[0] - t0) if applied else None,
                       "added": res.added, "duplicates": res.duplicates, "bad": res.bad_rows,
