@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -258,3 +260,59 @@ def test_matching_in_worker_processes_gives_the_same_results(tmp_path):
     # bytes in (an upload, an archive member): same answer
     r = match_bytes(spec, (ev / "turned.png").read_bytes(), "up.png")
     assert r.path == "up.png" and [m.ref for m in r.matches] == [imgs[3].name]
+
+
+def test_match_files_with_workers_matches_in_the_workers(tmp_path):
+    """The public ``Matcher.match_files(workers=2)`` takes the ``hashwatch match`` path (hash
+    and match in the workers, :mod:`hashwatch.matchwork`) and answers as ``workers=1`` does,
+    keypoint tier and list filter included."""
+    import shutil
+
+    from hashwatch import robust
+    from hashwatch.demo import demo_images
+    from hashwatch.hashing import hash_file
+    from hashwatch.lists import add_records
+
+    imgs = demo_images()
+    ev = tmp_path / "evidence"
+    ev.mkdir()
+    shutil.copy(imgs[1], ev / "copy.jpg")
+    _keypoint_only_edit(imgs[3], ev / "turned.png")
+    shutil.copy(imgs[9], ev / "other.jpg")
+    with Store.open(tmp_path / "w.db") as s:
+        s.create_list("known")
+        s.create_list("second")
+        add_records(s, "known", [hash_file(p, extras=robust.known_extras) for p in imgs[:5]])
+        add_records(s, "second", [hash_file(imgs[1], extras=robust.known_extras)])
+        m = Matcher(s)
+        for lists in (None, ["second"]):
+            one = [r.as_dict() for r in m.match_files([ev], lists, workers=1)]
+            two = [r.as_dict() for r in m.match_files([ev], lists, workers=2)]
+            assert one == two and len(one) == 3
+        by_name = {Path(r["path"]).name: r for r in two}
+        assert {x["list"] for x in by_name["copy.jpg"]["matches"]} == {"second"}
+        turned = [r for r in m.match_files([ev], workers=2) if r.path.endswith("turned.png")]
+        assert [x.tier for x in turned[0].matches] == ["keypoint"]
+
+
+def test_library_threads_are_limited_in_a_worker():
+    """``limit_library_threads`` leaves OpenCV and every BLAS/OpenMP pool numpy or FAISS
+    loaded at one thread (checked in a fresh interpreter, where they start with one thread
+    per core)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy, cv2, faiss\n"
+        "from threadpoolctl import threadpool_info\n"
+        "from hashwatch.matchwork import limit_library_threads\n"
+        "limit_library_threads()\n"
+        "pools = [p['num_threads'] for p in threadpool_info()]\n"
+        "import json\n"
+        "print(json.dumps([cv2.getNumThreads(), faiss.omp_get_max_threads(), pools]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={k: v for k, v in os.environ.items()
+                                          if not k.endswith("_NUM_THREADS")}).stdout
+    cv, omp, pools = json.loads(out)
+    assert cv == 1 and omp == 1 and pools and set(pools) == {1}

@@ -430,6 +430,27 @@ def test_upload_matching_uses_the_robust_tier(svc):
     assert [m["ref"] for m in r["matches"]] == ["orig"]
 
 
+def test_a_still_upload_s_query_views_are_computed_in_its_decoder_child():
+    """The robust query views and keypoints of a still upload are computed in the decoding
+    child (a process of its own, so uploads use every core), from the same decoded pixels
+    the worker would have used: identical to computing them in the worker."""
+    from functools import partial
+
+    from hashwatch import robust
+    from hashwatch.service.isolation import DecodePool
+
+    qx = partial(robust.query_extras, local=True)
+    pool = DecodePool(workers=1)
+    try:
+        up = pool.run(corpus_jpegs(2)[1].read_bytes(), "x.jpg", None, qx)
+        plain = pool.run(corpus_jpegs(2)[1].read_bytes(), "x.jpg")
+    finally:
+        pool.close()
+    assert up.hashes.extras is not None and up.hashes.extras["local"]
+    assert up.hashes.extras == qx(up.pixels)
+    assert plain.hashes.extras is None  # /v1/hash asks for no views
+
+
 def test_hash_endpoint_matches_the_cli_hasher(svc, tmp_path):
     from hashwatch.hashing import hash_file
 

@@ -676,3 +676,50 @@ def test_robust_option_finds_a_flipped_copy(tree: Tree, tmp_path: Path) -> None:
         assert plain[p]["state"] == "unknown"  # plain PDQ misses flips and rotations
         assert robust[p]["state"] == "known_near", robust[p]
         assert (robust[p]["category_scheme"], robust[p]["category_code"]) == ("uk", "A")
+
+
+def test_one_and_two_workers_give_identical_results(tree: Tree, tmp_path: Path,
+                                                    corpus: Path) -> None:
+    """Matching runs in the pool workers (hashwatch.matchwork, indexes mapped in each), not
+    in the parent: with one worker and with two, every file gets the same state, matches,
+    route, distance and inliers, keypoint tier and archives included."""
+    from hashwatch import robust
+    from hashwatch.lists import add_records
+
+    ev = tmp_path / "ev"
+    ev.mkdir()
+    im = Image.open(tree.known_src[1]).convert("RGB")
+    w, h = im.size
+    (ev / "mirror.jpg").write_bytes(_jpeg(im.transpose(Image.Transpose.FLIP_LEFT_RIGHT), 90))
+    # turned and cropped off-centre: only the keypoint tier finds it
+    turned = im.rotate(12, resample=Image.Resampling.BICUBIC)
+    (ev / "turned.jpg").write_bytes(_jpeg(turned.crop((int(w * 0.25), int(h * 0.1),
+                                                       int(w * 0.95), int(h * 0.85))), 90))
+    (ev / "copy.jpg").write_bytes(tree.known_src[2].read_bytes())
+    for i, f in enumerate(sorted((corpus / "bsds500-val").glob("*.jpg"))[10:16]):
+        (ev / f"other{i}.jpg").write_bytes(f.read_bytes())
+    with zipfile.ZipFile(ev / "phone.zip", "w") as z:
+        z.writestr("dcim/known.jpg", tree.known_src[3].read_bytes())
+        z.writestr("dcim/mirror.jpg", _jpeg(im.transpose(Image.Transpose.FLIP_LEFT_RIGHT), 80))
+        z.writestr("note.txt", "x")
+    (ev / "broken.jpg").write_bytes(tree.known_src[0].read_bytes()[:2000])
+    with Store.open(tmp_path / "hw.db") as store:
+        store.create_list("national", category_scheme="uk")
+        add_records(store, "national", [hash_file(p, extras=robust.known_extras)
+                                        for p in tree.known_src],
+                    category=parse_category("uk:B"))
+        one = run_triage(TriageOptions("W1", [str(ev)], tmp_path / "one", workers=1), store)
+        two = run_triage(TriageOptions("W2", [str(ev)], tmp_path / "two", workers=2,
+                                       chunk_files=2), store)
+    assert one.counts == two.counts and one.files == two.files == 14
+    a, b = _rows(tmp_path / "one"), _rows(tmp_path / "two")
+    assert a.keys() == b.keys()
+    keep = ("state", "route", "how", "distance", "inliers", "list", "matched_ref",
+            "category_scheme", "category_code", "sha256", "pdq", "error", "pdq_matchable")
+    for path in a:
+        assert {k: a[path].get(k) for k in keep} == {k: b[path].get(k) for k in keep}, path
+    assert a[str(ev / "turned.jpg")]["state"] == "known_near"
+    assert a[str(ev / "mirror.jpg")]["state"] == "known_near"
+    assert a[f"{ev / 'phone.zip'}!dcim/mirror.jpg"]["state"] == "known_near"
+    # the matching CPU is counted where it ran (the workers), not lost
+    assert two.timings["match"] > 0

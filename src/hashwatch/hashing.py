@@ -412,6 +412,7 @@ def hash_many(
     frame_extras: bool = True,
     mp_context: multiprocessing.context.BaseContext | None = None,
     then: Callable[[FileHashes], Any] | None = None,
+    initializer: Callable[[], None] | None = None,
 ) -> Iterator[Any]:
     """Hash every file under ``paths`` (see :func:`iter_files`), one record per file.
 
@@ -420,7 +421,9 @@ def hash_many(
     At most ``4 * workers`` chunks are in flight, so memory stays bounded on huge trees.
     ``then``: a picklable function applied to each record *in the worker* (e.g. matching it,
     :mod:`hashwatch.matchwork`); its results are yielded instead of the records. A file whose
-    worker crashed gets ``then`` applied here, to its error record.
+    worker crashed gets ``then`` applied here, to its error record. ``initializer``: a
+    picklable function run once at the start of every worker process (e.g.
+    :func:`hashwatch.matchwork.limit_library_threads`).
     """
     kwargs: dict[str, Any] = {
         "max_bytes": max_bytes,
@@ -441,7 +444,7 @@ def hash_many(
             yield rec if then is None else then(rec)
         return
     ctx = mp_context or _default_context()
-    yield from _parallel(_chunks(files, chunksize), n, kwargs, ordered, ctx, then)
+    yield from _parallel(_chunks(files, chunksize), n, kwargs, ordered, ctx, then, initializer)
 
 
 _CRASHED = "error: the decoder process crashed on this file"
@@ -454,6 +457,7 @@ def _parallel(
     ordered: bool,
     ctx: multiprocessing.context.BaseContext,
     then: Callable[[FileHashes], Any] | None = None,
+    initializer: Callable[[], None] | None = None,
 ) -> Iterator[Any]:
     """Run chunks on a pool of ``n`` processes, at most 4n chunks in flight.
 
@@ -466,7 +470,7 @@ def _parallel(
     while True:
         pending: deque[tuple[list[str], Future[list[FileHashes]]]] = deque()
         broken = False
-        ex = ProcessPoolExecutor(max_workers=n, mp_context=ctx)
+        ex = ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=initializer)
         try:
             exhausted = False
             while not broken:
@@ -496,7 +500,7 @@ def _parallel(
             ex.shutdown(wait=True, cancel_futures=True)
         # Pool broken: isolate every chunk still pending, then carry on with a new pool.
         for chunk, _ in pending:
-            yield from _isolated(chunk, kwargs, ctx, then)
+            yield from _isolated(chunk, kwargs, ctx, then, initializer)
 
 
 def _workers_can_start(ctx: multiprocessing.context.BaseContext) -> bool:
@@ -510,8 +514,9 @@ def _workers_can_start(ctx: multiprocessing.context.BaseContext) -> bool:
 def _isolated(
     paths: list[str], kwargs: dict[str, Any], ctx: multiprocessing.context.BaseContext,
     then: Callable[[FileHashes], Any] | None = None,
+    initializer: Callable[[], None] | None = None,
 ) -> Iterator[Any]:
-    ex = ProcessPoolExecutor(max_workers=1, mp_context=ctx)
+    ex = ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=initializer)
     try:
         for p in paths:
             try:
@@ -527,6 +532,6 @@ def _isolated(
                     ) from None
                 crashed = FileHashes(p, error=_CRASHED)
                 yield crashed if then is None else then(crashed)
-                ex = ProcessPoolExecutor(max_workers=1, mp_context=ctx)
+                ex = ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=initializer)
     finally:
         ex.shutdown(wait=True)

@@ -680,12 +680,28 @@ class Matcher:
         workers: int = 1,
     ) -> Iterator[MatchResult]:
         """Hash the files under ``paths`` (folders recursively) with the query views this
-        matcher needs, in ``workers`` processes, and match each: one :class:`MatchResult`
-        per file, in order. A file that cannot be read is a result with its ``error``."""
+        matcher needs and match each: one :class:`MatchResult` per file, in order. A file that
+        cannot be read is a result with its ``error``. With ``workers > 1`` each file is
+        hashed *and matched* (every tier) in one of ``workers`` processes that map the saved
+        indexes (:func:`hashwatch.matchwork.match_paths`, the path ``hashwatch match`` takes),
+        with this matcher's settings; a database only this process can open (in-memory
+        SQLite) is hashed in the workers and matched here."""
+        from hashwatch import matchwork
         from hashwatch.hashing import hash_many
 
+        if workers > 1 and matchwork.shareable(self.store):
+            spec = matchwork.MatchSpec.for_store(
+                self.store, index_path=str(self.index_path) if self.index_path else None,
+                lists=tuple(lists) if lists else None, persist=self.persist,
+                pdq_threshold=self.pdq_threshold, min_quality=self.min_quality,
+                vpdq_query_percent=self.vpdq_query_percent,
+                vpdq_compared_percent=self.vpdq_compared_percent)
+            yield from matchwork.match_paths(spec, paths, workers=workers)
+            return
         yield from self.match_records(
-            hash_many(paths, workers=workers, extras=self.query_extras()), lists)
+            hash_many(paths, workers=workers, extras=self.query_extras(),
+                      initializer=matchwork.limit_library_threads if workers > 1 else None),
+            lists)
 
     def match_bytes(self, data: bytes, lists: Sequence[str] | None = None) -> list[Match]:
         """Matches of one file held in memory (exact first, then PDQ views, then keypoints).

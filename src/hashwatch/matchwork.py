@@ -12,14 +12,19 @@ pages; nothing index-sized is ever pickled. :func:`prepare` brings the saved fil
 once, before workers start; changes made after that reach each worker through the store's
 change feed (kept in the worker's memory, never written by it).
 
-The same function serves ``hashwatch match``, triage and the HTTP service's uploads, and any
+The same function serves ``hashwatch match``, triage, :meth:`Matcher.match_files`, and any
 engine that runs work on other machines (``hashwatch scan``): call :func:`match_path` or
 :func:`match_bytes` inside the task with a :class:`MatchSpec` (small, picklable).
+
+Parallelism is across worker processes: every pool that runs this work starts its processes
+with :func:`limit_library_threads` (OpenCV's and OpenMP's own thread pools would otherwise
+start in every worker and contend for the same cores).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -27,10 +32,39 @@ from functools import partial
 from typing import Any
 
 from hashwatch.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_SIDE
-from hashwatch.matcher import PDQ_THRESHOLD, Matcher, MatchResult
+from hashwatch.matcher import PDQ_MIN_QUALITY, PDQ_THRESHOLD, Matcher, MatchResult
 from hashwatch.signals.vpdq import VPDQ_COMPARED_MATCH_PERCENT, VPDQ_QUERY_MATCH_PERCENT
 
-__all__ = ["MatchSpec", "match_bytes", "match_path", "match_paths", "prepare", "worker_matcher"]
+__all__ = ["MatchSpec", "limit_library_threads", "match_bytes", "match_path", "match_paths",
+           "prepare", "shareable", "worker_matcher"]
+
+
+def limit_library_threads() -> None:
+    """One library thread per process: OpenCV's thread pool (ORB, RANSAC, warps of the
+    keypoint tier and the scene check), OpenMP (FAISS, when loaded) and BLAS (numpy) are set
+    to a single thread; libraries loaded later read the same limit from the environment.
+    Run at the start of every worker process (the pools of ``match``, triage, ``scan``, the
+    service's workers and decoding processes): parallelism is across processes, and a pool of
+    library threads per process only contends for the same cores. Measured: BENCHMARKS.md,
+    "Matching where the cores are"."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+    import cv2
+
+    cv2.setNumThreads(1)
+    faiss = sys.modules.get("faiss")  # never imported only to be limited
+    if faiss is not None:
+        faiss.omp_set_num_threads(1)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+
+
+def shareable(store: Any) -> bool:
+    """Whether worker processes can open ``store`` themselves (not an in-memory SQLite
+    database, which only this process sees)."""
+    url = store.engine.url
+    return not (url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"))
 
 
 @dataclass(frozen=True)
@@ -41,13 +75,16 @@ class MatchSpec:
     never printed, see ``repr``); ``index_path``: the saved PDQ index (default: beside a
     SQLite database); the keypoint index is the folder ``<index_path>.kp``; ``lists``: only
     these lists (None: all); ``robust``: the robust views and keypoints (False: plain PDQ and
-    exact hashes)."""
+    exact hashes); ``persist``: False when the indexes are not saved (every worker builds its
+    own in memory from the store)."""
 
     db: str = field(repr=False)
     index_path: str | None = None
     lists: tuple[str, ...] | None = None
     robust: bool = True
+    persist: bool = True
     pdq_threshold: int = PDQ_THRESHOLD
+    min_quality: int = PDQ_MIN_QUALITY
     max_bytes: int = DEFAULT_MAX_BYTES
     max_side: int | None = DEFAULT_MAX_SIDE
     vpdq_query_percent: float = VPDQ_QUERY_MATCH_PERCENT
@@ -55,6 +92,7 @@ class MatchSpec:
 
     def matcher_options(self) -> dict[str, Any]:
         return {"index_path": self.index_path, "pdq_threshold": self.pdq_threshold,
+                "min_quality": self.min_quality, "persist": self.persist,
                 "vpdq_query_percent": self.vpdq_query_percent,
                 "vpdq_compared_percent": self.vpdq_compared_percent}
 
@@ -101,7 +139,7 @@ def prepare(spec: MatchSpec) -> Matcher | None:
     from hashwatch.store import Store
 
     store = Store.open(spec.db, migrate=False)
-    if spec.index_path is None and index_path_for(store) is None:
+    if not spec.persist or (spec.index_path is None and index_path_for(store) is None):
         store.close()
         return None
     m = Matcher(store, **spec.matcher_options())
@@ -159,12 +197,18 @@ def match_paths(spec: MatchSpec, paths: Iterable[str | os.PathLike[str]], *,
                 workers: int = 1, ordered: bool = True,
                 mp_context: Any = None) -> Iterator[MatchResult]:
     """Every file under ``paths`` -> one :class:`MatchResult` each, matched in ``workers``
-    processes (1: this one). The saved indexes are prepared first (:func:`prepare`); a file
-    that crashes its worker gets an error result (see :func:`hashwatch.hashing.hash_many`)."""
+    processes (1: this one), each started with :func:`limit_library_threads`. The saved
+    indexes are prepared first (:func:`prepare`); a file that crashes its worker gets an
+    error result (see :func:`hashwatch.hashing.hash_many`)."""
     from hashwatch.hashing import hash_many
 
-    prepared = prepare(spec) or worker_matcher(spec)
-    extras = prepared.query_extras() if spec.robust else None
+    prepared = prepare(spec)
+    try:
+        extras = (prepared or worker_matcher(spec)).query_extras() if spec.robust else None
+    finally:
+        if prepared is not None:  # workers map what it saved; it has no further use here
+            prepared.store.close()
     yield from hash_many(paths, workers=workers, ordered=ordered, extras=extras,
                          max_bytes=spec.max_bytes, max_side=spec.max_side,
-                         mp_context=mp_context, then=partial(match_record, spec))
+                         mp_context=mp_context, then=partial(match_record, spec),
+                         initializer=limit_library_threads)

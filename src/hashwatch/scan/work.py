@@ -47,22 +47,13 @@ class ScanConfig:
 
 
 def one_thread_per_worker() -> None:
-    """Parallelism is across worker processes: the libraries' own thread pools (FAISS's
-    OpenMP in the keypoint tier, OpenCV's) would only contend for the same cores. Measured on
-    100 corpus photos, one worker, loaded machine: 12.0 CPU-s with them, 3.8 CPU-s without
-    (BENCHMARKS.md, beyond one machine)."""
-    try:
-        import faiss
+    """Parallelism is across worker processes: :func:`hashwatch.matchwork.limit_library_threads`
+    (the helper every pool of matching work uses). Measured on 100 corpus photos, one worker,
+    loaded machine: 12.0 CPU-s with the libraries' own pools, 3.8 CPU-s without (BENCHMARKS.md,
+    beyond one machine)."""
+    from hashwatch.matchwork import limit_library_threads
 
-        faiss.omp_set_num_threads(1)
-    except ImportError:  # pragma: no cover - faiss-cpu is a dependency
-        pass
-    try:
-        import cv2
-
-        cv2.setNumThreads(1)
-    except ImportError:  # pragma: no cover - opencv is a dependency
-        pass
+    limit_library_threads()
 
 
 class ScanWorker:

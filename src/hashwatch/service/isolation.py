@@ -58,6 +58,10 @@ def _child_main(rconn: Connection, conn: Connection, memory_bytes: int | None) -
     # the pixel limit is ours (UploadLimits.max_pixels), checked before decoding; Pillow's
     # own warning below its hard limit would only fill the worker's log
     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    # several decoding processes per worker: one library thread each
+    from hashwatch.matchwork import limit_library_threads
+
+    limit_library_threads()
     if memory_bytes:
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     conn.send(("ready", None))

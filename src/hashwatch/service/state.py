@@ -95,6 +95,11 @@ class Service:
     ``settings.refresh_interval`` seconds as the fallback."""
 
     def __init__(self, settings: Settings) -> None:
+        from hashwatch.matchwork import limit_library_threads
+
+        # parallelism is across worker processes (and their request threads): the keypoint
+        # tier's OpenCV calls get no thread pool of their own in each worker
+        limit_library_threads()
         self.settings = settings
         self.store = Store.open(settings.db)
         self.verifier = KeyVerifier(self.store)

@@ -85,16 +85,21 @@ def hash_bytes(
     """Hash an in-memory upload. Raises :class:`DecodeError` (``.reason``) for a bad image:
     the service answers those with a 4xx, unlike batch hashing which records them. An
     animated GIF/WebP/APNG also gets every distinct frame's PDQ (with ``extras``, the
-    matcher's query views, per frame)."""
+    matcher's query views, per frame); a still gets ``extras`` of its decoded pixels in
+    ``hashes.extras``, computed here: in the service this runs in a decoding child process,
+    so the query views and keypoints of an upload are computed beside the other uploads'
+    on every core, not in the worker's request threads."""
     crypto = crypto_hashes(data)
+    animated = is_animated_image(data)
     img = hash_image_bytes(data, max_side=DEFAULT_MAX_SIDE, max_pixels=max_pixels,
-                           max_bytes=max_bytes, rgb=True)
+                           max_bytes=max_bytes, rgb=True,
+                           extras=None if animated else extras)
     rec = FileHashes(
         name, size=crypto.size, md5=crypto.md5, sha1=crypto.sha1, sha256=crypto.sha256,
         pdq=img.pdq, pdq_quality=img.pdq_quality, width=img.width, height=img.height,
-        format=img.format, kind="image",
+        format=img.format, kind="image", extras=img.extras,
     )
-    if is_animated_image(data):
+    if animated:
         try:
             m = hash_media(data, "animation", extras=extras,
                            limits=dataclasses.replace(ANIMATION_LIMITS,

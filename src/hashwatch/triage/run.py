@@ -25,12 +25,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from hashwatch import __version__
+from hashwatch import __version__, matchwork
 from hashwatch.explain import explain
 from hashwatch.matcher import Matcher
+from hashwatch.matchwork import MatchSpec
 from hashwatch.metadata import device_key
 from hashwatch.store import Store, StoreError
-from hashwatch.triage.classify import STATES, classify_many
+from hashwatch.triage.classify import STATES, Classified, classify_many
 from hashwatch.triage.cluster import cluster_pdq
 from hashwatch.triage.schema import triage_cases
 from hashwatch.triage.sources import SourceFile, walk_sources
@@ -259,9 +260,39 @@ class TriageSummary:
     outputs: dict[str, str]
 
 
-def _work_chunk(files: list[SourceFile], opts: WorkOptions) -> list[tuple[SourceFile,
-                                                                          list[FileRecord]]]:
-    return [(sf, process_file(sf, opts)) for sf in files]
+# A file's records, each with its state and the CPU seconds spent matching it.
+Done = tuple[SourceFile, list[tuple[FileRecord, Classified, float]]]
+
+
+def _classify_chunk(done: list[tuple[SourceFile, list[FileRecord]]], matcher: Matcher,
+                    lists: Sequence[str] | None) -> list[Done]:
+    """Classify a chunk's records (one exact look-up per signal for the chunk), then drop what
+    only matching needed (query views, keypoints, frames' views): it never leaves the worker."""
+    flat = [rec for _sf, recs in done for rec in recs]
+    t0 = time.process_time()
+    classified = iter(classify_many(flat, matcher, lists))
+    dt = (time.process_time() - t0) / max(len(flat), 1)
+    out: list[Done] = []
+    for sf, recs in done:
+        rows = []
+        for rec in recs:
+            rows.append((rec, next(classified), dt))
+            rec.extras = None
+            rec.frame_hashes = None
+        out.append((sf, rows))
+    return out
+
+
+def _work_chunk(files: list[SourceFile], opts: WorkOptions,
+                spec: MatchSpec | None = None) -> list[Done]:
+    """The per-chunk work of a pool worker: read, decode, hash (:func:`process_file`) and
+    match every record (:func:`classify_many`) against this process's matcher, which maps the
+    saved indexes (:func:`hashwatch.matchwork.worker_matcher`). ``spec`` None: hashing only
+    (the pool's start-up check)."""
+    done = [(sf, process_file(sf, opts)) for sf in files]
+    if spec is None:
+        return []
+    return _classify_chunk(done, matchwork.worker_matcher(spec), spec.lists)
 
 
 def _default_context() -> multiprocessing.context.BaseContext:
@@ -425,8 +456,21 @@ def _run(opts: TriageOptions, store: Store, out: Path, conn: sqlite3.Connection,
     if progress:
         progress(prog)
 
+    # Matching runs where the hashing runs: in each pool worker, against the saved indexes
+    # every worker maps (prepared once here); with one worker, or a database only this
+    # process can open, in this process with its own matcher.
+    spec: MatchSpec | None = None
+    prepared: Matcher | None = None
+    if workers > 1 and matchwork.shareable(store):
+        base = matcher
+        spec = MatchSpec.for_store(
+            store, lists=tuple(opts.lists) if opts.lists else None, robust=opts.robust,
+            pdq_threshold=opts.pdq_threshold,
+            index_path=str(base.index_path) if base is not None and base.index_path else None,
+            persist=base.persist if base is not None else True)
+        prepared = matchwork.prepare(spec)
     if matcher is None:
-        matcher = Matcher(store, pdq_threshold=opts.pdq_threshold)
+        matcher = prepared or Matcher(store, pdq_threshold=opts.pdq_threshold)
     writer = _Writer(conn, run_id, {li["name"]: li["version"] for li in lists_info},
                      opts.pdq_threshold)
     wopts = WorkOptions(max_bytes=opts.work.max_bytes, max_side=opts.work.max_side,
@@ -436,33 +480,15 @@ def _run(opts: TriageOptions, store: Store, out: Path, conn: sqlite3.Connection,
     t_match = 0.0
     times = {"read": 0.0, "decode": 0.0, "hash": 0.0}
 
-    buffered: list[tuple[SourceFile, list[FileRecord]]] = []
-    buffered_n = 0
-    buffered_since = time.perf_counter()
-
-    def finish(results: list[tuple[SourceFile, list[FileRecord]]], force: bool = False) -> None:
-        """Buffer finished files; classify them in batches (one exact look-up per signal per
-        batch) and hand them to the writer."""
-        nonlocal t_match, buffered, buffered_n, buffered_since
-        if not buffered:
-            buffered_since = time.perf_counter()
-        buffered += results
-        buffered_n += sum(len(r) for _sf, r in results)
-        if not force and buffered_n < 256 and time.perf_counter() - buffered_since < 0.3:
-            return
-        batch, buffered, buffered_n = buffered, [], 0
-        t0 = time.process_time()
-        flat = [rec for _sf, recs in batch for rec in recs]
-        classified = iter(classify_many(flat, matcher, opts.lists))
-        dt = (time.process_time() - t0) / max(len(flat), 1)
-        t_match += time.process_time() - t0
-        for sf, recs in batch:
-            rows = []
-            for rec in recs:
+    def finish(results: list[Done]) -> None:
+        """Hand classified files to the writer."""
+        nonlocal t_match
+        for sf, rows in results:
+            for rec, _cl, dt in rows:
                 times["read"] += rec.t_read
                 times["decode"] += rec.t_decode
                 times["hash"] += rec.t_hash
-                rows.append((rec, next(classified), dt))
+                t_match += dt
             writer.add(sf, rows)
             prog.files_done += 1
             prog.bytes_done += max(sf.size, 0)
@@ -470,12 +496,22 @@ def _run(opts: TriageOptions, store: Store, out: Path, conn: sqlite3.Connection,
         if progress:
             progress(prog)
 
-    if workers <= 1:
-        for chunk in _chunks(pending, opts.chunk_files):
-            finish(_work_chunk(chunk, wopts))
-    else:
-        _run_pool(pending, workers, opts.chunk_files, wopts, finish, mp_context)
-    finish([], force=True)
+    def crashed(files: list[SourceFile]) -> None:
+        """Files that killed their worker: recorded as errors, matched exactly here."""
+        finish(_classify_chunk([(sf, [_crashed_record(sf)]) for sf in files], matcher,
+                               opts.lists))
+
+    try:
+        if spec is None:
+            for chunk in _chunks(pending, opts.chunk_files):
+                finish(_classify_chunk([(sf, process_file(sf, wopts)) for sf in chunk],
+                                       matcher, opts.lists))
+        else:
+            _run_pool(pending, workers, opts.chunk_files, wopts, spec, finish, crashed,
+                      mp_context)
+    finally:
+        if prepared is not None:  # the workers' index files are saved; nothing left to do
+            prepared.store.close()
     writer.flush()
 
     t0 = time.perf_counter()
@@ -517,9 +553,11 @@ def _crashed_record(sf: SourceFile) -> FileRecord:
 
 
 def _run_pool(pending: list[SourceFile], workers: int, chunk_files: int, wopts: WorkOptions,
-              finish: Callable[[list[tuple[SourceFile, list[FileRecord]]]], None],
+              spec: MatchSpec, finish: Callable[[list[Done]], None],
+              crashed: Callable[[list[SourceFile]], None],
               mp_context: multiprocessing.context.BaseContext | None) -> None:
-    """Hash ``pending`` in a process pool, at most 4 chunks per worker in flight.
+    """Hash and match ``pending`` in a process pool (each worker started with
+    :func:`hashwatch.matchwork.limit_library_threads`), at most 4 chunks per worker in flight.
 
     If a worker dies (a decoder crash on a hostile file), the pool is restarted and every
     chunk that was in flight is retried one file per task; a file that kills its worker again
@@ -529,9 +567,10 @@ def _run_pool(pending: list[SourceFile], workers: int, chunk_files: int, wopts: 
         (c, False) for c in _chunks(pending, chunk_files))
     window = 4 * workers
     while queue:
-        crashed: list[tuple[list[SourceFile], bool]] = []
+        failed: list[tuple[list[SourceFile], bool]] = []
         with ProcessPoolExecutor(max_workers=workers,
-                                 mp_context=mp_context or _default_context()) as ex:
+                                 mp_context=mp_context or _default_context(),
+                                 initializer=matchwork.limit_library_threads) as ex:
             # A pool that cannot run at all (a broken environment) must stop the run, not
             # mark every file as a decoder crash: check that a worker starts and answers.
             try:
@@ -544,7 +583,7 @@ def _run_pool(pending: list[SourceFile], workers: int, chunk_files: int, wopts: 
                     if queue[0][1] and inflight:
                         break  # retries run alone, so a crash points at its file
                     item = queue.popleft()
-                    inflight[ex.submit(_work_chunk, item[0], wopts)] = item
+                    inflight[ex.submit(_work_chunk, item[0], wopts, spec)] = item
                     if item[1]:
                         break
                 done_f, _ = wait(inflight, return_when=FIRST_COMPLETED)
@@ -554,16 +593,16 @@ def _run_pool(pending: list[SourceFile], workers: int, chunk_files: int, wopts: 
                     try:
                         res = fut.result()
                     except BrokenProcessPool:
-                        crashed.append(item)
+                        failed.append(item)
                         broken = True
                         continue
                     finish(res)
                 if broken:
-                    crashed += inflight.values()
+                    failed += inflight.values()
                     break
-        for chunk, retried in crashed:
+        for chunk, retried in failed:
             if retried:
-                finish([(sf, [_crashed_record(sf)]) for sf in chunk])
+                crashed(chunk)
             else:
                 queue.extendleft(([sf], True) for sf in reversed(chunk))
 

@@ -93,10 +93,11 @@ def do_match_upload(svc: Service, p: Principal, data: bytes, name: str, ref: str
     up = hash_upload(data, name, svc, qx)
     h = up.hashes
     if qx is not None and not h.frames and up.pixels is not None and up.pixels.ndim == 3 \
-            and hasattr(h, "extras"):
-        # the robust tier (flips, crops, borders, rotations, screenshots) needs the
-        # query views the matcher asks for, computed from the decoded pixels (videos and
-        # animations: computed per frame while hashing)
+            and hasattr(h, "extras") and h.extras is None:
+        # the robust tier (flips, crops, borders, rotations, screenshots) needs the query
+        # views the matcher asks for: the decoder child computes them from the decoded
+        # pixels (videos and animations: per frame); this is only the fallback for a
+        # decoder that did not
         h = dataclasses.replace(h, extras=qx(up.pixels))
     # videos and animations: every distinct frame with its views, a video's vPDQ too
     # (hashwatch.media.matching); a frame match says which frame
