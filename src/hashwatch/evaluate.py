@@ -17,7 +17,8 @@ distance distributions (PNG) and an extrapolated false-match rate per pair.
 
 Methods are cumulative, one route added at a time, all computed from one pass:
 ``pdq`` (full vs full <= 31) -> ``+dihedral`` -> ``+trim`` -> ``+regions`` -> ``+derotate`` ->
-``+crops`` (= the robust hash tier) -> ``+local`` (the keypoint tier as the matcher runs it: the
+``+crops`` (stored crops) -> ``+qcrops`` (query crops and turned crops; = the robust hash
+tier) -> ``+local`` (the keypoint tier as the matcher runs it: the
 keypoint index nominates, each nominee gets the geometric and scene checks; the full matcher).
 ``partner`` (partner mode): the known set as a partner receives it, added to a custodian
 database, exported to CSV (hashes only), imported into a fresh database and matched there by
@@ -65,7 +66,10 @@ ROUTE_STEPS: list[tuple[str, list[tuple[str, str]]]] = [
     ("+trim", [("trim", "full"), ("trim", "trim"), ("full", "trim"), ("dihedral", "trim")]),
     ("+regions", [("region", "full"), ("region", "trim")]),
     ("+derotate", [("derot", "full"), ("derot", "trim")]),
-    ("+crops", [("full", "crop"), ("trim", "crop"), ("region", "crop"), ("dihedral", "crop")]),
+    ("+crops", [("full", "crop"), ("trim", "crop"), ("region", "crop"), ("dihedral", "crop"),
+                ("derot", "crop")]),
+    ("+qcrops", [("qcrop", "full"), ("qcrop", "trim"), ("qcrop", "crop"), ("qrot", "full"),
+                 ("qrot", "trim"), ("qrot", "crop")]),
 ]
 ROUTES: list[tuple[str, str]] = [r for _, rs in ROUTE_STEPS for r in rs]
 BIG = 255

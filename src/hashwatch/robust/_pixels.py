@@ -3,6 +3,8 @@ size, PDQ as bytes, rotation, centred crop, popcount table)."""
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 import pdqhash
@@ -46,6 +48,34 @@ def _rotate(p: np.ndarray, deg: float) -> np.ndarray:
     h, w = p.shape[:2]
     m = cv2.getRotationMatrix2D((w / 2, h / 2), deg, 1.0)
     return cv2.warpAffine(p, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+
+
+def _rotate_expand(p: np.ndarray, deg: float) -> np.ndarray:
+    """``p`` turned by ``deg`` on a canvas grown to hold all of it (black corners)."""
+    h, w = p.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), deg, 1.0)
+    c, s = abs(m[0, 0]), abs(m[0, 1])
+    nw, nh = int(h * s + w * c + 0.5), int(h * c + w * s + 0.5)
+    m[0, 2] += nw / 2 - w / 2
+    m[1, 2] += nh / 2 - h / 2
+    return cv2.warpAffine(p, m, (nw, nh), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT)
+
+
+def _inner_scale(h: int, w: int, deg: float) -> float:
+    """Largest centred, aspect-kept share of each side of an ``h`` x ``w`` picture turned by
+    ``deg`` on its own canvas that holds no corner of the canvas (what survives turning back)."""
+    t = math.radians(abs(deg))
+    c, s = math.cos(t), math.sin(t)
+    return min(w / (w * c + h * s), h / (w * s + h * c))
+
+
+def _square(p: np.ndarray) -> np.ndarray:
+    """The largest centred square of ``p``."""
+    h, w = p.shape[:2]
+    side = min(h, w)
+    y, x = (h - side) // 2, (w - side) // 2
+    return p[y:y + side, x:x + side]
 
 
 def _centre(p: np.ndarray, s: float) -> np.ndarray:

@@ -12,7 +12,8 @@ MIN_QUALITY = 50  # Meta's PDQ rule: flatter hashes are discarded on both sides
 
 
 # (query class, known class) -> max Hamming distance. Classes: query "full" (the plain hash),
-# "dihedral" (7 other orientations), "trim" (+ its 8 orientations), "region", "derot";
+# "dihedral" (7 other orientations), "trim" (+ its 8 orientations), "region", "derot",
+# "qcrop" (centred crops of the query), "qrot" (turned back, then cropped inside the turn);
 # known "full", "trim", "crop". Tuned on the corpus so the extrapolated false-match rate of all
 # routes together stays <= 1e-10 per pair (see evaluate.py / BENCHMARKS for the method).
 THRESHOLDS: dict[tuple[str, str], int] = {
@@ -30,6 +31,13 @@ THRESHOLDS: dict[tuple[str, str], int] = {
     ("trim", "crop"): 31,
     ("region", "crop"): 31,
     ("dihedral", "crop"): 31,
+    ("derot", "crop"): 31,
+    ("qcrop", "full"): 31,
+    ("qcrop", "trim"): 31,
+    ("qcrop", "crop"): 31,
+    ("qrot", "full"): 31,
+    ("qrot", "trim"): 31,
+    ("qrot", "crop"): 31,
 }
 
 
@@ -62,12 +70,12 @@ def known_class(variant: str) -> str:
 
 
 def query_class(variant: str) -> str:
-    """Route class of a query variant: full, dihedral, trim, region or derot."""
+    """Route class of a query variant: full, dihedral, trim, region, derot, qcrop or qrot."""
     if variant == "full":
         return "full"
     if variant.startswith("full:"):
         return "dihedral"
-    for c in ("trim", "region", "derot"):
+    for c in ("trim", "region", "derot", "qcrop", "qrot"):
         if variant.startswith(c):
             return c
     raise ValueError(f"unknown query variant {variant!r}")

@@ -1,5 +1,14 @@
 """PDQ views of the hash tier: what is stored for a known image (full, trimmed, centred crops)
-and what is computed for a query (dihedral, trimmed, regions, de-rotations)."""
+and what is computed for a query (dihedral, trimmed, regions and their centred squares,
+de-rotations, centred crops, de-rotations cropped to what survives the turn).
+
+Stored views cost index bytes on every known image (and in every export a partner receives);
+query views cost only probes. The query crops and turned crops were chosen by measurement
+(``benchmarks/view_study.py``: greedy recall gain per probe on a held-out known set, seed 1,
+with the stored views fixed to today's; BENCHMARKS.md, "Partner mode"): a query cropped by a
+few percent lines up a copy cropped by an amount between two stored crops with the nearer one,
+and a turned copy cropped to the part that survives turning back lines up with a stored crop
+instead of carrying black corners."""
 
 from __future__ import annotations
 
@@ -7,7 +16,18 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from hashwatch.robust._pixels import _DIHEDRAL, _centre, _check, _pdq, _pdq_dihedral, _rotate, _work
+from hashwatch.robust._pixels import (
+    _DIHEDRAL,
+    _centre,
+    _check,
+    _inner_scale,
+    _pdq,
+    _pdq_dihedral,
+    _rotate,
+    _rotate_expand,
+    _square,
+    _work,
+)
 from hashwatch.robust.regions import query_regions
 from hashwatch.robust.routes import MIN_QUALITY, KnownHash, QueryHash
 from hashwatch.robust.trim import trim_box
@@ -16,6 +36,15 @@ from hashwatch.robust.trim import trim_box
 KNOWN_CROP_SCALES: tuple[float, ...] = (0.9, 0.8, 0.7, 0.6, 0.5)
 # Query de-rotations in degrees (PDQ tolerates about 1 degree).
 QUERY_DEROTATIONS: tuple[float, ...] = (-4.0, -2.0, 2.0, 4.0)
+# Centred crops of the query's (trimmed) picture, fraction of each side kept (class "qcrop").
+QUERY_CROP_SCALES: tuple[float, ...] = (0.95, 0.93, 0.9, 0.85, 0.82, 0.8)
+# (degrees, fraction of each side kept): the query turned back on its own canvas, then cropped
+# to a centred window inside what survives the turn (class "qrot"; skipped when the window
+# would reach the black corners).
+QUERY_TURNED_CROPS: tuple[tuple[float, float], ...] = (
+    (-4.5, 0.9), (4.5, 0.9), (-5.5, 0.85), (5.5, 0.85), (-1.5, 0.8), (1.5, 0.8))
+# Turned back on a grown canvas, then border-trimmed (a copy turned with its canvas grown).
+QUERY_TURNS_EXPANDED: tuple[float, ...] = (-5.0, 5.0)
 
 
 def known_signals(pixels: np.ndarray, *, crops: Sequence[float] = KNOWN_CROP_SCALES
@@ -43,10 +72,13 @@ def known_signals(pixels: np.ndarray, *, crops: Sequence[float] = KNOWN_CROP_SCA
 
 
 def query_signals(pixels: np.ndarray, *, regions: bool = True, derotate: bool = True,
-                  boxes: Sequence[tuple[int, int, int, int]] | None = None) -> list[QueryHash]:
+                  boxes: Sequence[tuple[int, int, int, int]] | None = None,
+                  crops: bool = True) -> list[QueryHash]:
     """PDQ hashes to compute for one query image (the first is the plain full-image PDQ).
     Variants with quality < 50 are left out, except the first. ``boxes``: regions already found
-    by :func:`query_regions` (else they are found here)."""
+    by :func:`query_regions` (else they are found here). ``crops``: also the query crops
+    (:data:`QUERY_CROP_SCALES`), turned crops (:data:`QUERY_TURNED_CROPS`,
+    :data:`QUERY_TURNS_EXPANDED`) and each region's centred square."""
     codes, q = _pdq_dihedral(_check(pixels))
     out = [QueryHash("full", codes[0], q)]
     p = _work(pixels)
@@ -64,12 +96,42 @@ def query_signals(pixels: np.ndarray, *, regions: bool = True, derotate: bool = 
         if boxes is None:
             boxes = query_regions(pixels)
         for i, (ry0, ry1, rx0, rx1) in enumerate(boxes):
-            rc, rq = _pdq(_work(pixels[ry0:ry1, rx0:rx1]))
+            rp = _work(pixels[ry0:ry1, rx0:rx1])
+            rc, rq = _pdq(rp)
             if rq >= MIN_QUALITY:
                 out.append(QueryHash(f"region{i}", rc, rq))
+            if crops and rp.shape[0] != rp.shape[1]:
+                rc, rq = _pdq(_square(rp))
+                if rq >= MIN_QUALITY:
+                    out.append(QueryHash(f"region{i}-sq", rc, rq))
     if derotate:
         for a in QUERY_DEROTATIONS:
             rc, rq = _pdq(_rotate(core, a))
             if rq >= MIN_QUALITY:
                 out.append(QueryHash(f"derot{a:+g}", rc, rq))
+    if crops:
+        out += _query_crops(core)
+    return out
+
+
+def _query_crops(core: np.ndarray) -> list[QueryHash]:
+    """The "qcrop" and "qrot" views of a query's (trimmed) working picture."""
+    out: list[QueryHash] = []
+    for s in QUERY_CROP_SCALES:
+        c, q = _pdq(_centre(core, s))
+        if q >= MIN_QUALITY:
+            out.append(QueryHash(f"qcrop{round(s * 100)}", c, q))
+    h, w = core.shape[:2]
+    for a, s in QUERY_TURNED_CROPS:
+        if s > _inner_scale(h, w, a) + 0.01:
+            continue  # the window would take in the black corners of the turn
+        c, q = _pdq(_centre(_rotate(core, a), s))
+        if q >= MIN_QUALITY:
+            out.append(QueryHash(f"qrot{a:+g}c{round(s * 100)}", c, q))
+    for a in QUERY_TURNS_EXPANDED:
+        turned = _rotate_expand(core, a)
+        y0, y1, x0, x1 = trim_box(turned)
+        c, q = _pdq(turned[y0:y1, x0:x1])
+        if q >= MIN_QUALITY:
+            out.append(QueryHash(f"qrotx{a:+g}", c, q))
     return out
