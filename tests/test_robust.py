@@ -106,6 +106,8 @@ def test_plain_pdq_rule_is_unchanged() -> None:
     # Every extra route is at most as loose as plain PDQ.
     assert max(R.THRESHOLDS.values()) <= 31
     assert R.query_class("trim:rot90") == "trim" and R.known_class("crop80") == "crop"
+    assert R.query_class("qcrop90") == "qcrop" and R.query_class("qrot+4.5c90") == "qrot"
+    assert R.query_class("qrotx-5") == "qrot" and R.query_class("region1-sq") == "region"
     with pytest.raises(ValueError):
         R.query_class("bogus")
 
@@ -121,6 +123,23 @@ def test_hash_tier_finds_what_plain_pdq_misses(edit: str) -> None:
     hit = R.hash_match(R.query_signals(edited), known)
     assert hit is not None and hit[0] <= 31, (edit, R.best_distances(R.query_signals(edited),
                                                                       known))
+
+
+@pytest.mark.parametrize("edit", ["crop10c", "crop30c", "crop60c", "crop70c", "rotate5",
+                                  "rotate-5x"])
+def test_query_crops_and_turned_crops_find_copies_between_the_stored_views(edit: str) -> None:
+    """A copy cropped between two stored crop levels, or turned by ~5 degrees, is missed by the
+    query views without crops and found with them, through a qcrop or qrot route; the stored
+    views (the bytes of every known image and export) are the same as before."""
+    pic = _picture(240, 360, 12)
+    known = R.known_signals(pic)
+    assert [k.variant for k in known] == ["full"] + [
+        f"crop{round(s * 100)}" for s in R.KNOWN_CROP_SCALES]
+    edited = apply_edit(edit, pic, seed=0, key=1)
+    assert R.hash_match(R.query_signals(edited, crops=False), known) is None
+    hit = R.hash_match(R.query_signals(edited), known)
+    assert hit is not None and hit[0] <= 31
+    assert R.query_class(hit[1]) in ("qcrop", "qrot"), hit
 
 
 def test_hash_tier_rejects_an_unrelated_picture() -> None:
@@ -185,7 +204,9 @@ def test_eval_harness_tiny_run() -> None:
     assert all(v == 0 for v in s.false_distractor.values())
     # partner mode (CSV export in a fresh database, hash tier): the hash routes' answers
     assert s.per_edit["partner"]["jpeg50"] == 1.0 and s.per_edit["partner"]["mirror"] >= 0.75
-    assert s.per_edit["partner"]["border-colour25"] == s.per_edit["+crops"]["border-colour25"]
+    assert s.methods[-3] == "+qcrops"  # the whole hash tier, as a partner runs it
+    for e in ("border-colour25", "crop20o"):
+        assert s.per_edit["partner"][e] == s.per_edit["+qcrops"][e]
     md = markdown(res, s)
     assert "| edit | family | pdq |" in md and "mean recall" in md and "Partner mode" in md
 
