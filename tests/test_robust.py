@@ -142,6 +142,17 @@ def test_query_crops_and_turned_crops_find_copies_between_the_stored_views(edit:
     assert R.query_class(hit[1]) in ("qcrop", "qrot"), hit
 
 
+def test_an_unedited_copy_keeps_its_plain_route() -> None:
+    """Query crops are a fallback: a re-encoded or resized copy is reported by the full/full
+    route even where a query crop meets a stored crop a little closer."""
+    pic = _picture(240, 360, 12)
+    known = R.known_signals(pic)
+    for edit in ("jpeg75", "resize0.5", "jpeg30"):
+        hit = R.hash_match(R.query_signals(apply_edit(edit, pic, seed=0, key=1)), known)
+        assert hit is not None and hit[1:] == ("full", "full"), (edit, hit)
+    assert R.route_rank("qcrop", 0, 31) > R.route_rank("full", 31, 31)
+
+
 def test_hash_tier_rejects_an_unrelated_picture() -> None:
     known = R.known_signals(_picture(240, 360, 21))
     for s in range(22, 26):

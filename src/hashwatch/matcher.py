@@ -515,9 +515,10 @@ class Matcher:
                 limit, route = found, f"{qview}/{e.variant or 'full'}"
             if dist > limit:
                 continue
-            # one match per known image (group) and list: the best route
+            # one match per known image (group) and list: the best route (query crops and
+            # turned crops only when no other route matches, robust.route_rank)
             key = (e.list_name, e.group_ref or f"entry:{e.id}")
-            score = dist - limit
+            score = robust.route_rank(qclass, dist, limit)
             if key not in best or score < best[key][0]:
                 best[key] = (score, _match_from_entry(e, dist, False, route))
         return sorted((m for _, m in best.values()), key=lambda m: (m.distance, m.list, m.entry_id))

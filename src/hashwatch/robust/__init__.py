@@ -63,6 +63,7 @@ from hashwatch.robust.routes import (
     hash_match,
     known_class,
     query_class,
+    route_rank,
     route_threshold,
 )
 from hashwatch.robust.scene import (
@@ -103,6 +104,7 @@ __all__ = [
     "query_local",
     "query_signals",
     "route_threshold",
+    "route_rank",
     "trim_box",
     "scene_check",
     "fit_local",

@@ -17,6 +17,7 @@ from hashwatch.robust.routes import (
     QueryHash,
     known_class,
     query_class,
+    route_rank,
     route_threshold,
 )
 from hashwatch.robust.views import query_signals
@@ -90,7 +91,7 @@ class RobustIndex:
                 if (query_class(qh.variant), known_class(kv)) != ("full", "full") and (
                         qh.quality < MIN_QUALITY):
                     continue
-                score = dist - t
+                score = route_rank(query_class(qh.variant), dist, t)
                 if kid not in best or score < best[kid][0]:
                     best[kid] = (score, RobustMatch(kid, "hash", dist, t, qh.variant, kv))
         return [m for _, m in sorted(best.values(), key=lambda x: (x[0], x[1].known_id))]

@@ -41,6 +41,20 @@ THRESHOLDS: dict[tuple[str, str], int] = {
 }
 
 
+# Query crops and turned crops are a fallback: a known image that another query view also
+# matches is reported by that route, so an unedited copy reads as "full/full", not as a crop of
+# a crop that happened to land a bit closer. Added to (distance - threshold) when ranking.
+FALLBACK_QUERY_CLASSES = frozenset({"qcrop", "qrot"})
+FALLBACK_PENALTY = 64
+
+
+def route_rank(query_class_: str, distance: int, threshold: int) -> int:
+    """Ranking score of one matching pair (lower is better): distance minus threshold, after
+    every route that is not a fallback (:data:`FALLBACK_QUERY_CLASSES`)."""
+    return distance - threshold + (FALLBACK_PENALTY if query_class_ in FALLBACK_QUERY_CLASSES
+                                   else 0)
+
+
 @dataclass(frozen=True)
 class _ViewHash:
     """One PDQ of one view of a picture; ``variant`` names the view."""
@@ -116,7 +130,7 @@ def hash_match(query: Sequence[QueryHash], known: Sequence[KnownHash]
     """The best matching (distance, query variant, known variant) within its route threshold,
     ranked by distance minus threshold, or None."""
     best = best_distances(query, known)
-    hits = [(v - THRESHOLDS[r], v, qv, kv) for r, (v, qv, kv) in best.items()
+    hits = [(route_rank(r[0], v, THRESHOLDS[r]), v, qv, kv) for r, (v, qv, kv) in best.items()
             if v <= THRESHOLDS[r]]
     if not hits:
         return None
