@@ -444,6 +444,10 @@ def hash_many(
             yield rec if then is None else then(rec)
         return
     ctx = mp_context or _default_context()
+    if ctx.get_start_method() == "fork":
+        # a forked child of a process whose OpenCV/OpenMP pools are running cannot resize
+        # them (it waits for pool threads that were not forked): leave them as inherited
+        initializer = None
     yield from _parallel(_chunks(files, chunksize), n, kwargs, ordered, ctx, then, initializer)
 
 

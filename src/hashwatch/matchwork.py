@@ -45,7 +45,9 @@ def limit_library_threads() -> None:
     to a single thread; libraries loaded later read the same limit from the environment.
     Run at the start of every worker process (the pools of ``match``, triage, ``scan``, the
     service's workers and decoding processes): parallelism is across processes, and a pool of
-    library threads per process only contends for the same cores. Measured: BENCHMARKS.md,
+    library threads per process only contends for the same cores. Never in a child started by
+    ``fork`` from a process whose pools run (OpenCV waits there for pool threads that were not
+    forked): the pools skip it for that start method. Measured: BENCHMARKS.md,
     "Matching where the cores are"."""
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = "1"

@@ -568,9 +568,10 @@ def _run_pool(pending: list[SourceFile], workers: int, chunk_files: int, wopts: 
     window = 4 * workers
     while queue:
         failed: list[tuple[list[SourceFile], bool]] = []
-        with ProcessPoolExecutor(max_workers=workers,
-                                 mp_context=mp_context or _default_context(),
-                                 initializer=matchwork.limit_library_threads) as ex:
+        ctx = mp_context or _default_context()
+        # not in a forked child: resizing OpenCV's/OpenMP's running pools there hangs
+        init = None if ctx.get_start_method() == "fork" else matchwork.limit_library_threads
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=init) as ex:
             # A pool that cannot run at all (a broken environment) must stop the run, not
             # mark every file as a decoder crash: check that a worker starts and answers.
             try:
