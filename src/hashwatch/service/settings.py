@@ -31,6 +31,10 @@ class Settings:
     refresh_interval: float = 1.0
     # PostgreSQL: LISTEN for change notifications (off = poll only)
     feed_listen: bool = True
+    # seconds a thread may hold the GIL before another waiting one gets it (Python's
+    # sys.setswitchinterval; 0 = Python's default, 5 ms): the feed refresh makes several
+    # database round trips and waits up to this long after each while request threads compute
+    gil_switch_interval: float = 0.0
     # seconds between checks of the index against the store (0 = only on demand)
     reconcile_interval: float = 600.0
     # seconds between retries of an index save that failed (disk full): the worker serves

@@ -143,6 +143,10 @@ class Service:
         self._notified_at: float | None = None  # the oldest notification not yet served
 
     def start(self) -> None:
+        if self.settings.gil_switch_interval > 0:
+            import sys
+
+            sys.setswitchinterval(self.settings.gil_switch_interval)
         self._poller = threading.Thread(target=self._poll, name="hashwatch-refresh", daemon=True)
         self._poller.start()
         self._tiers = threading.Thread(target=self._tiers_loop, name="hashwatch-tiers",
