@@ -206,3 +206,19 @@ def test_a_url_fetch_is_bounded_by_its_total_deadline(tmp_path):
         assert srv.sent < 16 * 1024 * 1024, srv.sent
     finally:
         srv.close()
+
+
+# -- a flood of failed attempts never locks out a valid key --------------------------------
+def test_failed_auth_throttle_never_refuses_a_valid_key(sq):
+    """The throttle answered 429 to every request from a failing source, valid keys
+    included: behind a proxy or NAT one client sending bad keys locked everyone out."""
+    c = sq.client
+    other = sq.key("platform", "match")
+    codes = [c.get("/v1/lists", headers={"Authorization": f"Bearer hw_{i:012x}_" + "x" * 40}
+                   ).status_code for i in range(60)]
+    assert codes[0] == 401 and codes[-1] == 429  # the failing source is throttled
+    assert c.get("/v1/lists", headers=sq.h()).status_code == 200
+    assert c.get("/v1/lists", headers=sq.h(other)).status_code == 200
+    # a real key id with a wrong secret is still checked (and refused), not waved through
+    forged = other.rsplit("_", 1)[0] + "_" + "y" * 43
+    assert c.get("/v1/lists", headers={"Authorization": f"Bearer {forged}"}).status_code == 401

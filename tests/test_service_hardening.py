@@ -709,8 +709,8 @@ def test_failed_authentication_is_recorded_and_a_flood_is_bounded(tmp_path):
         assert rows[0]["detail"]["source"] and rows[0]["detail"]["key_id"] == "0" * 12
         assert len(rows) <= 3  # first failure, one summary of the rest
         assert sum(r["detail"].get("repeated", 0) for r in rows) >= 10
-        # a valid key from elsewhere is unaffected
-        assert c.get("/v1/lists", headers=s.h()).status_code in (200, 429)
+        # a valid key from the same (throttled) source is still served
+        assert c.get("/v1/lists", headers=s.h()).status_code == 200
     finally:
         s.close()
 

@@ -132,6 +132,8 @@ class KeyVerifier:
         self.store = store
         self._cache: dict[str, tuple[float, object]] = {}
         self._lock = threading.Lock()
+        self._known: frozenset[str] = frozenset()  # key ids that exist (revoked ones too)
+        self._known_at = float("-inf")
 
     def _row(self, key_id: str) -> object:
         now = time.monotonic()
@@ -146,6 +148,27 @@ class KeyVerifier:
                 self._cache.clear()
             self._cache[key_id] = (now, row)
         return row
+
+    def is_known_key(self, presented: str) -> bool:
+        """Whether ``presented`` names an existing key (by its public id; the secret is not
+        checked). Answered from a set of every key id, reloaded at most every
+        ``CACHE_SECONDS``: the failed-authentication throttle uses it to keep checking the
+        keys of real clients that share an address with a flood, without a database lookup
+        per flooding request."""
+        m = _KEY_RE.match(presented.strip())
+        if not m:
+            return False
+        key_id = m.group(1)
+        now = time.monotonic()
+        with self._lock:
+            known, fresh = self._known, now - self._known_at < CACHE_SECONDS
+        if key_id in known or fresh:
+            return key_id in known
+        with self.store.engine.connect() as conn:
+            ids = frozenset(conn.execute(sa.select(api_keys.c.key_id)).scalars())
+        with self._lock:
+            self._known, self._known_at = ids, now
+        return key_id in ids
 
     def verify(self, presented: str) -> Principal | None:
         m = _KEY_RE.match(presented.strip())

@@ -157,9 +157,10 @@ def authenticate_request(scope: Scope, headers: Headers) -> JSONResponse | None:
     source = str(client[0])
     wait = svc.auth_failures.throttled(source)
     presented = _presented_key(headers)
-    if wait:
-        # a source that keeps failing gets no more key lookups (database reads) until
-        # it slows down
+    if wait and not (presented and svc.verifier.is_known_key(presented)):
+        # a source that keeps failing gets no more lookups of unknown keys (database
+        # reads) until it slows down; keys that exist are still checked, so real clients
+        # sharing the address (a proxy, a NAT) are not locked out by someone else's flood
         return error_response(429, "too_many_failures", "too many failed authentication "
                               "attempts from this address",
                               {"Retry-After": str(max(1, int(wait + 0.999)))})
