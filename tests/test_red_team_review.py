@@ -222,3 +222,38 @@ def test_failed_auth_throttle_never_refuses_a_valid_key(sq):
     # a real key id with a wrong secret is still checked (and refused), not waved through
     forged = other.rsplit("_", 1)[0] + "_" + "y" * 43
     assert c.get("/v1/lists", headers={"Authorization": f"Bearer {forged}"}).status_code == 401
+
+
+# -- the allow-list's second person sees the item; reviewers see their own queue's rows -----
+def test_allow_list_rows_and_approvals_follow_the_review_queue(sq):
+    """A reviewer of another queue could list every queue's allow-list proposals (hashes,
+    notes) and approve them as the 'second person' without being able to see the item."""
+    from test_service import corpus_jpegs, pdq_of, reencode
+
+    c, h = sq.client, sq.h()
+    img = corpus_jpegs(1)[0]
+    c.post("/v1/lists", json={"name": "q"}, headers=h)
+    c.post("/v1/lists/q/entries", headers=h, json={"entries": [
+        {"signal_type": "pdq", "value": pdq_of(sq, img.read_bytes())["pdq"]}]})
+    plat = sq.key("platform-a", "match", queue="a")
+    item = c.post("/v1/match/upload", files={"file": ("u.jpg", reencode(img))},
+                  headers=sq.h(plat)).json()["review_item_id"]
+    ra, ra2 = sq.h(sq.key("rev-a", "review", queue="a")), sq.h(sq.key("rev-a2", "review",
+                                                                       queue="a"))
+    rb = sq.h(sq.key("rev-b", "review", queue="b"))
+    cur = sq.h(sq.key("curator", "curate"))
+    r = c.post(f"/v1/review/items/{item}/decision", headers=ra,
+               json={"decision": "false_positive", "allow_list": True, "note": "fine"})
+    assert r.status_code == 200, r.text
+    rows = c.get("/v1/allow-list", headers=ra).json()["entries"]
+    assert rows and all(x["status"] == "pending" for x in rows)
+    assert c.get("/v1/allow-list", headers=rb).json()["entries"] == []
+    for x in rows:
+        other = c.post(f"/v1/allow-list/{x['id']}/approve", headers=rb)
+        missing = c.post("/v1/allow-list/999999/approve", headers=rb)
+        assert other.status_code == missing.status_code == 404
+        # the same answer as for a row that does not exist (only the id it names differs)
+        assert other.text.replace(str(x["id"]), "N") == missing.text.replace("999999", "N")
+    assert [x["id"] for x in c.get("/v1/allow-list", headers=cur).json()["entries"]] == \
+        [x["id"] for x in rows]  # curate (and admin) keys see every queue's rows
+    assert c.post(f"/v1/allow-list/{rows[0]['id']}/approve", headers=ra2).status_code == 200

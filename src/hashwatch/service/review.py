@@ -20,8 +20,10 @@ Allow-list model: a false positive can be allow-listed, but only for what was re
 entry for identical bytes or a PDQ within ``ALLOW_PDQ_RADIUS``; an exact (cryptographic)
 match of a curated entry is never silenced, and other entries still match. A reviewer's
 proposal is *pending* until a key with curate scope, or a second reviewer, approves it;
-a curate (or admin) key's decision is active at once. Rows are listed, approved and
-removed through the API, and every change is audited.
+a curate (or admin) key's decision is active at once. A reviewer lists and approves only
+rows proposed from items of its own queue (the second person must be able to see the item;
+another queue's row answers as a missing one); curate keys see them all. Rows are listed,
+approved and removed through the API, and every change is audited.
 """
 
 from __future__ import annotations
@@ -238,9 +240,19 @@ def _allow_dict(r: Any) -> dict[str, Any]:
     return dict(r._mapping)
 
 
+def _allow_scoped(q: sa.Select, queue: str | None) -> sa.Select:
+    """Rows proposed from items of ``queue`` (None: every row)."""
+    if queue is None:
+        return q
+    return q.join(review_items, review_items.c.id == allow_list.c.review_item_id) \
+        .where(review_items.c.queue == queue)
+
+
 def list_allow(store: Store, status: str | None = None, limit: int = 100,
-               after_id: int = 0) -> list[dict[str, Any]]:
-    q = sa.select(*_ALLOW_COLS).where(allow_list.c.id > after_id)
+               after_id: int = 0, *, queue: str | None = None) -> list[dict[str, Any]]:
+    """Allow-list rows in id order after ``after_id``; ``queue``: only rows proposed from
+    that review queue's items (a reviewer's view)."""
+    q = _allow_scoped(sa.select(*_ALLOW_COLS), queue).where(allow_list.c.id > after_id)
     if status:
         q = q.where(allow_list.c.status == status)
     with store.engine.connect() as conn:
@@ -248,18 +260,20 @@ def list_allow(store: Store, status: str | None = None, limit: int = 100,
     return [_allow_dict(r) for r in rows]
 
 
-def _allow_row(conn: sa.Connection, allow_id: int) -> Any:
-    r = conn.execute(sa.select(*_ALLOW_COLS).where(allow_list.c.id == allow_id)).first()
+def _allow_row(conn: sa.Connection, allow_id: int, queue: str | None = None) -> Any:
+    r = conn.execute(_allow_scoped(sa.select(*_ALLOW_COLS), queue)
+                     .where(allow_list.c.id == allow_id)).first()
     if r is None:
         raise AllowListError(404, "unknown_allow_entry", f"no allow-list entry {allow_id}")
     return r
 
 
-def approve_allow(store: Store, allow_id: int, *, actor: str, can_curate: bool
-                  ) -> dict[str, Any]:
-    """Activate a pending row: a curate key, or a reviewer other than its proposer."""
+def approve_allow(store: Store, allow_id: int, *, actor: str, can_curate: bool,
+                  queue: str | None = None) -> dict[str, Any]:
+    """Activate a pending row: a curate key, or a reviewer other than its proposer who
+    reviews the queue the row was proposed from (``queue``; other rows are not found)."""
     with store.engine.begin() as conn:
-        r = _allow_row(conn, allow_id)
+        r = _allow_row(conn, allow_id, None if can_curate else queue)
         if r.status != "pending":
             raise AllowListError(409, "not_pending", f"allow-list entry {allow_id} is "
                                  f"{r.status}, not pending")

@@ -46,6 +46,12 @@ def queue_of(p: Principal) -> str | None:
     return None if "admin" in p.scopes else p.queue
 
 
+def allow_queue_of(p: Principal) -> str | None:
+    """The allow-list rows a key may see and approve: every row for curate (and admin)
+    keys, else the rows proposed from its own queue's items."""
+    return None if p.has("curate") else p.queue
+
+
 def _missing(item_id: str) -> ApiError:
     # the same answer for an item of another queue as for no item: nothing to enumerate
     return ApiError(404, "unknown_item", "no such review item in your queue")
@@ -132,19 +138,20 @@ def allow_index(p: ReviewOrCurate, svc: Svc,
                 after_id: AfterId = 0,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
     """Allow-list rows: each silences perceptual matches of one list entry for one
-    content hash (sha256, or pdq within 16 bits); never an exact match."""
+    content hash (sha256, or pdq within 16 bits); never an exact match. A review key sees
+    the rows proposed from its own queue; curate keys see all."""
     rows = review_mod.list_allow(svc.store, None if status == "all" else status, limit,
-                                 after_id)
+                                 after_id, queue=allow_queue_of(p))
     return {"entries": rows, "next_after_id": rows[-1]["id"] if rows else None}
 
 
 @allow_router.post("/{allow_id}/approve")
 def allow_approve(p: ReviewOrCurate, svc: Svc, allow_id: AllowId) -> dict[str, Any]:
-    """Activate a pending row: a key with curate scope, or a reviewer other than the one
-    who proposed it (two-person rule). Audited."""
+    """Activate a pending row: a key with curate scope, or a reviewer of the row's queue
+    other than the one who proposed it (two-person rule). Audited."""
     try:
         row = review_mod.approve_allow(svc.store, allow_id, actor=p.name,
-                                       can_curate=p.has("curate"))
+                                       can_curate=p.has("curate"), queue=allow_queue_of(p))
     except review_mod.AllowListError as exc:
         raise ApiError(exc.status, exc.code, exc.message) from None
     svc.allow.refresh()
