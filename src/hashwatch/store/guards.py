@@ -110,6 +110,11 @@ def _authorizer(action: int, arg1: str | None, arg2: str | None, _db: str | None
     if action in (sqlite3.SQLITE_DROP_TRIGGER, sqlite3.SQLITE_DROP_TEMP_TRIGGER) and (
             arg2 == AUDIT_TABLE or arg1 in _PROTECTED_TRIGGERS):
         return sqlite3.SQLITE_DENY
+    if action in (sqlite3.SQLITE_CREATE_TRIGGER, sqlite3.SQLITE_CREATE_TEMP_TRIGGER) and \
+            arg2 == AUDIT_TABLE and arg1 not in _PROTECTED_TRIGGERS:
+        # a trigger of one's own on the log (BEFORE INSERT ... RAISE(IGNORE)) would drop
+        # every later audit row without an error; only the guards' own (migrations) pass
+        return sqlite3.SQLITE_DENY
     if action == sqlite3.SQLITE_PRAGMA and (arg1 or "").lower() == "writable_schema" \
             and arg2 is not None:
         # writable_schema lets sqlite_master (and so the triggers) be edited by hand
@@ -118,8 +123,8 @@ def _authorizer(action: int, arg1: str | None, arg2: str | None, _db: str | None
 
 
 def install_sqlite_authorizer(dbapi_conn: Any) -> None:
-    """Refuse DELETE/UPDATE/DROP/ALTER on the audit log and its triggers, and
-    ``PRAGMA writable_schema=...``, on this connection."""
+    """Refuse DELETE/UPDATE/DROP/ALTER on the audit log and its triggers, triggers of
+    anyone else's on it, and ``PRAGMA writable_schema=...``, on this connection."""
     dbapi_conn.set_authorizer(_authorizer)
 
 
