@@ -7,6 +7,8 @@ import io
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 pytest.importorskip("fastapi")
@@ -83,6 +85,61 @@ def test_a_json_body_of_too_many_values_is_refused_before_it_is_parsed(sq):
                        headers=sq.h() | {"Content-Type": "application/json"})
     _small_4xx(r, "values")
     assert r.status_code == 413 and r.json()["error"]["code"] == "too_large", r.text
+
+
+def _reference_problem(doc, strings: bool) -> str | None:  # type: ignore[no-untyped-def]
+    """The rule load_json enforces, written as plainly as possible: containers nested at
+    most MAX_JSON_DEPTH deep, and (strings) no string or member name with a problem."""
+    from hashwatch.store.guards import text_problem
+
+    def walk(node, depth):  # type: ignore[no-untyped-def]
+        if isinstance(node, dict | list):
+            if depth > guards.MAX_JSON_DEPTH:
+                return "deep"
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            for k, v in items:
+                if strings and isinstance(k, str) and text_problem(k):
+                    return "key"
+                found = walk(v, depth + 1)
+                if found:
+                    return found
+        elif strings and isinstance(node, str) and text_problem(node):
+            return "text"
+        return None
+
+    return walk(doc, 0)
+
+
+_json_text = st.text(alphabet=st.sampled_from(["a", "\x00", "\ud800", "\udfff", "é", "\x1f"]),
+                     max_size=4)
+_json_docs = st.recursive(
+    st.none() | st.booleans() | st.integers(-10, 10) | _json_text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_json_text, inner, max_size=3),
+    max_leaves=40)
+
+
+def _nest(doc, n: int):  # type: ignore[no-untyped-def]
+    for _ in range(n):
+        doc = [doc]
+    return doc
+
+
+@settings(max_examples=300, deadline=None)
+@given(doc=_json_docs, extra=st.integers(0, 34))
+def test_json_checker_refuses_exactly_what_the_rule_refuses(doc, extra):
+    """The guard's one-pass check (fast, path worked out only when refusing) against the
+    rule written plainly: the same documents pass, the same are refused."""
+    doc = _nest(doc, extra)
+    body = json.dumps(doc).encode()  # ensure_ascii: NUL and surrogates become \u escapes
+    expected = _reference_problem(doc, strings=True)
+    try:
+        got = guards.load_json(body)
+    except guards.JsonRefused as exc:
+        assert expected is not None, (body[:200], exc.problem)
+        assert exc.status == 422 and exc.problem != "refused", exc.problem
+    else:
+        assert expected is None, (body[:200], expected)
+        assert got == doc
 
 
 def test_error_bodies_encode_whatever_text_they_carry():

@@ -180,8 +180,48 @@ def load_json(body: bytes | str) -> Any:
         raise JsonRefused("", f"nested deeper than {MAX_JSON_DEPTH} levels") from None
     # after a strict UTF-8 decode, NUL and unpaired surrogates reach a parsed string only
     # through a \\u escape (a raw NUL is a JSON syntax error): without one, only the depth
-    # needs a walk, over containers (the common case: cheap on a 1,000-hash request)
+    # needs checking, over containers. One breadth-first pass, level by level, costs about a
+    # fifth of a walk that carries each node's path (0.2 s against 1.0 s of CPU for a
+    # 16 MiB body of 490,000 objects); the path is only worked out for a document refused.
     strings = b"\\u" in raw
+    if not _fine(doc, strings):
+        _refuse_with_path(doc, strings)
+    return doc
+
+
+def _fine(doc: Any, strings: bool) -> bool:
+    """Whether ``doc`` nests containers at most ``MAX_JSON_DEPTH`` deep and (``strings``)
+    holds no string or member name with a :func:`text_problem`."""
+    level, depth = [doc], 0
+    while level:
+        if depth > MAX_JSON_DEPTH:
+            return False
+        nxt: list[Any] = []
+        for node in level:
+            if type(node) is dict:
+                if strings and any(text_problem(k) for k in node):
+                    return False
+                values: Any = node.values()
+            elif type(node) is list:
+                values = node
+            else:  # a scalar at the top
+                values = [node]
+            if strings:
+                for v in values:
+                    if type(v) is str:
+                        if text_problem(v):
+                            return False
+                    elif type(v) is dict or type(v) is list:
+                        nxt.append(v)
+            else:
+                nxt += [v for v in values if type(v) is dict or type(v) is list]
+        level, depth = nxt, depth + 1
+    return True
+
+
+def _refuse_with_path(doc: Any, strings: bool) -> None:
+    """Raise :class:`JsonRefused` naming (a JSON pointer) the first problem :func:`_fine`
+    found in ``doc``."""
     stack: list[tuple[Any, list[str | int]]] = [(doc, [])]
     while stack:
         node, path = stack.pop()
@@ -203,7 +243,7 @@ def load_json(body: bytes | str) -> Any:
         elif isinstance(node, list):
             stack.extend((v, [*path, i]) for i, v in enumerate(node)
                          if strings or isinstance(v, dict | list))
-    return doc
+    raise JsonRefused("", "refused")  # not reached: _fine found a problem this walk names
 
 
 def check_json(body: bytes) -> None:
