@@ -93,6 +93,18 @@ def test_cli_errors_never_print_the_password(tmp_path):
     assert not any(tmp_path.iterdir())  # the URL was not taken for a SQLite path
 
 
+def test_a_libpq_connection_string_is_not_taken_for_a_file_name(tmp_path):
+    # it was: an empty SQLite database (and index files) named after the password
+    dsn = f"host=127.0.0.1 port=1 user=hw password={SECRET} dbname=hw"
+    for args in (["keys", "list", "--db", dsn], ["serve", "--port", "1", "--db", dsn]):
+        r = subprocess.run([sys.executable, "-m", "hashwatch.cli", *args],
+                           capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        out = r.stdout + r.stderr
+        assert r.returncode != 0 and "libpq connection string" in out, (args, out)
+        assert SECRET not in out, (args, out)
+    assert not any(tmp_path.iterdir())
+
+
 def test_log_records_are_redacted(caplog):
     install_log_redaction()
     log = logging.getLogger("hashwatch.test")

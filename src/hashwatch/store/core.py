@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -286,6 +287,12 @@ class Store:
         url, path = _make_url(target)
         shown = redact_url(target)
         if path is not None:
+            if re.search(r"(?i)\b(password|host|dbname|user)\s*=", str(target)):
+                # a libpq "key=value" string is not a file name: opening it as SQLite would
+                # create an empty database named after the password
+                raise StoreError("the database looks like a libpq connection string "
+                                 "(key=value ...): give a URL such as "
+                                 "postgresql+psycopg://user:***@host:5432/dbname")
             if path.exists() and path.is_dir():
                 raise StoreError(f"database path {path} is a directory")
             _create_private_file(path)
