@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -314,3 +315,28 @@ def test_allow_list_rows_and_approvals_follow_the_review_queue(sq):
     assert [x["id"] for x in c.get("/v1/allow-list", headers=cur).json()["entries"]] == \
         [x["id"] for x in rows]  # curate (and admin) keys see every queue's rows
     assert c.post(f"/v1/allow-list/{rows[0]['id']}/approve", headers=ra2).status_code == 200
+
+
+# -- a throttled flood is counted, not only its first few attempts ---------------------------
+def test_every_failed_attempt_is_counted_in_the_audit_including_throttled_ones(sq):
+    """Attempts answered 429 by the throttle left no trace: 4,000 failures on loopback
+    gave 6 rows whose counts summed to about 120."""
+    c = sq.client
+    n = 300
+    codes = [c.get("/v1/lists", headers={"Authorization": f"Bearer hw_{i:012x}_" + "x" * 40}
+                   ).status_code for i in range(n)]
+    assert 429 in codes and 401 in codes
+    sq.client.app.state.service.auth_failures.flush()
+    deadline = time.monotonic() + 10
+    while True:
+        rows = [e for e in c.get("/v1/audit?limit=10000", headers=sq.h()).json()["events"]
+                if e["action"].startswith("auth.failed")]
+        counted = sum(1 if "reason" in r["detail"] else
+                      r["detail"].get("repeated", r["detail"].get("attempts", 0)) for r in rows)
+        if counted == n or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert counted == n, rows
+    assert len(rows) <= 3  # still bounded: first failure, one summary
+    throttled = sum(r["detail"].get("reasons", {}).get("throttled", 0) for r in rows)
+    assert throttled == codes.count(429)

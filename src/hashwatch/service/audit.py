@@ -130,7 +130,8 @@ class FailedAuthLog:
     are summed into one ``auth.failed.suppressed`` row. So a flood costs at most
     ``max_rows + 1`` rows per window and worker, whatever its rate. A source failing more
     than ``throttle_rate`` times a second (burst ``throttle_burst`` seconds' worth) is
-    answered 429 without a database lookup until it slows down.
+    answered 429 without a database lookup until it slows down; those refusals are
+    counted too (:meth:`refused`), in the same rows.
     """
 
     def __init__(self, writer: AuditWriter, *, window: float = 60.0, max_rows: int = 60,
@@ -150,6 +151,26 @@ class FailedAuthLog:
     def throttled(self, source: str) -> float:
         """Seconds this source must wait (0 = go on). Does not count as a failure."""
         return self.throttle.peek(source)
+
+    def refused(self, source: str) -> None:
+        """Count an attempt answered 429 by the throttle (no key lookup, no row of its
+        own): it is summed into the source's window summary (reason ``throttled``), or
+        into ``auth.failed.suppressed`` when the source has no row this window, so the
+        audit says how big a flood was, not only that there was one."""
+        now = self.clock()
+        rows: list[tuple[str, dict[str, Any]]] = []
+        with self._lock:
+            if now - self._start >= self.window:
+                rows.extend(self._close_window())
+                self._start = now
+            cur = self._pending.get(source)
+            if cur is None:
+                self._suppressed += 1
+            else:
+                cur["count"] += 1
+                cur["reasons"]["throttled"] = cur["reasons"].get("throttled", 0) + 1
+        for action, detail in rows:
+            self.writer.enqueue("anonymous", action, detail)
 
     def record(self, source: str, key_id: str | None, reason: str) -> None:
         self.throttle.check(source)

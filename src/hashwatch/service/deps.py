@@ -161,6 +161,7 @@ def authenticate_request(scope: Scope, headers: Headers) -> JSONResponse | None:
         # a source that keeps failing gets no more lookups of unknown keys (database
         # reads) until it slows down; keys that exist are still checked, so real clients
         # sharing the address (a proxy, a NAT) are not locked out by someone else's flood
+        svc.auth_failures.refused(source)
         return error_response(429, "too_many_failures", "too many failed authentication "
                               "attempts from this address",
                               {"Retry-After": str(max(1, int(wait + 0.999)))})
