@@ -157,23 +157,15 @@ class FailedAuthLog:
         own): it is summed into the source's window summary (reason ``throttled``), or
         into ``auth.failed.suppressed`` when the source has no row this window, so the
         audit says how big a flood was, not only that there was one."""
-        now = self.clock()
-        rows: list[tuple[str, dict[str, Any]]] = []
-        with self._lock:
-            if now - self._start >= self.window:
-                rows.extend(self._close_window())
-                self._start = now
-            cur = self._pending.get(source)
-            if cur is None:
-                self._suppressed += 1
-            else:
-                cur["count"] += 1
-                cur["reasons"]["throttled"] = cur["reasons"].get("throttled", 0) + 1
-        for action, detail in rows:
-            self.writer.enqueue("anonymous", action, detail)
+        self._count(source, None, "throttled", may_open=False)
 
     def record(self, source: str, key_id: str | None, reason: str) -> None:
         self.throttle.check(source)
+        self._count(source, key_id, reason, may_open=True)
+
+    def _count(self, source: str, key_id: str | None, reason: str, *, may_open: bool) -> None:
+        """One failure of ``source``: its first of the window opens a row (``may_open``,
+        within ``max_rows``), later ones are summed into its summary."""
         now = self.clock()
         rows: list[tuple[str, dict[str, Any]]] = []
         with self._lock:
@@ -182,7 +174,7 @@ class FailedAuthLog:
                 self._start = now
             cur = self._pending.get(source)
             if cur is None:
-                if self._rows < self.max_rows:
+                if may_open and self._rows < self.max_rows:
                     self._rows += 1
                     self._pending[source] = {"count": 0, "reasons": {}}
                     rows.append(("auth.failed", {"source": source, "key_id": key_id,
