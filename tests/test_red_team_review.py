@@ -130,8 +130,8 @@ def _nest(doc, n: int):  # type: ignore[no-untyped-def]
 def test_json_checker_refuses_exactly_what_the_rule_refuses(doc, extra):
     """The guard's one-pass check (fast, path worked out only when refusing) against the
     rule written plainly: the same documents pass, the same are refused."""
-    doc = _nest(doc, extra)
-    body = json.dumps(doc).encode()  # ensure_ascii: NUL and surrogates become \u escapes
+    body = json.dumps(_nest(doc, extra)).encode()  # ensure_ascii: NUL, surrogates -> \u
+    doc = json.loads(body)  # the document the text holds (a \ud800\udfff pair is one char)
     expected = _reference_problem(doc, strings=True)
     try:
         got = guards.load_json(body)
