@@ -117,6 +117,12 @@ class LocalEngine:
                         pending.clear()
                         break
             finally:
+                if broken:
+                    # CPython's broken-pool clean-up joins every worker, and a surviving
+                    # worker its terminate() missed keeps it waiting forever (seen once under
+                    # load: the scan hung in shutdown); kill what is left first
+                    for p in list((getattr(ex, "_processes", None) or {}).values()):
+                        p.kill()
                 ex.shutdown(wait=True, cancel_futures=True)
             if not broken:
                 return
