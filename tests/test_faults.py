@@ -347,15 +347,31 @@ def test_postgresql_restart_under_load(own_cluster, tmp_path):
             w.stop()
 
 
+# -- a disk that fills: a small tmpfs in the worker's own mount namespace ----------------
+def _need_private_tmpfs(what: str) -> None:
+    """Skip (fail under CI=true) unless a private tmpfs can be mounted: root, unshare, nsenter."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("nsenter") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{what} needs root, unshare and nsenter under CI=true")
+        pytest.skip("needs root, unshare and nsenter (a private tmpfs)")
+
+
+def _start_in_private_mounts(w: Worker, script: str) -> None:
+    """Run ``script`` (it mounts its tmpfs, then execs the service) as ``w``'s process, in a
+    private mount namespace so the mount is seen by the worker alone."""
+    log = open(w.log_path, "ab")  # noqa: SIM115
+    w.proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                               script], env=w.env, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    log.close()
+
+
 # -- the disk under a SQLite database fills up -------------------------------------------
 def test_disk_full_under_sqlite(tmp_path):
     # The worker runs in a private mount namespace on a small tmpfs mounted over `small/`
     # (needs root, as in CI); once it runs, a filler file leaves about 1 MB, the adds fill
     # the rest.
-    if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("nsenter") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("the disk-full test needs root, unshare and nsenter under CI=true")
-        pytest.skip("needs root, unshare and nsenter (a private tmpfs)")
+    _need_private_tmpfs("the disk-full test")
     small = tmp_path / "small"
     small.mkdir()
     db, keyfile = small / "hw.db", tmp_path / "key"
@@ -368,11 +384,7 @@ def test_disk_full_under_sqlite(tmp_path):
     script = (f"mount -t tmpfs -o size=16m tmpfs {small} && {py} -c \"{setup}\" && "
               f"exec {py} -m hashwatch.cli serve --host 127.0.0.1 --port {w.port} "
               f"--db {db} --log-level warning")
-    log = open(w.log_path, "ab")  # noqa: SIM115
-    w.proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                               script], env=w.env, stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True)
-    log.close()
+    _start_in_private_mounts(w, script)
     try:
         w.wait_ready()
         # the disk fills under the running service: a filler leaves it about 1 MB
@@ -421,10 +433,7 @@ def test_disk_full_under_sqlite(tmp_path):
 def test_serve_with_the_index_disk_full(tmp_path):
     # The index folder is a 1 MB tmpfs filled before `serve` starts: the service starts,
     # serves from memory, shows why the index is not saved, and saves it once space is back.
-    if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("nsenter") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("the index-disk-full test needs root, unshare and nsenter under CI=true")
-        pytest.skip("needs root, unshare and nsenter (a private tmpfs)")
+    _need_private_tmpfs("the index-disk-full test")
     idx, db = tmp_path / "idx", tmp_path / "hw.db"
     idx.mkdir()
     known = _values(11, 300)
@@ -439,11 +448,7 @@ def test_serve_with_the_index_disk_full(tmp_path):
               f"(dd if=/dev/zero of={idx}/filler bs=64k status=none 2>/dev/null; true) && "
               f"exec {sys.executable} -m hashwatch.cli serve --host 127.0.0.1 --port {w.port} "
               f"--db {db} --index-path {idx}/hw.pdq.idx --log-level warning")
-    log = open(w.log_path, "ab")  # noqa: SIM115
-    w.proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                               script], env=w.env, stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True)
-    log.close()
+    _start_in_private_mounts(w, script)
     try:
         ready = w.wait_ready()
         assert "No space" in (ready["feed"]["index_save_error"] or ""), ready["feed"]
