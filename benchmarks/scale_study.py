@@ -426,6 +426,14 @@ def cmd_all(a: argparse.Namespace) -> int:
     return main(["report", "--out", str(d / "out")])
 
 
+def _suite_args(p: argparse.ArgumentParser) -> None:
+    """The evaluation's suite, the same in every command that reads or makes its queries."""
+    p.add_argument("--known", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--edits", default=None)
+    p.add_argument("--corpus", type=Path, default=None)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -449,10 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     v.set_defaults(fn=cmd_vocab)
     q = sub.add_parser("queries", help="compute the queries once (resumable per edit)")
     q.add_argument("--out", type=Path, required=True)
-    q.add_argument("--known", type=int, default=200)
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--edits", default=None)
-    q.add_argument("--corpus", type=Path, default=None)
+    _suite_args(q)
     q.set_defaults(fn=cmd_queries)
     r = sub.add_parser("run", help="the cascade at each list size (under the bench lock)")
     r.add_argument("--set", type=Path, required=True)
@@ -475,10 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--index-dir", type=Path, default=None,
                    help="where the keypoint index is saved and mapped from (replaced)")
     r.add_argument("--params", default=None, help="KeypointParams as JSON")
-    r.add_argument("--known", type=int, default=200)
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--edits", default=None)
-    r.add_argument("--corpus", type=Path, default=None)
+    _suite_args(r)
     r.add_argument("--force", action="store_true")
     r.add_argument("--hash-views", default="all", choices=["all", "core"],
                    help="core: the hash tier holds only the full and trimmed views")
@@ -491,10 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     n.add_argument("--out", type=Path, required=True)
     n.add_argument("--top", type=int, default=8)
     n.add_argument("--params", default=None)
-    n.add_argument("--known", type=int, default=200)
-    n.add_argument("--seed", type=int, default=0)
-    n.add_argument("--edits", default=None)
-    n.add_argument("--corpus", type=Path, default=None)
+    _suite_args(n)
     n.set_defaults(fn=cmd_nominate)
     ad = sub.add_parser("add", help="add a month (250,000) to a saved index while searching")
     ad.add_argument("--index-dir", type=Path, required=True)
