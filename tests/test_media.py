@@ -95,7 +95,7 @@ def test_animation_frames_are_distinct_and_bounded(tmp_path) -> None:
     data = (tmp_path / "long.gif").read_bytes()
     m = hash_media(data, "animation", limits=FrameLimits(every=0, max_samples=8))
     assert 4 <= len(m.frames) <= 8 and m.frames[0].index == 0 and m.frames[-1].index >= 30
-    assert m.info.limited is None
+    assert m.info.limited == "max_samples"  # thinned: the file was covered only in part
     # decode bounds stop hostile files: frames, and pixels x frames
     m = hash_media(data, "animation", limits=FrameLimits(every=0, max_frames=5))
     assert m.info.limited == "max_frames" and m.info.frame_count == 5
@@ -103,6 +103,21 @@ def test_animation_frames_are_distinct_and_bounded(tmp_path) -> None:
     assert m.info.limited == "max_pixel_frames" and m.info.frame_count == 3
     with pytest.raises(MediaError):
         hash_media(data, "animation", limits=FrameLimits(max_frame_pixels=1000))
+
+
+def test_known_picture_late_in_a_long_animation_is_found(known, tmp_path) -> None:
+    """Hundreds of distinct frames (more than the robust views are computed for) and the known
+    picture near the end: every distinct frame is hashed with the default bounds."""
+    db, _d, pic = known
+    small = pic.resize((96, 64))
+    rnd = random.Random(7)
+    noise = [Image.frombytes("RGB", (6, 4), rnd.randbytes(72)).resize((96, 64)) for _ in range(900)]
+    frames = noise[:850] + [small] + noise[850:]
+    animation(tmp_path / "long.gif", frames, [40] * len(frames), "GIF")
+    rec = records(run("match", tmp_path / "long.gif", "--db", db))["long.gif"]
+    assert [m["frame"]["index"] for m in rec["matches"]] == [850]
+    m = hash_media((tmp_path / "long.gif").read_bytes(), "animation")
+    assert m.info.limited is None and m.info.frame_count == len(frames) > 600
 
 
 # --- videos: rotation, robust views, triage --------------------------------------------------

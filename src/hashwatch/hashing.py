@@ -91,7 +91,7 @@ class FileHashes:
     duration: float | None = None
     frame_count: int | None = None
     rotation: int | None = None
-    limited: str | None = None  # the decode bound that cut a long or hostile file short
+    limited: str | None = None  # the bound that cut a long or hostile file short, or thinned it
 
     @property
     def error_reason(self) -> str | None:

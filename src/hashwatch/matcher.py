@@ -127,6 +127,8 @@ class MatchResult:
     # whether the file had a PDQ good enough to match perceptually, and if not, why
     pdq_matchable: bool | None = None
     pdq_reason: str | None = None
+    # a video or animation covered only in part: the bound that cut or thinned its frames
+    limited: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -138,6 +140,8 @@ class MatchResult:
             d["pdq_matchable"] = self.pdq_matchable
             if self.pdq_reason:
                 d["pdq_reason"] = self.pdq_reason
+        if self.limited:
+            d["limited"] = self.limited
         return d
 
 
@@ -674,7 +678,8 @@ class Matcher:
                 continue
             ok, why = pdq_matchability(rec, self.min_quality)
             yield MatchResult(path=rec.path, matches=self.match_hashes(rec, lists),
-                              error=rec.error, pdq_matchable=ok, pdq_reason=why)
+                              error=rec.error, pdq_matchable=ok, pdq_reason=why,
+                              limited=getattr(rec, "limited", None))
 
     def match_files(
         self, paths: Iterable[str | os.PathLike[str]], lists: Sequence[str] | None = None, *,

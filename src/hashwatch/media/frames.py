@@ -16,7 +16,11 @@ frames decoded (the real decoding cost), pixels of one frame (from the header, b
 buffer), and frames kept. When more frames would be kept than allowed, the sampling interval
 doubles and every other kept frame is dropped, so the kept frames still span the whole file.
 When a decode bound stops the decoding, :attr:`MediaInfo.limited` says which one; the frames
-kept so far are still returned (a cut video keeps what it showed before).
+kept so far are still returned (a cut video keeps what it showed before). When the kept frames
+were thinned (decoding went on to the end, but frames between the kept ones were dropped),
+``limited`` is ``"max_samples"`` unless a decode bound also stopped the file. Animations are
+never thinned within their frame bound (:data:`ANIMATION_LIMITS`): every distinct frame is
+hashed, since one frame of a long animation can be the known picture.
 """
 
 from __future__ import annotations
@@ -76,9 +80,11 @@ class FrameLimits:
 
 # A video: 1 frame/s, up to 2 h kept; decoding bounded at ~1 h of 4K (or ~4 h of 1080p).
 VIDEO_LIMITS: Final = FrameLimits()
-# An animation: every distinct frame, at most 600 kept; Pillow composites full-size frames, so
-# the pixel budget is far smaller (2 G: e.g. 500 frames of 4 MP).
-ANIMATION_LIMITS: Final = FrameLimits(every=0.0, max_samples=600, max_frames=20_000,
+# An animation: every distinct frame is kept, never thinned: a known picture can hide in any one
+# frame of a long animation (a frame kept costs one fast PDQ; only the frame's hash is kept).
+# Pillow composites full-size frames, so the pixel budget is far smaller than a video's (2 G:
+# e.g. 500 frames of 4 MP, 20,000 frames of 100k pixels).
+ANIMATION_LIMITS: Final = FrameLimits(every=0.0, max_samples=20_000, max_frames=20_000,
                                       max_pixel_frames=2_000_000_000)
 
 
@@ -114,7 +120,7 @@ class MediaInfo:
     duration: float | None = None  # seconds
     frame_count: int = 0  # frames decoded
     rotation: int = 0  # degrees counter-clockwise applied to the stored pixels (0/90/180/270)
-    limited: str | None = None  # the bound that stopped decoding early, if any
+    limited: str | None = None  # the bound that stopped decoding early or thinned the frames
     kept: int = 0  # frames kept (after thinning)
     thumb: np.ndarray | None = field(default=None, repr=False)  # first kept frame's pixels
     extra: dict[str, object] = field(default_factory=dict)
@@ -171,11 +177,20 @@ class _Sampler(Generic[T]):
         if self.every > 0:
             self.next_t = (int(f.t / self.every + 1e-6) + 1) * self.every
         if len(self.kept) > self.max_samples:
-            # too many: keep every other one and sample half as often from here on
+            # too many: keep every other one and sample half as often from here on; the file
+            # is then covered only in part, which the caller must be able to say
+            self.info.extra["thinned"] = True
             self.kept = self.kept[::2]
             self.every = self.every * 2 if self.every > 0 else max(
                 (self.kept[-1].t - self.kept[0].t) / max(len(self.kept) - 1, 1), 1e-3) * 2
             self.next_t = (int(self.kept[-1].t / self.every + 1e-6) + 1) * self.every
+
+
+def _finish(info: MediaInfo, kept: list[Sample[T]]) -> tuple[MediaInfo, list[Sample[T]]]:
+    info.kept = len(kept)
+    if info.limited is None and info.extra.get("thinned"):
+        info.limited = "max_samples"
+    return info, kept
 
 
 def decode_frames(src: str | os.PathLike[str] | bytes, kind: str,
@@ -278,8 +293,7 @@ def _video(src: str | os.PathLike[str] | bytes, lim: FrameLimits,
             info.duration = round(last_t + (1 / rate if rate else 0), 3)
         if not info.width:
             info.width, info.height = sw, sh
-    info.kept = len(sampler.kept)
-    return info, sampler.kept
+    return _finish(info, sampler.kept)
 
 
 def _animation(src: str | os.PathLike[str] | bytes, lim: FrameLimits,
@@ -343,5 +357,4 @@ def _animation(src: str | os.PathLike[str] | bytes, lim: FrameLimits,
         info.duration = round(t_ms / 1000.0, 3) if t_ms else None
     if info.frame_count == 0:
         raise MediaError("truncated", "no frame could be decoded")
-    info.kept = len(sampler.kept)
-    return info, sampler.kept
+    return _finish(info, sampler.kept)

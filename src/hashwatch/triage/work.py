@@ -246,6 +246,10 @@ def _take_media(rec: FileRecord, m: Any, opts: WorkOptions) -> None:
     rec.frames = [(f.t, f.pdq, f.quality) for f in m.frames]
     rec.frame_hashes = m.frames
     rec.vpdq = m.vpdq
+    if m.info.limited:  # an examiner must know a file was not looked at whole
+        rec.warnings.append(f"frames limited by {m.info.limited}: {len(m.frames)} of "
+                            f"{m.info.frame_count} decoded frames kept, the file was "
+                            "covered only in part")
     if opts.thumbnails and m.info.thumb is not None and rec.thumb is None:
         rec.thumb = _thumb(m.info.thumb, opts.thumb_side)
 
