@@ -309,3 +309,42 @@ def test_big_window_is_read_in_pages_and_small_changes_are_not_held_back(
             rounds += 1
         assert rounds == 2 and _index_state(m) == _live(s) and len(m.index) == 46
         assert m.refresh(complete=False) == 0
+
+
+def test_feed_page_plan_probes_by_index_while_statistics_are_stale(pg_db):  # noqa: F811
+    """Right after a bulk import, before autovacuum has analysed the tables, a routine
+    refresh (one new change) must still read ``changes`` by its index range and ``entries``
+    by primary key: the plain join was planned as a hash join over all of ``entries`` then
+    (~190 ms per refresh at 200,000 entries, BENCHMARKS.md freshness). Autovacuum is turned
+    off on both tables so the statistics stay as stale as they are after the import."""
+    from sqlalchemy import event
+
+    from hashwatch.store.bulk import bulk_add
+
+    with Store.open(pg_db) as s:
+        with s.engine.begin() as conn:
+            for t in ("entries", "changes"):
+                conn.exec_driver_sql(f"ALTER TABLE {t} SET (autovacuum_enabled = false)")
+        s.create_list("big")
+        s.create_list("k")
+        bulk_add(s, "big", (EntryIn("pdq", _pdq(10_000 + i)) for i in range(30_000)))
+        m = Matcher(s, persist=False)
+        s.add_entries("k", [EntryIn("pdq", _pdq(1))])
+        seen: list[tuple[str, object]] = []
+
+        def capture(conn, cursor, statement, parameters, context, executemany):
+            if "WITH p AS" in statement:
+                seen.append((statement, parameters))
+
+        event.listen(s.engine, "before_cursor_execute", capture)
+        try:
+            assert m.refresh(complete=False) == 1  # as a service worker refreshes
+        finally:
+            event.remove(s.engine, "before_cursor_execute", capture)
+        assert _matchable(m, _pdq(1))
+        (statement, parameters), = seen  # one page of the feed
+        with s.snapshot() as snap:  # the same snapshot kind and statement, explained
+            cur = snap.conn.connection.driver_connection.cursor()
+            plan = "\n".join(r[0] for r in cur.execute("EXPLAIN " + statement, parameters))
+        assert "Seq Scan on entries" not in plan, plan
+        assert "Seq Scan on changes" not in plan, plan

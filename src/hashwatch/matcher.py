@@ -28,7 +28,7 @@ from hashwatch.robust.keypoint_index import KeypointIndex
 from hashwatch.robust.vocab import default_vocabulary
 from hashwatch.signals.vpdq import VPDQ_COMPARED_MATCH_PERCENT, VPDQ_QUERY_MATCH_PERCENT
 from hashwatch.store import EntryRow, Store
-from hashwatch.store.feed import FeedError, Snapshot
+from hashwatch.store.feed import FeedError, Snapshot, page_limit
 
 log = logging.getLogger(__name__)
 
@@ -310,7 +310,8 @@ class Matcher:
         PDQ change rows were applied.
 
         ``complete=False`` (the service's workers) bounds the work done under the lock: the
-        new window's first page of ``FEED_PAGE`` change rows and one page of an older window
+        new window's first page (``feed.FIRST_PAGE`` change rows) and, when that was full,
+        one of ``FEED_PAGE`` rows, and one page of an older window
         still pending. The rest of a big window (a bulk import of millions) waits in
         :attr:`feed_backlog` for the next calls, so changes committed meanwhile are applied
         at once and no call holds the lock for long. ``also(snapshot)``: more reads in the
@@ -368,15 +369,16 @@ class Matcher:
         with self._lock:
             applied = 0
             cursor = None
-            while True:  # the new window
-                page, nxt, n = snap.changed_page(self.position, "pdq", after=cursor,
-                                                 limit=FEED_PAGE)
+            while True:  # the new window (a small first page: see feed.page_limit)
+                lim = page_limit(cursor, FEED_PAGE)
+                page, nxt, n = snap.changed_page(self.position, "pdq", after=cursor, limit=lim)
                 self.apply_states(page)
                 applied += len(page)
-                if n < FEED_PAGE:
+                if n < lim:
                     break
                 cursor = nxt
-                if not complete:  # the rest later, read in later snapshots up to this one
+                if not complete and lim == FEED_PAGE:  # the rest later, read in later
+                    # snapshots up to this one (after a small first page: one full page first)
                     self._backlog.append((self.position, snap.position, cursor))
                     break
             self.position = snap.position

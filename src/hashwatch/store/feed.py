@@ -54,6 +54,16 @@ from typing import Any
 import sqlalchemy as sa
 
 BATCH = 100_000
+# change rows in the first page of a window (later pages: the caller's limit). A routine
+# refresh finds a handful of changes; a LIMIT far below any row estimate keeps PostgreSQL on
+# the ordered index range even when the table's statistics are stale (see Snapshot._page)
+FIRST_PAGE = 256
+
+
+def page_limit(after: tuple[int, int] | None, limit: int) -> int:
+    """The LIMIT of a window's page: :data:`FIRST_PAGE` at most for its first page (``after``
+    None), ``limit`` for the following ones. A page with fewer rows ends the window."""
+    return min(limit, FIRST_PAGE) if after is None else limit
 
 
 class FeedError(Exception):
@@ -110,9 +120,14 @@ class Snapshot:
         for "features" and "list" rows.
 
         The page is cut from ``changes`` alone (an index range in change order, then
-        LIMIT) and only then joined to ``entries`` by primary key: no plan can scan
-        ``entries`` as a whole per change row, whatever the statistics say (right after a
-        bulk import they still say the table is nearly empty)."""
+        LIMIT) and only then joined to ``entries`` by primary key, on PostgreSQL through a
+        LATERAL subquery that the planner cannot flatten (``OFFSET 0``), so each change row
+        is one primary-key probe whatever the statistics say. Statistics are stale right
+        after a bulk import (a table never analysed looks like a third of its rows match any
+        range), and the plain join was then a hash join over all of ``entries``: ~190 ms per
+        refresh at 200,000 entries until autovacuum analysed the tables, tens of seconds
+        after the import (BENCHMARKS.md, freshness). The first page's small LIMIT
+        (:func:`page_limit`) keeps the ``changes`` range on its index in the same case."""
         cond, params = self._window(since)
         if self.dialect == "postgresql":
             order, materialized, cursor_cols = "txid, seq", "MATERIALIZED ", "txid, seq"
@@ -132,12 +147,18 @@ class Snapshot:
                 cond += " AND c.seq > :aseq"
                 params["aseq"] = after[1]
             out_cursor = "p.txid, p.seq"
+        on = "e.id = p.entry_id AND p.op IN ('add', 'remove')"
+        if self.dialect == "postgresql":
+            source = ("p LEFT JOIN LATERAL (SELECT e.removed_at, e.value, e.signal_type, "
+                      f"e.group_ref FROM entries e WHERE {on} OFFSET 0) e ON true")
+        else:  # SQLite probes the primary key row by row anyway (and has no LATERAL)
+            source = f"p LEFT JOIN entries e ON {on}"
         sql = (
             f"WITH p AS {materialized}(SELECT {cursor_cols}, c.entry_id, c.list_id, c.op "
             f"FROM changes c WHERE {cond} ORDER BY {order} LIMIT :lim) "
             f"SELECT {out_cursor}, p.entry_id, p.list_id, p.op, "
             "CASE WHEN e.removed_at IS NULL THEN e.value END, e.signal_type, e.group_ref "
-            "FROM p LEFT JOIN entries e ON e.id = p.entry_id AND p.op IN ('add', 'remove') "
+            f"FROM {source} "
             f"ORDER BY {order.replace('txid', 'p.txid').replace('seq', 'p.seq')}"
         )
         return [tuple(r) for r in self.conn.execute(sa.text(sql), dict(params, lim=limit))]
@@ -170,10 +191,11 @@ class Snapshot:
         position of another backend."""
         after = None
         while True:
-            states, after, n = self.changed_page(since, signal_type, after=after, limit=batch)
+            lim = page_limit(after, batch)
+            states, after, n = self.changed_page(since, signal_type, after=after, limit=lim)
             if states:
                 yield states
-            if n < batch:
+            if n < lim:
                 return
 
     def any_changed(self, since: str) -> bool:
@@ -203,7 +225,8 @@ class Snapshot:
         position of another backend."""
         after = None
         while True:
-            rows = self._page(since, until=None, after=after, limit=batch)
+            lim = page_limit(after, batch)
+            rows = self._page(since, until=None, after=after, limit=lim)
             ids: set[int] = set()
             groups: set[tuple[int, str]] = set()
             lists: set[int] = set()
@@ -218,7 +241,7 @@ class Snapshot:
             if ids:
                 states = self.keypoint_states(sorted(ids))
                 yield [(i, lst, live) for i, (lst, live) in states.items()]
-            if len(rows) < batch:
+            if len(rows) < lim:
                 return
             after = (int(rows[-1][0]), int(rows[-1][1]))
 
