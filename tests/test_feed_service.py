@@ -177,3 +177,74 @@ def test_concurrent_adds_then_removals_reach_both_workers(cluster, round_):
         left = N - len(w.fresh)
         assert left == 0, f"{left} of {N} removed entries still matched on a worker"
         assert max(w.fresh.values()) <= BOUND, max(w.fresh.values())
+
+
+# -- the late commit, forced, against running workers ---------------------------------------
+def _matches(w: Worker, headers: dict, value: str) -> bool:
+    r = httpx.post(f"{w.url}/v1/match/hashes", headers=headers, timeout=30, json={
+        "notify": False, "hashes": [{"signal_type": "pdq", "value": value}]})
+    r.raise_for_status()
+    return bool(r.json()["results"][0]["matches"])
+
+
+def _in_progress(position: str) -> set[int]:
+    """Transaction ids a worker's feed position ("pg:xmin:xmax:xip,...") saw in progress."""
+    xip = position.split(":")[3]
+    return {int(x) for x in xip.split(",") if x}
+
+
+@pytest.mark.parametrize("push", [True, False], ids=["push", "poll"])
+def test_late_commit_becomes_matchable_on_running_workers(pg_url, tmp_path, push):  # noqa: F811
+    """Issue 12's interleaving against two `hashwatch serve` workers: transaction A inserts
+    an entry and holds; B adds one through worker 0's API and commits; both workers refresh
+    (worker 0 after its own write, worker 1 by push or poll) and their feed positions are
+    checked to have seen A in progress; then A commits, and A must become matchable on both
+    workers. The seq-based feed skipped A for good here. Push: the poll is 120 s, so only
+    the notification of A's commit can bring it within the bound; poll: no LISTEN, a 0.2 s
+    poll. Reconciliation is off, so no repair can hide a skip."""
+    from conftest_pg import create_database, drop_database
+    from test_feed import _held_add
+
+    db = create_database(pg_url)
+    a_val, b_val = _values(90, 2)
+    env = ({"HASHWATCH_REFRESH_INTERVAL": "120"} if push else
+           {"HASHWATCH_FEED_LISTEN": "0", "HASHWATCH_REFRESH_INTERVAL": "0.2"})
+    ws: list[Worker] = []
+    try:
+        with Store.open(db) as s:
+            headers = {"Authorization": f"Bearer {create_key(s, 'curator', 'curate,match')}"}
+            lid = s.create_list("k").id
+            ws = [Worker(db, tmp_path, f"w{i}", **env) for i in range(2)]
+            for w in ws:
+                w.start(wait=False)
+            for w in ws:
+                w.wait_ready()
+            conn_a, tx_a = _held_add(s, lid, a_val)  # A inserts and holds
+            try:
+                a_txid = int(conn_a.exec_driver_sql("SELECT pg_current_xact_id()::text")
+                             .scalar_one())
+                r = httpx.post(f"{ws[0].url}/v1/lists/k/entries", headers=headers, timeout=30,
+                               json={"entries": [{"signal_type": "pdq", "value": b_val}]})
+                assert r.status_code == 201, r.text  # B committed, worker 0 refreshed
+                end = time.monotonic() + BOUND
+                while not _matches(ws[1], headers, b_val):  # worker 1: by push or poll
+                    assert time.monotonic() < end, "B never reached worker 1"
+                    time.sleep(0.05)
+                for w in ws:
+                    assert not _matches(w, headers, a_val)
+                    position = w.wait_ready()["feed"]["position"]
+                    assert a_txid in _in_progress(position), position
+                tx_a.commit()  # A commits after both workers read past it
+            finally:
+                conn_a.close()
+        end = time.monotonic() + BOUND
+        for w in ws:
+            while not _matches(w, headers, a_val):
+                assert time.monotonic() < end, f"A was skipped by worker {w.name}"
+                time.sleep(0.05)
+            assert _matches(w, headers, b_val)
+            assert w.wait_ready()["feed"]["reconcile_differences_total"] == 0
+    finally:
+        for w in ws:
+            w.stop()
+        drop_database(pg_url, db)
