@@ -10,17 +10,21 @@ Prints, in one run, hashwatch beside its anchor:
 * ``recall``: end to end through real vouchers and the real server (a voucher opens AND the
   server's PDQ check of the revealed views passes), per edit, on corpus images the key design
   was not calibrated on;
+* ``recheck``: the server's PDQ check of the revealed views when an account crosses the
+  threshold, through hashwatch.index at list scale (anchor: the brute-force scan);
 * ``build``: a full table of ``--entries`` synthetic hashes, then a delta of ``--delta``
   entries on top of it: wall, CPU, peak RSS, sizes; the device's verify time for the base and
   for the delta (chain + chunk digest), and the fetch size of the delta.
 
     python benchmarks/private_bench.py [--entries 1000000] [--delta 250000] [--workers 2]
-        [--images 24] [--skip crypto recall build] [--build-dir DIR]
+        [--images 24] [--skip crypto recall recheck build] [--build-dir DIR]
+        [--recheck-sizes 100000 1000000 20000000]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import resource
 import shutil
@@ -94,8 +98,11 @@ def crypto(tmp: Path, threshold: int) -> None:
           f"{p.key_design.keys_per_image} keys per image, {p.chunk_slots} chunk slots, "
           f"{p.delta_openings} delta openings")
 
-    def client_cpu(label: str) -> list[bytes]:
+    def client_cpu(label: str, delta_openings: int | None = None) -> list[bytes]:
         table = pub.table()
+        if delta_openings is not None:  # what another signed setting would cost the device
+            table = dataclasses.replace(table, params=dataclasses.replace(
+                table.params, delta_openings=delta_openings))
         client = VoucherClient(table, ClientState.new())
         client.state.synthetic_sent = 10**9  # time real vouchers only
         parts: dict[str, float] = defaultdict(float)
@@ -138,19 +145,30 @@ def crypto(tmp: Path, threshold: int) -> None:
               f"   anchor HMA radius-31 query at 20M (brief): ~35 ms")
     for i in range(p.chunk_slots - 1):
         pub.add_delta(list(_rand_entries(2000, 50 + i, f"d{i}-")))
-    client_cpu(f"{p.chunk_slots} chunks live (base + {p.chunk_slots - 1} deltas)")
+    live = f"{p.chunk_slots} chunks live (base + {p.chunk_slots - 1} deltas)"
+    client_cpu(f"{live}, {p.delta_openings} delta openings")
+    k = p.key_design.keys_per_image
+    client_cpu(f"{live}, every key opens every delta ({k * (p.chunk_slots - 1)} openings)",
+               delta_openings=k * (p.chunk_slots - 1))
 
 
 # --- recall through real vouchers -----------------------------------------------------------
 
-def recall(tmp: Path, images: int) -> None:
+def recall(tmp: Path, images: int, listed_in: str) -> None:
     files = sorted((CORPUS / "bsds500-train").glob("*.jpg"))[:images]
     ims = [np.asarray(Image.open(f).convert("RGB")) for f in files]
     known = [(f.name, pdqhash.compute(im)[0]) for f, im in zip(files, ims, strict=True)]
     known = [(n, np.packbits(b).tobytes().hex()) for n, b in known]
-    pub = Publisher.create(tmp / "r", lambda: known + list(_rand_entries(5000, 6, "f")),
-                           design=DESIGN, threshold=2)
+    filler = list(_rand_entries(5000, 6, "f"))
+    if listed_in == "base":
+        pub = Publisher.create(tmp / "r", lambda: known + filler, design=DESIGN, threshold=2)
+    else:  # the pictures were listed by a monthly delta: probed with the delta openings only
+        pub = Publisher.create(tmp / "r", lambda: filler, design=DESIGN, threshold=2)
+        pub.add_delta(known)
     table = pub.table()
+    print(f"listed pictures in the {listed_in} chunk; live chunks {len(table.chunks)}, "
+          f"{table.params.key_design.keys_per_image} keys per image, "
+          f"{table.params.delta_openings} delta openings")
     rows = []
     n_open: dict[int, int] = defaultdict(int)
     for e in RECALL_EDITS:
@@ -173,12 +191,84 @@ def recall(tmp: Path, images: int) -> None:
         rows.append((e, opened / len(ims), verified / len(ims)))
         print(f"{e:16s} voucher opens {opened / len(ims):.3f}   end to end (opens and "
               f"verifies) {verified / len(ims):.3f}", flush=True)
-    surv = [r for r in rows if r[0] in RECALL_EDITS[:11]]
-    print(f"mean over the 11 PDQ-survivable edits: end to end "
-          f"{np.mean([r[2] for r in surv]):.3f} (n={len(ims)} images)")
+    for fam, names in (("11 PDQ-survivable edits", RECALL_EDITS[:11]),
+                       ("5 orientation edits", RECALL_EDITS[11:16]),
+                       ("7 border edits", RECALL_EDITS[16:23])):
+        fr = [r for r in rows if r[0] in names]
+        print(f"mean over the {fam}: voucher opens {np.mean([r[1] for r in fr]):.3f}, end to "
+              f"end {np.mean([r[2] for r in fr]):.3f} (n={len(ims)} images)")
     total = sum(n_open.values())
     print("keys opened per matching voucher (the synthetic_open distribution): "
           + ", ".join(f"{k}: {v / total:.3f}" for k, v in sorted(n_open.items())))
+
+
+# --- the server's check after the threshold, at list scale -----------------------------------
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _watch_rss(stop, peak: list[float]) -> None:  # type: ignore[no-untyped-def]
+    """This process's peak RSS while ``stop`` is not set, sampled every 50 ms."""
+    while not stop.wait(0.05):
+        peak[0] = max(peak[0], _rss())
+
+
+def recheck(sizes: list[int], threshold: int) -> None:
+    """The PDQ check of the revealed views when an account crosses the threshold: ``threshold``
+    payloads of 16 views each against a list of n entries, through hashwatch.index (what the
+    server uses) and by the brute-force scan it replaced (anchor; one payload only above 1M,
+    where a whole crossing would take minutes). Synthetic list: uniformly random hashes, plus
+    each payload's listed picture; the views are that picture with 0-24 bits flipped."""
+    import threading
+
+    from hashwatch.private.server import ListSecret, brute_force_verifier, index_verifier
+
+    rng = np.random.default_rng(17)
+    for n in sizes:
+        hashes = rng.integers(0, 256, (n, 32), dtype=np.uint8)
+        ids = np.arange(n).astype(str)
+        lst = ListSecret(hashes, ids)
+        payloads = []
+        for _ in range(threshold):
+            row = int(rng.integers(0, n))
+            views = []
+            for j in range(16):
+                bits = np.unpackbits(hashes[row])
+                bits[rng.choice(256, int(rng.integers(0, 25)), replace=False)] ^= 1
+                views.append((f"v{j}", np.packbits(bits).tobytes().hex()))
+            payloads.append((row, views))
+        peak = [0.0]
+        stop = threading.Event()
+        rss0 = _rss()
+        th = threading.Thread(target=_watch_rss, args=(stop, peak), daemon=True)
+        th.start()
+        verify = index_verifier(lst)
+        t0, c0 = time.perf_counter(), time.process_time()
+        verify(payloads[0][1][:1])  # builds the index
+        build_wall, build_cpu = time.perf_counter() - t0, time.process_time() - c0
+        t0, c0 = time.perf_counter(), time.process_time()
+        found = sum(any(m[0] == str(row) for m in verify(views)) for row, views in payloads)
+        q_wall, q_cpu = time.perf_counter() - t0, time.process_time() - c0
+        stop.set()
+        th.join()
+        print(f"list {n:>11,}: index build {build_wall:.1f} s wall / {build_cpu:.1f} s CPU "
+              f"(once, at the first crossing), +{(peak[0] - rss0) / 2**20:,.0f} MiB RSS over "
+              f"the list itself ({n * 32 / 2**20:,.0f} MiB); one crossing = {threshold} "
+              f"payloads x 16 views: {q_wall * 1000:.1f} ms wall / {q_cpu * 1000:.1f} ms CPU, "
+              f"{found}/{threshold} listed pictures found", flush=True)
+        scan = brute_force_verifier(lst)
+        k = threshold if n <= 1_000_000 else 1
+        t0, c0 = time.perf_counter(), time.process_time()
+        found_scan = sum(any(m[0] == str(row) for m in scan(views))
+                         for row, views in payloads[:k])
+        s_wall, s_cpu = (time.perf_counter() - t0) / k, (time.process_time() - c0) / k
+        print(f"  anchor, brute-force scan: {s_cpu * 1000:,.1f} ms CPU per payload "
+              f"({s_wall * 1000:,.1f} ms wall; {found_scan}/{k} found) = "
+              f"{s_cpu * threshold:,.1f} s CPU per crossing; index/scan per payload "
+              f"{q_cpu / threshold / s_cpu:.2g}", flush=True)
+        del verify, scan, lst, hashes
 
 
 # --- build, delta, device ---------------------------------------------------------------------
@@ -267,9 +357,14 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--images", type=int, default=24)
     ap.add_argument("--threshold", type=int, default=10)
+    ap.add_argument("--listed-in", choices=["base", "delta"], default="base",
+                    help="recall: list the pictures in the base chunk or in a delta")
     ap.add_argument("--build-dir", type=Path, default=None,
                     help="where the tables are built (re-run to resume)")
-    ap.add_argument("--skip", nargs="*", default=[], choices=["crypto", "recall", "build"])
+    ap.add_argument("--skip", nargs="*", default=[],
+                    choices=["crypto", "recall", "recheck", "build"])
+    ap.add_argument("--recheck-sizes", type=int, nargs="*", default=[100_000, 1_000_000],
+                    help="list sizes for the server's check after the threshold")
     ap.add_argument("--keys-per-image", type=int, default=None,
                     help="the default key design with another number of device keys")
     a = ap.parse_args()
@@ -287,7 +382,10 @@ def main() -> int:
             crypto(Path(tmp), a.threshold)
         if "recall" not in a.skip:
             section("recall through real vouchers (listed = reference PDQ of the original)")
-            recall(Path(tmp), a.images)
+            recall(Path(tmp), a.images, a.listed_in)
+        if "recheck" not in a.skip:
+            section("the server's PDQ check after the threshold (index vs scan)")
+            recheck(a.recheck_sizes, 30)
         if "build" not in a.skip:
             section("table build, delta, device")
             build(a.build_dir or Path(tmp) / "b", a.entries, a.delta, a.workers)

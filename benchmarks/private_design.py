@@ -31,6 +31,7 @@ bends to (so the figure is an upper bound there).
     python benchmarks/private_design.py gather --cache DIR
     python benchmarks/private_design.py calibrate --cache DIR [--write]
     python benchmarks/private_design.py sweep --cache DIR [--quick]
+    python benchmarks/private_design.py details --cache DIR    # the default design only
 """
 
 from __future__ import annotations
@@ -401,7 +402,7 @@ def sweep(cache: Path, quick: bool) -> None:
         grid = grid[int(os.environ["HW_SWEEP_FROM"]):]
     if quick:
         grid = grid[:2]
-    default = KeyDesign.from_dict({**_default_dict(), "keys_per_image": 96})
+    default = KeyDesign.from_dict(_default_dict())
     print(f"\n{'design':34s} {'B/entry':>7s} {'keys':>4s} {'PDQ-surv':>8s} {'orient':>6s} "
           f"{'border':>6s} {'q@20M':>8s} {'P(flag)':>8s} {'q (hist)':>8s}")
     a = anchor_recall(z, EDITS)
@@ -442,9 +443,11 @@ def details(design: KeyDesign, z: dict, model: FalseMatchModel, cache: Path) -> 
                        ("other", OTHER)):
         print(f"  {fam}: " + ", ".join(f"{e} {r[e]:.3f}" for e in names))
     # An entry still in a delta chunk is probed only with the device's first
-    # delta_openings / (live deltas) keys (32 with one delta, 16 with two; client._slots):
-    # its recall until a compaction or rotation moves it into the base.
-    for k in (32, 16):
+    # delta_openings / (live deltas) keys (64 with the default's one delta slot, 32 if two
+    # deltas shared them; client._slots): its recall until a rotation moves it into the base.
+    from hashwatch.private.table import DEFAULT_DELTA_OPENINGS
+
+    for k in (DEFAULT_DELTA_OPENINGS, DEFAULT_DELTA_OPENINGS // 2):
         dk = KeyDesign.from_dict({**design.to_dict(), "keys_per_image": k})
         rk = recall(dk, z, SURV + ORIENT + BORDER)
         print(f"  entry in a delta, probed by the first {k} keys: PDQ-survivable "
@@ -486,7 +489,7 @@ def details(design: KeyDesign, z: dict, model: FalseMatchModel, cache: Path) -> 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("command", choices=["gather", "calibrate", "sweep"])
+    ap.add_argument("command", choices=["gather", "calibrate", "sweep", "details"])
     ap.add_argument("--cache", type=Path, required=True)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--write", action="store_true")
@@ -506,6 +509,11 @@ def main() -> int:
             path = Path(__file__).resolve().parents[1] / "src/hashwatch/private/_design_data.py"
             write_design_data(rank, sigma, path, a.bits, a.pool)
             print(f"wrote {path}")
+    elif a.command == "details":  # the default only (recall per edit, deltas, false flags)
+        from hashwatch.private import _design_data as dd
+
+        details(KeyDesign.from_dict(_default_dict()), dict(np.load(a.cache / "eval.npz")),
+                FalseMatchModel(a.cache, np.array(dd.ROBUST_RANK)), a.cache)
     else:
         sweep(a.cache, a.quick)
     return 0

@@ -452,3 +452,54 @@ def test_every_view_gets_its_reserved_keys_and_the_order_follows_the_scores():
     assert shared == sorted(shared)
     assert design.client_keys([]) != design.client_keys([])  # no views: random, same count
     assert len(design.client_keys([])) == design.keys_per_image
+
+
+# --- the check after the threshold -----------------------------------------------------------
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 400), st.lists(st.integers(0, 60), max_size=12))
+def test_index_verifier_finds_exactly_what_the_scan_finds(seed, n, dists):
+    """The server's PDQ check through hashwatch.index answers exactly as reading every entry:
+    views planted at distances around 31 from list entries, plus unrelated ones."""
+    from hashwatch.private.server import ListSecret, brute_force_verifier, index_verifier
+
+    rng = np.random.default_rng(seed)
+    hashes = rng.integers(0, 256, (n, 32), dtype=np.uint8)
+    hashes[n // 2 :] = hashes[0]  # duplicates and near-duplicates of one entry
+    for i in range(n // 2, n):
+        bits = np.unpackbits(hashes[i])
+        bits[rng.choice(256, int(rng.integers(0, 20)), replace=False)] ^= 1
+        hashes[i] = np.packbits(bits)
+    lst = ListSecret(hashes, np.array([f"e{i}" for i in range(n)]))
+    views = []
+    for j, d in enumerate(dists):
+        bits = np.unpackbits(hashes[int(rng.integers(0, n))])
+        bits[rng.choice(256, d, replace=False)] ^= 1
+        views.append((f"v{j}", np.packbits(bits).tobytes().hex()))
+    views.append(("far", rng.bytes(32).hex()))
+    assert index_verifier(lst)(views) == brute_force_verifier(lst)(views)
+
+
+def test_every_key_opens_the_base_and_the_best_ranked_open_the_delta(tmp_path):
+    """Each key block opens against the base; only the first ``delta_openings`` keys also
+    open against a live delta (the device's CPU bound). Keys placed at chosen ranks."""
+    rng = np.random.default_rng(11)
+    base, new = _rand_hex(rng), _rand_hex(rng)
+    pub = Publisher.create(tmp_path / "t", lambda: [("b", base)] + [
+        (f"f{i}", _rand_hex(rng)) for i in range(50)], design=DEFAULT_DESIGN, threshold=T,
+        delta_openings=4)
+    pub.add_delta([("d", new)])
+    table = pub.table()
+    assert len(table.chunks) == 2
+    (bkey,), (dkey,) = DEFAULT_DESIGN.server_keys(base), DEFAULT_DESIGN.server_keys(new)
+    k = DEFAULT_DESIGN.keys_per_image
+    payload = bytes(16 + 2 + 16 * 32)
+    for key, rank, opens in ((dkey, 0, True), (dkey, 3, True), (dkey, 4, False),
+                             (dkey, k - 1, False), (bkey, k - 1, True), (bkey, 0, True)):
+        keys = [rng.bytes(16) for _ in range(k)]
+        keys[rank] = key
+        client = VoucherClient(table, ClientState.new())
+        v = client._real(keys, rng.bytes(32), payload)
+        assert len(v) == voucher_bytes(table.params)
+        status = PsiServer.open(tmp_path / "t").ingest("a", v).status
+        assert status == ("opened" if opens else "unopened"), (rank, opens)

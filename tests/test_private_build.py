@@ -72,6 +72,17 @@ def test_fuse_cells_lie_in_three_consecutive_segments_and_peel(n, seed):
                     assert solved_at[int(other)] > r
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 30_000_000), st.binary(min_size=16, max_size=16),
+       st.binary(min_size=32, max_size=32))
+def test_client_key_cells_are_the_build_positions(n, key, seed):
+    # the device's per-key shortcut must name exactly the cells the build solved for the key
+    geom = fuse.FuseGeometry.sized(n)
+    row = np.frombuffer(key, np.uint8).reshape(1, 16)
+    want = fuse.positions(geom, fuse.key_words(seed, row))[0].tolist()
+    assert list(fuse.key_cells(seed, geom, key)) == want
+
+
 # --- the chunk build -----------------------------------------------------------------------
 
 def test_chunk_decodes_every_key_to_its_blinded_point_and_nothing_else(tmp_path):

@@ -10,9 +10,12 @@ random share, so below the threshold the server cannot count the real matches.
 Keys come from the picture's views (``views``: the 8 flips/turns, and the border-trimmed
 picture when there is a border), so a mirrored, turned or bordered copy of a listed picture
 opens too. The protocol is Apple's (Bhowmick, Boneh, Myers, Talwar, Tarbe, "The Apple PSI
-System", 2021; Apple, "CSAM Detection Technical Summary", 2021): per key, random beta and
-gamma, Q = beta * H(key) + gamma * G, and per table chunk S = beta * P + gamma * L, where P is
-the chunk's decoded point for the key.
+System", 2021; Apple, "CSAM Detection Technical Summary", 2021) with one change: gamma is drawn
+once per voucher instead of once per key. Per voucher, random gamma, Gamma = gamma * G and
+gamma * L; per key, random beta, Q = beta * H(key) + Gamma, and per table chunk S = beta * P +
+gamma * L, where P is the chunk's decoded point for the key. This saves a fixed-base and a
+variable-base scalar multiplication per key; docs/private-matching.md ("Why one gamma per
+voucher is enough") gives the security argument.
 """
 
 from __future__ import annotations
@@ -211,11 +214,16 @@ class VoucherClient:
         nonce = os.urandom(NONCE_BYTES)
         vkey = os.urandom(VKEY_BYTES)
         blocks = []
+        # one gamma per voucher (Gamma = gamma * G in every Q, gamma * L in every S): each Q
+        # still carries its own beta, which hides H(key) and makes every S that does not open
+        # unknowable without gamma (docs/private-matching.md)
+        gamma = sodium.random_scalar()
+        big_gamma = sodium.scalar_mult_base(gamma)
+        gl = sodium.scalar_mult(gamma, p.blind_pub)
         for rank, key in enumerate(keys):
             h = sodium.hash_to_point(KEY_DOMAIN, key)
-            beta, gamma = sodium.random_scalar(), sodium.random_scalar()
-            q = sodium.point_add(sodium.scalar_mult(beta, h), sodium.scalar_mult_base(gamma))
-            gl = sodium.scalar_mult(gamma, p.blind_pub)
+            beta = sodium.random_scalar()
+            q = sodium.point_add(sodium.scalar_mult(beta, h), big_gamma)
             blocks.append(q + b"".join(self._slots(key, rank, q, beta, gl, nonce, vkey)))
         # the server must not learn which key (view, probe) opened
         self._rng.shuffle(blocks)

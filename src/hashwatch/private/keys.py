@@ -252,5 +252,5 @@ def default_design() -> KeyDesign:
                      keys_per_image=DEFAULT_KEYS_PER_IMAGE, label="hw-keys-2026a")
 
 
-DEFAULT_KEYS_PER_IMAGE = 96
+DEFAULT_KEYS_PER_IMAGE = 128
 DEFAULT_DESIGN = default_design()

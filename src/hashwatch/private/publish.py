@@ -44,6 +44,8 @@ from .build import (
 from .chain import Link, SignedLink, Witness, sign_link
 from .keys import KeyDesign
 from .table import (
+    DEFAULT_CHUNK_SLOTS,
+    DEFAULT_DELTA_OPENINGS,
     DEFAULT_SYNTHETIC_OPEN,
     Params,
     PublicTable,
@@ -155,7 +157,8 @@ class Publisher:
     @classmethod
     def create(cls, out: str | os.PathLike, entries: Callable[[], Iterable[tuple[object, str]]],
                *, design: KeyDesign, threshold: int = 30, synthetic_rate: float = 0.01,
-               synthetic_max: int = 24, chunk_slots: int = 3, delta_openings: int = 32,
+               synthetic_max: int = 24, chunk_slots: int = DEFAULT_CHUNK_SLOTS,
+               delta_openings: int = DEFAULT_DELTA_OPENINGS,
                list_label: str = "", fingerprint: str = "", seed: bytes | None = None,
                sign_seed: bytes | None = None, mapper: Mapper | None = None, workers: int = 1,
                progress: Progress | None = None) -> Publisher:

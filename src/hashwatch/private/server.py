@@ -73,8 +73,8 @@ class ListSecret:
 
 def brute_force_verifier(lst: ListSecret) -> Verifier:
     """Exact PDQ check of each view hash against every list entry (XOR + popcount on 64-bit
-    words, in chunks; fine after a threshold event, which is rare). Plug a Hamming index in
-    instead for very large lists."""
+    words, in chunks): the reference :func:`index_verifier` is tested against; it reads the
+    whole list per check, so the server uses the index."""
     table = np.ascontiguousarray(lst.hashes).view("<u8")
     chunk = 1 << 20
 
@@ -91,6 +91,46 @@ def brute_force_verifier(lst: ListSecret) -> Verifier:
                 d = int(dist[r, c])
                 if start + r not in best or d < best[start + r][0]:
                     best[start + r] = (d, views[c][0])
+        out = [(str(lst.ids[i]), d, v) for i, (d, v) in best.items()]
+        return sorted(out, key=lambda t: (t[1], t[0]))
+
+    verify.builtin = True  # type: ignore[attr-defined]
+    return verify
+
+
+def index_verifier(lst: ListSecret) -> Verifier:
+    """The check after the threshold through the project's PDQ index
+    (:class:`hashwatch.index.HammingIndex`: exact multi-index hashing, radius 31): the cost of
+    a check grows with the entries near the revealed views, not with the list (the brute-force
+    scan above reads every entry: ~125 ms per crossing at 20,000 entries, hours at 20M). The
+    index is built on the first check (a server that never sees a crossing never builds it),
+    once per list (ids are the list's row numbers; removed entries are not in ``lst``); its
+    build time and memory at list scale are in BENCHMARKS.md."""
+    from hashwatch.index import HammingIndex
+
+    built: list[HammingIndex] = []
+    lock = threading.Lock()
+
+    def index() -> HammingIndex:
+        with lock:
+            if not built:
+                idx = HammingIndex(background=False)
+                idx.add(np.arange(len(lst.hashes), dtype=np.int64),
+                        np.ascontiguousarray(lst.hashes, dtype=np.uint8))
+                built.append(idx)
+            return built[0]
+
+    def verify(views: list[tuple[str, str]]) -> list[tuple[str, int, str]]:
+        if not views or len(lst.hashes) == 0:
+            return []
+        idx = index()
+        q = np.frombuffer(b"".join(bytes.fromhex(h) for _, h in views), np.uint8)
+        best: dict[int, tuple[int, str]] = {}
+        for (name, _), hits in zip(views, idx.search_many(q.reshape(-1, 32),
+                                                          PDQ_MATCH_DISTANCE), strict=True):
+            for row, d in hits:
+                if row not in best or d < best[row][0]:
+                    best[row] = (d, name)
         out = [(str(lst.ids[i]), d, v) for i, (d, v) in best.items()]
         return sorted(out, key=lambda t: (t[1], t[0]))
 
@@ -153,7 +193,7 @@ class PsiServer:
         self.epochs = dict(epochs)
         self.params = self.epochs[max(self.epochs)][0]
         self.list = lst
-        self.verifier = verifier or brute_force_verifier(lst)
+        self.verifier = verifier or index_verifier(lst)
         self._source: tuple[Path, int, tuple] | None = None
         self.state_path = Path(state_path) if state_path else None
         self.accounts: dict[str, dict] = {}
@@ -191,7 +231,7 @@ class PsiServer:
             self.epochs, self.list = epochs, lst
             self.params = epochs[max(epochs)][0]
             if getattr(self.verifier, "builtin", False):
-                self.verifier = brute_force_verifier(lst)
+                self.verifier = index_verifier(lst)
             self._source = (folder, grace, stamp)
         return True
 

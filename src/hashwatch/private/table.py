@@ -38,6 +38,11 @@ KEY_DOMAIN = b"hashwatch-psi-key-v1"
 # default design: a real match opens this many keys), so a synthetic voucher's open count
 # looks like that of a real match.
 DEFAULT_SYNTHETIC_OPEN = [0.93, 0.05, 0.02]
+# Chunks a device holds at once (base + deltas) and key-chunk openings spent on deltas: the
+# voucher's bytes grow with the slots (16 B per key block each) and the device's CPU with the
+# openings (one scalar multiplication each); BENCHMARKS.md measures the choice.
+DEFAULT_CHUNK_SLOTS = 2
+DEFAULT_DELTA_OPENINGS = 64
 
 
 class TableRejected(ChainRejected):
@@ -61,8 +66,8 @@ class Params:
     synthetic_rate: float = 0.01
     synthetic_max: int = 24
     synthetic_open: Sequence[float] = field(default_factory=lambda: list(DEFAULT_SYNTHETIC_OPEN))
-    chunk_slots: int = 3
-    delta_openings: int = 32
+    chunk_slots: int = DEFAULT_CHUNK_SLOTS
+    delta_openings: int = DEFAULT_DELTA_OPENINGS
     list_label: str = ""
     version: int = FORMAT_VERSION
 
