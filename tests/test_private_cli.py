@@ -203,7 +203,9 @@ def test_private_endpoints_answer_devices_only_accepted(tmp_path):
 
 
 def test_cli_setup_keys_per_image_sets_the_voucher_shape(tmp_path):
+    from hashwatch.private.keys import DEFAULT_DESIGN
     from hashwatch.private.publish import Publisher
+    from hashwatch.private.table import DEFAULT_CHUNK_SLOTS, DEFAULT_DELTA_OPENINGS
     from hashwatch.private.voucher import voucher_bytes
 
     rng = np.random.default_rng(1)
@@ -213,13 +215,20 @@ def test_cli_setup_keys_per_image_sets_the_voucher_shape(tmp_path):
     sizes = {}
     for k in (96, 128):
         r = runner.invoke(app, ["setup", str(hashes), "--out", str(tmp_path / str(k)),
-                                "--workers", "1", "--keys-per-image", str(k)])
+                                "--workers", "1", "--keys-per-image", str(k),
+                                "--delta-openings", str(k)])
         assert r.exit_code == 0, r.output
         params = Publisher(tmp_path / str(k)).params()
-        assert params.key_design.keys_per_image == k
+        assert params.key_design.keys_per_image == k and params.delta_openings == k
         sizes[k] = voucher_bytes(params)
     # every key block costs the same, so the voucher grows with the keys and nothing else
     assert sizes[128] > sizes[96]
+    # the defaults the CLI signs are the library's
+    r = runner.invoke(app, ["setup", str(hashes), "--out", str(tmp_path / "d"), "--workers", "1"])
+    assert r.exit_code == 0, r.output
+    params = Publisher(tmp_path / "d").params()
+    assert (params.key_design.keys_per_image, params.chunk_slots, params.delta_openings) == (
+        DEFAULT_DESIGN.keys_per_image, DEFAULT_CHUNK_SLOTS, DEFAULT_DELTA_OPENINGS)
     r = runner.invoke(app, ["setup", str(hashes), "--out", str(tmp_path / "x"),
                             "--keys-per-image", "3"])
     assert r.exit_code != 0 and not (tmp_path / "x" / "chain.json").exists()
