@@ -120,6 +120,22 @@ def test_known_picture_late_in_a_long_animation_is_found(known, tmp_path) -> Non
     assert m.info.limited is None and m.info.frame_count == len(frames) > 600
 
 
+def test_known_picture_shown_briefly_between_samples_is_found(known, tmp_path) -> None:
+    """Half a second of the known picture inside a slide show, between two of the one-per-
+    second samples: the cut into it is kept as an extra frame; the vPDQ stays one per second."""
+    db, _d, pic = known
+    show = scenes(5, 6, size=pic.size)
+    write_video(tmp_path / "flash.mp4", lambda i: pic if 23 <= i <= 27 else show(i), 60)
+    write_video(tmp_path / "plain.mp4", show, 60)
+    recs = records(run("match", tmp_path / "flash.mp4", tmp_path / "plain.mp4", "--db", db))
+    assert {m["ref"] for m in recs["flash.mp4"]["matches"]} == {"known.png"}
+    assert 2.3 <= recs["flash.mp4"]["matches"][0]["frame"]["t"] <= 2.7
+    assert recs["plain.mp4"]["matches"] == []
+    m = hash_media(tmp_path / "flash.mp4", "video")
+    assert [round(f.timestamp) for f in m.vpdq] == [0, 1, 2, 3, 4, 5]  # the reference's sampling
+    assert any(f.cut for f in m.frames) and len(m.frames) <= 6 + 4
+
+
 # --- videos: rotation, robust views, triage --------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -35,9 +35,14 @@ class FrameHash:
     pdq: str
     quality: int
     extras: dict[str, Any] | None = None
+    cut: bool = False  # a video frame kept after a cut, off the one-per-interval grid
 
     def as_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "t": self.t, "pdq": self.pdq, "quality": self.quality}
+        d: dict[str, Any] = {"index": self.index, "t": self.t, "pdq": self.pdq,
+                             "quality": self.quality}
+        if self.cut:
+            d["cut"] = True
+        return d
 
 
 @dataclass(frozen=True)
@@ -49,10 +54,12 @@ class MediaHashes:
 
     @property
     def vpdq(self) -> tuple[VpdqFeature, ...] | None:
-        """The vPDQ hash (videos only): every kept frame, in time order."""
+        """The vPDQ hash (videos only): every frame kept on the sampling grid, in time order
+        (frames kept after a cut are matched as frames but are not part of the vPDQ, so it
+        stays comparable with the reference implementation's)."""
         if self.info.kind != "video":
             return None
-        return tuple(VpdqFeature(f.pdq, f.quality, f.t) for f in self.frames)
+        return tuple(VpdqFeature(f.pdq, f.quality, f.t) for f in self.frames if not f.cut)
 
     def first_usable(self) -> FrameHash | None:
         """The first frame of PDQ quality >= 50, else the first frame (the record's own PDQ)."""
@@ -88,7 +95,7 @@ def hash_media(
             except Exception:  # the views are a bonus: plain PDQ still matches
                 ex = None
         seen.add(pdq)
-        return FrameHash(f.index, f.t, pdq, quality, ex)
+        return FrameHash(f.index, f.t, pdq, quality, ex, f.cut)
 
     info, samples = decode_frames(src, kind, on_frame, limits)
     return MediaHashes(info, tuple(s.value for s in samples))

@@ -117,6 +117,9 @@ def open_workdb(out_dir: Path, *, create: bool = True) -> sqlite3.Connection:
         if col not in have:
             conn.execute(f"ALTER TABLE files ADD COLUMN {col} {kind}")
     conn.execute("CREATE INDEX IF NOT EXISTS ix_files_device ON files(device)")
+    if "cut" not in {r[1] for r in conn.execute("PRAGMA table_info(frames)")}:
+        # 1: a video frame kept after a cut, off the one-per-interval grid (not in the vPDQ)
+        conn.execute("ALTER TABLE frames ADD COLUMN cut INTEGER NOT NULL DEFAULT 0")
     return conn
 
 
@@ -374,8 +377,9 @@ class _Writer:
                     )
                     if rec.frames:
                         fid = cur.lastrowid
-                        c.executemany("INSERT INTO frames(file_id, t, pdq, quality) VALUES "
-                                      "(?,?,?,?)", [(fid, t, p, q) for t, p, q in rec.frames])
+                        c.executemany("INSERT INTO frames(file_id, t, pdq, quality, cut) "
+                                      "VALUES (?,?,?,?,?)",
+                                      [(fid, t, p, q, int(cut)) for t, p, q, cut in rec.frames])
                 c.execute("INSERT INTO tasks(key, size, records, run_id, done_at) VALUES "
                           "(?,?,?,?,?)", (sf.path, sf.size, len(rows), self.run_id, now))
             c.execute("UPDATE runs SET files_done = files_done + ? WHERE id = ?",

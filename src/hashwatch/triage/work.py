@@ -65,7 +65,8 @@ class FileRecord:
     height: int | None = None
     duration: float | None = None
     frame_count: int | None = None
-    frames: list[tuple[float, str, int]] = field(default_factory=list)  # (seconds, pdq, quality)
+    # (seconds, pdq, quality, cut: kept after a cut, off the sampling grid)
+    frames: list[tuple[float, str, int, bool]] = field(default_factory=list)
     # videos and animations: the kept frames with their query views (hashwatch.media), and a
     # video's vPDQ; read by the Matcher, not stored
     frame_hashes: tuple[Any, ...] | None = None
@@ -243,7 +244,7 @@ def _take_media(rec: FileRecord, m: Any, opts: WorkOptions) -> None:
     """A video's or animation's kept frames (hashwatch.media.hash_media) onto its record."""
     rec.format = rec.format or m.info.format
     rec.duration, rec.frame_count = m.info.duration, m.info.frame_count
-    rec.frames = [(f.t, f.pdq, f.quality) for f in m.frames]
+    rec.frames = [(f.t, f.pdq, f.quality, f.cut) for f in m.frames]
     rec.frame_hashes = m.frames
     rec.vpdq = m.vpdq
     if m.info.limited:  # an examiner must know a file was not looked at whole

@@ -111,13 +111,14 @@ def vics_records(conn: sqlite3.Connection) -> Iterator[dict[str, Any]]:
             rec["Tags"] = tags
         alts = []
         if r["kind"] == "video":
-            frames = conn.execute("SELECT t, pdq, quality FROM frames WHERE file_id = ? "
+            frames = conn.execute("SELECT t, pdq, quality, cut FROM frames WHERE file_id = ? "
                                   "ORDER BY t", (r["id"],)).fetchall()
             for f in frames:
                 alts.append({"HashName": f"PDQ:frame@{f['t']:g}s", "HashValue": f["pdq"]})
-            if frames:  # the video's vPDQ, in the reference's interchange form
+            grid = [f for f in frames if not f["cut"]]  # frames kept after a cut are not
+            if grid:  # the video's vPDQ, in the reference's interchange form
                 alts.append({"HashName": "vPDQ", "HashValue": format_vpdq(
-                    VpdqFeature(f["pdq"], f["quality"], f["t"]) for f in frames)})
+                    VpdqFeature(f["pdq"], f["quality"], f["t"]) for f in grid)})
         elif r["pdq"]:
             alts.append({"HashName": "PDQ", "HashValue": r["pdq"]})
         if alts:
