@@ -19,7 +19,9 @@ match requests until it is matchable (or gone): freshness = acknowledged -> seen
 worker; an update never seen by the end (plus 10 s) is *missed*. Webhook events: every
 event the API reported (``"events"``) must reach the receiver once (by event id); *late* =
 received more than 10 s after the request that created it, *lost* = never (60 s grace).
-Worker RSS from /proc at the start (after warm-up) and at the end.
+Worker RSS from /proc at the start (after warm-up) and at the end, and every ``--sample``
+seconds beside each worker's index size, so growth can be told from warm-up and from the
+entries the load adds (a table per phase).
 
 Anchor, in the same run: the same load for ``--anchor-minutes`` with LISTEN/NOTIFY off
 (``HASHWATCH_FEED_LISTEN=0``: the 1 s polling the service did before), for freshness.
@@ -192,7 +194,8 @@ def pct(xs: list[float], q: float) -> float:
 
 
 def run_phase(ws: list[Worker], keys: dict, images: list[bytes], known: list[str],
-              minutes: float, clients: int, rx: Receiver, seed: int) -> dict:
+              minutes: float, clients: int, rx: Receiver, seed: int,
+              every: float = 60.0) -> dict:
     stats: dict[str, list[float]] = defaultdict(list)
     errors: dict[str, int] = defaultdict(int)
     events: list[tuple[float, int]] = []  # (request time, events reported)
@@ -263,14 +266,36 @@ def run_phase(ws: list[Worker], keys: dict, images: list[bytes], known: list[str
     cpu_start = [tree_cpu(w.proc.pid) for w in ws]
     own_start = time.process_time()
     t_start = time.monotonic()
+    samples: list[tuple[float, list[float], list[int]]] = []  # (s, RSS MB, index size)
+
+    def sample() -> None:
+        sizes = []
+        for w in ws:
+            try:
+                sizes.append(int(httpx.get(f"{w.url}/v1/health/ready", timeout=10)
+                                 .json()["index_size"]))
+            except (httpx.HTTPError, KeyError, ValueError):
+                sizes.append(-1)
+        samples.append((time.monotonic() - t_start, [rss_mb(w.proc.pid) for w in ws], sizes))
+
+    def sampler() -> None:
+        sample()
+        while time.monotonic() < stop - every / 2:
+            time.sleep(min(every, max(0.0, stop - time.monotonic())))
+            sample()
+
     for t in threads:
         t.start()
+    sampling = threading.Thread(target=sampler, daemon=True)
+    sampling.start()
     time.sleep(min(30, minutes * 60 / 4))
     rss_start = [rss_mb(w.proc.pid) for w in ws]
     for t in threads:
         t.join()
     wall = time.monotonic() - t_start
     rss_end = [rss_mb(w.proc.pid) for w in ws]
+    sampling.join()
+    sample()
     cpu = [tree_cpu(w.proc.pid) - c for w, c in zip(ws, cpu_start, strict=True)]
     own_cpu = time.process_time() - own_start
     grace = time.monotonic() + 10
@@ -282,7 +307,8 @@ def run_phase(ws: list[Worker], keys: dict, images: list[bytes], known: list[str
     n_events = sum(n for _, n in events)
     return {"wall": wall, "cpu": cpu, "own_cpu": own_cpu,
             "stats": stats, "errors": dict(errors), "rss_start": rss_start,
-            "rss_end": rss_end, "missed": missed, "fresh": [w.fresh for w in watches],
+            "rss_end": rss_end, "samples": samples, "missed": missed,
+            "fresh": [w.fresh for w in watches],
             "events": n_events, "event_times": events}
 
 
@@ -317,7 +343,12 @@ def main() -> None:
     ap.add_argument("--entries", type=int, default=200_000)
     ap.add_argument("--clients", type=int, default=6)
     ap.add_argument("--workdir", default="soak-bench")
+    ap.add_argument("--sample", type=float, default=60.0,
+                    help="seconds between samples of worker RSS and index size")
+    ap.add_argument("--env", action="append", default=[],
+                    help="NAME=VALUE for every worker (e.g. HASHWATCH_GIL_SWITCH_INTERVAL=0.001)")
     a = ap.parse_args()
+    extra = dict(x.split("=", 1) for x in a.env)
     from hashwatch.service.auth import create_key
     from hashwatch.store import Store
 
@@ -339,7 +370,7 @@ def main() -> None:
         for phase, listen, minutes in (("push", "1", a.minutes), ("anchor", "0", a.anchor_minutes)):
             ws = [Worker(db, work, f"{phase}{i}", HASHWATCH_FEED_LISTEN=listen,
                          HASHWATCH_RECONCILE_INTERVAL="120", HASHWATCH_WORKERS="2",
-                         HASHWATCH_WEBHOOK_POLL_INTERVAL="0.2") for i in range(2)]
+                         HASHWATCH_WEBHOOK_POLL_INTERVAL="0.2", **extra) for i in range(2)]
             for w in ws:
                 w.start(wait=False)
             for w in ws:
@@ -365,7 +396,7 @@ def main() -> None:
                         time.sleep(0.5)
             print(f"phase {phase}: {minutes} min", flush=True)
             res = run_phase(ws, keys, images, known, minutes, a.clients, rx,
-                            seed=1 if phase == "push" else 2)
+                            seed=1 if phase == "push" else 2, every=a.sample)
             time.sleep(5)
             res["ready"] = [w.wait_ready() for w in ws]
             results[phase] = res
@@ -407,6 +438,13 @@ def report(results: dict, rx: Receiver, outbox: list, a: argparse.Namespace) -> 
               f"{[round(c) for c in r['cpu']]}; load generator + watchers: {r['own_cpu']:.0f}")
         print(f"  worker RSS start/end MB: "
               f"{[f'{s:.0f}/{e:.0f}' for s, e in zip(r['rss_start'], r['rss_end'], strict=True)]}")
+        print("  t (s) | worker RSS MB | index entries | RSS - first sample MB | index growth")
+        (_, rss0, n0) = r["samples"][0]
+        for t, rss, n in r["samples"]:
+            print(f"  {t:5.0f} | " + " / ".join(f"{x:.1f}" for x in rss) + " | "
+                  + " / ".join(f"{x:,}" for x in n) + " | "
+                  + " / ".join(f"{x - x0:+.1f}" for x, x0 in zip(rss, rss0, strict=True))
+                  + " | " + " / ".join(f"{x - x0:+,}" for x, x0 in zip(n, n0, strict=True)))
         for k, rd in enumerate(r["ready"]):
             rec = rd["feed"]["reconcile"]
             print(f"  worker {k}: index {rd['index_size']:,}, push {rd['feed']['push']}, "
