@@ -14,18 +14,26 @@ set-based step keeps that path's rules:
 * every added or restored entry gets a change-feed row in the same transaction, so indexes
   and service workers pick the import up like any other write (``hashwatch.store.feed``).
 
-PostgreSQL: ``COPY`` into a temporary table (not WAL-logged), then one
-``INSERT ... SELECT ... ORDER BY ... ON CONFLICT DO NOTHING RETURNING id`` feeding the
-change rows. SQLite: batched inserts into a TEMP table (a separate file: the database is
-not locked while the file is read), then the same INSERT ... SELECT under the write lock.
-Applying rows in identity order makes index insertions nearly sequential, which is most of
-the speed-up over the row-by-row path (see BENCHMARKS.md, bulk import).
+PostgreSQL: the rows are parsed in chunks (the first ``PG_CHUNK_FIRST`` rows, doubling up
+to ``PG_CHUNK``), each written as COPY text to an unlinked owner-only temporary file, then
+``COPY``-ed into a temporary table (not WAL-logged) and applied by one
+``INSERT ... SELECT ... ORDER BY ... ON CONFLICT DO NOTHING RETURNING id`` feeding the change
+rows; the server applies chunk k (a second thread waits on it) while this process parses
+chunk k+1, so both cores work. All chunks are statements of one transaction: atomic. SQLite:
+batched inserts into a TEMP table (a separate file: the database is not locked while the
+file is read), then the same INSERT ... SELECT under the write lock. Applying rows in
+identity order makes index insertions nearly sequential, which is most of the speed-up over
+the row-by-row path; chunks that double in size keep the number of passes over the indexes
+small (see BENCHMARKS.md, bulk import).
 
-Memory stays flat (rows stream; sorting happens in the database, spilling to disk). A run
-killed while staging leaves nothing behind (the staging table is temporary). PostgreSQL: the
-final step is one transaction; other writers proceed meanwhile, except on the very same
-entries. SQLite has one writer at a time, so one statement applying 20 million rows would hold
-the write lock for minutes and every other writer (the service's list updates) would fail
+Memory stays flat (rows stream; a chunk waits on disk; sorting happens in the database,
+spilling to disk). A run killed while staging leaves nothing behind (the staging table is
+temporary). PostgreSQL: the whole import is one transaction; other writers proceed
+meanwhile, except on the very same entries; a parse error or an interrupt cancels the chunk
+being applied and rolls everything back.
+
+SQLite has one writer at a time, so one statement applying 20 million rows would hold the
+write lock for minutes and every other writer (the service's list updates) would fail
 after its 30 s busy timeout. It applies the staged rows in chunks in file order instead (the
 first of ``SQLITE_CHUNK_FIRST`` rows, each next one sized from the last one's time to hold the
 lock about ``SQLITE_CHUNK_SECONDS``, at most ``SQLITE_CHUNK`` rows), each its own short
@@ -37,11 +45,14 @@ holds across chunks because earlier chunks are applied first.
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
-from typing import Any
+from typing import IO, Any
 
 import sqlalchemy as sa
 
@@ -52,6 +63,8 @@ STAGE_COLUMNS = ("signal_type", "value", "category_scheme", "category_code", "la
                  "source_ref", "group_ref", "variant")
 _IDENTITY = "signal_type, value, category_scheme, category_code, variant"
 _BATCH = 10_000
+PG_CHUNK_FIRST = 1_000_000  # PostgreSQL: rows of the first chunk (the server starts early)
+PG_CHUNK = 8_000_000  # PostgreSQL: chunks double up to this (few passes over the indexes)
 SQLITE_CHUNK = 1_000_000  # at most this many staged rows per write transaction on SQLite
 SQLITE_CHUNK_FIRST = 100_000  # the first chunk; later ones sized by the time they take
 SQLITE_CHUNK_SECONDS = 2.0  # aimed write-lock hold per chunk (waiting writers: 30 s timeout)
@@ -100,7 +113,7 @@ def bulk_add(
 
     Returns counts like ``Store.add_entries`` (``added_ids`` stays empty: a bulk import may
     add millions). ``on_batch(n)`` is called as rows are staged, ``on_apply()`` once before
-    the set-based step. Raises ListNotFound, KeyError (unknown signal type) and whatever
+    the set-based step (PostgreSQL: before its first chunk). Raises ListNotFound, KeyError (unknown signal type) and whatever
     the reader raises (FormatError); nothing is written then.
     """
     with store.engine.connect() as conn:
@@ -155,44 +168,119 @@ _SELECT = ("SELECT :lid, signal_type, value, category_scheme, category_code, lab
 _SELECT_CHUNK = _SELECT.replace("WHERE true", "WHERE n > :lo AND n <= :hi")
 
 
+def _copy_line(n: int, row: tuple) -> str:
+    """One row of the staging table in COPY text format (``n`` first): fields are joined
+    by tabs; backslashes, tabs and line breaks inside a field are escaped."""
+    line = "\t".join(row)
+    if line.count("\t") != len(row) - 1 or "\\" in line or "\n" in line or "\r" in line:
+        line = "\t".join(f.translate(_COPY_ESCAPES) for f in row)
+    return f"{n}\t{line}\n"
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _spools(items: Iterable[EntryIn], on_batch: Callable[[int], None] | None,
+            staged: Counter) -> Iterator[tuple[IO[bytes], int]]:
+    """The rows, parsed and numbered in file order, as chunks of COPY text in unlinked
+    owner-only temporary files (memory stays flat): ``(file at offset 0, rows)``. Chunks
+    grow from ``PG_CHUNK_FIRST`` rows, doubling up to ``PG_CHUNK``. Parsing happens as the
+    iterator advances, i.e. while the caller's previous chunk is applied."""
+    batches = _staged(items, on_batch, staged)
+    n = 0
+    size = PG_CHUNK_FIRST
+    while True:
+        # 0600 and already unlinked: hashes never linger; closed by the caller
+        spool = tempfile.TemporaryFile()  # noqa: SIM115
+        k = 0
+        for rows in batches:
+            spool.write("".join(_copy_line(n + i, r)
+                                for i, r in enumerate(rows, start=1)).encode())
+            n += len(rows)
+            k += len(rows)
+            if k >= size:
+                break
+        if not k:
+            spool.close()
+            return
+        spool.seek(0)
+        yield spool, k
+        size = min(size * 2, PG_CHUNK)
+
+
 def _bulk_pg(store: Store, list_id: int, items: Iterable[EntryIn], actor: str, action: str,
              detail: dict | None, on_batch: Any, on_apply: Any) -> AddResult:
     res = AddResult()
+    staged: Counter = Counter()
+    added: Counter = Counter()
+    restored: list[tuple] = []
     with store.engine.begin() as conn:
         conn.exec_driver_sql(
-            "CREATE TEMP TABLE hw_stage (n bigserial, signal_type text, value text, "
+            "CREATE TEMP TABLE hw_stage (n bigint, signal_type text, value text, "
             "category_scheme text, category_code text, labels text, source_ref text, "
             "group_ref text, variant text) ON COMMIT DROP")
-        raw = conn.connection.driver_connection
-        staged: Counter = Counter()
-        with raw.cursor() as cur, cur.copy(
-                f"COPY hw_stage ({', '.join(STAGE_COLUMNS)}) FROM STDIN") as copy:
-            for rows in _staged(items, on_batch, staged):
-                for r in rows:
-                    copy.write_row(r)
-        if on_apply is not None:
-            on_apply()
-        now = utcnow()
-        conn.exec_driver_sql("ANALYZE hw_stage")
-        # the identity-order sort of the staged rows: in memory up to this, then on disk
+        # a chunk's identity-order sort: in memory up to this, then on disk
         conn.exec_driver_sql("SET LOCAL work_mem = '256MB'")
+        raw = conn.connection.driver_connection
+        now = utcnow()
         params = {"lid": list_id, "now": now, "actor": actor}
-        restored: list[tuple] = []
-        if _ever_removed(conn, list_id):
-            restored = [tuple(r) for r in conn.execute(sa.text(_RESTORE.format(chunk="")),
-                                                       params)]
-            if restored:
-                conn.execute(changes.insert(), [{"entry_id": i, "list_id": list_id,
-                                                 "op": "add", "at": now} for i, _s in restored])
-        added = dict(conn.execute(sa.text(
-            f"WITH ins AS (INSERT INTO entries ({_COLS}) {_SELECT} ON CONFLICT DO NOTHING "
-            "RETURNING id, signal_type), "
-            "chg AS (INSERT INTO changes (entry_id, list_id, op, at) "
-            "SELECT id, :lid, 'add', :now FROM ins) "
-            "SELECT signal_type, count(*) FROM ins GROUP BY signal_type"), params).all())
-        _count(res, staged, added, restored)
+        may_restore = _ever_removed(conn, list_id)
+        # the server applies chunk k (one thread, the connection's only user meanwhile)
+        # while this thread parses chunk k+1: both cores work (BENCHMARKS.md, bulk import)
+        pool = ThreadPoolExecutor(1, thread_name_prefix="hashwatch-bulk")
+        pending: Future | None = None
+        try:
+            for spool, _k in _spools(items, on_batch, staged):
+                with spool:
+                    if pending is not None:
+                        pending.result()
+                    elif on_apply is not None:
+                        on_apply()
+                    conn.exec_driver_sql("TRUNCATE hw_stage")
+                    with raw.cursor() as cur, cur.copy(
+                            f"COPY hw_stage (n, {', '.join(STAGE_COLUMNS)}) FROM STDIN") as cp:
+                        while block := spool.read(1 << 20):
+                            cp.write(block)
+                if may_restore:
+                    conn.exec_driver_sql("ANALYZE hw_stage")
+                pending = pool.submit(_apply_pg_chunk, conn, params, may_restore, added,
+                                      restored)
+            if pending is None and on_apply is not None:
+                on_apply()
+            if pending is not None:
+                pending, last = None, pending
+                last.result()
+        finally:
+            if pending is not None:  # parsing failed while a chunk was being applied
+                with contextlib.suppress(Exception):
+                    raw.cancel()
+                with contextlib.suppress(BaseException):
+                    pending.result()
+            pool.shutdown()
+        _count(res, staged, dict(added), restored)
         _finish(store, conn, list_id, res, actor, action, detail, now)
     return res
+
+
+def _apply_pg_chunk(conn: sa.Connection, params: dict[str, Any], may_restore: bool,
+                    added: Counter, restored: list[tuple]) -> None:
+    """The staged chunk: restores, then one INSERT ... SELECT in identity order (first
+    occurrence wins; rows of earlier chunks are already in, so a later repeat is a
+    conflict), each added or restored entry with its change row. Part of the import's
+    transaction."""
+    if may_restore:
+        back = [tuple(r) for r in conn.execute(sa.text(_RESTORE.format(chunk="")), params)]
+        if back:
+            conn.execute(changes.insert(), [{"entry_id": i, "list_id": params["lid"],
+                                             "op": "add", "at": params["now"]}
+                                            for i, _s in back])
+            restored += back
+    added.update(dict(conn.execute(sa.text(
+        f"WITH ins AS (INSERT INTO entries ({_COLS}) {_SELECT} "
+        "ON CONFLICT DO NOTHING RETURNING id, signal_type), "
+        "chg AS (INSERT INTO changes (entry_id, list_id, op, at) "
+        "SELECT id, :lid, 'add', :now FROM ins) "
+        "SELECT signal_type, count(*) FROM ins GROUP BY signal_type"), params).all()))
 
 
 def _bulk_sqlite(store: Store, list_id: int, items: Iterable[EntryIn], actor: str,
