@@ -80,10 +80,13 @@ def _count(db: str, list_name: str) -> int:
 
 
 def _copying(db: str) -> bool:
+    """A bulk import's transaction is at work on its staging table: COPY into it, or the
+    set-based insert of a staged chunk (the file is parsed before each chunk's COPY)."""
     with Store.open(db, migrate=False) as s, s.engine.connect() as conn:
         return bool(conn.execute(sa.text(
-            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE :q AND state = 'active'"),
-            {"q": "COPY hw_stage%"}).scalar_one())
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+            "AND pid <> pg_backend_pid() "  # (this query's own text matches too)
+            "AND (query LIKE 'COPY hw_stage%' OR query LIKE '%FROM hw_stage%')")).scalar_one())
 
 
 # -- kill -9 during a list import --------------------------------------------------------
@@ -108,7 +111,7 @@ def test_worker_killed_during_import(pg_db, tmp_path, method):  # noqa: F811
         t.start()
         if method == "rows":  # killed once some batches have committed
             assert _wait(lambda: _count(pg_db, "imp") > 0, 60)
-        else:  # killed while the file is being staged (COPY into the staging table)
+        else:  # killed while the file is staged or applied (one transaction either way)
             assert _wait(lambda: _copying(pg_db), 60, step=0.01)
         w.kill9()
         t.join(30)
