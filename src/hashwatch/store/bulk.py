@@ -113,8 +113,9 @@ def bulk_add(
 
     Returns counts like ``Store.add_entries`` (``added_ids`` stays empty: a bulk import may
     add millions). ``on_batch(n)`` is called as rows are staged, ``on_apply()`` once before
-    the set-based step (PostgreSQL: before its first chunk). Raises ListNotFound, KeyError (unknown signal type) and whatever
-    the reader raises (FormatError); nothing is written then.
+    the set-based step (PostgreSQL: before its first chunk). Raises ListNotFound, KeyError
+    (unknown signal type) and whatever the reader raises (FormatError); nothing is written
+    then.
     """
     with store.engine.connect() as conn:
         list_id = store._list_row(conn, list_name).id
