@@ -114,6 +114,20 @@ def test_driver_killed_and_rerun(ray_cluster, setup):
     assert runs[-1]["engine"] == "ray" and runs[-1]["files_run"] < 10
 
 
+def test_scan_starts_a_local_cluster_of_its_own(setup):
+    """Without ``--address`` the scan starts a Ray cluster of its own on this machine (the
+    settings of ``hashwatch.distributed.ray_connect``), never the session's, and gives the
+    same files as the local engine."""
+    out = setup["root"] / "out-own-cluster"
+    cmd = [sys.executable, "-m", "hashwatch.cli", "scan", "run", str(setup["manifest"]),
+           "--out", str(out), "--db", str(setup["db"]), "--engine", "ray", "-w", "1"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=LIMIT, env=os.environ)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert shard_bytes(out) == shard_bytes(setup["local"])
+    runs = [json.loads(x) for x in (out / "runs.jsonl").read_text().splitlines()]
+    assert runs[-1]["engine"] == "ray" and runs[-1]["files_run"] == 10
+
+
 def test_node_removed_mid_job(ray_cluster, setup):
     """Runs last in this module: it removes the second node (a later test that needs two
     calls ``ensure_two_nodes``)."""

@@ -20,14 +20,22 @@ log = logging.getLogger(__name__)
 OBJECT_STORE_BYTES = 256 * 2**20  # a local cluster's shared memory: results are small
 # Ray binds a new local cluster to the machine's reachable address unless this is "0"
 _LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+# A local cluster started here lives for one run and nobody watches it: it skips what only a
+# dashboard or a metrics scraper would read (metrics, per-handler event statistics in every
+# Ray process, the task timeline). Measured on a quiet machine, Ray's own processes idle at
+# ~0.033 CPU-s per second with or without these (BENCHMARKS.md, beyond one machine): they
+# cost little here, but nothing reads them. A cluster given by address keeps its settings.
+LOCAL_SYSTEM_CONFIG = {"enable_metrics_collection": False, "event_stats": False,
+                       "enable_timeline": False}
 
 
 def ray_connect(address: str | None = None, workers: int | None = None) -> Any:
     """Connect to the Ray cluster at ``address``, or start a new one on this machine (never
     joining one already running here): ``workers`` CPUs, on 127.0.0.1 when Ray is first
     imported here, token authentication on (Ray >= 2.52 makes a token for a new local
-    cluster, ``~/.ray/auth_token``). A cluster started with ``RAY_AUTH_MODE=token`` needs its
-    token in ``RAY_AUTH_TOKEN`` or ``RAY_AUTH_TOKEN_PATH``.
+    cluster, ``~/.ray/auth_token``), no dashboard or metrics (``LOCAL_SYSTEM_CONFIG``; Ray
+    sends no usage statistics from a cluster ``ray.init`` starts). A cluster started with
+    ``RAY_AUTH_MODE=token`` needs its token in ``RAY_AUTH_TOKEN`` or ``RAY_AUTH_TOKEN_PATH``.
 
     Returns the ``ray`` module. Raises ``ImportError`` (with the install hint) without Ray."""
     if address is None and "ray" not in sys.modules:
@@ -45,8 +53,8 @@ def ray_connect(address: str | None = None, workers: int | None = None) -> Any:
         # "local": always a new cluster of our own; None would join whatever cluster was
         # started last on this machine (another user's, on a shared host)
         ray.init(address="local", num_cpus=workers or os.cpu_count() or 1,
-                 include_dashboard=False,
-                 object_store_memory=OBJECT_STORE_BYTES, **kw)
+                 include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES,
+                 _system_config=LOCAL_SYSTEM_CONFIG, **kw)
     return ray
 
 
