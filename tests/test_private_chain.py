@@ -178,3 +178,42 @@ def test_removed_entries_stop_counting_at_once_and_leave_the_table_at_rotation(w
     # ... and refused as stale once the server no longer accepts that epoch
     strict = PsiServer.open(world["server"], grace_epochs=0)
     assert strict.ingest("c", old_voucher).status == "stale"
+
+
+def test_a_refused_first_sync_leaves_the_device_able_to_sync_again(world):
+    """A first sync from a tampered copy, and from a chain whose link lost its signature,
+    is refused with TableRejected and leaves nothing behind: a later sync from the real
+    server works (the device used to keep the unverified chain and stay stuck)."""
+    bad = world["tmp"] / "bad"
+    shutil.copytree(world["server"], bad, ignore=shutil.ignore_patterns("secret"))
+    p = bad / chunk_name(0, 0)
+    raw = bytearray(p.read_bytes())
+    raw[-7] ^= 1
+    p.write_bytes(bytes(raw))
+    with pytest.raises(TableRejected):
+        sync(world["device"], folder_fetch(bad), world["pub"].sign_pk, world["policy"])
+    assert not (world["device"] / CHAIN_FILE).exists()
+    unsigned = world["tmp"] / "unsigned"
+    shutil.copytree(world["server"], unsigned, ignore=shutil.ignore_patterns("secret"))
+    chain = json.loads((unsigned / CHAIN_FILE).read_text())
+    del chain["links"][0]["signature"]
+    (unsigned / CHAIN_FILE).write_text(json.dumps(chain))
+    with pytest.raises(TableRejected, match="not readable"):
+        sync(world["device"], folder_fetch(unsigned), world["pub"].sign_pk, world["policy"])
+    t0, _ = sync(world["device"], folder_fetch(world["server"]), world["pub"].sign_pk,
+                 world["policy"])
+    assert t0.version == 0
+
+
+def test_a_witness_that_missed_versions_or_joins_late_catches_up(world):
+    """Two updates published between cosigns, and a witness created after version 0: both
+    cosign every version in order, so devices pinned to them take the head (a witness used
+    to refuse "version 2 does not follow 0" and devices were stuck)."""
+    late = Witness.generate(world["tmp"] / "late.json", world["pub"].sign_pk)
+    world["pub"].add_delta(_entries(10, 5, "a"))
+    world["pub"].add_delta(_entries(10, 6, "b"))
+    world["pub"].cosign(world["witnesses"] + [late])
+    policy = WitnessPolicy((world["witnesses"][0].pk, late.pk), 2)
+    t, _ = sync(world["device"], folder_fetch(world["server"]), world["pub"].sign_pk, policy)
+    assert t.version == 2
+    assert late.heads.keys() == {0, 1, 2}

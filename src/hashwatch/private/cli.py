@@ -311,9 +311,6 @@ def voucher(
     quorum: int = typer.Option(1, help="witness cosignatures required on the head"),
 ) -> None:
     """Client side: images -> one voucher each (verifies the table's chain first)."""
-    import numpy as np
-    from PIL import Image
-
     from .client import ClientState, VoucherClient
     from .table import PublicTable, TableRejected
 
@@ -325,8 +322,19 @@ def voucher(
     except (TableRejected, ValueError) as e:
         console.print(styled("table rejected:", "red", str(e)))
         raise typer.Exit(2) from e
-    vouchers = [client.voucher_for_pixels(np.asarray(Image.open(p).convert("RGB")))
-                for p in images]
+    from hashwatch.decode import DecodeError, decode_image
+
+    pixels, bad = [], []
+    for p in images:  # the project's bounded decoder: limits, EXIF orientation, clear errors
+        try:
+            pixels.append(decode_image(p, max_side=None).pixels)
+        except (DecodeError, OSError) as e:
+            bad.append(f"{p}: {e}")
+    if bad:  # nothing is written and the client state does not move
+        for line in bad:
+            console.print(styled("cannot read:", "red", line))
+        raise typer.Exit(2)
+    vouchers = [client.voucher_for_pixels(px) for px in pixels]
     st.save(state)
     write_vouchers(out, vouchers)
     console.print(f"{len(vouchers)} vouchers ({len(vouchers[0]) if vouchers else 0} bytes each) "

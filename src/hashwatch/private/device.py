@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .chain import SignedLink, WitnessPolicy
+from .chain import ChainRejected, SignedLink, WitnessPolicy
 from .table import (
     CHAIN_FILE,
     PublicTable,
@@ -69,8 +69,8 @@ def sync(local: str | os.PathLike, fetch: Fetch, server_pk: bytes,
     report.fetched.append((CHAIN_FILE, len(raw)))
     try:
         links = [SignedLink.from_dict(d) for d in json.loads(raw)["links"]]
-    except (ValueError, KeyError, TypeError) as e:
-        raise TableRejected("the server's chain is not readable") from e
+    except (ValueError, KeyError, TypeError, ChainRejected) as e:
+        raise TableRejected(f"the server's chain is not readable ({e})") from e
     held = table.version if table else -1
     if table is not None:
         mine = {sl.link.version: sl.link.head for sl in table.links}
@@ -104,12 +104,17 @@ def sync(local: str | os.PathLike, fetch: Fetch, server_pk: bytes,
         else:
             fresh = table.apply(loc, server_pk, new, witnesses)
             save_chain(loc, fresh.links)
-    except BaseException:
-        # nothing unverified stays behind: the next sync fetches it again
+    except BaseException as e:
+        # nothing unverified stays behind: the next sync fetches it again (a first sync that
+        # is refused leaves no chain either, or the device would look like it holds one)
         for p in added:
             p.unlink(missing_ok=True)
         if table is not None:
             save_chain(loc, table.links)
+        else:
+            (loc / CHAIN_FILE).unlink(missing_ok=True)
+        if isinstance(e, ChainRejected) and not isinstance(e, TableRejected):
+            raise TableRejected(str(e)) from e
         raise
     report.verify_cpu_s = time.process_time() - t0
     report.to_version = fresh.version

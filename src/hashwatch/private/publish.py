@@ -327,12 +327,17 @@ class Publisher:
 
     def cosign(self, witnesses: Sequence[Witness]) -> SignedLink:
         """Have each witness cosign the head (in a deployment each runs elsewhere and fetches
-        the chain itself); the cosignatures are stored with the head."""
-        sl = self.links[-1]
+        the chain itself); the cosignatures are stored with the links. A witness that missed
+        versions (or joins late) catches up: it checks and cosigns every version after the
+        last one it cosigned, in order, so it still refuses a chain that does not extend its
+        log (ChainRejected) or a second head of a version it cosigned (ForkDetected)."""
         for w in witnesses:
-            w.cosign(sl)
+            after = -1 if w.last is None else w.last.version
+            for sl in self.links:
+                if sl.link.version > after or sl is self.links[-1]:
+                    w.cosign(sl)
         save_chain(self.out, self.links)
-        return sl
+        return self.links[-1]
 
     # -- helpers -------------------------------------------------------------------------------
     def _keys(self, hmat: np.ndarray, design: KeyDesign, work: Path, state: _State,
