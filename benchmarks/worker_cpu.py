@@ -1,5 +1,6 @@
 """Where the CPU of a matching run goes: the parent process vs its worker processes, per
-command (``hashwatch match``, ``triage``, ``scan``), on a distractor run (corpus photographs
+command (``hashwatch match``, ``triage``, ``scan``, and ``hashwatch serve`` answering
+``/v1/match/upload`` for each file), on a distractor run (corpus photographs
 that are not on the list, so every file goes through every tier: hash views, keypoint index,
 verification of its nominees), and the CPU seconds per file.
 
@@ -15,6 +16,11 @@ is sampled every 0.1 s (psutil; a descendant that exits between two samples lose
 last interval). "parent %" is the parent's CPU over the wall time (100% = one core); "workers
 %" the same summed over the worker processes. Per-file CPU is everything (parent + workers)
 over the files.
+
+``service``: ``hashwatch serve --workers 1`` (one service worker process, the "parent": it
+runs the index searches and the verification; its decoding child processes are the
+"workers") on the same database, every file uploaded once to ``/v1/match/upload`` by
+``--workers`` concurrent clients; CPU counted from the first upload to the last answer.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -132,6 +139,83 @@ def run_cmd(src: Path, args: list[str], cwd: Path) -> dict[str, float]:
             "peak_rss_mb": m.peak_rss / 2**20}
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_service(src: Path, root: Path, clients: int) -> dict[str, float]:
+    """``hashwatch serve`` on ``root/hw.db``: every evidence file uploaded once."""
+    import concurrent.futures
+    import urllib.request
+    import uuid
+
+    env = dict(os.environ, PYTHONPATH=str(src / "src"))
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.pop(var, None)
+    db = str(root / "hw.db")
+    key = subprocess.run([sys.executable, "-m", "hashwatch.cli", "keys", "create",
+                          f"wcpu-{uuid.uuid4().hex[:8]}", "--scopes", "hash,match", "--db", db],
+                         env=env, capture_output=True, text=True, check=True).stdout.strip()
+    port = _free_port()
+    p = subprocess.Popen([sys.executable, "-m", "hashwatch.cli", "serve", "--db", db, "--port",
+                          str(port), "--workers", "1", "--log-level", "warning"], cwd=root,
+                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 300
+        while True:  # ready: the indexes are loaded
+            try:
+                with urllib.request.urlopen(base + "/v1/health/ready", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if p.poll() is not None or time.time() > deadline:
+                raise RuntimeError("serve did not become ready: "
+                                   + (p.stderr.read().decode()[-2000:] if p.stderr else ""))
+            time.sleep(0.5)
+        ps = psutil.Process(p.pid)
+        m = Meter(ps)
+        m.sample()
+        parent0, kids0 = m.parent, dict(m.children)
+        files = sorted((root / "evidence").iterdir())
+
+        def upload(path: Path) -> int:
+            boundary = uuid.uuid4().hex
+            body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+                    f"filename=\"{path.name}\"\r\nContent-Type: application/octet-stream"
+                    f"\r\n\r\n").encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+            req = urllib.request.Request(base + "/v1/match/upload", data=body, headers={
+                "Authorization": f"Bearer {key}",
+                "Content-Type": f"multipart/form-data; boundary={boundary}"})
+            with urllib.request.urlopen(req, timeout=120) as r:
+                r.read()
+                return r.status
+
+        t0 = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+            codes = list(pool.map(upload, files))
+        wall = time.perf_counter() - t0
+        m.sample()
+        m.stop()
+        if any(c != 200 for c in codes):
+            raise RuntimeError(f"uploads answered {sorted(set(codes))}")
+        workers = sum(v - kids0.get(k, 0.0) for k, v in m.children.items())
+        return {"wall": wall, "parent": m.parent - parent0, "workers": workers,
+                "peak_rss_mb": m.peak_rss / 2**20}
+    finally:
+        p.send_signal(signal.SIGINT)
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
 def commands(root: Path, tag: str, workers: int) -> dict[str, list[str]]:
     db = str(root / "hw.db")
     ev = str(root / "evidence")
@@ -173,7 +257,7 @@ def main() -> int:
     r.add_argument("--before", type=Path, default=None,
                    help="checkout of the code before (the anchor)")
     r.add_argument("--workers", type=int, default=2)
-    r.add_argument("--commands", default="match,triage,scan")
+    r.add_argument("--commands", default="match,triage,scan,service")
     r.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
     if a.cmd == "prepare":
@@ -191,6 +275,13 @@ def main() -> int:
         else:
             cmds.pop("scan")
         for name in a.commands.split(","):
+            if name == "service":
+                res = run_service(tree, a.root, a.workers)
+                results.setdefault(name, {})[label] = res
+                print(f"{label:6s} {name:7s} wall {res['wall']:6.1f} s  parent "
+                      f"{res['parent']:6.1f} CPU-s  workers {res['workers']:6.1f} CPU-s",
+                      file=sys.stderr, flush=True)
+                continue
             if name not in cmds:
                 continue
             # the index beside the database is brought up to date by the first command

@@ -201,12 +201,74 @@ done:
     return ret;
 }
 
+/*
+ * collect(votes, touched, n_touched, dead, k, out_slots, out_votes) -> count
+ *
+ * After scan(): reads the vote of each slot in touched[0:n_touched], resets it to 0 (the
+ * scratch is clean for the next query), and keeps the k best slots that exist in `dead`
+ * (uint8[n], nonzero: removed) and are alive: out_slots int64[k], out_votes float32[k],
+ * vote descending, ties by smaller slot. Returns how many were kept (<= k). The caller uses
+ * it only when n_touched <= len(touched) (the list is complete).
+ */
+static PyObject *py_collect(PyObject *self, PyObject *args) {
+    Py_buffer votes_b, touch_b, dead_b, os_b, ov_b;
+    Py_ssize_t nt;
+    int k;
+    if (!PyArg_ParseTuple(args, "w*y*ny*iw*w*", &votes_b, &touch_b, &nt, &dead_b, &k, &os_b,
+                          &ov_b))
+        return NULL;
+    PyObject *ret = NULL;
+    float *votes = (float *)votes_b.buf;
+    const uint32_t *touched = (const uint32_t *)touch_b.buf;
+    const uint8_t *dead = (const uint8_t *)dead_b.buf;
+    int64_t *os = (int64_t *)os_b.buf;
+    float *ov = (float *)ov_b.buf;
+    Py_ssize_t n_slots = votes_b.len / 4, n_dead = dead_b.len;
+    if (k < 1 || nt < 0 || nt > touch_b.len / 4 || os_b.len < (Py_ssize_t)k * 8 ||
+        ov_b.len < (Py_ssize_t)k * 4) {
+        PyErr_SetString(PyExc_ValueError, "collect: inconsistent buffer sizes");
+        goto done;
+    }
+    int cnt = 0, bad = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < nt; i++) {
+        uint32_t s = touched[i];
+        if ((Py_ssize_t)s >= n_slots) { bad = 1; break; }
+        float v = votes[s];
+        votes[s] = 0.0f;
+        if ((Py_ssize_t)s >= n_dead || dead[s] || v <= 0.0f) continue;
+        if (cnt == k && (v < ov[k - 1] || (v == ov[k - 1] && (int64_t)s > os[k - 1])))
+            continue;
+        int j = cnt < k ? cnt++ : k - 1;
+        while (j > 0 && (ov[j - 1] < v || (ov[j - 1] == v && os[j - 1] > (int64_t)s))) {
+            ov[j] = ov[j - 1];
+            os[j] = os[j - 1];
+            j--;
+        }
+        ov[j] = v;
+        os[j] = (int64_t)s;
+    }
+    Py_END_ALLOW_THREADS
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "collect: slot outside the votes");
+        goto done;
+    }
+    ret = PyLong_FromLong(cnt);
+done:
+    PyBuffer_Release(&votes_b); PyBuffer_Release(&touch_b); PyBuffer_Release(&dead_b);
+    PyBuffer_Release(&os_b); PyBuffer_Release(&ov_b);
+    return ret;
+}
+
 static PyMethodDef methods[] = {
     {"assign", py_assign, METH_VARARGS,
      "assign(coarse, fine, k2, desc, probe, m, words_out, dists_out): nearest visual words"},
     {"scan", py_scan, METH_VARARGS,
      "scan(offsets, sigs, ids, qwords, qsigs, qweights, ht, stamp, votes, lastq, touched, "
      "n_touched) -> (n_touched, scanned, passed): vote over posting lists"},
+    {"collect", py_collect, METH_VARARGS,
+     "collect(votes, touched, n_touched, dead, k, out_slots, out_votes) -> count: the k best "
+     "live voted slots, votes reset"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_kpidx",

@@ -406,10 +406,11 @@ class KeypointIndex:
     def search(self, q: LocalFeatures, top: int = 8) -> list[Candidate]:
         """The ``top`` known images with the highest vote (best slot each), best first.
         Thread-safe against one writer; each thread keeps its own vote scratch."""
-        from hashwatch import _kpidx
+        from hashwatch.robust import kpcore
 
         if len(q.desc) == 0 or not self._n_live:
             return []
+        kpcore.require()
         words, sigs, wt = self.query_words(q)
         segs = self._segments_now()
         n_slots = max(s.slot_hi for s in segs) if segs else 0
@@ -421,39 +422,33 @@ class KeypointIndex:
         qs = np.ascontiguousarray(sigs, np.uint16)
         qwt = np.ascontiguousarray(wt, np.float32).ravel()
         for s in segs:
-            nt, sc, pa = _kpidx.scan(s.offsets, s.sigs, s.ids, qw, qs, qwt, self.params.ht,
+            nt, sc, pa = kpcore.scan(s.offsets, s.sigs, s.ids, qw, qs, qwt, self.params.ht,
                                      stamp, votes, lastq, touched, nt)
             scanned += sc
             passed += pa
         scratch.last = {"scanned": scanned, "passed": passed, "touched": nt}
-        if nt > len(touched):
-            cand = np.flatnonzero(votes[:n_slots])
-        else:
-            cand = touched[:nt].astype(np.int64)
-        v = votes[cand].copy()
-        votes[cand] = 0.0
-        if not len(cand):
-            return []
+        k = 4 * top
         dead = self._dead.view
-        keep = cand < len(dead)
-        cand, v = cand[keep], v[keep]
-        alive = ~dead[cand]
-        cand, v = cand[alive], v[alive]
-        if not len(cand):
-            return []
-        k = min(len(cand), 4 * top)
-        part = np.argpartition(-v, k - 1)[:k] if k < len(cand) else np.arange(len(cand))
-        order = part[np.argsort(-v[part], kind="stable")]
+        if nt > len(touched):  # more slots voted than the list holds: find them all
+            touched_all = np.flatnonzero(votes[:n_slots]).astype(np.uint32)
+        else:
+            touched_all = touched
+        # the k best live slots, votes reset for the next query (C: one pass, no copies of
+        # the ~10^5 voted slots)
+        best = np.empty(k, np.int64)
+        best_v = np.empty(k, np.float32)
+        got = kpcore.collect(votes, touched_all, min(nt, len(touched_all)), dead, k, best,
+                             best_v)
+        cand, v = best[:got], best_v[:got]
         imgs = self._slots.view
         out: list[Candidate] = []
         seen: set[int] = set()
-        for j in order:
-            s = int(cand[j])
+        for s, vote in zip(cand.tolist(), v.tolist(), strict=True):
             im = int(imgs[s])
             if im in seen:
                 continue
             seen.add(im)
-            out.append(Candidate(im, s, float(v[j])))
+            out.append(Candidate(im, s, float(vote)))
             if len(out) == top:
                 break
         return out

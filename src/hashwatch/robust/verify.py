@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hashwatch.robust.geometry import fit_local
+from hashwatch.robust.kpcore import hamming_matrix
 from hashwatch.robust.local import (
     LOCAL_KNN,
     LOCAL_MATCH_RADIUS,
@@ -49,13 +50,6 @@ class LocalVerdict:
         return self.checks_pass and self.inliers >= LOCAL_MIN_INLIERS
 
 
-def _hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(len(a), len(b)) int32 Hamming distances of two (n, 32) uint8 descriptor arrays."""
-    a64 = np.ascontiguousarray(a, np.uint8).view(np.uint64)
-    b64 = np.ascontiguousarray(b, np.uint8).view(np.uint64)
-    return np.bitwise_count(a64[:, None, :] ^ b64[None, :, :]).sum(axis=2, dtype=np.int32)
-
-
 def greedy_pairs(dist: np.ndarray, qi: np.ndarray, ki: np.ndarray) -> np.ndarray:
     """(n, 2) pairs (query row, stored row) kept from tentative matches: closest first, one per
     query keypoint and one per stored keypoint."""
@@ -77,7 +71,7 @@ def candidate_pairs(q: LocalFeatures, k: LocalFeatures, *, knn: int = LOCAL_KNN,
     keypoints (see the module docstring). (0, 2) when either side has none."""
     if len(q.desc) == 0 or len(k.desc) == 0:
         return np.zeros((0, 2), np.int64)
-    d = _hamming(q.desc, k.desc)
+    d = hamming_matrix(q.desc, k.desc)
     kk = min(knn, d.shape[1])
     j = np.argpartition(d, kk - 1, axis=1)[:, :kk] if kk < d.shape[1] else \
         np.broadcast_to(np.arange(d.shape[1]), d.shape)

@@ -139,15 +139,18 @@ class Vocabulary:
         """(words, distances), each (n, m) int64 / int32: the ``m`` nearest words of each
         descriptor among the fine centres of its ``coarse_probe`` nearest coarse cells,
         nearest first (word -1, distance 257 where fewer exist). C hot path
-        (``hashwatch._kpidx.assign``), exact within the probed cells."""
-        from hashwatch import _kpidx
+        (``hashwatch._kpidx.assign``, or its numpy twin when the extension was not built:
+        :mod:`hashwatch.robust.kpcore`), exact within the probed cells."""
+        from hashwatch.robust import kpcore
 
         desc = np.ascontiguousarray(desc, np.uint8)
         n = len(desc)
         words = np.empty((n, m), np.int64)
         dists = np.empty((n, m), np.int32)
         if n:
-            _kpidx.assign(self.coarse, self.fine, self.k2, desc, coarse_probe, m, words, dists)
+            kpcore.require()
+            kpcore.assign(self.coarse, self.fine, self.k2, desc, coarse_probe, m, words,
+                          dists)
         return words, dists
 
     def signatures(self, desc: np.ndarray) -> np.ndarray:

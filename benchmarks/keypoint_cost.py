@@ -1,0 +1,304 @@
+"""Cost of a query that reaches the keypoint tier, on a saved scale-study index: nomination,
+verification and the small-picture pass, per query, with recall and false matches checked
+against the study's own run at that size.
+
+The quick path of the scale study (`benchmarks/scale_study.py`): it re-runs only the queries
+that reached the keypoint tier in a `scale_study.py run` (its `size-N.json` says which: the
+hash tier does not depend on N), against the index that run saved, as the product searches it
+(`hashwatch.robust.search_in_stages`: plain, mirrored, small-picture pass; each stage nominates
+8 known images, each verified pairwise). One core, one process per `--part`.
+
+    # the first N keypoint sets of a saved index (how the index was at that size; the
+    # verification file is shared, not copied)
+    .venv/bin/python benchmarks/keypoint_cost.py cut --src IDX --slots 1000159 --out IDX1M
+    # the queries, timed (CPU time of the thread: decode and keypoint extraction of the query
+    # excluded, the small-picture pass's extraction reported apart)
+    .venv/bin/python benchmarks/keypoint_cost.py replay --index IDX1M --queries Q \\
+        --result OUT/size-1000000.json --set SET --real 75000 --distractors 600 --out R.json
+    .venv/bin/python benchmarks/keypoint_cost.py report R.json [BEFORE.json]
+
+Run it against another checkout's code (the "before" of a change) with
+`PYTHONPATH=/that/checkout/src` (and its compiled extensions copied into it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
+
+
+def cmd_cut(a: argparse.Namespace) -> int:
+    """A saved index cut to its first --slots keypoint sets (postings of later sets dropped,
+    document frequencies recounted, verification file linked)."""
+    import numpy as np
+
+    src, out, n = a.src, a.out, a.slots
+    man = json.loads((src / "manifest.json").read_text())
+    if n > man["slots"]:
+        raise SystemExit(f"{src} holds {man['slots']:,} sets, not {n:,}")
+    out.mkdir(mode=0o700, parents=True, exist_ok=True)
+    words, sigs, ids = [], [], []
+    for name in man["segments"]:
+        off = np.load(src / f"{name}.offsets.npy")
+        s = np.load(src / f"{name}.sigs.npy")
+        i = np.load(src / f"{name}.ids.npy")
+        w = np.repeat(np.arange(len(off) - 1), np.diff(off).astype(np.int64))
+        keep = i < n
+        words.append(w[keep])
+        sigs.append(s[keep])
+        ids.append(i[keep])
+    w, s, i = (np.concatenate(x) for x in (words, sigs, ids))
+    n_words = len(off) - 1
+    order = np.lexsort((i, w))
+    counts = np.bincount(w, minlength=n_words)
+    offs = np.zeros(n_words + 1, np.uint64)
+    np.cumsum(counts, out=offs[1:])
+    name = f"seg-{0:010d}-{n:010d}"
+    np.save(out / f"{name}.offsets.npy", offs)
+    np.save(out / f"{name}.sigs.npy", np.ascontiguousarray(s[order], np.uint16))
+    np.save(out / f"{name}.ids.npy", np.ascontiguousarray(i[order], np.uint32))
+    np.save(out / "df.npy", counts.astype(np.int64))
+    np.save(out / "slots.npy", np.load(src / "slots.npy")[:n])
+    np.save(out / "dead.npy", np.load(src / "dead.npy")[:n])
+    voff = np.load(src / "verify.off.npy")[: n + 1]
+    np.save(out / "verify.off.npy", voff)
+    for f in ("verify.bin", "vocab.npz"):
+        if not (out / f).exists():
+            os.symlink((src / f).resolve(), out / f)
+    man.update({"generation": 1, "segments": [name], "slots": n, "verify_bytes": int(voff[-1])})
+    (out / "manifest.json").write_text(json.dumps(man))
+    for f in out.iterdir():
+        if not f.is_symlink():
+            f.chmod(0o600)
+    print(f"{out}: {n:,} sets, {len(i):,} postings", file=sys.stderr)
+    return 0
+
+
+def _scale_views(set_dir: Path, n_real: int):
+    """image id -> stored PDQ views of a real scale image (what the scene check reads)."""
+    from hashwatch.robust import KnownHash
+    from hashwatch.scaleset import VARIANTS, iter_shards
+    from hashwatch.scalestudy import SCALE_ID0
+
+    tables = []
+    for sh in iter_shards(set_dir, n_real):
+        tables.append((SCALE_ID0 + int(sh.index[0]), sh.pdq, sh.pdq_quality))
+
+    def views(image_id: int) -> list:
+        for base, pdq, qual in tables:
+            j = image_id - base
+            if 0 <= j < len(pdq):
+                return [KnownHash(v, pdq[j, k].tobytes(), int(qual[j, k]))
+                        for k, v in enumerate(VARIANTS) if qual[j, k] >= 0]
+        return []
+    return views
+
+
+def cmd_replay(a: argparse.Namespace) -> int:
+    import cv2
+
+    from hashwatch import robust as R
+    from hashwatch.robust import keypoint_index as KI
+    from hashwatch.robust.keypoint_index import KeypointIndex
+    from hashwatch.scalestudy import QueryCache
+
+    cv2.setNumThreads(1)
+    res = json.loads(a.result.read_text())
+    cache = QueryCache(a.queries)
+    # the known images' stored views (the scene check of a known nominee)
+    from hashwatch.evaluate import resolve_corpus
+    from hashwatch.scalestudy import load_study_set
+
+    ss = load_study_set(resolve_corpus(a.corpus), 200, 0, [])
+    known_views = ss.known_views
+    scale_views = _scale_views(a.set, a.real)
+    nk = len(known_views)
+
+    def views_of(image_id: int) -> list:
+        return known_views[image_id] if image_id < nk else scale_views(image_id)
+
+    ix = KeypointIndex.load(a.index, mmap=True)
+    top = 8
+    rows = []
+    small_t = [0.0]
+    # the small-picture pass's keypoint extraction is timed apart (the package's `verify`
+    # name is the function, so the module comes from sys.modules)
+    V = sys.modules["hashwatch.robust.verify"]
+    real_small = V.small_pass
+
+    def timed_small(q):
+        t = time.thread_time()
+        out = real_small(q)
+        small_t[0] += time.thread_time() - t
+        return out
+
+    V.small_pass = timed_small
+
+    def one(q, own: int | None, allowed: set[int]) -> dict:
+        t_nom = [0.0]
+        n_ver = [0]
+        small_t[0] = 0.0
+
+        def search(stage):
+            t = time.thread_time()
+            cands = ix.search(stage, top=top)
+            t_nom[0] += time.thread_time() - t
+            n_ver[0] += len(cands)
+            return {c.image_id: R.verify(stage, ix.features(c.slot),
+                                         lambda c=c: views_of(c.image_id))
+                    for c in cands}
+
+        if hasattr(R, "verify_candidates"):
+            def search(stage):  # noqa: F811 - the product's own loop when it has one
+                t = time.thread_time()
+                cands = ix.search(stage, top=top)
+                t_nom[0] += time.thread_time() - t
+                n_ver[0] += len(cands)
+                return R.verify_candidates(stage, cands, ix.features,
+                                           lambda c: views_of(c.image_id))
+
+        c0 = time.thread_time()
+        got = R.search_in_stages(q, search)
+        cpu = time.thread_time() - c0
+        ok = {i for i, v in got.items() if v.ok}
+        return {"cpu": cpu, "nominate": t_nom[0], "small": small_t[0],
+                "verify": cpu - t_nom[0] - small_t[0], "verified": n_ver[0],
+                "found": own is not None and own in ok, "false": sorted(ok - allowed),
+                "scanned": KI.last_search_stats().get("scanned", 0)}
+
+    edits = sorted(res["found_hash"])
+    if a.edits:
+        edits = [e for e in edits if e in a.edits.split(",")]
+    todo = []
+    for en in edits:
+        fh = res["found_hash"][en]
+        if not any(not x for x in fh):
+            continue
+        todo.append(en)
+    todo = todo[a.part::a.parts]
+    t0 = time.perf_counter()
+    for en in todo:
+        fh, found = res["found_hash"][en], res["found"][en]
+        qs = cache.load(en)
+        for i, q in enumerate(qs):
+            if fh[i] or (a.every > 1 and i % a.every):
+                continue
+            r = one(q.local, q.known, {q.known, *q.partners})
+            r.update({"edit": en, "i": i, "before": bool(found[i])})
+            rows.append(r)
+        print(f"[{time.perf_counter() - t0:6.0f}s] {en}: {len(rows)} queries", file=sys.stderr,
+              flush=True)
+    if a.distractors:
+        dq = cache.load("distractors")[: a.distractors]
+        for i in range(a.part, len(dq), a.parts):
+            q = dq[i]
+            if q.local is None:
+                continue
+            r = one(q.local, None, set())
+            r.update({"edit": "distractor", "i": i, "before": False})
+            rows.append(r)
+        print(f"[{time.perf_counter() - t0:6.0f}s] distractors done", file=sys.stderr)
+    out = {"index": str(a.index), "slots": ix.n_slots, "rows": rows,
+           "load": os.getloadavg(), "wall_s": time.perf_counter() - t0,
+           "cpu_s": time.process_time(), "code": a.label}
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(out))
+    print(f"wrote {a.out}: {len(rows)} queries", file=sys.stderr)
+    return 0
+
+
+def _summary(paths: list[Path]) -> dict:
+    import numpy as np
+
+    rows, slots = [], None
+    for p in paths:
+        d = json.loads(p.read_text())
+        rows += d["rows"]
+        slots = d["slots"]
+    ed = [r for r in rows if r["edit"] != "distractor"]
+    di = [r for r in rows if r["edit"] == "distractor"]
+
+    def pc(v, p):
+        return float(np.percentile(v, p)) * 1000 if v else float("nan")
+
+    cpu = [r["cpu"] for r in ed]
+    nocut = [r["cpu"] - r["small"] for r in ed]
+    return {
+        "slots": slots, "edited": len(ed), "distractors": len(di),
+        "found": sum(r["found"] for r in ed), "found_before_run": sum(r["before"] for r in ed),
+        "false": sum(bool(r["false"]) for r in rows),
+        "false_edited": sum(bool(r["false"]) for r in ed),
+        "cpu_p50": pc(cpu, 50), "cpu_p99": pc(cpu, 99),
+        "nosmall_p50": pc(nocut, 50), "nosmall_p99": pc(nocut, 99),
+        "nom_p50": pc([r["nominate"] for r in ed], 50),
+        "nom_p99": pc([r["nominate"] for r in ed], 99),
+        "ver_p50": pc([r["verify"] for r in ed], 50),
+        "ver_p99": pc([r["verify"] for r in ed], 99),
+        "small_p50": pc([r["small"] for r in ed], 50),
+        "small_p99": pc([r["small"] for r in ed], 99),
+        "verified_mean": float(np.mean([r["verified"] for r in ed])) if ed else float("nan"),
+        "dist_p50": pc([r["cpu"] for r in di], 50), "dist_p99": pc([r["cpu"] for r in di], 99),
+        "dist_nosmall_p50": pc([r["cpu"] - r["small"] for r in di], 50),
+        "dist_nosmall_p99": pc([r["cpu"] - r["small"] for r in di], 99),
+    }
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    """One line per result group (comma-separated files are one group, e.g. parts)."""
+    print("| run | sets | edited queries (keypoint tier) | found (study run) | false "
+          "matches | CPU p50 / p99 ms | without small-picture pass p50 / p99 | nomination "
+          "p50 / p99 | verification p50 / p99 | small-picture pass p50 / p99 | nominees "
+          "verified (mean) | distractors: n, CPU p50 / p99 (without small pass) |")
+    print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    for g in a.results:
+        s = _summary([Path(p) for p in g.split(",")])
+        print(f"| {Path(g.split(',')[0]).stem} | {s['slots']:,} | {s['edited']:,} | "
+              f"{s['found']:,} ({s['found_before_run']:,}) | {s['false']} | "
+              f"{s['cpu_p50']:.1f} / {s['cpu_p99']:.1f} | {s['nosmall_p50']:.1f} / "
+              f"{s['nosmall_p99']:.1f} | {s['nom_p50']:.1f} / {s['nom_p99']:.1f} | "
+              f"{s['ver_p50']:.1f} / {s['ver_p99']:.1f} | {s['small_p50']:.1f} / "
+              f"{s['small_p99']:.1f} | {s['verified_mean']:.1f} | {s['distractors']}, "
+              f"{s['dist_p50']:.0f} / {s['dist_p99']:.0f} ({s['dist_nosmall_p50']:.0f} / "
+              f"{s['dist_nosmall_p99']:.0f}) |")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("cut", help="the first --slots sets of a saved index")
+    c.add_argument("--src", type=Path, required=True)
+    c.add_argument("--slots", type=int, required=True)
+    c.add_argument("--out", type=Path, required=True)
+    c.set_defaults(fn=cmd_cut)
+    r = sub.add_parser("replay", help="the keypoint-tier queries of a study run, timed")
+    r.add_argument("--index", type=Path, required=True)
+    r.add_argument("--queries", type=Path, required=True)
+    r.add_argument("--result", type=Path, required=True, help="the run's size-N.json")
+    r.add_argument("--set", type=Path, required=True)
+    r.add_argument("--real", type=int, default=75_000)
+    r.add_argument("--corpus", type=Path, default=None)
+    r.add_argument("--edits", default=None)
+    r.add_argument("--every", type=int, default=1, help="every n-th query of each edit")
+    r.add_argument("--distractors", type=int, default=0)
+    r.add_argument("--part", type=int, default=0)
+    r.add_argument("--parts", type=int, default=1)
+    r.add_argument("--label", default="")
+    r.add_argument("--out", type=Path, required=True)
+    r.set_defaults(fn=cmd_replay)
+    p = sub.add_parser("report", help="markdown table of replay results")
+    p.add_argument("results", nargs="+")
+    p.set_defaults(fn=cmd_report)
+    a = ap.parse_args(argv)
+    return a.fn(a)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

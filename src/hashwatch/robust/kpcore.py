@@ -1,0 +1,149 @@
+"""Hot path of the keypoint index: the compiled extension ``hashwatch._kpidx`` when it was
+built, else exact numpy twins of its functions (same results, several times slower), so a
+checkout without a C compiler still matches instead of failing on every file.
+
+``assign`` (nearest visual words, :meth:`hashwatch.robust.vocab.Vocabulary.assign`), ``scan``
+(votes over posting lists, :meth:`hashwatch.robust.keypoint_index.KeypointIndex.search`) and
+``collect`` (the best voted slots) take the arguments documented in ``src/hashwatch/_kpidx.c``;
+:func:`hamming_matrix` is the pairwise Hamming distance both this module and the verification
+use.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+try:  # the C hot path (built by `pip install .` / `make install`; needs a C compiler)
+    from hashwatch import _kpidx
+except ImportError:  # pragma: no cover - exercised by the fallback tests through `use_numpy`
+    _kpidx = None
+
+HAVE_C_EXTENSION = _kpidx is not None
+_warned = False
+
+
+def hamming_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) int32 Hamming distances of two (n, 32) uint8 descriptor arrays.
+
+    One popcount pass per 64-bit word over a (len(a), len(b)) array (summing the four words
+    of a (na, nb, 4) array along its short last axis was ~5x slower)."""
+    a64 = np.ascontiguousarray(a, np.uint8).view(np.uint64)
+    bt = np.ascontiguousarray(np.ascontiguousarray(b, np.uint8).view(np.uint64).T)
+    d = np.bitwise_count(a64[:, 0, None] ^ bt[0][None, :]).astype(np.int32)
+    for w in range(1, a64.shape[1]):
+        d += np.bitwise_count(a64[:, w, None] ^ bt[w][None, :])
+    return d
+
+
+def _smallest(d: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k smallest (distance, id) of each row, ascending (ties: smaller id first)."""
+    key = d.astype(np.int64) * (int(ids.max(initial=0)) + 1) + ids
+    order = np.argsort(key, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(d, order, 1), np.take_along_axis(ids, order, 1)
+
+
+def _np_assign(coarse: np.ndarray, fine: np.ndarray, k2: int, desc: np.ndarray, probe: int,
+               m: int, words_out: np.ndarray, dists_out: np.ndarray) -> None:
+    k1 = len(coarse) // 32 if coarse.ndim == 1 else len(coarse)
+    co = np.asarray(coarse, np.uint8).reshape(k1, 32)
+    fi = np.asarray(fine, np.uint8).reshape(k1, k2, 32)
+    de = np.asarray(desc, np.uint8).reshape(-1, 32)
+    n = len(de)
+    probe = min(probe, k1)
+    cids = np.broadcast_to(np.arange(k1, dtype=np.int64), (n, k1))
+    _, cells = _smallest(hamming_matrix(de, co), cids, probe)
+    dist = np.empty((n, probe * k2), np.int32)
+    word = np.empty((n, probe * k2), np.int64)
+    for j in range(probe):
+        cen = fi[cells[:, j]]  # (n, k2, 32)
+        x = np.bitwise_count(cen.view(np.uint64) ^ de.view(np.uint64)[:, None, :])
+        dist[:, j * k2:(j + 1) * k2] = x.sum(axis=2, dtype=np.int32)
+        word[:, j * k2:(j + 1) * k2] = cells[:, j, None] * k2 + np.arange(k2)
+    d, w = _smallest(dist, word, m)
+    words_out[...] = -1
+    dists_out[...] = 257
+    words_out[:, : w.shape[1]] = w
+    dists_out[:, : d.shape[1]] = d
+
+
+def _np_scan(offsets: np.ndarray, sigs: np.ndarray, ids: np.ndarray, qw: np.ndarray,
+             qs: np.ndarray, qwt: np.ndarray, ht: int, stamp: int, votes: np.ndarray,
+             lastq: np.ndarray, touched: np.ndarray, n_touched: int) -> tuple[int, int, int]:
+    nq = len(qs)
+    m = len(qw) // nq
+    n_words = len(offsets) - 1
+    qi = np.repeat(np.arange(nq), m)
+    ok = (qw >= 0) & (qw < n_words) & (qwt > 0)
+    w, qi, wt = qw[ok], qi[ok], qwt[ok]
+    a = np.asarray(offsets[w], np.int64)
+    ln = np.asarray(offsets[w + 1], np.int64) - a
+    scanned = int(ln.sum())
+    if not scanned:
+        return n_touched, 0, 0
+    run = np.repeat(np.arange(len(w)), ln)  # which (descriptor, word) each posting serves
+    pos = np.arange(scanned) - np.repeat(np.cumsum(ln) - ln, ln) + np.repeat(a, ln)
+    near = np.bitwise_count(np.asarray(sigs[pos]) ^ qs[qi[run]]) <= ht
+    run, pos = run[near], pos[near]
+    slot = np.asarray(ids[pos], np.int64)
+    who = qi[run]
+    # one vote per (descriptor, slot): the first posting in scan order, and none when the
+    # descriptor voted for the slot in an earlier segment
+    _, first = np.unique(who * len(votes) + slot, return_index=True)
+    first.sort()
+    slot, who, weight = slot[first], who[first], wt[run[first]]
+    qid = (stamp + who).astype(np.uint32)
+    fresh = lastq[slot] != qid
+    slot, qid, weight = slot[fresh], qid[fresh], weight[fresh]
+    lastq[slot] = qid
+    new = np.unique(slot[votes[slot] == 0.0])
+    np.add.at(votes, slot, weight.astype(np.float32))
+    room = max(0, min(len(new), len(touched) - n_touched))
+    touched[n_touched:n_touched + room] = new[:room]
+    return n_touched + len(new), scanned, int(near.sum())
+
+
+def _np_collect(votes: np.ndarray, touched: np.ndarray, n_touched: int, dead: np.ndarray,
+                k: int, out_slots: np.ndarray, out_votes: np.ndarray) -> int:
+    cand = touched[:n_touched].astype(np.int64)
+    v = votes[cand].copy()
+    votes[cand] = 0.0
+    keep = cand < len(dead)
+    cand, v = cand[keep], v[keep]
+    alive = ~np.asarray(dead, bool)[cand] & (v > 0)
+    cand, v = cand[alive], v[alive]
+    order = np.lexsort((cand, -v))[:k]
+    out_slots[: len(order)] = cand[order]
+    out_votes[: len(order)] = v[order]
+    return int(len(order))
+
+
+def _fallback_warning() -> None:
+    global _warned
+    if not _warned:
+        _warned = True
+        warnings.warn("hashwatch's compiled keypoint-index extension (_kpidx) is missing: "
+                      "using the numpy fallback (same results, slower). Reinstall with a C "
+                      "compiler present (`make install` or `pip install .`) to build it.",
+                      RuntimeWarning, stacklevel=3)
+
+
+def use_numpy(on: bool = True) -> None:
+    """Force the numpy twins (``on``) or go back to the extension when it was built: for
+    tests that compare the two."""
+    global assign, scan, collect
+    if on or _kpidx is None:
+        assign, scan, collect = _np_assign, _np_scan, _np_collect
+    else:
+        assign, scan, collect = _kpidx.assign, _kpidx.scan, _kpidx.collect
+
+
+def require() -> None:
+    """Warn once when the numpy fallback is in use (called where the index is searched)."""
+    if assign is _np_assign and _kpidx is None:
+        _fallback_warning()
+
+
+assign = scan = collect = None  # set by use_numpy just below
+use_numpy(False)

@@ -1,0 +1,102 @@
+"""The keypoint index's hot path: the numpy twins give what the C extension gives, and the
+index works (searches, same nominees) when the extension is missing."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hashwatch.robust import kpcore
+from hashwatch.robust.keypoint_index import KeypointIndex, KeypointParams
+from test_keypoint_index import noisy, random_set, random_vocab
+
+needs_c = pytest.mark.skipif(not kpcore.HAVE_C_EXTENSION, reason="the C extension is not built")
+
+
+@pytest.fixture
+def numpy_twins():
+    kpcore.use_numpy(True)
+    yield
+    kpcore.use_numpy(False)
+
+
+@settings(max_examples=40, deadline=None)
+@given(na=st.integers(0, 40), nb=st.integers(0, 40), seed=st.integers(0, 10_000))
+def test_hamming_matrix_is_the_bit_count(na: int, nb: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 256, (na, 32), dtype=np.uint8)
+    b = rng.integers(0, 256, (nb, 32), dtype=np.uint8)
+    want = np.unpackbits(a[:, None, :] ^ b[None, :, :], axis=-1).sum(-1)
+    got = kpcore.hamming_matrix(a, b)
+    assert got.shape == (na, nb) and got.dtype == np.int32
+    assert np.array_equal(got, want)
+
+
+@needs_c
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(1, 60), m=st.integers(1, 5), probe=st.integers(1, 4),
+       seed=st.integers(0, 10_000))
+def test_numpy_assign_equals_the_extension(n: int, m: int, probe: int, seed: int) -> None:
+    voc = random_vocab(8, 6, seed % 7)
+    d = np.random.default_rng(seed).integers(0, 256, (n, 32), dtype=np.uint8)
+    # near-duplicates of centres make ties, where both must pick the smaller word
+    d[: n // 3] = voc.fine.reshape(-1, 32)[: n // 3]
+    out = []
+    for on in (False, True):
+        kpcore.use_numpy(on)
+        try:
+            out.append(voc.assign(d, m, coarse_probe=probe))
+        finally:
+            kpcore.use_numpy(False)
+    assert np.array_equal(out[0][0], out[1][0]) and np.array_equal(out[0][1], out[1][1])
+
+
+def _search_all(ix: KeypointIndex, queries: list) -> list:
+    return [[(c.image_id, c.slot, round(c.score, 4)) for c in ix.search(q, top=5)]
+            for q in queries]
+
+
+@needs_c
+def test_numpy_search_equals_the_extension(tmp_path) -> None:
+    rng = np.random.default_rng(3)
+    params = KeypointParams(n_index=48, n_verify=96, ht=4, seal_slots=16, max_df_share=1.0)
+    ix = KeypointIndex(random_vocab(16, 32, 0), params)
+    sets = [random_set(rng) for _ in range(70)]
+    for i, f in enumerate(sets):
+        ix.add(1000 + i // 2, f)  # two sets per image: candidates are per image
+    ix.remove([1003])
+    queries = [noisy(sets[i], rng) for i in (0, 7, 21, 44, 69)] + [random_set(rng)]
+    c = _search_all(ix, queries)
+    kpcore.use_numpy(True)
+    try:
+        n = _search_all(ix, queries)
+    finally:
+        kpcore.use_numpy(False)
+    assert c == n
+    assert c[0][0][0] == 1000 and c[2][0][0] == 1010
+    assert all(1003 not in [x[0] for x in r] for r in c)
+    # the vote scratch is clean after each search: the same query gives the same votes again
+    assert _search_all(ix, queries) == c
+
+
+def test_index_searches_without_the_extension(numpy_twins, monkeypatch) -> None:
+    """What a checkout without a C compiler gets: one warning, then the same nominations."""
+    monkeypatch.setattr(kpcore, "_kpidx", None)
+    monkeypatch.setattr(kpcore, "_warned", False)
+    rng = np.random.default_rng(5)
+    params = KeypointParams(n_index=48, n_verify=96, ht=4, seal_slots=16, max_df_share=1.0)
+    ix = KeypointIndex(random_vocab(16, 32, 1), params)
+    sets = [random_set(rng) for _ in range(30)]
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        for i, f in enumerate(sets):
+            ix.add(i, f)
+        got = [ix.search(noisy(sets[i], rng), top=3)[0].image_id for i in (2, 11, 29)]
+        ix.search(noisy(sets[4], rng), top=3)
+    assert got == [2, 11, 29]
+    msgs = [str(x.message) for x in w if issubclass(x.category, RuntimeWarning)]
+    assert len(msgs) == 1 and "_kpidx" in msgs[0] and "make install" in msgs[0]
