@@ -178,17 +178,17 @@ def cmd_replay(a: argparse.Namespace) -> int:
         edits = [e for e in edits if e in a.edits.split(",")]
     todo = []
     for en in edits:
-        fh = res["found_hash"][en]
-        if not any(not x for x in fh):
-            continue
-        todo.append(en)
+        if any(x != -2 for x in res["nominated"][en]):
+            todo.append(en)
     todo = todo[a.part::a.parts]
     t0 = time.perf_counter()
     for en in todo:
-        fh, found = res["found_hash"][en], res["found"][en]
+        nom, found = res["nominated"][en], res["found"][en]
         qs = cache.load(en)
         for i, q in enumerate(qs):
-            if fh[i] or (a.every > 1 and i % a.every):
+            # -2: the hash tier matched something (its own image or a collage partner), so
+            # the query never reached the keypoint tier
+            if nom[i] == -2 or (a.every > 1 and i % a.every):
                 continue
             r = one(q.local, q.known, {q.known, *q.partners})
             r.update({"edit": en, "i": i, "before": bool(found[i])})
@@ -214,7 +214,7 @@ def cmd_replay(a: argparse.Namespace) -> int:
     return 0
 
 
-def _summary(paths: list[Path]) -> dict:
+def _summary(paths: list[Path], study: Path | None = None) -> dict:
     import numpy as np
 
     rows, slots = [], None
@@ -222,6 +222,9 @@ def _summary(paths: list[Path]) -> dict:
         d = json.loads(p.read_text())
         rows += d["rows"]
         slots = d["slots"]
+    if study is not None:  # only the queries that reached the keypoint tier in that run
+        nom = json.loads(study.read_text())["nominated"]
+        rows = [r for r in rows if r["edit"] == "distractor" or nom[r["edit"]][r["i"]] != -2]
     ed = [r for r in rows if r["edit"] != "distractor"]
     di = [r for r in rows if r["edit"] == "distractor"]
 
@@ -258,7 +261,7 @@ def cmd_report(a: argparse.Namespace) -> int:
           "verified (mean) | distractors: n, CPU p50 / p99 (without small pass) |")
     print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for g in a.results:
-        s = _summary([Path(p) for p in g.split(",")])
+        s = _summary([Path(p) for p in g.split(",")], a.study)
         print(f"| {Path(g.split(',')[0]).stem} | {s['slots']:,} | {s['edited']:,} | "
               f"{s['found']:,} ({s['found_before_run']:,}) | {s['false']} | "
               f"{s['cpu_p50']:.1f} / {s['cpu_p99']:.1f} | {s['nosmall_p50']:.1f} / "
@@ -295,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     r.set_defaults(fn=cmd_replay)
     p = sub.add_parser("report", help="markdown table of replay results")
     p.add_argument("results", nargs="+")
+    p.add_argument("--study", type=Path, default=None,
+                   help="the run's size-N.json: count only the queries that reached the "
+                        "keypoint tier there (replays made before that filter existed)")
     p.set_defaults(fn=cmd_report)
     a = ap.parse_args(argv)
     return a.fn(a)

@@ -4,8 +4,11 @@ command (``hashwatch match``, ``triage``, ``scan``, and ``hashwatch serve`` answ
 that are not on the list, so every file goes through every tier: hash views, keypoint index,
 verification of its nominees), and the CPU seconds per file.
 
-    # once: a list of 100 known corpus photos (robust views + keypoints) and 300 distractors
+    # once: a list of 100 known corpus photos (robust views + keypoints) and 300 distractors,
+    # and the same list made by the older checkout (which cannot open a newer database)
     .venv/bin/python benchmarks/worker_cpu.py prepare /work/scratch/NAME/wcpu
+    PYTHONPATH=/path/to/old/checkout/src .venv/bin/python benchmarks/worker_cpu.py prepare \
+        /work/scratch/NAME/wcpu --name hw-before.db
     # the measurement: this checkout, and a checkout of the code before (the anchor)
     flock /work/coord/bench.lock .venv/bin/python benchmarks/worker_cpu.py run \
         /work/scratch/NAME/wcpu --before /path/to/old/checkout --workers 2
@@ -42,7 +45,14 @@ HERE = Path(__file__).resolve().parents[1]
 CORPUS = Path(os.environ.get("HASHWATCH_CORPUS", HERE.parent / "shared" / "corpus"))
 
 
-def prepare(root: Path, n_known: int, n_distractors: int) -> None:
+def db_path(root: Path, label: str) -> Path:
+    """The database a checkout runs on: ``hw-<label>.db`` when prepared (an older checkout
+    cannot open a database migrated by newer code), else ``hw.db``."""
+    own = root / f"hw-{label}.db"
+    return own if own.exists() else root / "hw.db"
+
+
+def prepare(root: Path, n_known: int, n_distractors: int, name: str = "hw.db") -> None:
     """``root/hw.db`` with a list of ``n_known`` corpus photographs (bsds500-train, added as
     ``hashwatch lists add`` does: views and keypoints) and ``root/evidence`` with
     ``n_distractors`` other photographs (half bsds500-val 481x321, half flowers128)."""
@@ -61,7 +71,7 @@ def prepare(root: Path, n_known: int, n_distractors: int) -> None:
         dst = ev / f"{p.parent.name}-{p.name}"
         if not dst.exists():
             shutil.copy(p, dst)
-    db = root / "hw.db"
+    db = root / name
     if not db.exists():
         from hashwatch.cli import app
 
@@ -147,7 +157,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_service(src: Path, root: Path, clients: int) -> dict[str, float]:
+def run_service(src: Path, root: Path, clients: int, db: str) -> dict[str, float]:
     """``hashwatch serve`` on ``root/hw.db``: every evidence file uploaded once."""
     import concurrent.futures
     import urllib.request
@@ -156,7 +166,6 @@ def run_service(src: Path, root: Path, clients: int) -> dict[str, float]:
     env = dict(os.environ, PYTHONPATH=str(src / "src"))
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env.pop(var, None)
-    db = str(root / "hw.db")
     key = subprocess.run([sys.executable, "-m", "hashwatch.cli", "keys", "create",
                           f"wcpu-{uuid.uuid4().hex[:8]}", "--scopes", "hash,match", "--db", db],
                          env=env, capture_output=True, text=True, check=True).stdout.strip()
@@ -217,7 +226,7 @@ def run_service(src: Path, root: Path, clients: int) -> dict[str, float]:
 
 
 def commands(root: Path, tag: str, workers: int) -> dict[str, list[str]]:
-    db = str(root / "hw.db")
+    db = str(db_path(root, tag))
     ev = str(root / "evidence")
     out = root / "runs" / tag
     shutil.rmtree(out, ignore_errors=True)
@@ -241,7 +250,7 @@ def _scan_args(src: Path, root: Path, tag: str, workers: int) -> list[str] | Non
     if r.returncode != 0:
         return None
     return ["scan", "run", str(man), "--out", str(root / "runs" / tag / "scan"), "--db",
-            str(root / "hw.db"), "--workers", str(workers)]
+            str(db_path(root, tag)), "--workers", str(workers)]
 
 
 def main() -> int:
@@ -252,6 +261,9 @@ def main() -> int:
     p.add_argument("root", type=Path)
     p.add_argument("--known", type=int, default=100)
     p.add_argument("--distractors", type=int, default=300)
+    p.add_argument("--name", default="hw.db",
+                   help="database file; hw-before.db prepared with PYTHONPATH set to the "
+                        "older checkout's src is what that checkout runs on")
     r = sub.add_parser("run")
     r.add_argument("root", type=Path)
     r.add_argument("--before", type=Path, default=None,
@@ -261,7 +273,7 @@ def main() -> int:
     r.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
     if a.cmd == "prepare":
-        prepare(a.root, a.known, a.distractors)
+        prepare(a.root, a.known, a.distractors, a.name)
         return 0
     n_files = sum(1 for _ in (a.root / "evidence").iterdir())
     trees = ([("before", a.before)] if a.before else []) + [("after", HERE)]
@@ -276,7 +288,7 @@ def main() -> int:
             cmds.pop("scan")
         for name in a.commands.split(","):
             if name == "service":
-                res = run_service(tree, a.root, a.workers)
+                res = run_service(tree, a.root, a.workers, str(db_path(a.root, label)))
                 results.setdefault(name, {})[label] = res
                 print(f"{label:6s} {name:7s} wall {res['wall']:6.1f} s  parent "
                       f"{res['parent']:6.1f} CPU-s  workers {res['workers']:6.1f} CPU-s",
