@@ -38,14 +38,14 @@ MAX_ANISOTROPY = 2.5  # largest / smallest singular value of the local linear ma
 MAX_PERSPECTIVE = 3.0  # largest / smallest local area scale over the known picture's corners
 # The RANSAC homography (1,000 iterations) costs ~11 ms CPU on the chance pairs of a wrong
 # nominee, where it never stops early: that was most of a keypoint-tier query's p99. It runs
-# only when a screen finds at least this many inliers: OpenCV's USAC with PROSAC sampling
-# (Chum and Matas, "Matching with PROSAC - progressive sample consensus", CVPR 2005; Raguram
-# et al., "USAC", TPAMI 2013), which draws its samples from the best pairs first (the pairs
-# come closest descriptor first, see verify.greedy_pairs) and verifies hypotheses with SPRT:
-# ~0.3 ms. Uniform USAC sampling with 1,000 hypotheses missed stretched copies at ~16%
-# inliers that RANSAC found (3 of 480 combined-edit queries); on such synthetic pair sets
-# PROSAC found the consensus 20 times of 20 where RANSAC found it 5-14 times
-# (BENCHMARKS.md, "Query cost of the keypoint tier").
+# only when a screen finds at least this many inliers: OpenCV's USAC (Raguram et al., "USAC",
+# TPAMI 2013: hypotheses verified with SPRT) with PROSAC sampling (Chum and Matas, "Matching
+# with PROSAC - progressive sample consensus", CVPR 2005: samples drawn from the closest
+# descriptor pairs first; the pairs come in that order, see verify.greedy_pairs), then, if
+# that finds too few, with uniform sampling; ~0.2-0.3 ms each. Uniform sampling alone missed
+# stretched copies at ~16% inliers that RANSAC found (3 of 480 combined-edit queries), PROSAC
+# alone missed one fit that uniform sampling found (BENCHMARKS.md, "Query cost of the
+# keypoint tier").
 HOMOGRAPHY_SCREEN = LOCAL_MIN_INLIERS_HOMOGRAPHY // 2
 
 
@@ -102,11 +102,13 @@ def _cover(src: np.ndarray, dst: np.ndarray, ksize: tuple[int, int],
 
 def _homography_possible(src: np.ndarray, dst: np.ndarray) -> bool:
     """Whether a homography could gather LOCAL_MIN_INLIERS_HOMOGRAPHY inliers among these
-    pairs (given closest descriptor first): the PROSAC screen (see HOMOGRAPHY_SCREEN) finds
-    at least HOMOGRAPHY_SCREEN."""
-    _, inl = cv2.findHomography(src, dst, cv2.USAC_PROSAC, 4.0, maxIters=1000,
-                                confidence=0.995)
-    return inl is not None and int(inl.sum()) >= HOMOGRAPHY_SCREEN
+    pairs (given closest descriptor first): the PROSAC or the uniform USAC screen (see
+    HOMOGRAPHY_SCREEN) finds at least HOMOGRAPHY_SCREEN."""
+    for method in (cv2.USAC_PROSAC, cv2.USAC_DEFAULT):
+        _, inl = cv2.findHomography(src, dst, method, 4.0, maxIters=1000, confidence=0.995)
+        if inl is not None and int(inl.sum()) >= HOMOGRAPHY_SCREEN:
+            return True
+    return False
 
 
 def _fit_group(src: np.ndarray, dst: np.ndarray, k: LocalFeatures, q: LocalFeatures,
