@@ -207,7 +207,7 @@ done:
  * After scan(): reads the vote of each slot in touched[0:n_touched], resets it to 0 (the
  * scratch is clean for the next query), and keeps the k best slots that exist in `dead`
  * (uint8[n], nonzero: removed) and are alive: out_slots int64[k], out_votes float32[k],
- * vote descending, ties by smaller slot. Returns how many were kept (<= k). The caller uses
+ * vote descending, ties in touched order (the slot voted for first comes first). Returns how many were kept (<= k). The caller uses
  * it only when n_touched <= len(touched) (the list is complete).
  */
 static PyObject *py_collect(PyObject *self, PyObject *args) {
@@ -237,10 +237,9 @@ static PyObject *py_collect(PyObject *self, PyObject *args) {
         float v = votes[s];
         votes[s] = 0.0f;
         if ((Py_ssize_t)s >= n_dead || dead[s] || v <= 0.0f) continue;
-        if (cnt == k && (v < ov[k - 1] || (v == ov[k - 1] && (int64_t)s > os[k - 1])))
-            continue;
+        if (cnt == k && v <= ov[k - 1]) continue;
         int j = cnt < k ? cnt++ : k - 1;
-        while (j > 0 && (ov[j - 1] < v || (ov[j - 1] == v && os[j - 1] > (int64_t)s))) {
+        while (j > 0 && ov[j - 1] < v) {  /* ties keep the touched order (first voted first) */
             ov[j] = ov[j - 1];
             os[j] = os[j - 1];
             j--;

@@ -97,7 +97,9 @@ def _np_scan(offsets: np.ndarray, sigs: np.ndarray, ids: np.ndarray, qw: np.ndar
     fresh = lastq[slot] != qid
     slot, qid, weight = slot[fresh], qid[fresh], weight[fresh]
     lastq[slot] = qid
-    new = np.unique(slot[votes[slot] == 0.0])
+    fresh_slots = slot[votes[slot] == 0.0]
+    _, first_at = np.unique(fresh_slots, return_index=True)
+    new = fresh_slots[np.sort(first_at)]  # in scan order, as the extension lists them
     np.add.at(votes, slot, weight.astype(np.float32))
     room = max(0, min(len(new), len(touched) - n_touched))
     touched[n_touched:n_touched + room] = new[:room]
@@ -113,7 +115,7 @@ def _np_collect(votes: np.ndarray, touched: np.ndarray, n_touched: int, dead: np
     cand, v = cand[keep], v[keep]
     alive = ~np.asarray(dead, bool)[cand] & (v > 0)
     cand, v = cand[alive], v[alive]
-    order = np.lexsort((cand, -v))[:k]
+    order = np.argsort(-v, kind="stable")[:k]  # ties: the slot voted for first comes first
     out_slots[: len(order)] = cand[order]
     out_votes[: len(order)] = v[order]
     return int(len(order))
