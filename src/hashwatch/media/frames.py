@@ -217,28 +217,34 @@ def _luma_grid(frame: Any, side: int) -> np.ndarray:
 class _CutDetector:
     """Finds the first frame of a new picture between two grid samples, so that a picture
     shown for less than the sampling interval (a still spliced into a video for half a
-    second) is still hashed. Each decoded frame is reduced to a 16x16 grey signature (FFmpeg's
-    scaler, ~0.1 ms); a frame is a cut when its signature correlates below ``MAX_CORR`` with
-    the last kept frame's (zero-mean, unit-variance: brightness changes and fades are not
-    cuts) or its mean brightness moved by more than ``MAX_SHIFT`` grey levels, and at least
-    ``min_gap`` seconds passed since the last kept frame (bounds the extra frames)."""
+    second) is still hashed. Each decoded frame is reduced to a 16x16 grey signature
+    (:func:`_luma_grid`); a frame is a cut when its signature correlates below ``MAX_CORR``
+    with the last kept frame's (zero-mean, unit-variance: brightness changes and fades are not
+    cuts), or its mean brightness moved by more than ``MAX_SHIFT`` grey levels, or one of the
+    two is flat and the other is not; and at least ``min_gap`` seconds passed since the last
+    kept frame (bounds the extra frames)."""
 
     SIDE = 16
     MAX_CORR = 0.5
     MAX_SHIFT = 60.0
+    FLAT_RMS = 2.0
 
     def __init__(self, min_gap: float) -> None:
         self.min_gap = min_gap
+        self.seen = False
         self.last: np.ndarray | None = None
         self.last_mean = 0.0
         self.last_t = float("-inf")
 
-    def _signature(self, frame: Any) -> tuple[np.ndarray, float]:
+    def _signature(self, frame: Any) -> tuple[np.ndarray | None, float]:
+        """(unit-norm zero-mean signature, or None for a flat frame; mean grey level)."""
         g = _luma_grid(frame, self.SIDE)
         mean = float(g.mean())
         g -= mean
         norm = float(np.linalg.norm(g))
-        return (g / norm if norm > 1e-3 else g), mean
+        # flat: under ~2 grey levels RMS across the cells (a fade to black, a title card in
+        # one colour); its correlation with anything is noise, so only its brightness counts
+        return (g / norm if norm >= self.FLAT_RMS * self.SIDE else None), mean
 
     def changed(self, frame: Any, t: float, on_grid: bool) -> bool:
         """Whether ``frame`` (at ``t`` s) starts a new picture; ``on_grid``: it is kept
@@ -246,11 +252,16 @@ class _CutDetector:
         if not on_grid and t - self.last_t < self.min_gap:
             return False
         sig, mean = self._signature(frame)
-        cut = (not on_grid and self.last is not None
-               and (float(sig @ self.last) < self.MAX_CORR
-                    or abs(mean - self.last_mean) > self.MAX_SHIFT))
+        cut = False
+        if not on_grid and self.seen:
+            if abs(mean - self.last_mean) > self.MAX_SHIFT:
+                cut = True
+            elif sig is None or self.last is None:
+                cut = (sig is None) != (self.last is None)  # a picture appeared or went
+            else:
+                cut = float(sig @ self.last) < self.MAX_CORR
         if on_grid or cut:
-            self.last, self.last_mean, self.last_t = sig, mean, t
+            self.last, self.last_mean, self.last_t, self.seen = sig, mean, t, True
         return cut
 
 
