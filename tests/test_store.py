@@ -179,3 +179,18 @@ def test_list_counts_come_from_the_live_entries_index(store):
     assert store.get_list("l").entry_count == 3
     names = {ix["name"] for ix in sa.inspect(store.engine).get_indexes("entries")}
     assert "ix_entries_live" in names
+
+
+def test_asking_whether_a_list_lost_an_entry_reads_an_index(store):
+    """Every add asks whether the list ever had a removal; that question must be answered from
+    the partial index of removals (migration 0012), not by scanning the whole change feed."""
+    import sqlalchemy as sa
+
+    sql = "SELECT seq FROM changes WHERE list_id = 1 AND op = 'remove' LIMIT 1"
+    with store.engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            plan = " ".join(str(r[-1]) for r in conn.execute(sa.text("EXPLAIN QUERY PLAN " + sql)))
+        else:
+            conn.exec_driver_sql("SET enable_seqscan = off")  # the tables are tiny here
+            plan = " ".join(r[0] for r in conn.execute(sa.text("EXPLAIN " + sql)))
+    assert "ix_changes_list_remove" in plan

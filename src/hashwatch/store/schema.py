@@ -80,6 +80,9 @@ changes = sa.Table(
     sa.Column("list_id", sa.Integer, nullable=False),
     sa.Column("op", sa.String(10), nullable=False),  # add | remove
     sa.Column("at", sa.String(32), nullable=False),
+    # "did this list ever lose an entry?" without scanning the feed (migration 0012)
+    sa.Index("ix_changes_list_remove", "list_id", sqlite_where=sa.text("op = 'remove'"),
+             postgresql_where=sa.text("op = 'remove'")),
 )
 
 # Append-only (enforced by triggers created in the migration).
