@@ -173,6 +173,7 @@ class _Sampler(Generic[T]):
         self.kept: list[Sample[T]] = []
         self.on_frame = on_frame
         self.info = info
+        self.thinned = False  # frames were dropped: the file is covered only in part
 
     def want(self, t: float) -> bool:
         return self.every <= 0 or t + 1e-6 >= self.next_t
@@ -184,9 +185,8 @@ class _Sampler(Generic[T]):
         if self.every > 0 and not f.cut:
             self.next_t = (int(f.t / self.every + 1e-6) + 1) * self.every
         if len(self.kept) > self.max_samples:
-            # too many: keep every other one and sample half as often from here on; the file
-            # is then covered only in part, which the caller must be able to say
-            self.info.extra["thinned"] = True
+            # too many: keep every other one and sample half as often from here on
+            self.thinned = True
             self.kept = self.kept[::2]
             self.every = self.every * 2 if self.every > 0 else max(
                 (self.kept[-1].t - self.kept[0].t) / max(len(self.kept) - 1, 1), 1e-3) * 2
@@ -197,19 +197,17 @@ def _luma_grid(frame: Any, side: int) -> np.ndarray:
     """(side*side,) float32: the mean of 4x4 points in each cell of a side x side grid over
     the frame's luma, read in place from the decoded plane (no scaling pass: ~20 us a frame
     where FFmpeg's scaler costs ~0.5 ms); other pixel formats go through the scaler."""
-    fmt = frame.format.name
-    if fmt.startswith(("yuv", "yuvj", "nv", "gray")) and not fmt.startswith("gray1"):
+    luma, *rest = frame.format.components
+    # 8-bit luma alone in plane 0 (yuv*p, yuvj*p, nv12, gray): read in place; packed or
+    # deeper formats (whose sample layout varies) through the scaler
+    if luma.is_luma and luma.plane == 0 and luma.bits == 8 and all(c.plane for c in rest):
         plane = frame.planes[0]
         h, w = frame.height, frame.width
-        bpp = 2 if ("p10" in fmt or "p12" in fmt or "p16" in fmt or "16" in fmt) else 1
-        dt = np.uint16 if bpp == 2 else np.uint8
-        rows = np.frombuffer(plane, dtype=dt).reshape(-1, plane.line_size // bpp)[:h, :w]
+        rows = np.frombuffer(plane, dtype=np.uint8).reshape(-1, plane.line_size)[:h, :w]
         n = side * 4
         ys = (np.arange(n) * h) // n
         xs = (np.arange(n) * w) // n
         pts = rows[ys][:, xs].astype(np.float32)
-        if bpp == 2:
-            pts *= 255.0 / float(pts.max() or 1.0)
         return pts.reshape(side, 4, side, 4).mean(axis=(1, 3)).ravel()
     return frame.to_ndarray(format="gray", width=side, height=side).astype(np.float32).ravel()
 
@@ -265,11 +263,11 @@ class _CutDetector:
         return cut
 
 
-def _finish(info: MediaInfo, kept: list[Sample[T]]) -> tuple[MediaInfo, list[Sample[T]]]:
-    info.kept = len(kept)
-    if info.limited is None and info.extra.get("thinned"):
+def _finish(info: MediaInfo, sampler: _Sampler[T]) -> tuple[MediaInfo, list[Sample[T]]]:
+    info.kept = len(sampler.kept)
+    if info.limited is None and sampler.thinned:  # a decode bound that stopped it says more
         info.limited = "max_samples"
-    return info, kept
+    return info, sampler.kept
 
 
 def decode_frames(src: str | os.PathLike[str] | bytes, kind: str,
@@ -354,9 +352,7 @@ def _video(src: str | os.PathLike[str] | bytes, lim: FrameLimits,
                     info.rotation = stream_rotation(frame, stream)
                     info.width, info.height = (h, w) if info.rotation in (90, 270) else (w, h)
                 on_grid = sampler.want(t)
-                cut = False
-                if cuts is not None:
-                    cut = cuts.changed(frame, t, on_grid)
+                cut = cuts is not None and cuts.changed(frame, t, on_grid)
                 if on_grid or cut:
                     rw, rh = _reduced_size(w, h, lim.max_side)
                     px = frame.to_ndarray(format="rgb24", width=rw, height=rh)
@@ -378,7 +374,7 @@ def _video(src: str | os.PathLike[str] | bytes, lim: FrameLimits,
             info.duration = round(last_t + (1 / rate if rate else 0), 3)
         if not info.width:
             info.width, info.height = sw, sh
-    return _finish(info, sampler.kept)
+    return _finish(info, sampler)
 
 
 def _animation(src: str | os.PathLike[str] | bytes, lim: FrameLimits,
@@ -442,4 +438,4 @@ def _animation(src: str | os.PathLike[str] | bytes, lim: FrameLimits,
         info.duration = round(t_ms / 1000.0, 3) if t_ms else None
     if info.frame_count == 0:
         raise MediaError("truncated", "no frame could be decoded")
-    return _finish(info, sampler.kept)
+    return _finish(info, sampler)
