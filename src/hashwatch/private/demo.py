@@ -185,8 +185,7 @@ def run_demo(tmp: Path, setup: DemoSetup | None = None, *, transport: Transport 
                 and extra < 3 * t:
             i = n_match + extra
             edits.append(EDIT_CYCLE[i % len(EDIT_CYCLE)])
-            im = apply_edit(edits[-1], listed[i % len(listed)])
-            results += transport(account, [client.voucher_for_pixels(np.asarray(im))])
+            results += _share(transport, account, client, edits[-1], listed[i % len(listed)])
             extra += 1
         # A synthetic voucher can also have stood in for the mirrored or the bordered copy:
         # once the threshold is crossed every real voucher is verified at once, so alice
@@ -204,8 +203,7 @@ def run_demo(tmp: Path, setup: DemoSetup | None = None, *, transport: Transport 
                 break
             i = n_match + extra
             edits.append(missing[0])
-            im = apply_edit(missing[0], listed[i % len(listed)])
-            results += transport(account, [client.voucher_for_pixels(np.asarray(im))])
+            results += _share(transport, account, client, edits[-1], listed[i % len(listed)])
             extra += 1
         n_match += extra
         s = {"sent": len(results), "listed_pictures_sent": n_match, "edits": dict(Counter(edits)),
@@ -237,6 +235,12 @@ def run_demo(tmp: Path, setup: DemoSetup | None = None, *, transport: Transport 
                f"PDQ distance 31, by view {s['verified_views']}" if report
                else "nothing decrypted" if not s["threshold_crossed"] else "no report"))
     return summary
+
+
+def _share(transport: Transport, account: str, client: VoucherClient, edit: str,
+           picture: Image.Image) -> list[dict]:
+    """The account shares one more edited copy of a listed picture: the server's answer."""
+    return transport(account, [client.voucher_for_pixels(np.asarray(apply_edit(edit, picture)))])
 
 
 def _latest_report(server: Any, account: str, results: list[dict]) -> dict | None:

@@ -327,15 +327,14 @@ class Publisher:
 
     def cosign(self, witnesses: Sequence[Witness]) -> SignedLink:
         """Have each witness cosign the head (in a deployment each runs elsewhere and fetches
-        the chain itself); the cosignatures are stored with the links. A witness that missed
-        versions (or joins late) catches up: it checks and cosigns every version after the
-        last one it cosigned, in order, so it still refuses a chain that does not extend its
-        log (ChainRejected) or a second head of a version it cosigned (ForkDetected)."""
+        the chain itself); the cosignatures are stored with the links. Each witness is shown
+        the whole chain in order (:meth:`Witness.cosign` re-checks versions it already
+        cosigned against its log and verifies the others as extensions), so one that missed
+        versions, or joins late, catches up, and it still refuses a chain that does not extend
+        its log (ChainRejected) or a second head of any version it cosigned (ForkDetected)."""
         for w in witnesses:
-            after = -1 if w.last is None else w.last.version
             for sl in self.links:
-                if sl.link.version > after or sl is self.links[-1]:
-                    w.cosign(sl)
+                w.cosign(sl)
         save_chain(self.out, self.links)
         return self.links[-1]
 
