@@ -387,3 +387,57 @@ def test_a_character_cut_by_the_sample_is_still_utf8() -> None:
     from hashwatch.formats._text import detect_encoding
 
     assert detect_encoding(b"x" * 10 + "ß".encode()[:1]) == "utf-8"
+
+
+@pytest.mark.parametrize(("fmt", "data", "why"), [
+    ("vics", b"{not json at all", "not valid VICS JSON"),
+    ("icse", b"Name;Size;Date\nfoo;1;2\n", "no hash column"),
+    ("csv", b"", "empty"),
+])
+def test_import_create_refused_file_makes_no_list(fmt: str, data: bytes, why: str,
+                                                  tmp_path) -> None:  # noqa: ANN001
+    """A file refused as a whole must not leave an empty list behind (a re-run with the
+    right file would otherwise import into a list made from the wrong one's name)."""
+    from typer.testing import CliRunner
+
+    from hashwatch.cli import app
+
+    f = tmp_path / "list.bin"
+    f.write_bytes(data)
+    db = str(tmp_path / "hw.db")
+    with Store.open(db) as s:
+        s.create_list("other")
+    res = CliRunner().invoke(app, ["lists", "import", "L", str(f), "--format", fmt, "--create",
+                                   "--db", db])
+    assert res.exit_code != 0 and why in res.output, res.output
+    with Store.open(db) as s:
+        assert [i.name for i in s.lists(include_deleted=True)] == ["other"]
+
+
+def test_import_create_needs_a_good_row(tmp_path) -> None:  # noqa: ANN001
+    from typer.testing import CliRunner
+
+    from hashwatch.cli import app
+
+    f = tmp_path / "list.txt"
+    f.write_text("not-a-hash\nalso bad\n")
+    db = str(tmp_path / "hw.db")
+    runner = CliRunner()
+    res = runner.invoke(app, ["lists", "import", "L", str(f), "--format", "hashlines",
+                              "--signal", "pdq", "--create", "--db", db])
+    assert res.exit_code == 1 and "was not created" in res.output, res.output
+    with Store.open(db) as s:
+        assert s.lists(include_deleted=True) == []
+    # the same file into an existing list: reported, list kept, exit 1
+    with Store.open(db) as s:
+        s.create_list("L")
+    res = runner.invoke(app, ["lists", "import", "L", str(f), "--format", "hashlines",
+                              "--signal", "pdq", "--create", "--db", db])
+    assert res.exit_code == 1 and "2 bad rows" in res.output, res.output
+    good = tmp_path / "good.txt"
+    good.write_text("f" * 64 + "\nbad\n")
+    res = runner.invoke(app, ["lists", "import", "M", str(good), "--format", "hashlines",
+                              "--signal", "pdq", "--create", "--db", db])
+    assert res.exit_code == 0 and "1 added" in res.output, res.output
+    with Store.open(db) as s:
+        assert s.get_list("M").entry_count == 1 and s.get_list("M").source == "good.txt"

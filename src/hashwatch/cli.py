@@ -339,13 +339,14 @@ def lists_import(
             err.print(styled("skipped", "yellow", str(e)))
         shown += 1
 
+    missing = False
     with open_store(db) as store:
         try:
             store.get_list(name)
         except ListNotFound as exc:
             if not create:
                 raise fail(f"{exc} (or pass --create)") from None
-            store.create_list(name, source=file.name)
+            missing = True  # made by the import once the file gives a good row
         raw = open(file, "rb")  # noqa: SIM115 - closed in finally
         try:
             with progress(file.stat().st_size, "importing") as prog:
@@ -362,6 +363,7 @@ def lists_import(
                     on_batch=lambda _n: prog.update(task, completed=raw.tell()),
                     method=chosen,
                     on_apply=lambda: err.print("read and staged; applying"),
+                    create=create,
                 )
         except FormatError as exc:
             raise fail(f"{file}: {exc}") from None
@@ -369,6 +371,10 @@ def lists_import(
             raw.close()
     if res.bad_rows > show_errors:
         err.print(styled(f"... and {res.bad_rows - show_errors} more bad rows", "yellow"))
+    if missing and not res.created and res.added == res.duplicates == res.restored == 0:
+        err.print(styled("nothing imported", "red",
+                         f"{file} has no good row: list {name} was not created"))
+        raise typer.Exit(1)
     err.print(
         f"imported into {name}: {res.added} added, {res.duplicates} already present, "
         f"{res.restored} restored, {res.bad_rows} bad rows skipped"

@@ -3,6 +3,7 @@ both call these, so both behave the same way on bad rows and duplicates."""
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ class ImportResult:
     bad_rows: int = 0
     errors: list[RowError] = field(default_factory=list)  # the first ``keep_errors``
     by_signal: dict[str, SignalCounts] = field(default_factory=dict)
+    created: bool = False  # the import made the list (``import_stream(create=True)``)
 
     @classmethod
     def from_add(cls, res: AddResult, bad: int, errors: list[RowError]) -> ImportResult:
@@ -87,8 +89,13 @@ def import_stream(
     on_batch: Callable[[int], None] | None = None,
     method: str = "rows",
     on_apply: Callable[[], None] | None = None,
+    create: bool = False,
 ) -> ImportResult:
     """Stream ``fh`` into a list: good rows kept, bad rows counted and reported.
+
+    ``create=True`` makes a missing list (source = ``source_name``), but only once the file
+    has given a good row: a file refused as a whole (``FormatError``) or holding no good row
+    leaves no empty list behind (``ImportResult.created`` says whether it was made).
 
     ``fh`` is best given as bytes: every reader detects the encoding (UTF-8 with or without
     BOM, UTF-16, Windows-1252) and the delimited ones the delimiter and header spelling.
@@ -103,8 +110,16 @@ def import_stream(
     """
     if method not in ("rows", "bulk"):
         raise ValueError(f"unknown import method {method!r} (rows or bulk)")
+    from hashwatch.store import ListNotFound
+
     read = reader(fmt)
-    store.get_list(list_name)  # fail before reading anything
+    try:
+        store.get_list(list_name)  # fail before reading anything
+        missing = False
+    except ListNotFound:
+        if not create:
+            raise
+        missing = True
     errors: list[RowError] = []
     bad = 0
     # read by add_entries when it writes its audit record, after the stream is consumed
@@ -123,22 +138,34 @@ def import_stream(
                 continue
             yield item
 
+    rows: Iterable[EntryIn] = good_rows()
+    if missing:
+        # read up to the first good row (a file that is not the format at all raises here)
+        # before the list is made, so a refused file never leaves an empty list behind
+        rows = iter(rows)
+        first = next(rows, None)
+        if first is None:
+            return ImportResult(bad_rows=bad, errors=errors)
+        store.create_list(list_name, source=source_name, actor=actor)
+        rows = itertools.chain([first], rows)
     if method == "bulk":
         from hashwatch.store.bulk import bulk_add
 
-        res = bulk_add(store, list_name, good_rows(), actor=actor, detail=detail,
+        res = bulk_add(store, list_name, rows, actor=actor, detail=detail,
                        on_batch=on_batch, on_apply=on_apply)
     else:
         res = store.add_entries(
             list_name,
-            good_rows(),
+            rows,
             actor=actor,
             action="entries.import",
             detail=detail,
             on_batch=on_batch,
             collect_ids=False,
         )
-    return ImportResult.from_add(res, bad, errors)
+    out = ImportResult.from_add(res, bad, errors)
+    out.created = missing
+    return out
 
 
 def export_list(
