@@ -220,6 +220,8 @@ def test_eval_harness_tiny_run() -> None:
         assert s.per_edit["partner"][e] == s.per_edit["+qcrops"][e]
     md = markdown(res, s)
     assert "| edit | family | pdq |" in md and "mean recall" in md and "Partner mode" in md
+    # 48 distractor x known pairs are too few to fit any route's tail: said, never "nan"
+    assert "nan" not in md and "n/a (" in md and "too few for a tail fit" in md
 
 
 def _verdict(query: np.ndarray, known: np.ndarray) -> R.LocalVerdict:

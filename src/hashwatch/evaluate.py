@@ -638,6 +638,9 @@ class Summary:
     # scene check on chance alignments: (P(pdq <= max), P(redetect >= min), candidates measured,
     # false matches the geometric check alone would have let through)
     scene_fit: tuple[float, float, int, int] | None = None
+    # method -> how many of its routes had too few distractor pairs for a tail fit (their
+    # rate is left out of ``est_rate``, which is then a lower bound)
+    unfitted: dict[str, int] = field(default_factory=dict)
 
 
 def summarise(res: EvalResult) -> Summary:
@@ -647,6 +650,7 @@ def summarise(res: EvalResult) -> Summary:
     fd: dict[str, int] = {}
     fw: dict[str, int] = {}
     est: dict[str, float] = {}
+    unfitted: dict[str, int] = {}
     fits: dict[str, tuple[int, float, float, float]] = {}
     n_pairs = res.distractor_d.shape[0] * res.distractor_d.shape[1]
     for r, route in enumerate(ROUTES):
@@ -657,7 +661,11 @@ def summarise(res: EvalResult) -> Summary:
         per_edit[name] = {e: float((ts[i] <= 0).mean()) for i, e in enumerate(res.edits)}
         fd[name] = int((_score(res.distractor_d, cols) <= 0).sum())
         fw[name] = int((res.wrong_score[name] <= 0).sum())
-        est[name] = float(sum(fits[f"{ROUTES[c][0]}-{ROUTES[c][1]}"][1] for c in cols))
+        rates = [fits[f"{ROUTES[c][0]}-{ROUTES[c][1]}"][1] for c in cols]
+        # a route present for too few pairs to fit adds nothing known: the sum of the fitted
+        # ones is kept and the method is marked as a lower bound (``unfitted``)
+        est[name] = float(np.nansum(rates))
+        unfitted[name] = sum(math.isnan(r) for r in rates)
     geo = res.geometric_local
     lfit = local_tail_rate(geo.ravel(), n_pairs, R.LOCAL_MIN_INLIERS)
     scene_fit = None
@@ -684,6 +692,7 @@ def summarise(res: EvalResult) -> Summary:
         # a chance alignment must pass both checks: P(geometry) x P(scene check | candidate)
         p_scene = 1.0 if scene_fit is None else min(1.0, np.nansum(scene_fit[:2]))
         est[name] = est[methods[-1][0]] + lfit[0] * p_scene
+        unfitted[name] = unfitted[methods[-1][0]] + int(math.isnan(lfit[0]))
     if res.partner_found is not None:
         # partner mode: the CSV export in a fresh database, matched by the Matcher (hash tier)
         names.append("partner")
@@ -692,8 +701,16 @@ def summarise(res: EvalResult) -> Summary:
         fd["partner"] = int(res.partner_distractor)
         fw["partner"] = int(res.partner_wrong.sum())
         est["partner"] = est[methods[-1][0]]  # the same routes as the robust hash tier
+        unfitted["partner"] = unfitted[methods[-1][0]]
     mean = {m: float(np.mean(list(per_edit[m].values()))) for m in names}
-    return Summary(names, per_edit, fd, fw, est, mean, fits, lfit, n_pairs, scene_fit)
+    return Summary(names, per_edit, fd, fw, est, mean, fits, lfit, n_pairs, scene_fit,
+                   unfitted)
+
+
+def _rate_cell(rate: float, unfitted: int) -> str:
+    if math.isnan(rate) or (unfitted and rate == 0):
+        return "n/a"
+    return f">= {rate:.1e}" if unfitted else f"{rate:.1e}"
 
 
 def markdown(res: EvalResult, s: Summary) -> str:
@@ -723,7 +740,12 @@ def markdown(res: EvalResult, s: Summary) -> str:
     lines.append("| false matches, edited query -> wrong known | | " + " | ".join(
         str(s.false_wrong_known[m]) for m in s.methods) + " |")
     lines.append("| est. false-match rate per pair | | " + " | ".join(
-        f"{s.est_rate[m]:.1e}" for m in s.methods) + " |")
+        _rate_cell(s.est_rate[m], s.unfitted.get(m, 0)) for m in s.methods) + " |")
+    if any(s.unfitted.values()):
+        lines += ["", "(>= : the sum of the routes that could be fitted; routes marked n/a below "
+                  "existed for fewer than 1,000 distractor x known pairs, too few for a tail "
+                  "fit, and are left out. Run with more known images or distractors to fit "
+                  "them.)"]
     lines += ["", "Per-route tail fits (distractor x known, per-pair min distance over the "
               "route's variant pairs):", "",
               "| route (query-known) | threshold | est. P(d <= t) | fitted mu | fitted sigma | "
@@ -731,22 +753,30 @@ def markdown(res: EvalResult, s: Summary) -> str:
     for r, route in enumerate(ROUTES):
         t, rate, mu, sg = s.route_fits[f"{route[0]}-{route[1]}"]
         mn = int(res.distractor_d[..., r].min()) if res.distractor_d.size else BIG
-        lines.append(f"| {route[0]}-{route[1]} | {t} | {rate:.1e} | {mu:.1f} | {sg:.1f} | "
+        present = int((res.distractor_d[..., r] < BIG).sum())
+        fit = ("n/a" if math.isnan(rate) else f"{rate:.1e}",
+               "-" if math.isnan(mu) else f"{mu:.1f}", "-" if math.isnan(sg) else f"{sg:.1f}")
+        if math.isnan(rate):
+            fit = (f"n/a ({present:,} pairs)", *fit[1:])
+        lines.append(f"| {route[0]}-{route[1]} | {t} | {fit[0]} | {fit[1]} | {fit[2]} | "
                      f"{mn if mn < BIG else '-'} |")
     if res.config.local:
         geo = res.geometric_local
         lines += ["", f"Local tier: distractor pairs that reached the geometric check: "
                   f"{int((geo > 0).sum()):,}; max inliers seen "
                   f"{int(geo.max())}; geometric tail fit P(inliers >= "
-                  f"{R.LOCAL_MIN_INLIERS}) = {s.local_fit[0]:.1e} per pair (decay "
-                  f"{s.local_fit[1]:.2f} per inlier)."]
+                  f"{R.LOCAL_MIN_INLIERS}) = {_rate_cell(s.local_fit[0], 0)} per pair (decay "
+                  f"{'n/a' if math.isnan(s.local_fit[1]) else f'{s.local_fit[1]:.2f}'} per "
+                  "inlier; n/a: too few chance alignments to fit a slope, the rate is then "
+                  "the rule-of-three bound)."]
         if s.scene_fit is not None:
             p_pdq, p_rd, n_sc, geo_false = s.scene_fit
             lines += ["", f"Scene check on {n_sc:,} distractor candidates that got a transform: "
-                      f"P(aligned PDQ <= {R.SCENE_PDQ_MAX}) = {p_pdq:.1e} (normal tail fit), "
+                      f"P(aligned PDQ <= {R.SCENE_PDQ_MAX}) = {_rate_cell(p_pdq, 0)} (normal tail "
+                      f"fit, n/a under 1,000 candidates), "
                       f"P(re-detected share >= {R.SCENE_REDETECT_MIN} with >= "
-                      f"{R.SCENE_REFOUND_MIN} keypoints) = {p_rd:.1e} (exponential tail fit, "
-                      f"or 3/n when too thin to fit), highest such share seen "
+                      f"{R.SCENE_REFOUND_MIN} keypoints) = {_rate_cell(p_rd, 0)} (exponential "
+                      f"tail fit, or 3/n when too thin to fit), highest such share seen "
                       f"{res.distractor_scene[:, 1].max():.3f}, lowest aligned PDQ "
                       f"{int(res.distractor_scene[:, 0].min())}; the geometric check alone "
                       f"would have made {geo_false} false match(es) at >= "
