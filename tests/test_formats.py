@@ -129,6 +129,41 @@ def test_vics_malformed():
         list(reader("vics")(io.BytesIO(b'{"something": []}')))
 
 
+def _media_json(members: list[tuple[str, str]]) -> str:
+    """A Media object written member by member (json.dumps cannot repeat a name)."""
+    return "{" + ", ".join(f"{json.dumps(k)}: {v}" for k, v in members) + "}"
+
+
+@pytest.mark.parametrize("layout", ["2.0", "1.x"])
+@given(dup=st.sampled_from(["MD5", "SHA1", "AlternativeHashes", "HashValue", "Category"]),
+       first=st.booleans())
+@settings(max_examples=25, deadline=None)
+def test_vics_member_named_twice_is_a_bad_record(layout: str, dup: str, first: bool) -> None:
+    """JSON readers differ on which of two same-named members wins (RFC 8259 section 4); a
+    plain dict keeps the last, so two MD5s or two AlternativeHashes lost hashes silently. The
+    record is reported (by number, naming the member), the records around it are kept."""
+    md5s = ['"' + "a" * 32 + '"', '"' + "b" * 32 + '"']
+    alt = '[{"HashName": "PDQ", "HashValue": "' + "0" * 64 + '"}]'
+    members = [("MediaID", "2"), ("MD5", md5s[0]), ("SHA1", '"' + "c" * 40 + '"'),
+               ("Category", "1"), ("AlternativeHashes", alt)]
+    if dup == "HashValue":
+        members[-1] = ("AlternativeHashes", '[{"HashName": "PDQ", "HashValue": "' + "0" * 64
+                       + '", "HashValue": "' + "f" * 64 + '"}]')
+    else:
+        again = {"MD5": md5s[1], "SHA1": '"' + "d" * 40 + '"', "Category": "2",
+                 "AlternativeHashes": alt}[dup]
+        members.insert(1 if first else len(members), (dup, again))
+    ok1 = '{"MediaID": 1, "SHA1": "' + "1" * 40 + '"}'
+    ok3 = '{"MediaID": 3, "SHA1": "' + "3" * 40 + '"}'
+    media = f"[{ok1}, {_media_json(members)}, {ok3}]"
+    doc = (f'{{"value": {media}}}' if layout == "2.0"
+           else f'{{"value": [{{"CaseID": 9, "Media": {media}}}]}}')
+    good, bad = split(list(reader("vics")(io.BytesIO(doc.encode()))))
+    assert [e.value for e in good] == ["1" * 40, "3" * 40]
+    assert len(bad) == 1 and bad[0].line == 2 and bad[0].unit == "record"
+    assert f"names {dup} twice" in str(bad[0])
+
+
 entry_strategy = st.builds(
     lambda sig, val, cat, ref, var: EntryIn(sig, val, cat, (), ref, "", var),
     st.sampled_from(["md5", "sha1", "sha256", "pdq"]),

@@ -32,8 +32,30 @@ _DIRECT = {"MD5": "md5", "SHA1": "sha1", "SHA256": "sha256"}
 _MEDIA = "value.item.Media.item"
 
 
+class _Members(dict):
+    """A JSON object that remembers member names given twice (RFC 8259 section 4: names
+    SHOULD be unique, and readers differ on which value wins). A plain dict silently keeps the
+    last one, so a record with two ``MD5`` or two ``AlternativeHashes`` would lose hashes
+    without a word; ``duplicate_members`` (shared by a record's nested objects) says so."""
+
+    def __init__(self, seen: list[str]) -> None:
+        super().__init__()
+        self.duplicate_members = seen
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key in self:
+            self.duplicate_members.append(key)
+        super().__setitem__(key, value)
+
+
+def _builder() -> Any:
+    seen: list[str] = []
+    return ijson.ObjectBuilder(map_type=lambda: _Members(seen))
+
+
 def iter_media(fh: IO[bytes]) -> Iterator[dict[str, Any]]:
-    """Yield Media objects of either layout without building a whole Case in memory."""
+    """Yield Media objects of either layout without building a whole Case in memory. A
+    Media object that names a member twice carries the names in ``duplicate_members``."""
     outer: Any = None
     inner: Any = None
     case_has_media = False
@@ -47,14 +69,14 @@ def iter_media(fh: IO[bytes]) -> Iterator[dict[str, Any]]:
                     inner = None
                 continue
             if event == "start_map" and prefix == _MEDIA:
-                inner = ijson.ObjectBuilder()
+                inner = _builder()
                 inner.event(event, value)
                 continue
             if prefix == "value" and event == "start_array":
                 seen_value = True
             if outer is None:
                 if event == "start_map" and prefix == "value.item":
-                    outer = ijson.ObjectBuilder()
+                    outer = _builder()
                     outer.event(event, value)
                     case_has_media = False
                 continue
@@ -94,9 +116,15 @@ def media_entries(
 ) -> list[EntryIn | RowError]:
     """Entries of one Media record (all in one group), and a ``RowError`` for each hash
     that cannot be read; a bad or unknown hash never costs the record its other hashes.
-    Raises ValueError when the record itself is unusable (not an object, no hash)."""
+    Raises ValueError when the record itself is unusable (not an object, no hash, a member
+    named twice: which of the two values is meant cannot be told)."""
     if not isinstance(media, dict):
         raise ValueError("a Media record must be a JSON object")
+    dup = getattr(media, "duplicate_members", None)
+    if dup:
+        names = ", ".join(sorted(set(dup)))
+        raise ValueError(f"the record names {names} twice (JSON member names must be unique; "
+                         "which value is meant is ambiguous, so none of its hashes is taken)")
     cat = media_category(media) or default
     media_id = media.get("MediaID")
     files = media.get("MediaFiles") or []
