@@ -303,19 +303,37 @@ def test_hma_video_content_and_lookup(tmp_path):
             "/c/bank/VIDEOS/content", files={"video": ("k.mp4", known.read_bytes())},
             headers=h))
         lib = hash_file(known)
+        ref = json.dumps([str(f) for f in lib.vpdq], separators=(",", ":"))  # vpdq_to_json
+        assert len(lib.vpdq) >= 3
         assert body["signals"] == {"video_md5": lib.md5, "sha1": lib.sha1,
-                                   "sha256": lib.sha256}
+                                   "sha256": lib.sha256, "vpdq": ref}
         cid = body["id"]
         hashed = c.post("/h/hash", files={"video": ("k.mp4", known.read_bytes())},
                         headers=h).json()
         assert hashed == body["signals"]
+        shown = c.get(f"/c/bank/VIDEOS/content/{cid}", params={"include_signals": "true"},
+                      headers=h).json()
+        assert shown["signals"] == body["signals"]  # frames folded back into one vpdq value
+        # a partner's content given as signal values: the vpdq value is a whole video
+        assert c.post("/c/banks", json={"name": "PARTNER"}, headers=h).status_code == 201
+        given = c.post("/c/bank/PARTNER/signal",
+                       json={"vpdq": ref, "video_md5": lib.md5}, headers=h)
+        assert given.status_code == 200, given.text
+        pid = given.json()["id"]
+        assert c.get(f"/c/bank/PARTNER/content/{pid}", params={"include_signals": "true"},
+                     headers=h).json()["signals"] == {"vpdq": ref, "video_md5": lib.md5}
+        bad = c.post("/c/bank/PARTNER/signal", json={"vpdq": "[\"zz,1,0\"]"},
+                     headers=h)
+        assert bad.status_code == 400 and "vpdq" in bad.text
         found = check("lookup_upload", c.post("/m/lookup", files={"video": (
             "t.mp4", trimmed.read_bytes())}, headers=h))
         assert [m["bank_content_id"] for m in found["vpdq"]["VIDEOS"]] == [cid]
+        assert [m["bank_content_id"] for m in found["vpdq"]["PARTNER"]] == [pid]
         assert found["video_md5"] == {}
         same = c.post("/m/lookup", files={"video": ("k.mp4", known.read_bytes())},
                       headers=h).json()
-        assert same["video_md5"] == {"VIDEOS": [{"bank_content_id": cid, "distance": "-"}]}
+        assert same["video_md5"] == {"VIDEOS": [{"bank_content_id": cid, "distance": "-"}],
+                                     "PARTNER": [{"bank_content_id": pid, "distance": "-"}]}
         miss = c.post("/m/lookup", files={"video": ("o.mp4", other.read_bytes())},
                       headers=h).json()
         assert all(v == {} for v in miss.values())

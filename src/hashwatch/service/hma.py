@@ -145,12 +145,18 @@ def upload_signals(hashes: Mapping[str, Any], *, video: bool, min_quality: int,
                    types: Sequence[str] | None = None) -> dict[str, str]:
     """HMA's hash answer (signal type -> value) for an upload's hashes (the service's
     ``hash_dict``). A photo gives ``pdq``, ``md5``, ``sha1``, ``sha256``; a video
-    ``video_md5``, ``sha1``, ``sha256``. Like HMA, a PDQ below the quality floor is ``""``.
-    ``types`` keeps only those names (HMA's ``types=``; unknown ones are an error)."""
+    ``video_md5``, ``sha1``, ``sha256`` and ``vpdq`` (the reference's ``vpdq_to_json`` form,
+    as python-threatexchange's vPDQ signal type writes it). Like HMA, a PDQ below the quality
+    floor is ``""``. ``types`` keeps only those names (HMA's ``types=``; unknown ones are an
+    error)."""
+    from hashwatch.signals.vpdq import VpdqFeature, format_vpdq
+
     out: dict[str, str] = {}
     if not video and hashes.get("pdq"):
         q = hashes.get("pdq_quality")
         out["pdq"] = hashes["pdq"] if q is None or q >= min_quality else ""
+    if video and hashes.get("vpdq"):
+        out["vpdq"] = format_vpdq(VpdqFeature.parse(f) for f in hashes["vpdq"])
     out["video_md5" if video else "md5"] = hashes["md5"]
     out["sha1"] = hashes["sha1"]
     out["sha256"] = hashes["sha256"]
@@ -223,12 +229,21 @@ def content_json(info: ListInfo, members: Sequence[EntryRow], *, include_signals
     """HMA's ``BankContentResponse`` for a content: ``{"id", "disable_until_ts": 1,
     "original_media_uri": null, "bank", ["signals"], ["metadata"], ["note"]}``; absent keys
     as HMA leaves them out. ``signals`` holds each signal type's full-picture value (the
-    robust matcher's extra PDQ views are not HMA signals)."""
+    robust matcher's extra PDQ views are not HMA signals); a known video's frames are one
+    ``vpdq`` value (reference JSON) and its MD5 is ``video_md5``, as HMA names them."""
+    from hashwatch.signals.vpdq import VpdqFeature, format_vpdq
+
     out: dict[str, Any] = {"id": members[0].id if members else None,
                            "disable_until_ts": 1, "original_media_uri": None,
                            "bank": bank_json(info)}
     if include_signals:
-        sigs = {e.signal_type: e.value for e in reversed(members) if not e.variant}
+        sigs = {e.signal_type: e.value for e in reversed(members)
+                if not e.variant and e.signal_type != "vpdq"}
+        frames = [e.value for e in members if e.signal_type == "vpdq"]  # id = frame order
+        if frames:
+            sigs["vpdq"] = format_vpdq(VpdqFeature.parse(v) for v in frames)
+            if "md5" in sigs:
+                sigs["video_md5"] = sigs.pop("md5")
         if sigs:
             out["signals"] = dict(sorted(sigs.items()))
     meta, note = metadata_from(members)

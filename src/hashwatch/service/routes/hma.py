@@ -491,21 +491,37 @@ def _add_signals(svc: Service, p: Principal, info: Any, given: dict[str, Any],
 
     if not given:
         raise hma.HmaError("No signals given")
+    from hashwatch.signals.vpdq import format_vpdq, parse_vpdq
+
     values: dict[str, str] = {}  # hashwatch name -> value
     echo: dict[str, str] = {}
+    frames: list[str] = []  # a known video's vPDQ: one entry per frame
     for name, value in given.items():
         st = hma.signal_type(str(name))
         if not isinstance(value, str):
             raise hma.HmaError(f"Invalid {str(name)[:64]} signal: not a string")
-        v = hma.validate_value(st, value, str(name))
+        if st.name == "vpdq":  # HMA's vpdq value is a whole video (reference JSON)
+            try:
+                feats = parse_vpdq(value)
+            except ValueError as exc:
+                raise hma.HmaError(f"invalid signal: Invalid vpdq hash: {exc}"[:300]) from None
+            if not feats:
+                raise hma.HmaError("invalid signal: Invalid vpdq hash: no frames")
+            frames = [str(f) for f in feats]
+            v = format_vpdq(feats)
+        else:
+            v = hma.validate_value(st, value, str(name))
         values[st.name] = v
         echo[str(name)] = v
     group = hma.group_for_signals(values)
     labels = hma.metadata_labels(meta, note)
     ref = (meta or {}).get("content_id", "")
     items = [EntryIn(signal_type=s, value=v, labels=labels, source_ref=ref, group_ref=group)
-             for s, v in values.items()]
-    cid = _add_entries(svc, p, info, items, group, list(values.items()), None)
+             for s, v in values.items() if s != "vpdq"]
+    items += [EntryIn(signal_type="vpdq", value=f, labels=labels, source_ref=ref,
+                      group_ref=group) for f in frames]
+    pairs = [(s, v) for s, v in values.items() if s != "vpdq"] + [("vpdq", f) for f in frames]
+    cid = _add_entries(svc, p, info, items, group, pairs, None)
     return {"id": cid, "signals": echo}
 
 
