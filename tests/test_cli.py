@@ -104,6 +104,28 @@ def test_lists_add_match_and_filters(images, db, tmp_path):
     assert res.exit_code == 2 and "no hash list" in res.stderr
 
 
+def test_table_piped_to_a_file_is_not_cut(images, db, tmp_path):
+    """`hashwatch match --format table > out.txt`: Rich assumes 80 columns off a terminal and
+    cut paths and refs to "…"; what was found must reach the file whole."""
+    import subprocess
+    import sys
+
+    known, evidence = images
+    deep = evidence / ("case-2026-0001-seized-laptop-" * 3) / "Pictures" / "holiday"
+    deep.mkdir(parents=True)
+    shutil.copy(evidence / "sub" / "grey.png", deep / "IMG_20260101_120000_000001.png")
+    run("lists", "create", "national-list-of-known-images", "--db", db)
+    run("lists", "add", "national-list-of-known-images", str(known), "--db", db)
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    res = subprocess.run([sys.executable, "-m", "hashwatch.cli", "match", str(deep), "--format",
+                          "table", "--db", db], capture_output=True, text=True, env=env,
+                         check=True)
+    path = str(deep / "IMG_20260101_120000_000001.png")
+    row = [line for line in res.stdout.splitlines() if path in line]
+    assert len(row) == 1 and "national-list-of-known-images" in row[0], res.stdout
+    assert "…" not in res.stdout
+
+
 def test_import_reports_bad_rows_and_reimport_adds_nothing(db, tmp_path):
     f = tmp_path / "list.txt"
     lines = [f"{i:032x}" for i in range(5000)]
