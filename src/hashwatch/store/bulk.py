@@ -9,22 +9,26 @@ set-based step keeps that path's rules:
 
 * de-duplication on the entry identity (list, signal type, value, category, variant): within
   the file and against the list, the *first* occurrence in the file wins (rows are applied in
-  identity order, ties broken by file order, with ``ON CONFLICT DO NOTHING``);
+  identity order, ties broken by file order; SQLite with ``ON CONFLICT DO NOTHING``,
+  PostgreSQL by ``DISTINCT ON`` + ``NOT EXISTS`` before a plain INSERT, see
+  ``_apply_pg_chunk``);
 * an identical entry that had been removed is restored (one set-based UPDATE);
 * every added or restored entry gets a change-feed row in the same transaction, so indexes
   and service workers pick the import up like any other write (``hashwatch.store.feed``).
 
 PostgreSQL: the rows are parsed in chunks (the first ``PG_CHUNK_FIRST`` rows, doubling up
 to ``PG_CHUNK``), each written as COPY text to an unlinked owner-only temporary file, then
-``COPY``-ed into a temporary table (not WAL-logged) and applied by one
-``INSERT ... SELECT ... ORDER BY ... ON CONFLICT DO NOTHING RETURNING id`` feeding the change
-rows; the server applies chunk k (a second thread waits on it) while this process parses
-chunk k+1, so both cores work. All chunks are statements of one transaction: atomic. SQLite:
-batched inserts into a TEMP table (a separate file: the database is not locked while the
-file is read), then the same INSERT ... SELECT under the write lock. Applying rows in
-identity order makes index insertions nearly sequential, which is most of the speed-up over
-the row-by-row path; chunks that double in size keep the number of passes over the indexes
-small (see BENCHMARKS.md, bulk import).
+``COPY``-ed into a temporary table (not WAL-logged) and applied by one de-duplicated
+``INSERT ... SELECT ... ORDER BY ... RETURNING id`` feeding the change rows (under a
+SAVEPOINT: a concurrent identical write makes it redo the chunk with ``ON CONFLICT DO
+NOTHING`` instead of failing the import); the server applies chunk k (a second thread
+waits on it) while this process parses chunk k+1, so both cores work. All chunks are
+statements of one transaction: atomic. SQLite: batched inserts into a TEMP table (a
+separate file: the database is not locked while the file is read), then the same
+INSERT ... SELECT under the write lock. Applying rows in identity order makes index
+insertions nearly sequential, which is most of the speed-up over the row-by-row path;
+chunks that double in size keep the number of passes over the indexes small (see
+BENCHMARKS.md, bulk import).
 
 Memory stays flat (rows stream; a chunk waits on disk; sorting happens in the database,
 spilling to disk). A run killed while staging leaves nothing behind (the staging table is
@@ -270,25 +274,57 @@ def _bulk_pg(store: Store, list_id: int, items: Iterable[EntryIn], actor: str, a
     return res
 
 
+_DEDUP = (
+    "SELECT :lid, signal_type, value, category_scheme, category_code, labels, source_ref, "
+    f"group_ref, variant, :now, :actor FROM (SELECT DISTINCT ON ({_IDENTITY}) * FROM hw_stage "
+    f"ORDER BY {_IDENTITY}, n) d WHERE NOT EXISTS (SELECT 1 FROM entries e "
+    "WHERE e.list_id = :lid AND e.signal_type = d.signal_type AND e.value = d.value "
+    "AND e.category_scheme = d.category_scheme AND e.category_code = d.category_code "
+    f"AND e.variant = d.variant) ORDER BY {_IDENTITY}"
+)
+_PG_INSERT = (
+    "WITH ins AS (INSERT INTO entries ({cols}) {select} RETURNING id, signal_type), "
+    "chg AS (INSERT INTO changes (entry_id, list_id, op, at) "
+    "SELECT id, :lid, 'add', :now FROM ins) "
+    "SELECT signal_type, count(*) FROM ins GROUP BY signal_type"
+)
+
+
 def _apply_pg_chunk(conn: sa.Connection, params: dict[str, Any], may_restore: bool,
                     added: Counter, restored: list[tuple]) -> None:
     """The staged chunk: restores, then one INSERT ... SELECT in identity order (first
-    occurrence wins; rows of earlier chunks are already in, so a later repeat is a
-    conflict), each added or restored entry with its change row. Part of the import's
-    transaction."""
-    if may_restore:
-        back = [tuple(r) for r in conn.execute(sa.text(_RESTORE.format(chunk="")), params)]
-        if back:
-            conn.execute(changes.insert(), [{"entry_id": i, "list_id": params["lid"],
-                                             "op": "add", "at": params["now"]}
-                                            for i, _s in back])
-            restored += back
-    added.update(dict(conn.execute(sa.text(
-        f"WITH ins AS (INSERT INTO entries ({_COLS}) {_SELECT} "
-        "ON CONFLICT DO NOTHING RETURNING id, signal_type), "
-        "chg AS (INSERT INTO changes (entry_id, list_id, op, at) "
-        "SELECT id, :lid, 'add', :now FROM ins) "
-        "SELECT signal_type, count(*) FROM ins GROUP BY signal_type"), params).all()))
+    occurrence wins; rows of earlier chunks are already in), each added or restored entry
+    with its change row. Part of the import's transaction.
+
+    The rows are de-duplicated before a plain INSERT (``DISTINCT ON`` the identity, ``NOT
+    EXISTS`` in the list): no per-row ``ON CONFLICT`` pre-check (~15 % of the server's time,
+    BENCHMARKS.md). Another writer may commit one of the same entries after this statement's
+    snapshot; the unique index then refuses the statement, so each chunk runs under a
+    SAVEPOINT and, on that ``unique_violation`` only, is applied again with ``ON CONFLICT DO
+    NOTHING``: the import never fails because of a concurrent identical write."""
+    import psycopg
+
+    for retry in (False, True):
+        part: list[tuple] = []
+        try:
+            with conn.begin_nested():
+                if may_restore:
+                    part = [tuple(r) for r in conn.execute(sa.text(_RESTORE.format(chunk="")),
+                                                           params)]
+                    if part:
+                        conn.execute(changes.insert(), [
+                            {"entry_id": i, "list_id": params["lid"], "op": "add",
+                             "at": params["now"]} for i, _s in part])
+                select = f"{_SELECT} ON CONFLICT DO NOTHING" if retry else _DEDUP
+                counts = dict(conn.execute(sa.text(
+                    _PG_INSERT.format(cols=_COLS, select=select)), params).all())
+        except sa.exc.IntegrityError as exc:
+            if retry or not isinstance(exc.orig, psycopg.errors.UniqueViolation):
+                raise
+            continue
+        restored += part
+        added.update(counts)
+        return
 
 
 def _bulk_sqlite(store: Store, list_id: int, items: Iterable[EntryIn], actor: str,

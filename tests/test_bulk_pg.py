@@ -1,0 +1,211 @@
+"""PostgreSQL bulk import's server side: ``entries.list_id`` integrity without a row-level
+foreign key (migration 0013) and the de-duplicated plain INSERT racing another writer."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+
+from conftest_pg import pg_db, pg_url  # noqa: F401
+from hashwatch.lists import import_stream
+from hashwatch.store import EntryIn, Store
+from hashwatch.store.schema import entries, hash_lists
+
+_ROW = {"signal_type": "md5", "category_scheme": "", "category_code": "", "labels": "",
+        "source_ref": "", "group_ref": "", "variant": "", "added_at": "t", "added_by": "t"}
+
+
+def _raw(url: str) -> psycopg.Connection:
+    return psycopg.connect(url.replace("postgresql+psycopg", "postgresql"))
+
+
+def _insert(conn: psycopg.Connection, list_ids: list[int], prefix: str = "a") -> None:
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO entries (list_id, signal_type, value, added_at) "
+            "VALUES (%s, 'md5', %s, 't')",
+            [(lid, f"{prefix}{i:031x}") for i, lid in enumerate(list_ids)])
+
+
+def test_entries_refer_to_existing_lists_on_postgresql(pg_db):  # noqa: F811
+    with Store.open(pg_db) as s:
+        s.create_list("a")
+        s.create_list("empty")
+        s.add_entries("a", [EntryIn("md5", "0" * 32)])
+        lid, empty = s.get_list("a").id, s.get_list("empty").id
+        fks = s.engine.connect().exec_driver_sql(
+            "SELECT count(*) FROM pg_constraint WHERE conrelid = 'entries'::regclass "
+            "AND contype = 'f'").scalar_one()
+    assert fks == 0  # the row-level foreign key is gone: the triggers below hold instead
+    with _raw(pg_db) as conn:
+        # one bogus list id among good ones: the whole statement is refused
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):
+            conn.execute("INSERT INTO entries (list_id, signal_type, value, added_at) "
+                         "SELECT l, 'md5', md5(l::text), 't' FROM unnest(%s::int[]) l",
+                         ([lid, lid + 1000],))
+        conn.rollback()
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):
+            _insert(conn, [999_999])
+        conn.rollback()
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):
+            conn.execute("UPDATE entries SET list_id = 999999")
+        conn.rollback()
+        # a referenced list cannot be deleted, nor its id changed
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):
+            conn.execute("DELETE FROM hash_lists WHERE id = %s", (lid,))
+        conn.rollback()
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):
+            conn.execute("UPDATE hash_lists SET id = 999999 WHERE id = %s", (lid,))
+        conn.rollback()
+        assert conn.execute("SELECT count(*) FROM entries").fetchone()[0] == 1
+        # an entry may move to another existing list; a list without entries may go
+        conn.execute("UPDATE entries SET list_id = %s", (empty,))
+        conn.execute("DELETE FROM hash_lists WHERE id = %s", (lid,))
+        conn.rollback()
+
+
+def test_list_delete_waits_for_an_uncommitted_insert_on_postgresql(pg_db):  # noqa: F811
+    """The statement-level check locks the lists it refers to (FOR KEY SHARE, as the
+    foreign key did): a delete of that list waits for the inserting transaction and then
+    sees its entries; an insert into a list being deleted waits and is then refused."""
+    with Store.open(pg_db) as s:
+        s.create_list("a")
+        s.create_list("b")
+        a, b = s.get_list("a").id, s.get_list("b").id
+    with _raw(pg_db) as ins, _raw(pg_db) as dele:
+        _insert(ins, [a])  # uncommitted
+        dele.execute("SET lock_timeout = '300ms'")
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            dele.execute("DELETE FROM hash_lists WHERE id = %s", (a,))
+        dele.rollback()
+        ins.commit()
+        dele.execute("SET lock_timeout = '300ms'")
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):
+            dele.execute("DELETE FROM hash_lists WHERE id = %s", (a,))
+        dele.rollback()
+        # the other order: the delete holds the list, the insert waits, then is refused
+        dele.execute("DELETE FROM hash_lists WHERE id = %s", (b,))
+        ins.execute("SET lock_timeout = '300ms'")
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            _insert(ins, [b], "b")
+        ins.rollback()
+        done: list[BaseException] = []
+
+        def late_insert() -> None:
+            try:
+                with _raw(pg_db) as c2:
+                    _insert(c2, [b], "c")
+                    c2.commit()
+            except BaseException as exc:  # noqa: BLE001 - asserted below
+                done.append(exc)
+
+        t = threading.Thread(target=late_insert)
+        t.start()
+        _wait_for_lock_waiter(pg_db)
+        dele.commit()
+        t.join(30)
+        assert len(done) == 1 and isinstance(done[0], psycopg.errors.ForeignKeyViolation)
+        assert ins.execute("SELECT count(*) FROM entries WHERE list_id = %s",
+                           (b,)).fetchone()[0] == 0
+
+
+def _wait_for_lock_waiter(url: str, timeout: float = 30.0) -> None:
+    """Until some backend of this database waits on a lock."""
+    end = time.monotonic() + timeout
+    with _raw(url) as c:
+        c.autocommit = True
+        while time.monotonic() < end:
+            if c.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                         "current_database() AND wait_event_type = 'Lock'").fetchone()[0]:
+                return
+            time.sleep(0.02)
+    raise AssertionError("no backend waited on a lock")
+
+
+def test_entries_list_guard_migration_downgrades_on_postgresql(pg_db):  # noqa: F811
+    with Store.open(pg_db) as s:
+        cfg = Config()
+        cfg.set_main_option("script_location", "hashwatch.store:migrations")
+
+        def fk_count() -> int:
+            with s.engine.connect() as conn:
+                return conn.exec_driver_sql(
+                    "SELECT count(*) FROM pg_constraint WHERE conrelid = 'entries'::regclass "
+                    "AND confrelid = 'hash_lists'::regclass AND contype = 'f'").scalar_one()
+
+        def triggers() -> int:
+            with s.engine.connect() as conn:
+                return conn.exec_driver_sql(
+                    "SELECT count(*) FROM pg_trigger WHERE tgname IN ('entries_list_check', "
+                    "'entries_list_change', 'hash_lists_referenced')").scalar_one()
+
+        assert (fk_count(), triggers()) == (0, 3)
+        with s.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "entries_list_guard@-1")
+        assert (fk_count(), triggers()) == (1, 0)
+        s.create_list("a")
+        with pytest.raises(sa.exc.IntegrityError), s.engine.begin() as conn:
+            conn.execute(entries.insert().values(list_id=999_999, value="0" * 32, **_ROW))
+        s.migrate()
+        assert (fk_count(), triggers()) == (0, 3)
+
+
+def test_bulk_import_survives_a_concurrent_identical_write_on_postgresql(pg_db, monkeypatch):  # noqa: F811
+    """Another writer commits an entry of the file after the import's chunk statement took
+    its snapshot: the plain INSERT meets it in the unique index, the chunk is applied again
+    with ON CONFLICT DO NOTHING, and the import completes with that entry once."""
+    from hashwatch.store import bulk
+
+    monkeypatch.setattr(bulk, "_BATCH", 10)
+    monkeypatch.setattr(bulk, "PG_CHUNK_FIRST", 50)
+    values = [f"{i:032x}" for i in range(200)]
+    text = "\n".join(values) + "\n"
+    taken = values[170]  # in the import's third chunk (rows 151-200, after 50 and 100)
+    with Store.open(pg_db) as s:
+        s.create_list("k")
+        lid = s.get_list("k").id
+        other = s.engine.connect()
+        tx = other.begin()
+        errors: list[BaseException] = []
+
+        def hold_then_commit() -> None:
+            try:
+                _wait_for_lock_waiter(pg_db)  # the import's INSERT waits on our row
+                tx.commit()
+            except BaseException as exc:  # noqa: BLE001 - asserted below
+                errors.append(exc)
+
+        chunks: list[int] = []
+        real = bulk._apply_pg_chunk
+
+        def apply(conn, params, *a):
+            chunks.append(1)
+            if len(chunks) == 3:  # just before the chunk that holds ``taken``
+                other.execute(entries.insert().values(list_id=lid, value=taken, **_ROW))
+                threading.Thread(target=hold_then_commit, daemon=True).start()
+            return real(conn, params, *a)
+
+        monkeypatch.setattr(bulk, "_apply_pg_chunk", apply)
+        res = import_stream(s, "k", io.StringIO(text), "hashlines", signal="md5",
+                            method="bulk")
+        other.close()
+        assert not errors
+        assert len(chunks) == 3
+        assert (res.added, res.duplicates) == (199, 1)
+        with s.engine.connect() as conn:
+            n = conn.execute(sa.select(sa.func.count()).select_from(entries).where(
+                entries.c.list_id == lid)).scalar_one()
+            dup = conn.execute(sa.select(sa.func.count()).select_from(entries).where(
+                entries.c.value == taken)).scalar_one()
+            version = conn.execute(sa.select(hash_lists.c.version).where(
+                hash_lists.c.id == lid)).scalar_one()
+        assert (n, dup) == (200, 1)
+        assert version == 2  # the import committed as one more version of the list
