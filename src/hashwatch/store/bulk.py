@@ -226,6 +226,12 @@ def _bulk_pg(store: Store, list_id: int, items: Iterable[EntryIn], actor: str, a
             "group_ref text, variant text) ON COMMIT DROP")
         # a chunk's identity-order sort: in memory up to this, then on disk
         conn.exec_driver_sql("SET LOCAL work_mem = '256MB'")
+        # the NOT EXISTS of a chunk (and the restores' join) probe the identity index row
+        # by row: the planner sees the table's size before this transaction (statistics
+        # miss its own rows) and would otherwise read and sort every entry of the list
+        # already in, for every chunk (a merge or hash anti-join over millions of rows)
+        conn.exec_driver_sql("SET LOCAL enable_mergejoin = off")
+        conn.exec_driver_sql("SET LOCAL enable_hashjoin = off")
         raw = conn.connection.driver_connection
         now = utcnow()
         params = {"lid": list_id, "now": now, "actor": actor}
