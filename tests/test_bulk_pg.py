@@ -209,3 +209,42 @@ def test_bulk_import_survives_a_concurrent_identical_write_on_postgresql(pg_db, 
                 hash_lists.c.id == lid)).scalar_one()
         assert (n, dup) == (200, 1)
         assert version == 2  # the import committed as one more version of the list
+
+
+def test_identity_index_serves_lookups_by_hash_on_postgresql(pg_db):  # noqa: F811
+    """Migration 0014: one unique index leads with (signal type, value); the separate
+    (signal type, value) index is gone, comes back on downgrade, and a lookup by hash and
+    an identity probe are index scans on it."""
+    cfg = Config()
+    cfg.set_main_option("script_location", "hashwatch.store:migrations")
+    with Store.open(pg_db) as s:
+        s.create_list("a")
+        s.add_entries("a", [EntryIn("md5", f"{i:032x}") for i in range(3000)])
+
+        def indexes() -> dict[str, str]:
+            with s.engine.connect() as conn:
+                return dict(conn.exec_driver_sql(
+                    "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'entries'"
+                ).all())
+
+        ix = indexes()
+        assert "ix_entries_signal_value" not in ix
+        assert "(signal_type, value, list_id, category_scheme" in ix["uq_entries_identity"]
+        with s.engine.connect() as conn:
+            conn.exec_driver_sql("ANALYZE entries")
+            conn.exec_driver_sql("SET enable_seqscan = off")  # the plan, not the table size
+            for sql in ("SELECT id FROM entries WHERE signal_type = 'md5' AND value IN "
+                        f"('{7:032x}', '{9:032x}')",
+                        "SELECT id FROM entries WHERE list_id = 1 AND signal_type = 'md5' "
+                        f"AND value = '{7:032x}' AND variant = ''"):
+                plan = "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + sql))
+                assert "uq_entries_identity" in plan, plan
+        assert [e.value for e in s.lookup("md5", [f"{7:032x}"])] == [f"{7:032x}"]
+        with s.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "entries_identity_order@-1")
+        ix = indexes()
+        assert "ix_entries_signal_value" in ix
+        assert "(list_id, signal_type, value" in ix["uq_entries_identity"]
+        s.migrate()
+        assert "ix_entries_signal_value" not in indexes()

@@ -38,6 +38,7 @@ entries = sa.Table(
     "entries",
     metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    # a foreign key on SQLite; PostgreSQL checks it per statement by triggers (migration 0013)
     sa.Column("list_id", sa.Integer, sa.ForeignKey("hash_lists.id"), nullable=False),
     sa.Column("signal_type", sa.String(40), nullable=False),
     sa.Column("value", sa.String(400), nullable=False),
@@ -60,6 +61,8 @@ entries = sa.Table(
         "variant",
         name="uq_entries_identity",
     ),
+    # PostgreSQL (migration 0014): the unique index is (signal_type, value, list_id, ...) and
+    # serves lookups by hash; this index exists on SQLite only
     sa.Index("ix_entries_signal_value", "signal_type", "value"),
     # live entries per list: list counts read this index only (migration 0005_live)
     sa.Index("ix_entries_live", "list_id", sqlite_where=sa.text("removed_at IS NULL"),
