@@ -226,12 +226,14 @@ def _bulk_pg(store: Store, list_id: int, items: Iterable[EntryIn], actor: str, a
             "group_ref text, variant text) ON COMMIT DROP")
         # a chunk's identity-order sort: in memory up to this, then on disk
         conn.exec_driver_sql("SET LOCAL work_mem = '256MB'")
-        # the NOT EXISTS of a chunk (and the restores' join) probe the identity index row
-        # by row: the planner sees the table's size before this transaction (statistics
-        # miss its own rows) and would otherwise read and sort every entry of the list
-        # already in, for every chunk (a merge or hash anti-join over millions of rows)
-        conn.exec_driver_sql("SET LOCAL enable_mergejoin = off")
-        conn.exec_driver_sql("SET LOCAL enable_hashjoin = off")
+        # a chunk's NOT EXISTS (and the restores' join) must probe the identity index once
+        # per staged row, whatever the statistics say (they miss this transaction's own
+        # rows): any other plan reads the list's entries per chunk (merge or hash anti-join)
+        # or, worse, per staged row (a rescanned or materialised scan of the list, which the
+        # planner picked at 2M lines: quadratic). See _DEDUP.
+        for plan in ("mergejoin", "hashjoin", "seqscan", "bitmapscan", "material"):
+            conn.exec_driver_sql(f"SET LOCAL enable_{plan} = off")
+        conn.exec_driver_sql("SET LOCAL jit = off")  # (those settings inflate plan costs)
         raw = conn.connection.driver_connection
         now = utcnow()
         params = {"lid": list_id, "now": now, "actor": actor}
@@ -280,11 +282,13 @@ def _bulk_pg(store: Store, list_id: int, items: Iterable[EntryIn], actor: str, a
     return res
 
 
+# ``list_id + 0``: no index on the list alone may serve the probe (a scan of the whole list
+# per staged row); the identity index, (signal type, value, ...), is the only one left
 _DEDUP = (
     "SELECT :lid, signal_type, value, category_scheme, category_code, labels, source_ref, "
     f"group_ref, variant, :now, :actor FROM (SELECT DISTINCT ON ({_IDENTITY}) * FROM hw_stage "
     f"ORDER BY {_IDENTITY}, n) d WHERE NOT EXISTS (SELECT 1 FROM entries e "
-    "WHERE e.list_id = :lid AND e.signal_type = d.signal_type AND e.value = d.value "
+    "WHERE e.signal_type = d.signal_type AND e.value = d.value AND e.list_id + 0 = :lid "
     "AND e.category_scheme = d.category_scheme AND e.category_code = d.category_code "
     f"AND e.variant = d.variant) ORDER BY {_IDENTITY}"
 )
