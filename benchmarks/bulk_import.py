@@ -119,6 +119,12 @@ class Probe:
                 "probe_first_failure": self.failures[0] if self.failures else ""}
 
 
+def _wal_lsn(store) -> int:
+    with store.engine.connect() as conn:
+        return conn.exec_driver_sql(
+            "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").scalar_one()
+
+
 def child(method: str, db: str, path: str, lines: int) -> None:
     """Import the first ``lines`` lines of ``path`` into list "bench" with ``method``."""
     from hashwatch.lists import import_stream
@@ -133,6 +139,7 @@ def child(method: str, db: str, path: str, lines: int) -> None:
             with store.engine.connect() as conn:
                 backend_pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
         pg0 = _proc_cpu(backend_pid) if backend_pid else 0.0
+        wal0 = _wal_lsn(store) if backend_pid else None
         applied: list[float] = []
         t0 = time.perf_counter()
         c0 = time.process_time()
@@ -143,6 +150,8 @@ def child(method: str, db: str, path: str, lines: int) -> None:
         cpu = time.process_time() - c0
         probed = probe.close()
         pg_cpu = (_proc_cpu(backend_pid) - pg0) if backend_pid else None
+        # WAL written meanwhile (the whole cluster's: the import's and the probe's)
+        wal_mb = (_wal_lsn(store) - wal0) / 1e6 if wal0 is not None else None
         count = store.get_list("bench").entry_count
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child would report
     # the parent's high-water mark (the parent generated the file)
@@ -152,7 +161,7 @@ def child(method: str, db: str, path: str, lines: int) -> None:
                       "staged_at": (applied[0] - t0) if applied else None,
                       "added": res.added, "duplicates": res.duplicates, "bad": res.bad_rows,
                       "first_error": str(res.errors[0]) if res.errors else "",
-                      "entries": count, "rss_mb": rss, **probed}))
+                      "entries": count, "rss_mb": rss, "pg_wal_mb": wal_mb, **probed}))
 
 
 def run_child(method: str, db: str, path: Path, lines: int) -> dict:
@@ -163,6 +172,23 @@ def run_child(method: str, db: str, path: Path, lines: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _pg_settings(admin: str, settings: list[str]) -> None:
+    """Apply NAME=VALUE server settings (reloadable ones) and print what the run uses."""
+    import sqlalchemy as sa
+
+    eng = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
+    with eng.connect() as conn:
+        for item in settings:
+            name, value = item.split("=", 1)
+            conn.exec_driver_sql(f"ALTER SYSTEM SET {name} = '{value}'")
+        conn.exec_driver_sql("SELECT pg_reload_conf()")
+        time.sleep(1)
+        shown = {n: conn.exec_driver_sql(f"SHOW {n}").scalar_one() for n in (
+            "max_wal_size", "checkpoint_timeout", "shared_buffers", "fsync", "work_mem")}
+    eng.dispose()
+    print("postgresql settings:", shown, flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lines", type=int, default=1_000_000)
@@ -170,6 +196,9 @@ def main() -> None:
     ap.add_argument("--workdir", default="bulk-bench")
     ap.add_argument("--backends", default="postgresql,sqlite")
     ap.add_argument("--child", nargs=4)
+    ap.add_argument("--pg-setting", action="append", default=[], metavar="NAME=VALUE",
+                    help="PostgreSQL server setting for the run (ALTER SYSTEM, reloaded), "
+                         "e.g. max_wal_size=16GB (README: importing a national list)")
     a = ap.parse_args()
     if a.child:
         method, db, path, lines = a.child
@@ -193,6 +222,7 @@ def main() -> None:
                                  capture_output=True, text=True, check=True, env=env)
             admin = next(x.split("=", 1)[1].strip("'") for x in out.stdout.split()
                          if x.startswith("HASHWATCH_TEST_PG_URL="))
+            _pg_settings(admin, a.pg_setting)
         try:
             for method, lines in (("bulk", a.lines), ("rows", a.anchor_lines)):
                 if backend == "sqlite":
