@@ -51,6 +51,27 @@ def test_stretched_sheared_and_keystoned_copies_fit_a_homography(edit: str) -> N
     assert v is not None and v.ok and v.inliers >= LOCAL_MIN_INLIERS_HOMOGRAPHY, v
 
 
+def test_homography_screen_passes_weak_stretches_and_stops_chance_pairs() -> None:
+    """The cheap screen before the RANSAC homography: a stretched copy whose pairs hold only
+    ~16% inliers (closest descriptors first, as verification orders them) passes it; pairs
+    with no common transform do not."""
+    from hashwatch.robust.geometry import _homography_possible
+
+    h = np.array([[1.3, 0.2, 5.0], [0.05, 1.0, 3.0], [4e-4, 2e-4, 1.0]])
+    passed = chance = 0
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        src = rng.uniform(0, 400, (128, 2)).astype(np.float32)
+        other = rng.uniform(0, 400, (128, 2)).astype(np.float32)
+        p = np.c_[src, np.ones(128)] @ h.T
+        dst = (p[:, :2] / p[:, 2:] + rng.normal(0, 1, (128, 2))).astype(np.float32)
+        dst[20:] = other[20:]  # 20 inliers of 128
+        order = np.argsort(np.r_[rng.normal(32, 8, 20), rng.normal(42, 5, 108)])
+        passed += _homography_possible(src[order], dst[order])
+        chance += _homography_possible(src, other)
+    assert passed == 10 and chance == 0
+
+
 def test_homography_limits() -> None:
     size = (400, 300)
     assert homography_sane(np.eye(3), size)

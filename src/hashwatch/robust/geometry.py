@@ -36,6 +36,17 @@ LOCAL_MIN_INLIERS_HOMOGRAPHY = 20
 HOMOGRAPHY_GAIN = 1.25  # inliers over a passing similarity's for the homography to replace it
 MAX_ANISOTROPY = 2.5  # largest / smallest singular value of the local linear map
 MAX_PERSPECTIVE = 3.0  # largest / smallest local area scale over the known picture's corners
+# The RANSAC homography (1,000 iterations) costs ~11 ms CPU on the chance pairs of a wrong
+# nominee, where it never stops early: that was most of a keypoint-tier query's p99. It runs
+# only when a screen finds at least this many inliers: OpenCV's USAC (Raguram et al., "USAC",
+# TPAMI 2013: hypotheses verified with SPRT) with PROSAC sampling (Chum and Matas, "Matching
+# with PROSAC - progressive sample consensus", CVPR 2005: samples drawn from the closest
+# descriptor pairs first; the pairs come in that order, see verify.greedy_pairs), then, if
+# that finds too few, with uniform sampling; ~0.2-0.3 ms each. Uniform sampling alone missed
+# stretched copies at ~16% inliers that RANSAC found (3 of 480 combined-edit queries), PROSAC
+# alone missed one fit that uniform sampling found (BENCHMARKS.md, "Query cost of the
+# keypoint tier").
+HOMOGRAPHY_SCREEN = LOCAL_MIN_INLIERS_HOMOGRAPHY // 2
 
 
 def _as3(m: np.ndarray) -> np.ndarray:
@@ -89,6 +100,17 @@ def _cover(src: np.ndarray, dst: np.ndarray, ksize: tuple[int, int],
     return max(float(ck), float(cq))
 
 
+def _homography_possible(src: np.ndarray, dst: np.ndarray) -> bool:
+    """Whether a homography could gather LOCAL_MIN_INLIERS_HOMOGRAPHY inliers among these
+    pairs (given closest descriptor first): the PROSAC or the uniform USAC screen (see
+    HOMOGRAPHY_SCREEN) finds at least HOMOGRAPHY_SCREEN."""
+    for method in (cv2.USAC_PROSAC, cv2.USAC_DEFAULT):
+        _, inl = cv2.findHomography(src, dst, method, 4.0, maxIters=1000, confidence=0.995)
+        if inl is not None and int(inl.sum()) >= HOMOGRAPHY_SCREEN:
+            return True
+    return False
+
+
 def _fit_group(src: np.ndarray, dst: np.ndarray, k: LocalFeatures, q: LocalFeatures,
                mirrored: bool, homography: bool = True) -> tuple[int, bool, np.ndarray | None]:
     """Similarity, then (if that is not enough) homography, for one pass of the query."""
@@ -107,7 +129,8 @@ def _fit_group(src: np.ndarray, dst: np.ndarray, k: LocalFeatures, q: LocalFeatu
         sane = n >= 3 and _cover(src[inl], d[inl], k.size, q.size) >= LOCAL_MIN_COVER \
             and 0.2 <= scale <= 5.0
         best = _as3(m)
-    if homography and len(src) >= LOCAL_MIN_INLIERS_HOMOGRAPHY:
+    if homography and len(src) >= LOCAL_MIN_INLIERS_HOMOGRAPHY and \
+            _homography_possible(src, d):
         # A similarity also fits part of a stretched copy (one band where the stretch is
         # small), with a transform the scene check then rejects: the homography replaces it
         # when it explains clearly more pairs (HOMOGRAPHY_GAIN), or when it alone passes.

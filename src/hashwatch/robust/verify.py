@@ -52,7 +52,8 @@ class LocalVerdict:
 
 def greedy_pairs(dist: np.ndarray, qi: np.ndarray, ki: np.ndarray) -> np.ndarray:
     """(n, 2) pairs (query row, stored row) kept from tentative matches: closest first, one per
-    query keypoint and one per stored keypoint."""
+    query keypoint and one per stored keypoint; returned closest first (the geometric check's
+    PROSAC screen samples them in this order)."""
     order = np.argsort(dist, kind="stable")
     qi, ki = qi[order], ki[order]
     _, f1 = np.unique(ki, return_index=True)
