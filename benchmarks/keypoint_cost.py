@@ -17,6 +17,22 @@ hash tier does not depend on N), against the index that run saved, as the produc
         --result OUT/size-1000000.json --set SET --real 75000 --distractors 600 --out R.json
     .venv/bin/python benchmarks/keypoint_cost.py report R.json [BEFORE.json]
 
+Other settings of the keypoint tier (query side only, the saved index is unchanged):
+``--top`` nominees verified per stage (the matcher's KEYPOINT_CANDIDATES), ``--m`` words per
+query descriptor, ``--probe`` coarse cells probed, ``--ht`` signature radius in bits. With
+``--ranks K`` the replay measures nomination, not time: the rank of the query's own image (and
+its collage partners) among the K best nominees of each stage is recorded and those are
+verified; every stage is searched unless the own image verified within the first ``--min-top``
+nominees of an earlier one (that stage then decides for every larger ``top``). ``recall`` then
+gives, for each ``top`` from ``--min-top`` to K, the queries found exactly as the staged search
+would find them (a stage stops the later ones when one of its first ``top`` nominees verifies;
+no wrong image verified in the study's runs) and the mean recall of the 60-edit suite with the
+study's hash-tier results:
+
+    .venv/bin/python benchmarks/keypoint_cost.py replay ... --ranks 32 --m 4 --out RANKS.json
+    .venv/bin/python benchmarks/keypoint_cost.py recall RANKS.json --study OUT/size-1000000.json \\
+        --tops 8,12,16,24,32
+
 Run it against another checkout's code (the "before" of a change) with
 `PYTHONPATH=/that/checkout/src` (and its compiled extensions copied into it).
 """
@@ -125,7 +141,13 @@ def cmd_replay(a: argparse.Namespace) -> int:
         return known_views[image_id] if image_id < nk else scale_views(image_id)
 
     ix = KeypointIndex.load(a.index, mmap=True)
-    top = 8
+    over = {k: v for k, v in (("m", a.m), ("coarse_probe", a.probe), ("ht", a.ht))
+            if v is not None}
+    if over:  # query-side parameters only: the postings do not depend on them
+        import dataclasses
+
+        ix.params = dataclasses.replace(ix.params, **over)
+    top = a.top
     rows = []
     small_t = [0.0]
     # the small-picture pass's keypoint extraction is timed apart (the package's `verify`
@@ -140,6 +162,27 @@ def cmd_replay(a: argparse.Namespace) -> int:
         return out
 
     V.small_pass = timed_small
+
+    def ranks(q, own: int | None, allowed: set[int]) -> dict:
+        """Every stage searched; per stage [[rank, image id, verified?], ...] of the query's
+        own image and partners among the --ranks best nominees."""
+        stages = []
+
+        def search(stage):
+            cands = ix.search(stage, top=a.ranks)
+            hit, out = [], {}
+            for r, c in enumerate(cands):
+                if c.image_id in allowed:
+                    v = R.verify(stage, ix.features(c.slot), lambda c=c: views_of(c.image_id))
+                    hit.append([r, c.image_id, bool(v.ok)])
+                    if c.image_id == own and v.ok and r < a.min_top:
+                        out = {own: v}  # this stage decides for every top >= --min-top
+            stages.append(hit)
+            return out  # else nothing matched: the next stage runs
+
+        R.search_in_stages(q, search)
+        return {"own": own, "stages": stages, "cpu": 0.0, "nominate": 0.0, "small": 0.0,
+                "verify": 0.0, "verified": 0, "found": False, "false": [], "scanned": 0}
 
     def one(q, own: int | None, allowed: set[int]) -> dict:
         t_nom = [0.0]
@@ -164,6 +207,8 @@ def cmd_replay(a: argparse.Namespace) -> int:
                 return R.verify_candidates(stage, cands, ix.features,
                                            lambda c: views_of(c.image_id))
 
+        if a.ranks:
+            return ranks(q, own, allowed)
         c0 = time.thread_time()
         got = R.search_in_stages(q, search)
         cpu = time.thread_time() - c0
@@ -195,7 +240,7 @@ def cmd_replay(a: argparse.Namespace) -> int:
             rows.append(r)
         print(f"[{time.perf_counter() - t0:6.0f}s] {en}: {len(rows)} queries", file=sys.stderr,
               flush=True)
-    if a.distractors:
+    if a.distractors and not a.ranks:
         dq = cache.load("distractors")[: a.distractors]
         for i in range(a.part, len(dq), a.parts):
             q = dq[i]
@@ -207,7 +252,9 @@ def cmd_replay(a: argparse.Namespace) -> int:
         print(f"[{time.perf_counter() - t0:6.0f}s] distractors done", file=sys.stderr)
     out = {"index": str(a.index), "slots": ix.n_slots, "rows": rows,
            "load": os.getloadavg(), "wall_s": time.perf_counter() - t0,
-           "cpu_s": time.process_time(), "code": a.label}
+           "cpu_s": time.process_time(), "code": a.label, "top": top, "ranks": a.ranks,
+           "min_top": a.min_top,
+           "params": {k: getattr(ix.params, k) for k in ("m", "coarse_probe", "ht")}}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(out))
     print(f"wrote {a.out}: {len(rows)} queries", file=sys.stderr)
@@ -273,6 +320,76 @@ def cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def staged_found(stages: list, own: int | None, policy: str) -> bool:
+    """Whether the staged search finds ``own`` under ``policy``: ``"T"``, the first ``T``
+    nominees of each stage verified; ``"F+G"``, the first ``F``, and ``G`` more of the same
+    stage when none of those verified; ``"F>T"``, the stages with ``F`` each, then, when no
+    stage matched, the stages again with ``T`` each. The first round that verifies a nominee
+    decides (its verified images are the result)."""
+    passes = [[int(c)] for c in policy.split(">")] if ">" in policy else [_cuts(policy)]
+    for cuts in passes:
+        ok = _first_ok(stages, cuts)
+        if ok:
+            return own in ok
+    return False
+
+
+def _cuts(policy: str) -> list[int]:
+    out, c = [], 0
+    for x in policy.split("+"):
+        c += int(x)
+        out.append(c)
+    return out
+
+
+def _first_ok(stages: list, cuts: list[int]) -> set[int]:
+    """The verified images of the first (stage, round) with any."""
+    for hit in stages:
+        for c in cuts:
+            ok = {i for r, i, v in hit if r < c and v}
+            if ok:
+                return ok
+    return set()
+
+
+def _policy_span(policy: str) -> tuple[int, int]:
+    """(smallest first round, most nominees looked at) of a policy."""
+    if ">" in policy:
+        c = [int(x) for x in policy.split(">")]
+        return c[0], max(c)
+    c = _cuts(policy)
+    return c[0], c[-1]
+
+
+def cmd_recall(a: argparse.Namespace) -> int:
+    """Found queries and mean recall of the 60-edit suite per ``top`` from a --ranks replay."""
+    res = json.loads(a.study.read_text())
+    runs = [json.loads(Path(p).read_text()) for g in a.results for p in g.split(",")]
+    lo, hi = max(d["min_top"] for d in runs), min(d["ranks"] for d in runs)
+    rows = [r for d in runs for r in d["rows"] if r["edit"] != "distractor"]
+    found, nom, ref = res["found"], res["nominated"], res["verify_ref"]
+    n_q = sum(len(v) for v in found.values())
+    hash_found = sum(f and n == -2 for e in found for f, n in zip(found[e], nom[e], strict=True))
+    study_kp = sum(f and n != -2 for e in found for f, n in zip(found[e], nom[e], strict=True))
+    verifiable = sum(bool(ref[r["edit"]][r["i"]]) for r in rows)
+    print(f"{len(rows):,} keypoint-tier queries ({verifiable:,} verifiable pairwise), "
+          f"{hash_found:,} of {n_q:,} found by the hash tier; the study's run found "
+          f"{study_kp:,} in the keypoint tier: {100 * (hash_found + study_kp) / n_q:.2f}%")
+    print("| nominees per stage | keypoint-tier found | own image nominated in some stage "
+          "(of verifiable) | mean recall, 60 edits |")
+    print("|---:|---:|---:|---:|")
+    for pol in a.tops.split(","):
+        first, top = _policy_span(pol)
+        if first < lo or top > hi:
+            raise SystemExit(f"{pol}: outside what the runs recorded ({lo}-{hi})")
+        f = sum(staged_found(r["stages"], r["own"], pol) for r in rows)
+        nm = sum(bool(ref[r["edit"]][r["i"]]) and any(
+            rr < top and i == r["own"] for h in r["stages"] for rr, i, _ in h) for r in rows)
+        print(f"| {pol} | {f:,} | {nm:,} ({100 * nm / max(1, verifiable):.1f}%) | "
+              f"{100 * (hash_found + f) / n_q:.2f}% |")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -294,8 +411,24 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--part", type=int, default=0)
     r.add_argument("--parts", type=int, default=1)
     r.add_argument("--label", default="")
+    r.add_argument("--top", type=int, default=8, help="nominees verified per stage")
+    r.add_argument("--m", type=int, default=None, help="words per query descriptor")
+    r.add_argument("--probe", type=int, default=None, help="coarse cells probed")
+    r.add_argument("--ht", type=int, default=None, help="signature radius (bits)")
+    r.add_argument("--ranks", type=int, default=0,
+                   help="record the own image's rank among this many nominees per stage "
+                        "(no timing, every stage searched; see `recall`)")
+    r.add_argument("--min-top", type=int, default=8,
+                   help="with --ranks: later stages are skipped once the own image verifies "
+                        "at a rank below this (they cannot change the result for top >= it)")
     r.add_argument("--out", type=Path, required=True)
     r.set_defaults(fn=cmd_replay)
+    rc = sub.add_parser("recall", help="found queries per nominee count from --ranks replays")
+    rc.add_argument("results", nargs="+")
+    rc.add_argument("--study", type=Path, required=True, help="the run's size-N.json")
+    rc.add_argument("--tops", default="8,12,16,24,32,8+8,8>16",
+                    help="comma-separated policies (see staged_found): T, F+G, F>T")
+    rc.set_defaults(fn=cmd_recall)
     p = sub.add_parser("report", help="markdown table of replay results")
     p.add_argument("results", nargs="+")
     p.add_argument("--study", type=Path, default=None,
