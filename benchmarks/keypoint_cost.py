@@ -166,10 +166,12 @@ def cmd_replay(a: argparse.Namespace) -> int:
     def ranks(q, own: int | None, allowed: set[int]) -> dict:
         """Every stage searched; per stage [[rank, image id, verified?], ...] of the query's
         own image and partners among the --ranks best nominees."""
-        stages = []
+        stages, t_nom = [], [0.0]
 
         def search(stage):
+            t = time.thread_time()
             cands = ix.search(stage, top=a.ranks)
+            t_nom[0] += time.thread_time() - t
             hit, out = [], {}
             for r, c in enumerate(cands):
                 if c.image_id in allowed:
@@ -181,7 +183,8 @@ def cmd_replay(a: argparse.Namespace) -> int:
             return out  # else nothing matched: the next stage runs
 
         R.search_in_stages(q, search)
-        return {"own": own, "stages": stages, "cpu": 0.0, "nominate": 0.0, "small": 0.0,
+        # nomination CPU of the stages searched (all of them unless an early one decided)
+        return {"own": own, "stages": stages, "cpu": 0.0, "nominate": t_nom[0], "small": 0.0,
                 "verify": 0.0, "verified": 0, "found": False, "false": [], "scanned": 0}
 
     def one(q, own: int | None, allowed: set[int]) -> dict:
