@@ -21,6 +21,7 @@ PostgreSQL, its server backend (from /proc), so the cost is visible apart from o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -92,6 +93,9 @@ class Probe:
         self.waits: list[float] = []
         self.failures: list[str] = []
         self.stop = threading.Event()
+        # SQLite: the write-ahead log's largest size and the database's, sampled as it runs
+        self.wal = Path(db + "-wal") if "://" not in db else None
+        self.wal_peak = 0
         self.t = threading.Thread(target=self.run, daemon=True)
         self.t.start()
 
@@ -100,6 +104,9 @@ class Probe:
 
         k = 0
         while not self.stop.wait(0.5):
+            if self.wal is not None:
+                with contextlib.suppress(OSError):
+                    self.wal_peak = max(self.wal_peak, self.wal.stat().st_size)
             k += 1
             t0 = time.perf_counter()
             try:
@@ -116,7 +123,8 @@ class Probe:
         return {"probe_writes": len(w), "probe_max_s": w[-1] if w else None,
                 "probe_p50_s": w[len(w) // 2] if w else None,
                 "probe_failures": len(self.failures),
-                "probe_first_failure": self.failures[0] if self.failures else ""}
+                "probe_first_failure": self.failures[0] if self.failures else "",
+                "wal_peak_mb": self.wal_peak / 1e6 if self.wal is not None else None}
 
 
 def _wal_lsn(store) -> int:
@@ -128,8 +136,18 @@ def _wal_lsn(store) -> int:
 def child(method: str, db: str, path: str, lines: int) -> None:
     """Import the first ``lines`` lines of ``path`` into list "bench" with ``method``."""
     from hashwatch.lists import import_stream
-    from hashwatch.store import Store
+    from hashwatch.store import Store, bulk
 
+    # --set NAME=VALUE: a module constant of hashwatch.store.bulk, to measure a lever
+    for name, value in json.loads(os.environ.get("BULK_SET", "{}")).items():
+        setattr(bulk, name, type(getattr(bulk, name))(value))
+    import logging
+
+    phases: list[str] = []  # the bulk path's own account of its phases (debug log)
+    h = logging.Handler(logging.DEBUG)
+    h.emit = lambda rec: phases.append(rec.getMessage())  # type: ignore[method-assign]
+    logging.getLogger(bulk.__name__).addHandler(h)
+    logging.getLogger(bulk.__name__).setLevel(logging.DEBUG)
     with Store.open(db) as store:
         store.create_list("bench")
         probe = Probe(db)
@@ -157,7 +175,9 @@ def child(method: str, db: str, path: str, lines: int) -> None:
     # the parent's high-water mark (the parent generated the file)
     rss = next(int(x.split()[1]) for x in Path("/proc/self/status").read_text().splitlines()
                if x.startswith("VmHWM:")) / 1024
+    db_mb = Path(db).stat().st_size / 1e6 if "://" not in db else None
     print(json.dumps({"method": method, "wall": wall, "cpu": cpu, "pg_cpu": pg_cpu,
+                      "db_mb": db_mb, "phases": phases,
                       "staged_at": (applied[0] - t0) if applied else None,
                       "added": res.added, "duplicates": res.duplicates, "bad": res.bad_rows,
                       "first_error": str(res.errors[0]) if res.errors else "",
@@ -199,7 +219,12 @@ def main() -> None:
     ap.add_argument("--pg-setting", action="append", default=[], metavar="NAME=VALUE",
                     help="PostgreSQL server setting for the run (ALTER SYSTEM, reloaded), "
                          "e.g. max_wal_size=16GB (README: importing a national list)")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="set a constant of hashwatch.store.bulk for the bulk runs (a lever)")
+    ap.add_argument("--methods", default="bulk,rows")
     a = ap.parse_args()
+    if a.set:
+        os.environ["BULK_SET"] = json.dumps(dict(x.split("=", 1) for x in a.set))
     if a.child:
         method, db, path, lines = a.child
         child(method, db, path, int(lines))
@@ -225,6 +250,8 @@ def main() -> None:
             _pg_settings(admin, a.pg_setting)
         try:
             for method, lines in (("bulk", a.lines), ("rows", a.anchor_lines)):
+                if method not in a.methods.split(","):
+                    continue
                 if backend == "sqlite":
                     db = str(work / f"{method}.db")
                     for suffix in ("", "-wal", "-shm"):
@@ -264,6 +291,9 @@ def main() -> None:
         print(f"{backend} {method}: probe writer {r['probe_writes']} writes, slowest "
               f"{r['probe_max_s'] or 0:.2f} s, median {r['probe_p50_s'] or 0:.3f} s, "
               f"{r['probe_failures']} failed {r['probe_first_failure']}")
+        if r.get("wal_peak_mb") is not None:
+            print(f"{backend} {method}: WAL peak {r['wal_peak_mb']:,.0f} MB, database "
+                  f"{r['db_mb']:,.0f} MB, staged after {r['staged_at'] or 0:.0f} s")
     for backend in a.backends.split(","):
         if (backend, "rows") in by:
             print(f"{backend}: bulk / row-by-row rate = "

@@ -50,6 +50,7 @@ holds across chunks because earlier chunks are applied first.
 from __future__ import annotations
 
 import contextlib
+import logging
 import tempfile
 import time
 from collections import Counter
@@ -69,10 +70,14 @@ _IDENTITY = "signal_type, value, category_scheme, category_code, variant"
 _BATCH = 10_000
 PG_CHUNK_FIRST = 1_000_000  # PostgreSQL: rows of the first chunk (the server starts early)
 PG_CHUNK = 8_000_000  # PostgreSQL: chunks double up to this (few passes over the indexes)
+log = logging.getLogger(__name__)
 SQLITE_CHUNK = 1_000_000  # at most this many staged rows per write transaction on SQLite
 SQLITE_CHUNK_FIRST = 100_000  # the first chunk; later ones sized by the time they take
 SQLITE_CHUNK_SECONDS = 2.0  # aimed write-lock hold per chunk (waiting writers: 30 s timeout)
 SQLITE_PAUSE = 0.2  # seconds between two chunks: waiting writers take the lock
+SQLITE_CHECKPOINT = "RESTART"  # after each chunk ("" = SQLite's own passive checkpoints)
+SQLITE_CACHE_KIB = 262_144  # page cache of the import's connection while it imports
+SQLITE_SORT_THREADS = 1  # helper threads of SQLite's sorter (the second core)
 
 
 def _staged(items: Iterable[EntryIn], on_batch: Callable[[int], None] | None,
@@ -170,7 +175,11 @@ _SELECT = ("SELECT :lid, signal_type, value, category_scheme, category_code, lab
            f"ORDER BY {_IDENTITY}, n")
 
 
-_SELECT_CHUNK = _SELECT.replace("WHERE true", "WHERE n > :lo AND n <= :hi")
+# SQLite: a chunk is a range of positions in the sorted staging table (rowid)
+_SELECT_CHUNK = _SELECT.replace("WHERE true", "WHERE rowid > :lo AND rowid <= :hi").replace(
+    f"ORDER BY {_IDENTITY}, n", "ORDER BY rowid")
+_SQLITE_SORT = (f"CREATE TEMP TABLE hw_stage AS SELECT n, {', '.join(STAGE_COLUMNS)} "
+                f"FROM temp.hw_raw ORDER BY {_IDENTITY}, n")
 
 
 def _copy_line(n: int, row: tuple) -> str:
@@ -342,20 +351,33 @@ def _bulk_sqlite(store: Store, list_id: int, items: Iterable[EntryIn], actor: st
     res = AddResult()
     with store.engine.connect() as conn:
         raw = conn.connection.driver_connection
-        # the TEMP table lives in its own file: staging takes no lock on the database
+        # the TEMP tables live in their own file: staging takes no lock on the database
+        raw.execute("DROP TABLE IF EXISTS temp.hw_raw")
         raw.execute("DROP TABLE IF EXISTS temp.hw_stage")
-        raw.execute("CREATE TEMP TABLE hw_stage (n INTEGER PRIMARY KEY, signal_type, value, "
+        raw.execute("CREATE TEMP TABLE hw_raw (n INTEGER PRIMARY KEY, signal_type, value, "
                     "category_scheme, category_code, labels, source_ref, group_ref, variant)")
+        # a bigger page cache for this connection only: the sort's runs and the pages at
+        # the insertion points stay in memory (reset below; memory stays bounded)
+        raw.execute(f"PRAGMA cache_size = {-SQLITE_CACHE_KIB}")
+        raw.execute(f"PRAGMA temp.cache_size = {-SQLITE_CACHE_KIB}")
+        raw.execute(f"PRAGMA threads = {SQLITE_SORT_THREADS}")
         try:
-            sql = (f"INSERT INTO temp.hw_stage ({', '.join(STAGE_COLUMNS)}) "
+            sql = (f"INSERT INTO temp.hw_raw ({', '.join(STAGE_COLUMNS)}) "
                    f"VALUES ({', '.join('?' * len(STAGE_COLUMNS))})")
             staged: Counter = Counter()
+            t_stage, c_stage = time.monotonic(), time.process_time()
             for rows in _staged(items, on_batch, staged):
                 raw.executemany(sql, rows)
             raw.commit()
             if on_apply is not None:
                 on_apply()
-            top = raw.execute("SELECT coalesce(max(n), 0) FROM temp.hw_stage").fetchone()[0]
+            t_sort, c_sort = time.monotonic(), time.process_time()
+            # identity order, ties in file order, numbered by position (rowid): chunks are
+            # ranges of the identity index, not of the file (see _SQLITE_SORT)
+            raw.execute(_SQLITE_SORT)
+            raw.execute("DROP TABLE temp.hw_raw")
+            raw.commit()
+            top = raw.execute("SELECT coalesce(max(rowid), 0) FROM temp.hw_stage").fetchone()[0]
             now = utcnow()
             params = {"lid": list_id, "now": now, "actor": actor}
             may_restore = _ever_removed(conn, list_id)
@@ -364,20 +386,34 @@ def _bulk_sqlite(store: Store, list_id: int, items: Iterable[EntryIn], actor: st
             restored: list[tuple] = []
             lo = 0
             size = min(SQLITE_CHUNK_FIRST, SQLITE_CHUNK)
+            t_apply, c_apply = time.monotonic(), time.process_time()
+            chunks, longest, ckpt = 0, 0.0, 0.0
             while True:
                 hi = lo + size
                 last = hi >= top
                 t0 = time.monotonic()
                 _apply_sqlite_chunk(conn, raw, dict(params, lo=lo, hi=hi), may_restore,
                                     added, restored)
+                took = max(time.monotonic() - t0, 1e-3)
+                chunks, longest = chunks + 1, max(longest, took)
+                if SQLITE_CHECKPOINT:
+                    # the WAL holds this chunk's pages; copy them into the database and
+                    # start the WAL over, so it stays about one chunk long (BENCHMARKS.md)
+                    t1 = time.monotonic()
+                    raw.execute(f"PRAGMA wal_checkpoint({SQLITE_CHECKPOINT})").fetchall()
+                    ckpt += time.monotonic() - t1
                 if last:
                     break
                 lo = hi
                 # a fixed 1M-row chunk held the lock past other writers' 30 s busy timeout
                 # on a loaded machine (BENCHMARKS.md): size the next chunk by this one's time
-                took = max(time.monotonic() - t0, 1e-3)
                 size = max(1, min(SQLITE_CHUNK, int(size * min(4.0, SQLITE_CHUNK_SECONDS / took))))
                 time.sleep(SQLITE_PAUSE)  # writers waiting on the busy timeout get the lock
+            log.debug("sqlite bulk: staged %d rows in %.1f s (CPU %.1f s), sorted in %.1f s "
+                      "(CPU %.1f s), %d chunks in %.1f s (CPU %.1f s; longest %.2f s, "
+                      "checkpoints %.1f s)", top, t_sort - t_stage, c_sort - c_stage,
+                      t_apply - t_sort, c_apply - c_sort, chunks, time.monotonic() - t_apply,
+                      time.process_time() - c_apply, longest, ckpt)
             _count(res, staged, dict(added), restored)
             raw.execute("BEGIN IMMEDIATE")
             try:
@@ -387,8 +423,12 @@ def _bulk_sqlite(store: Store, list_id: int, items: Iterable[EntryIn], actor: st
                 raw.rollback()
                 raise
         finally:
+            raw.execute("DROP TABLE IF EXISTS temp.hw_raw")
             raw.execute("DROP TABLE IF EXISTS temp.hw_stage")
             raw.commit()
+            raw.execute("PRAGMA cache_size = -2000")
+            raw.execute("PRAGMA temp.cache_size = -2000")
+            raw.execute("PRAGMA threads = 0")
     return res
 
 
@@ -396,7 +436,7 @@ def _apply_sqlite_chunk(conn: sa.Connection, raw: Any, params: dict[str, Any],
                         may_restore: bool, added: Counter, restored: list[tuple]) -> None:
     """Staged rows ``lo < n <= hi``: restores, inserts and their change rows, in one write
     transaction (rows of earlier chunks are already in: the first occurrence wins)."""
-    chunk = " AND s.n > :lo AND s.n <= :hi"
+    chunk = " AND s.rowid > :lo AND s.rowid <= :hi"
     raw.execute("BEGIN IMMEDIATE")  # the write lock, for this chunk only
     try:
         before = raw.execute("SELECT coalesce(max(id), 0) FROM entries").fetchone()[0]
