@@ -24,9 +24,10 @@ SAVEPOINT: a concurrent identical write makes it redo the chunk with ``ON CONFLI
 NOTHING`` instead of failing the import); the server applies chunk k (a second thread
 waits on it) while this process parses chunk k+1, so both cores work. All chunks are
 statements of one transaction: atomic. SQLite: batched inserts into a TEMP table (a
-separate file: the database is not locked while the file is read), then the same
-INSERT ... SELECT under the write lock. Applying rows in identity order makes index
-insertions nearly sequential, which is most of the speed-up over the row-by-row path;
+separate file: the database is not locked while the file is read), one external sort of it
+into identity order, then the same INSERT ... SELECT under the write lock, a range of that
+order at a time. Applying rows in identity order makes index insertions nearly sequential,
+which is most of the speed-up over the row-by-row path;
 chunks that double in size keep the number of passes over the indexes small (see
 BENCHMARKS.md, bulk import).
 
@@ -38,13 +39,29 @@ being applied and rolls everything back.
 
 SQLite has one writer at a time, so one statement applying 20 million rows would hold the
 write lock for minutes and every other writer (the service's list updates) would fail
-after its 30 s busy timeout. It applies the staged rows in chunks in file order instead (the
-first of ``SQLITE_CHUNK_FIRST`` rows, each next one sized from the last one's time to hold the
-lock about ``SQLITE_CHUNK_SECONDS``, at most ``SQLITE_CHUNK`` rows), each its own short
+after its 30 s busy timeout. It applies the staged rows in chunks instead (the first of
+``SQLITE_CHUNK_FIRST`` rows, each next one sized from the last one's time to hold the lock
+about ``SQLITE_CHUNK_SECONDS``, at most ``SQLITE_CHUNK`` rows), each its own short
 transaction, pausing ``SQLITE_PAUSE`` seconds between chunks so that waiting writers get the
-lock. An import killed while applying keeps the chunks already committed, and running it
-again adds exactly the rest (resumable, like the row-by-row path); the first-occurrence rule
-holds across chunks because earlier chunks are applied first.
+lock. The chunks are consecutive ranges of the staged rows sorted in identity order (ties in
+file order), not of the file: the identity index ``uq_entries_identity`` and
+``ix_entries_signal_value`` both lead with the hash value, which is random, so a chunk of the
+file would touch index pages all over both indexes and every commit would write them to the
+WAL again (4-5 KB of WAL per row added; a 20M-line import's WAL passed 12 GB); a key
+range touches only its own pages, each about once over the whole import. After each chunk a
+``PRAGMA wal_checkpoint(RESTART)`` copies the chunk into the database file and starts the WAL
+over (SQLite's automatic passive checkpoint never got to restart it while other connections
+came and went), so the WAL stays about one chunk long. The import's connection has a larger
+page cache (``SQLITE_CACHE_KIB``, also the sorter's in-memory run size) and one sorter helper
+thread while it imports. An import killed while applying keeps the chunks already committed,
+and running it again adds exactly the rest (resumable, like the row-by-row path; that run
+reports the entries added before the kill as duplicates); the first-occurrence rule holds
+across chunks because an identity's rows are consecutive in the sorted order, earliest line
+first, and earlier chunks are applied first. Durability: the connection runs WAL with
+``synchronous=NORMAL`` (``Store.open``): a commit survives a killed process; a power loss may
+lose the chunks committed since the last checkpoint, never the database's consistency, and a
+re-run adds them again. Disk: the TEMP database (SQLite's temporary directory,
+``SQLITE_TMPDIR``) holds the staged rows about three times over while they are sorted.
 """
 
 from __future__ import annotations
@@ -76,7 +93,7 @@ SQLITE_CHUNK_FIRST = 100_000  # the first chunk; later ones sized by the time th
 SQLITE_CHUNK_SECONDS = 2.0  # aimed write-lock hold per chunk (waiting writers: 30 s timeout)
 SQLITE_PAUSE = 0.2  # seconds between two chunks: waiting writers take the lock
 SQLITE_CHECKPOINT = "RESTART"  # after each chunk ("" = SQLite's own passive checkpoints)
-SQLITE_CACHE_KIB = 262_144  # page cache of the import's connection while it imports
+SQLITE_CACHE_KIB = 65_536  # page cache of the import's connection while it imports (KiB)
 SQLITE_SORT_THREADS = 1  # helper threads of SQLite's sorter (the second core)
 
 
@@ -387,7 +404,7 @@ def _bulk_sqlite(store: Store, list_id: int, items: Iterable[EntryIn], actor: st
             lo = 0
             size = min(SQLITE_CHUNK_FIRST, SQLITE_CHUNK)
             t_apply, c_apply = time.monotonic(), time.process_time()
-            chunks, longest, ckpt = 0, 0.0, 0.0
+            chunks, longest, ckpt, frames = 0, 0.0, 0.0, 0
             while True:
                 hi = lo + size
                 last = hi >= top
@@ -400,8 +417,10 @@ def _bulk_sqlite(store: Store, list_id: int, items: Iterable[EntryIn], actor: st
                     # the WAL holds this chunk's pages; copy them into the database and
                     # start the WAL over, so it stays about one chunk long (BENCHMARKS.md)
                     t1 = time.monotonic()
-                    raw.execute(f"PRAGMA wal_checkpoint({SQLITE_CHECKPOINT})").fetchall()
+                    _busy, log_frames, _done = raw.execute(
+                        f"PRAGMA wal_checkpoint({SQLITE_CHECKPOINT})").fetchone()
                     ckpt += time.monotonic() - t1
+                    frames += max(log_frames, 0)
                 if last:
                     break
                 lo = hi
@@ -411,9 +430,9 @@ def _bulk_sqlite(store: Store, list_id: int, items: Iterable[EntryIn], actor: st
                 time.sleep(SQLITE_PAUSE)  # writers waiting on the busy timeout get the lock
             log.debug("sqlite bulk: staged %d rows in %.1f s (CPU %.1f s), sorted in %.1f s "
                       "(CPU %.1f s), %d chunks in %.1f s (CPU %.1f s; longest %.2f s, "
-                      "checkpoints %.1f s)", top, t_sort - t_stage, c_sort - c_stage,
+                      "checkpoints %.1f s, %d WAL frames)", top, t_sort - t_stage, c_sort - c_stage,
                       t_apply - t_sort, c_apply - c_sort, chunks, time.monotonic() - t_apply,
-                      time.process_time() - c_apply, longest, ckpt)
+                      time.process_time() - c_apply, longest, ckpt, frames)
             _count(res, staged, dict(added), restored)
             raw.execute("BEGIN IMMEDIATE")
             try:
