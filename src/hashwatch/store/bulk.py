@@ -45,10 +45,11 @@ about ``SQLITE_CHUNK_SECONDS``, at most ``SQLITE_CHUNK`` rows), each its own sho
 transaction, pausing ``SQLITE_PAUSE`` seconds between chunks so that waiting writers get the
 lock. The chunks are consecutive ranges of the staged rows sorted in identity order (ties in
 file order), not of the file: the identity index ``uq_entries_identity`` and
-``ix_entries_signal_value`` both lead with the hash value, which is random, so a chunk of the
-file would touch index pages all over both indexes and every commit would write them to the
-WAL again (4-5 KB of WAL per row added; a 20M-line import's WAL passed 12 GB); a key
-range touches only its own pages, each about once over the whole import. After each chunk a
+``ix_entries_signal_value`` are, within one list and signal type, in hash-value order, which
+is random, so a chunk of the file would touch index pages all over both indexes and every
+commit would write them to the WAL again (4-5 KB of WAL per row added; a 20M-line
+import's WAL passed 12 GB); a key range touches only its own pages, each about once over the
+whole import. After each chunk a
 ``PRAGMA wal_checkpoint(RESTART)`` copies the chunk into the database file and starts the WAL
 over (SQLite's automatic passive checkpoint never got to restart it while other connections
 came and went), so the WAL stays about one chunk long. The import's connection has a larger
