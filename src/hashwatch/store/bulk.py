@@ -194,8 +194,9 @@ _SELECT = ("SELECT :lid, signal_type, value, category_scheme, category_code, lab
 
 
 # SQLite: a chunk is a range of positions in the sorted staging table (rowid)
-_SELECT_CHUNK = _SELECT.replace("WHERE true", "WHERE rowid > :lo AND rowid <= :hi").replace(
-    f"ORDER BY {_IDENTITY}, n", "ORDER BY rowid")
+_SELECT_CHUNK = ("SELECT :lid, signal_type, value, category_scheme, category_code, labels, "
+                 "source_ref, group_ref, variant, :now, :actor FROM hw_stage "
+                 "WHERE rowid > :lo AND rowid <= :hi ORDER BY rowid")
 _SQLITE_SORT = (f"CREATE TEMP TABLE hw_stage AS SELECT n, {', '.join(STAGE_COLUMNS)} "
                 f"FROM temp.hw_raw ORDER BY {_IDENTITY}, n")
 
