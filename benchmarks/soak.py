@@ -147,6 +147,39 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+ARENA_HEAP = 64 << 20  # glibc reserves each secondary malloc arena's heap as 64 MiB, aligned
+
+
+def rss_parts(pid: int) -> dict[str, float]:
+    """Resident MB of a process by kind of mapping (/proc/PID/smaps): ``heap`` (glibc's main
+    arena, brk), ``arenas`` (secondary malloc arenas: the 64 MiB-aligned heaps glibc makes for
+    threads), ``anon`` (other anonymous mappings: blocks malloc mmapped on their own,
+    CPython's object arenas, thread stacks) and ``file`` (libraries, the mapped index)."""
+    out = {"heap": 0.0, "arenas": 0.0, "anon": 0.0, "file": 0.0}
+    kind = None
+    try:
+        text = Path(f"/proc/{pid}/smaps").read_text()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        head = line.split(None, 5)
+        if "-" in head[0] and len(head) >= 5 and ":" not in head[0]:
+            start = int(head[0].split("-")[0], 16)
+            name = head[5].strip() if len(head) > 5 else ""
+            if name == "[heap]":
+                kind = "heap"
+            elif name.startswith("/") or name.startswith("[") and name != "[stack]" \
+                    and not name.startswith("[anon"):
+                kind = "file" if name.startswith("/") else "anon"
+            elif start % ARENA_HEAP == 0 and head[1].startswith("rw"):
+                kind = "arenas"
+            else:
+                kind = "anon"
+        elif line.startswith("Rss:") and kind is not None:
+            out[kind] += int(line.split()[1]) / 1024
+    return out
+
+
 class Watch:
     """Freshness of list updates on one worker."""
 
@@ -266,7 +299,8 @@ def run_phase(ws: list[Worker], keys: dict, images: list[bytes], known: list[str
     cpu_start = [tree_cpu(w.proc.pid) for w in ws]
     own_start = time.process_time()
     t_start = time.monotonic()
-    samples: list[tuple[float, list[float], list[int]]] = []  # (s, RSS MB, index size)
+    # (s, RSS MB, index size, RSS by kind of mapping) per worker
+    samples: list[tuple[float, list[float], list[int], list[dict[str, float]]]] = []
 
     def sample() -> None:
         sizes = []
@@ -276,7 +310,8 @@ def run_phase(ws: list[Worker], keys: dict, images: list[bytes], known: list[str
                                  .json()["index_size"]))
             except (httpx.HTTPError, KeyError, ValueError):
                 sizes.append(-1)
-        samples.append((time.monotonic() - t_start, [rss_mb(w.proc.pid) for w in ws], sizes))
+        samples.append((time.monotonic() - t_start, [rss_mb(w.proc.pid) for w in ws], sizes,
+                        [rss_parts(w.proc.pid) for w in ws]))
 
     def sampler() -> None:
         sample()
@@ -345,6 +380,11 @@ def main() -> None:
     ap.add_argument("--workdir", default="soak-bench")
     ap.add_argument("--sample", type=float, default=60.0,
                     help="seconds between samples of worker RSS and index size")
+    ap.add_argument("--warmup-minutes", type=float, default=3.0,
+                    help="RSS flatness is judged on the samples after this many minutes")
+    ap.add_argument("--flat-slope", type=float, default=0.5,
+                    help="MB/min: a worker's RSS is flat when its slope after warm-up is "
+                    "at most this")
     ap.add_argument("--env", action="append", default=[],
                     help="NAME=VALUE for every worker (e.g. HASHWATCH_GIL_SWITCH_INTERVAL=0.001)")
     a = ap.parse_args()
@@ -367,10 +407,11 @@ def main() -> None:
         images = make_images(16)
         print("load average before:", os.getloadavg(), flush=True)
         results = {}
-        for phase, listen, minutes in (("push", "1", a.minutes), ("anchor", "0", a.anchor_minutes)):
-            ws = [Worker(db, work, f"{phase}{i}", HASHWATCH_FEED_LISTEN=listen,
-                         HASHWATCH_RECONCILE_INTERVAL="120", HASHWATCH_WORKERS="2",
-                         HASHWATCH_WEBHOOK_POLL_INTERVAL="0.2", **extra) for i in range(2)]
+        phases = [("push", "1", a.minutes), ("anchor", "0", a.anchor_minutes)]
+        for phase, listen, minutes in [p for p in phases if p[2] > 0]:
+            env = {"HASHWATCH_FEED_LISTEN": listen, "HASHWATCH_RECONCILE_INTERVAL": "120",
+                   "HASHWATCH_WORKERS": "2", "HASHWATCH_WEBHOOK_POLL_INTERVAL": "0.2", **extra}
+            ws = [Worker(db, work, f"{phase}{i}", **env) for i in range(2)]
             for w in ws:
                 w.start(wait=False)
             for w in ws:
@@ -419,6 +460,29 @@ def main() -> None:
                        check=False)
 
 
+def flatness(samples: list, warmup_minutes: float, limit: float) -> list[str]:
+    """Per worker: the least-squares slope of RSS (MB/min) over the samples taken after
+    ``warmup_minutes``, its range, and the verdict: *flat* when the slope is at most
+    ``limit`` MB/min. The slope's share explained by the entries the load added is shown
+    beside it (the PDQ index holds ~100 bytes per entry)."""
+    after = [x for x in samples if x[0] >= warmup_minutes * 60]
+    if len(after) < 3:
+        return [f"not judged: {len(after)} samples after {warmup_minutes:g} min of warm-up"
+                ] * (len(samples[0][1]) if samples else 0)
+    t = np.array([x[0] for x in after]) / 60
+    out = []
+    for k in range(len(after[0][1])):
+        rss = np.array([x[1][k] for x in after])
+        n = np.array([x[2][k] for x in after], dtype=float)
+        slope = float(np.polyfit(t, rss, 1)[0])
+        entries = float(np.polyfit(t, n, 1)[0]) * 100 / 1e6
+        verdict = "FLAT" if slope <= limit else "GROWING"
+        out.append(f"{verdict}: slope {slope:+.2f} MB/min over {t[0]:.1f}-{t[-1]:.1f} min "
+                   f"(limit {limit:g}; entries added account for {entries:+.2f}), "
+                   f"{rss[0]:.1f} -> {rss[-1]:.1f} MB, range {rss.min():.1f}-{rss.max():.1f}")
+    return out
+
+
 def report(results: dict, rx: Receiver, outbox: list, a: argparse.Namespace) -> None:
     for phase, r in results.items():
         print(f"\n== {phase}: {r['wall']:.0f} s, 2 workers, {a.clients} client threads ==")
@@ -438,13 +502,18 @@ def report(results: dict, rx: Receiver, outbox: list, a: argparse.Namespace) -> 
               f"{[round(c) for c in r['cpu']]}; load generator + watchers: {r['own_cpu']:.0f}")
         print(f"  worker RSS start/end MB: "
               f"{[f'{s:.0f}/{e:.0f}' for s, e in zip(r['rss_start'], r['rss_end'], strict=True)]}")
-        print("  t (s) | worker RSS MB | index entries | RSS - first sample MB | index growth")
-        (_, rss0, n0) = r["samples"][0]
-        for t, rss, n in r["samples"]:
+        print("  t (s) | worker RSS MB | index entries | RSS - first sample MB | index growth"
+              " | heap / arenas / anon / file MB per worker")
+        (_, rss0, n0, _) = r["samples"][0]
+        for t, rss, n, parts in r["samples"]:
             print(f"  {t:5.0f} | " + " / ".join(f"{x:.1f}" for x in rss) + " | "
                   + " / ".join(f"{x:,}" for x in n) + " | "
                   + " / ".join(f"{x - x0:+.1f}" for x, x0 in zip(rss, rss0, strict=True))
-                  + " | " + " / ".join(f"{x - x0:+,}" for x, x0 in zip(n, n0, strict=True)))
+                  + " | " + " / ".join(f"{x - x0:+,}" for x, x0 in zip(n, n0, strict=True))
+                  + " | " + "; ".join(" / ".join(f"{v:.0f}" for v in p.values())
+                                      for p in parts))
+        for k, line in enumerate(flatness(r["samples"], a.warmup_minutes, a.flat_slope)):
+            print(f"  worker {k} RSS after warm-up: {line}")
         for k, rd in enumerate(r["ready"]):
             rec = rd["feed"]["reconcile"]
             print(f"  worker {k}: index {rd['index_size']:,}, push {rd['feed']['push']}, "

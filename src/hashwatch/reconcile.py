@@ -135,7 +135,14 @@ def _grow_add(acc: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return acc
 
 
-def reconcile(matcher: Matcher, *, repair: bool = True, batch: int = 100_000) -> Report:
+# Rows per batch of the survey. Small on purpose: each row is a few Python objects (~400
+# bytes with the driver's row), and a batch of 100,000 (~40 MB of them at once) left a
+# worker's object arenas ~2 MB bigger after every reconciliation, pinned by objects other
+# threads allocated meanwhile (BENCHMARKS.md, soak, worker RSS); 5,000 left them flat.
+BATCH = 5_000
+
+
+def reconcile(matcher: Matcher, *, repair: bool = True, batch: int = BATCH) -> Report:
     """Check ``matcher.index`` and its keypoint tier (when loaded) against the store (see the
     module docstring); repair the confirmed differences when ``repair``. Logs a warning when
     any is found. Cost: one pass over the live PDQ entries (streamed, ``batch`` rows at a

@@ -35,6 +35,10 @@ class Settings:
     # sys.setswitchinterval; 0 = Python's default, 5 ms): the feed refresh makes several
     # database round trips and waits up to this long after each while request threads compute
     gil_switch_interval: float = 0.0
+    # bytes: malloc blocks this big or bigger are mapped on their own and unmapped when freed
+    # (glibc's mmap threshold, fixed at worker start-up; 0 = glibc's dynamic threshold, which
+    # let index merges' freed arrays pile up in the malloc arenas: hashwatch.service.allocator)
+    malloc_mmap_threshold: int = 128 * 1024
     # seconds between checks of the index against the store (0 = only on demand)
     reconcile_interval: float = 600.0
     # seconds between retries of an index save that failed (disk full): the worker serves

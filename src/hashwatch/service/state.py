@@ -36,6 +36,7 @@ from typing import Any
 
 from hashwatch.service import review as review_mod
 from hashwatch.service import webhooks as wh
+from hashwatch.service.allocator import tune_allocator
 from hashwatch.service.audit import AuditWriter, FailedAuthLog
 from hashwatch.service.auth import KeyVerifier
 from hashwatch.service.isolation import DecodePool, InlineDecoder
@@ -96,6 +97,9 @@ class Service:
 
     def __init__(self, settings: Settings) -> None:
         from hashwatch.matchwork import limit_library_threads
+
+        # before the index is loaded: its arrays are the blocks the threshold is about
+        self.malloc_tuned = tune_allocator(settings.malloc_mmap_threshold)
 
         # parallelism is across worker processes (and their request threads): the keypoint
         # tier's OpenCV calls get no thread pool of their own in each worker

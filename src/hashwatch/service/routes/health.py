@@ -3,6 +3,7 @@
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from hashwatch.service.allocator import malloc_figures
 from hashwatch.service.deps import API
 from hashwatch.service.errors import error_response
 
@@ -67,4 +68,13 @@ def metrics(request: Request) -> Response:
         kpf = m.keypoint_feed if m else None
         put("keypoint_sets", "gauge", kpf.kp.live_slots if kpf else 0,
             "keypoint sets held by this worker's keypoint tier")
+        put("malloc_mmap_threshold_fixed", "gauge", int(svc.malloc_tuned),
+            "1 when this worker fixed the C allocator's mmap threshold at start-up")
+    mem = malloc_figures()
+    for key, help_ in (("arena_bytes", "bytes the malloc arenas took from the system"),
+                       ("arena_free_bytes", "of those, free bytes malloc keeps for reuse"),
+                       ("in_use_bytes", "bytes allocated from the malloc arenas"),
+                       ("mmapped_bytes", "bytes of blocks malloc mapped on their own")):
+        if mem is not None:
+            put(f"malloc_{key}", "gauge", mem[key], f"this worker's C allocator: {help_}")
     return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
