@@ -9,9 +9,9 @@ minutes, after which every array up to that size comes from the malloc arenas in
 per thread that allocates (request threads, the refresh thread). Freed there, they are
 kept for reuse; in-use blocks between them pin the pages, so the arenas grow with the mix
 of sizes instead of staying at what is in use. Measured in the soak (BENCHMARKS.md, issue
-12, worker RSS): with the dynamic threshold a worker's arenas held 45-68 MB of which
-~0.2-30 MB were in use (``malloc_stats``: 144 MB from the system, 76 MB in use), and they
-grew over the run; with the threshold fixed they stayed at ~20 MB.
+12, soak, worker RSS): with the dynamic threshold a worker's arenas held 45-68 MB and grew
+at times over the run (``malloc_stats``: 144 MB taken from the system, 76 MB in use; one
+thread's arena 46 MB with 0.2 MB in use); with the threshold fixed they stayed at 8-22 MB.
 
 ``mallopt(M_MMAP_THRESHOLD, n)`` (glibc manual, "Malloc Tunable Parameters"; mallopt(3))
 fixes the threshold and turns the dynamic adjustment off (also of the trim threshold), so
