@@ -137,8 +137,9 @@ def _grow_add(acc: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 # Rows per batch of the survey. Small on purpose: each row is a few Python objects (~400
 # bytes with the driver's row), and a batch of 100,000 (~40 MB of them at once) left a
-# worker's object arenas ~2 MB bigger after every reconciliation, pinned by objects other
-# threads allocated meanwhile (BENCHMARKS.md, soak, worker RSS); 5,000 left them flat.
+# worker ~2 MB bigger after every reconciliation (most likely CPython's object arenas pinned
+# by objects other threads allocated meanwhile: BENCHMARKS.md, soak, worker RSS); 5,000
+# left it flat.
 BATCH = 5_000
 
 
