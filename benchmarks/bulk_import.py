@@ -129,8 +129,8 @@ class Probe:
 
 def _wal_lsn(store) -> int:
     with store.engine.connect() as conn:
-        return conn.exec_driver_sql(
-            "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").scalar_one()
+        return int(conn.exec_driver_sql(
+            "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").scalar_one())
 
 
 def child(method: str, db: str, path: str, lines: int) -> None:
