@@ -84,11 +84,14 @@ def known_class(variant: str) -> str:
 
 
 def query_class(variant: str) -> str:
-    """Route class of a query variant: full, dihedral, trim, region, derot, qcrop or qrot."""
+    """Route class of a query variant: full, dihedral, trim, region, derot, qcrop or qrot
+    (a grid cell, "cell<i>", is a region)."""
     if variant == "full":
         return "full"
     if variant.startswith("full:"):
         return "dihedral"
+    if variant.startswith("cell"):
+        return "region"
     for c in ("trim", "region", "derot", "qcrop", "qrot"):
         if variant.startswith(c):
             return c
