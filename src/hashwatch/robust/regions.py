@@ -199,7 +199,7 @@ MAX_CELLS = 16  # cells of a 4 x 4 grid; a finer grid is not split (its cells ar
 GRID_MAX_SPLIT = 6  # parts along one side
 GRID_LINE_MIN = 0.15  # line contrast every inner line of a grid must reach (see grid_lines)
 GRID_LINE_MEAN = 0.2  # ... and their mean
-GRID_LINE_WEAK = 0.12  # mean an axis needs when the other one holds the same split
+GRID_LINE_WEAK = 0.12  # mean an axis with no split needs when the other one holds a split
 GRID_MIN_SIDE = 256  # frames smaller than this (longer side, px) are not split into cells
 GRID_SLACK = 0.012  # a line may sit this far (of the side) from its place in an even split
 
@@ -296,12 +296,13 @@ def find_cells(pixels: np.ndarray, boxes: list[tuple[int, int, int, int]] | None
             continue
         sub = gray[y0:y1, x0:x1]
         ny, nx = grid_lines(sub, 0), grid_lines(sub, 1)
-        # one weak line (two similar pictures side by side): the other axis's split is
-        # taken when this axis's lines at that split still stand out on average
-        if nx >= 2 and ny == 1 and _split_mean(sub, 0, nx) >= GRID_LINE_WEAK:
-            ny = nx
-        elif ny >= 2 and nx == 1 and _split_mean(sub, 1, ny) >= GRID_LINE_WEAK:
-            nx = ny
+        # one weak line (two similar pictures side by side): the other axis's finer split
+        # is taken when this axis's lines at that split still stand out on average
+        k, lo = max(nx, ny), min(nx, ny)
+        if k >= 2 and lo != k and k % lo == 0:
+            need = GRID_LINE_WEAK if lo == 1 else GRID_LINE_MEAN
+            if _split_mean(sub, 0 if ny == lo else 1, k) >= need:
+                nx = ny = k
         if nx < 2 or ny < 2 or nx * ny > MAX_CELLS:
             continue
         out = []
