@@ -352,15 +352,18 @@ def _edge_runs(pixels: np.ndarray, axis: int) -> np.ndarray:
     green leaves is one grey), more than within 3 lines on either side (a straight edge
     between two pictures, not texture), allowing the edge to wander by one line. Shape
     (h - 1, w) for axis 0."""
-    d = np.abs(np.diff(pixels.astype(np.int16), axis=axis)).max(axis=2)
+    p = np.ascontiguousarray(pixels)
+    d = cv2.absdiff(p[1:], p[:-1]) if axis == 0 else cv2.absdiff(p[:, 1:], p[:, :-1])
+    c = cv2.split(d)
+    d = cv2.max(cv2.max(c[0], c[1]), c[2])
     if axis == 1:
-        d = d.T
-    n = d.shape[0]
-    pad = np.pad(d, ((3, 3), (0, 0)))
-    near = np.maximum.reduce([pad[3 + k:3 + k + n] for k in (-3, -2, -1, 1, 2, 3)])
+        d = np.ascontiguousarray(d.T)
+    # d at least its neighbours within 3 lines (the window's max includes d itself)
+    near = cv2.dilate(d, np.ones((7, 1), np.uint8), borderType=cv2.BORDER_CONSTANT,
+                      borderValue=0)
     e = ((d >= 8) & (d >= near)).astype(np.uint8)
-    e = np.maximum.reduce([e, np.pad(e, ((1, 0), (0, 0)))[:-1], np.pad(e, ((0, 1), (0, 0)))[1:]])
-    return e
+    return cv2.dilate(e, np.ones((3, 1), np.uint8), borderType=cv2.BORDER_CONSTANT,
+                      borderValue=0)
 
 
 def find_rectangles(pixels: np.ndarray) -> list[tuple[int, int, int, int]]:
