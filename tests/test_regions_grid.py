@@ -117,3 +117,11 @@ def test_a_smooth_photo_gives_no_rectangle() -> None:
     rng = np.random.default_rng(1)
     img = np.stack([xx / 4, yy / 3, (xx + yy) / 6], axis=2) + rng.normal(0, 4, (480, 640, 1))
     assert find_rectangles(np.clip(img, 0, 255).astype(np.uint8)) == []
+
+
+def test_a_grid_cell_match_is_explained_as_a_region() -> None:
+    from hashwatch.explain import explain
+
+    e = explain({"list": "k", "ref": "a.jpg", "signal": "pdq", "distance": 6, "exact": False,
+                 "route": "cell3/full"})
+    assert e["route"] == "pdq_region" and "grid of pictures" in e["how"] and "cell 4" in e["how"]

@@ -21,7 +21,8 @@ ROUTE_KINDS: dict[str, str] = {
     "exact": "identical file: a cryptographic hash (MD5, SHA-1 or SHA-256) is on the list",
     "pdq_full": "PDQ perceptual hash of the whole picture within the threshold",
     "pdq_view": "PDQ of a flipped, turned, border-trimmed, de-rotated or cropped view",
-    "pdq_region": "PDQ of a picture found inside a screenshot or collage",
+    "pdq_region": "PDQ of a picture found inside a screenshot, collage or grid, or pasted "
+                  "onto another picture",
     "keypoints": "local features (ORB keypoints) that agree geometrically, then a check "
                  "that it is the same picture and not another photograph of the scene",
     "vpdq": "vPDQ: enough of the video's sampled frames (one a second) are near frames of a "
@@ -44,6 +45,10 @@ def _query_words(view: str) -> tuple[str, str]:
         words = "a picture found inside the file (a screenshot or collage" + (
             f", region {int(n) + 1}" if n.isdigit() else "") + ")"
         return "pdq_region", words + (f", {turn_words}" if turn else "")
+    if base.startswith("cell"):
+        n = base[len("cell"):]
+        return "pdq_region", "one picture of a grid of pictures in the file" + (
+            f" (cell {int(n) + 1})" if n.isdigit() else "")
     if base.startswith("derot"):
         m = re.match(r"derot([+-]?\d+(?:\.\d+)?)", base)
         deg = m.group(1) if m else "?"
