@@ -12,7 +12,14 @@ from PIL import Image
 from hashwatch import robust as R
 from hashwatch.edits import apply_edit
 from hashwatch.edits.combined import generated_background
-from hashwatch.robust.regions import _iou, find_cells, find_rectangles, query_cells
+from hashwatch.robust.local import small_boxes
+from hashwatch.robust.regions import (
+    _iou,
+    find_cells,
+    find_rectangles,
+    query_cells,
+    query_rectangles,
+)
 from test_robust import _picture  # the synthetic photo stand-in of the robust tests
 
 
@@ -107,9 +114,21 @@ def test_a_picture_pasted_on_a_busy_background_is_proposed() -> None:
         size = float(rng.choice([0.3, 0.45, 0.6]))
         fx, fy = (float(v) for v in rng.choice([0.0, 0.3, 0.7, 1.0], 2))
         img, truth = _pasted(seed, size, fx, fy, bool(seed % 2))
-        boxes = R.query_regions(img)
+        boxes = query_rectangles(img, R.query_regions(img))
         hits += max((_iou(truth, b) for b in boxes), default=0.0) > 0.85
     assert hits >= 16, hits
+
+
+def test_a_pasted_picture_is_hashed_and_looked_at_on_its_own() -> None:
+    img, truth = _pasted(5, 0.3, 0.7, 0.3, True)
+    pic = _picture(truth[1] - truth[0], truth[3] - truth[2], 6)  # what _pasted pasted
+    views = R.query_signals(img)
+    assert any(v.variant.startswith("rect") for v in views)
+    hit = R.hash_match(views, R.known_signals(pic))
+    assert hit is not None and hit[1].startswith("rect"), hit
+    # the small-picture pass of the keypoint tier gets the box too (grey working picture)
+    grey = np.asarray(Image.fromarray(img).convert("L"))
+    assert max(_iou(truth, b) for b in small_boxes(grey)) > 0.85
 
 
 def test_a_smooth_photo_gives_no_rectangle() -> None:
@@ -125,3 +144,6 @@ def test_a_grid_cell_match_is_explained_as_a_region() -> None:
     e = explain({"list": "k", "ref": "a.jpg", "signal": "pdq", "distance": 6, "exact": False,
                  "route": "cell3/full"})
     assert e["route"] == "pdq_region" and "grid of pictures" in e["how"] and "cell 4" in e["how"]
+    r = explain({"list": "k", "ref": "a.jpg", "signal": "pdq", "distance": 9, "exact": False,
+                 "route": "rect0/full"})
+    assert r["route"] == "pdq_region" and "pasted onto another picture" in r["how"]

@@ -49,6 +49,8 @@ def _query_words(view: str) -> tuple[str, str]:
         n = base[len("cell"):]
         return "pdq_region", "one picture of a grid of pictures in the file" + (
             f" (cell {int(n) + 1})" if n.isdigit() else "")
+    if base.startswith("rect"):
+        return "pdq_region", "a picture pasted onto another picture in the file"
     if base.startswith("derot"):
         m = re.match(r"derot([+-]?\d+(?:\.\d+)?)", base)
         deg = m.group(1) if m else "?"

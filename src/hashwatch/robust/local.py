@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from hashwatch.robust.regions import query_cells, query_leaves, query_regions
+from hashwatch.robust.regions import query_cells, query_leaves, query_rectangles, query_regions
 
 LOCAL_MAX_KEYPOINTS = 200  # per known image: 200 x (32 B descriptor + 8 B position) = 8 KB
 LOCAL_MATCH_RADIUS = 48  # max descriptor distance for a tentative match
@@ -181,16 +181,17 @@ def _small_pass(pixels: np.ndarray, work: tuple[int, int],
 def small_boxes(pixels: np.ndarray) -> list[tuple[int, int, int, int]]:
     """Where the small-picture pass looks: the cells of a grid of pictures
     (:func:`hashwatch.robust.regions.query_cells`) when one is found, else the leaves of a
-    collage (:func:`hashwatch.robust.regions.query_leaves`) and, unless there are 9 or more of
-    them, 3 x 3 overlapping half-size tiles (a picture on a busy background has no seams to
-    find)."""
+    collage (:func:`hashwatch.robust.regions.query_leaves`), then pictures pasted onto a busy
+    background (:func:`hashwatch.robust.regions.query_rectangles`) and, unless there are 9 or
+    more leaves, 3 x 3 overlapping half-size tiles (a pasted picture with soft sides has no
+    edges to find). ``pixels``: RGB or grey."""
     cells = query_cells(pixels)
     if cells:
         return cells
     leaves = query_leaves(pixels if pixels.ndim == 3 else np.repeat(pixels[..., None], 3, 2))
     if len(leaves) >= 9:
         return leaves
-    out = list(leaves)
+    out = list(leaves) + query_rectangles(pixels, list(leaves))
     h, w = pixels.shape[:2]
     th, tw = round(h * TILE_FRACTION), round(w * TILE_FRACTION)
     for oy in TILE_STEPS:

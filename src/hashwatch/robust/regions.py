@@ -15,27 +15,35 @@ MAX_REGIONS = 6
 
 
 def query_regions(pixels: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """:func:`find_regions` run at REGION_SIDE, then the pasted-picture rectangles of
-    :func:`find_rectangles` that no region already covers (IoU <= 0.5), boxes mapped back to
-    ``pixels`` coordinates: at most MAX_REGIONS + MAX_RECTS."""
+    """:func:`find_regions` run at REGION_SIDE, boxes mapped back to ``pixels`` coordinates."""
     p = _work(pixels, REGION_SIDE)
     fy, fx = pixels.shape[0] / p.shape[0], pixels.shape[1] / p.shape[1]
-    boxes = find_regions(p)
-    rects = [r for r in find_rectangles(p) if all(_iou(r, b) <= 0.5 for b in boxes)]
-    out = [(round(y0 * fy), round(y1 * fy), round(x0 * fx), round(x1 * fx))
-           for y0, y1, x0, x1 in boxes]
-    # a pasted picture's box is found at REGION_SIDE: put its sides back on the strongest
-    # edge nearby at full size (a box 1% off costs PDQ ~30 bits)
-    return out + [_snap(pixels, (round(y0 * fy), round(y1 * fy), round(x0 * fx),
-                                 round(x1 * fx)), max(2, round(max(fx, fy)) + 1))
-                  for y0, y1, x0, x1 in rects]
+    return [(round(y0 * fy), round(y1 * fy), round(x0 * fx), round(x1 * fx))
+            for y0, y1, x0, x1 in find_regions(p)]
+
+
+def query_rectangles(pixels: np.ndarray, boxes: list[tuple[int, int, int, int]] | None = None
+                     ) -> list[tuple[int, int, int, int]]:
+    """:func:`find_rectangles` run at REGION_SIDE, less those that a box of ``boxes`` (regions
+    in ``pixels`` coordinates) already covers (IoU > 0.5), mapped back to ``pixels``
+    coordinates with each side snapped to the strongest edge nearby at full size (a box 1%
+    off costs PDQ ~30 bits). ``pixels``: RGB (h, w, 3) or grey (h, w)."""
+    px = pixels if pixels.ndim == 3 else pixels[..., None]
+    p = _work(pixels, REGION_SIDE) if pixels.ndim == 3 else _work_grey(pixels)[..., None]
+    fy, fx = pixels.shape[0] / p.shape[0], pixels.shape[1] / p.shape[1]
+    out = []
+    for y0, y1, x0, x1 in find_rectangles(p):
+        box = (round(y0 * fy), round(y1 * fy), round(x0 * fx), round(x1 * fx))
+        if all(_iou(box, b) <= 0.5 for b in boxes or []):
+            out.append(_snap(px, box, max(2, round(max(fx, fy)) + 1)))
+    return out
 
 
 def _snap(pixels: np.ndarray, box: tuple[int, int, int, int], r: int
           ) -> tuple[int, int, int, int]:
     """``box`` with each side moved (by up to ``r`` px) to where the mean jump across it,
     along the side's length, is largest (sides on the frame's edge stay there), then
-    border-trimmed. ``pixels``: RGB (h, w, 3)."""
+    border-trimmed. ``pixels``: (h, w, channels)."""
     h, w = pixels.shape[:2]
     y0, y1, x0, x1 = box
     def best(lines: np.ndarray, at: int, lo: int, hi: int) -> int:
@@ -354,8 +362,9 @@ def _edge_runs(pixels: np.ndarray, axis: int) -> np.ndarray:
     (h - 1, w) for axis 0."""
     p = np.ascontiguousarray(pixels)
     d = cv2.absdiff(p[1:], p[:-1]) if axis == 0 else cv2.absdiff(p[:, 1:], p[:, :-1])
-    c = cv2.split(d)
-    d = cv2.max(cv2.max(c[0], c[1]), c[2])
+    if d.ndim == 3:
+        c = cv2.split(d)
+        d = c[0] if len(c) == 1 else cv2.max(cv2.max(c[0], c[1]), c[2])
     if axis == 1:
         d = np.ascontiguousarray(d.T)
     # d at least its neighbours within 3 lines (the window's max includes d itself)
@@ -376,7 +385,7 @@ def find_rectangles(pixels: np.ndarray) -> list[tuple[int, int, int, int]]:
     overlapping ones (IoU > 0.5) dropped, at most MAX_RECTS, border-trimmed (a white frame
     around the picture goes). Candidate sides are the RECT_LINES rows and columns with
     the longest dense straight edge; every side is then measured exactly with prefix sums.
-    ``pixels``: RGB (h, w, 3) at about REGION_SIDE."""
+    ``pixels``: RGB (h, w, 3) or grey (h, w, 1) at about REGION_SIDE."""
     h, w = pixels.shape[:2]
     if min(h, w) < 64:
         return []

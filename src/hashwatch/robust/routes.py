@@ -85,12 +85,12 @@ def known_class(variant: str) -> str:
 
 def query_class(variant: str) -> str:
     """Route class of a query variant: full, dihedral, trim, region, derot, qcrop or qrot
-    (a grid cell, "cell<i>", is a region)."""
+    (a grid cell, "cell<i>", and a pasted picture, "rect<i>", are regions)."""
     if variant == "full":
         return "full"
     if variant.startswith("full:"):
         return "dihedral"
-    if variant.startswith("cell"):
+    if variant.startswith(("cell", "rect")):
         return "region"
     for c in ("trim", "region", "derot", "qcrop", "qrot"):
         if variant.startswith(c):

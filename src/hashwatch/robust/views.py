@@ -28,7 +28,7 @@ from hashwatch.robust._pixels import (
     _square,
     _work,
 )
-from hashwatch.robust.regions import query_cells, query_regions
+from hashwatch.robust.regions import query_cells, query_rectangles, query_regions
 from hashwatch.robust.routes import MIN_QUALITY, KnownHash, QueryHash
 from hashwatch.robust.trim import trim_box
 
@@ -77,8 +77,9 @@ def query_signals(pixels: np.ndarray, *, regions: bool = True, derotate: bool = 
     """PDQ hashes to compute for one query image (the first is the plain full-image PDQ).
     Variants with quality < 50 are left out, except the first. ``boxes``: regions already found
     by :func:`query_regions` (else they are found here); with ``regions``, the cells of a grid
-    of pictures (:func:`~hashwatch.robust.regions.query_cells`) are hashed too ("cell<i>",
-    route class "region"). ``crops``: also the query crops
+    of pictures (:func:`~hashwatch.robust.regions.query_cells`, "cell<i>") and pictures pasted
+    onto a busy background (:func:`~hashwatch.robust.regions.query_rectangles`, "rect<i>")
+    are hashed too, route class "region". ``crops``: also the query crops
     (:data:`QUERY_CROP_SCALES`), turned crops (:data:`QUERY_TURNED_CROPS`,
     :data:`QUERY_TURNS_EXPANDED`) and each region's centred square."""
     codes, q = _pdq_dihedral(_check(pixels))
@@ -106,11 +107,14 @@ def query_signals(pixels: np.ndarray, *, regions: bool = True, derotate: bool = 
                 rc, rq = _pdq(_square(rp))
                 if rq >= MIN_QUALITY:
                     out.append(QueryHash(f"region{i}-sq", rc, rq))
-        # cells of a grid of pictures: route class "region" (its threshold), no squares
-        for i, (ry0, ry1, rx0, rx1) in enumerate(query_cells(pixels, list(boxes))):
-            rc, rq = _pdq(_work(pixels[ry0:ry1, rx0:rx1]))
-            if rq >= MIN_QUALITY:
-                out.append(QueryHash(f"cell{i}", rc, rq))
+        # cells of a grid of pictures and pictures pasted onto another one: route class
+        # "region" (its threshold), no squares
+        for name, found in (("cell", query_cells(pixels, list(boxes))),
+                            ("rect", query_rectangles(pixels, list(boxes)))):
+            for i, (ry0, ry1, rx0, rx1) in enumerate(found):
+                rc, rq = _pdq(_work(pixels[ry0:ry1, rx0:rx1]))
+                if rq >= MIN_QUALITY:
+                    out.append(QueryHash(f"{name}{i}", rc, rq))
     if derotate:
         for a in QUERY_DEROTATIONS:
             rc, rq = _pdq(_rotate(core, a))
