@@ -192,8 +192,9 @@ def run_child(method: str, db: str, path: Path, lines: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _pg_settings(admin: str, settings: list[str]) -> None:
-    """Apply NAME=VALUE server settings (reloadable ones) and print what the run uses."""
+def _pg_settings(admin: str, settings: list[str], pg_dir: Path) -> None:
+    """Apply NAME=VALUE server settings and print what the run uses. Reloadable ones take
+    effect on reload; the server is restarted when one needs it (e.g. shared_buffers)."""
     import sqlalchemy as sa
 
     eng = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
@@ -203,6 +204,14 @@ def _pg_settings(admin: str, settings: list[str]) -> None:
             conn.exec_driver_sql(f"ALTER SYSTEM SET {name} = '{value}'")
         conn.exec_driver_sql("SELECT pg_reload_conf()")
         time.sleep(1)
+        restart = [r[0] for r in conn.exec_driver_sql(
+            "SELECT name FROM pg_settings WHERE pending_restart")]
+    eng.dispose()
+    if restart:
+        print("restarting PostgreSQL for:", ", ".join(restart), flush=True)
+        subprocess.run([str(REPO / ".ci" / "postgres.sh"), "restart", str(pg_dir)], check=True)
+    eng = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
+    with eng.connect() as conn:
         shown = {n: conn.exec_driver_sql(f"SHOW {n}").scalar_one() for n in (
             "max_wal_size", "checkpoint_timeout", "shared_buffers", "fsync", "work_mem")}
     eng.dispose()
@@ -217,7 +226,8 @@ def main() -> None:
     ap.add_argument("--backends", default="postgresql,sqlite")
     ap.add_argument("--child", nargs=4)
     ap.add_argument("--pg-setting", action="append", default=[], metavar="NAME=VALUE",
-                    help="PostgreSQL server setting for the run (ALTER SYSTEM, reloaded), "
+                    help="PostgreSQL server setting for the run (ALTER SYSTEM; reloaded, or the "
+                         "server restarted when the setting needs it), "
                          "e.g. max_wal_size=16GB (README: importing a national list)")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="set a constant of hashwatch.store.bulk for the bulk runs (a lever)")
@@ -247,7 +257,7 @@ def main() -> None:
                                  capture_output=True, text=True, check=True, env=env)
             admin = next(x.split("=", 1)[1].strip("'") for x in out.stdout.split()
                          if x.startswith("HASHWATCH_TEST_PG_URL="))
-            _pg_settings(admin, a.pg_setting)
+            _pg_settings(admin, a.pg_setting, pg_dir)
         try:
             for method, lines in (("bulk", a.lines), ("rows", a.anchor_lines)):
                 if method not in a.methods.split(","):
