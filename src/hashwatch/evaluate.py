@@ -754,11 +754,9 @@ def markdown(res: EvalResult, s: Summary) -> str:
         t, rate, mu, sg = s.route_fits[f"{route[0]}-{route[1]}"]
         mn = int(res.distractor_d[..., r].min()) if res.distractor_d.size else BIG
         present = int((res.distractor_d[..., r] < BIG).sum())
-        fit = ("n/a" if math.isnan(rate) else f"{rate:.1e}",
-               "-" if math.isnan(mu) else f"{mu:.1f}", "-" if math.isnan(sg) else f"{sg:.1f}")
-        if math.isnan(rate):
-            fit = (f"n/a ({present:,} pairs)", *fit[1:])
-        lines.append(f"| {route[0]}-{route[1]} | {t} | {fit[0]} | {fit[1]} | {fit[2]} | "
+        cell = f"n/a ({present:,} pairs)" if math.isnan(rate) else f"{rate:.1e}"
+        mu_s, sg_s = ("-" if math.isnan(x) else f"{x:.1f}" for x in (mu, sg))
+        lines.append(f"| {route[0]}-{route[1]} | {t} | {cell} | {mu_s} | {sg_s} | "
                      f"{mn if mn < BIG else '-'} |")
     if res.config.local:
         geo = res.geometric_local

@@ -11,7 +11,7 @@ from typing import IO, Any
 
 from hashwatch.categories import Category
 from hashwatch.formats import RowError, hashlines, reader, writer
-from hashwatch.store import AddResult, EntryIn, SignalCounts, Store
+from hashwatch.store import AddResult, EntryIn, ListNotFound, SignalCounts, Store
 
 # files from this size on are imported with the bulk method when the caller lets us choose
 BULK_MIN_BYTES = 16 * 1024 * 1024
@@ -110,8 +110,6 @@ def import_stream(
     """
     if method not in ("rows", "bulk"):
         raise ValueError(f"unknown import method {method!r} (rows or bulk)")
-    from hashwatch.store import ListNotFound
-
     read = reader(fmt)
     try:
         store.get_list(list_name)  # fail before reading anything

@@ -231,19 +231,21 @@ def content_json(info: ListInfo, members: Sequence[EntryRow], *, include_signals
     as HMA leaves them out. ``signals`` holds each signal type's full-picture value (the
     robust matcher's extra PDQ views are not HMA signals); a known video's frames are one
     ``vpdq`` value (reference JSON) and its MD5 is ``video_md5``, as HMA names them."""
-    from hashwatch.signals.vpdq import VpdqFeature, format_vpdq
+    from hashwatch.formats._common import vpdq_runs
 
     out: dict[str, Any] = {"id": members[0].id if members else None,
                            "disable_until_ts": 1, "original_media_uri": None,
                            "bank": bank_json(info)}
     if include_signals:
-        sigs = {e.signal_type: e.value for e in reversed(members)
-                if not e.variant and e.signal_type != "vpdq"}
-        frames = [e.value for e in members if e.signal_type == "vpdq"]  # id = frame order
-        if frames:
-            sigs["vpdq"] = format_vpdq(VpdqFeature.parse(v) for v in frames)
-            if "md5" in sigs:
-                sigs["video_md5"] = sigs.pop("md5")
+        # the first value of each type; a video's frames folded as the list writers fold them
+        sigs: dict[str, str] = {}
+        for item in vpdq_runs(iter(members)):
+            if isinstance(item, tuple):
+                sigs.setdefault("vpdq", item[1])
+            elif not item.variant:
+                sigs.setdefault(item.signal_type, item.value)
+        if "vpdq" in sigs and "md5" in sigs:
+            sigs["video_md5"] = sigs.pop("md5")
         if sigs:
             out["signals"] = dict(sorted(sigs.items()))
     meta, note = metadata_from(members)

@@ -516,11 +516,9 @@ def _add_signals(svc: Service, p: Principal, info: Any, given: dict[str, Any],
     group = hma.group_for_signals(values)
     labels = hma.metadata_labels(meta, note)
     ref = (meta or {}).get("content_id", "")
-    items = [EntryIn(signal_type=s, value=v, labels=labels, source_ref=ref, group_ref=group)
-             for s, v in values.items() if s != "vpdq"]
-    items += [EntryIn(signal_type="vpdq", value=f, labels=labels, source_ref=ref,
-                      group_ref=group) for f in frames]
     pairs = [(s, v) for s, v in values.items() if s != "vpdq"] + [("vpdq", f) for f in frames]
+    items = [EntryIn(signal_type=s, value=v, labels=labels, source_ref=ref, group_ref=group)
+             for s, v in pairs]
     cid = _add_entries(svc, p, info, items, group, pairs, None)
     return {"id": cid, "signals": echo}
 
