@@ -391,3 +391,35 @@ def test_append_merge_reuses_base_buffers(tmp_path):
     back.add([10**9], codes[:1])
     back.compact()
     assert len(back._segments) == 1 and back.search(codes[0], 0) == [(0, 0), (10**9, 0)]
+
+
+def _root(a: np.ndarray) -> object:
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a.base if a.base is not None else a
+
+
+def test_merged_small_segments_are_one_buffer_and_stay_exact():
+    """A segment made by a (tiered) merge keeps its ids, codes, tombstones and chunk tables
+    in one buffer (one allocation, released whole when merged away), and searches through
+    it stay exact; ``data_bytes`` counts those arrays without a big segment's spare room."""
+    rng = np.random.default_rng(11)
+    codes = rng.integers(0, 256, size=(3000, 32), dtype=np.uint8)
+    idx = HammingIndex(auto_compact=False)
+    for a in range(0, 3000, 7):  # small batches: tiered merges of growing segments
+        idx.add(np.arange(a, min(a + 7, 3000)), codes[a : a + 7])
+    idx.remove([5, 2000])
+    merged = [s for s in idx._segments if s.n > 7]
+    assert merged
+    for s in merged:
+        arrays = [s.ids, s.codes, s.tomb, *s.offsets, *s.postings]
+        assert len({id(_root(a)) for a in arrays}) == 1
+        assert sum(a.nbytes for a in arrays) == s.data_bytes() <= _root(s.ids).nbytes
+    assert idx.search(codes[1234], 0) == [(1234, 0)]
+    assert idx.search(codes[5], 0) == [] and len(idx) == 2998
+    big = HammingIndex(sync_merge_limit=100)
+    big.add(np.arange(1000), codes[:1000])  # > sync limit: buffers with spare room
+    s = big._segments[0]
+    assert s.bufs is not None and big.stats()["data_bytes"] < big.stats()["bytes"]
+    assert big.stats()["data_bytes"] == s.data_bytes() == (
+        1000 * (8 + 32 + 1) + sum(a.nbytes for a in (*s.offsets, *s.postings)))

@@ -68,3 +68,55 @@ def test_without_the_setting_glibc_s_dynamic_threshold_keeps_big_blocks_in_arena
     grown, gauges = _run(tmp_path, 0)
     assert grown < 1 << 20
     assert gauges["hashwatch_malloc_mmap_threshold_fixed"] == 0
+
+
+# Tiered merging rebuilds the index's small segments again and again. With the threshold
+# fixed, a segment's arrays must leave no holes in the malloc arenas: each merged segment is
+# one buffer (hashwatch.index._packed), mapped on its own above ~300 entries and unmapped when
+# merged away. Before, its 2m + 3 arrays were mostly under 128 KiB: the same adds grew the
+# arenas by ~2 MB, kept after the merge (BENCHMARKS.md, issue 12, soak, worker RSS).
+MERGES = textwrap.dedent("""
+    import json, random
+    import numpy as np
+    from hashwatch.index import HammingIndex
+    from hashwatch.service.allocator import malloc_figures, set_mmap_threshold
+
+    assert set_mmap_threshold(128 * 1024)
+    idx = HammingIndex(auto_compact=False)
+    rng = np.random.default_rng(0)
+    idx.add(np.arange(1, 100_001), rng.integers(0, 256, (100_000, 32), dtype=np.uint8),
+            copy=False)
+    r, nxt = random.Random(1), 100_001
+    before, data0 = malloc_figures(), idx.stats()["data_bytes"]
+    while nxt < 112_001:  # the soak's list additions: 1-5 entries a request
+        n = r.randint(1, 5)
+        idx.add(np.arange(nxt, nxt + n),
+                np.frombuffer(r.randbytes(32 * n), np.uint8).reshape(n, 32))
+        nxt += n
+    added, data1 = malloc_figures(), idx.stats()["data_bytes"]
+    segments = len(idx.stats()["segments"])
+    idx.compact()
+    merged, data2 = malloc_figures(), idx.stats()["data_bytes"]
+    print(json.dumps({"before": before, "added": added, "merged": merged, "data": [data0, data1,
+                      data2], "segments": segments}))
+""")
+
+
+def test_index_merges_leave_no_holes_in_the_malloc_arenas():
+    out = subprocess.run([sys.executable, "-c", MERGES], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    before, added, merged = res["before"], res["added"], res["merged"]
+    data0, data1, data2 = res["data"]
+    assert res["segments"] >= 3  # a small tier of several segments was built and merged
+    small = data1 - data0  # the small tier's arrays (~12,000 entries)
+    assert small > 1 << 20
+    # the adds took (almost) nothing from the system for the arenas: the small tier is mapped
+    assert added["arena_bytes"] - before["arena_bytes"] < 512 * 1024
+    assert added["mmapped_bytes"] - before["mmapped_bytes"] > small // 2
+    # folded into the base, the small tier's blocks are unmapped: what stays mapped is the
+    # base's growth (the entries at the base's cost per entry), not the small tier
+    grown = merged["mmapped_bytes"] - before["mmapped_bytes"]
+    assert grown < (data2 - data0) + 512 * 1024
+    assert merged["arena_bytes"] - before["arena_bytes"] < 512 * 1024

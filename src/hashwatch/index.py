@@ -253,18 +253,26 @@ class _Segment:
         n = codes.shape[0]
         if n >= 1 << 32:
             raise ValueError("a segment holds fewer than 2**32 codes")
-        build = _mih.build_chunk if _mih is not None else _np_build_chunk
         offsets, postings = [], []
-        start = 0
         for i, w in enumerate(widths):
             if only is None or i == only:
-                off = np.zeros((1 << w) + 1, dtype=np.uint32)
-                post = np.empty(n, dtype=np.uint32)
-                build(codes, start, w, off, post)
-                offsets.append(off)
-                postings.append(post)
-            start += w
+                offsets.append(np.zeros((1 << w) + 1, dtype=np.uint32))
+                postings.append(np.empty(n, dtype=np.uint32))
+        _Segment.fill(codes, widths, offsets, postings, only)
         return offsets, postings
+
+    @staticmethod
+    def fill(codes: np.ndarray, widths: tuple[int, ...], offsets, postings,
+             only: int | None = None) -> None:
+        """Build every chunk's (or chunk ``only``'s) offset table and posting list into the
+        given arrays (uint32, 2**w + 1 and n long)."""
+        build = _mih.build_chunk if _mih is not None else _np_build_chunk
+        start, k = 0, 0
+        for i, w in enumerate(widths):
+            if only is None or i == only:
+                build(codes, start, w, offsets[k], postings[k])
+                k += 1
+            start += w
 
     @classmethod
     def build(
@@ -363,23 +371,66 @@ class _Segment:
         arrays = list(self.bufs) if self.bufs else [self.ids, self.codes, self.tomb]
         return sum(int(a.nbytes) for a in arrays + list(self.offsets) + list(self.postings))
 
+    def data_bytes(self) -> int:
+        """Bytes of the arrays up to position n (a buffer's spare room is left out: never
+        written, so never resident)."""
+        n = self.n
+        rows = [self.ids[:n], self.codes[:n], self.tomb[:n]]
+        return sum(int(a.nbytes) for a in rows + list(self.offsets) + list(self.postings))
+
+
+def _packed(n: int, widths: tuple[int, ...]):
+    """ids (n,) int64, codes (n, 32) uint8, tomb (n,) uint8 (zeroed) and every chunk's
+    offset table and posting list (uint32), all views into one buffer.
+
+    Why one buffer: the small segments are rebuilt again and again by tiered merging. As
+    2m + 3 separate arrays each (m ~ 20-32 chunks) they were mostly blocks under glibc's
+    mmap threshold (128 KiB), scattered over the malloc arenas, where the holes they left
+    when freed were kept (measured: BENCHMARKS.md, issue 12, soak, worker RSS). One block
+    of a segment above ~300 entries is mapped on its own and unmapped when the segment is
+    merged away; the few smaller ones left in the arenas are bounded by the tiers."""
+    tables = sum(((1 << w) + 1 + n) * 4 for w in widths)
+    head = (n * (8 + CODE_BYTES + 1) + 7) // 8 * 8  # uint32 tables start 8-aligned
+    buf = np.empty(head + tables, dtype=np.uint8)
+    ids = buf[: 8 * n].view(np.int64)
+    codes = buf[8 * n : 40 * n].reshape(n, CODE_BYTES)
+    tomb = buf[40 * n : 41 * n]
+    tomb[:] = 0
+    offsets, postings, at = [], [], head
+    for w in widths:
+        size = ((1 << w) + 1) * 4
+        offsets.append(buf[at : at + size].view(np.uint32))
+        postings.append(buf[at + size : at + size + 4 * n].view(np.uint32))
+        at += size + 4 * n
+    return ids, codes, tomb, offsets, postings
+
 
 def _merge(
-    parts: list[tuple[np.ndarray, np.ndarray]], chunk_bits: int | None, spare: float = 0.0
+    parts: list[tuple[np.ndarray, np.ndarray]],
+    chunk_bits: int | None,
+    spare: float = 0.0,
+    keep: bool = False,
 ) -> _Segment:
     """One segment from (ids, codes) parts with distinct ids; with ``spare`` > 0 the codes,
-    ids and tombstones get that fraction of spare capacity for later append-merges."""
+    ids and tombstones get that fraction of spare capacity for later append-merges, else
+    the segment is one buffer (:func:`_packed`). ``keep``: a single part's arrays become
+    the segment's own (no copy; they must not be modified after)."""
     parts = [p for p in parts if p[0].size]
     n = sum(p[0].size for p in parts)
     if n == 0:
         return _Segment.build(np.empty(0, np.int64), np.empty((0, CODE_BYTES), np.uint8))
-    if len(parts) == 1 and not spare:
+    if keep and len(parts) == 1 and not spare:
         return _Segment.build(*parts[0], chunk_bits)
     parts.sort(key=lambda p: int(p[0][0]))
-    cap = n + int(n * spare)
-    ids_buf = np.empty(cap, dtype=np.int64)
-    codes_buf = np.empty((cap, CODE_BYTES), dtype=np.uint8)
-    ids, codes = ids_buf[:n], codes_buf[:n]
+    bufs = None
+    if spare:
+        cap = n + int(n * spare)
+        bufs = (np.empty(cap, dtype=np.int64), np.empty((cap, CODE_BYTES), dtype=np.uint8),
+                np.zeros(cap, dtype=np.uint8))
+        ids, codes = bufs[0][:n], bufs[1][:n]
+    else:
+        widths = choose_layout(n, chunk_bits)
+        ids, codes, tomb, offsets, postings = _packed(n, widths)
     np.concatenate([p[0] for p in parts], out=ids)
     np.concatenate([p[1] for p in parts], out=codes)
     if not bool(np.all(ids[1:] > ids[:-1])):  # ids interleave: reorder
@@ -387,8 +438,10 @@ def _merge(
         ids[:] = ids[order]
         codes[:] = codes[order]
         del order
-    bufs = (ids_buf, codes_buf, np.zeros(cap, dtype=np.uint8)) if spare else None
-    return _Segment.build(ids, codes, chunk_bits, bufs)
+    if bufs is not None:
+        return _Segment.build(ids, codes, chunk_bits, bufs)
+    _Segment.fill(codes, widths, offsets, postings)
+    return _Segment(ids, codes, tomb, widths, offsets, postings)
 
 
 class HammingIndex:
@@ -450,15 +503,14 @@ class HammingIndex:
             codes_a = codes_a[::-1][first]
             copy = True  # arrays are ours now
         big = ids_a.size > self.sync_merge_limit
-        if copy and not big:
-            codes_a = codes_a.copy()  # the caller keeps ownership of its array
-            ids_a = ids_a.copy()
-        # built outside the lock so searches are not held up by a big batch; a big one is
-        # copied into buffers with spare room for later append-merges
+        # built outside the lock so searches are not held up by a big batch; copied (the
+        # caller keeps ownership of its arrays) into one buffer, or, a big one, into buffers
+        # with spare room for later append-merges
         seg = _merge(
             [(np.ascontiguousarray(ids_a), codes_a)],
             self.chunk_bits,
             spare=_SPARE if big and copy else 0.0,
+            keep=not copy,
         )
         with self._lock:
             self._kill(ids_a)  # in the same critical section as the append: ids stay unique
@@ -777,11 +829,16 @@ class HammingIndex:
         return None
 
     def stats(self) -> dict[str, object]:
+        """The index's make-up: ``segments`` (n, dead, chunk widths of each), ``live``
+        entries, ``bytes`` (its arrays, with big segments' spare room), ``data_bytes``
+        (without the spare room, which is never written: what the entries cost in memory),
+        ``merging`` and ``c_extension``."""
         segs = self._snapshot()
         return {
             "segments": [{"n": s.n, "dead": s.n_dead, "widths": list(s.widths)} for s in segs],
             "live": sum(s.n_live for s in segs),
             "bytes": sum(s.nbytes() for s in segs),
+            "data_bytes": sum(s.data_bytes() for s in segs),
             "merging": self._merge_thread is not None,
             "c_extension": HAVE_C_EXTENSION,
         }

@@ -26,6 +26,7 @@ def ready(request: Request) -> Response:
     m = svc.matcher
     feed = svc.feed_status()
     return JSONResponse({"status": "ready", "index_size": len(m.index),
+                         "index_bytes": m.index.stats()["data_bytes"],
                          "feed_position": m.position, "last_refresh": svc.last_refresh,
                          "feed": feed})
 
@@ -54,6 +55,8 @@ def metrics(request: Request) -> Response:
         put("reconcile_differences_total", "counter", c["reconcile_differences"],
             "index entries found different from the store (and repaired)")
         m = svc.matcher
+        put("index_bytes", "gauge", m.index.stats()["data_bytes"] if m else 0,
+            "bytes of the PDQ index's arrays (codes, ids, chunk tables) in this worker")
         put("index_save_failures_total", "counter", m.save_failures if m else 0,
             "failed saves of the index (the worker serves from memory and retries)")
         put("index_saved", "gauge", int(m is not None and m.save_error is None),
