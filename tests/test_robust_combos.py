@@ -51,6 +51,44 @@ def test_stretched_sheared_and_keystoned_copies_fit_a_homography(edit: str) -> N
     assert v is not None and v.ok and v.inliers >= LOCAL_MIN_INLIERS_HOMOGRAPHY, v
 
 
+def test_a_stretched_crop_is_fitted_by_an_affine_map() -> None:
+    """Stretch and shear are affine: the geometric check fits the 6-parameter map (no
+    perspective terms), whose singular values give the stretch back."""
+    pic = _picture(160, 160, 72)
+    q = apply_edit("stretch1.5+crop10", pic, seed=0, key=0)
+    k = R.known_local(pic)
+    n, sane, m = R.fit_local(R.query_local(q, mirror=False, tiles=False), k)
+    assert sane and n >= LOCAL_MIN_INLIERS_HOMOGRAPHY and m is not None
+    m = np.asarray(m)
+    assert np.allclose(m[2], [0.0, 0.0, 1.0])
+    sv = np.linalg.svd(m[:2, :2], compute_uv=False)
+    assert 1.35 <= sv[0] / sv[1] <= 1.65
+    # the similarity alone does not explain it
+    ns, sane_s, _ = R.fit_local(R.query_local(q, mirror=False, tiles=False), k,
+                                model="similarity")
+    assert not (sane_s and ns >= R.LOCAL_MIN_INLIERS) or ns < 0.6 * n
+    with pytest.raises(ValueError):
+        R.fit_local(R.query_local(q, mirror=False, tiles=False), k, model="projective")
+
+
+def test_scene_check_tries_the_other_models_when_the_winner_fails_it() -> None:
+    """A mild keystone: the similarity passes the geometric check on most pairs, but
+    rectifies the far side wrongly and fails the scene check; the richer models get their own
+    scene check and the copy is found (before, it was lost)."""
+    from hashwatch.robust.verify import candidate_pairs, verify
+
+    pic = _picture(160, 160, 73)
+    q = R.query_local(apply_edit("perspective12", pic, seed=0, key=0), mirror=False,
+                      tiles=False)
+    k, hashes = R.known_local(pic), R.known_signals(pic)
+    pairs = candidate_pairs(q, k)
+    n, sane, m = R.fit_local(q, k, pairs, model="similarity")
+    assert sane and n >= R.LOCAL_MIN_INLIERS and m is not None
+    assert not R.scene_check(q, k, m, hashes).ok
+    v = verify(q, k, hashes, pairs=pairs)
+    assert v.ok, v
+
+
 def test_homography_screen_passes_weak_stretches_and_stops_chance_pairs() -> None:
     """The cheap screen before the RANSAC homography: a stretched copy whose pairs hold only
     ~16% inliers (closest descriptors first, as verification orders them) passes it; pairs

@@ -13,8 +13,9 @@ Two tiers, both pure functions of pixels (no store, no I/O):
   extra routes use tighter thresholds so that the summed false-match rate stays below 1e-10.
 * **Local tier** (for crops at any position and larger rotations). ORB keypoints of the known
   picture (at most :data:`LOCAL_MAX_KEYPOINTS`, 256-bit descriptors that fit the same Hamming
-  index as PDQ) and a geometric check: enough descriptor matches agree on one similarity
-  transform (RANSAC) and cover a real part of the picture. Then a scene check: geometry alone
+  index as PDQ) and a geometric check: enough descriptor matches agree on one
+  transform (RANSAC: a similarity, or a bounded affine map or homography for stretched, sheared
+  and keystoned copies) and cover a real part of the picture. Then a scene check: geometry alone
   also accepts another photograph of the same scene taken moments later, so the query is
   warped onto the known picture's frame and must either reproduce a stored PDQ view there or
   show the stored keypoints again in place (:func:`scene_check`; stored data only, the hash

@@ -1,5 +1,5 @@
 """Geometric check of the local tier: tentative keypoint pairs and a RANSAC fit (similarity,
-or a bounded homography), for the query and its mirrored pass."""
+bounded affine map or bounded homography), for the query and its mirrored pass."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def local_pairs(q: LocalFeatures, k: LocalFeatures) -> np.ndarray:
 # A homography is tried when the similarity finds too few inliers (stretched, sheared, keystoned
 # copies). It has 8 degrees of freedom against the similarity's 4, so chance alignments gather
 # more inliers: it must reach LOCAL_MIN_INLIERS_HOMOGRAPHY, and be a plausible re-share edit.
-LOCAL_MIN_INLIERS_HOMOGRAPHY = 20
+LOCAL_MIN_INLIERS_HOMOGRAPHY = 15
 HOMOGRAPHY_GAIN = 1.25  # inliers over a passing similarity's for the homography to replace it
 MAX_ANISOTROPY = 2.5  # largest / smallest singular value of the local linear map
 MAX_PERSPECTIVE = 3.0  # largest / smallest local area scale over the known picture's corners
@@ -46,7 +46,9 @@ MAX_PERSPECTIVE = 3.0  # largest / smallest local area scale over the known pict
 # stretched copies at ~16% inliers that RANSAC found (3 of 480 combined-edit queries), PROSAC
 # alone missed one fit that uniform sampling found (BENCHMARKS.md, "Query cost of the
 # keypoint tier").
-HOMOGRAPHY_SCREEN = LOCAL_MIN_INLIERS_HOMOGRAPHY // 2
+HOMOGRAPHY_SCREEN = 10
+MODELS = ("similarity", "affine", "homography")  # fitted in this order, each richer one
+# replacing the fit so far only on HOMOGRAPHY_GAIN times its inliers (or when it alone passes)
 
 
 def _as3(m: np.ndarray) -> np.ndarray:
@@ -112,55 +114,80 @@ def _homography_possible(src: np.ndarray, dst: np.ndarray) -> bool:
 
 
 def _fit_group(src: np.ndarray, dst: np.ndarray, k: LocalFeatures, q: LocalFeatures,
-               mirrored: bool, homography: bool = True) -> tuple[int, bool, np.ndarray | None]:
-    """Similarity, then (if that is not enough) homography, for one pass of the query."""
+               mirrored: bool, model: str = "auto") -> tuple[int, bool, np.ndarray | None]:
+    """Similarity, then (if that is not enough) homography, for one pass of the query; see
+    :func:`fit_local` for ``model``."""
     qw = q.size[0]
     flip = np.array([[-1.0, 0.0, qw - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     d = dst.copy()
     if mirrored:  # fit in the mirrored frame (no reflection to model), map back after
         d[:, 0] = (qw - 1) - d[:, 0]
-    m, inl = cv2.estimateAffinePartial2D(src, d, method=cv2.RANSAC, ransacReprojThreshold=4.0,
-                                         maxIters=500, confidence=0.99, refineIters=5)
     n, sane, best = 0, False, None
-    if m is not None and inl is not None:
+    if model in ("auto", "similarity"):
+        m, inl = cv2.estimateAffinePartial2D(src, d, method=cv2.RANSAC,
+                                             ransacReprojThreshold=4.0, maxIters=500,
+                                             confidence=0.99, refineIters=5)
+        if m is not None and inl is not None:
+            inl = inl.ravel().astype(bool)
+            n = int(inl.sum())
+            scale = float(np.hypot(m[0, 0], m[1, 0]))
+            sane = n >= 3 and _cover(src[inl], d[inl], k.size, q.size) >= LOCAL_MIN_COVER \
+                and 0.2 <= scale <= 5.0
+            best = _as3(m)
+
+    def take(t: np.ndarray | None, inl: np.ndarray | None) -> None:
+        # a richer model replaces the fit so far when it explains clearly more pairs
+        # (HOMOGRAPHY_GAIN), or when it alone passes; it must be a plausible edit
+        nonlocal n, sane, best
+        if t is None or inl is None:
+            return
         inl = inl.ravel().astype(bool)
-        n = int(inl.sum())
-        scale = float(np.hypot(m[0, 0], m[1, 0]))
-        sane = n >= 3 and _cover(src[inl], d[inl], k.size, q.size) >= LOCAL_MIN_COVER \
-            and 0.2 <= scale <= 5.0
-        best = _as3(m)
-    if homography and len(src) >= LOCAL_MIN_INLIERS_HOMOGRAPHY and \
+        nr = int(inl.sum())
+        enough = nr >= HOMOGRAPHY_GAIN * n if (sane and n >= LOCAL_MIN_INLIERS) else nr > n
+        t3 = _as3(t)
+        if (nr >= LOCAL_MIN_INLIERS_HOMOGRAPHY and enough and homography_sane(t3, k.size)
+                and _cover(src[inl], d[inl], k.size, q.size) >= LOCAL_MIN_COVER):
+            n, sane, best = nr, True, t3
+
+    if model in ("auto", "affine") and len(src) >= LOCAL_MIN_INLIERS_HOMOGRAPHY:
+        # A stretched or sheared copy is an affine map exactly: its 6 parameters fit from the
+        # few, noisy pairs of a small picture rectify it better than a homography's 8, whose
+        # spurious perspective terms make the scene check fail (BENCHMARKS.md, issue 11,
+        # "perspective and stretch").
+        take(*cv2.estimateAffine2D(src, d, method=cv2.RANSAC, ransacReprojThreshold=4.0,
+                                   maxIters=500, confidence=0.99, refineIters=5))
+    if model in ("auto", "homography") and len(src) >= LOCAL_MIN_INLIERS_HOMOGRAPHY and \
             _homography_possible(src, d):
-        # A similarity also fits part of a stretched copy (one band where the stretch is
-        # small), with a transform the scene check then rejects: the homography replaces it
-        # when it explains clearly more pairs (HOMOGRAPHY_GAIN), or when it alone passes.
-        hm, hin = cv2.findHomography(src, d, cv2.RANSAC, 4.0, maxIters=1000, confidence=0.995)
-        if hm is not None and hin is not None:
-            hin = hin.ravel().astype(bool)
-            nh = int(hin.sum())
-            enough = nh >= HOMOGRAPHY_GAIN * n if (sane and n >= LOCAL_MIN_INLIERS) else nh > n
-            if (nh >= LOCAL_MIN_INLIERS_HOMOGRAPHY and enough and homography_sane(hm, k.size)
-                    and _cover(src[hin], d[hin], k.size, q.size) >= LOCAL_MIN_COVER):
-                n, sane, best = nh, True, hm
+        # A similarity (or affine map) also fits part of a keystoned copy (one band where the
+        # distortion is small), with a transform the scene check then rejects.
+        take(*cv2.findHomography(src, d, cv2.RANSAC, 4.0, maxIters=1000, confidence=0.995))
     if best is not None and mirrored:
         best = flip @ best
     return n, sane, best
 
 
 def fit_local(q: LocalFeatures, k: LocalFeatures, pairs: np.ndarray | None = None, *,
-              homography: bool = True) -> tuple[int, bool, np.ndarray | None]:
+              model: str = "auto") -> tuple[int, bool, np.ndarray | None]:
     """(inliers, geometry sane?, transform) of the geometric check, mapping known working
     pixels to query working pixels (a 3x3 matrix).
 
     The query's own keypoints and those of its mirrored pass (:func:`query_local`) are fitted
     separately, the better fit wins (sane first, then more inliers). Each is fitted with RANSAC
     (Fischler & Bolles 1981) as a similarity (rotation, uniform scale, shift;
-    ``cv2.estimateAffinePartial2D``); when that does not reach LOCAL_MIN_INLIERS, as a
-    homography (``cv2.findHomography``), which must reach LOCAL_MIN_INLIERS_HOMOGRAPHY and pass
-    :func:`homography_sane` (covers stretched, sheared and keystoned copies, no folds).
-    "Sane": also the inliers spread over LOCAL_MIN_COVER of the known picture or the query, and
-    the scale is 0.2-5. The inlier count is not judged here. ``homography=False``: the
-    similarity alone (the fit before homographies were tried)."""
+    ``cv2.estimateAffinePartial2D``), then as an affine map (``cv2.estimateAffine2D``: stretched
+    and sheared copies), then as a homography (``cv2.findHomography``: keystoned copies; only
+    after a cheap screen, see HOMOGRAPHY_SCREEN). A richer model replaces the fit so far when
+    that did not pass with LOCAL_MIN_INLIERS, or when it has HOMOGRAPHY_GAIN times its inliers;
+    it must reach LOCAL_MIN_INLIERS_HOMOGRAPHY and pass :func:`homography_sane` (a plausible
+    edit: no folds, bounded stretch and keystone). "Sane": also the inliers spread over
+    LOCAL_MIN_COVER of the known picture or the query, and the scale is 0.2-5. The inlier count
+    is not judged here.
+
+    ``model``: ``"auto"`` as above, or one of MODELS alone (``"similarity"`` is the fit before
+    richer models were tried; each is a second try of the scene check,
+    :func:`hashwatch.robust.verify.verify`). Raises ValueError for another ``model``."""
+    if model not in MODELS and model != "auto":
+        raise ValueError(f"unknown geometric model {model!r}")
     if pairs is None:
         pairs = local_pairs(q, k)
     if len(pairs) < max(4, LOCAL_MIN_INLIERS // 2):
@@ -172,8 +199,7 @@ def fit_local(q: LocalFeatures, k: LocalFeatures, pairs: np.ndarray | None = Non
         sel = in_mirror if mirrored else ~in_mirror
         if sel.sum() < max(4, LOCAL_MIN_INLIERS // 2):
             continue
-        got = _fit_group(k.xy[pairs[sel, 1]], q.xy[pairs[sel, 0]], k, q, mirrored,
-                         homography)
+        got = _fit_group(k.xy[pairs[sel, 1]], q.xy[pairs[sel, 0]], k, q, mirrored, model)
         if best[2] is None or (got[1], got[0]) > (best[1], best[0]):
             best = got
     if best[2] is None:

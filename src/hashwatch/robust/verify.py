@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hashwatch.robust.geometry import fit_local
+from hashwatch.robust.geometry import MODELS, fit_local
 from hashwatch.robust.kpcore import hamming_matrix
 from hashwatch.robust.local import (
     LOCAL_KNN,
@@ -98,15 +98,23 @@ def verify(q: LocalFeatures, k: LocalFeatures, known_hashes: Sequence[KnownHash]
     if m is not None and (scene_all or (sane and n >= LOCAL_MIN_INLIERS)):
         hashes = known_hashes() if callable(known_hashes) else known_hashes
         scene = scene_check(q, k, m, hashes)
-        if not scene.ok and not np.allclose(np.asarray(m)[2], [0.0, 0.0, 1.0]):
-            # the homography won on inliers but does not reproduce the picture: the
-            # similarity it replaced gets its own scene check (a pure crop must not lose
-            # what it had before homographies were tried)
-            n2, sane2, m2 = fit_local(q, k, pairs, homography=False)
-            if m2 is not None and (scene_all or (sane2 and n2 >= LOCAL_MIN_INLIERS)):
+        if not scene.ok:
+            # The model that won on inliers does not reproduce the picture: each other model
+            # (similarity, affine, homography) that passes geometry gets its own scene check,
+            # the first that passes wins. A pure crop must not lose what the similarity had
+            # before richer models were tried; a mild keystone is fitted by the similarity
+            # within 4 px at most pairs, yet rectified wrongly by more than the scene check's
+            # 2 px at the far side; a stretched copy's homography picks up spurious
+            # perspective terms its affine map does not have.
+            for model in MODELS:
+                n2, sane2, m2 = fit_local(q, k, pairs, model=model)
+                if m2 is None or np.allclose(m2, m) or not (
+                        scene_all or (sane2 and n2 >= LOCAL_MIN_INLIERS)):
+                    continue
                 scene2 = scene_check(q, k, m2, hashes)
                 if scene2.ok:
                     n, sane, scene = n2, sane2, scene2
+                    break
     return LocalVerdict(n, sane, scene)
 
 
