@@ -66,7 +66,8 @@ def main() -> None:
         m = allocator.malloc_figures() or {}
         st = idx.stats()
         small = sum(s["n"] for s in st["segments"][1:])
-        data = st["data_bytes"] / 2**20
+        # code before data_bytes: its "bytes" (no spare room below 1M entries here)
+        data = st.get("data_bytes", st["bytes"]) / 2**20
         rss = rss_mb(pid)
         print(f"{tag:>6} live {st['live']:>7,} segs {len(st['segments']):>2} small {small:>6,} "
               f"index MB {data:5.1f} | RSS {rss:5.1f} less index {rss - data:5.1f} | heap "

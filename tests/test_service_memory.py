@@ -72,7 +72,7 @@ def test_without_the_setting_glibc_s_dynamic_threshold_keeps_big_blocks_in_arena
 
 # Tiered merging rebuilds the index's small segments again and again. With the threshold
 # fixed, a segment's arrays must leave no holes in the malloc arenas: each merged segment is
-# one buffer (hashwatch.index._packed), mapped on its own above ~300 entries and unmapped when
+# one buffer (hashwatch.index._packed), mapped on its own above ~500 entries and unmapped when
 # merged away. Before, its 2m + 3 arrays were mostly under 128 KiB: the same adds grew the
 # arenas by ~2 MB, kept after the merge (BENCHMARKS.md, issue 12, soak, worker RSS).
 MERGES = textwrap.dedent("""

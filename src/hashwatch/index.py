@@ -387,7 +387,7 @@ def _packed(n: int, widths: tuple[int, ...]):
     2m + 3 separate arrays each (m ~ 20-32 chunks) they were mostly blocks under glibc's
     mmap threshold (128 KiB), scattered over the malloc arenas, where the holes they left
     when freed were kept (measured: BENCHMARKS.md, issue 12, soak, worker RSS). One block
-    of a segment above ~300 entries is mapped on its own and unmapped when the segment is
+    of a segment above ~500 entries is mapped on its own and unmapped when the segment is
     merged away; the few smaller ones left in the arenas are bounded by the tiers."""
     tables = sum(((1 << w) + 1 + n) * 4 for w in widths)
     head = (n * (8 + CODE_BYTES + 1) + 7) // 8 * 8  # uint32 tables start 8-aligned
