@@ -414,8 +414,9 @@ class PartnerList:
 
 def make_query(edit: str, edit_index: int, known_index: int, kpix: Sequence[np.ndarray],
                fpix: Sequence[np.ndarray], seed: int) -> tuple[np.ndarray, list[int]]:
-    """The edited copy of known image ``known_index`` under ``edit`` (the ``edit_index``-th
-    edit of the run): (pixels, the known images it shows as collage partners). Partners and
+    """The edited copy of known image ``known_index`` under ``edit`` (``edit_index``: its place
+    in :func:`hashwatch.edits.edit_names`, the whole suite's order, whatever subset is run):
+    (pixels, the known images it shows as collage partners). Partners and
     fillers are drawn from a generator seeded by (seed, known, edit index), so every harness
     (``hashwatch eval``, the scale study) makes the same queries."""
     e = EDITS[edit]
@@ -471,9 +472,12 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
     t_query = 0.0
     n_query = n_local = 0
     full_cols = method_routes()[-1][1]
+    # Partners and fillers are drawn by the edit's place in the whole suite, not in this run's
+    # list: `--edits X` then makes exactly the queries the full run makes for X.
+    order = {e: i for i, e in enumerate(edit_names())}
     for ei, en in enumerate(edits):
         for ki in range(nk):
-            img, pidx = make_query(en, ei, ki, kpix, fpix, cfg.seed)
+            img, pidx = make_query(en, order[en], ki, kpix, fpix, cfg.seed)
             t1 = time.perf_counter()
             # Cascade, as the matcher runs it: the local tier only when no hash route matched.
             boxes = R.query_regions(img)
