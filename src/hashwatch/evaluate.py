@@ -366,6 +366,15 @@ def _score(d: np.ndarray, cols: list[int]) -> np.ndarray:
     return (d[..., cols] - t).min(axis=-1)
 
 
+def _local_runs(d: np.ndarray, cols: list[int]) -> bool:
+    """Whether the matcher runs the keypoint tier on a query with route distances ``d``
+    (n_known, routes): no route in ``cols`` matched, or only region-class routes (views
+    showing one picture among others, :func:`hashwatch.robust.part_of_frame`)."""
+    t = np.array([_thr(ROUTES[c]) for c in cols], np.int16)
+    hit = d[:, cols] <= t
+    return not hit[:, [ROUTES[c][0] != "region" for c in cols]].any()
+
+
 class PartnerList:
     """The known set as a partner receives it: added to a custodian database as
     ``hashwatch lists add`` does, exported to CSV (hashes only), imported into a fresh
@@ -484,7 +493,7 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
             hashes = R.query_signals(img, boxes=boxes)
             d = ks.route_distances(hashes)
             loc: dict[int, int] = {}
-            if cfg.local and not (_score(d, full_cols) <= 0).any():
+            if cfg.local and _local_runs(d, full_cols):
                 loc = {k: local_level(v) for k, v in ks.local_verdicts(
                     R.query_local(img, boxes), scene_all=False).items()}
                 n_local += 1

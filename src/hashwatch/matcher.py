@@ -648,7 +648,8 @@ class Matcher:
         """Exact matches first, then perceptual ones for known images not matched exactly.
 
         With query views (``hashes.extras["pdq_variants"]``, from :meth:`query_extras`) the
-        robust hash tier runs; with local features and no hash match, the local tier. A video
+        robust hash tier runs; with local features, the local tier when no hash route matched
+        or only views showing part of the file (:func:`hashwatch.robust.part_of_frame`). A video
         or animation (``hashes.frames``) is matched frame by frame, each match saying which
         frame, and a video's vPDQ (``hashes.vpdq``) against known vPDQ videos."""
         frames = getattr(hashes, "frames", None)
@@ -663,8 +664,13 @@ class Matcher:
             views = [("full", hashes.pdq, hashes.pdq_quality)]
             views += [tuple(v) for v in extras.get("pdq_variants", ())]
             near = self.match_views(views, lists)
-        if not near and not exact and extras.get("local"):
-            near = self.match_local(extras["local"], lists)
+        if not exact and extras.get("local") and all(
+                robust.part_of_frame(m.route.split("/", 1)[0]) for m in near):
+            # nothing matched, or only pictures among others in the file (a region, grid cell
+            # or pasted picture, robust.part_of_frame): the keypoint tier looks for the rest
+            got = {(m.list, m.ref) for m in near}
+            near += [m for m in self.match_local(extras["local"], lists)
+                     if (m.list, m.ref) not in got]
         seen = {(m.list, m.ref) for m in exact}
         near = [m for m in near if not (m.distance == 0 and (m.list, m.ref) in seen)]
         return exact + near

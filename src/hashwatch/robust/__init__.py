@@ -63,6 +63,7 @@ from hashwatch.robust.routes import (
     best_distances,
     hash_match,
     known_class,
+    part_of_frame,
     query_class,
     route_rank,
     route_threshold,
@@ -85,6 +86,7 @@ from hashwatch.robust.views import (
 )
 
 __all__ = [
+    "part_of_frame",
     "LocalStore",
     "LocalVerdict",
     "SceneCheck",

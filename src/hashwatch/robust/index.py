@@ -16,6 +16,7 @@ from hashwatch.robust.routes import (
     KnownHash,
     QueryHash,
     known_class,
+    part_of_frame,
     query_class,
     route_rank,
     route_threshold,
@@ -107,6 +108,11 @@ class RobustIndex:
         """The cascade for one decoded image."""
         boxes = query_regions(pixels)
         hits = self.match_hashes(query_signals(pixels, boxes=boxes))
-        if hits or not local or not len(self._local):
+        if not local or not len(self._local) or (
+                hits and not all(part_of_frame(m.query_variant) for m in hits)):
             return hits
-        return self.match_local(query_local(pixels, boxes))
+        # nothing matched, or only pictures among others in the file (part_of_frame): the
+        # keypoint tier looks for the rest
+        seen = {m.known_id for m in hits}
+        return hits + [m for m in self.match_local(query_local(pixels, boxes))
+                       if m.known_id not in seen]

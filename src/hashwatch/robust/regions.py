@@ -34,7 +34,7 @@ def query_rectangles(pixels: np.ndarray, boxes: list[tuple[int, int, int, int]] 
     out = []
     for y0, y1, x0, x1 in find_rectangles(p):
         box = (round(y0 * fy), round(y1 * fy), round(x0 * fx), round(x1 * fx))
-        if all(_iou(box, b) <= 0.5 for b in boxes or []):
+        if all(_iou(box, b) <= RECT_REGION_IOU for b in boxes or []):
             out.append(_snap(px, box, max(2, round(max(fx, fy)) + 1)))
     return out
 
@@ -352,6 +352,7 @@ RECT_SIDE_SUPPORT = 0.6  # share of each side's length that must be a straight e
 RECT_MIN_SIDE = 0.15  # of the frame's side, each side of a proposed rectangle ...
 RECT_MAX_AREA = 0.8  # ... and at most this share of the frame's area
 RECT_LINES = 24  # candidate rows and columns looked at, each way
+RECT_REGION_IOU = 0.9  # a rectangle is dropped only as a near copy of a region
 
 
 def _edge_runs(pixels: np.ndarray, axis: int) -> np.ndarray:
@@ -398,9 +399,12 @@ def find_rectangles(pixels: np.ndarray) -> list[tuple[int, int, int, int]]:
     pv = np.zeros((ev.shape[0], h + 1), np.int32)
     np.cumsum(ev, axis=1, out=pv[:, 1:])
 
-    def lines(p: np.ndarray, length: int) -> np.ndarray:
-        lmin = max(8, round(RECT_MIN_SIDE * length))
-        dens = (p[:, lmin:] - p[:, :-lmin]).max(axis=1) / lmin
+    # the shortest side a box may have, on both axes: a fraction of the frame's shorter side
+    # (a portrait picture at 30% of a landscape frame's height is 0.11 of its width)
+    smin = max(8, round(RECT_MIN_SIDE * min(h, w)))
+
+    def lines(p: np.ndarray) -> np.ndarray:
+        dens = (p[:, smin:] - p[:, :-smin]).max(axis=1) / smin
         dens[[0, -1]] = 0.0  # the frame's edges are added below, not counted as candidates
         order = np.argsort(-dens, kind="stable")
         keep: list[int] = []
@@ -411,25 +415,41 @@ def find_rectangles(pixels: np.ndarray) -> list[tuple[int, int, int, int]]:
                 keep.append(int(i))
         return np.array(sorted({0, len(p) - 1, *keep}), np.int64)
 
-    ys, xs = lines(ph, w), lines(pv, h)
+    ys, xs = lines(ph), lines(pv)
     if len(ys) < 3 or len(xs) < 3:
         return []
     yi, yj = np.triu_indices(len(ys), 1)
     xi, xj = np.triu_indices(len(xs), 1)
     y0, y1 = ys[yi], ys[yj]
     x0, x1 = xs[xi], xs[xj]
-    okx = ((x1 - x0) >= RECT_MIN_SIDE * w) & ((x0 > 0) | (x1 < w))  # one inner side at least
-    oky = ((y1 - y0) >= RECT_MIN_SIDE * h) & ((y0 > 0) | (y1 < h))
+    okx = ((x1 - x0) >= smin) & ((x0 > 0) | (x1 < w))  # one inner side at least
+    oky = ((y1 - y0) >= smin) & ((y0 > 0) | (y1 < h))
     y0, y1, x0, x1 = y0[oky], y1[oky], x0[okx], x1[okx]
     if not len(y0) or not len(x0):
         return []
-    # side supports: top/bottom edges over columns [x0, x1), left/right over rows [y0, y1)
+    # side supports: top/bottom edges over columns [x0, x1), left/right over rows [y0, y1),
+    # each the best of the line and its two neighbours (a candidate line is the best row of
+    # its densest stretch, which may sit one row off the box's own side)
     lx = (x1 - x0).astype(np.float64)
     ly = (y1 - y0).astype(np.float64)
-    top = (ph[y0[:, None], x1[None]] - ph[y0[:, None], x0[None]]) / lx[None]
-    bot = (ph[y1[:, None], x1[None]] - ph[y1[:, None], x0[None]]) / lx[None]
-    left = (pv[x0[None], y1[:, None]] - pv[x0[None], y0[:, None]]) / ly[:, None]
-    right = (pv[x1[None], y1[:, None]] - pv[x1[None], y0[:, None]]) / ly[:, None]
+
+    def support(p: np.ndarray, at: np.ndarray, a: np.ndarray, b: np.ndarray, n: int
+                ) -> np.ndarray:
+        # (len(at), len(a)): mean edge run along line `at` over [a, b); a frame edge (0, n)
+        # is only its own line (its padded row of ones must not lend support to a neighbour)
+        best = np.zeros((len(at), len(a)))
+        for o in (-1, 0, 1):
+            t = np.clip(at + o, 0, n)
+            v = (p[t[:, None], b[None]] - p[t[:, None], a[None]]) / (b - a)[None]
+            if o:
+                v[((t == 0) | (t == n)) & (at != t)] = 0.0
+            best = np.maximum(best, v)
+        return best
+
+    top = support(ph, y0, x0, x1, h)
+    bot = support(ph, y1, x0, x1, h)
+    left = support(pv, x0, y0, y1, w).T
+    right = support(pv, x1, y0, y1, w).T
     # a side on the frame's edge (a picture pasted into a corner) is no evidence either way:
     # the box is rated by its seen sides, less 0.05 per side it borrows from the frame (a
     # picture 9 px below the top is its own box, not the box up to the top)

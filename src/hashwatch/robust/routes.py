@@ -98,6 +98,18 @@ def query_class(variant: str) -> str:
     raise ValueError(f"unknown query variant {variant!r}")
 
 
+def part_of_frame(variant: str) -> bool:
+    """Whether a query view (a hash match's query variant, e.g. ``region1``, ``cell4``,
+    ``rect0``) is one picture among others in the file: a region, grid cell or pasted
+    picture (route class "region"). A hash match through such views alone leaves the rest of
+    the frame unsearched, so the keypoint tier still looks at the file (a collage of two known
+    pictures must not lose the second because the first matched by hash)."""
+    try:
+        return query_class(variant) == "region"
+    except ValueError:
+        return False
+
+
 def route_threshold(query_variant: str, known_variant: str) -> int | None:
     """Max distance at which this pair of variants counts as a match (None: never compared)."""
     return THRESHOLDS.get((query_class(query_variant), known_class(known_variant)))
