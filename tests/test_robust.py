@@ -191,6 +191,30 @@ def test_robust_index_cascade_and_plain_lists() -> None:
     assert idx.match(pics[5]) == []
 
 
+def test_a_region_match_by_hash_leaves_the_other_pictures_to_the_keypoint_tier() -> None:
+    # two known pictures side by side on a white page: the first is found by the hash tier
+    # through its region view, the second (an offset crop, no hash route) only by keypoints;
+    # the hash match must not end the search (robust.part_of_frame)
+    from PIL import Image
+
+    pics = {i: _picture(240, 360, 40 + i) for i in range(3)}
+    idx = R.RobustIndex()
+    for i in range(3):
+        idx.add(i, R.known_signals(pics[i]), R.known_local(pics[i]))
+    crop = apply_edit("crop20o", pics[2], seed=0, key=9)
+    crop = np.asarray(Image.fromarray(crop).resize(
+        (round(crop.shape[1] * 240 / crop.shape[0]), 240)))
+    page = np.concatenate([pics[1], np.full((240, 24, 3), 255, np.uint8), crop], axis=1)
+    page = np.pad(page, ((24, 24), (24, 24), (0, 0)), constant_values=255)
+    got = {m.known_id: m for m in idx.match(page)}
+    assert set(got) == {1, 2}
+    assert got[1].tier == "hash" and R.part_of_frame(got[1].query_variant)
+    assert got[2].tier == "local" and got[2].inliers >= R.LOCAL_MIN_INLIERS
+    # a whole-frame hash match ends the search as before
+    assert not R.part_of_frame("full") and not R.part_of_frame("trim:r90")
+    assert R.part_of_frame("cell3") and R.part_of_frame("rect0") and R.part_of_frame("region1")
+
+
 # --- corpus: a tiny end-to-end run of the harness ------------------------------------------
 
 
