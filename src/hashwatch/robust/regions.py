@@ -399,12 +399,9 @@ def find_rectangles(pixels: np.ndarray) -> list[tuple[int, int, int, int]]:
     pv = np.zeros((ev.shape[0], h + 1), np.int32)
     np.cumsum(ev, axis=1, out=pv[:, 1:])
 
-    # the shortest side a box may have, on both axes: a fraction of the frame's shorter side
-    # (a portrait picture at 30% of a landscape frame's height is 0.11 of its width)
-    smin = max(8, round(RECT_MIN_SIDE * min(h, w)))
-
-    def lines(p: np.ndarray) -> np.ndarray:
-        dens = (p[:, smin:] - p[:, :-smin]).max(axis=1) / smin
+    def lines(p: np.ndarray, length: int) -> np.ndarray:
+        lmin = max(8, round(RECT_MIN_SIDE * length))
+        dens = (p[:, lmin:] - p[:, :-lmin]).max(axis=1) / lmin
         dens[[0, -1]] = 0.0  # the frame's edges are added below, not counted as candidates
         order = np.argsort(-dens, kind="stable")
         keep: list[int] = []
@@ -415,15 +412,15 @@ def find_rectangles(pixels: np.ndarray) -> list[tuple[int, int, int, int]]:
                 keep.append(int(i))
         return np.array(sorted({0, len(p) - 1, *keep}), np.int64)
 
-    ys, xs = lines(ph), lines(pv)
+    ys, xs = lines(ph, w), lines(pv, h)
     if len(ys) < 3 or len(xs) < 3:
         return []
     yi, yj = np.triu_indices(len(ys), 1)
     xi, xj = np.triu_indices(len(xs), 1)
     y0, y1 = ys[yi], ys[yj]
     x0, x1 = xs[xi], xs[xj]
-    okx = ((x1 - x0) >= smin) & ((x0 > 0) | (x1 < w))  # one inner side at least
-    oky = ((y1 - y0) >= smin) & ((y0 > 0) | (y1 < h))
+    okx = ((x1 - x0) >= RECT_MIN_SIDE * w) & ((x0 > 0) | (x1 < w))  # one inner side at least
+    oky = ((y1 - y0) >= RECT_MIN_SIDE * h) & ((y0 > 0) | (y1 < h))
     y0, y1, x0, x1 = y0[oky], y1[oky], x0[okx], x1[okx]
     if not len(y0) or not len(x0):
         return []
