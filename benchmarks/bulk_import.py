@@ -213,7 +213,8 @@ def _pg_settings(admin: str, settings: list[str], pg_dir: Path) -> None:
     eng = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
     with eng.connect() as conn:
         shown = {n: conn.exec_driver_sql(f"SHOW {n}").scalar_one() for n in (
-            "max_wal_size", "checkpoint_timeout", "shared_buffers", "fsync", "work_mem")}
+            "max_wal_size", "checkpoint_timeout", "shared_buffers", "wal_buffers", "fsync",
+            "work_mem")}
     eng.dispose()
     print("postgresql settings:", shown, flush=True)
 

@@ -248,3 +248,71 @@ def test_identity_index_serves_lookups_by_hash_on_postgresql(pg_db):  # noqa: F8
         assert "(list_id, signal_type, value" in ix["uq_entries_identity"]
         s.migrate()
         assert "ix_entries_signal_value" not in indexes()
+
+
+def test_bulk_import_plan_probes_the_identity_index_on_postgresql(pg_db):  # noqa: F811
+    """The import's NOT EXISTS is a nested-loop anti-join probing ``uq_entries_identity``
+    per staged row, even when the statistics say the list is tiny and the staging table
+    large (the case where the planner went quadratic at 2M lines without the settings)."""
+    from hashwatch.store import bulk
+
+    with Store.open(pg_db) as s:
+        s.create_list("a")
+        s.add_entries("a", [EntryIn("md5", f"{i:032x}") for i in range(20)])
+        lid = s.get_list("a").id
+        with s.engine.connect() as conn:
+            conn.exec_driver_sql("ANALYZE entries")
+        with s.engine.begin() as conn:
+            conn.exec_driver_sql(
+                "CREATE TEMP TABLE hw_stage (n bigint, signal_type text, value text, "
+                "category_scheme text, category_code text, labels text, source_ref text, "
+                "group_ref text, variant text) ON COMMIT DROP")
+            conn.exec_driver_sql(
+                "INSERT INTO hw_stage SELECT g, 'md5', md5(g::text), '', '', '', '', '', '' "
+                "FROM generate_series(1, 50000) g")
+            conn.exec_driver_sql("ANALYZE hw_stage")
+            bulk._pg_plan_settings(conn)
+            plan = "\n".join(r[0] for r in conn.execute(
+                sa.text("EXPLAIN " + bulk._DEDUP), {"lid": lid, "now": "t", "actor": "t"}))
+    assert "Anti Join" in plan and "Nested Loop" in plan, plan
+    assert "uq_entries_identity" in plan, plan
+    assert "Seq Scan on entries" not in plan, plan
+    # the chunk's sort leads with the value in byte order (abbreviated keys), see _PG_ORDER
+    assert 'value COLLATE "C"' in plan or "(value)::text COLLATE \"C\"" in plan, plan
+
+
+def test_group_index_holds_grouped_entries_only(pg_db):  # noqa: F811
+    """Migration 0015: ``ix_entries_group`` is partial (grouped entries); a group's lookup
+    still reads it, and the downgrade restores the full index."""
+    cfg = Config()
+    cfg.set_main_option("script_location", "hashwatch.store:migrations")
+    with Store.open(pg_db) as s:
+        s.create_list("a")
+        s.add_entries("a", [EntryIn("md5", f"{i:032x}", group_ref=f"g{i % 7}" if i % 2 else "")
+                            for i in range(400)])
+        lid = s.get_list("a").id
+
+        def group_index() -> str:
+            with s.engine.connect() as conn:
+                return conn.exec_driver_sql(
+                    "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_entries_group'"
+                ).scalar_one()
+
+        assert "WHERE ((group_ref)::text <> ''::text)" in group_index()
+        got = s.group_entries(lid, "g3")
+        assert sorted(e.value for e in got) == sorted(
+            f"{i:032x}" for i in range(400) if i % 2 and i % 7 == 3)
+        assert s.group_entries(lid, "") == []
+        with s.engine.connect() as conn:
+            conn.exec_driver_sql("ANALYZE entries")
+            conn.exec_driver_sql("SET enable_seqscan = off")
+            plan = "\n".join(r[0] for r in conn.exec_driver_sql(
+                f"EXPLAIN SELECT id FROM entries WHERE list_id = {lid} AND group_ref = 'g3' "
+                "AND group_ref <> ''"))
+        assert "ix_entries_group" in plan, plan
+        with s.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0015_entries_group_partial@-1")
+        assert "WHERE" not in group_index()
+        s.migrate()
+        assert "WHERE" in group_index()

@@ -198,7 +198,8 @@ def content_ids(store: Store, entry_ids: Sequence[int]) -> dict[int, int]:
         for i in range(0, len(groups), 200):
             part = groups[i:i + 200]
             q = (sa.select(entries.c.list_id, entries.c.group_ref, sa.func.min(entries.c.id))
-                 .where(sa.tuple_(entries.c.list_id, entries.c.group_ref).in_(part))
+                 .where(sa.tuple_(entries.c.list_id, entries.c.group_ref).in_(part),
+                        entries.c.group_ref != "")  # the partial ix_entries_group
                  .group_by(entries.c.list_id, entries.c.group_ref))
             first.update({(r[0], r[1]): r[2] for r in conn.execute(q)})
     return {eid: (first.get((r.list_id, r.group_ref), eid) if r.group_ref else eid)
@@ -216,7 +217,8 @@ def content_members(store: Store, list_id: int, content_id: int) -> list[EntryRo
     with store.engine.connect() as conn:
         ids = [r.id for r in conn.execute(
             sa.select(entries.c.id).where(entries.c.list_id == list_id,
-                                          entries.c.group_ref == first.group_ref)
+                                          entries.c.group_ref == first.group_ref,
+                                          entries.c.group_ref != "")
             .order_by(entries.c.id))]
     if not ids or ids[0] != content_id:
         return []  # an entry of someone else's content, not a content id
@@ -270,7 +272,8 @@ def content_id_of_group(store: Store, list_id: int, group: str) -> int | None:
     with store.engine.connect() as conn:
         return conn.execute(
             sa.select(sa.func.min(entries.c.id)).where(entries.c.list_id == list_id,
-                                                      entries.c.group_ref == group)
+                                                      entries.c.group_ref == group,
+                                                      entries.c.group_ref != "")
         ).scalar_one_or_none()
 
 

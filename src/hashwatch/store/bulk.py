@@ -85,8 +85,15 @@ from hashwatch.store.schema import changes, hash_lists
 STAGE_COLUMNS = ("signal_type", "value", "category_scheme", "category_code", "labels",
                  "source_ref", "group_ref", "variant")
 _IDENTITY = "signal_type, value, category_scheme, category_code, variant"
+# PostgreSQL sorts a chunk on the same identity with the value first and in byte order: its
+# sort then compares abbreviated keys (the first 8 bytes of the value, as an integer) instead
+# of calling the collation for each comparison. Led by the signal type (one value for a whole
+# list) every abbreviated key was equal and PostgreSQL gave the abbreviation up (backend CPU
+# of the apply -13 % at 2M lines, BENCHMARKS.md, bulk import). Same groups for DISTINCT ON:
+# the database's collations are deterministic, equality is byte equality either way.
+_PG_ORDER = 'value COLLATE "C", signal_type, category_scheme, category_code, variant'
 _BATCH = 10_000
-PG_CHUNK_FIRST = 1_000_000  # PostgreSQL: rows of the first chunk (the server starts early)
+PG_CHUNK_FIRST = 250_000  # PostgreSQL: rows of the first chunk (the server starts early)
 PG_CHUNK = 8_000_000  # PostgreSQL: chunks double up to this (few passes over the indexes)
 log = logging.getLogger(__name__)
 SQLITE_CHUNK = 1_000_000  # at most this many staged rows per write transaction on SQLite
@@ -190,7 +197,7 @@ _COLS = ("list_id, signal_type, value, category_scheme, category_code, labels, s
          "group_ref, variant, added_at, added_by")
 _SELECT = ("SELECT :lid, signal_type, value, category_scheme, category_code, labels, "
            "source_ref, group_ref, variant, :now, :actor FROM hw_stage WHERE true "
-           f"ORDER BY {_IDENTITY}, n")
+           f"ORDER BY {_PG_ORDER}, n")
 
 
 # SQLite: a chunk is a range of positions in the sorted staging table (rowid)
@@ -252,16 +259,7 @@ def _bulk_pg(store: Store, list_id: int, items: Iterable[EntryIn], actor: str, a
             "CREATE TEMP TABLE hw_stage (n bigint, signal_type text, value text, "
             "category_scheme text, category_code text, labels text, source_ref text, "
             "group_ref text, variant text) ON COMMIT DROP")
-        # a chunk's identity-order sort: in memory up to this, then on disk
-        conn.exec_driver_sql("SET LOCAL work_mem = '256MB'")
-        # a chunk's NOT EXISTS (and the restores' join) must probe the identity index once
-        # per staged row, whatever the statistics say (they miss this transaction's own
-        # rows): any other plan reads the list's entries per chunk (merge or hash anti-join)
-        # or, worse, per staged row (a rescanned or materialised scan of the list, which the
-        # planner picked at 2M lines: quadratic). See _DEDUP.
-        for plan in ("mergejoin", "hashjoin", "seqscan", "bitmapscan", "material"):
-            conn.exec_driver_sql(f"SET LOCAL enable_{plan} = off")
-        conn.exec_driver_sql("SET LOCAL jit = off")  # (those settings inflate plan costs)
+        _pg_plan_settings(conn)
         raw = conn.connection.driver_connection
         now = utcnow()
         params = {"lid": list_id, "now": now, "actor": actor}
@@ -310,15 +308,29 @@ def _bulk_pg(store: Store, list_id: int, items: Iterable[EntryIn], actor: str, a
     return res
 
 
+def _pg_plan_settings(conn: sa.Connection) -> None:
+    """The import transaction's planner settings (``SET LOCAL``: until it ends)."""
+    # a chunk's identity-order sort: in memory up to this, then on disk
+    conn.exec_driver_sql("SET LOCAL work_mem = '256MB'")
+    # a chunk's NOT EXISTS (and the restores' join) must probe the identity index once per
+    # staged row, whatever the statistics say (they miss this transaction's own rows): any
+    # other plan reads the list's entries per chunk (merge or hash anti-join) or, worse, per
+    # staged row (a rescanned or materialised scan of the list, which the planner picked at
+    # 2M lines: quadratic). See _DEDUP; tests/test_bulk_pg.py checks the plan.
+    for plan in ("mergejoin", "hashjoin", "seqscan", "bitmapscan", "material"):
+        conn.exec_driver_sql(f"SET LOCAL enable_{plan} = off")
+    conn.exec_driver_sql("SET LOCAL jit = off")  # (those settings inflate plan costs)
+
+
 # ``list_id + 0``: no index on the list alone may serve the probe (a scan of the whole list
 # per staged row); the identity index, (signal type, value, ...), is the only one left
 _DEDUP = (
     "SELECT :lid, signal_type, value, category_scheme, category_code, labels, source_ref, "
-    f"group_ref, variant, :now, :actor FROM (SELECT DISTINCT ON ({_IDENTITY}) * FROM hw_stage "
-    f"ORDER BY {_IDENTITY}, n) d WHERE NOT EXISTS (SELECT 1 FROM entries e "
+    f"group_ref, variant, :now, :actor FROM (SELECT DISTINCT ON ({_PG_ORDER}) * FROM hw_stage "
+    f"ORDER BY {_PG_ORDER}, n) d WHERE NOT EXISTS (SELECT 1 FROM entries e "
     "WHERE e.signal_type = d.signal_type AND e.value = d.value AND e.list_id + 0 = :lid "
     "AND e.category_scheme = d.category_scheme AND e.category_code = d.category_code "
-    f"AND e.variant = d.variant) ORDER BY {_IDENTITY}"
+    f"AND e.variant = d.variant) ORDER BY {_PG_ORDER}"
 )
 _PG_INSERT = (
     "WITH ins AS (INSERT INTO entries ({cols}) {select} RETURNING id, signal_type), "

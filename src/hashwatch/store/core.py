@@ -800,8 +800,11 @@ class Store:
 
     def group_entries(self, list_id: int, group_ref: str) -> list[EntryRow]:
         """Active entries of one known image in one (enabled) list."""
+        if not group_ref:
+            return []  # entries without a group are not one picture's
         q = self._entry_query().where(
-            entries.c.list_id == list_id, entries.c.group_ref == group_ref
+            entries.c.list_id == list_id, entries.c.group_ref == group_ref,
+            entries.c.group_ref != "",  # lets the partial ix_entries_group serve it
         )
         with self.engine.connect() as conn:
             return [_row_to_entry(r) for r in conn.execute(q.order_by(entries.c.id))]

@@ -67,8 +67,10 @@ entries = sa.Table(
     # live entries per list: list counts read this index only (migration 0005_live)
     sa.Index("ix_entries_live", "list_id", sqlite_where=sa.text("removed_at IS NULL"),
              postgresql_where=sa.text("removed_at IS NULL")),
-    # one known picture's entries (group) in a list (migration 0008_group)
-    sa.Index("ix_entries_group", "list_id", "group_ref"),
+    # one known picture's entries (group) in a list (migration 0008_group); grouped entries
+    # only (0015): a query must say ``group_ref <> ''`` to use it
+    sa.Index("ix_entries_group", "list_id", "group_ref",
+             sqlite_where=sa.text("group_ref <> ''"), postgresql_where=sa.text("group_ref <> ''")),
 )
 
 # Change feed: every change a worker follows. Indexes and service workers replay it to stay
