@@ -113,10 +113,13 @@ def test_index_merges_leave_no_holes_in_the_malloc_arenas():
     small = data1 - data0  # the small tier's arrays (~12,000 entries)
     assert small > 1 << 20
     # the adds took (almost) nothing from the system for the arenas: the small tier is mapped
-    assert added["arena_bytes"] - before["arena_bytes"] < 512 * 1024
+    # (before the fix: +2.4 MB. The slack is for what else the process allocates meanwhile,
+    # which depends on the installed packages: 0.5 MB was too tight for some environments)
+    slack = 1 << 20
+    assert added["arena_bytes"] - before["arena_bytes"] < slack
     assert added["mmapped_bytes"] - before["mmapped_bytes"] > small // 2
     # folded into the base, the small tier's blocks are unmapped: what stays mapped is the
     # base's growth (the entries at the base's cost per entry), not the small tier
     grown = merged["mmapped_bytes"] - before["mmapped_bytes"]
-    assert grown < (data2 - data0) + 512 * 1024
-    assert merged["arena_bytes"] - before["arena_bytes"] < 512 * 1024
+    assert grown < (data2 - data0) + small // 2
+    assert merged["arena_bytes"] - before["arena_bytes"] < slack
