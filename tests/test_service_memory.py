@@ -123,3 +123,47 @@ def test_index_merges_leave_no_holes_in_the_malloc_arenas():
     grown = merged["mmapped_bytes"] - before["mmapped_bytes"]
     assert grown < (data2 - data0) + small // 2
     assert merged["arena_bytes"] - before["arena_bytes"] < slack
+
+
+# Start-up caps the malloc arenas (settings.malloc_arena_max): six threads that each allocate
+# blocks malloc serves from an arena (64 KiB, under the 128 KiB mmap threshold) share at most
+# that many arenas; with the cap off (0) glibc gives each thread its own.
+ARENAS = textwrap.dedent("""
+    import json, sys, threading
+    import numpy as np
+    from fastapi.testclient import TestClient
+    from hashwatch.service.allocator import arena_count
+    from hashwatch.service.app import create_app
+    from hashwatch.service.settings import Settings
+
+    settings = Settings(db=sys.argv[1], malloc_arena_max=int(sys.argv[2]),
+                        decode_isolation=False, reconcile_interval=0)
+    with TestClient(create_app(settings)) as client:
+        held, start = [], threading.Barrier(6)
+
+        def work():
+            start.wait()  # all six at once: each wants an arena while the others hold theirs
+            held.extend(np.ones(8192) for _ in range(50))
+
+        threads = [threading.Thread(target=work) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        metrics = client.get("/v1/health/metrics").text
+    gauge = [ln for ln in metrics.splitlines() if ln.startswith("hashwatch_malloc_arenas ")]
+    print(json.dumps({"arenas": arena_count(), "gauge": float(gauge[0].split()[1])}))
+""")
+
+
+@pytest.mark.parametrize("cap", [2, 0])
+def test_start_up_caps_the_malloc_arenas(tmp_path, cap):
+    out = subprocess.run([sys.executable, "-c", ARENAS, str(tmp_path / "hw.db"), str(cap)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["gauge"] == res["arenas"] >= 1
+    if cap:
+        assert res["arenas"] <= cap
+    else:  # the control: without the cap the same threads make more arenas than that
+        assert res["arenas"] > 2

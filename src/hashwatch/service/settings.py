@@ -39,6 +39,9 @@ class Settings:
     # (glibc's mmap threshold, fixed at worker start-up; 0 = glibc's dynamic threshold, which
     # let index merges' freed arrays pile up in the malloc arenas: hashwatch.service.allocator)
     malloc_mmap_threshold: int = 128 * 1024
+    # malloc arenas at most (glibc's M_ARENA_MAX, set at worker start-up; 0 = glibc's default,
+    # 8 per core: request threads come and go and each arena keeps its own free blocks)
+    malloc_arena_max: int = 2
     # seconds between checks of the index against the store (0 = only on demand)
     reconcile_interval: float = 600.0
     # seconds between retries of an index save that failed (disk full): the worker serves

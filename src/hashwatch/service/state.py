@@ -99,7 +99,8 @@ class Service:
         from hashwatch.matchwork import limit_library_threads
 
         # before the index is loaded: its arrays are the blocks the threshold is about
-        self.malloc_tuned = tune_allocator(settings.malloc_mmap_threshold)
+        self.malloc_tuned = tune_allocator(settings.malloc_mmap_threshold,
+                                           settings.malloc_arena_max)
 
         # parallelism is across worker processes (and their request threads): the keypoint
         # tier's OpenCV calls get no thread pool of their own in each worker

@@ -3,7 +3,7 @@
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from hashwatch.service.allocator import malloc_figures
+from hashwatch.service.allocator import arena_count, malloc_figures
 from hashwatch.service.deps import API
 from hashwatch.service.errors import error_response
 
@@ -73,6 +73,9 @@ def metrics(request: Request) -> Response:
             "keypoint sets held by this worker's keypoint tier")
         put("malloc_mmap_threshold_fixed", "gauge", int(svc.malloc_tuned),
             "1 when this worker fixed the C allocator's mmap threshold at start-up")
+        arenas = arena_count()
+        if arenas is not None:
+            put("malloc_arenas", "gauge", arenas, "malloc arenas of this worker (glibc)")
     mem = malloc_figures()
     for key, help_ in (("arena_bytes", "bytes the malloc arenas took from the system"),
                        ("arena_free_bytes", "of those, free bytes malloc keeps for reuse"),
