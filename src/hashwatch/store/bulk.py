@@ -34,8 +34,9 @@ BENCHMARKS.md, bulk import).
 Memory stays flat (rows stream; a chunk waits on disk; sorting happens in the database,
 spilling to disk). A run killed while staging leaves nothing behind (the staging table is
 temporary). PostgreSQL: the whole import is one transaction; other writers proceed
-meanwhile, except on the very same entries; a parse error or an interrupt cancels the chunk
-being applied and rolls everything back.
+meanwhile, except on the very same entries; an error that stops reading the file (not a bad
+row: those are skipped and reported) or an interrupt cancels the chunk being applied and
+rolls everything back.
 
 SQLite has one writer at a time, so one statement applying 20 million rows would hold the
 write lock for minutes and every other writer (the service's list updates) would fail
