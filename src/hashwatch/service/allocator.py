@@ -64,10 +64,7 @@ def set_mmap_threshold(nbytes: int) -> bool:
     accepts at most 32 MiB on 64-bit). Raises ValueError for ``nbytes`` <= 0."""
     if nbytes <= 0:
         raise ValueError(f"mmap threshold must be > 0 bytes, got {nbytes}")
-    libc = _glibc()
-    if libc is None or not hasattr(libc, "mallopt"):
-        return False
-    return bool(libc.mallopt(ctypes.c_int(M_MMAP_THRESHOLD), ctypes.c_int(nbytes)))
+    return _mallopt(M_MMAP_THRESHOLD, nbytes)
 
 
 def set_arena_max(n: int) -> bool:
@@ -76,10 +73,15 @@ def set_arena_max(n: int) -> bool:
     ValueError for ``n`` <= 0."""
     if n <= 0:
         raise ValueError(f"arena maximum must be > 0, got {n}")
+    return _mallopt(M_ARENA_MAX, n)
+
+
+def _mallopt(param: int, value: int) -> bool:
+    """glibc's ``mallopt(param, value)``: False when not on glibc or when it refuses."""
     libc = _glibc()
     if libc is None or not hasattr(libc, "mallopt"):
         return False
-    return bool(libc.mallopt(ctypes.c_int(M_ARENA_MAX), ctypes.c_int(n)))
+    return bool(libc.mallopt(ctypes.c_int(param), ctypes.c_int(value)))
 
 
 def arena_count() -> int | None:
