@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 
 from hashwatch import robust as R  # noqa: E402
 from hashwatch.edits import EDITS, apply_edit  # noqa: E402
-from hashwatch.evaluate import corpus_files, load_pixels, split_fillers, split_known  # noqa: E402
+from hashwatch.evaluate import corpus_files, load_pixels, split_eval  # noqa: E402
 from hashwatch.robust import geometry as G  # noqa: E402
 from hashwatch.robust import local as L  # noqa: E402
 
@@ -59,9 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--queries", type=int, default=30, help="per kind")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
-    files = corpus_files(a.corpus)
-    known, rest = split_known(files, a.known, a.seed)
-    fillers, distractors = split_fillers(rest, a.seed)
+    known, fillers, distractors = split_eval(corpus_files(a.corpus), a.known, a.seed)
     kpix = [load_pixels(p) for p in known]
     fpix = [load_pixels(p) for p in fillers]
     from hashwatch.matcher import KEYPOINT_CANDIDATES

@@ -44,13 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     cv2.setNumThreads(1)
-    files = E.corpus_files(E.resolve_corpus(None))
-    known, rest = E.split_known(files, a.known, a.seed)
-    _, distractors = E.split_fillers(rest, a.seed)
-    rng = np.random.default_rng(a.seed + 1)  # the evaluation's sample
-    keep = sorted(rng.choice(len(distractors), min(a.distractors, len(distractors)),
-                             replace=False).tolist())
-    distractors = [distractors[i] for i in keep]
+    known, _, distractors = E.split_eval(E.corpus_files(E.resolve_corpus(None)), a.known,
+                                         a.seed, a.distractors)  # the evaluation's sample
     ks = E.KnownSet([E.prepare_known(E.load_pixels(p), True) for p in known])
     names = ("auto", *G.MODELS, "affine_raw", "homography_raw")
     rec: dict[str, list[int]] = {m: [] for m in names}

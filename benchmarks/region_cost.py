@@ -38,8 +38,7 @@ from hashwatch.evaluate import (  # noqa: E402
     corpus_files,
     load_pixels,
     make_query,
-    split_fillers,
-    split_known,
+    split_eval,
 )
 from hashwatch.robust import local as L  # noqa: E402
 from hashwatch.robust import regions as G  # noqa: E402
@@ -75,9 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--edits", default="jpeg50,grid3x3,grid4x4,pip30-photo,pip45-generated")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
-    files = corpus_files(a.corpus)
-    known, rest = split_known(files, a.known, a.seed)
-    fillers, distractors = split_fillers(rest, a.seed)
+    known, fillers, distractors = split_eval(corpus_files(a.corpus), a.known, a.seed)
     kpix = [load_pixels(p) for p in known]
     fpix = [load_pixels(p) for p in fillers]
     names = edit_names()

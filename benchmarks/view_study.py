@@ -41,8 +41,7 @@ from hashwatch.evaluate import (  # noqa: E402
     load_pixels,
     make_query,
     resolve_corpus,
-    split_fillers,
-    split_known,
+    split_eval,
 )
 from hashwatch.robust._pixels import _DIHEDRAL, _check, _pdq, _pdq_dihedral, _work  # noqa: E402
 from hashwatch.robust.regions import query_regions  # noqa: E402
@@ -311,14 +310,8 @@ def cmd_hashes(a: argparse.Namespace) -> int:
     out: Path = a.out
     out.mkdir(parents=True, exist_ok=True)
     corpus = resolve_corpus(a.corpus)
-    files = corpus_files(corpus)
-    known, rest = split_known(files, a.known, a.seed)
-    fillers, distractors = split_fillers(rest, a.seed)
-    if a.max_distractors is not None:
-        rng = np.random.default_rng(a.seed + 1)
-        keep = sorted(rng.choice(len(distractors), min(a.max_distractors, len(distractors)),
-                                 replace=False).tolist())
-        distractors = [distractors[i] for i in keep]
+    known, fillers, distractors = split_eval(corpus_files(corpus), a.known, a.seed,
+                                             a.max_distractors)
     edits = a.edits.split(",") if a.edits else edit_names()
     from hashwatch.edits import COMBINED_EDITS
 

@@ -183,6 +183,22 @@ def split_fillers(rest: Sequence[Path], seed: int, n: int = FILLER_POOL
     return fillers, [p for p in rest if p not in fset]
 
 
+def split_eval(files: Sequence[Path], n_known: int, seed: int,
+               max_distractors: int | None = None) -> tuple[list[Path], list[Path], list[Path]]:
+    """(known, fillers, distractors) as ``hashwatch eval`` splits the corpus ``files``:
+    :func:`split_known`, :func:`split_fillers`, then a seeded sample of at most
+    ``max_distractors`` distractors in corpus order (None: all of them). Benchmarks that
+    reproduce the eval's queries split with this too."""
+    known, rest = split_known(files, n_known, seed)
+    fillers, distractors = split_fillers(rest, seed)
+    if max_distractors is not None:
+        rng = np.random.default_rng(seed + 1)
+        keep = sorted(rng.choice(len(distractors), min(max_distractors, len(distractors)),
+                                 replace=False).tolist())
+        distractors = [distractors[i] for i in keep]
+    return known, fillers, distractors
+
+
 def load_pixels(path: Path, max_side: int = LOAD_SIDE) -> np.ndarray:
     try:
         from hashwatch.decode import decode_image
@@ -442,14 +458,8 @@ def make_query(edit: str, edit_index: int, known_index: int, kpix: Sequence[np.n
 
 def run_eval(cfg: EvalConfig) -> EvalResult:
     say = cfg.progress or (lambda s: None)
-    files = corpus_files(cfg.corpus)
-    known, rest = split_known(files, cfg.n_known, cfg.seed)
-    fillers, distractors = split_fillers(rest, cfg.seed)
-    if cfg.max_distractors is not None:
-        rng = np.random.default_rng(cfg.seed + 1)
-        keep = sorted(rng.choice(len(distractors), min(cfg.max_distractors, len(distractors)),
-                                 replace=False).tolist())
-        distractors = [distractors[i] for i in keep]
+    known, fillers, distractors = split_eval(corpus_files(cfg.corpus), cfg.n_known, cfg.seed,
+                                             cfg.max_distractors)
     edits = list(cfg.edits) if cfg.edits else edit_names()
     say(f"{len(known)} known, {len(fillers)} fillers, {len(distractors)} distractors, "
         f"{len(edits)} edits")
