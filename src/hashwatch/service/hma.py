@@ -32,7 +32,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from hashwatch.store import EntryRow, ListInfo, Store
-from hashwatch.store.schema import entries, hash_lists
+from hashwatch.store.schema import GROUPED, entries, hash_lists
 
 BANK_NAME_RE = re.compile(r"[A-Z_][A-Z0-9_]*")  # HMA's rule for names it creates
 ALIASES = {"video_md5": "md5"}  # HMA signal type name -> hashwatch's
@@ -199,7 +199,7 @@ def content_ids(store: Store, entry_ids: Sequence[int]) -> dict[int, int]:
             part = groups[i:i + 200]
             q = (sa.select(entries.c.list_id, entries.c.group_ref, sa.func.min(entries.c.id))
                  .where(sa.tuple_(entries.c.list_id, entries.c.group_ref).in_(part),
-                        entries.c.group_ref != "")  # the partial ix_entries_group
+                        GROUPED)
                  .group_by(entries.c.list_id, entries.c.group_ref))
             first.update({(r[0], r[1]): r[2] for r in conn.execute(q)})
     return {eid: (first.get((r.list_id, r.group_ref), eid) if r.group_ref else eid)
@@ -218,7 +218,7 @@ def content_members(store: Store, list_id: int, content_id: int) -> list[EntryRo
         ids = [r.id for r in conn.execute(
             sa.select(entries.c.id).where(entries.c.list_id == list_id,
                                           entries.c.group_ref == first.group_ref,
-                                          entries.c.group_ref != "")
+                                          GROUPED)
             .order_by(entries.c.id))]
     if not ids or ids[0] != content_id:
         return []  # an entry of someone else's content, not a content id
@@ -273,7 +273,7 @@ def content_id_of_group(store: Store, list_id: int, group: str) -> int | None:
         return conn.execute(
             sa.select(sa.func.min(entries.c.id)).where(entries.c.list_id == list_id,
                                                       entries.c.group_ref == group,
-                                                      entries.c.group_ref != "")
+                                                      GROUPED)
         ).scalar_one_or_none()
 
 

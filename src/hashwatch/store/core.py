@@ -29,7 +29,14 @@ from hashwatch.store.guards import (
     install_text_guard,
 )
 from hashwatch.store.redact import redact_text, redact_url
-from hashwatch.store.schema import audit_log, changes, entries, hash_lists, local_features
+from hashwatch.store.schema import (
+    GROUPED,
+    audit_log,
+    changes,
+    entries,
+    hash_lists,
+    local_features,
+)
 
 
 class StoreError(Exception):
@@ -804,7 +811,7 @@ class Store:
             return []  # entries without a group are not one picture's
         q = self._entry_query().where(
             entries.c.list_id == list_id, entries.c.group_ref == group_ref,
-            entries.c.group_ref != "",  # lets the partial ix_entries_group serve it
+            GROUPED,
         )
         with self.engine.connect() as conn:
             return [_row_to_entry(r) for r in conn.execute(q.order_by(entries.c.id))]

@@ -73,6 +73,11 @@ entries = sa.Table(
              sqlite_where=sa.text("group_ref <> ''"), postgresql_where=sa.text("group_ref <> ''")),
 )
 
+# ``ix_entries_group`` is partial (migration 0015): a query reads it only when its WHERE says
+# this too, so every lookup of a group adds it (PostgreSQL and SQLite alike). A literal, not a
+# bound parameter: a prepared statement's generic plan cannot prove ``group_ref <> $1``.
+GROUPED = entries.c.group_ref != sa.literal_column("''")
+
 # Change feed: every change a worker follows. Indexes and service workers replay it to stay
 # current without rebuilding (hashwatch.store.feed). ``op``: "add" / "remove" (``entry_id``:
 # an entry), "features" (``entry_id``: a new ``local_features`` row, the keypoint tier's
