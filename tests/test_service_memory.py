@@ -40,11 +40,17 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def _run(tmp_path, threshold: int) -> tuple[int, dict[str, float]]:
-    out = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "hw.db"), str(threshold)],
-                         capture_output=True, text=True, timeout=120)
+def _fresh_process(script: str, *args: str) -> dict:
+    """``script`` run in a new Python process (allocator settings are process-wide): the
+    JSON object it prints last."""
+    out = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
+                         timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
-    res = json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _run(tmp_path, threshold: int) -> tuple[int, dict[str, float]]:
+    res = _fresh_process(SCRIPT, str(tmp_path / "hw.db"), str(threshold))
     gauges = {}
     for line in res["metrics"].splitlines():
         if line.startswith("hashwatch_malloc_"):
@@ -103,10 +109,7 @@ MERGES = textwrap.dedent("""
 
 
 def test_index_merges_leave_no_holes_in_the_malloc_arenas():
-    out = subprocess.run([sys.executable, "-c", MERGES], capture_output=True, text=True,
-                         timeout=120)
-    assert out.returncode == 0, out.stderr[-3000:]
-    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res = _fresh_process(MERGES)
     before, added, merged = res["before"], res["added"], res["merged"]
     data0, data1, data2 = res["data"]
     assert res["segments"] >= 3  # a small tier of several segments was built and merged
@@ -158,10 +161,7 @@ ARENAS = textwrap.dedent("""
 
 @pytest.mark.parametrize("cap", [2, 0])
 def test_start_up_caps_the_malloc_arenas(tmp_path, cap):
-    out = subprocess.run([sys.executable, "-c", ARENAS, str(tmp_path / "hw.db"), str(cap)],
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-3000:]
-    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res = _fresh_process(ARENAS, str(tmp_path / "hw.db"), str(cap))
     assert res["gauge"] == res["arenas"] >= 1
     if cap:
         assert res["arenas"] <= cap

@@ -77,10 +77,10 @@ def metrics(request: Request) -> Response:
         if arenas is not None:
             put("malloc_arenas", "gauge", arenas, "malloc arenas of this worker (glibc)")
     mem = malloc_figures()
-    for key, help_ in (("arena_bytes", "bytes the malloc arenas took from the system"),
-                       ("arena_free_bytes", "of those, free bytes malloc keeps for reuse"),
-                       ("in_use_bytes", "bytes allocated from the malloc arenas"),
-                       ("mmapped_bytes", "bytes of blocks malloc mapped on their own")):
-        if mem is not None:
+    if mem is not None:
+        for key, help_ in (("arena_bytes", "bytes the malloc arenas took from the system"),
+                           ("arena_free_bytes", "of those, free bytes malloc keeps for reuse"),
+                           ("in_use_bytes", "bytes allocated from the malloc arenas"),
+                           ("mmapped_bytes", "bytes of blocks malloc mapped on their own")):
             put(f"malloc_{key}", "gauge", mem[key], f"this worker's C allocator: {help_}")
     return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
