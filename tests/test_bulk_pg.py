@@ -263,10 +263,7 @@ def test_bulk_import_plan_probes_the_identity_index_on_postgresql(pg_db):  # noq
         with s.engine.connect() as conn:
             conn.exec_driver_sql("ANALYZE entries")
         with s.engine.begin() as conn:
-            conn.exec_driver_sql(
-                "CREATE TEMP TABLE hw_stage (n bigint, signal_type text, value text, "
-                "category_scheme text, category_code text, labels text, source_ref text, "
-                "group_ref text, variant text) ON COMMIT DROP")
+            conn.exec_driver_sql(bulk._PG_STAGE)
             conn.exec_driver_sql(
                 "INSERT INTO hw_stage SELECT g, 'md5', md5(g::text), '', '', '', '', '', '' "
                 "FROM generate_series(1, 50000) g")

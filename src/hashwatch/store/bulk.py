@@ -256,10 +256,7 @@ def _bulk_pg(store: Store, list_id: int, items: Iterable[EntryIn], actor: str, a
     added: Counter = Counter()
     restored: list[tuple] = []
     with store.engine.begin() as conn:
-        conn.exec_driver_sql(
-            "CREATE TEMP TABLE hw_stage (n bigint, signal_type text, value text, "
-            "category_scheme text, category_code text, labels text, source_ref text, "
-            "group_ref text, variant text) ON COMMIT DROP")
+        conn.exec_driver_sql(_PG_STAGE)
         _pg_plan_settings(conn)
         raw = conn.connection.driver_connection
         now = utcnow()
@@ -307,6 +304,11 @@ def _bulk_pg(store: Store, list_id: int, items: Iterable[EntryIn], actor: str, a
         conn.exec_driver_sql("ANALYZE entries")
         conn.exec_driver_sql("ANALYZE changes")
     return res
+
+
+# PostgreSQL: the import's staging table (file order ``n``, then the rows as staged)
+_PG_STAGE = (f"CREATE TEMP TABLE hw_stage (n bigint, "
+             f"{', '.join(f'{c} text' for c in STAGE_COLUMNS)}) ON COMMIT DROP")
 
 
 def _pg_plan_settings(conn: sa.Connection) -> None:
