@@ -163,6 +163,8 @@ def test_concurrent_adds_then_removals_reach_both_workers(cluster, round_):
         count = next(ln for ln in text.splitlines()
                      if ln.startswith("hashwatch_feed_notify_to_applied_seconds_count"))
         assert int(count.rsplit(" ", 1)[1]) > 0
+        # the scrape names the worker process that answered it
+        assert f'hashwatch_worker_info{{pid="{w.proc.pid}"' in text
 
     ids = [o["ids"][0] for o in out]
     removes = [Watcher(w, headers, False) for w in ws]

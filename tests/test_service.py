@@ -227,6 +227,24 @@ def assert_error(r, status: int, code: str | None = None) -> None:  # type: igno
 
 
 # -- authentication and scopes --------------------------------------------------------
+def test_metrics_name_the_worker_and_give_its_process_figures(svc):
+    """Workers share a port, so each scrape says which worker answered (pid) and gives that
+    process's own resident memory and CPU time (the standard ``process_*`` metrics)."""
+    text = svc.client.get("/v1/health/metrics").text
+    lines = text.splitlines()
+    info = [ln for ln in lines if ln.startswith("hashwatch_worker_info{")]
+    assert len(info) == 1 and f'pid="{os.getpid()}"' in info[0], info
+
+    def value(name: str) -> float:
+        return float(next(ln for ln in lines if ln.startswith(name + " ")).split()[1])
+
+    status = Path("/proc/self/status").read_text()
+    vm_rss = int(next(ln for ln in status.splitlines() if ln.startswith("VmRSS:")).split()[1])
+    assert 0.8 < value("process_resident_memory_bytes") / (vm_rss * 1024) < 1.25
+    assert 0 < value("process_cpu_seconds_total") <= time.process_time() + 1
+    assert abs(value("process_start_time_seconds") - time.time()) < 24 * 3600
+
+
 def test_every_data_endpoint_needs_a_valid_key_with_scope(svc):
     c = svc.client
     assert_error(c.get("/v1/lists"), 401, "unauthenticated")

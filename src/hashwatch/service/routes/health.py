@@ -1,13 +1,25 @@
 """``/v1/health``: liveness and readiness (no key needed; no data)."""
 
+import os
+import time
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.process_collector import ProcessCollector
 
 from hashwatch.service.allocator import arena_count, malloc_figures
 from hashwatch.service.deps import API
 from hashwatch.service.errors import error_response
 
 router = APIRouter(prefix=f"{API}/health", tags=["health"])
+
+# The standard ``process_*`` figures of this worker (resident memory, CPU seconds, open files,
+# start time), as every Prometheus client exports them: each worker answers /metrics for itself
+# (several workers share one port), so a scrape also says which worker answered.
+_PROCESS = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=_PROCESS)
+_STARTED = time.time()
 
 
 @router.get("/live")
@@ -83,4 +95,8 @@ def metrics(request: Request) -> Response:
                            ("in_use_bytes", "bytes allocated from the malloc arenas"),
                            ("mmapped_bytes", "bytes of blocks malloc mapped on their own")):
             put(f"malloc_{key}", "gauge", mem[key], f"this worker's C allocator: {help_}")
-    return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+    lines.extend(["# HELP hashwatch_worker_info the worker that answered this scrape",
+                  "# TYPE hashwatch_worker_info gauge",
+                  f'hashwatch_worker_info{{pid="{os.getpid()}",started="{_STARTED:.0f}"}} 1'])
+    body = "\n".join(lines) + "\n" + generate_latest(_PROCESS).decode()
+    return Response(body, media_type="text/plain; version=0.0.4")
