@@ -107,14 +107,14 @@ def main(argv: list[str] | None = None) -> int:
             # the small-picture features are computed inside stage 3: whatever the searches
             # did not spend
             t_small = max(0.0, t_all - sum(timing)) if len(timing) == 3 else 0.0
-            keep = G.LOCAL_MIN_INLIERS_HOMOGRAPHY
-            G.LOCAL_MIN_INLIERS_HOMOGRAPHY = 10**9
+            keep = G.LOCAL_MIN_INLIERS_HOMOGRAPHY, G.LOCAL_MIN_INLIERS_AFFINE
+            G.LOCAL_MIN_INLIERS_HOMOGRAPHY = G.LOCAL_MIN_INLIERS_AFFINE = 10**9
             try:
                 timing.clear()
                 search(plain)
                 t_anchor = timing[0]
             finally:
-                G.LOCAL_MIN_INLIERS_HOMOGRAPHY = keep
+                G.LOCAL_MIN_INLIERS_HOMOGRAPHY, G.LOCAL_MIN_INLIERS_AFFINE = keep
             found += kind != "distractor" and (j % len(kpix)) in {k for k, x in v.items() if x.ok}
             for name, val in (("regions", t_reg), ("plain pass", t_plain),
                               ("mirrored pass", t_mirror), ("stage 1 (plain)", st[0]),

@@ -8,6 +8,7 @@ import pytest
 
 from hashwatch import robust as R
 from hashwatch.edits import apply_edit
+from hashwatch.robust import geometry as G
 from hashwatch.robust.geometry import LOCAL_MIN_INLIERS_HOMOGRAPHY, homography_sane
 from hashwatch.robust.local import mirrored_count, tile_count
 from hashwatch.robust.regions import find_leaves
@@ -58,7 +59,7 @@ def test_a_stretched_crop_is_fitted_by_an_affine_map() -> None:
     q = apply_edit("stretch1.5+crop10", pic, seed=0, key=0)
     k = R.known_local(pic)
     n, sane, m = R.fit_local(R.query_local(q, mirror=False, tiles=False), k)
-    assert sane and n >= LOCAL_MIN_INLIERS_HOMOGRAPHY and m is not None
+    assert sane and n >= G.LOCAL_MIN_INLIERS_AFFINE and m is not None
     m = np.asarray(m)
     assert np.allclose(m[2], [0.0, 0.0, 1.0])
     sv = np.linalg.svd(m[:2, :2], compute_uv=False)
@@ -69,6 +70,21 @@ def test_a_stretched_crop_is_fitted_by_an_affine_map() -> None:
     assert not (sane_s and ns >= R.LOCAL_MIN_INLIERS) or ns < 0.6 * n
     with pytest.raises(ValueError):
         R.fit_local(R.query_local(q, mirror=False, tiles=False), k, model="projective")
+
+
+def test_the_affine_map_has_its_own_inlier_minimum(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The affine model's minimum (its chance tail is the heaviest) is its own: an affine fit
+    one inlier short of it is refused, whatever the homography's minimum."""
+    pic = _picture(160, 160, 72)
+    q = R.query_local(apply_edit("stretch1.5+crop10", pic, seed=0, key=0), mirror=False,
+                      tiles=False)
+    k = R.known_local(pic)
+    n, sane, m = R.fit_local(q, k, model="affine")
+    assert sane and m is not None and n >= G.LOCAL_MIN_INLIERS_AFFINE
+    monkeypatch.setattr(G, "LOCAL_MIN_INLIERS_AFFINE", n + 1)
+    n2, sane2, m2 = R.fit_local(q, k, model="affine")
+    assert m2 is None and not sane2
+    assert n >= G.LOCAL_MIN_INLIERS_HOMOGRAPHY  # not what refused it
 
 
 def test_scene_check_tries_the_other_models_when_the_winner_fails_it() -> None:

@@ -33,6 +33,10 @@ def local_pairs(q: LocalFeatures, k: LocalFeatures) -> np.ndarray:
 # copies). It has 8 degrees of freedom against the similarity's 4, so chance alignments gather
 # more inliers: it must reach LOCAL_MIN_INLIERS_HOMOGRAPHY, and be a plausible re-share edit.
 LOCAL_MIN_INLIERS_HOMOGRAPHY = 15
+# The affine map (6 degrees of freedom) has its own minimum: its chance tail is the heaviest of
+# the three models (BENCHMARKS.md, issue 10, "false-match rate per query with the affine
+# model": measured against 10^6 known images).
+LOCAL_MIN_INLIERS_AFFINE = 15
 HOMOGRAPHY_GAIN = 1.25  # inliers over a passing similarity's for the homography to replace it
 MAX_ANISOTROPY = 2.5  # largest / smallest singular value of the local linear map
 MAX_PERSPECTIVE = 3.0  # largest / smallest local area scale over the known picture's corners
@@ -135,9 +139,10 @@ def _fit_group(src: np.ndarray, dst: np.ndarray, k: LocalFeatures, q: LocalFeatu
                 and 0.2 <= scale <= 5.0
             best = _as3(m)
 
-    def take(t: np.ndarray | None, inl: np.ndarray | None) -> None:
+    def take(t: np.ndarray | None, inl: np.ndarray | None, need: int) -> None:
         # a richer model replaces the fit so far when it explains clearly more pairs
-        # (HOMOGRAPHY_GAIN), or when it alone passes; it must be a plausible edit
+        # (HOMOGRAPHY_GAIN), or when it alone passes; it must be a plausible edit with at
+        # least ``need`` inliers
         nonlocal n, sane, best
         if t is None or inl is None:
             return
@@ -145,22 +150,24 @@ def _fit_group(src: np.ndarray, dst: np.ndarray, k: LocalFeatures, q: LocalFeatu
         nr = int(inl.sum())
         enough = nr >= HOMOGRAPHY_GAIN * n if (sane and n >= LOCAL_MIN_INLIERS) else nr > n
         t3 = _as3(t)
-        if (nr >= LOCAL_MIN_INLIERS_HOMOGRAPHY and enough and homography_sane(t3, k.size)
+        if (nr >= need and enough and homography_sane(t3, k.size)
                 and _cover(src[inl], d[inl], k.size, q.size) >= LOCAL_MIN_COVER):
             n, sane, best = nr, True, t3
 
-    if model in ("auto", "affine") and len(src) >= LOCAL_MIN_INLIERS_HOMOGRAPHY:
+    if model in ("auto", "affine") and len(src) >= LOCAL_MIN_INLIERS_AFFINE:
         # A stretched or sheared copy is an affine map exactly: its 6 parameters fit from the
         # few, noisy pairs of a small picture rectify it better than a homography's 8, whose
         # spurious perspective terms make the scene check fail (BENCHMARKS.md, issue 11,
         # "perspective and stretch").
         take(*cv2.estimateAffine2D(src, d, method=cv2.RANSAC, ransacReprojThreshold=4.0,
-                                   maxIters=500, confidence=0.99, refineIters=5))
+                                   maxIters=500, confidence=0.99, refineIters=5),
+             LOCAL_MIN_INLIERS_AFFINE)
     if model in ("auto", "homography") and len(src) >= LOCAL_MIN_INLIERS_HOMOGRAPHY and \
             _homography_possible(src, d):
         # A similarity (or affine map) also fits part of a keystoned copy (one band where the
         # distortion is small), with a transform the scene check then rejects.
-        take(*cv2.findHomography(src, d, cv2.RANSAC, 4.0, maxIters=1000, confidence=0.995))
+        take(*cv2.findHomography(src, d, cv2.RANSAC, 4.0, maxIters=1000, confidence=0.995),
+             LOCAL_MIN_INLIERS_HOMOGRAPHY)
     if best is not None and mirrored:
         best = flip @ best
     return n, sane, best
@@ -178,10 +185,10 @@ def fit_local(q: LocalFeatures, k: LocalFeatures, pairs: np.ndarray | None = Non
     and sheared copies), then as a homography (``cv2.findHomography``: keystoned copies; only
     after a cheap screen, see HOMOGRAPHY_SCREEN). A richer model replaces the fit so far when
     that did not pass with LOCAL_MIN_INLIERS, or when it has HOMOGRAPHY_GAIN times its inliers;
-    it must reach LOCAL_MIN_INLIERS_HOMOGRAPHY and pass :func:`homography_sane` (a plausible
-    edit: no folds, bounded stretch and keystone). "Sane": also the inliers spread over
-    LOCAL_MIN_COVER of the known picture or the query, and the scale is 0.2-5. The inlier count
-    is not judged here.
+    it must reach its own minimum (LOCAL_MIN_INLIERS_AFFINE, LOCAL_MIN_INLIERS_HOMOGRAPHY) and
+    pass :func:`homography_sane` (a plausible edit: no folds, bounded stretch and keystone).
+    "Sane": also the inliers spread over LOCAL_MIN_COVER of the known picture or the query, and
+    the scale is 0.2-5. The inlier count is not judged here.
 
     ``model``: ``"auto"`` as above, or one of MODELS alone (``"similarity"`` is the fit before
     richer models were tried; each is a second try of the scene check,
