@@ -30,12 +30,15 @@ Per model: the most inliers seen, the survival-function tail fit P(inliers >= ne
 (:func:`hashwatch.evaluate.local_tail_rate`: geometric tail, log S(k) linear in k), CPU ms per
 pair (``time.process_time``). In ``scale`` mode, every ``--scene-every``-th distractor also runs
 the scene check (:func:`hashwatch.robust.scene.scene_check`) on every sane chance fit of each
-model (similarity, affine_raw, homography_raw) whose nominee has stored PDQ views:
-P(scene | chance alignment) per model (aligned PDQ: normal tail fit,
-:func:`hashwatch.evaluate.tail_rate`; re-detected share: exponential tail fit,
+model (similarity, affine_raw, homography_raw; a recombined nominee has no PDQ views, so its
+check is re-detection alone, as in the product): P(scene | chance alignment) (aligned PDQ: normal
+tail fit, :func:`hashwatch.evaluate.tail_rate`; re-detected share: exponential tail fit,
 :func:`hashwatch.evaluate.share_tail_rate`; summed). Per query, per model = nominees verified
-per unmatched distractor x P(geometry) x P(scene) (issue 10's method: the union bound over the
-nominees a query verifies); the keypoint tier's rate is the sum over the models (union bound).
+per unmatched distractor x P(geometry) x P(scene), summed over the models (the union bound over
+the nominees a query verifies), read two ways: issue 10's method (P(scene) pooled over every
+chance fit) and a bound (each model's own P(scene), at least 3 / its fits). ``report`` with
+several OUT folders (one per list size) fits the per-pair tails and nominee counts as power
+laws in N; the nominee count at ``--target`` is the 3-stage ceiling (3 x KEYPOINT_CANDIDATES).
 
 A distractor's match is false unless its photograph is also a scale-set source
 (:func:`hashwatch.scaleset.duplicate_distractors`: the same photograph under another name, a
@@ -64,6 +67,7 @@ import hashwatch.robust as R  # noqa: E402
 from hashwatch import evaluate as E  # noqa: E402
 from hashwatch.matcher import KEYPOINT_CANDIDATES  # noqa: E402
 from hashwatch.robust import geometry as G  # noqa: E402
+from hashwatch.robust.local import mirrored_rows  # noqa: E402
 from hashwatch.robust.verify import candidate_pairs  # noqa: E402
 
 NAMES = ("auto", *G.MODELS, "affine_raw", "homography_raw")
@@ -88,22 +92,36 @@ def measure_pair(stage: R.LocalFeatures, k: R.LocalFeatures, cpu: dict[str, floa
     skips the unscreened homography (~2 ms a pair; its column then reads 0)."""
     pairs = candidate_pairs(stage, k)
     src, dst = k.xy[pairs[:, 1]], stage.xy[pairs[:, 0]]
+    # the query's plain and mirrored keypoints are fitted apart, the mirrored ones in the
+    # mirrored frame (as fit_local does: no reflection to model)
+    lo, hi = mirrored_rows(stage)
+    in_mirror = (pairs[:, 0] >= lo) & (pairs[:, 0] < hi)
+    qw = stage.size[0]
+    flip = np.array([[-1.0, 0.0, qw - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     got: dict[str, int] = {}
     fits: dict[str, np.ndarray] = {}
     for m in ("affine_raw", "homography_raw"):
+        got[m] = 0
         if m == "homography_raw" and not raw_homography:
-            got[m] = 0
             continue
-        t = time.process_time()
-        tr, inl = _raw(m, src, dst) if len(pairs) >= 4 else (None, None)
-        cpu[m] += time.process_time() - t
-        ok = tr is not None and inl is not None and G.homography_sane(G._as3(tr), k.size)
-        if ok:
-            sel = inl.ravel().astype(bool)
-            ok = G._cover(src[sel], dst[sel], k.size, stage.size) >= R.LOCAL_MIN_COVER
-        got[m] = int(inl.sum()) if ok else 0
-        if ok:
-            fits[m] = G._as3(tr)
+        for mirrored in (False, True):
+            sel = in_mirror if mirrored else ~in_mirror
+            if sel.sum() < 4:
+                continue
+            s_, d_ = src[sel], dst[sel].copy()
+            if mirrored:
+                d_[:, 0] = (qw - 1) - d_[:, 0]
+            t = time.process_time()
+            tr, inl = _raw(m, s_, d_)
+            cpu[m] += time.process_time() - t
+            if tr is None or inl is None or not G.homography_sane(G._as3(tr), k.size):
+                continue
+            ok = inl.ravel().astype(bool)
+            if G._cover(s_[ok], d_[ok], k.size, stage.size) < R.LOCAL_MIN_COVER:
+                continue
+            if int(ok.sum()) > got[m]:
+                got[m] = int(ok.sum())
+                fits[m] = flip @ G._as3(tr) if mirrored else G._as3(tr)
     for m in ("auto", *G.MODELS):
         t = time.process_time()
         n, sane, tr = G.fit_local(stage, k, pairs, model=m)
@@ -185,7 +203,7 @@ def _units(cache, edits: Sequence[str], chunk: int, most: int | None
            ) -> list[tuple[str, int, int]]:
     """(cache name, first, end) units of work: the (first ``most``) distractors in chunks,
     then each edit."""
-    n_d = min(len(cache.load("distractors")), most or 10**9)
+    n_d = min(len(cache.load("distractors")), 10**9 if most is None else most)
     units = [("distractors", i, min(n_d, i + chunk)) for i in range(0, n_d, chunk)]
     return units + [(e, 0, 10**9) for e in edits]
 
@@ -353,10 +371,9 @@ def _scene_rate(scenes: list[dict], m: str) -> tuple[int, int, float, int, float
 def cmd_report(a: argparse.Namespace) -> int:
     needs = tuple(int(x) for x in a.needs.split(","))
     sums = [_summary(Path(o), a) for o in a.outs]
-    per_query: dict[int, dict[str, float]] = {}
     noms: dict[int, float] = {}
-    tails: dict[int, dict[str, float]] = {}
-    scene_p: dict[int, dict[str, float]] = {}
+    tails: dict[int, dict[str, dict[int, float]]] = {}
+    scene_p: dict[int, dict[str, dict[str, float]]] = {}
     for s in sums:
         n_sl = s["slots"]
         print(f"\n### {n_sl:,} keypoint sets ({', '.join(map(str, a.outs))})\n")
@@ -378,6 +395,10 @@ def cmd_report(a: argparse.Namespace) -> int:
         print(f"- edited queries that reached the keypoint tier: "
               f"{sum(len(r) for r in s['edited'].values()):,} of {len(s['edited'])} edits; "
               f"false matches among them: {sum(fe.values())}")
+        hi = [(r["i"], p[0], dict(zip(NAMES, p[5:], strict=True)), bool(p[4]))
+              for r in clean for p in r["pairs"] if max(p[5:]) >= needs[0]]
+        print(f"- chance pairs of distractors with >= {needs[0]} inliers under some model: "
+              f"{len(hi)} (distractor, nominee, per-model inliers, accepted): {hi}")
         print(f"- chance (stage, nominee) pairs fitted: {s['n_pairs']:,} "
               f"({s['n_dist_pairs']:,} of distractors; recombined nominees "
               f"{100 * s['synthetic_share']:.0f}%)\n")
@@ -407,32 +428,42 @@ def cmd_report(a: argparse.Namespace) -> int:
         for m in SCENE_MODELS:  # under 100 fits of a model to fit its own: the pooled rate
             if math.isnan(p_scene[m]):
                 p_scene[m] = p_scene["any"]
-        # per query: nominees x P(geometry >= need) x P(scene), per model and summed
-        pq = {}
-        for m, sm in (("similarity", "similarity"), ("affine_raw", "affine_raw"),
-                      ("homography", "homography_raw")):
-            pq[m] = noms[n_sl] * rates[m][needs[0]] * p_scene[sm]
-        per_query[n_sl] = pq
-        tails[n_sl] = {m: rates[m][needs[0]] for m in rates}
-        scene_p[n_sl] = p_scene
-        print(f"\nper query at {n_sl:,} (nominees {noms[n_sl]:.2f} x P(geometry >= "
-              f"{needs[0]}) x P(scene)): " + ", ".join(f"{m} {v:.2g}" for m, v in pq.items())
-              + f"; sum {sum(pq.values()):.2g}")
-        for k in needs[1:]:
-            tot = sum(noms[n_sl] * rates[m][k] * p_scene[sm] for m, sm in (
-                ("similarity", "similarity"), ("affine_raw", "affine_raw"),
-                ("homography", "homography_raw")))
-            print(f"  with a minimum of {k}: sum {tot:.2g} (affine "
-                  f"{noms[n_sl] * rates['affine_raw'][k] * p_scene['affine_raw']:.2g})")
-    _extrapolate(noms, tails, scene_p, needs[0], a.target)
+        # per query: nominees x P(geometry >= need) x P(scene), per model and summed; the
+        # homography's geometry from its unscreened fit when measured (an upper bound: the
+        # matcher's screened fit gathers no more), else the screened fit's
+        hom = "homography_raw" if s["cols"]["homography_raw"].any() else "homography"
+        geo = {"similarity": "similarity", "affine": "affine_raw", "homography": hom}
+        own = {"similarity": "similarity", "affine": "affine_raw",
+               "homography": "homography_raw"}
+        # issue 10's method: P(scene) pooled over every chance fit (tail fits); the bound:
+        # each model's own fits, the larger of its tail fit and 3 / fits (pooled when < 100)
+        ps_method = dict.fromkeys(geo, p_scene["any"])
+        ps_bound = {m: max(p_scene[own[m]], bound[own[m]])
+                    if bound[own[m]] <= 0.03 else bound["any"] for m in geo}
+        tails[n_sl] = {m: {k: rates[geo[m]][k] for k in needs} for m in geo}
+        scene_p[n_sl] = {"method": ps_method, "bound": ps_bound}
+        for label, ps in (("method (pooled P(scene))", ps_method),
+                          ("bound (each model's own P(scene), at least 3 / fits)", ps_bound)):
+            pq = {m: noms[n_sl] * rates[geo[m]][needs[0]] * ps[m] for m in geo}
+            print(f"\nper query at {n_sl:,}, {label}: nominees {noms[n_sl]:.2f} x P(geometry >= "
+                  f"{needs[0]}) x P(scene): " + ", ".join(
+                      f"{m} {v:.2g} (x {ps[m]:.2g})" for m, v in pq.items())
+                  + f"; **sum {sum(pq.values()):.2g}**")
+            for k in needs[1:]:
+                aff = noms[n_sl] * rates["affine_raw"][k] * ps["affine"]
+                print(f"  the affine's minimum {k}: affine {aff:.2g}, sum "
+                      f"{sum(pq.values()) - pq['affine'] + aff:.2g}")
+    _extrapolate(noms, tails, scene_p, needs, a.target)
     return 0
 
 
-def _extrapolate(noms: dict[int, float], tails: dict[int, dict[str, float]],
-                 scene_p: dict[int, dict[str, float]], need: int, target: int) -> None:
-    """Per-query rate at ``target`` known images: nominees per query and each model's
-    per-pair tail as power laws in N through the measured sizes (flat from one size), times
-    P(scene) pooled over the sizes (fits-weighted: the largest size's where one only)."""
+def _extrapolate(noms: dict[int, float], tails: dict[int, dict[str, dict[int, float]]],
+                 scene_p: dict[int, dict[str, dict[str, float]]], needs: Sequence[int],
+                 target: int) -> None:
+    """Per-query rate at ``target`` known images: nominees per unmatched query and each
+    model's per-pair tail as power laws in N through the measured sizes (flat from one size;
+    nominees capped at 3 stages of KEYPOINT_CANDIDATES), times the largest size's P(scene)
+    (a per-pair test on the aligned pixels, assumed not to change with N)."""
     sizes = sorted(noms)
     if not sizes:
         return
@@ -444,22 +475,26 @@ def _extrapolate(noms: dict[int, float], tails: dict[int, dict[str, float]],
         return float(math.exp(c + b * math.log(target))), float(b)
 
     nom_t, nom_b = law([noms[n] for n in sizes])
-    nom_t = min(nom_t, 3 * KEYPOINT_CANDIDATES)  # 3 stages of KEYPOINT_CANDIDATES at most
+    cap = 3 * KEYPOINT_CANDIDATES
     print(f"\n### Extrapolated to {target:,} known images (sizes {sizes})\n")
     print(f"- nominees verified per unmatched query: {[round(noms[n], 2) for n in sizes]} -> "
-          f"{nom_t:.2f} (power law exponent {nom_b:.3f}; capped at 3 stages x "
-          f"{KEYPOINT_CANDIDATES})")
-    total = 0.0
-    for m, sm in (("similarity", "similarity"), ("affine_raw", "affine_raw"),
-                  ("homography", "homography_raw")):
-        y = [tails[n][m] for n in sizes]
-        p_t, b = law(y)
-        ps = scene_p[sizes[-1]][sm]
-        rate = nom_t * p_t * ps
-        total += rate
-        print(f"- {m}: P(inliers >= {need}) per pair {', '.join(f'{v:.2g}' for v in y)} -> "
-              f"{p_t:.2g} (exponent {b:.3f}); P(scene) {ps:.2g}; per query {rate:.2g}")
-    print(f"- **keypoint tier, per query at {target:,}: {total:.2g}** (sum over the models)")
+          f"{nom_t:.2f} (power law exponent {nom_b:.3f}); at most {cap} (3 stages x "
+          f"{KEYPOINT_CANDIDATES}), the figure used below")
+    last = scene_p[sizes[-1]]
+    for k in needs:
+        tot = {"method": 0.0, "bound": 0.0}
+        parts = []
+        for m in tails[sizes[-1]]:
+            y = [tails[n][m][k if m == "affine" else needs[0]] for n in sizes]
+            p_t, b = law(y)
+            for r in tot:
+                tot[r] += cap * p_t * last[r][m]
+            parts.append(f"{m} {', '.join(f'{v:.2g}' for v in y)} -> {p_t:.2g} (exponent "
+                         f"{b:.3f})")
+        print(f"- minimum {k} (the affine's; similarity and homography at "
+              f"{needs[0]}): " if k != needs[0] else f"- minimum {k}: ", end="")
+        print(f"P(geometry) per pair {'; '.join(parts)}; **per query: method {tot['method']:.2g}, "
+              f"bound {tot['bound']:.2g}**")
 
 
 def main(argv: list[str] | None = None) -> int:
