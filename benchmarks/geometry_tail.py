@@ -453,6 +453,20 @@ def cmd_report(a: argparse.Namespace) -> int:
                 aff = noms[n_sl] * rates["affine_raw"][k] * ps["affine"]
                 print(f"  the affine's minimum {k}: affine {aff:.2g}, sum "
                       f"{sum(pq.values()) - pq['affine'] + aff:.2g}")
+    if len(sums) > 1:  # P(scene) does not depend on N: every size's chance fits, pooled
+        allsc = [sc for sm in sums for sc in sm["scenes"]]
+        pooled = [{"any": v} for sc in allsc for v in sc.values()]
+        ps = {m: _scene_rate(allsc, m) for m in SCENE_MODELS}
+        anyr = _scene_rate(pooled, "any")
+        own = {"similarity": "similarity", "affine": "affine_raw",
+               "homography": "homography_raw"}
+        b_any = 3 / max(1, anyr[0])
+        bound_all = {m: max(ps[own[m]][2], 3 / max(1, ps[own[m]][0]))
+                     if ps[own[m]][0] >= 100 else max(anyr[2], b_any) for m in own}
+        print(f"\nP(scene), every size pooled: {anyr[0]:,} chance fits, {anyr[1]} passed; tail "
+              f"fits {anyr[2]:.2g}; per model (fits, passed, bound): " + ", ".join(
+                  f"{m} ({ps[own[m]][0]:,}, {ps[own[m]][1]}, {bound_all[m]:.2g})" for m in own))
+        scene_p[max(noms)] = {"method": dict.fromkeys(own, anyr[2]), "bound": bound_all}
     _extrapolate(noms, tails, scene_p, needs, a.target)
     return 0
 
@@ -462,8 +476,9 @@ def _extrapolate(noms: dict[int, float], tails: dict[int, dict[str, dict[int, fl
                  target: int) -> None:
     """Per-query rate at ``target`` known images: nominees per unmatched query and each
     model's per-pair tail as power laws in N through the measured sizes (flat from one size;
-    nominees capped at 3 stages of KEYPOINT_CANDIDATES), times the largest size's P(scene)
-    (a per-pair test on the aligned pixels, assumed not to change with N)."""
+    nominees capped at 3 stages of KEYPOINT_CANDIDATES; a falling law is held flat at the
+    largest size), times P(scene) of every size's chance fits pooled (a per-pair test on the
+    aligned pixels, assumed not to change with N)."""
     sizes = sorted(noms)
     if not sizes:
         return
@@ -472,6 +487,8 @@ def _extrapolate(noms: dict[int, float], tails: dict[int, dict[str, dict[int, fl
         if len(sizes) < 2 or min(y) <= 0:
             return y[-1], 0.0
         b, c = np.polyfit(np.log(sizes), np.log(y), 1)
+        if b < 0:  # a tail does not shrink as the nominees get more alike: held flat
+            return max(y[-1], float(math.exp(c + b * math.log(sizes[-1])))), float(b)
         return float(math.exp(c + b * math.log(target))), float(b)
 
     nom_t, nom_b = law([noms[n] for n in sizes])
@@ -490,7 +507,8 @@ def _extrapolate(noms: dict[int, float], tails: dict[int, dict[str, dict[int, fl
             for r in tot:
                 tot[r] += cap * p_t * last[r][m]
             parts.append(f"{m} {', '.join(f'{v:.2g}' for v in y)} -> {p_t:.2g} (exponent "
-                         f"{b:.3f})")
+                         f"{b:.3f}{', held flat' if b < 0 else ''}) x P(scene) "
+                         f"{last['method'][m]:.2g} / bound {last['bound'][m]:.2g}")
         print(f"- minimum {k} (the affine's; similarity and homography at "
               f"{needs[0]}): " if k != needs[0] else f"- minimum {k}: ", end="")
         print(f"P(geometry) per pair {'; '.join(parts)}; **per query: method {tot['method']:.2g}, "
