@@ -4,6 +4,7 @@ foreign key (migration 0013) and the de-duplicated plain INSERT racing another w
 from __future__ import annotations
 
 import io
+import re
 import threading
 import time
 
@@ -212,14 +213,18 @@ def test_bulk_import_survives_a_concurrent_identical_write_on_postgresql(pg_db, 
 
 
 def test_identity_index_serves_lookups_by_hash_on_postgresql(pg_db):  # noqa: F811
-    """Migration 0014: one unique index leads with (signal type, value); the separate
-    (signal type, value) index is gone, comes back on downgrade, and a lookup by hash and
-    an identity probe are index scans on it."""
+    """Migrations 0014 and 0016: one unique index leads with the value (then the signal
+    type); the separate (signal type, value) index is gone; a lookup by hash and an
+    identity probe are index scans on the unique index; the statements that read one rare
+    signal type's entries (how a worker loads its vPDQ index, how reconciliation surveys
+    it) read the partial (signal type, id) index, not the table. Each downgrade restores
+    the indexes before it."""
     cfg = Config()
     cfg.set_main_option("script_location", "hashwatch.store:migrations")
     with Store.open(pg_db) as s:
         s.create_list("a")
-        s.add_entries("a", [EntryIn("md5", f"{i:032x}") for i in range(3000)])
+        s.add_entries("a", [EntryIn("pdq", f"{i:064x}") for i in range(3000)])
+        s.add_entries("a", [EntryIn("md5", f"{i:032x}") for i in range(3)])
 
         def indexes() -> dict[str, str]:
             with s.engine.connect() as conn:
@@ -227,27 +232,82 @@ def test_identity_index_serves_lookups_by_hash_on_postgresql(pg_db):  # noqa: F8
                     "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'entries'"
                 ).all())
 
+        def plan(conn, sql: str, params=None) -> str:
+            return "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + sql, params))
+
         ix = indexes()
         assert "ix_entries_signal_value" not in ix
-        assert "(signal_type, value, list_id, category_scheme" in ix["uq_entries_identity"]
+        assert "(value, signal_type, list_id, category_scheme" in ix["uq_entries_identity"]
+        assert "(signal_type, id) WHERE ((signal_type)::text <> 'pdq'::text)" in ix[
+            "ix_entries_signal_id"]
         with s.engine.connect() as conn:
             conn.exec_driver_sql("ANALYZE entries")
+        # the statements the store really sends to read the rare type, with their parameters
+        sent: list[tuple[str, object]] = []
+
+        def record(conn, cursor, statement, parameters, context, executemany):
+            # (iter_entries joins the lists: its plan follows their statistics; results only)
+            if "signal_type" in statement and "hash_lists" not in statement:
+                sent.append((statement, parameters))
+
+        sa.event.listen(s.engine, "before_cursor_execute", record)
+        try:
+            assert sorted(v for b in s.iter_signal_values("md5") for _i, v in b) == [
+                f"{i:032x}" for i in range(3)]
+            assert len(list(s.iter_entries(signal_type="md5"))) == 3
+            with s.snapshot() as snap:
+                assert sum(len(b) for b in snap.live("md5")) == 3
+        finally:
+            sa.event.remove(s.engine, "before_cursor_execute", record)
+        assert len(sent) >= 2, sent
+        with s.engine.connect() as conn:
+            # the generic plan too: psycopg prepares a statement run 5 times on a connection,
+            # and PostgreSQL may then plan it once for any value of its parameters
+            cur = conn.connection.driver_connection.cursor()
+            cur.execute("SET plan_cache_mode = force_generic_plan")
+            for k, (statement, params) in enumerate(sent):
+                names: list[str] = []
+
+                def number(m: re.Match, names: list[str] = names) -> str:
+                    if m[1] not in names:
+                        names.append(m[1])
+                    return f"${names.index(m[1]) + 1}"
+
+                sql = re.sub(r"%\((\w+)\)s", number, statement)
+                types = ", ".join("bigint" if isinstance(params[n], int) else "text"
+                                  for n in names)
+                cur.execute(f"PREPARE q{k}({types}) AS {sql}")
+                args = psycopg.sql.SQL(", ").join(psycopg.sql.Literal(params[n]) for n in names)
+                cur.execute(psycopg.sql.SQL("EXPLAIN EXECUTE {}({})").format(
+                    psycopg.sql.Identifier(f"q{k}"), args))
+                got = "\n".join(r[0] for r in cur.fetchall())
+                assert "$" in got, got  # a generic plan: the parameters stay parameters
+                assert "ix_entries_signal_id" in got, got
+                assert "Seq Scan on entries" not in got, got
+            cur.execute("SET plan_cache_mode = auto")
             conn.exec_driver_sql("SET enable_seqscan = off")  # the plan, not the table size
             for sql in ("SELECT id FROM entries WHERE signal_type = 'md5' AND value IN "
-                        f"('{7:032x}', '{9:032x}')",
-                        "SELECT id FROM entries WHERE list_id = 1 AND signal_type = 'md5' "
-                        f"AND value = '{7:032x}' AND variant = ''"):
-                plan = "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + sql))
-                assert "uq_entries_identity" in plan, plan
-        assert [e.value for e in s.lookup("md5", [f"{7:032x}"])] == [f"{7:032x}"]
+                        f"('{1:032x}', '{2:032x}')",
+                        "SELECT id FROM entries WHERE list_id = 1 AND signal_type = 'pdq' "
+                        f"AND value = '{7:064x}' AND variant = ''"):
+                assert "uq_entries_identity" in plan(conn, sql), plan(conn, sql)
+        assert [e.value for e in s.lookup("md5", [f"{1:032x}"])] == [f"{1:032x}"]
         with s.engine.begin() as conn:
             cfg.attributes["connection"] = conn
-            command.downgrade(cfg, "entries_identity_order@-1")
+            command.downgrade(cfg, "entries_identity_order@-1")  # undoes 0016
+        ix = indexes()
+        assert "ix_entries_signal_id" not in ix
+        assert "(signal_type, value, list_id" in ix["uq_entries_identity"]
+        with s.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "entries_identity_order@-1")  # undoes 0014
         ix = indexes()
         assert "ix_entries_signal_value" in ix
         assert "(list_id, signal_type, value" in ix["uq_entries_identity"]
         s.migrate()
-        assert "ix_entries_signal_value" not in indexes()
+        ix = indexes()
+        assert "ix_entries_signal_value" not in ix and "ix_entries_signal_id" in ix
+        assert "(value, signal_type, list_id" in ix["uq_entries_identity"]
 
 
 def test_bulk_import_plan_probes_the_identity_index_on_postgresql(pg_db):  # noqa: F811
@@ -272,7 +332,8 @@ def test_bulk_import_plan_probes_the_identity_index_on_postgresql(pg_db):  # noq
             plan = "\n".join(r[0] for r in conn.execute(
                 sa.text("EXPLAIN " + bulk._DEDUP), {"lid": lid, "now": "t", "actor": "t"}))
     assert "Anti Join" in plan and "Nested Loop" in plan, plan
-    assert "uq_entries_identity" in plan, plan
+    # probed by the value, never through (signal type, id): all of a signal type per row
+    assert "uq_entries_identity" in plan and "ix_entries_signal_id" not in plan, plan
     assert "Seq Scan on entries" not in plan, plan
     # the chunk's sort leads with the value in byte order (abbreviated keys), see _PG_ORDER
     assert 'value COLLATE "C"' in plan or "(value)::text COLLATE \"C\"" in plan, plan

@@ -326,7 +326,7 @@ def _pg_plan_settings(conn: sa.Connection) -> None:
 
 
 # ``list_id + 0``: no index on the list alone may serve the probe (a scan of the whole list
-# per staged row); the identity index, (signal type, value, ...), is the only one left
+# per staged row); the identity index, (value, signal type, ...), is the only one left
 _DEDUP = (
     "SELECT :lid, signal_type, value, category_scheme, category_code, labels, source_ref, "
     f"group_ref, variant, :now, :actor FROM (SELECT DISTINCT ON ({_PG_ORDER}) * FROM hw_stage "

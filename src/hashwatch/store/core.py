@@ -36,6 +36,7 @@ from hashwatch.store.schema import (
     entries,
     hash_lists,
     local_features,
+    of_signal_type,
 )
 
 
@@ -723,7 +724,7 @@ class Store:
             if list_id is not None:
                 q = q.where(entries.c.list_id == list_id)
             if signal_type is not None:
-                q = q.where(entries.c.signal_type == signal_type)
+                q = q.where(*of_signal_type(signal_type))
             with self.engine.connect() as conn:
                 rows = conn.execute(q.order_by(entries.c.id).limit(batch)).all()
             if not rows:
@@ -743,7 +744,7 @@ class Store:
             q = (
                 sa.select(entries.c.id, entries.c.value)
                 .where(
-                    entries.c.signal_type == signal_type,
+                    *of_signal_type(signal_type),
                     entries.c.removed_at.is_(None),
                     entries.c.id > last,
                 )

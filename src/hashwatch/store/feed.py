@@ -53,6 +53,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from hashwatch.store.schema import NOT_PDQ_SQL
+
 BATCH = 100_000
 # change rows in the first page of a window (later pages: the caller's limit). A routine
 # refresh finds a handful of changes; a LIMIT far below any row estimate keeps PostgreSQL on
@@ -302,6 +304,8 @@ class Snapshot:
         applied: it is applied when matches are read back."""
         sql = ("SELECT id, list_id, value FROM entries "
                "WHERE signal_type = :sig AND removed_at IS NULL")
+        if signal_type != "pdq":
+            sql += f" AND {NOT_PDQ_SQL}"  # the partial index of the other types (0016)
         params: dict[str, Any] = {"sig": signal_type}
         if lo is not None:
             sql += " AND id >= :lo"

@@ -61,8 +61,10 @@ entries = sa.Table(
         "variant",
         name="uq_entries_identity",
     ),
-    # PostgreSQL (migration 0014): the unique index is (signal_type, value, list_id, ...) and
-    # serves lookups by hash; this index exists on SQLite only
+    # PostgreSQL (migrations 0014, 0016): the unique index is (value, signal_type, list_id,
+    # ...) and serves lookups by hash; reads of one signal type other than PDQ go through
+    # ``ix_entries_signal_id`` (signal_type, id) WHERE signal_type <> 'pdq' (see NOT_PDQ);
+    # this index exists on SQLite only
     sa.Index("ix_entries_signal_value", "signal_type", "value"),
     # live entries per list: list counts read this index only (migration 0005_live)
     sa.Index("ix_entries_live", "list_id", sqlite_where=sa.text("removed_at IS NULL"),
@@ -77,6 +79,18 @@ entries = sa.Table(
 # this too, so every lookup of a group adds it (PostgreSQL and SQLite alike). A literal, not a
 # bound parameter: a prepared statement's generic plan cannot prove ``group_ref <> $1``.
 GROUPED = entries.c.group_ref != sa.literal_column("''")
+
+# PostgreSQL's ``ix_entries_signal_id`` (migration 0016) holds the entries of every signal type
+# but PDQ (the bulk of a list, read whole anyway): a read of one other signal type adds this,
+# as a literal for the same reason as GROUPED, so that it finds them without a scan.
+NOT_PDQ = entries.c.signal_type != sa.literal_column("'pdq'")
+NOT_PDQ_SQL = "signal_type <> 'pdq'"
+
+
+def of_signal_type(signal_type: str) -> list[sa.ColumnElement[bool]]:
+    """WHERE terms selecting one signal type's entries (``NOT_PDQ`` too when it is not PDQ)."""
+    terms: list[sa.ColumnElement[bool]] = [entries.c.signal_type == signal_type]
+    return terms if signal_type == "pdq" else [*terms, NOT_PDQ]
 
 # Change feed: every change a worker follows. Indexes and service workers replay it to stay
 # current without rebuilding (hashwatch.store.feed). ``op``: "add" / "remove" (``entry_id``:
