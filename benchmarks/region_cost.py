@@ -13,7 +13,11 @@ load on the machine does not count), decode excluded:
   and without the new views, and how many PDQ views each gives (each one is one more probe of
   the hash index, i.e. one more chance of a false match at the route's threshold);
 * the small-picture pass's features (``small_pass``, run only when the keypoint stages before it
-  matched nothing) with and without the proposals (without: collage leaves and tiles as before).
+  matched nothing) with and without the proposals (without: collage leaves and tiles as before);
+* the small-picture pass's keypoint searches (the known images' keypoint index nominates
+  ``KEYPOINT_CANDIDATES``, each is verified: geometric and scene check), every part of
+  :func:`hashwatch.robust.local.small_stages` (an unmatched upload runs them all) against its
+  first part alone (the boxes together: the search before the box-by-box parts).
 
 *Anchor* = the same functions with ``query_cells`` and ``query_rectangles`` returning nothing.
 """
@@ -76,6 +80,21 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     known, fillers, distractors = split_eval(corpus_files(a.corpus), a.known, a.seed)
     kpix = [load_pixels(p) for p in known]
+    from hashwatch.evaluate import KnownSet, prepare_known
+    from hashwatch.matcher import KEYPOINT_CANDIDATES
+
+    ks = KnownSet([prepare_known(p, True) for p in kpix])
+
+    def search(stage: R.LocalFeatures) -> int:
+        found = ks.local.search(stage, top=KEYPOINT_CANDIDATES)
+        for c in found:
+            R.verify(stage, ks.local.features(c.slot), ks.known_hashes[c.image_id])
+        return len(found)
+
+    def stage3(sp: R.LocalFeatures) -> list[R.LocalFeatures]:
+        # main before the box-by-box parts has no small_stages: the pass is one search
+        return L.small_stages(sp) if hasattr(L, "small_stages") else [sp]
+
     fpix = [load_pixels(p) for p in fillers]
     names = edit_names()
     sets = {"distractor (larger photos)": [
@@ -85,11 +104,12 @@ def main(argv: list[str] | None = None) -> int:
                    for k in range(len(kpix))]
     print(f"{a.known} queries per kind; CPU ms per query, 1 core, decode excluded")
     print("| query kind | proposals | hash views | anchor hash views | PDQ views (anchor) "
-          "| small-pass features | anchor small-pass features | ratio (views + small pass) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+          "| small-pass features | anchor small-pass features | ratio (views + small pass) "
+          "| small-pass searches | their CPU | first search alone |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for kind, imgs in sets.items():
-        acc = np.zeros(5)
-        nv = nv0 = 0
+        acc = np.zeros(7)
+        nv = nv0 = nparts = 0
         for img in imgs:
             boxes = R.query_regions(img)
             _, t_cells = _cpu(G.query_cells, img, boxes)
@@ -97,17 +117,24 @@ def main(argv: list[str] | None = None) -> int:
             t_prop = t_cells + t_rects
             views, t_views = _cpu(R.query_signals, img, boxes=boxes)
             q = R.query_local(img, boxes)
-            _, t_small = _cpu(L.small_pass, q)
+            sp, t_small = _cpu(L.small_pass, q)
+            parts = stage3(sp)
+            _, t_search = _cpu(lambda ps: [search(p) for p in ps], parts)
+            _, t_first = _cpu(search, parts[0]) if parts else (0, 0.0)
+            nparts += len(parts)
             with _without_proposals():
                 views0, t_views0 = _cpu(R.query_signals, img, boxes=boxes)
-                _, t_small0 = _cpu(L.small_pass, q)
-            acc += [t_prop, t_views, t_views0, t_small, t_small0]
+                q0 = R.LocalFeatures(q.xy, q.desc, q.size, {**q.extra, "rects": []},
+                                     q.angle, q.octave)
+                _, t_small0 = _cpu(L.small_pass, q0)
+            acc += [t_prop, t_views, t_views0, t_small, t_small0, t_search, t_first]
             nv += len(views)
             nv0 += len(views0)
         m = acc / len(imgs)
         print(f"| {kind} | {m[0]:.1f} | {m[1]:.1f} | {m[2]:.1f} | {nv / len(imgs):.1f} "
               f"({nv0 / len(imgs):.1f}) | {m[3]:.1f} | {m[4]:.1f} | "
-              f"{(m[1] + m[3]) / max(m[2] + m[4], 1e-9):.2f}x |", flush=True)
+              f"{(m[1] + m[3]) / max(m[2] + m[4], 1e-9):.2f}x | {nparts / len(imgs):.1f} "
+              f"| {m[5]:.1f} | {m[6]:.1f} |", flush=True)
     return 0
 
 

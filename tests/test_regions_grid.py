@@ -5,6 +5,7 @@ background (rectangles with straight sides), and what the hash tier makes of the
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -152,3 +153,76 @@ def test_a_grid_cell_match_is_explained_as_a_region() -> None:
     r = explain({"list": "k", "ref": "a.jpg", "signal": "pdq", "distance": 9, "exact": False,
                  "route": "rect0/full"})
     assert r["route"] == "pdq_region" and "pasted onto another picture" in r["how"]
+
+
+def test_the_colour_pictures_rectangles_travel_to_the_small_picture_pass() -> None:
+    """The small-picture pass sees only the grey working picture; the rectangles found in the
+    colour picture go with the query (also through the worker-to-matcher encoding) and each
+    one the grey boxes do not already hold gets its own box in the pass."""
+    from hashwatch.robust.local import small_pass, small_stages
+
+    img, truth = _pasted(7, 0.3, 0.5, 0.5, False)
+    boxes = R.query_regions(img)
+    rects = query_rectangles(img, boxes)
+    q = R.query_local(img, boxes, rects=rects)
+    assert q.extra["rects"] == R.query_local(img, boxes).extra["rects"]  # found when not given
+    fy, fx = q.size[1] / img.shape[0], q.size[0] / img.shape[1]
+    assert q.extra["rects"] == [(round(a * fy), round(b * fy), round(c * fx), round(d * fx))
+                                for a, b, c, d in rects]
+    data = R.encode_local(q, with_view=True)
+    back = R.decode_local(data)
+    assert data.startswith(b"HWORB3") and back.extra["rects"] == q.extra["rects"]
+    np.testing.assert_array_equal(back.extra["view"], q.extra["view"])
+    assert "rects" not in R.decode_local(R.encode_local(q)).extra  # no view: no rectangles
+    bad = bytearray(data)
+    n = len(q.desc)
+    at = 6 + 4 * 6 + 40 * n  # first rectangle's y0
+    bad[at:at + 4] = np.array([10_000], "<u4").tobytes()
+    with pytest.raises(ValueError):
+        R.decode_local(bytes(bad))
+
+    sp = small_pass(back)
+    grey_boxes = small_boxes(back.extra["view"])
+    extra = [r for r in back.extra["rects"] if all(_iou(r, b) <= 0.9 for b in grey_boxes)]
+    groups = sp.extra["groups"]
+    assert len(groups) == len(grey_boxes) + len(extra) and sum(groups) == len(sp.desc)
+    assert sp.extra["merged"] == sum(groups[:len(grey_boxes)])
+    parts = small_stages(sp)
+    assert len(parts[0].desc) == sp.extra["merged"]
+    # each box alone but the nine tiles (the last nine of the grey boxes)
+    alone = [g for i, g in enumerate(groups) if g and not
+             (len(grey_boxes) - 9 <= i < len(grey_boxes))]
+    assert sp.extra["alone"].count(False) == 9
+    assert [len(p.desc) for p in parts[1:]] == alone
+    assert all(isinstance(p.extra["view"], np.ndarray) for p in parts)
+
+
+def test_the_small_picture_pass_is_searched_together_then_box_by_box() -> None:
+    """Stage 3 of the keypoint search: its boxes together first (the search as it was), then
+    each box alone while nothing matched; it stops at the first that matches."""
+    from hashwatch.robust.local import small_pass, small_stages
+    from hashwatch.robust.scene import SceneCheck
+    from hashwatch.robust.verify import LocalVerdict, search_in_stages
+
+    img, _ = _pasted(7, 0.3, 0.5, 0.5, False)
+    q = R.query_local(img)
+    seen: list[int] = []
+
+    def nothing(stage: R.LocalFeatures) -> dict[int, LocalVerdict]:
+        seen.append(len(stage.desc))
+        return {0: LocalVerdict(3, False, None)}
+
+    search_in_stages(q, nothing)
+    parts = small_stages(small_pass(q))
+    assert len(parts) >= 2  # the boxes together, then the rectangle(s) alone
+    assert seen[2:] == [len(p.desc) for p in parts]
+
+    calls: list[int] = []
+
+    def first_box_matches(stage: R.LocalFeatures) -> dict[int, LocalVerdict]:
+        calls.append(len(stage.desc))
+        ok = len(calls) == 4  # plain, mirrored, the boxes together, the first box alone
+        return {7: LocalVerdict(40 if ok else 2, ok, SceneCheck(0, 1.0, 20) if ok else None)}
+
+    out = search_in_stages(q, first_box_matches)
+    assert out[7].ok and len(calls) == 4

@@ -52,6 +52,7 @@ from PIL import Image
 
 from hashwatch import robust as R
 from hashwatch.edits import COMBINED_EDITS, EDITS, apply_edit, edit_names
+from hashwatch.robust.regions import query_rectangles
 
 IMAGE_EXT = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 LOAD_SIDE = 512  # images are decoded at most this big; edits are applied at this size
@@ -310,7 +311,9 @@ def prepare_known(p: np.ndarray, local: bool) -> Prepared:
 
 def prepare_query(p: np.ndarray, local: bool) -> Prepared:
     boxes = R.query_regions(p)
-    return Prepared(R.query_signals(p, boxes=boxes), R.query_local(p, boxes) if local else None)
+    rects = query_rectangles(p, boxes)
+    return Prepared(R.query_signals(p, boxes=boxes, rects=rects),
+                    R.query_local(p, boxes, rects=rects) if local else None)
 
 
 # --- run ----------------------------------------------------------------------------------
@@ -500,12 +503,13 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
             t1 = time.perf_counter()
             # Cascade, as the matcher runs it: the local tier only when no hash route matched.
             boxes = R.query_regions(img)
-            hashes = R.query_signals(img, boxes=boxes)
+            rects = query_rectangles(img, boxes)
+            hashes = R.query_signals(img, boxes=boxes, rects=rects)
             d = ks.route_distances(hashes)
             loc: dict[int, int] = {}
             if cfg.local and _local_runs(d, full_cols):
                 loc = {k: local_level(v) for k, v in ks.local_verdicts(
-                    R.query_local(img, boxes), scene_all=False).items()}
+                    R.query_local(img, boxes, rects=rects), scene_all=False).items()}
                 n_local += 1
             t_query += time.perf_counter() - t1
             n_query += 1

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from hashwatch.robust.local import encode_local, known_local, query_local
-from hashwatch.robust.regions import query_regions
+from hashwatch.robust.regions import query_rectangles, query_regions
 from hashwatch.robust.views import known_signals, query_signals
 
 
@@ -24,8 +24,10 @@ def query_extras(pixels: np.ndarray, *, local: bool = False) -> dict[str, object
     """Query views beyond the plain full hash (dihedral, trimmed, regions, de-rotations) and,
     when the lists hold local features, the query's own ORB features."""
     boxes = query_regions(pixels)
-    views = query_signals(pixels, boxes=boxes)
+    # pasted-picture rectangles: found once, hashed and kept for the small-picture pass
+    rects = query_rectangles(pixels, boxes)
+    views = query_signals(pixels, boxes=boxes, rects=rects)
     out: dict[str, object] = {"pdq_variants": [(q.variant, q.hex, q.quality) for q in views[1:]]}
     if local:
-        out["local"] = encode_local(query_local(pixels, boxes), with_view=True)
+        out["local"] = encode_local(query_local(pixels, boxes, rects=rects), with_view=True)
     return out

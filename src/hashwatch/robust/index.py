@@ -9,7 +9,7 @@ import numpy as np
 
 from hashwatch.robust.local import LOCAL_MIN_INLIERS, LocalFeatures, query_local
 from hashwatch.robust.local_store import LocalStore
-from hashwatch.robust.regions import query_regions
+from hashwatch.robust.regions import query_rectangles, query_regions
 from hashwatch.robust.routes import (
     MIN_QUALITY,
     THRESHOLDS,
@@ -107,12 +107,13 @@ class RobustIndex:
     def match(self, pixels: np.ndarray, *, local: bool = True) -> list[RobustMatch]:
         """The cascade for one decoded image."""
         boxes = query_regions(pixels)
-        hits = self.match_hashes(query_signals(pixels, boxes=boxes))
+        rects = query_rectangles(pixels, boxes)  # hashed, and kept for the small-picture pass
+        hits = self.match_hashes(query_signals(pixels, boxes=boxes, rects=rects))
         if not local or not len(self._local) or (
                 hits and not all(part_of_frame(m.query_variant) for m in hits)):
             return hits
         # nothing matched, or only pictures among others in the file (part_of_frame): the
         # keypoint tier looks for the rest
         seen = {m.known_id for m in hits}
-        return hits + [m for m in self.match_local(query_local(pixels, boxes))
+        return hits + [m for m in self.match_local(query_local(pixels, boxes, rects=rects))
                        if m.known_id not in seen]

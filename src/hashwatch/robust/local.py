@@ -8,7 +8,14 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from hashwatch.robust.regions import query_cells, query_leaves, query_rectangles, query_regions
+from hashwatch.robust.regions import (
+    RECT_REGION_IOU,
+    _iou,
+    query_cells,
+    query_leaves,
+    query_rectangles,
+    query_regions,
+)
 
 LOCAL_MAX_KEYPOINTS = 200  # per known image: 200 x (32 B descriptor + 8 B position) = 8 KB
 LOCAL_MATCH_RADIUS = 48  # max descriptor distance for a tentative match
@@ -161,8 +168,10 @@ def _small_pass(pixels: np.ndarray, work: tuple[int, int],
     h, w = pixels.shape[:2]
     sx, sy = work[0] / w, work[1] / h
     xys, descs, angs, octs = [], [], [], []
+    groups: list[int] = []
     for y0, y1, x0, x1 in boxes:
         r = _local(pixels[y0:y1, x0:x1], LOCAL_TILE_KEYPOINTS, 400, 400)
+        groups.append(len(r.desc))
         if len(r.desc) == 0:
             continue
         fx, fy = (x1 - x0) / r.size[0], (y1 - y0) / r.size[1]
@@ -172,9 +181,11 @@ def _small_pass(pixels: np.ndarray, work: tuple[int, int],
         angs.append(r.angle)
         octs.append(r.octave)
     if not descs:
-        return LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8), work, {},
-                             np.zeros(0, np.uint8), np.zeros(0, np.uint8))
-    return LocalFeatures(np.concatenate(xys), np.concatenate(descs), work, {},
+        return LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8), work,
+                             {"groups": groups}, np.zeros(0, np.uint8), np.zeros(0, np.uint8))
+    # each box's row count, in box order (0: no keypoints): the keypoint search may look at
+    # the boxes one by one (:func:`small_groups`)
+    return LocalFeatures(np.concatenate(xys), np.concatenate(descs), work, {"groups": groups},
                          np.concatenate(angs), np.concatenate(octs))
 
 
@@ -191,19 +202,18 @@ def small_boxes(pixels: np.ndarray) -> list[tuple[int, int, int, int]]:
     leaves = query_leaves(pixels if pixels.ndim == 3 else np.repeat(pixels[..., None], 3, 2))
     if len(leaves) >= 9:
         return leaves
-    out = list(leaves) + query_rectangles(pixels, list(leaves))
-    h, w = pixels.shape[:2]
+    return list(leaves) + query_rectangles(pixels, list(leaves)) + _tiles(*pixels.shape[:2])
+
+
+def _tiles(h: int, w: int) -> list[tuple[int, int, int, int]]:
     th, tw = round(h * TILE_FRACTION), round(w * TILE_FRACTION)
-    for oy in TILE_STEPS:
-        for ox in TILE_STEPS:
-            y0, x0 = round(oy * h), round(ox * w)
-            out.append((y0, min(h, y0 + th), x0, min(w, x0 + tw)))
-    return out
+    return [(round(oy * h), min(h, round(oy * h) + th), round(ox * w), min(w, round(ox * w) + tw))
+            for oy in TILE_STEPS for ox in TILE_STEPS]
 
 
 def query_local(pixels: np.ndarray, boxes: Sequence[tuple[int, int, int, int]] | None = None,
-                max_regions: int = 4, *, mirror: bool = True, tiles: bool = False
-                ) -> LocalFeatures:
+                max_regions: int = 4, *, mirror: bool = True, tiles: bool = False,
+                rects: Sequence[tuple[int, int, int, int]] | None = None) -> LocalFeatures:
     """ORB features of a query: the whole picture, plus each picture region found inside a
     screenshot or collage (its own keypoint budget, so UI text and the other pictures do not
     crowd it out), all in the coordinates of the whole picture at its working size.
@@ -219,14 +229,26 @@ def query_local(pixels: np.ndarray, boxes: Sequence[tuple[int, int, int, int]] |
     now. By default it is not computed here: the keypoint search computes it from the query's
     grey working picture only when the other passes found nothing
     (:meth:`hashwatch.robust.local_store.LocalStore.inliers`), so a query matched earlier
-    never pays for it."""
+    never pays for it.
+
+    ``rects``: pictures pasted onto a busy background
+    (:func:`hashwatch.robust.regions.query_rectangles` of ``pixels``, in ``pixels``
+    coordinates; found here when None): kept with the query, in its working frame
+    (``extra["rects"]``), for the small-picture pass, which otherwise sees only the grey
+    working picture (where an edge between two colours of equal brightness is gone)."""
     if boxes is None:
         boxes = query_regions(pixels)
+    if rects is None:
+        rects = query_rectangles(pixels, list(boxes))
     f = _query_pass(pixels, boxes, max_regions)
     # the grey picture at working size stays with the query (never stored): the scene check
     # warps it onto candidate known pictures
     parts = [f]
-    extra: dict[str, object] = {"view": f.extra["view"]}
+    fx, fy = f.size[0] / pixels.shape[1], f.size[1] / pixels.shape[0]
+    extra: dict[str, object] = {
+        "view": f.extra["view"],
+        "rects": [(round(y0 * fy), round(y1 * fy), round(x0 * fx), round(x1 * fx))
+                  for y0, y1, x0, x1 in rects]}
     if mirror:
         w = pixels.shape[1]
         mboxes = [(y0, y1, w - x1, w - x0) for y0, y1, x0, x1 in boxes]
@@ -237,9 +259,11 @@ def query_local(pixels: np.ndarray, boxes: Sequence[tuple[int, int, int, int]] |
         parts.append(m)
         extra["mirrored"] = len(m.desc)
     if tiles:
-        t = small_pass(LocalFeatures(f.xy, f.desc, f.size, {"view": f.extra["view"]}))
+        t = small_pass(LocalFeatures(f.xy, f.desc, f.size, {"view": f.extra["view"],
+                                                            "rects": extra["rects"]}))
         parts.append(t)
         extra["tiles"] = len(t.desc)
+        extra["groups"], extra["merged"] = t.extra["groups"], t.extra["merged"]
     return _concat(parts, f.size, extra)
 
 
@@ -261,10 +285,54 @@ def small_pass(q: LocalFeatures) -> LocalFeatures:
     if not isinstance(view, np.ndarray):
         raise ValueError("query features carry no view: use query_local()")
     if max(view.shape) < TILE_MIN_SIDE:
-        out = _small_pass(view, q.size, [])
+        boxes: list[tuple[int, int, int, int]] = []
+        more: list[tuple[int, int, int, int]] = []
     else:
-        out = _small_pass(view, q.size, small_boxes(view))
-    out.extra.update({"view": view, "tiles": len(out.desc)})
+        boxes = small_boxes(view)
+        # the colour picture's rectangles (query_local) that the grey view's boxes miss
+        more = []
+        for r in q.extra.get("rects", ()):  # type: ignore[attr-defined]
+            if all(_iou(r, b) <= RECT_REGION_IOU for b in [*boxes, *more]):
+                more.append(tuple(r))  # type: ignore[arg-type]
+    out = _small_pass(view, q.size, boxes + more)
+    groups = out.extra["groups"]
+    # the tiles are searched only together with the rest: alone, none found a picture the
+    # boxes together had missed (BENCHMARKS.md, issue 11, fourth round), and each search
+    # costs a nomination and its candidates' checks
+    tiles = _tiles(*view.shape[:2])
+    n_tiles = len(tiles) if len(boxes) >= len(tiles) and boxes[-len(tiles):] == tiles else 0
+    alone = [not (len(boxes) - n_tiles <= i < len(boxes)) for i in range(len(groups))]
+    out.extra.update({"view": view, "tiles": len(out.desc), "alone": alone,
+                      "merged": int(sum(groups[:len(boxes)]))})  # type: ignore[call-overload]
+    return out
+
+
+def small_stages(stage: LocalFeatures) -> list[LocalFeatures]:
+    """The keypoint searches of a small-picture pass (:func:`small_pass`), in order: first
+    the boxes of :func:`small_boxes` together (one search, as the pass was first built), then
+    every box but the tiles on its own (cells, collage leaves, rectangles, the colour
+    picture's extra rectangles included). A picture filling a
+    tenth of the frame gets few of the votes of a search over a dozen boxes (in a chat
+    screenshot its own image ranked 10th-21st of 60 known images while its box alone
+    nominated it first: BENCHMARKS.md, issue 11, fourth round); each box alone gets a search
+    of its own. Without the pass's box counts (``extra["groups"]``): the stage alone."""
+    groups = stage.extra.get("groups")
+    if not isinstance(groups, list):
+        return [stage]
+    merged = int(stage.extra.get("merged", len(stage.desc)))  # type: ignore[call-overload]
+    alone = stage.extra.get("alone") or [True] * len(groups)
+    parts = [(0, merged)] if merged else []
+    at = 0
+    for n, own in zip(groups, alone, strict=True):  # type: ignore[call-overload]
+        if n and own and (at, at + n) != (0, merged):
+            parts.append((at, at + n))
+        at += n
+    out = []
+    for a, b in parts:
+        f = subset(stage, np.arange(a, b))
+        for key in ("groups", "merged", "alone"):
+            f.extra.pop(key, None)
+        out.append(f)
     return out
 
 
@@ -298,6 +366,7 @@ def subset(q: LocalFeatures, rows: np.ndarray) -> LocalFeatures:
 
 _LOCAL_MAGIC = b"HWORB1"
 _LOCAL_MAGIC_Q = b"HWORB2"  # query features with more passes: two more u4, the pass counts
+_LOCAL_MAGIC_R = b"HWORB3"  # ... and the rectangles' count, the boxes after the descriptors
 
 
 def encode_local(feats: LocalFeatures, *, with_view: bool = False) -> bytes:
@@ -305,12 +374,18 @@ def encode_local(feats: LocalFeatures, *, with_view: bool = False) -> bytes:
     query's grey working picture (for the scene check, between a hashing worker and the
     matcher): never for known images, whose features are stored. Known images' features keep
     the ``HWORB1`` form; query features with a mirrored or tile pass are ``HWORB2``, whose
-    header adds the two pass counts."""
+    header adds the two pass counts; with ``with_view`` and pasted-picture rectangles
+    (``extra["rects"]``, :func:`query_local`) ``HWORB3``: one more count, and the boxes
+    (y0, y1, x0, x1 as u4, working frame) after the descriptors."""
     n = len(feats.desc)
     m, t = mirrored_count(feats), tile_count(feats)
-    head = (_LOCAL_MAGIC_Q if m or t else _LOCAL_MAGIC) + np.array(
-        [n, feats.size[0], feats.size[1], *([m, t] if m or t else [])], "<u4").tobytes()
+    rects = list(feats.extra.get("rects", ())) if with_view else []  # type: ignore[call-overload]
+    counts = [m, t, len(rects)] if rects else [m, t] if m or t else []
+    magic = {3: _LOCAL_MAGIC_R, 2: _LOCAL_MAGIC_Q, 0: _LOCAL_MAGIC}[len(counts)]
+    head = magic + np.array([n, feats.size[0], feats.size[1], *counts], "<u4").tobytes()
     body = feats.xy.astype("<f4").tobytes() + feats.desc.astype(np.uint8).tobytes()
+    if rects:
+        body += np.array(rects, "<u4").reshape(-1, 4).tobytes()
     if with_view:
         view = feats.extra["view"]
         assert isinstance(view, np.ndarray) and view.shape == (feats.size[1], feats.size[0])
@@ -324,6 +399,8 @@ def decode_local(data: bytes) -> LocalFeatures:
         fields = 3
     elif data.startswith(_LOCAL_MAGIC_Q):
         fields = 5
+    elif data.startswith(_LOCAL_MAGIC_R):
+        fields = 6
     else:
         raise ValueError("not hashwatch local features")
     if len(data) < len(_LOCAL_MAGIC) + 4 * fields:
@@ -331,16 +408,25 @@ def decode_local(data: bytes) -> LocalFeatures:
     head = [int(v) for v in np.frombuffer(data, "<u4", fields, len(_LOCAL_MAGIC))]
     n, w, h = head[:3]
     off = len(_LOCAL_MAGIC) + 4 * fields
-    if len(data) < off + 40 * n or (fields == 5 and head[3] + head[4] > n):
+    nr = head[5] if fields == 6 else 0
+    if len(data) < off + 40 * n + 16 * nr or (fields > 3 and head[3] + head[4] > n):
         raise ValueError("malformed local features")
     xy = np.frombuffer(data, "<f4", 2 * n, off).reshape(n, 2).astype(np.float32)
     desc = np.frombuffer(data, np.uint8, 32 * n, off + 8 * n).reshape(n, 32).copy()
     extra: dict[str, object] = {}
-    if fields == 5:
+    if fields > 3:
         extra["mirrored"], extra["tiles"] = head[3], head[4]
-    rest = len(data) - (off + 40 * n)
+    off += 40 * n
+    if nr:
+        boxes = np.frombuffer(data, "<u4", 4 * nr, off).reshape(nr, 4)
+        if (boxes[:, 1] > h).any() or (boxes[:, 3] > w).any() or (
+                boxes[:, 0] >= boxes[:, 1]).any() or (boxes[:, 2] >= boxes[:, 3]).any():
+            raise ValueError("malformed local features")
+        extra["rects"] = [tuple(int(v) for v in b) for b in boxes]
+        off += 16 * nr
+    rest = len(data) - off
     if rest == w * h:
-        extra["view"] = np.frombuffer(data, np.uint8, w * h, off + 40 * n).reshape(h, w).copy()
+        extra["view"] = np.frombuffer(data, np.uint8, w * h, off).reshape(h, w).copy()
     elif rest:
         raise ValueError("malformed local features")
     return LocalFeatures(xy, desc, (w, h), extra)

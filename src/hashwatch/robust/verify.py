@@ -25,6 +25,7 @@ from hashwatch.robust.local import (
     LocalFeatures,
     mirrored_rows,
     small_pass,
+    small_stages,
     subset,
     tile_count,
 )
@@ -134,7 +135,9 @@ def search_in_stages(q: LocalFeatures, search: Callable[[LocalFeatures], dict[in
     2. the mirrored pass (:func:`hashwatch.robust.local.query_local`), when present;
     3. with ``small``, the small-picture pass (grid cells, tiles), taken from the query when it
        carries one, else computed now from its grey working picture
-       (:func:`hashwatch.robust.local.small_pass`), so queries matched earlier never pay it."""
+       (:func:`hashwatch.robust.local.small_pass`), so queries matched earlier never pay it;
+       searched as :func:`hashwatch.robust.local.small_stages` gives it (its boxes together,
+       then, while nothing matched, each box alone)."""
     t, n = tile_count(q), len(q.desc)
     a, b = mirrored_rows(q)
     stages: list[LocalFeatures | None] = [subset(q, np.arange(a))]
@@ -152,7 +155,12 @@ def search_in_stages(q: LocalFeatures, search: Callable[[LocalFeatures], dict[in
             stage = small_pass(q)
         if len(stage.desc) == 0:
             continue
-        for kid, v in search(stage).items():
-            if kid not in out or _better(v, out[kid]):
-                out[kid] = v
+        # the small-picture pass: its boxes together, then each on its own (small_stages)
+        parts = small_stages(stage) if small and i == len(stages) - 1 else [stage]
+        for j, part in enumerate(parts):
+            if j and any(v.ok for v in out.values()):
+                break
+            for kid, v in search(part).items():
+                if kid not in out or _better(v, out[kid]):
+                    out[kid] = v
     return out

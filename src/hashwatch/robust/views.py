@@ -73,13 +73,16 @@ def known_signals(pixels: np.ndarray, *, crops: Sequence[float] = KNOWN_CROP_SCA
 
 def query_signals(pixels: np.ndarray, *, regions: bool = True, derotate: bool = True,
                   boxes: Sequence[tuple[int, int, int, int]] | None = None,
-                  crops: bool = True) -> list[QueryHash]:
+                  crops: bool = True,
+                  rects: Sequence[tuple[int, int, int, int]] | None = None
+                  ) -> list[QueryHash]:
     """PDQ hashes to compute for one query image (the first is the plain full-image PDQ).
     Variants with quality < 50 are left out, except the first. ``boxes``: regions already found
     by :func:`query_regions` (else they are found here); with ``regions``, the cells of a grid
     of pictures (:func:`~hashwatch.robust.regions.query_cells`, "cell<i>") and pictures pasted
     onto a busy background (:func:`~hashwatch.robust.regions.query_rectangles`, "rect<i>")
-    are hashed too, route class "region". ``crops``: also the query crops
+    are hashed too, route class "region" (``rects``: those rectangles already found, else
+    they are found here). ``crops``: also the query crops
     (:data:`QUERY_CROP_SCALES`), turned crops (:data:`QUERY_TURNED_CROPS`,
     :data:`QUERY_TURNS_EXPANDED`) and each region's centred square."""
     codes, q = _pdq_dihedral(_check(pixels))
@@ -110,7 +113,8 @@ def query_signals(pixels: np.ndarray, *, regions: bool = True, derotate: bool = 
         # cells of a grid of pictures and pictures pasted onto another one: route class
         # "region" (its threshold), no squares
         for name, found in (("cell", query_cells(pixels, list(boxes))),
-                            ("rect", query_rectangles(pixels, list(boxes)))):
+                            ("rect", query_rectangles(pixels, list(boxes))
+                             if rects is None else rects)):
             for i, (ry0, ry1, rx0, rx1) in enumerate(found):
                 rc, rq = _pdq(_work(pixels[ry0:ry1, rx0:rx1]))
                 if rq >= MIN_QUALITY:
