@@ -3,6 +3,9 @@ repairs it without a rebuild; digests do not depend on order."""
 
 from __future__ import annotations
 
+import os
+import time
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -132,5 +135,21 @@ def test_service_shows_reconciliation_and_repairs_on_demand(tmp_path):
         # a key without the admin scope may not trigger it
         k = svc.key("m", "match")
         assert c.post("/v1/index/reconcile", headers=svc.h(k)).status_code == 403
+        # readiness names its worker; a reconciliation request this worker sent (PostgreSQL
+        # NOTIFY, payload: its id) does not run it again, another worker's does
+        from hashwatch.store.listen import RECONCILE_CHANNEL
+
+        me = ready["worker"]
+        assert me["pid"] == os.getpid() and me["id"]
+        state = c.app.state.service
+        runs = state.counters["reconcile_runs"]
+        state._reconcile_wake.clear()
+        state._on_notify(RECONCILE_CHANNEL, me["id"])
+        assert not state._reconcile_wake.is_set()
+        state._on_notify(RECONCILE_CHANNEL, "another-worker")
+        end = time.monotonic() + 20
+        while state.counters["reconcile_runs"] == runs and time.monotonic() < end:
+            time.sleep(0.05)
+        assert state.counters["reconcile_runs"] == runs + 1
     finally:
         svc.close()

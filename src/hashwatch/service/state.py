@@ -29,6 +29,7 @@ retries every ``settings.index_save_retry`` seconds, and readiness and metrics s
 import bisect
 import logging
 import os
+import secrets
 import threading
 import time
 from collections import deque
@@ -135,6 +136,8 @@ class Service:
         self._reconcile_lock = threading.Lock()
         self._reconciler: threading.Thread | None = None
         self.listener: Any = None
+        # names this worker in readiness and in the reconciliation requests it sends
+        self.worker_id = f"{os.getpid()}-{secrets.token_hex(4)}"
         self.reconcile_report: Any = None
         # counters for /metrics (this worker, since it started)
         self.counters = {"feed_refreshes": 0, "feed_applied": 0, "feed_errors": 0,
@@ -206,11 +209,12 @@ class Service:
         self.auditor.close()
         self.store.close()
 
-    def _on_notify(self, channel: str) -> None:
+    def _on_notify(self, channel: str, payload: str = "") -> None:
         from hashwatch.store.listen import RECONCILE_CHANNEL
 
         if channel == RECONCILE_CHANNEL:
-            self._reconcile_wake.set()
+            if payload != self.worker_id:  # (the worker that asked has just reconciled)
+                self._reconcile_wake.set()
         else:
             if self._notified_at is None:
                 self._notified_at = time.monotonic()

@@ -34,11 +34,12 @@ def notify(engine: sa.Engine, channel: str, payload: str = "") -> None:
 
 
 class FeedListener:
-    """``on_notify(channel)`` for each notification on ``channels``, from a daemon thread
-    with its own connection; reconnects with capped exponential backoff (0.2 s .. 5 s).
-    ``connected`` tells whether it currently listens."""
+    """``on_notify(channel, payload)`` for each notification on ``channels`` (and once per
+    channel with an empty payload after each (re)connect: what was sent meanwhile), from a
+    daemon thread with its own connection; reconnects with capped exponential backoff
+    (0.2 s .. 5 s). ``connected`` tells whether it currently listens."""
 
-    def __init__(self, url: sa.URL, on_notify: Callable[[str], None],
+    def __init__(self, url: sa.URL, on_notify: Callable[[str, str], None],
                  channels: Sequence[str] = (FEED_CHANNEL,), *, wait: float = 1.0) -> None:
         self._conninfo = conninfo(url)
         self.on_notify = on_notify
@@ -71,11 +72,11 @@ class FeedListener:
                     self.connected = True
                     backoff = 0.2
                     for ch in self.channels:  # changes while we were not listening
-                        self.on_notify(ch)
+                        self.on_notify(ch, "")
                     while not self._stop.is_set():
                         for n in conn.notifies(timeout=self.wait):
                             self.notifications += 1
-                            self.on_notify(n.channel)
+                            self.on_notify(n.channel, n.payload)
             except Exception as exc:  # connection lost, server restarting: poll meanwhile
                 if not self._stop.is_set():
                     log.warning("change-feed listener disconnected (%s); retrying in %.1f s",

@@ -67,7 +67,7 @@ def index_reconcile(p: Admin, svc: Svc,
     if svc.store.dialect == "postgresql":
         from hashwatch.store.listen import RECONCILE_CHANNEL, notify
 
-        notify(svc.store.engine, RECONCILE_CHANNEL)
+        notify(svc.store.engine, RECONCILE_CHANNEL, svc.worker_id)  # the others, not us
     svc.store.audit(p.name, "index.reconcile", {"differences": rep.differences,
                                                 "repaired": rep.repaired})
     return rep.as_dict()

@@ -1,7 +1,6 @@
 """``/v1/health``: liveness and readiness (no key needed; no data)."""
 
 import os
-import time
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -19,7 +18,6 @@ router = APIRouter(prefix=f"{API}/health", tags=["health"])
 # (several workers share one port), so a scrape also says which worker answered.
 _PROCESS = CollectorRegistry(auto_describe=True)
 ProcessCollector(registry=_PROCESS)
-_STARTED = time.time()
 
 
 @router.get("/live")
@@ -37,7 +35,8 @@ def ready(request: Request) -> Response:
                               (svc.load_error if svc else None) or "index loading")
     m = svc.matcher
     feed = svc.feed_status()
-    return JSONResponse({"status": "ready", "index_size": len(m.index),
+    return JSONResponse({"status": "ready", "worker": {"pid": os.getpid(), "id": svc.worker_id},
+                         "index_size": len(m.index),
                          "index_bytes": m.index.stats()["data_bytes"],
                          "feed_position": m.position, "last_refresh": svc.last_refresh,
                          "feed": feed})
@@ -95,8 +94,9 @@ def metrics(request: Request) -> Response:
                            ("in_use_bytes", "bytes allocated from the malloc arenas"),
                            ("mmapped_bytes", "bytes of blocks malloc mapped on their own")):
             put(f"malloc_{key}", "gauge", mem[key], f"this worker's C allocator: {help_}")
+    # (its start time: process_start_time_seconds)
     lines.extend(["# HELP hashwatch_worker_info the worker that answered this scrape",
                   "# TYPE hashwatch_worker_info gauge",
-                  f'hashwatch_worker_info{{pid="{os.getpid()}",started="{_STARTED:.0f}"}} 1'])
+                  f'hashwatch_worker_info{{pid="{os.getpid()}"}} 1'])
     body = "\n".join(lines) + "\n" + generate_latest(_PROCESS).decode()
     return Response(body, media_type="text/plain; version=0.0.4")
