@@ -53,7 +53,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from hashwatch.store.schema import NOT_PDQ_SQL
+from hashwatch.store.schema import of_signal_type_sql
 
 BATCH = 100_000
 # change rows in the first page of a window (later pages: the caller's limit). A routine
@@ -303,9 +303,7 @@ class Snapshot:
         particular order; ``lo <= id < hi`` when given. List state (enabled, deleted) is not
         applied: it is applied when matches are read back."""
         sql = ("SELECT id, list_id, value FROM entries "
-               "WHERE signal_type = :sig AND removed_at IS NULL")
-        if signal_type != "pdq":
-            sql += f" AND {NOT_PDQ_SQL}"  # the partial index of the other types (0016)
+               f"WHERE {of_signal_type_sql(signal_type)} AND removed_at IS NULL")
         params: dict[str, Any] = {"sig": signal_type}
         if lo is not None:
             sql += " AND id >= :lo"

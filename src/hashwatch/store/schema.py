@@ -92,6 +92,12 @@ def of_signal_type(signal_type: str) -> list[sa.ColumnElement[bool]]:
     terms: list[sa.ColumnElement[bool]] = [entries.c.signal_type == signal_type]
     return terms if signal_type == "pdq" else [*terms, NOT_PDQ]
 
+
+def of_signal_type_sql(signal_type: str) -> str:
+    """:func:`of_signal_type` as SQL text for a raw statement on ``entries``, the signal type
+    bound as ``:sig``."""
+    return "signal_type = :sig" + ("" if signal_type == "pdq" else f" AND {NOT_PDQ_SQL}")
+
 # Change feed: every change a worker follows. Indexes and service workers replay it to stay
 # current without rebuilding (hashwatch.store.feed). ``op``: "add" / "remove" (``entry_id``:
 # an entry), "features" (``entry_id``: a new ``local_features`` row, the keypoint tier's
