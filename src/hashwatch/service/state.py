@@ -209,7 +209,7 @@ class Service:
         self.auditor.close()
         self.store.close()
 
-    def _on_notify(self, channel: str, payload: str = "") -> None:
+    def _on_notify(self, channel: str, payload: str) -> None:
         from hashwatch.store.listen import RECONCILE_CHANNEL
 
         if channel == RECONCILE_CHANNEL:
