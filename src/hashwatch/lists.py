@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -207,13 +208,22 @@ def add_records(
 ) -> AddFilesResult:
     """Add hashed known images (``FileHashes`` computed with ``robust.known_extras``): their
     crypto hashes, full PDQ and extra PDQ views as entries of one group, and their local
-    features. A file that could not be read at all is reported, not added."""
+    features. A file that could not be read at all is reported, not added.
+
+    Entries commit in batches (:meth:`Store.add_entries`); each image's local features are
+    written once all its entries have committed, batch by batch: memory stays flat on a
+    month's additions (250,000 images hold ~2 GB of keypoints), the keypoint tier sees the
+    images while the rest are still hashing, and an interrupted add keeps the keypoints of
+    every image whose entries it kept (re-running it adds only what is missing)."""
     from hashwatch.known import entries_for_record, local_features_for_record
 
     out = AddFilesResult()
-    local: list[tuple[str, bytes]] = []
+    local: list[tuple[str, bytes]] = []  # waiting for their entries to commit
+    ends: list[int] = []  # entries yielded up to and including each waiting image's
+    yielded = committed = 0
 
     def items() -> Iterator[EntryIn]:
+        nonlocal yielded
         for rec in records:
             if on_record is not None:
                 on_record(rec)
@@ -221,15 +231,29 @@ def add_records(
                 out.failed.append((str(rec.path), rec.error))
                 continue
             out.files += 1
+            entries = entries_for_record(rec, category=category)
+            yielded += len(entries)
             feats = local_features_for_record(rec)
             if feats is not None:
                 local.append(feats)
-            yield from entries_for_record(rec, category=category)
+                ends.append(yielded)
+            yield from entries
 
-    res = store.add_entries(list_name, items(), actor=actor, action="entries.add_files")
+    def flush(upto: int) -> None:
+        k = bisect_right(ends, upto)
+        if k:
+            out.local_features += store.add_local_features(list_name, local[:k], actor=actor)
+            del local[:k], ends[:k]
+
+    def on_batch(n: int) -> None:
+        nonlocal committed
+        committed += n
+        flush(committed)
+
+    res = store.add_entries(list_name, items(), actor=actor, action="entries.add_files",
+                            on_batch=on_batch)
     out.added, out.duplicates = res.added, res.duplicates
-    if local:
-        out.local_features = store.add_local_features(list_name, local, actor=actor)
+    flush(yielded)
     return out
 
 
@@ -250,9 +274,12 @@ def add_files(
     ``ListNotFound``; unreadable files are reported in ``failed``, not added."""
     from hashwatch import robust
     from hashwatch.hashing import hash_many
+    from hashwatch.matchwork import limit_library_threads
 
     store.get_list(list_name)  # fail before hashing anything
-    # known videos are kept as their vPDQ, not as pictures: no per-frame extras
-    records = hash_many(paths, workers=workers, extras=robust.known_extras, frame_extras=False)
+    # known videos are kept as their vPDQ, not as pictures: no per-frame extras. One library
+    # thread per worker: OpenCV's own pool only contends for the cores the workers use
+    records = hash_many(paths, workers=workers, extras=robust.known_extras, frame_extras=False,
+                        initializer=limit_library_threads)
     return add_records(store, list_name, records, category=category, actor=actor,
                        on_record=on_record)

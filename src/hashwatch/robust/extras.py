@@ -8,14 +8,14 @@ import numpy as np
 
 from hashwatch.robust.local import encode_local, known_local, query_local
 from hashwatch.robust.regions import query_rectangles, query_regions
-from hashwatch.robust.views import known_signals, query_signals
+from hashwatch.robust.views import known_extra_views, query_signals
 
 
 def known_extras(pixels: np.ndarray) -> dict[str, object]:
-    """Extra PDQ views (variant, hex, quality) beyond the full hash, and local features."""
-    views = known_signals(pixels)
+    """Extra PDQ views (variant, hex, quality) beyond the full hash, and local features.
+    The full-image PDQ is not computed here: the hashing worker has it already."""
     return {
-        "pdq_variants": [(k.variant, k.hex, k.quality) for k in views[1:]],
+        "pdq_variants": [(k.variant, k.hex, k.quality) for k in known_extra_views(pixels)],
         "local": encode_local(known_local(pixels)),
     }
 

@@ -83,7 +83,7 @@ def _local(pixels: np.ndarray, n: int, side: int, min_side: int) -> LocalFeature
         return LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8),
                              (g.shape[1], g.shape[0]), {"view": g}, np.zeros(0, np.uint8),
                              np.zeros(0, np.uint8))
-    xy = np.array([k.pt for k in kps], np.float32)
+    xy = cv2.KeyPoint_convert(kps).reshape(-1, 2).astype(np.float32, copy=False)
     return LocalFeatures(xy, desc, (g.shape[1], g.shape[0]), {"view": g}, _angles(kps),
                          np.array([k.octave & 0xFF for k in kps], np.uint8))
 
@@ -102,20 +102,24 @@ def _spread(kps: Sequence[cv2.KeyPoint], n: int, w: int, h: int, grid: int = 4
     a collage has too few of them."""
     if len(kps) <= n:
         return list(kps)
+    # vectorised (the keypoint loop in Python cost ~1 ms per picture); same picks, same order
     resp = np.array([k.response for k in kps])
-    cell = np.array([min(grid - 1, int(k.pt[0] * grid / w)) * grid
-                     + min(grid - 1, int(k.pt[1] * grid / h)) for k in kps])
+    pt = cv2.KeyPoint_convert(kps).astype(np.float64)
+    cx = np.minimum(grid - 1, (pt[:, 0] * grid / w).astype(np.int64))
+    cy = np.minimum(grid - 1, (pt[:, 1] * grid / h).astype(np.int64))
     order = np.argsort(-resp, kind="stable")
-    quota = n // (grid * grid)
-    taken = np.zeros(len(kps), bool)
-    used = np.zeros(grid * grid, int)
-    for i in order:
-        if used[cell[i]] < quota:
-            used[cell[i]] += 1
-            taken[i] = True
-    rest = [i for i in order if not taken[i]][: n - int(taken.sum())]
-    taken[rest] = True
-    return [kps[i] for i in order if taken[i]]
+    cell = (cx * grid + cy)[order]
+    # each keypoint's rank among its cell's keypoints, strongest first: the first `quota`
+    # of each cell are taken
+    by_cell = np.argsort(cell, kind="stable")
+    starts = np.searchsorted(cell[by_cell], cell[by_cell], side="left")
+    rank = np.empty(len(order), np.int64)
+    rank[by_cell] = np.arange(len(order)) - starts
+    taken = rank < n // (grid * grid)
+    # the rest of the budget: the strongest not yet taken
+    left = np.flatnonzero(~taken)[: n - int(taken.sum())]
+    taken[left] = True
+    return [kps[i] for i in order[taken]]
 
 
 def known_local(pixels: np.ndarray) -> LocalFeatures:

@@ -55,7 +55,18 @@ def known_signals(pixels: np.ndarray, *, crops: Sequence[float] = KNOWN_CROP_SCA
     # The interchange hash is PDQ of the pixels as given (same as signals.pdq.pdq_hash), so
     # a list built here and a partner's plain PDQ list hold the same value for the same file.
     code, q = _pdq(_check(pixels))
-    out = [KnownHash("full", code, q)]
+    return [KnownHash("full", code, q), *known_extra_views(pixels, crops=crops)]
+
+
+def known_extra_views(pixels: np.ndarray, *, crops: Sequence[float] = KNOWN_CROP_SCALES
+                      ) -> list[KnownHash]:
+    """:func:`known_signals` without its first, full-image hash: the border-trimmed picture
+    and its centred crops (``crops``: fraction of each side kept), computed on the picture
+    reduced to at most :data:`~hashwatch.robust.WORK_SIDE` px; quality < 50 left out. For a
+    caller that has the full-image PDQ already (``lists add`` hashes it while decoding):
+    the reference PDQ of the whole picture costs more than all these views together.
+    Raises ValueError for anything but (h, w, 3+) uint8 pixels."""
+    out: list[KnownHash] = []
     p = _work(pixels)
     y0, y1, x0, x1 = trim_box(p)
     core = p
