@@ -71,10 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     kp.add_many((i, R.known_local(p)) for i, p in enumerate(kpix))
     timing: list[float] = []
 
-    def search(stage: L.LocalFeatures) -> dict[int, R.LocalVerdict]:
+    def search(stage: L.LocalFeatures, top: int | None) -> dict[int, R.LocalVerdict]:
         t0 = time.process_time()
         out = {c.image_id: R.verify(stage, kp.features(c.slot), hashes[c.image_id])
-               for c in kp.search(stage, top=KEYPOINT_CANDIDATES)}
+               for c in kp.search(stage, top=top or KEYPOINT_CANDIDATES)}
         timing.append(1000 * (time.process_time() - t0))
         return out
 

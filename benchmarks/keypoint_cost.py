@@ -168,7 +168,7 @@ def cmd_replay(a: argparse.Namespace) -> int:
         own image and partners among the --ranks best nominees."""
         stages, t_nom = [], [0.0]
 
-        def search(stage):
+        def search(stage, _top=None):
             t = time.thread_time()
             cands = ix.search(stage, top=a.ranks)
             t_nom[0] += time.thread_time() - t
@@ -192,9 +192,9 @@ def cmd_replay(a: argparse.Namespace) -> int:
         n_ver = [0]
         small_t[0] = 0.0
 
-        def search(stage):
+        def search(stage, n=None):
             t = time.thread_time()
-            cands = ix.search(stage, top=top)
+            cands = ix.search(stage, top=n or top)
             t_nom[0] += time.thread_time() - t
             n_ver[0] += len(cands)
             return {c.image_id: R.verify(stage, ix.features(c.slot),
@@ -202,9 +202,9 @@ def cmd_replay(a: argparse.Namespace) -> int:
                     for c in cands}
 
         if hasattr(R, "verify_candidates"):
-            def search(stage):  # noqa: F811 - the product's own loop when it has one
+            def search(stage, n=None):  # noqa: F811 - the product's own loop when it has one
                 t = time.thread_time()
-                cands = ix.search(stage, top=top)
+                cands = ix.search(stage, top=n or top)
                 t_nom[0] += time.thread_time() - t
                 n_ver[0] += len(cands)
                 return R.verify_candidates(stage, cands, ix.features,

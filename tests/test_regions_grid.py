@@ -199,30 +199,60 @@ def test_the_colour_pictures_rectangles_travel_to_the_small_picture_pass() -> No
 
 def test_the_small_picture_pass_is_searched_together_then_box_by_box() -> None:
     """Stage 3 of the keypoint search: its boxes together first (the search as it was), then
-    each box alone while nothing matched; it stops at the first that matches."""
+    each box alone while nothing matched, verifying fewer nominees; it stops at the first that
+    matches."""
     from hashwatch.robust.local import small_pass, small_stages
     from hashwatch.robust.scene import SceneCheck
-    from hashwatch.robust.verify import LocalVerdict, search_in_stages
+    from hashwatch.robust.verify import SMALL_BOX_NOMINEES, LocalVerdict, search_in_stages
 
     img, _ = _pasted(7, 0.3, 0.5, 0.5, False)
     q = R.query_local(img)
-    seen: list[int] = []
+    seen: list[tuple[int, int | None]] = []
 
-    def nothing(stage: R.LocalFeatures) -> dict[int, LocalVerdict]:
-        seen.append(len(stage.desc))
+    def nothing(stage: R.LocalFeatures, top: int | None) -> dict[int, LocalVerdict]:
+        seen.append((len(stage.desc), top))
         return {0: LocalVerdict(3, False, None)}
 
     search_in_stages(q, nothing)
     parts = small_stages(small_pass(q))
     assert len(parts) >= 2  # the boxes together, then the rectangle(s) alone
-    assert seen[2:] == [len(p.desc) for p in parts]
+    assert [n for n, _ in seen[2:]] == [len(p.desc) for p in parts]
+    # whole stages and the boxes together: the caller's own nominee count; boxes alone: fewer
+    assert [t for _, t in seen] == [None] * 3 + [SMALL_BOX_NOMINEES] * (len(parts) - 1)
 
     calls: list[int] = []
 
-    def first_box_matches(stage: R.LocalFeatures) -> dict[int, LocalVerdict]:
+    def first_box_matches(stage: R.LocalFeatures, top: int | None) -> dict[int, LocalVerdict]:
         calls.append(len(stage.desc))
         ok = len(calls) == 4  # plain, mirrored, the boxes together, the first box alone
         return {7: LocalVerdict(40 if ok else 2, ok, SceneCheck(0, 1.0, 20) if ok else None)}
 
     out = search_in_stages(q, first_box_matches)
     assert out[7].ok and len(calls) == 4
+
+
+def test_a_query_verifies_at_most_the_nominee_ceiling() -> None:
+    """A 4x4 grid has 16 cells to search alone; the small-picture stage searches at most
+    SMALL_BOXES_ALONE of them, so no query verifies more than nominee_ceiling nominees (the
+    figure the per-query false-match rate is bounded with)."""
+    from hashwatch.robust.local import small_pass, small_stages
+    from hashwatch.robust.verify import (
+        SMALL_BOXES_ALONE,
+        LocalVerdict,
+        nominee_ceiling,
+        search_in_stages,
+    )
+
+    img, _ = _grid(4, 120, 10, 3, (250, 250, 250))
+    q = R.query_local(img)
+    assert len(small_stages(small_pass(q))) - 1 > SMALL_BOXES_ALONE  # the cap bites here
+    verified: list[int] = []
+
+    def none_match(stage: R.LocalFeatures, top: int | None) -> dict[int, LocalVerdict]:
+        n = 8 if top is None else top
+        verified.append(n)
+        return {len(verified) * 100 + i: LocalVerdict(3, False, None) for i in range(n)}
+
+    search_in_stages(q, none_match)
+    assert len(verified) == 3 + SMALL_BOXES_ALONE
+    assert sum(verified) == nominee_ceiling(8)

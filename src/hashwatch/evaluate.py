@@ -285,10 +285,10 @@ class KnownSet:
 
         if q is None:
             return {}
-        def search(stage: R.LocalFeatures) -> dict[int, R.LocalVerdict]:
+        def search(stage: R.LocalFeatures, top: int | None) -> dict[int, R.LocalVerdict]:
             return {c.image_id: R.verify(stage, self.local.features(c.slot),
                                          self.known_hashes[c.image_id], scene_all=scene_all)
-                    for c in self.local.search(stage, top=KEYPOINT_CANDIDATES)}
+                    for c in self.local.search(stage, top=top or KEYPOINT_CANDIDATES)}
 
         # plain, mirrored, small-picture passes in turn, as the matcher runs them
         return R.search_in_stages(q, search)

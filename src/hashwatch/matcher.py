@@ -587,8 +587,9 @@ class Matcher:
             return [robust.KnownHash(e.variant or "full", bytes.fromhex(e.value), 100)
                     for e in group_entries(image_id) if e.signal_type == "pdq"]
 
-        def search(stage: robust.LocalFeatures) -> dict[int, robust.LocalVerdict]:
-            found = kp.search(stage, top=KEYPOINT_CANDIDATES)
+        def search(stage: robust.LocalFeatures, top: int | None
+                   ) -> dict[int, robust.LocalVerdict]:
+            found = kp.search(stage, top=top or KEYPOINT_CANDIDATES)
             cands.extend(found)
             return {c.image_id: robust.verify(stage, kp.features(c.slot),
                                               lambda c=c: known_hashes(c.image_id))

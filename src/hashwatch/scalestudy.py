@@ -474,10 +474,10 @@ def run_sizes(ss: StudySet, cache: QueryCache, set_dir: Path, sizes: Sequence[in
         rank = -1
         c_start = time.thread_time()
 
-        def search(stage: LocalFeatures) -> dict[int, R.LocalVerdict]:
+        def search(stage: LocalFeatures, n: int | None) -> dict[int, R.LocalVerdict]:
             nonlocal t_s, t_v, n_c, n_st, scanned, passed, scenes, rank
             t = time.thread_time()
-            cands = kpi.search(stage, top=top)
+            cands = kpi.search(stage, top=n or top)
             t1 = time.thread_time()
             t_s += t1 - t
             sst = last_search_stats()
@@ -517,7 +517,7 @@ def run_sizes(ss: StudySet, cache: QueryCache, set_dir: Path, sizes: Sequence[in
 
     def reference(q: LocalFeatures, known: LocalFeatures, views: list) -> bool:
         """Pairwise verification of the query's own image alone, through the same stages."""
-        got = R.search_in_stages(q, lambda st: {0: R.verify(st, known, views)})
+        got = R.search_in_stages(q, lambda st, _: {0: R.verify(st, known, views)})
         return bool(got.get(0) is not None and got[0].ok)
 
     def run_part(part: tuple[list[str], int, int, int | None]) -> SizeResult:

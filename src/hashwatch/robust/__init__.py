@@ -77,7 +77,13 @@ from hashwatch.robust.scene import (
     scene_check,
 )
 from hashwatch.robust.trim import trim_box
-from hashwatch.robust.verify import LocalVerdict, candidate_pairs, search_in_stages, verify
+from hashwatch.robust.verify import (
+    LocalVerdict,
+    candidate_pairs,
+    nominee_ceiling,
+    search_in_stages,
+    verify,
+)
 from hashwatch.robust.views import (
     KNOWN_CROP_SCALES,
     QUERY_DEROTATIONS,
@@ -112,6 +118,7 @@ __all__ = [
     "scene_check",
     "fit_local",
     "verify_local",
+    "nominee_ceiling",
     "search_in_stages",
     "local_pairs",
     "candidate_pairs",

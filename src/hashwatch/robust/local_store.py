@@ -92,7 +92,8 @@ class LocalStore:
         bigger frame; computed from the query's view unless the query carries it); see
         :func:`hashwatch.robust.verify.search_in_stages`."""
         return search_in_stages(
-            q, lambda f: self._stage(f, known_hashes, top, min_votes, scene_all), small=small)
+            q, lambda f, t: self._stage(f, known_hashes, t or top, min_votes, scene_all),
+            small=small)
 
     def _stage(self, q: LocalFeatures, known_hashes: Callable[[int], Sequence[KnownHash]],
                top: int, min_votes: int, scene_all: bool) -> dict[int, LocalVerdict]:

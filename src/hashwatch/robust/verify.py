@@ -119,15 +119,35 @@ def verify(q: LocalFeatures, k: LocalFeatures, known_hashes: Sequence[KnownHash]
     return LocalVerdict(n, sane, scene)
 
 
+# The small-picture stage searches each of its boxes alone while nothing matched (a picture
+# filling a tenth of the frame gets few of the votes of a search over a dozen boxes). Every
+# nominee verified is a chance for a false match, so the stage's nominees are bounded: at most
+# SMALL_BOXES_ALONE boxes alone, each verifying its SMALL_BOX_NOMINEES best-voted nominees.
+# Against 60 known images every picture a box alone found was that box's first nominee
+# (BENCHMARKS.md, issue 10, "The small-picture stage's nominees bounded").
+SMALL_BOXES_ALONE = 8
+SMALL_BOX_NOMINEES = 2
+
+
+def nominee_ceiling(top: int) -> int:
+    """The most (stage, nominee) pairs one query's :func:`search_in_stages` verifies when each
+    whole stage verifies ``top`` nominees: plain, mirrored and the small-picture boxes
+    together (3 x ``top``), then SMALL_BOXES_ALONE boxes alone of SMALL_BOX_NOMINEES each. The
+    per-query false-match rate is this times the per-pair rate (a union bound)."""
+    return 3 * top + SMALL_BOXES_ALONE * SMALL_BOX_NOMINEES
+
+
 def _better(a: LocalVerdict, b: LocalVerdict) -> bool:
     return (a.ok, a.checks_pass, a.inliers) > (b.ok, b.checks_pass, b.inliers)
 
 
-def search_in_stages(q: LocalFeatures, search: Callable[[LocalFeatures], dict[int, LocalVerdict]],
+def search_in_stages(q: LocalFeatures,
+                     search: Callable[[LocalFeatures, int | None], dict[int, LocalVerdict]],
                      *, small: bool = True) -> dict[int, LocalVerdict]:
-    """Run a keypoint search (``search``: query features -> known id -> verdict, nomination
-    and verification) over the query's passes as stages, each only when the ones before
-    matched nothing, keeping the better verdict per known image:
+    """Run a keypoint search (``search(features, top)``: known id -> verdict for the ``top``
+    best-voted nominees, nomination and verification; ``top`` None: the caller's own count)
+    over the query's passes as stages, each only when the ones before matched nothing,
+    keeping the better verdict per known image:
 
     1. the plain pass (whole picture and regions): the search as it was. The mirrored pass is
        not mixed in: its descriptors would add chance votes that push a weakly matched true
@@ -137,7 +157,8 @@ def search_in_stages(q: LocalFeatures, search: Callable[[LocalFeatures], dict[in
        carries one, else computed now from its grey working picture
        (:func:`hashwatch.robust.local.small_pass`), so queries matched earlier never pay it;
        searched as :func:`hashwatch.robust.local.small_stages` gives it (its boxes together,
-       then, while nothing matched, each box alone)."""
+       then, while nothing matched, each box alone: the first SMALL_BOXES_ALONE boxes, each
+       with ``top`` SMALL_BOX_NOMINEES; see :func:`nominee_ceiling`)."""
     t, n = tile_count(q), len(q.desc)
     a, b = mirrored_rows(q)
     stages: list[LocalFeatures | None] = [subset(q, np.arange(a))]
@@ -156,11 +177,12 @@ def search_in_stages(q: LocalFeatures, search: Callable[[LocalFeatures], dict[in
         if len(stage.desc) == 0:
             continue
         # the small-picture pass: its boxes together, then each on its own (small_stages)
-        parts = small_stages(stage) if small and i == len(stages) - 1 else [stage]
+        parts = small_stages(stage)[:1 + SMALL_BOXES_ALONE] if small and i == len(stages) - 1 \
+            else [stage]
         for j, part in enumerate(parts):
             if j and any(v.ok for v in out.values()):
                 break
-            for kid, v in search(part).items():
+            for kid, v in search(part, SMALL_BOX_NOMINEES if j else None).items():
                 if kid not in out or _better(v, out[kid]):
                     out[kid] = v
     return out
