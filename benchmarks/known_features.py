@@ -19,6 +19,12 @@ images"). Images: the corpus photographs of camera sizes (BSDS500, CBSD68, Kodak
     # tree's CPU and peak RSS sampled (psutil, every 0.2 s)
     .venv/bin/python benchmarks/known_features.py add --files DIR --workers 2
 
+What further cuts would buy (CPU only: each changes what lists store, so none is applied;
+recall not measured here): ORB variants of the known side and the views' PDQ at a smaller
+working size, on the same photographs:
+
+    .venv/bin/python benchmarks/known_features.py levers
+
 Another checkout's code (the "before" of a change): ``PYTHONPATH=/that/checkout/src`` (its
 compiled extensions built); for ``add``, that checkout's own ``.venv/bin/python``.
 
@@ -120,6 +126,71 @@ def cmd_stages(a: argparse.Namespace) -> int:
     print(f"  peak RSS {out['peak_rss_mib']:.0f} MiB; load {load0[0]:.1f} -> "
           f"{out['load_after'][0]:.1f}")
     _write(a.out, out)
+    return 0
+
+
+def cmd_levers(a: argparse.Namespace) -> int:
+    import cv2
+
+    from hashwatch.decode import decode_image
+    from hashwatch.matchwork import limit_library_threads
+    from hashwatch.robust import known_local
+    from hashwatch.robust._pixels import _pdq, _work
+    from hashwatch.robust.local import _spread
+    from hashwatch.robust.views import known_extra_views
+
+    limit_library_threads()
+    cv2.setNumThreads(1)
+    pxs = [decode_image(p.read_bytes(), max_side=512).pixels
+           for p in photographs(_corpus(a.corpus))]
+
+    def orb(side: int = 400, nfeat: int = 800, nlevels: int = 8, joint: bool = False):  # noqa: ANN202
+        # known_local's steps (robust.local._local) with other parameters
+        o = cv2.ORB_create(nfeatures=nfeat, scaleFactor=1.2, nlevels=nlevels, edgeThreshold=15,
+                           patchSize=31, fastThreshold=10)
+
+        def run(px):  # noqa: ANN001, ANN202
+            h, w = px.shape[:2]
+            s = side / max(h, w)
+            if s > 1.0:
+                s = min(3.0, max(1.0, (side - 16) / max(h, w)))
+            g = cv2.cvtColor(px, cv2.COLOR_RGB2GRAY)
+            if s != 1.0:
+                g = cv2.resize(g, (max(1, round(w * s)), max(1, round(h * s))),
+                               interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+            if joint:
+                found, _ = o.detectAndCompute(g, None)
+                return _spread(found, 200, g.shape[1], g.shape[0])
+            kps = _spread(o.detect(g, None), 200, g.shape[1], g.shape[0])
+            return o.compute(g, kps)
+        return run
+
+    def best_ms(fn, xs) -> float:  # noqa: ANN001
+        best = float("inf")
+        for _ in range(3):
+            c0 = time.process_time()
+            for x in xs:
+                fn(x)
+            best = min(best, time.process_time() - c0)
+        return 1000 * best / len(xs)
+
+    load0 = os.getloadavg()
+    rows = [("known_local, as stored", best_ms(known_local, pxs)),
+            ("ORB steps, as stored", best_ms(orb(), pxs)),
+            ("ORB, detect + compute in one call", best_ms(orb(joint=True), pxs)),
+            ("ORB, 6 pyramid levels", best_ms(orb(nlevels=6), pxs)),
+            ("ORB, 400 candidates", best_ms(orb(nfeat=400), pxs)),
+            ("ORB, 320-px picture", best_ms(orb(side=320), pxs)),
+            ("ORB, 320 px + 6 levels + one call", best_ms(orb(320, 800, 6, True), pxs)),
+            ("known_extra_views, as stored (256 px)", best_ms(known_extra_views, pxs))]
+    for side in (256, 128):
+        works = [_work(p, side) for p in pxs]
+        rows.append((f"reference PDQ of the {side}-px picture (one view)", best_ms(_pdq, works)))
+    print(f"{len(pxs)} photographs, 1 process, 1 library thread, CPU ms per image (best of 3)")
+    for name, ms in rows:
+        print(f"  {name:45s} {ms:6.2f}")
+    print(f"  load {load0[0]:.1f} -> {os.getloadavg()[0]:.1f}")
+    _write(a.out, {"ms": dict(rows), "load_before": load0})
     return 0
 
 
@@ -236,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("stages", help="CPU per stage, one process")
     s.add_argument("--images", type=int, default=1000)
     s.add_argument("--out", type=Path, default=None)
+    lv = sub.add_parser("levers", help="CPU of output-changing variants (not applied)")
+    lv.add_argument("--out", type=Path, default=None)
     p = sub.add_parser("prepare", help="distinct JPEGs for the end-to-end run")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--n", type=int, default=3000)
@@ -245,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--tmp", type=Path, default=None, help="where the fresh database goes")
     d.add_argument("--out", type=Path, default=None)
     a = ap.parse_args(argv)
-    return {"stages": cmd_stages, "prepare": cmd_prepare, "add": cmd_add}[a.cmd](a)
+    return {"stages": cmd_stages, "levers": cmd_levers, "prepare": cmd_prepare,
+            "add": cmd_add}[a.cmd](a)
 
 
 if __name__ == "__main__":
