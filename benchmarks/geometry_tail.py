@@ -682,6 +682,10 @@ def cmd_deep_report(a: argparse.Namespace) -> int:
              "homography": G.LOCAL_MIN_INLIERS_HOMOGRAPHY}
     h_mins = [int(x) for x in a.homography_mins.split(",")]
     sums = [_deep_summary(Path(o), a) for o in a.outs]
+    # a sane homography's inliers over the screen's count, the most at any size
+    excess = max([int((s["cols"]["homography_gated"] - s["cols"]["screen"])[
+        s["cols"]["homography_gated"] > 0].max()) for s in sums
+        if (s["cols"]["homography_gated"] > 0).any()] or [0])
     per: dict[int, dict] = {}
     for s in sums:
         n_sl, cols = s["slots"], s["cols"]
@@ -691,7 +695,6 @@ def cmd_deep_report(a: argparse.Namespace) -> int:
               f"(recombined nominees {100 * s['synthetic']:.0f}%)\n")
         gated = cols["tentative"] >= G.LOCAL_MIN_INLIERS_HOMOGRAPHY
         hg, scr = cols["homography_gated"], cols["screen"]
-        excess = int((hg - scr)[hg > 0].max()) if (hg > 0).any() else 0
         past = scr >= G.HOMOGRAPHY_SCREEN
         sane_share = float((hg[past] > 0).mean()) if past.any() else 1.0
         print(f"- pairs whose larger group has >= {G.LOCAL_MIN_INLIERS_HOMOGRAPHY} tentative "
@@ -700,7 +703,8 @@ def cmd_deep_report(a: argparse.Namespace) -> int:
               f"{(scr >= G.HOMOGRAPHY_SCREEN).sum():,}; sane homographies: "
               f"{(hg > 0).sum():,} (inliers {sorted(hg[hg > 0].tolist())}), past the screen "
               f"too: {(cols['homography_screened'] > 0).sum():,}; a sane homography's inliers "
-              f"minus the screen's count: at most {excess}")
+              f"minus the screen's count: at most "
+              f"{int((hg - scr)[hg > 0].max()) if (hg > 0).any() else 0}")
         for lo_, hi_ in ((5, 7), (8, 9), (10, 12), (13, 99)):
             sel = (scr >= lo_) & (scr <= hi_)
             print(f"  - screen {lo_}-{hi_}: {sel.sum():,} pairs, sane homography on "
@@ -741,7 +745,7 @@ def cmd_deep_report(a: argparse.Namespace) -> int:
         print(f"- nominees verified per unmatched distractor (the product's, as run): mean "
               f"{s['nominees']:.2f}; a sane homography among the pairs past the screen: "
               f"{sane_share:.3g}")
-        per[n_sl] = {"tails": tails, "excess": excess, "sane": sane_share,
+        per[n_sl] = {"tails": tails, "sane": sane_share,
                      "nominees": s["nominees"]}
     sizes = sorted(per)
     allsc = [sc for s in sums for sc in s["scenes"]]
@@ -755,7 +759,6 @@ def cmd_deep_report(a: argparse.Namespace) -> int:
           f"fits {any_p:.2g} (issue 10's method); bound per model (the larger of its own tail "
           f"fit and 3 / fits; the pooled one under 100 fits): " + ", ".join(
               f"{m} ({own[m][0]:,} fits, {own[m][1]} passed: {p_bound[m]:.2g})" for m in needs))
-    excess = max(per[n]["excess"] for n in sizes)
     sane = per[sizes[-1]]["sane"]
     mean_nom = per[sizes[-1]]["nominees"]
 
