@@ -203,12 +203,16 @@ def cmd_prepare(a: argparse.Namespace) -> int:
     for i in range(a.n):
         src = photos[i % len(photos)]
         px = np.array(Image.open(src).convert("RGB"))
-        # copy k of a photograph: 3k px off its left, 2k off its top and k grey levels
-        # brighter, so that its PDQ views are new values too (a one-pixel change would leave
-        # them all "already present" and the database side of the run too cheap)
+        # copy k of a photograph: 3c px off its left and 2c off its top (c = k mod 8),
+        # mirrored when k // 8 is odd, and c + k // 16 grey levels brighter, so that its PDQ
+        # views are new values too (a one-pixel change would leave them all "already
+        # present" and the database side of the run too cheap); sizes stay within 21 px
         k = i // len(photos)
-        px = px[2 * k:, 3 * k:]
-        px = np.minimum(px.astype(np.int16) + k, 255).astype(np.uint8)
+        c = k % 8
+        px = px[2 * c:, 3 * c:]
+        if (k // 8) % 2:
+            px = px[:, ::-1]
+        px = np.minimum(px.astype(np.int16) + c + k // 16, 255).astype(np.uint8)
         Image.fromarray(px).save(a.out / f"k{i:06d}.jpg", quality=92)
     print(f"wrote {a.n} files to {a.out}")
     return 0
