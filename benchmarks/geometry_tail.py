@@ -681,6 +681,7 @@ def cmd_deep_report(a: argparse.Namespace) -> int:
     needs = {"similarity": R.LOCAL_MIN_INLIERS, "affine": G.LOCAL_MIN_INLIERS_AFFINE,
              "homography": G.LOCAL_MIN_INLIERS_HOMOGRAPHY}
     h_mins = [int(x) for x in a.homography_mins.split(",")]
+    a_mins = [int(x) for x in a.affine_mins.split(",")]
     sums = [_deep_summary(Path(o), a) for o in a.outs]
     # a sane homography's inliers over the screen's count, the most at any size
     excess = max([int((s["cols"]["homography_gated"] - s["cols"]["screen"])[
@@ -713,7 +714,7 @@ def cmd_deep_report(a: argparse.Namespace) -> int:
         print("- CPU ms per pair: " + ", ".join(
             f"{k} {1000 * x / n_pairs:.2f}" for k, x in sorted(s["cpu"].items())
             if k in ("similarity", "affine_raw", "screen", "homography_gated", "scene")))
-        ks = sorted({15, 17, *h_mins, *(m - excess for m in h_mins)})
+        ks = sorted({15, 17, *a_mins, *h_mins, *(m - excess for m in h_mins)})
         print("\n| column | ranks | pairs | most | " + " | ".join(f"P(>= {k})" for k in ks)
               + " | decay | pairs at 3..most |")
         print("|---|---|---:|---:|" + "---:|" * len(ks) + "---:|---|")
@@ -782,8 +783,8 @@ def cmd_deep_report(a: argparse.Namespace) -> int:
             f"{sizes[-1]:,}, method / bound | per query at {a.target:,}, method / bound |")
         print("|---|---:|---:|---:|---:|---:|")
         terms: dict[str, tuple[float, ...]] = {}
-        rows = [("similarity", "similarity", needs["similarity"]),
-                ("affine", "affine_raw", needs["affine"])] + \
+        rows = [("similarity", "similarity", needs["similarity"])] + \
+            [("affine", "affine_raw", m) for m in sorted({needs["affine"], *a_mins})] + \
             [("homography", "screen", m) for m in h_mins]
         for m, c, k in rows:
             y, b, p_t = at(c, pop, k - (excess if m == "homography" else 0))
@@ -793,12 +794,18 @@ def cmd_deep_report(a: argparse.Namespace) -> int:
             terms[f"{m}{k}"] = v
             print(f"| {m} ({k}) | " + " / ".join(f"{x:.2g}" for x in y) + f" | {b:.2f} | "
                   f"{p_t:.2g} | {v[0]:.2g} / {v[1]:.2g} | {v[2]:.2g} / {v[3]:.2g} |")
-        for hm in h_mins:
+        # each homography minimum with the matcher's affine one, then each affine minimum
+        # with the matcher's homography one
+        combos = [(needs["affine"], hm) for hm in h_mins] + \
+            [(am, needs["homography"]) for am in a_mins if am != needs["affine"]]
+        for am, hm in combos:
             tot = [terms[f"similarity{needs['similarity']}"][i]
-                   + terms[f"affine{needs['affine']}"][i] + terms[f"homography{hm}"][i]
+                   + terms[f"affine{am}"][i] + terms[f"homography{hm}"][i]
                    for i in range(4)]
-            mark = " (the matcher's)" if hm == needs["homography"] else ""
-            print(f"| **keypoint tier, homography at {hm}{mark}** | | | | **{tot[0]:.2g}** / "
+            mark = " (the matcher's)" if (am, hm) == (needs["affine"],
+                                                    needs["homography"]) else ""
+            print(f"| **keypoint tier, affine at {am}, homography at {hm}{mark}** | | | | "
+                  f"**{tot[0]:.2g}** / "
                   f"{tot[1]:.2g} | **{tot[2]:.2g}** / {tot[3]:.2g} |")
             print(f"| the same with the mean nominees per unmatched distractor "
                   f"({mean_nom:.2f}) instead of the ceiling | | | | "
@@ -859,6 +866,9 @@ def main(argv: list[str] | None = None) -> int:
                                  "the largest measured, the affine's at 17 from 2*10^5 to 10^6)")
             rp.add_argument("--homography-mins", default="15,18,20,22",
                             help="homography minimums to evaluate")
+            rp.add_argument("--affine-mins", default="17,18,19,20",
+                            help="affine minimums to evaluate (with the matcher's homography "
+                                 "minimum)")
     a = ap.parse_args(argv)
     if a.cmd == "eval":
         cv2.setNumThreads(1)
