@@ -367,6 +367,15 @@ def lists_import(
                 )
         except FormatError as exc:
             raise fail(f"{file}: {exc}") from None
+        except KeyboardInterrupt:
+            # Say what an interrupted import left behind: the operator decides whether to re-run.
+            if chosen == "bulk" and store.dialect == "postgresql":
+                kept = "nothing was imported (the bulk import is one transaction)"
+            else:
+                kept = ("the rows committed before the interrupt are kept; run the same "
+                        "command again to resume (rows already present are skipped)")
+            err.print(styled("interrupted", "red", f"importing {file} into {name}: {kept}"))
+            raise typer.Exit(130) from None
         finally:
             raw.close()
     if res.bad_rows > show_errors:
