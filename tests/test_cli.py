@@ -247,3 +247,25 @@ def test_eval_quick_mode_and_corpus_pointer(corpus_dir, tmp_path, monkeypatch):
         resolve_corpus()
     monkeypatch.setenv("HASHWATCH_CORPUS", str(corpus_dir))
     assert resolve_corpus() == corpus_dir
+
+
+def test_first_open_after_an_upgrade_says_it_is_upgrading(db):
+    # an existing database one schema revision behind: the first command says it upgrades
+    # (some migrations rebuild indexes for minutes on a large list), later ones say nothing
+    from alembic import command
+    from alembic.config import Config
+
+    from hashwatch.store import Store
+
+    run("lists", "create", "l", "--db", db)
+    cfg = Config()
+    cfg.set_main_option("script_location", "hashwatch.store:migrations")
+    with Store.open(db) as s, s.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "entries_identity_order@-1")  # undoes 0016
+    first = run("lists", "show", "l", "--db", db)
+    assert "upgrading" in first.stderr and "schema" in first.stderr
+    again = run("lists", "show", "l", "--db", db)
+    assert "upgrading" not in again.stderr
+    new = run("lists", "create", "m", "--db", db + ".new")  # a new database is not upgraded
+    assert "upgrading" not in new.stderr

@@ -108,8 +108,13 @@ def open_store(db: str | Path | None, *, need_lists: bool = False,
         raise fail(f"database {where} does not exist: check --db or $HASHWATCH_DB (create "
                    "lists with `hashwatch lists create` / `lists import` first; nothing "
                    "was created)")
+    def upgrading(current: str, target_rev: str) -> None:
+        err.print(styled("upgrading", "yellow",
+                         f"database {where}: schema {current} -> {target_rev}; on a large list "
+                         "this rebuilds indexes and can take minutes (do not interrupt it)"))
+
     try:
-        store = Store.open(target)
+        store = Store.open(target, on_upgrade=upgrading)
     except StoreError as exc:
         raise fail(f"{exc} (database {where})") from None
     if need_lists:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,6 +19,8 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from platformdirs import user_data_dir
 
 from hashwatch.categories import Category
@@ -39,6 +42,7 @@ from hashwatch.store.schema import (
     of_signal_type,
 )
 
+log = logging.getLogger("hashwatch.store")
 
 class StoreError(Exception):
     """A store operation that cannot be done as asked."""
@@ -287,9 +291,14 @@ class Store:
 
     # -- opening -------------------------------------------------------------------
     @classmethod
-    def open(cls, target: str | os.PathLike[str] | None = None, *, migrate: bool = True) -> Store:
+    def open(cls, target: str | os.PathLike[str] | None = None, *, migrate: bool = True,
+             on_upgrade: Callable[[str, str], None] | None = None) -> Store:
         """Open (and migrate) a SQLite path or an SQLAlchemy URL. Raises StoreError, whose
-        message never carries the URL's password."""
+        message never carries the URL's password.
+
+        ``on_upgrade(current, target)`` (schema revisions) is called before an existing
+        database is upgraded, so that a caller can say why the first open after an upgrade
+        may take minutes (some migrations rebuild indexes of the entries table)."""
         if target is None:  # a URL in $HASHWATCH_DB must not go through Path()
             target = os.environ.get("HASHWATCH_DB") or default_db_path()
         url, path = _make_url(target)
@@ -328,19 +337,30 @@ class Store:
         store = cls(engine)
         if migrate:
             try:
-                store.migrate()
+                store.migrate(on_upgrade)
             except sa.exc.DBAPIError as exc:
                 engine.dispose()
                 raise StoreError(f"cannot open database {shown}: "
                                  f"{redact_text(str(exc.orig))}") from None
         return store
 
-    def migrate(self) -> None:
+    def migrate(self, on_upgrade: Callable[[str, str], None] | None = None) -> None:
+        """Bring the schema to the newest revision (Alembic ``upgrade heads``);
+        ``on_upgrade(current, target)`` first when an existing database is behind."""
         cfg = Config()
         cfg.set_main_option(
             "script_location", str(resources.files("hashwatch.store") / "migrations")
         )
         with self.engine.begin() as conn:
+            current = MigrationContext.configure(conn).get_current_heads()
+            target = ScriptDirectory.from_config(cfg).get_heads()
+            if current and set(current) != set(target):
+                # only the branches that move (the schema has several heads)
+                cur = ", ".join(sorted(set(current) - set(target)))
+                tgt = ", ".join(sorted(set(target) - set(current)))
+                log.info("upgrading the database schema from %s to %s", cur, tgt)
+                if on_upgrade is not None:
+                    on_upgrade(cur, tgt)
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "heads")
 
