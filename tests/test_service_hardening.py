@@ -803,3 +803,43 @@ def test_url_fetch_follows_the_same_destination_rules():
     with pytest.raises(FetchError) as e:
         fetch("http://u:p@example.org/a.jpg", allowed_hosts=["example.org"])
     assert e.value.code == "bad_url"
+
+
+def test_client_gone_mid_import_is_a_warning_and_imports_nothing(svc, caplog):
+    # a client that drops the connection while sending a list file: nothing imported, one
+    # warning naming the list, no error record or traceback in the server's log
+    import logging
+
+    svc.client.post("/v1/lists", json={"name": "gone"}, headers=svc.h())
+    app = svc.client.app
+    first = "".join(f"{i:064x}\n" for i in range(1, 2001)).encode()
+    sent: list[dict] = []
+    state = {"n": 0}
+
+    async def receive() -> dict:
+        state["n"] += 1
+        if state["n"] == 1:
+            return {"type": "http.request", "body": first, "more_body": True}
+        return {"type": "http.disconnect"}
+
+    async def send(msg: dict) -> None:
+        sent.append(msg)
+
+    path = "/v1/lists/gone/import"
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "POST", "path": path, "raw_path": path.encode(),
+             "query_string": b"format=hashlines&signal=pdq",
+             "headers": [(b"content-type", b"application/octet-stream"),
+                         (b"content-length", b"10000000"),
+                         (b"authorization", f"Bearer {svc.admin}".encode())],
+             "client": ("127.0.0.1", 5555), "server": ("t", 80), "scheme": "http",
+             "root_path": "", "app": app}
+    with caplog.at_level(logging.INFO):
+        asyncio.run(asyncio.wait_for(app(scope, receive, send), 30))
+    assert state["n"] == 2  # the body was being read when the client went
+    warned = [r for r in caplog.records if "disconnected" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].levelno == logging.WARNING
+    assert "gone" in warned[0].getMessage()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    r = svc.client.get("/v1/lists/gone", headers=svc.h())
+    assert r.json()["entry_count"] == 0, r.json()

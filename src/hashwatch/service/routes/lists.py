@@ -1,6 +1,7 @@
 """``/v1/lists``: hash lists and their entries (create, show, enable/disable, delete; add,
 page through, remove, bulk import, export). Curation needs the ``curate`` scope."""
 
+import logging
 import os
 import tempfile
 from itertools import islice
@@ -11,6 +12,7 @@ from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from hashwatch.lists import choose_method
 from hashwatch.service.auth import Principal
@@ -19,6 +21,7 @@ from hashwatch.service.errors import ApiError, BodyTooLarge
 from hashwatch.service.state import Service
 from hashwatch.store import ListExists, StoreError
 
+log = logging.getLogger("hashwatch.service")
 router = APIRouter(prefix=f"{API}/lists", tags=["lists"])
 
 Format = Literal["csv", "hashlines", "vics", "icse"]
@@ -161,6 +164,12 @@ async def entries_import(
                 size += len(chunk)
         except BodyTooLarge:
             raise ApiError(413, "too_large", "import file too large") from None
+        except ClientDisconnect:
+            # nothing was read into the list yet: an operator's event, not a server error
+            log.warning("import into list %r: the client disconnected after %d bytes; "
+                        "nothing was imported", name, size)
+            raise ApiError(400, "client_disconnected",
+                           "the request body ended early; nothing was imported") from None
         spool.seek(0)
         chosen = choose_method(size) if method == "auto" else method
         return await run_in_threadpool(_import_file, svc, p, name, spool, format, signal,
