@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -200,6 +200,18 @@ def _known_class(variant: str) -> str:
     return "full"
 
 
+def check_views(views: Collection[str] | None) -> frozenset[str] | None:
+    """View names -> the stored variant names (``""`` for the full image and for entries
+    without a view, which every index holds), or None for every view."""
+    if views is None:
+        return None
+    unknown = sorted(set(views) - set(robust.KNOWN_VIEWS))
+    if unknown:
+        raise ValueError(f"unknown hash view(s) {', '.join(unknown)}: choose from "
+                         f"{', '.join(robust.KNOWN_VIEWS)}")
+    return frozenset({""} | {v for v in views if v != "full"})
+
+
 def index_path_for(store: Store) -> Path | None:
     url = store.engine.url
     if url.get_backend_name() == "sqlite" and url.database:
@@ -222,6 +234,7 @@ class Matcher:
         vpdq_query_percent: float = VPDQ_QUERY_MATCH_PERCENT,
         vpdq_compared_percent: float = VPDQ_COMPARED_MATCH_PERCENT,
         writable: bool = True,
+        hash_views: Collection[str] | None = None,
     ) -> None:
         """``mmap``: map a saved index instead of reading it (instant start; processes serving
         the same index share its pages, see BENCHMARKS). ``vpdq_*_percent``: a video matches a
@@ -229,8 +242,14 @@ class Matcher:
         :mod:`hashwatch.signals.vpdq`). ``writable=False``: use the saved indexes (PDQ and
         keypoint) but never write them, keeping changes made since they were saved in this
         process only (worker processes: one process, the one that prepared them, owns the
-        files)."""
+        files). ``hash_views``: the known images' views the PDQ index holds (names of
+        :data:`hashwatch.robust.views.KNOWN_VIEWS`; None: every view). Fewer views, less
+        memory (~111 B per entry, about 2.2 GB per view at 2*10^7 known images) for less
+        recall on the edits those views cover (BENCHMARKS.md, "Which views the hash tier
+        holds"); entries with no view name (plain list imports) are always held. Raises
+        ValueError for an unknown view name."""
         self.store = store
+        self.hash_views = check_views(hash_views)
         self.vpdq_query_percent = vpdq_query_percent
         self.vpdq_compared_percent = vpdq_compared_percent
         self._vpdq: Any = None
@@ -265,19 +284,22 @@ class Matcher:
         if self.persist and self.index_path and self.index_path.exists():
             try:
                 meta = json.loads(self._meta_path().read_text())
-                if meta.get("feed_id") == self.store.feed_id() and self.store.position_usable(
-                    meta["position"]
-                ):
+                if (meta.get("feed_id") == self.store.feed_id()
+                        and meta.get("hash_views") == self._views_meta()
+                        and self.store.position_usable(meta["position"])):
                     self.index = HammingIndex.load(self.index_path, mmap=self.mmap)
                     self.position = meta["position"]
                     if self.refresh():
                         self.save()
                     return self.index
-                log.info("PDQ index at %s is from another database or feed format; rebuilding",
-                         self.index_path)
+                log.info("PDQ index at %s is from another database, feed format or set of "
+                         "views; rebuilding", self.index_path)
             except (OSError, ValueError, KeyError, FeedError) as exc:
                 log.warning("PDQ index at %s unusable (%s); rebuilding", self.index_path, exc)
         return self.rebuild()
+
+    def _views_meta(self) -> list[str] | None:
+        return None if self.hash_views is None else sorted(self.hash_views)
 
     def rebuild(self) -> HammingIndex:
         """Build the index from the store's live PDQ entries, read in one snapshot whose
@@ -286,7 +308,7 @@ class Matcher:
             ids_parts: list[np.ndarray] = []
             code_parts: list[np.ndarray] = []
             with self.store.snapshot() as snap:
-                for batch in snap.live("pdq"):
+                for batch in snap.live("pdq", variants=self.hash_views):
                     ids_parts.append(np.fromiter((r[0] for r in batch), np.int64, len(batch)))
                     code_parts.append(hex_to_codes([r[2] for r in batch]))
                 position = snap.position
@@ -371,7 +393,8 @@ class Matcher:
             cursor = None
             while True:  # the new window (a small first page: see feed.page_limit)
                 lim = page_limit(cursor, FEED_PAGE)
-                page, nxt, n = snap.changed_page(self.position, "pdq", after=cursor, limit=lim)
+                page, nxt, n = snap.changed_page(self.position, "pdq", after=cursor, limit=lim,
+                                                 variants=self.hash_views)
                 self.apply_states(page)
                 applied += len(page)
                 if n < lim:
@@ -385,7 +408,7 @@ class Matcher:
             while self._backlog:  # windows read in part before
                 since, until, cursor = self._backlog[0]
                 page, nxt, n = snap.changed_page(since, "pdq", until=until, after=cursor,
-                                                 limit=FEED_PAGE)
+                                                 limit=FEED_PAGE, variants=self.hash_views)
                 self.apply_states(page)
                 applied += len(page)
                 if n < FEED_PAGE:
@@ -434,7 +457,8 @@ class Matcher:
                     # them (states: replaying is harmless)
                     position = self._backlog[0][0] if self._backlog else self.position
                     json.dump({"feed_id": self.store.feed_id(), "position": position,
-                               "count": len(self.index)}, fh)
+                               "count": len(self.index), "hash_views": self._views_meta()},
+                              fh)
                 os.replace(tmp, self._meta_path())
             except OSError as exc:
                 self.save_failures += 1

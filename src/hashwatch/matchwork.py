@@ -78,7 +78,8 @@ class MatchSpec:
     SQLite database); the keypoint index is the folder ``<index_path>.kp``; ``lists``: only
     these lists (None: all); ``robust``: the robust views and keypoints (False: plain PDQ and
     exact hashes); ``persist``: False when the indexes are not saved (every worker builds its
-    own in memory from the store)."""
+    own in memory from the store); ``hash_views``: the known images' views the PDQ index
+    holds (:class:`hashwatch.matcher.Matcher`; None: every view)."""
 
     db: str = field(repr=False)
     index_path: str | None = None
@@ -91,12 +92,14 @@ class MatchSpec:
     max_side: int | None = DEFAULT_MAX_SIDE
     vpdq_query_percent: float = VPDQ_QUERY_MATCH_PERCENT
     vpdq_compared_percent: float = VPDQ_COMPARED_MATCH_PERCENT
+    hash_views: tuple[str, ...] | None = None
 
     def matcher_options(self) -> dict[str, Any]:
         return {"index_path": self.index_path, "pdq_threshold": self.pdq_threshold,
                 "min_quality": self.min_quality, "persist": self.persist,
                 "vpdq_query_percent": self.vpdq_query_percent,
-                "vpdq_compared_percent": self.vpdq_compared_percent}
+                "vpdq_compared_percent": self.vpdq_compared_percent,
+                "hash_views": self.hash_views}
 
     @classmethod
     def for_store(cls, store: Any, **kw: Any) -> MatchSpec:

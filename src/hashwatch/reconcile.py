@@ -159,7 +159,7 @@ def reconcile(matcher: Matcher, *, repair: bool = True, batch: int = BATCH) -> R
     suspect: set[int] = set()
     with store.snapshot() as snap:
         names = snap.list_names()
-        for rows in snap.live("pdq", batch=batch):
+        for rows in snap.live("pdq", batch=batch, variants=matcher.hash_views):
             ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
             lists = np.fromiter((r[1] for r in rows), np.int64, len(rows))
             codes = hex_to_codes([r[2] for r in rows])
@@ -257,7 +257,9 @@ def _confirm(matcher: Matcher, buckets: list[int], checks: dict[int, ListCheck],
         extra_ids: list[int] = []
         for b in buckets:
             lo, hi = b << BUCKET_BITS, (b + 1) << BUCKET_BITS
-            store_rows = {r[0]: r[2] for part in snap.live("pdq", lo=lo, hi=hi) for r in part}
+            store_rows = {r[0]: r[2] for part in snap.live("pdq", lo=lo, hi=hi,
+                                                             variants=matcher.hash_views)
+                          for r in part}
             ids, codes = index.range(lo, hi)
             held = {int(i): bytes(c).hex() for i, c in zip(ids, codes, strict=True)}
             for eid, value in store_rows.items():

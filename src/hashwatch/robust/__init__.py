@@ -86,6 +86,7 @@ from hashwatch.robust.verify import (
 )
 from hashwatch.robust.views import (
     KNOWN_CROP_SCALES,
+    KNOWN_VIEWS,
     QUERY_DEROTATIONS,
     known_signals,
     query_signals,
@@ -132,6 +133,7 @@ __all__ = [
     "REGION_SIDE",
     "MAX_REGIONS",
     "KNOWN_CROP_SCALES",
+    "KNOWN_VIEWS",
     "QUERY_DEROTATIONS",
     "LOCAL_KNN",
     "LOCAL_MATCH_RADIUS",

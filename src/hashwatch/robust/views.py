@@ -34,6 +34,9 @@ from hashwatch.robust.trim import trim_box
 
 # Centred crops stored for a known image (fraction of each side kept).
 KNOWN_CROP_SCALES: tuple[float, ...] = (0.9, 0.8, 0.7, 0.6, 0.5)
+# The views a known image may store, by their variant names ("full" is stored as "").
+KNOWN_VIEWS: tuple[str, ...] = ("full", "trim",
+                                *(f"crop{round(s * 100)}" for s in KNOWN_CROP_SCALES))
 # Query de-rotations in degrees (PDQ tolerates about 1 degree).
 QUERY_DEROTATIONS: tuple[float, ...] = (-4.0, -2.0, 2.0, 4.0)
 # Centred crops of the query's (trimmed) picture, fraction of each side kept (class "qcrop").

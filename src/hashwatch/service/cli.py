@@ -102,6 +102,9 @@ def serve(
                                                    "beside a SQLite database; none for "
                                                    "PostgreSQL).")] = None,
     log_level: Annotated[str, typer.Option(help="Uvicorn log level.")] = "info",
+    hash_views: Annotated[str | None, typer.Option(
+        help="Views of the known images the PDQ index holds, comma-separated (default: "
+        "every view), e.g. full,trim,crop60,crop50 for less memory on a national list.")] = None,
 ) -> None:
     """Run the HTTP matching service (API under /v1, OpenAPI at /openapi.json, review UI
     at /review)."""
@@ -112,7 +115,15 @@ def serve(
 
     install_log_redaction()
 
-    settings = Settings.from_env(db=db, index_path=index_path)
+    views = None if hash_views is None else [v.strip() for v in hash_views.split(",")
+                                              if v.strip()]
+    settings = Settings.from_env(db=db, index_path=index_path, hash_views=views)
+    from hashwatch.matcher import check_views
+
+    try:
+        check_views(settings.hash_views or None)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--hash-views") from None
     if settings.index_path:
         _prepare_index_dir(settings.index_path)
     with _store(settings.db):
@@ -121,7 +132,8 @@ def serve(
     # the same files (shared pages) instead of each building its own copy
     from hashwatch.matchwork import MatchSpec, prepare
 
-    prepared = prepare(MatchSpec(settings.db, index_path=settings.index_path or None))
+    prepared = prepare(MatchSpec(settings.db, index_path=settings.index_path or None,
+                                 hash_views=tuple(settings.hash_views) or None))
     if prepared is not None:
         if prepared.save_error:  # e.g. a full disk: workers build in memory and retry
             typer.echo(f"warning: cannot save the index ({prepared.save_error}); serving "
@@ -132,6 +144,8 @@ def serve(
     if settings.index_path:
         os.environ["HASHWATCH_INDEX_PATH"] = settings.index_path
     os.environ["HASHWATCH_WORKERS"] = str(workers)
+    if settings.hash_views:
+        os.environ["HASHWATCH_HASH_VIEWS"] = ",".join(settings.hash_views)
     uvicorn.run("hashwatch.service.app:app_from_env", factory=True, host=host, port=port,
                 workers=workers, log_level=log_level, access_log=False, proxy_headers=False)
 

@@ -26,6 +26,10 @@ class Settings:
     index_path: str | None = None
     # map the saved index rather than read it: workers share one copy in the page cache
     index_mmap: bool = True
+    # the known images' views the PDQ index holds (empty: every view), e.g.
+    # "full,trim,crop60,crop50": less memory at 2*10^7 known images (BENCHMARKS.md, "Which
+    # views the hash tier holds"); changing it rebuilds the saved index once
+    hash_views: list[str] = field(default_factory=list)
     # seconds between change-feed polls: the fallback bound on how stale a worker can be
     # (PostgreSQL pushes each commit at once with LISTEN/NOTIFY; SQLite relies on the poll)
     refresh_interval: float = 1.0

@@ -227,7 +227,8 @@ class Service:
             self.matcher = Matcher(self.store, index_path=self.settings.index_file(),
                                    mmap=self.settings.index_mmap,
                                    vpdq_query_percent=self.settings.vpdq_query_percent,
-                                   vpdq_compared_percent=self.settings.vpdq_compared_percent)
+                                   vpdq_compared_percent=self.settings.vpdq_compared_percent,
+                                   hash_views=self.settings.hash_views or None)
             self.allow.refresh()
             self.last_refresh = time.time()
             freeze_startup_heap()

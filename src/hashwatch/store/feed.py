@@ -46,8 +46,9 @@ again after ``S`` is reported (with its newer state) by a later read.
 
 from __future__ import annotations
 
+import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -118,8 +119,8 @@ class Snapshot:
         """One page of the change rows in the window after ``since`` (and up to ``until``,
         a later position; None: this snapshot), past the cursor ``after``, in change order
         ((txid, seq) on PostgreSQL, seq on SQLite): ``(txid, seq, entry id, list id, op,
-        value or None when removed, signal type, group_ref)``; the entry's columns are None
-        for "features" and "list" rows.
+        value or None when removed, signal type, group_ref, variant)``; the entry's columns
+        are None for "features" and "list" rows.
 
         The page is cut from ``changes`` alone (an index range in change order, then
         LIMIT) and only then joined to ``entries`` by primary key, on PostgreSQL through a
@@ -159,7 +160,8 @@ class Snapshot:
             f"WITH p AS {materialized}(SELECT {cursor_cols}, c.entry_id, c.list_id, c.op "
             f"FROM changes c WHERE {cond} ORDER BY {order} LIMIT :lim) "
             f"SELECT {out_cursor}, p.entry_id, p.list_id, p.op, "
-            "CASE WHEN e.removed_at IS NULL THEN e.value END, e.signal_type, e.group_ref "
+            "CASE WHEN e.removed_at IS NULL THEN e.value END, e.signal_type, e.group_ref, "
+            "e.variant "
             f"FROM {source} "
             f"ORDER BY {order.replace('txid', 'p.txid').replace('seq', 'p.seq')}"
         )
@@ -168,6 +170,7 @@ class Snapshot:
     def changed_page(
         self, since: str, signal_type: str = "pdq", *, until: str | None = None,
         after: tuple[int, int] | None = None, limit: int = BATCH,
+        variants: Collection[str] | None = None,
     ) -> tuple[list[tuple[int, str | None]], tuple[int, int] | None, int]:
         """One bounded page of :meth:`changed`: the states of entries of ``signal_type``
         among the next ``limit`` change rows of the window (see :meth:`_page`). Returns
@@ -175,12 +178,15 @@ class Snapshot:
         ``limit`` means the window is done). A window read page by page, each page in any
         snapshot taken after ``until``, yields each of its changes exactly once: its rows
         are fixed by the two positions and the cursor walks them in a total order. States
-        are read in the page's snapshot, never older than the window's (level-triggered)."""
+        are read in the page's snapshot, never older than the window's (level-triggered).
+        ``variants``: only entries of these views (stored variant names, ``""`` the full
+        image; None: all), for an index that holds some views only."""
         rows = self._page(since, until=until, after=after, limit=limit)
         if not rows:
             return [], None, 0
         states = [(int(r[2]), r[5]) for r in rows
-                  if r[4] in ("add", "remove") and r[6] == signal_type]
+                  if r[4] in ("add", "remove") and r[6] == signal_type
+                  and (variants is None or r[8] in variants)]
         return states, (int(rows[-1][0]), int(rows[-1][1])), len(rows)
 
     def changed(
@@ -297,14 +303,24 @@ class Snapshot:
 
     def live(
         self, signal_type: str = "pdq", *, lo: int | None = None, hi: int | None = None,
-        batch: int = BATCH,
+        batch: int = BATCH, variants: Collection[str] | None = None,
     ) -> Iterator[list[tuple[int, int, str]]]:
         """Live (not removed) entries of ``signal_type`` as ``(id, list id, value)``, in no
-        particular order; ``lo <= id < hi`` when given. List state (enabled, deleted) is not
-        applied: it is applied when matches are read back."""
+        particular order; ``lo <= id < hi`` when given; ``variants``: only these views (see
+        :meth:`changed_page`). List state (enabled, deleted) is not applied: it is applied
+        when matches are read back."""
         sql = ("SELECT id, list_id, value FROM entries "
                f"WHERE {of_signal_type_sql(signal_type)} AND removed_at IS NULL")
         params: dict[str, Any] = {"sig": signal_type}
+        if variants is not None:
+            # literal names (a few fixed view names): a bound list would need an expanding
+            # parameter in the streamed text statement
+            names = sorted(set(variants))
+            if not names:
+                return
+            if any(not re.fullmatch(r"[a-z0-9_:.-]*", v) for v in names):
+                raise ValueError(f"not a view name: {names}")
+            sql += " AND variant IN (" + ", ".join(f"'{v}'" for v in names) + ")"
         if lo is not None:
             sql += " AND id >= :lo"
             params["lo"] = lo
