@@ -8,6 +8,7 @@ from collections import Counter
 
 import pytest
 
+from conftest_pg import pg_db, pg_url, store_url  # noqa: F401  (fixtures: both backends)
 from hashwatch import lists
 from hashwatch.demo import demo_images
 from hashwatch.matcher import Matcher, check_views
@@ -27,8 +28,8 @@ def _index_ids(m: Matcher) -> set[int]:
 
 
 @pytest.fixture
-def store(tmp_path):
-    with Store.open(tmp_path / "v.db") as s:
+def store(store_url):  # noqa: F811 - SQLite and PostgreSQL
+    with Store.open(store_url) as s:
         s.create_list("k")
         lists.add_files(s, "k", demo_images()[:6])
         yield s
@@ -86,15 +87,14 @@ def test_unknown_view_names_are_refused(store):
 
 def test_the_service_holds_the_views_it_is_configured_with(store, tmp_path, monkeypatch):
     pytest.importorskip("fastapi")
-    from test_service import Svc
-
     from hashwatch.service.settings import Settings
+    from test_service import Svc
 
     monkeypatch.setenv("HASHWATCH_HASH_VIEWS", "full, crop50")
     assert Settings.from_env(db="x.db").hash_views == ["full", "crop50"]
     monkeypatch.delenv("HASHWATCH_HASH_VIEWS")
-    url = str(tmp_path / "v.db")
-    svc = Svc(url, hash_views=list(HELD), index_path=str(tmp_path / "svc.idx"))
+    svc = Svc(store.engine.url.render_as_string(hide_password=False), hash_views=list(HELD),
+              index_path=str(tmp_path / "svc.idx"))
     try:
         m = svc.client.app.state.service.matcher
         assert m.hash_views == frozenset({"", "trim", "crop60", "crop50"})

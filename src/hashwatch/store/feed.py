@@ -153,7 +153,7 @@ class Snapshot:
         on = "e.id = p.entry_id AND p.op IN ('add', 'remove')"
         if self.dialect == "postgresql":
             source = ("p LEFT JOIN LATERAL (SELECT e.removed_at, e.value, e.signal_type, "
-                      f"e.group_ref FROM entries e WHERE {on} OFFSET 0) e ON true")
+                      f"e.group_ref, e.variant FROM entries e WHERE {on} OFFSET 0) e ON true")
         else:  # SQLite probes the primary key row by row anyway (and has no LATERAL)
             source = f"p LEFT JOIN entries e ON {on}"
         sql = (
