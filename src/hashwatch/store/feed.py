@@ -238,7 +238,7 @@ class Snapshot:
             ids: set[int] = set()
             groups: set[tuple[int, str]] = set()
             lists: set[int] = set()
-            for _t, _s, entry_id, list_id, op, _v, _sig, group in rows:
+            for _t, _s, entry_id, list_id, op, _v, _sig, group, _variant in rows:
                 if op == "features":
                     ids.add(int(entry_id))
                 elif op == "list":
