@@ -92,9 +92,10 @@ def cmd_run(a: argparse.Namespace) -> int:
                     allowed = {q.known, *q.partners}
                     nominated = False
 
-                    def search(stage: R.LocalFeatures, q=q) -> dict[int, R.LocalVerdict]:
+                    def search(stage: R.LocalFeatures, top: int | None,
+                               q=q) -> dict[int, R.LocalVerdict]:
                         nonlocal nominated
-                        cands = ix.search(stage, top=KEYPOINT_CANDIDATES)
+                        cands = ix.search(stage, top=top or KEYPOINT_CANDIDATES)
                         nominated |= any(c.image_id == q.known for c in cands)
                         return {c.image_id: R.verify(stage, ix.features(c.slot),
                                                      lambda c=c: views_of(c.image_id))
