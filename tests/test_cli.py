@@ -263,6 +263,11 @@ def test_first_open_after_an_upgrade_says_it_is_upgrading(db):
     with Store.open(db) as s, s.engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, "entries_identity_order@-1")  # undoes 0016
+    keys = run("keys", "list", "--db", db)  # the service's commands say so too
+    assert "upgrading" in keys.stderr and "schema" in keys.stderr
+    with Store.open(db) as s, s.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "entries_identity_order@-1")
     first = run("lists", "show", "l", "--db", db)
     assert "upgrading" in first.stderr and "schema" in first.stderr
     again = run("lists", "show", "l", "--db", db)

@@ -98,6 +98,8 @@ def test_the_service_holds_the_views_it_is_configured_with(store, tmp_path, monk
     try:
         m = svc.client.app.state.service.matcher
         assert m.hash_views == frozenset({"", "trim", "crop60", "crop50"})
+        ready = svc.client.get("/v1/health/ready").json()
+        assert ready["hash_views"] == sorted(HELD)
         assert _index_ids(m) == _held_ids(store, set(HELD))
     finally:
         svc.close()
@@ -112,3 +114,14 @@ def test_serve_refuses_an_unknown_view_before_starting(tmp_path):
     res = CliRunner().invoke(app, ["serve", "--db", str(tmp_path / "s.db"),
                                    "--hash-views", "full,crop55"])
     assert res.exit_code == 2 and "crop55" in res.output
+    res = CliRunner().invoke(app, ["serve", "--db", str(tmp_path / "s.db"), "--hash-views", ","])
+    assert res.exit_code == 2 and "no view named" in res.output
+
+
+def test_views_given_as_a_string_or_empty_are_refused(store, tmp_path):
+    with pytest.raises(ValueError, match="list of names"):
+        Matcher(store, hash_views="full,trim")
+    with pytest.raises(ValueError, match="no hash view"):
+        Matcher(store, hash_views=[])
+    m = Matcher(store, persist=False, hash_views=HELD)
+    assert m.views_held() == sorted(HELD) and Matcher(store, persist=False).views_held() is None

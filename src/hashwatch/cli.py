@@ -305,6 +305,15 @@ def _parse_category(text: str | None) -> Any:
         raise fail(str(exc)) from None
 
 
+def _entry_count(store: Any, name: str) -> int:
+    from hashwatch.store import ListNotFound
+
+    try:
+        return int(store.get_list(name).entry_count)
+    except ListNotFound:
+        return 0
+
+
 @lists_app.command("import")
 def lists_import(
     name: str,
@@ -345,9 +354,10 @@ def lists_import(
         shown += 1
 
     missing = False
+    before = 0
     with open_store(db) as store:
         try:
-            store.get_list(name)
+            before = store.get_list(name).entry_count
         except ListNotFound as exc:
             if not create:
                 raise fail(f"{exc} (or pass --create)") from None
@@ -374,11 +384,15 @@ def lists_import(
             raise fail(f"{file}: {exc}") from None
         except KeyboardInterrupt:
             # Say what an interrupted import left behind: the operator decides whether to re-run.
+            now = _entry_count(store, name)
             if chosen == "bulk" and store.dialect == "postgresql":
                 kept = "nothing was imported (the bulk import is one transaction)"
+            elif now == before:
+                kept = "nothing was imported yet; run the same command again"
             else:
-                kept = ("the rows committed before the interrupt are kept; run the same "
-                        "command again to resume (rows already present are skipped)")
+                kept = (f"{now - before:,} entries committed before the interrupt are kept; run "
+                        "the same command again to finish (entries already present are "
+                        "skipped)")
             err.print(styled("interrupted", "red", f"importing {file} into {name}: {kept}"))
             raise typer.Exit(130) from None
         finally:

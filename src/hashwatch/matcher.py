@@ -205,6 +205,10 @@ def check_views(views: Collection[str] | None) -> frozenset[str] | None:
     without a view, which every index holds), or None for every view."""
     if views is None:
         return None
+    if isinstance(views, str):  # "full,trim" would be read letter by letter
+        raise ValueError(f"hash views must be a list of names, not the string {views!r}")
+    if not views:
+        raise ValueError("no hash view named (None: every view)")
     unknown = sorted(set(views) - set(robust.KNOWN_VIEWS))
     if unknown:
         raise ValueError(f"unknown hash view(s) {', '.join(unknown)}: choose from "
@@ -300,6 +304,13 @@ class Matcher:
 
     def _views_meta(self) -> list[str] | None:
         return None if self.hash_views is None else sorted(self.hash_views)
+
+    def views_held(self) -> list[str] | None:
+        """The known images' views the PDQ index holds, by name ("full" for the full image),
+        or None for every view."""
+        if self.hash_views is None:
+            return None
+        return sorted("full" if v == "" else v for v in self.hash_views)
 
     def rebuild(self) -> HammingIndex:
         """Build the index from the store's live PDQ entries, read in one snapshot whose

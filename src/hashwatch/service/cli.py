@@ -19,8 +19,12 @@ def _store(db: str | None):  # type: ignore[no-untyped-def]
     from hashwatch.service.settings import Settings
     from hashwatch.store import Store, StoreError
 
+    def upgrading(current: str, target: str) -> None:
+        typer.echo(f"upgrading the database schema {current} -> {target}; on a large list "
+                   "this rebuilds indexes and can take minutes (do not interrupt it)", err=True)
+
     try:
-        return Store.open(Settings.from_env(db=db).db)
+        return Store.open(Settings.from_env(db=db).db, on_upgrade=upgrading)
     except StoreError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -104,7 +108,8 @@ def serve(
     log_level: Annotated[str, typer.Option(help="Uvicorn log level.")] = "info",
     hash_views: Annotated[str | None, typer.Option(
         help="Views of the known images the PDQ index holds, comma-separated (default: "
-        "every view), e.g. full,trim,crop60,crop50 for less memory on a national list.")] = None,
+        "every view; also HASHWATCH_HASH_VIEWS), e.g. full,trim,crop80,crop60 for less memory "
+        "on a national list. Give it its own --index-path.")] = None,
 ) -> None:
     """Run the HTTP matching service (API under /v1, OpenAPI at /openapi.json, review UI
     at /review)."""
@@ -117,13 +122,17 @@ def serve(
 
     views = None if hash_views is None else [v.strip() for v in hash_views.split(",")
                                               if v.strip()]
+    if views == []:
+        raise typer.BadParameter("no view named (leave the option out for every view)",
+                                 param_hint="--hash-views")
     settings = Settings.from_env(db=db, index_path=index_path, hash_views=views)
     from hashwatch.matcher import check_views
 
     try:
         check_views(settings.hash_views or None)
     except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--hash-views") from None
+        raise typer.BadParameter(str(exc), param_hint="--hash-views / HASHWATCH_HASH_VIEWS"
+                                 ) from None
     if settings.index_path:
         _prepare_index_dir(settings.index_path)
     with _store(settings.db):
@@ -132,6 +141,8 @@ def serve(
     # the same files (shared pages) instead of each building its own copy
     from hashwatch.matchwork import MatchSpec, prepare
 
+    typer.echo("loading the saved indexes (built again when missing, or made for another "
+               "database or set of --hash-views: minutes on a national list)", err=True)
     prepared = prepare(MatchSpec(settings.db, index_path=settings.index_path or None,
                                  hash_views=tuple(settings.hash_views) or None))
     if prepared is not None:

@@ -37,6 +37,7 @@ def ready(request: Request) -> Response:
     feed = svc.feed_status()
     return JSONResponse({"status": "ready", "worker": {"pid": os.getpid(), "id": svc.worker_id},
                          "index_size": len(m.index),
+                         "hash_views": m.views_held(),
                          "index_bytes": m.index.stats()["data_bytes"],
                          "feed_position": m.position, "last_refresh": svc.last_refresh,
                          "feed": feed})
