@@ -371,7 +371,7 @@ def cmd_scale(a: argparse.Namespace) -> int:
     from hashwatch.scalestudy import QueryCache
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from keypoint_cost import _scale_views
+    from keypoint_cost import _known_views, _scale_views
 
     cv2.setNumThreads(1)
     cache = QueryCache(a.queries)
@@ -385,11 +385,7 @@ def cmd_scale(a: argparse.Namespace) -> int:
     print(f"part {a.part}/{a.parts}: {len(units)} units, {len(todo)} to do", file=sys.stderr)
     if not todo:
         return 0
-    # the known images' stored views (the scene check of a known nominee): computed as
-    # `lists add` stores them
-    known, _, _ = __import__("hashwatch.scaleset", fromlist=["study_split"]).study_split(
-        E.corpus_files(E.resolve_corpus(a.corpus)), a.known, a.seed)
-    known_views = [R.known_signals(E.load_pixels(p)) for p in known]
+    known_views = _known_views(a.corpus, a.known, a.seed)
     scale_views = _scale_views(a.set, a.real)
 
     def views_of(image_id: int) -> list:

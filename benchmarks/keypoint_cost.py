@@ -97,6 +97,17 @@ def cmd_cut(a: argparse.Namespace) -> int:
     return 0
 
 
+def _known_views(corpus: Path | None, n_known: int = 200, seed: int = 0) -> list[list]:
+    """The study's known images' stored PDQ views (what the scene check of a known nominee
+    reads), computed as `lists add` stores them."""
+    from hashwatch import evaluate as E
+    from hashwatch.robust import known_signals
+    from hashwatch.scaleset import study_split
+
+    known, _, _ = study_split(E.corpus_files(E.resolve_corpus(corpus)), n_known, seed)
+    return [known_signals(E.load_pixels(p)) for p in known]
+
+
 def _scale_views(set_dir: Path, n_real: int):
     """image id -> stored PDQ views of a real scale image (what the scene check reads)."""
     from hashwatch.robust import KnownHash
@@ -128,12 +139,7 @@ def cmd_replay(a: argparse.Namespace) -> int:
     cv2.setNumThreads(1)
     res = json.loads(a.result.read_text())
     cache = QueryCache(a.queries)
-    # the known images' stored views (the scene check of a known nominee)
-    from hashwatch.evaluate import resolve_corpus
-    from hashwatch.scalestudy import load_study_set
-
-    ss = load_study_set(resolve_corpus(a.corpus), 200, 0, [])
-    known_views = ss.known_views
+    known_views = _known_views(a.corpus)
     scale_views = _scale_views(a.set, a.real)
     nk = len(known_views)
 

@@ -48,14 +48,12 @@ def cmd_run(a: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     import hashwatch.robust as R
-    from hashwatch import evaluate as E
     from hashwatch.matcher import KEYPOINT_CANDIDATES
     from hashwatch.robust.keypoint_index import KeypointIndex
-    from hashwatch.scaleset import study_split
     from hashwatch.scalestudy import QueryCache
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from keypoint_cost import _scale_views
+    from keypoint_cost import _known_views, _scale_views
 
     cv2.setNumThreads(1)
     cache = QueryCache(a.queries)
@@ -68,8 +66,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     print(f"part {a.part}/{a.parts}: {len(todo)} edits to do", file=sys.stderr)
     if not todo:
         return 0
-    known, _, _ = study_split(E.corpus_files(E.resolve_corpus(a.corpus)), a.known, a.seed)
-    known_views = [R.known_signals(E.load_pixels(p)) for p in known]
+    known_views = _known_views(a.corpus, a.known, a.seed)
     scale_views = _scale_views(a.set, a.real)
 
     def views_of(image_id: int) -> list:
@@ -220,12 +217,12 @@ def crop_hits(docs: dict[str, dict], queries: Path, corpus: Path | None, n_known
     """Per edit, per query: the crop views of its own known image that the hash tier
     matches alone (computed only where the core views miss: elsewhere they do not matter)."""
     import hashwatch.robust as R
-    from hashwatch import evaluate as E
-    from hashwatch.scaleset import study_split
     from hashwatch.scalestudy import QueryCache
 
-    known, _, _ = study_split(E.corpus_files(E.resolve_corpus(corpus)), n_known, seed)
-    known_views = [R.known_signals(E.load_pixels(p)) for p in known]
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from keypoint_cost import _known_views
+
+    known_views = _known_views(corpus, n_known, seed)
     crops = {v for v in R.KNOWN_VIEWS if v not in ("full", "trim")}
     cache = QueryCache(queries)
     hits: dict[str, list[set[str]]] = {}
@@ -289,6 +286,13 @@ def cmd_views(a: argparse.Namespace) -> int:
     return 0
 
 
+def _suite(p: argparse.ArgumentParser) -> None:
+    """The evaluation's known images (as `scale_study.py queries` drew them)."""
+    p.add_argument("--known", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--corpus", type=Path, default=None)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -301,9 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--part", type=int, default=0)
     r.add_argument("--parts", type=int, default=1)
-    r.add_argument("--known", type=int, default=200)
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--corpus", type=Path, default=None)
+    _suite(r)
     r.set_defaults(fn=cmd_run)
     rp = sub.add_parser("report", help="per-edit recall tables of one or more OUT folders")
     rp.add_argument("outs", nargs="+", type=Path)
@@ -311,9 +313,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="a column for the hash tier holding full, trim and these crop views "
                          "(comma-separated, e.g. crop80,crop60; needs --queries)")
     rp.add_argument("--queries", type=Path, default=None)
-    rp.add_argument("--known", type=int, default=200)
-    rp.add_argument("--seed", type=int, default=0)
-    rp.add_argument("--corpus", type=Path, default=None)
+    _suite(rp)
     rp.set_defaults(fn=cmd_report)
     vw = sub.add_parser("views", help="recall per subset of the crop views in the hash tier")
     vw.add_argument("outs", nargs="+", type=Path)
@@ -322,9 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     vw.add_argument("--real", type=int, default=75_000)
     vw.add_argument("--target", type=int, default=20_000_000)
     vw.add_argument("--entry-bytes", type=int, default=111)
-    vw.add_argument("--known", type=int, default=200)
-    vw.add_argument("--seed", type=int, default=0)
-    vw.add_argument("--corpus", type=Path, default=None)
+    _suite(vw)
     vw.set_defaults(fn=cmd_views)
     a = p.parse_args(argv)
     return a.fn(a)
