@@ -289,7 +289,7 @@ class Matcher:
             try:
                 meta = json.loads(self._meta_path().read_text())
                 if (meta.get("feed_id") == self.store.feed_id()
-                        and meta.get("hash_views") == self._views_meta()
+                        and meta.get("hash_views") == self.views_held()
                         and self.store.position_usable(meta["position"])):
                     self.index = HammingIndex.load(self.index_path, mmap=self.mmap)
                     self.position = meta["position"]
@@ -301,9 +301,6 @@ class Matcher:
             except (OSError, ValueError, KeyError, FeedError) as exc:
                 log.warning("PDQ index at %s unusable (%s); rebuilding", self.index_path, exc)
         return self.rebuild()
-
-    def _views_meta(self) -> list[str] | None:
-        return None if self.hash_views is None else sorted(self.hash_views)
 
     def views_held(self) -> list[str] | None:
         """The known images' views the PDQ index holds, by name ("full" for the full image),
@@ -468,7 +465,7 @@ class Matcher:
                     # them (states: replaying is harmless)
                     position = self._backlog[0][0] if self._backlog else self.position
                     json.dump({"feed_id": self.store.feed_id(), "position": position,
-                               "count": len(self.index), "hash_views": self._views_meta()},
+                               "count": len(self.index), "hash_views": self.views_held()},
                               fh)
                 os.replace(tmp, self._meta_path())
             except OSError as exc:
