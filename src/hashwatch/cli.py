@@ -100,7 +100,7 @@ def open_store(db: str | Path | None, *, need_lists: bool = False,
     and every file would be "no match") or that holds no list, naming the database.
     ``must_exist``: for commands that only read or change what is already there (stats,
     show, export, grades), refuse a database that does not exist instead of creating it."""
-    from hashwatch.store import Store, StoreError
+    from hashwatch.store import Store, StoreError, upgrade_notice
 
     where = db_target(db)
     target = str(db) if db is not None else None
@@ -110,8 +110,7 @@ def open_store(db: str | Path | None, *, need_lists: bool = False,
                    "was created)")
     def upgrading(current: str, target_rev: str) -> None:
         err.print(styled("upgrading", "yellow",
-                         f"database {where}: schema {current} -> {target_rev}; on a large list "
-                         "this rebuilds indexes and can take minutes (do not interrupt it)"))
+                         f"database {where}: {upgrade_notice(current, target_rev)}"))
 
     try:
         store = Store.open(target, on_upgrade=upgrading)

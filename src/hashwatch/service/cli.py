@@ -17,11 +17,10 @@ keys_app = typer.Typer(help="API keys for `hashwatch serve`: create, revoke, lis
 
 def _store(db: str | None):  # type: ignore[no-untyped-def]
     from hashwatch.service.settings import Settings
-    from hashwatch.store import Store, StoreError
+    from hashwatch.store import Store, StoreError, upgrade_notice
 
     def upgrading(current: str, target: str) -> None:
-        typer.echo(f"upgrading the database schema {current} -> {target}; on a large list "
-                   "this rebuilds indexes and can take minutes (do not interrupt it)", err=True)
+        typer.echo(f"upgrading the database: {upgrade_notice(current, target)}", err=True)
 
     try:
         return Store.open(Settings.from_env(db=db).db, on_upgrade=upgrading)

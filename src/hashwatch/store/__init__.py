@@ -19,6 +19,7 @@ from hashwatch.store.core import (
     Store,
     StoreError,
     default_db_path,
+    upgrade_notice,
 )
 from hashwatch.store.guards import InvalidText
 
@@ -35,4 +36,5 @@ __all__ = [
     "Store",
     "StoreError",
     "default_db_path",
+    "upgrade_notice",
 ]

@@ -44,6 +44,14 @@ from hashwatch.store.schema import (
 
 log = logging.getLogger("hashwatch.store")
 
+
+def upgrade_notice(current: str, target: str) -> str:
+    """What an operator is told before a database is upgraded from schema revisions
+    ``current`` to ``target`` (the words every caller of ``Store.open(on_upgrade=...)`` uses)."""
+    return (f"schema {current} -> {target}; on a large list this rebuilds indexes and can take "
+            "minutes (do not interrupt it)")
+
+
 class StoreError(Exception):
     """A store operation that cannot be done as asked."""
 
@@ -358,7 +366,7 @@ class Store:
                 # only the branches that move (the schema has several heads)
                 cur = ", ".join(sorted(set(current) - set(target)))
                 tgt = ", ".join(sorted(set(target) - set(current)))
-                log.info("upgrading the database schema from %s to %s", cur, tgt)
+                log.info("upgrading the database: %s", upgrade_notice(cur, tgt))
                 if on_upgrade is not None:
                     on_upgrade(cur, tgt)
             cfg.attributes["connection"] = conn
