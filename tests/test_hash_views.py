@@ -125,3 +125,70 @@ def test_views_given_as_a_string_or_empty_are_refused(store, tmp_path):
         Matcher(store, hash_views=[])
     m = Matcher(store, persist=False, hash_views=HELD)
     assert m.views_held() == sorted(HELD) and Matcher(store, persist=False).views_held() is None
+
+
+def test_each_set_of_views_has_its_own_default_index_and_shares_the_keypoints(tmp_path,
+                                                                             caplog):
+    # a process holding fewer views (match/triage/scan --hash-views) never replaces the file
+    # the others map: each set of views has its own default PDQ index file beside the
+    # database, and all of them use the one keypoint folder
+    import logging
+
+    from hashwatch.matcher import index_path_for, keypoint_path_for
+
+    db = tmp_path / "v.db"
+    with Store.open(str(db)) as s:
+        s.create_list("k")
+        lists.add_files(s, "k", demo_images()[:4])
+        few, every = Matcher(s, hash_views=HELD), Matcher(s)
+        assert few.index_path != every.index_path
+        assert few.index_path == index_path_for(s, reversed(HELD))  # order does not matter
+        assert few.index_path.name == "v.db.pdq-crop50+crop60+full+trim.idx"
+        assert every.index_path.name == "v.db.pdq.idx"
+        assert (keypoint_path_for(few.index_path) == keypoint_path_for(every.index_path)
+                == tmp_path / "v.db.pdq.idx.kp")
+        few.save()
+        every.save()
+        with caplog.at_level(logging.INFO, logger="hashwatch"):
+            again_few, again_every = Matcher(s, hash_views=HELD), Matcher(s)
+        assert not [r for r in caplog.records if "rebuilding" in r.getMessage()]
+        assert _index_ids(again_few) == _index_ids(few)
+        assert _index_ids(again_every) == _index_ids(every)
+    # an explicit index path keeps its own keypoint folder beside it
+    assert keypoint_path_for(tmp_path / "x.idx") == tmp_path / "x.idx.kp"
+
+
+def test_match_triage_and_scan_take_hash_views(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from hashwatch.cli import app
+
+    db = tmp_path / "c.db"
+    with Store.open(str(db)) as s:
+        s.create_list("k")
+        lists.add_files(s, "k", demo_images()[:3])
+    img = demo_images()[0]
+    run = CliRunner().invoke
+    res = run(app, ["match", str(img), "--db", str(db), "--hash-views", "full,trim"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.splitlines()[0])["matches"]  # the known image itself
+    assert (tmp_path / "c.db.pdq-full+trim.idx").exists()
+    assert not (tmp_path / "c.db.pdq.idx").exists()
+    res = run(app, ["triage", "--case", "case1", str(img), "--db", str(db), "--hash-views",
+                    "full,trim", "--out", str(tmp_path / "t"), "--workers", "1", "--no-pdf"])
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "t" / "report.json").read_text())
+    assert report["methods"]["hash_views"] == ["full", "trim"]
+    assert "held only these views" in (tmp_path / "t" / "report.html").read_text()
+    for cmd in (["match", str(img)],
+                ["triage", "--case", "case2", str(img), "--out", str(tmp_path / "u")],
+                ["scan", "run", str(tmp_path / "m"), "--out", str(tmp_path / "o")],
+                ["serve"]):
+        res = run(app, [*cmd, "--db", str(db), "--hash-views", "full,crop55"])
+        assert res.exit_code == 2 and "crop55" in res.output, (cmd, res.output)
+    # the environment variable is read by every command too
+    res = run(app, ["match", str(img), "--db", str(db)],
+              env={"HASHWATCH_HASH_VIEWS": "full,crop55"})
+    assert res.exit_code == 2 and "HASHWATCH_HASH_VIEWS" in res.output

@@ -35,6 +35,12 @@ def _interrupt_on_second_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(lists_mod, "import_stream", wrapped)
 
 
+def _detail(stopped: list[dict]) -> dict:
+    """The import's own detail fields (file name, format...) of the one interrupted row."""
+    return {k: v for k, v in stopped[0].items()
+            if k not in ("added", "restored", "interrupted", "method")} if stopped else {}
+
+
 def _import(url: str, f, method: str):
     return CliRunner().invoke(app, ["lists", "import", "k", str(f), "--format", "hashlines",
                                     "--signal", "pdq", "--method", method, "--db", url])
@@ -60,7 +66,13 @@ def test_interrupted_import_says_what_it_kept(tmp_path, monkeypatch, request, ba
             res = _import(url, f, method)
         assert res.exit_code == 130, res.output
         with Store.open(url) as s:
-            kept = s.get_list("k").entry_count
+            kept, version = s.get_list("k").entry_count, s.get_list("k").version
+            stopped = [a["detail"] for a in s.iter_audit() if "interrupted" in a["detail"]]
+        # kept content is a new version, and the audit says what was kept and why it stopped
+        assert version == (2 if kept else 1)
+        assert stopped == ([{"added": kept, "restored": 0, "interrupted": "KeyboardInterrupt",
+                             **({"method": "bulk"} if method == "bulk" else {}),
+                             **_detail(stopped)}] if kept else [])
         said = " ".join(res.stderr.split())  # the console wraps long lines
         if backend == "postgresql":
             assert "nothing was imported" in said and kept == 0
@@ -75,7 +87,42 @@ def test_interrupted_import_says_what_it_kept(tmp_path, monkeypatch, request, ba
         assert again.exit_code == 0, again.output
         with Store.open(url) as s:
             assert s.get_list("k").entry_count == N
+            assert s.get_list("k").version == (3 if kept else 2)
         assert f"{N - kept} added, {kept} already present" in again.stderr
     finally:
         if backend == "postgresql":
             drop_database(server_url(), url)
+
+
+def test_sqlite_bulk_interrupted_between_chunks_keeps_a_new_version(tmp_path, monkeypatch):
+    # Ctrl-C after the set-based step committed its first chunk: the kept rows are a new
+    # version of the list, audited as interrupted; a re-run completes it
+    import hashwatch.store.bulk as bulk
+
+    url = str(tmp_path / "c.db")
+    with Store.open(url) as s:
+        s.create_list("k")
+    f = tmp_path / "list.txt"
+    f.write_text("".join(f"{i:064x}\n" for i in range(1, N + 1)))
+    real, calls = bulk._apply_sqlite_chunk, []
+
+    def chunk(*args, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(bulk, "SQLITE_CHUNK_FIRST", 5_000)
+    monkeypatch.setattr(bulk, "SQLITE_CHUNK", 5_000)
+    monkeypatch.setattr(bulk, "_apply_sqlite_chunk", chunk)
+    res = _import(url, f, "bulk")
+    assert res.exit_code == 130, res.output
+    with Store.open(url) as s:
+        info = s.get_list("k")
+        stopped = [a["detail"] for a in s.iter_audit() if "interrupted" in a["detail"]]
+    assert info.entry_count == 5_000 and info.version == 2
+    assert [(d["added"], d["interrupted"]) for d in stopped] == [(5_000, "KeyboardInterrupt")]
+    monkeypatch.setattr(bulk, "_apply_sqlite_chunk", real)
+    assert _import(url, f, "bulk").exit_code == 0
+    with Store.open(url) as s:
+        assert s.get_list("k").entry_count == N and s.get_list("k").version == 3

@@ -24,6 +24,7 @@ from rich.progress import (
 from rich.table import Table
 
 from hashwatch import __version__
+from hashwatch.cliviews import HashViewsOpt, parse_hash_views
 from hashwatch.console import literal_console, styled
 
 app = typer.Typer(
@@ -564,6 +565,7 @@ def match_cmd(
         min=0, max=100, help="vPDQ: share of the video's frames found in a known video.")] = 80.0,
     vpdq_compared_percent: Annotated[float, typer.Option(
         min=0, max=100, help="vPDQ: share of the known video's frames found.")] = 0.0,
+    hash_views: HashViewsOpt = None,
     db: DbOpt = None,
 ) -> None:
     """Match files against the lists: one JSON object per file (path, matches, error,
@@ -576,6 +578,7 @@ def match_cmd(
 
     if fmt not in ("jsonl", "table"):
         raise fail("--format must be jsonl or table")
+    views = parse_hash_views(hash_views)
     with open_store(db, need_lists=True) as store:
         for n in list_names or []:
             try:
@@ -584,7 +587,8 @@ def match_cmd(
                 raise fail(str(exc)) from None
         spec = MatchSpec.for_store(store, lists=tuple(list_names) if list_names else None,
                                    vpdq_query_percent=vpdq_query_percent,
-                                   vpdq_compared_percent=vpdq_compared_percent)
+                                   vpdq_compared_percent=vpdq_compared_percent,
+                                   hash_views=views)
         files = _files(paths)
         results = _progressed(match_paths(spec, files, workers=workers), len(files), "matching")
         matched = total = 0

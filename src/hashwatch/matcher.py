@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -207,6 +208,7 @@ def check_views(views: Collection[str] | None) -> frozenset[str] | None:
         return None
     if isinstance(views, str):  # "full,trim" would be read letter by letter
         raise ValueError(f"hash views must be a list of names, not the string {views!r}")
+    views = list(views)  # read once: an iterator would be empty at the second look
     if not views:
         raise ValueError("no hash view named (None: every view)")
     unknown = sorted(set(views) - set(robust.KNOWN_VIEWS))
@@ -216,11 +218,27 @@ def check_views(views: Collection[str] | None) -> frozenset[str] | None:
     return frozenset({""} | {v for v in views if v != "full"})
 
 
-def index_path_for(store: Store) -> Path | None:
+def index_path_for(store: Store, views: Collection[str] | None = None) -> Path | None:
+    """The default saved PDQ index of a SQLite database: ``<db>.pdq.idx`` beside it, or
+    ``<db>.pdq-<views>.idx`` for an index holding only ``views`` (so a process holding fewer
+    views never replaces, and forces a rebuild of, the file another process maps); None for
+    other databases (no default). Raises ValueError for an unknown view name."""
     url = store.engine.url
-    if url.get_backend_name() == "sqlite" and url.database:
-        return Path(url.database).with_suffix(Path(url.database).suffix + ".pdq.idx")
-    return None
+    if url.get_backend_name() != "sqlite" or not url.database:
+        return None
+    db = Path(url.database)
+    held = check_views(views)
+    tag = "" if held is None else "-" + "+".join(sorted("full" if v == "" else v for v in held))
+    return db.with_suffix(db.suffix + f".pdq{tag}.idx")
+
+
+def keypoint_path_for(index_path: Path) -> Path:
+    """The keypoint index folder that goes with a saved PDQ index: ``<index_path>.kp``. The
+    keypoint tier does not depend on the hash views, so a default index made for some views
+    (``<db>.pdq-<views>.idx``) shares the folder of the full one (``<db>.pdq.idx.kp``)."""
+    m = re.fullmatch(r"(.*\.pdq)-[a-z0-9+]+(\.idx)", index_path.name)
+    name = m.group(1) + m.group(2) if m else index_path.name
+    return index_path.with_name(name + ".kp")
 
 
 class Matcher:
@@ -261,7 +279,8 @@ class Matcher:
         self.writable = writable
         self.pdq_threshold = pdq_threshold
         self.min_quality = min_quality
-        self.index_path = Path(index_path) if index_path else index_path_for(store)
+        self.index_path = (Path(index_path) if index_path
+                           else index_path_for(store, self.views_held()))
         self.persist = persist and self.index_path is not None
         self.position = ""  # change-feed position the index is current at
         # windows of the feed read in part (since, until, cursor): refresh(complete=False)
@@ -564,7 +583,7 @@ class Matcher:
     # -- local tier (keypoint index) -------------------------------------------------
     def _kp_path(self) -> Path:
         assert self.index_path is not None
-        return self.index_path.with_name(self.index_path.name + ".kp")
+        return keypoint_path_for(self.index_path)
 
     def _kp_feed(self) -> KeypointFeed:
         """The keypoint tier, loaded (or built) and caught up on first use."""

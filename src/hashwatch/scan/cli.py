@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from hashwatch.cliviews import HashViewsOpt, parse_hash_views
 from hashwatch.console import literal_console, styled
 
 app = typer.Typer(help="Batch scans beyond one machine: manifest, then run (resumable; local "
@@ -100,6 +101,7 @@ def run_cmd(
         "idempotently per shard."))] = None,
     restart: Annotated[bool, typer.Option(help="Discard OUT's shards and start over.")
                        ] = False,
+    hash_views: HashViewsOpt = None,
     db: Annotated[Path | None, typer.Option("--db", help="Database (default as elsewhere).")
                   ] = None,
 ) -> None:
@@ -115,6 +117,7 @@ def run_cmd(
 
     if engine_name not in ("local", "ray"):
         raise _fail("--engine must be local or ray")
+    views = parse_hash_views(hash_views)
     try:
         manifest = Manifest.open(manifest_dir)
     except ManifestError as exc:
@@ -130,11 +133,12 @@ def run_cmd(
             # workers (Ray's especially) do not share this process's working folder
             url = url.set(database=os.path.abspath(url.database))
         db_url = url.render_as_string(hide_password=False)
-        default_index = index_path_for(store)
+        default_index = index_path_for(store, views)
     idx = index_path or default_index or (out_dir / "pdq.idx")
     out_dir.mkdir(parents=True, exist_ok=True)
     config = ScanConfig(db=db_url, index_path=str(Path(idx).resolve()),
-                        lists=tuple(list_names) if list_names else None, robust=robust)
+                        lists=tuple(list_names) if list_names else None, robust=robust,
+                        hash_views=views)
     sink = None
     if results_db:
         from .sqltable import ResultsTable

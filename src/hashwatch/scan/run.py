@@ -75,7 +75,10 @@ def scan_id(manifest: Manifest, config: ScanConfig) -> str:
     db = sa.engine.make_url(db).render_as_string(hide_password=True)
     key = json.dumps({"manifest": manifest.id, "db": db, "lists": config.lists,
                       "robust": config.robust,
-                      "max_bytes": config.max_bytes, "max_side": config.max_side},
+                      "max_bytes": config.max_bytes, "max_side": config.max_side,
+                      # only when set: scans made before the option keep their ids
+                      **({"hash_views": sorted(config.hash_views)} if config.hash_views
+                         else {})},
                      sort_keys=True)
     return hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
 

@@ -29,7 +29,8 @@ class ScanConfig:
     ``db``: SQLAlchemy URL or SQLite path reachable from every worker (PostgreSQL for a
     cluster); ``index_path``: the saved PDQ index, on storage every worker can read (made
     current by the driver before any worker starts); ``lists``: only these lists (None: all);
-    ``robust``: query views (flips, trims, regions, keypoints), as ``hashwatch match``."""
+    ``robust``: query views (flips, trims, regions, keypoints), as ``hashwatch match``;
+    ``hash_views``: the known images' views the PDQ index holds (None: every view)."""
 
     db: str
     index_path: str
@@ -37,13 +38,15 @@ class ScanConfig:
     robust: bool = True
     max_bytes: int = DEFAULT_MAX_BYTES
     max_side: int | None = DEFAULT_MAX_SIDE
+    hash_views: tuple[str, ...] | None = None
 
     def spec(self) -> Any:
         """The :class:`hashwatch.matchwork.MatchSpec` of this scan."""
         from hashwatch.matchwork import MatchSpec
 
         return MatchSpec(db=self.db, index_path=self.index_path, lists=self.lists,
-                         robust=self.robust, max_bytes=self.max_bytes, max_side=self.max_side)
+                         robust=self.robust, max_bytes=self.max_bytes, max_side=self.max_side,
+                         hash_views=self.hash_views)
 
 
 def one_thread_per_worker() -> None:

@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 
+from hashwatch.cliviews import HashViewsOpt, parse_hash_views
+
 keys_app = typer.Typer(help="API keys for `hashwatch serve`: create, revoke, list.",
                        no_args_is_help=True)
 
@@ -105,10 +107,7 @@ def serve(
                                                    "beside a SQLite database; none for "
                                                    "PostgreSQL).")] = None,
     log_level: Annotated[str, typer.Option(help="Uvicorn log level.")] = "info",
-    hash_views: Annotated[str | None, typer.Option(
-        help="Views of the known images the PDQ index holds, comma-separated (default: "
-        "every view; also HASHWATCH_HASH_VIEWS), e.g. full,trim,crop80,crop60 for less memory "
-        "on a national list. Give it its own --index-path.")] = None,
+    hash_views: HashViewsOpt = None,
 ) -> None:
     """Run the HTTP matching service (API under /v1, OpenAPI at /openapi.json, review UI
     at /review)."""
@@ -118,20 +117,11 @@ def serve(
     from hashwatch.store.redact import install_log_redaction
 
     install_log_redaction()
+    log_config(log_level)  # a bad --log-level stops here, before any index work
 
-    views = None if hash_views is None else [v.strip() for v in hash_views.split(",")
-                                              if v.strip()]
-    if views == []:
-        raise typer.BadParameter("no view named (leave the option out for every view)",
-                                 param_hint="--hash-views")
-    settings = Settings.from_env(db=db, index_path=index_path, hash_views=views)
-    from hashwatch.matcher import check_views
-
-    try:
-        check_views(settings.hash_views or None)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--hash-views / HASHWATCH_HASH_VIEWS"
-                                 ) from None
+    views = parse_hash_views(hash_views)  # the option reads HASHWATCH_HASH_VIEWS too
+    settings = Settings.from_env(db=db, index_path=index_path,
+                                 hash_views=list(views) if views else None)
     if settings.index_path:
         _prepare_index_dir(settings.index_path)
     with _store(settings.db):
@@ -157,7 +147,29 @@ def serve(
     if settings.hash_views:
         os.environ["HASHWATCH_HASH_VIEWS"] = ",".join(settings.hash_views)
     uvicorn.run("hashwatch.service.app:app_from_env", factory=True, host=host, port=port,
-                workers=workers, log_level=log_level, access_log=False, proxy_headers=False)
+                workers=workers, log_level=log_level, log_config=log_config(log_level),
+                access_log=False, proxy_headers=False)
+
+
+def log_config(level: str) -> dict:
+    """Uvicorn's logging set-up (``uvicorn.config.LOGGING_CONFIG``) with hashwatch's own
+    loggers on its console handler at ``level``: the service's warnings then carry the same
+    level prefix as uvicorn's ("WARNING:  ...") and its info lines (schema upgrades, index
+    rebuilds) show at ``--log-level info``. Without it they reached Python's last-resort
+    handler bare, and info lines were dropped. Uvicorn applies it in every worker.
+
+    Raises typer.BadParameter for a level uvicorn does not know."""
+    import copy
+
+    from uvicorn.config import LOG_LEVELS, LOGGING_CONFIG
+
+    if level.lower() not in LOG_LEVELS:
+        raise typer.BadParameter(f"{level!r} is not one of {', '.join(LOG_LEVELS)}",
+                                 param_hint="--log-level")
+    cfg = copy.deepcopy(LOGGING_CONFIG)
+    cfg["loggers"]["hashwatch"] = {"handlers": ["default"], "level": LOG_LEVELS[level.lower()],
+                                   "propagate": False}
+    return cfg
 
 
 def _prepare_index_dir(index_path: str) -> None:

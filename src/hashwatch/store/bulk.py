@@ -80,8 +80,15 @@ from typing import IO, Any
 
 import sqlalchemy as sa
 
-from hashwatch.store.core import AddResult, EntryIn, Store, _labels_to_text, utcnow
-from hashwatch.store.schema import changes, hash_lists
+from hashwatch.store.core import (
+    AddResult,
+    EntryIn,
+    Store,
+    _labels_to_text,
+    bump_version,
+    utcnow,
+)
+from hashwatch.store.schema import changes
 
 STAGE_COLUMNS = ("signal_type", "value", "category_scheme", "category_code", "labels",
                  "source_ref", "group_ref", "variant")
@@ -172,10 +179,9 @@ def _count(res: AddResult, staged: Counter, added: dict[str, int], restored: lis
 
 
 def _finish(store: Store, conn: sa.Connection, list_id: int, res: AddResult, actor: str,
-            action: str, detail: dict | None, now: str) -> None:
-    if res.added or res.restored:
-        conn.execute(hash_lists.update().where(hash_lists.c.id == list_id)
-                     .values(version=hash_lists.c.version + 1, updated_at=now))
+            action: str, detail: dict | None, now: str, *, bumped: bool = False) -> None:
+    if (res.added or res.restored) and not bumped:
+        bump_version(conn, list_id, now)
     info: dict[str, Any] = {"added": res.added, "duplicates": res.duplicates,
                             "restored": res.restored, "method": "bulk"}
     info.update(detail or {})
@@ -422,29 +428,37 @@ def _bulk_sqlite(store: Store, list_id: int, items: Iterable[EntryIn], actor: st
             size = min(SQLITE_CHUNK_FIRST, SQLITE_CHUNK)
             t_apply, c_apply = time.monotonic(), time.process_time()
             chunks, longest, ckpt, frames = 0, 0.0, 0.0, 0
-            while True:
-                hi = lo + size
-                last = hi >= top
-                t0 = time.monotonic()
-                _apply_sqlite_chunk(conn, raw, dict(params, lo=lo, hi=hi), may_restore,
-                                    added, restored)
-                took = max(time.monotonic() - t0, 1e-3)
-                chunks, longest = chunks + 1, max(longest, took)
-                if SQLITE_CHECKPOINT:
-                    # the WAL holds this chunk's pages; copy them into the database and
-                    # start the WAL over, so it stays about one chunk long (BENCHMARKS.md)
-                    t1 = time.monotonic()
-                    _busy, log_frames, _done = raw.execute(
-                        f"PRAGMA wal_checkpoint({SQLITE_CHECKPOINT})").fetchone()
-                    ckpt += time.monotonic() - t1
-                    frames += max(log_frames, 0)
-                if last:
-                    break
-                lo = hi
-                # a fixed 1M-row chunk held the lock past other writers' 30 s busy timeout
-                # on a loaded machine (BENCHMARKS.md): size the next chunk by this one's time
-                size = max(1, min(SQLITE_CHUNK, int(size * min(4.0, SQLITE_CHUNK_SECONDS / took))))
-                time.sleep(SQLITE_PAUSE)  # writers waiting on the busy timeout get the lock
+            bumped = False
+            try:
+                while True:
+                    hi = lo + size
+                    last = hi >= top
+                    t0 = time.monotonic()
+                    bumped |= _apply_sqlite_chunk(conn, raw, dict(params, lo=lo, hi=hi),
+                                                  may_restore, added, restored, bump=not bumped)
+                    took = max(time.monotonic() - t0, 1e-3)
+                    chunks, longest = chunks + 1, max(longest, took)
+                    if SQLITE_CHECKPOINT:
+                        # the WAL holds this chunk's pages; copy them into the database and
+                        # start the WAL over, so it stays about one chunk long (BENCHMARKS.md)
+                        t1 = time.monotonic()
+                        _busy, log_frames, _done = raw.execute(
+                            f"PRAGMA wal_checkpoint({SQLITE_CHECKPOINT})").fetchone()
+                        ckpt += time.monotonic() - t1
+                        frames += max(log_frames, 0)
+                    if last:
+                        break
+                    lo = hi
+                    # a fixed 1M-row chunk held the lock past other writers' 30 s busy timeout
+                    # on a loaded machine (BENCHMARKS.md): size the next chunk by this one's time
+                    size = max(1, min(SQLITE_CHUNK,
+                                      int(size * min(4.0, SQLITE_CHUNK_SECONDS / took))))
+                    time.sleep(SQLITE_PAUSE)  # writers waiting on the busy timeout get the lock
+            except BaseException as exc:
+                if bumped:  # chunks committed before the stop: audit what they kept
+                    _audit_interrupted(store, conn, raw, list_id, actor, action, detail, added,
+                                       restored, exc)
+                raise
             log.debug("sqlite bulk: staged %d rows in %.1f s (CPU %.1f s), sorted in %.1f s "
                       "(CPU %.1f s), %d chunks in %.1f s (CPU %.1f s; longest %.2f s, "
                       "checkpoints %.1f s, %d WAL frames)", top, t_sort - t_stage, c_sort - c_stage,
@@ -453,7 +467,7 @@ def _bulk_sqlite(store: Store, list_id: int, items: Iterable[EntryIn], actor: st
             _count(res, staged, dict(added), restored)
             raw.execute("BEGIN IMMEDIATE")
             try:
-                _finish(store, conn, list_id, res, actor, action, detail, now)
+                _finish(store, conn, list_id, res, actor, action, detail, now, bumped=bumped)
                 raw.commit()
             except BaseException:
                 raw.rollback()
@@ -469,13 +483,18 @@ def _bulk_sqlite(store: Store, list_id: int, items: Iterable[EntryIn], actor: st
 
 
 def _apply_sqlite_chunk(conn: sa.Connection, raw: Any, params: dict[str, Any],
-                        may_restore: bool, added: Counter, restored: list[tuple]) -> None:
+                        may_restore: bool, added: Counter, restored: list[tuple], *,
+                        bump: bool) -> bool:
     """Staged rows ``lo < n <= hi``: restores, inserts and their change rows, in one write
-    transaction (rows of earlier chunks are already in: the first occurrence wins)."""
+    transaction (rows of earlier chunks are already in: the first occurrence wins). With
+    ``bump``, the list's version goes up in the same transaction if the chunk changed the
+    list (so an interrupted import never leaves new content under the old version).
+    Returns whether it did."""
     chunk = " AND s.rowid > :lo AND s.rowid <= :hi"
     raw.execute("BEGIN IMMEDIATE")  # the write lock, for this chunk only
     try:
         before = raw.execute("SELECT coalesce(max(id), 0) FROM entries").fetchone()[0]
+        back: list[tuple] = []
         if may_restore:
             back = [tuple(r) for r in conn.execute(sa.text(_RESTORE.format(chunk=chunk)),
                                                    params)]
@@ -491,10 +510,33 @@ def _apply_sqlite_chunk(conn: sa.Connection, raw: Any, params: dict[str, Any],
             "INSERT INTO changes (entry_id, list_id, op, at) "
             "SELECT id, :lid, 'add', :now FROM entries WHERE id > :before"),
             dict(params, before=before))
-        added.update(dict(conn.execute(sa.text(
+        new = dict(conn.execute(sa.text(
             "SELECT signal_type, count(*) FROM entries WHERE id > :before "
-            "GROUP BY signal_type"), {"before": before}).all()))
+            "GROUP BY signal_type"), {"before": before}).all())
+        added.update(new)
+        changed = bump and bool(new or back)
+        if changed:
+            bump_version(conn, params["lid"], params["now"])
         raw.commit()
     except BaseException:
         raw.rollback()
         raise
+    return changed
+
+
+def _audit_interrupted(store: Store, conn: sa.Connection, raw: Any, list_id: int, actor: str,
+                       action: str, detail: dict | None, added: Counter,
+                       restored: list[tuple], exc: BaseException) -> None:
+    """The audit row of a SQLite bulk import stopped after some chunks committed. Best
+    effort: the original error is what the caller sees."""
+    info = {"added": sum(added.values()), "restored": len(restored), "method": "bulk",
+            "interrupted": type(exc).__name__, **(detail or {})}
+    try:
+        raw.execute("BEGIN IMMEDIATE")
+        store._audit(conn, actor, action, list_id, info)
+        raw.commit()
+    except Exception as err:
+        with contextlib.suppress(Exception):
+            raw.rollback()
+        log.warning("could not audit the interrupted import into list %d: %s", list_id,
+                    type(err).__name__)

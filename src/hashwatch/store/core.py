@@ -288,6 +288,13 @@ _ENTRY_COLUMNS = [
 ]
 
 
+def bump_version(conn: sa.Connection, list_id: int, now: str) -> None:
+    """Raise a list's version by one (inside the caller's transaction): every change of a
+    list's content or state does, so a report's "list X version N" names one content."""
+    conn.execute(hash_lists.update().where(hash_lists.c.id == list_id)
+                 .values(version=hash_lists.c.version + 1, updated_at=now))
+
+
 class Store:
     """Open with ``Store.open(path_or_url)``; migrations are applied on open."""
 
@@ -553,8 +560,6 @@ class Store:
         progress and re-running it adds only what is missing. ``collect_ids=False`` keeps
         memory flat on huge imports (``added_ids`` stays empty).
         """
-        from hashwatch.signals import get_signal_type  # lazy: keeps store importable alone
-
         result = AddResult()
         with self.engine.connect() as conn:
             list_row = self._list_row(conn, list_name)
@@ -570,6 +575,34 @@ class Store:
         list_id = list_row.id
         known_types: set[str] = set()
         it = iter(items)
+        bumped = False
+        try:
+            bumped = self._add_batches(list_id, it, known_types, result, actor, may_restore,
+                                       collect_ids, on_batch)
+        except BaseException as exc:
+            if bumped or result.added or result.restored:
+                self._audit_interrupted(list_id, actor, action, detail, result, exc)
+            raise
+        with self.engine.begin() as conn:
+            if (result.added or result.restored) and not bumped:
+                bump_version(conn, list_id, utcnow())
+            info = {
+                "added": result.added,
+                "duplicates": result.duplicates,
+                "restored": result.restored,
+            }
+            info.update(detail or {})
+            self._audit(conn, actor, action, list_id, info)
+        return result
+
+    def _add_batches(self, list_id: int, it: Any, known_types: set[str], result: AddResult,
+                     actor: str, may_restore: bool, collect_ids: bool, on_batch: Any) -> bool:
+        """``add_entries``' batches, each committed on its own; the list's version goes up in
+        the first batch that changes the list, so a list interrupted mid-import never shows
+        its old version with new content. Returns whether the version was raised."""
+        from hashwatch.signals import get_signal_type  # lazy: keeps store importable alone
+
+        bumped = False
         while True:
             batch = list(islice(it, self.BATCH))
             if not batch:
@@ -587,6 +620,9 @@ class Store:
                 ids = [i for i, _sig in inserted]
                 restored = [i for i, _sig in restored_rows]
                 new_ids = ids + restored
+                if new_ids and not bumped:
+                    bump_version(conn, list_id, now)
+                    bumped = True
             result.added += len(ids)
             result.restored += len(restored)
             result.duplicates += len(rows) - len(ids) - len(restored)
@@ -600,21 +636,21 @@ class Store:
                 result.added_ids.extend(new_ids)
             if on_batch is not None:
                 on_batch(len(batch))
-        with self.engine.begin() as conn:
-            if result.added or result.restored:
-                conn.execute(
-                    hash_lists.update()
-                    .where(hash_lists.c.id == list_id)
-                    .values(version=hash_lists.c.version + 1, updated_at=utcnow())
-                )
-            info = {
-                "added": result.added,
-                "duplicates": result.duplicates,
-                "restored": result.restored,
-            }
-            info.update(detail or {})
-            self._audit(conn, actor, action, list_id, info)
-        return result
+        return bumped
+
+    def _audit_interrupted(self, list_id: int, actor: str, action: str, detail: dict | None,
+                           result: AddResult, exc: BaseException) -> None:
+        """The audit row of an import stopped after some of it committed (Ctrl-C, a bad row,
+        a lost connection): what was kept, and why it stopped. Best effort: the original
+        error is what the caller sees."""
+        info = {"added": result.added, "restored": result.restored,
+                "interrupted": type(exc).__name__, **(detail or {})}
+        try:
+            with self.engine.begin() as conn:
+                self._audit(conn, actor, action, list_id, info)
+        except Exception as err:  # e.g. the database went away: the import's error matters
+            log.warning("could not audit the interrupted import into list %d: %s", list_id,
+                        type(err).__name__)
 
     def _write_batch(
         self, conn: sa.Connection, list_id: int, rows: list[tuple], may_restore: bool, now: str
@@ -677,11 +713,7 @@ class Store:
             ]
             if ids:
                 self._remove_in(conn, row.id, ids, now)
-                conn.execute(
-                    hash_lists.update()
-                    .where(hash_lists.c.id == row.id)
-                    .values(version=row.version + 1, updated_at=now)
-                )
+                bump_version(conn, row.id, now)
             self._audit(conn, actor, "entries.remove", row.id, {"removed": len(ids)})
         return len(ids)
 

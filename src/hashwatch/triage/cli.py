@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from hashwatch.cliviews import HashViewsOpt, parse_hash_views
 from hashwatch.console import styled
 
 __all__ = ["register"]
@@ -55,6 +56,7 @@ def triage(
     notes: Annotated[str | None, typer.Option(
         "--notes", help="Case notes for the report (kept for later runs).")] = None,
     pdf: Annotated[bool, typer.Option("--pdf/--no-pdf", help="Also write report.pdf.")] = True,
+    hash_views: HashViewsOpt = None,
     db: DbOpt = None,
 ) -> None:
     """Triage seized media: hash every file (archives opened, videos sampled), match against
@@ -83,7 +85,8 @@ def triage(
     out_dir = out if out is not None else Path(f"triage-{case}")
     opts = TriageOptions(case_id=case, sources=[str(s) for s in sources], out_dir=out_dir,
                          workers=workers, lists=list_names or None, thumbnails=thumbnails,
-                         robust=robust, examiner=examiner, notes=notes, pdf=pdf)
+                         robust=robust, examiner=examiner, notes=notes, pdf=pdf,
+                         hash_views=parse_hash_views(hash_views))
     bar = Progress(
         SpinnerColumn(), TextColumn("[bold]triage"), BarColumn(),
         TextColumn("{task.fields[files]}"), DownloadColumn(), TransferSpeedColumn(),

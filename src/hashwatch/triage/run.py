@@ -236,6 +236,7 @@ class TriageOptions:
     examiner: str | None = None  # shown on the report; kept from an earlier run when None
     notes: str | None = None  # case notes for the report; likewise
     pdf: bool = True  # also write report.pdf
+    hash_views: tuple[str, ...] | None = None  # views the PDQ index holds (None: every view)
 
 
 @dataclass
@@ -435,6 +436,9 @@ def _run(opts: TriageOptions, store: Store, out: Path, conn: sqlite3.Connection,
                  (json.dumps(opts.lists or []),))
     conn.execute("INSERT OR REPLACE INTO meta VALUES ('pdq_threshold', ?)",
                  (str(opts.pdq_threshold),))
+    # the report's methods say which views of the known images the hash tier held
+    conn.execute("INSERT OR REPLACE INTO meta VALUES ('hash_views', ?)",
+                 (json.dumps(sorted(opts.hash_views) if opts.hash_views else None),))
     for key in ("examiner", "notes"):
         if getattr(opts, key) is not None:
             conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, getattr(opts, key)))
@@ -469,12 +473,13 @@ def _run(opts: TriageOptions, store: Store, out: Path, conn: sqlite3.Connection,
         base = matcher
         spec = MatchSpec.for_store(
             store, lists=tuple(opts.lists) if opts.lists else None, robust=opts.robust,
-            pdq_threshold=opts.pdq_threshold,
+            pdq_threshold=opts.pdq_threshold, hash_views=opts.hash_views,
             index_path=str(base.index_path) if base is not None and base.index_path else None,
             persist=base.persist if base is not None else True)
         prepared = matchwork.prepare(spec)
     if matcher is None:
-        matcher = prepared or Matcher(store, pdq_threshold=opts.pdq_threshold)
+        matcher = prepared or Matcher(store, pdq_threshold=opts.pdq_threshold,
+                                      hash_views=opts.hash_views)
     writer = _Writer(conn, run_id, {li["name"]: li["version"] for li in lists_info},
                      opts.pdq_threshold)
     wopts = WorkOptions(max_bytes=opts.work.max_bytes, max_side=opts.work.max_side,

@@ -176,7 +176,10 @@ def build(s: dict[str, Any], all_files: list[list[str]]) -> list[Section]:
         "are not matched perceptually."
         + (f" Keypoint matches need at least {mt['keypoint_min_inliers']} geometrically "
            "verified inliers and a passed scene check." if mt.get("keypoint_min_inliers")
-           else "")])
+           else "")
+        + (f" The PDQ index held only these views of the known images: "
+           f"{', '.join(mt['hash_views'])}; copies the other views would have found were "
+           "left to the keypoint tier." if mt.get("hash_views") else "")])
     methods.tables.append(Table(["hash or feature", "what it is"],
                                 [[h["name"], h["what"]] for h in mt["hashes"]], key="hashes",
                                 widths=[1, 4]))

@@ -54,8 +54,9 @@ HASHES = [
 ]
 
 
-def methods(pdq_threshold: int = 31) -> dict[str, Any]:
-    """The methods section as data (rendered by the HTML and PDF reports)."""
+def methods(pdq_threshold: int = 31, hash_views: list[str] | None = None) -> dict[str, Any]:
+    """The methods section as data (rendered by the HTML and PDF reports). ``hash_views``:
+    the known images' views the PDQ index held (None: every view)."""
     try:
         from hashwatch import robust
 
@@ -67,6 +68,7 @@ def methods(pdq_threshold: int = 31) -> dict[str, Any]:
     return {
         "hashes": [{"name": n, "what": w} for n, w in HASHES],
         "pdq_threshold": pdq_threshold,
+        "hash_views": hash_views,
         "pdq_min_quality": 50,
         "route_thresholds": routes,
         "keypoint_min_inliers": min_inliers,

@@ -237,7 +237,7 @@ def summarise(conn: sqlite3.Connection) -> dict[str, Any]:
         "per_source": {k: dict(v) for k, v in sorted(per_source.items())},
         "timeline": {"taken": {k: dict(v) for k, v in sorted(taken_months.items())},
                      "modified": {k: dict(v) for k, v in sorted(modified_months.items())}},
-        "methods": methods(threshold),
+        "methods": methods(threshold, json.loads(meta.get("hash_views") or "null")),
         "known": known,
         "conflicts": conflicts,
         "errors": errors,
