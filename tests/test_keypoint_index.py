@@ -17,6 +17,7 @@ from hashwatch.robust.keypoint_index import (
     encode_verify,
     spread_order,
     subset,
+    verify_record_bytes,
 )
 from hashwatch.robust.local import LocalFeatures
 from hashwatch.robust.vocab import SIG_BITS, Vocabulary, k_majority, train
@@ -115,24 +116,46 @@ def test_train_gives_a_usable_vocabulary(tmp_path) -> None:
 # -- verification records -------------------------------------------------------------------
 
 
-@settings(max_examples=60, deadline=None)
-@given(n=st.integers(0, 300), w=st.integers(1, 4000), h=st.integers(1, 4000),
-       seed=st.integers(0, 2**32 - 1))
-def test_verify_record_round_trip(n: int, w: int, h: int, seed: int) -> None:
+@settings(max_examples=80, deadline=None)
+@given(n=st.integers(0, 300), w=st.integers(1, 65535), h=st.integers(1, 65535),
+       nb=st.integers(1, 32), seed=st.integers(0, 2**32 - 1))
+def test_verify_record_round_trip(n: int, w: int, h: int, nb: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     f = LocalFeatures((rng.uniform(0, 1, (n, 2)) * [w, h]).astype(np.float32),
                       rng.integers(0, 256, (n, 32), dtype=np.uint8), (w, h))
-    rec = encode_verify(f)
-    assert len(rec) == 10 + 36 * n
+    rec = encode_verify(f, nb)
+    assert len(rec) == 12 + n * (3 + nb) == verify_record_bytes(n, nb)
     g = decode_verify(rec)
     assert g.size == (w, h) and len(g.desc) == n
-    assert np.array_equal(g.desc, f.desc)
-    assert np.abs(g.xy - f.xy).max(initial=0) <= 1 / 16 + 1e-6
+    # the first nb bytes (ORB's first 8 nb tests) come back, the rest are zero and flagged
+    assert np.array_equal(g.desc[:, :nb], f.desc[:, :nb])
+    assert not g.desc[:, nb:].any()
+    assert g.extra.get("desc_bytes", 32) == nb
+    # positions to half a storage step: 1/16 px up to 511 px, coarser only for larger pictures
+    step = 1 / 8 if max(w, h) <= 511 else 2.0 ** np.ceil(np.log2(max(w, h) / 4095))
+    assert np.abs(g.xy - f.xy).max(initial=0) <= step / 2 + 1e-3 * step
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 50), nb=st.integers(1, 32), cut=st.integers(1, 11))
+def test_decode_verify_rejects_truncated_records(n: int, nb: int, cut: int) -> None:
+    rng = np.random.default_rng(n)
+    rec = encode_verify(random_set(rng, n), nb)
+    with pytest.raises(ValueError):
+        decode_verify(rec[:-cut])
+    with pytest.raises(ValueError):
+        decode_verify(rec[:cut])
 
 
 def test_decode_verify_rejects_garbage() -> None:
     with pytest.raises(ValueError):
         decode_verify(b"not a record at all")
+    # a record of format 1 (HWKV) is refused: its index is rebuilt, not misread
+    old = b"HWKV" + np.array([1, 10, 10], "<u2").tobytes() + bytes(36)
+    with pytest.raises(ValueError):
+        decode_verify(old)
+    with pytest.raises(ValueError):
+        encode_verify(random_set(np.random.default_rng(0), 5), 0)
 
 
 # -- spread selection -----------------------------------------------------------------------
@@ -188,7 +211,10 @@ def test_search_nominates_the_source_image() -> None:
 def test_features_come_back_from_memory_and_from_disk(tmp_path) -> None:
     ix, sets = _index(20)
     f = ix.features(3)
-    assert len(f.desc) == 96 and np.array_equal(f.desc, subset(sets[3], 96).desc)
+    nb = ix.params.desc_bytes
+    want = subset(sets[3], 96)
+    assert len(f.desc) == 96 and np.array_equal(f.desc[:, :nb], want.desc[:, :nb])
+    assert not f.desc[:, nb:].any() and np.abs(f.xy - want.xy).max() <= 1 / 16
     ix.save(tmp_path / "kp")
     for mmap in (True, False):
         j = KeypointIndex.load(tmp_path / "kp", mmap=mmap)

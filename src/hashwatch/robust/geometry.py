@@ -6,6 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from hashwatch.robust.kpcore import hamming_matrix, prefix_desc, scaled_radius
 from hashwatch.robust.local import (
     LOCAL_MATCH_RADIUS,
     LOCAL_MIN_COVER,
@@ -16,16 +17,17 @@ from hashwatch.robust.local import (
 
 
 def local_pairs(q: LocalFeatures, k: LocalFeatures) -> np.ndarray:
-    """Tentative matches (i, j): mutual nearest neighbours within LOCAL_MATCH_RADIUS."""
+    """Tentative matches (i, j): mutual nearest neighbours within LOCAL_MATCH_RADIUS (on the
+    tests a shortened stored descriptor keeps, as :func:`hashwatch.robust.verify.
+    candidate_pairs` compares them)."""
     if len(q.desc) == 0 or len(k.desc) == 0:
         return np.zeros((0, 2), np.int64)
-    qb = np.unpackbits(q.desc, axis=1).astype(np.float32) * 2 - 1
-    kb = np.unpackbits(k.desc, axis=1).astype(np.float32) * 2 - 1
-    d = (256 - qb @ kb.T) / 2
+    nb = int(k.extra.get("desc_bytes", 32))  # type: ignore[call-overload]
+    d = hamming_matrix(prefix_desc(q.desc, nb), k.desc)
     j = d.argmin(axis=1)
     i2 = d.argmin(axis=0)
     i = np.arange(len(j))
-    ok = (i2[j] == i) & (d[i, j] <= LOCAL_MATCH_RADIUS)
+    ok = (i2[j] == i) & (d[i, j] <= scaled_radius(LOCAL_MATCH_RADIUS, nb))
     return np.stack([i[ok], j[ok]], axis=1)
 
 

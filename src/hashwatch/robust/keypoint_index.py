@@ -12,9 +12,11 @@ Two stages, as in large-scale image retrieval:
    assignment); a posting votes for its slot when the signatures are within ``ht`` bits, one
    vote per (query descriptor, slot), weighted by the word's inverse document frequency
    (tf-idf, Sivic and Zisserman). The best-voted slots are the candidates.
-2. **Verification, on disk.** Every keypoint set's positions and descriptors are kept in an
-   append-only file that is memory-mapped and read only for the candidates; the caller
-   re-matches them pairwise and checks geometry and the scene (:mod:`hashwatch.robust.geometry`,
+2. **Verification, on disk.** Every keypoint set's ``n_verify`` strongest, spread keypoints
+   are kept in an append-only file of records (:func:`encode_verify`: positions in 3 bytes,
+   descriptors cut to their first ``desc_bytes`` bytes, i.e. ORB's first tests) that is
+   memory-mapped and read only for the candidates; the caller re-matches them pairwise on the
+   kept tests and checks geometry and the scene (:mod:`hashwatch.robust.geometry`,
    :mod:`hashwatch.robust.scene`).
 
 A known image may hold several keypoint sets (e.g. of a mirrored or otherwise transformed copy):
@@ -42,17 +44,14 @@ import numpy as np
 from hashwatch.robust.local import LocalFeatures
 from hashwatch.robust.vocab import Vocabulary
 
-FORMAT = 1
-_VERIFY_MAGIC = b"HWKV"
-XY_STEP = 8  # positions are stored in 1/8 px (uint16: pictures up to 8191 px)
-
 
 @dataclass(frozen=True)
 class KeypointParams:
     """Tuning of the index (chosen by measurement, see BENCHMARKS.md, "Scale study").
 
     ``n_index`` keypoints per set are indexed (the strongest, spread), ``n_verify`` are kept
-    for verification; a query descriptor takes ``m`` words among the fine words of its
+    for verification with the first ``desc_bytes`` bytes of their descriptors
+    (:func:`encode_verify`); a query descriptor takes ``m`` words among the fine words of its
     ``coarse_probe`` nearest coarse cells; a posting counts when its signature is within ``ht``
     bits; words whose lists exceed ``max_df_share`` of all slots (and 100) carry no vote (stop
     words);
@@ -60,6 +59,7 @@ class KeypointParams:
 
     n_index: int = 64
     n_verify: int = 128
+    desc_bytes: int = 24  # 128 x (3 + 24) + 12 = 3,468 B a record (BENCHMARKS, issue 10)
     m: int = 3
     coarse_probe: int = 2
     ht: int = 3
@@ -113,26 +113,80 @@ def subset(f: LocalFeatures, n: int) -> LocalFeatures:
 
 # -- verification records -------------------------------------------------------------------
 
+# Record format 2 (issue 10's 4 KB per image on disk): positions packed in 3 bytes and each
+# descriptor cut to its first ``desc_bytes`` bytes. ORB's 256 tests come in the order of
+# Rublee et al.'s greedy learning (ICCV 2011, section 4.3: each next test the one of highest
+# variance least correlated with those taken; OpenCV's ``bit_pattern_31_`` keeps that order,
+# test i in byte i // 8), so a prefix keeps the most informative, least redundant tests.
+# Format 1 (magic HWKV: uint16 positions, 32-byte descriptors) is not read: an index of that
+# format is rebuilt from the database's stored keypoints (KeypointFeed.open).
+FORMAT = 2
+_VERIFY_MAGIC = b"HWK2"
+_HEAD = 12  # magic, n, w, h (uint16), position scale exponent (int8), descriptor bytes (uint8)
+_XY_BITS = 12  # each coordinate in 12 bits, x and y packed little-endian into 3 bytes
 
-def encode_verify(f: LocalFeatures) -> bytes:
-    """Record of one keypoint set: magic, n, w, h (uint16), positions (uint16 pairs in
-    1/XY_STEP px), descriptors. 4 + 6 + 36 n bytes."""
+
+def _xy_exponent(size: tuple[int, int]) -> int:
+    """Positions are stored in units of 2^-e px, e the largest <= 3 (1/8 px, the precision
+    format 1 had) whose largest coordinate still fits in 12 bits."""
+    top = max(1, int(size[0]), int(size[1]))
+    e = 3
+    while e > -8 and top * 2.0 ** e > (1 << _XY_BITS) - 1:
+        e -= 1
+    return e
+
+
+def verify_record_bytes(n: int, desc_bytes: int) -> int:
+    """Bytes of one record of ``n`` keypoints: header + n x (3 + ``desc_bytes``)."""
+    return _HEAD + n * (3 + desc_bytes)
+
+
+def encode_verify(f: LocalFeatures, desc_bytes: int = 32) -> bytes:
+    """Record of one keypoint set (at most 65,535 keypoints): magic ``HWK2``, n, w, h
+    (uint16), the position scale exponent e (int8: positions in 2^-e px, see
+    :func:`_xy_exponent`), ``desc_bytes`` (uint8, 1-32), then per keypoint x and y in 12
+    bits each (3 bytes, little-endian, x in the low bits), then the first ``desc_bytes``
+    bytes of each ORB descriptor (the first 8 ``desc_bytes`` of ORB's tests, Rublee et al.
+    2011's learned order). :func:`verify_record_bytes` bytes. Raises ValueError on
+    ``desc_bytes`` outside 1-32 or a size beyond uint16."""
+    if not 1 <= desc_bytes <= 32:
+        raise ValueError(f"desc_bytes must be 1-32, not {desc_bytes}")
+    w, h = int(f.size[0]), int(f.size[1])
+    if not (0 <= w <= 65535 and 0 <= h <= 65535) or len(f.desc) > 65535:
+        raise ValueError("keypoint set too large for a verification record")
     n = len(f.desc)
-    xy = np.clip(np.round(f.xy * XY_STEP), 0, 65535).astype("<u2")
-    head = _VERIFY_MAGIC + np.array([n, f.size[0], f.size[1]], "<u2").tobytes()
-    return head + xy.tobytes() + np.ascontiguousarray(f.desc, np.uint8).tobytes()
+    e = _xy_exponent((w, h))
+    top = (1 << _XY_BITS) - 1
+    q = np.clip(np.round(np.asarray(f.xy, np.float64).reshape(n, 2) * 2.0 ** e), 0, top)
+    v = q[:, 0].astype(np.uint32) | (q[:, 1].astype(np.uint32) << _XY_BITS)
+    packed = np.stack([v & 0xFF, (v >> 8) & 0xFF, v >> 16], axis=1).astype(np.uint8)
+    head = _VERIFY_MAGIC + np.array([n, w, h], "<u2").tobytes() + \
+        np.array([e], np.int8).tobytes() + bytes([desc_bytes])
+    desc = np.ascontiguousarray(np.asarray(f.desc, np.uint8).reshape(n, 32)[:, :desc_bytes])
+    return head + packed.tobytes() + desc.tobytes()
 
 
 def decode_verify(buf: memoryview | bytes) -> LocalFeatures:
-    """Inverse of :func:`encode_verify` (positions come back to 1/XY_STEP px). Raises
-    ValueError on a record that is not one."""
-    b = bytes(buf[:10])
-    if b[:4] != _VERIFY_MAGIC:
-        raise ValueError("not a keypoint verification record")
+    """Inverse of :func:`encode_verify`: positions (n, 2) float32 in px (to 2^-e px),
+    descriptors (n, 32) uint8 with the bytes the record did not keep set to 0, and
+    ``extra["desc_bytes"]`` the bytes it kept (the verification compares those only:
+    :func:`hashwatch.robust.verify.candidate_pairs`). Raises ValueError on a buffer that is
+    not a whole format-2 record."""
+    b = bytes(buf[:_HEAD])
+    if len(b) < _HEAD or b[:4] != _VERIFY_MAGIC:
+        raise ValueError("not a keypoint verification record (format 2)")
     n, w, h = (int(v) for v in np.frombuffer(b, "<u2", 3, 4))
-    xy = np.frombuffer(buf, "<u2", 2 * n, 10).reshape(n, 2).astype(np.float32) / XY_STEP
-    desc = np.frombuffer(buf, np.uint8, 32 * n, 10 + 4 * n).reshape(n, 32).copy()
-    return LocalFeatures(xy, desc, (w, h))
+    e = int(np.frombuffer(b, np.int8, 1, 10)[0])
+    nb = b[11]
+    if not 1 <= nb <= 32 or len(buf) < verify_record_bytes(n, nb):
+        raise ValueError("truncated or corrupt keypoint verification record")
+    p = np.frombuffer(buf, np.uint8, 3 * n, _HEAD).reshape(n, 3).astype(np.uint32)
+    v = p[:, 0] | (p[:, 1] << 8) | (p[:, 2] << 16)
+    top = (1 << _XY_BITS) - 1
+    xy = np.stack([v & top, v >> _XY_BITS], axis=1).astype(np.float32) / np.float32(2.0 ** e)
+    desc = np.zeros((n, 32), np.uint8)
+    desc[:, :nb] = np.frombuffer(buf, np.uint8, nb * n, _HEAD + 3 * n).reshape(n, nb)
+    return LocalFeatures(xy, desc, (w, h), {"desc_bytes": nb} if nb < 32 else {})
 
 
 # -- segments -------------------------------------------------------------------------------
@@ -274,14 +328,20 @@ class KeypointIndex:
 
     def stats(self) -> dict[str, int]:
         """Postings, slots and bytes of the in-memory (nomination) and on-disk (verification)
-        parts."""
+        parts: ``verify_bytes`` the records (:func:`verify_record_bytes` each),
+        ``verify_offset_bytes`` their uint64 offsets, ``disk_bytes`` what the saved folder
+        holds for them and the postings (issue 10's "bytes per known image on disk" is
+        ``disk_bytes`` / ``slots``; the vocabulary and the word offsets are a fixed cost)."""
         post = sum(s.n for s in self._segments) + sum(len(p[0]) for p in self._pending)
         offs = sum(s.offsets.nbytes for s in self._segments)
+        verify = int(self._voff[-1]) + sum(len(b) for b in self._vnew)
+        voffs = 8 * (self._n_slots + 1)
         return {
             "images": len(self), "slots": self._n_slots, "postings": post,
             "posting_bytes": post * 6, "offset_bytes": offs,
             "slot_bytes": self._n_slots * (8 + 1), "live_slots": self._n_live,
-            "verify_bytes": int(self._voff[-1]) + sum(len(b) for b in self._vnew),
+            "verify_bytes": verify, "verify_offset_bytes": voffs,
+            "disk_bytes": verify + voffs + post * 6,
             "segments": len(self._segments) + bool(self._pending),
         }
 
@@ -306,7 +366,7 @@ class KeypointIndex:
                     continue
                 v = subset(f, p.n_verify)
                 ix = subset(v, p.n_index)
-                recs.append(encode_verify(v))
+                recs.append(encode_verify(v, p.desc_bytes))
                 img.append(int(image_id))
                 descs.append(ix.desc)
                 owner.append(np.full(len(ix.desc), slot, np.uint32))
@@ -552,7 +612,10 @@ class KeypointIndex:
         except (OSError, ValueError) as exc:
             raise ValueError(f"no keypoint index at {folder}: {exc}") from None
         if man.get("format") != FORMAT:
-            raise ValueError(f"keypoint index at {folder} has format {man.get('format')}")
+            # e.g. format 1 (36-byte keypoints, before issue 10's disk target): the caller
+            # (KeypointFeed.open) rebuilds the index from the database's stored keypoints
+            raise ValueError(f"verification records of format {man.get('format')}; this "
+                             f"version reads format {FORMAT}")
         vocab = Vocabulary.load(folder / "vocab.npz")
         if vocab.digest() != man["vocab"]:
             raise ValueError("keypoint index vocabulary does not match its manifest")

@@ -37,6 +37,25 @@ def hamming_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return d
 
 
+def prefix_desc(desc: np.ndarray, nbytes: int) -> np.ndarray:
+    """(n, 32) uint8 descriptors with every byte from ``nbytes`` on set to 0: the ORB tests a
+    verification record keeps (:func:`hashwatch.robust.keypoint_index.encode_verify`), so a
+    full query descriptor and a shortened stored one are compared on the same tests.
+    ``desc`` itself when ``nbytes`` >= 32."""
+    if nbytes >= 32:
+        return desc
+    out = np.array(desc, np.uint8, copy=True)
+    out[:, nbytes:] = 0
+    return out
+
+
+def scaled_radius(radius: int, nbytes: int) -> int:
+    """A Hamming threshold set for 256-bit ORB descriptors, scaled to descriptors cut to their
+    first ``nbytes`` bytes (8 ``nbytes`` tests): ``radius`` x nbytes / 32, rounded half up.
+    Chance and true distances both scale with the number of tests compared."""
+    return radius if nbytes >= 32 else int(radius * nbytes / 32 + 0.5)
+
+
 def _smallest(d: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The k smallest (distance, id) of each row, ascending (ties: smaller id first)."""
     key = d.astype(np.int64) * (int(ids.max(initial=0)) + 1) + ids

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from hashwatch.robust._pixels import _POPCOUNT, _pdq
+from hashwatch.robust.kpcore import prefix_desc, scaled_radius
 from hashwatch.robust.local import LOCAL_MAX_KEYPOINTS, LocalFeatures, _orb
 from hashwatch.robust.routes import KnownHash
 
@@ -19,6 +20,7 @@ from hashwatch.robust.routes import KnownHash
 SCENE_PDQ_MAX = 36
 SCENE_REDETECT_MIN = 0.18
 SCENE_REFOUND_MIN = 8  # ... and at least this many of them (a share of 1 of 1 proves nothing)
+SCENE_REFOUND_BITS = 40  # a stored keypoint is found again within 2 px and this many bits
 SCENE_COVERED = 0.97  # a stored view is compared only when the query covers this much of it
 
 
@@ -46,7 +48,8 @@ def scene_check(q: LocalFeatures, k: LocalFeatures, transform: np.ndarray,
     query's transform includes the reflection, so the warped query is un-mirrored), then (1)
     PDQ every stored view it covers and compare with
     the stored hash, (2) run ORB on it and count the stored keypoints found again within 2 px
-    and 40 descriptor bits. Uses only stored data of the known image: no known pixels."""
+    and SCENE_REFOUND_BITS descriptor bits (scaled to the tests a shortened stored descriptor
+    keeps). Uses only stored data of the known image: no known pixels."""
     view = q.extra.get("view")
     if not isinstance(view, np.ndarray):
         raise ValueError("query features carry no view: use query_local()")
@@ -102,10 +105,13 @@ def scene_check(q: LocalFeatures, k: LocalFeatures, transform: np.ndarray,
             det, dd = orb.compute(warp, det)
             if dd is not None and len(det):
                 dxy = np.array([p.pt for p in det], np.float32)
+                # a shortened stored descriptor: compare its tests only (keypoint_index)
+                nb = int(k.extra.get("desc_bytes", 32))  # type: ignore[call-overload]
+                dd, max_bits = prefix_desc(dd, nb), scaled_radius(SCENE_REFOUND_BITS, nb)
                 for i in inside:
                     near = np.flatnonzero(np.hypot(*(dxy - k.xy[i]).T) <= 2.0)
                     if len(near):
                         bits = _POPCOUNT[np.bitwise_xor(dd[near], k.desc[i])].sum(1)
-                        hit += int(bits.min() <= 40)
+                        hit += int(bits.min() <= max_bits)
         share = hit / len(inside)
     return SceneCheck(best, float(share), hit)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hashwatch.robust.geometry import MODELS, fit_local
-from hashwatch.robust.kpcore import hamming_matrix
+from hashwatch.robust.kpcore import hamming_matrix, prefix_desc, scaled_radius
 from hashwatch.robust.local import (
     LOCAL_KNN,
     LOCAL_MATCH_RADIUS,
@@ -70,10 +70,17 @@ def greedy_pairs(dist: np.ndarray, qi: np.ndarray, ki: np.ndarray) -> np.ndarray
 def candidate_pairs(q: LocalFeatures, k: LocalFeatures, *, knn: int = LOCAL_KNN,
                     radius: int = LOCAL_MATCH_RADIUS) -> np.ndarray:
     """Tentative pairs (query row, stored row) between a query and one candidate's stored
-    keypoints (see the module docstring). (0, 2) when either side has none."""
+    keypoints (see the module docstring). (0, 2) when either side has none.
+
+    A candidate read from a verification record whose descriptors keep only their first
+    ``k.extra["desc_bytes"]`` bytes (ORB's first tests, :func:`hashwatch.robust.keypoint_index.
+    encode_verify`) is compared on those tests alone, with ``radius`` scaled to them
+    (:func:`hashwatch.robust.kpcore.scaled_radius`)."""
     if len(q.desc) == 0 or len(k.desc) == 0:
         return np.zeros((0, 2), np.int64)
-    d = hamming_matrix(q.desc, k.desc)
+    nb = int(k.extra.get("desc_bytes", 32))  # type: ignore[call-overload]
+    radius = scaled_radius(radius, nb)
+    d = hamming_matrix(prefix_desc(q.desc, nb), k.desc)
     kk = min(knn, d.shape[1])
     j = np.argpartition(d, kk - 1, axis=1)[:, :kk] if kk < d.shape[1] else \
         np.broadcast_to(np.arange(d.shape[1]), d.shape)
