@@ -147,13 +147,23 @@ def test_decode_verify_rejects_truncated_records(n: int, nb: int, cut: int) -> N
         decode_verify(rec[:cut])
 
 
+def test_format_1_records_are_still_read() -> None:
+    """A saved index of format 1 (HWKV: uint16 positions in 1/8 px, 32-byte descriptors)
+    stays readable (the product rebuilds it; study indexes are read as they are)."""
+    rng = np.random.default_rng(3)
+    f = random_set(rng, 40)
+    q = np.round(f.xy * 8).astype("<u2")
+    old = b"HWKV" + np.array([40, *f.size], "<u2").tobytes() + q.tobytes() + f.desc.tobytes()
+    g = decode_verify(old)
+    assert g.size == f.size and np.array_equal(g.desc, f.desc) and "desc_bytes" not in g.extra
+    assert np.abs(g.xy - f.xy).max() <= 1 / 16 + 1e-6
+    with pytest.raises(ValueError):
+        decode_verify(old[:-1])
+
+
 def test_decode_verify_rejects_garbage() -> None:
     with pytest.raises(ValueError):
         decode_verify(b"not a record at all")
-    # a record of format 1 (HWKV) is refused: its index is rebuilt, not misread
-    old = b"HWKV" + np.array([1, 10, 10], "<u2").tobytes() + bytes(36)
-    with pytest.raises(ValueError):
-        decode_verify(old)
     with pytest.raises(ValueError):
         encode_verify(random_set(np.random.default_rng(0), 5), 0)
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from hashwatch.robust.keypoint_index import KeypointIndex
+from hashwatch.robust.keypoint_index import FORMAT, KeypointIndex
 from hashwatch.store import Store
 from hashwatch.store.feed import FeedError, Snapshot
 
@@ -68,6 +68,9 @@ class KeypointFeed:
         if folder is not None and folder.joinpath("manifest.json").exists():
             try:
                 kp = KeypointIndex.load(folder, mmap=mmap)
+                if kp.record_format != FORMAT:  # records of an earlier format: rebuild
+                    raise ValueError(f"verification records of format {kp.record_format}; "
+                                     f"this version writes format {FORMAT}")
                 meta = kp.meta
                 with store.snapshot() as snap:
                     if meta.get("feed_id") == store.feed_id() and store.position_usable(

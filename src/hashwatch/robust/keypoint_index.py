@@ -118,10 +118,12 @@ def subset(f: LocalFeatures, n: int) -> LocalFeatures:
 # Rublee et al.'s greedy learning (ICCV 2011, section 4.3: each next test the one of highest
 # variance least correlated with those taken; OpenCV's ``bit_pattern_31_`` keeps that order,
 # test i in byte i // 8), so a prefix keeps the most informative, least redundant tests.
-# Format 1 (magic HWKV: uint16 positions, 32-byte descriptors) is not read: an index of that
-# format is rebuilt from the database's stored keypoints (KeypointFeed.open).
+# Format 1 (magic HWKV: uint16 positions in 1/8 px, 32-byte descriptors) is still read, so
+# saved study indexes stay usable; the product rebuilds an index of that format from the
+# database's stored keypoints (KeypointFeed.open), so its records get the format's savings.
 FORMAT = 2
 _VERIFY_MAGIC = b"HWK2"
+_VERIFY_MAGIC_1 = b"HWKV"
 _HEAD = 12  # magic, n, w, h (uint16), position scale exponent (int8), descriptor bytes (uint8)
 _XY_BITS = 12  # each coordinate in 12 bits, x and y packed little-endian into 3 bytes
 
@@ -173,8 +175,10 @@ def decode_verify(buf: memoryview | bytes) -> LocalFeatures:
     :func:`hashwatch.robust.verify.candidate_pairs`). Raises ValueError on a buffer that is
     not a whole format-2 record."""
     b = bytes(buf[:_HEAD])
+    if b[:4] == _VERIFY_MAGIC_1:
+        return _decode_verify_1(buf)
     if len(b) < _HEAD or b[:4] != _VERIFY_MAGIC:
-        raise ValueError("not a keypoint verification record (format 2)")
+        raise ValueError("not a keypoint verification record")
     n, w, h = (int(v) for v in np.frombuffer(b, "<u2", 3, 4))
     e = int(np.frombuffer(b, np.int8, 1, 10)[0])
     nb = b[11]
@@ -187,6 +191,20 @@ def decode_verify(buf: memoryview | bytes) -> LocalFeatures:
     desc = np.zeros((n, 32), np.uint8)
     desc[:, :nb] = np.frombuffer(buf, np.uint8, nb * n, _HEAD + 3 * n).reshape(n, nb)
     return LocalFeatures(xy, desc, (w, h), {"desc_bytes": nb} if nb < 32 else {})
+
+
+def _decode_verify_1(buf: memoryview | bytes) -> LocalFeatures:
+    """A format-1 record: magic, n, w, h (uint16), positions (uint16 pairs in 1/8 px),
+    32-byte descriptors; 10 + 36 n bytes."""
+    b = bytes(buf[:10])
+    if len(b) < 10:
+        raise ValueError("truncated keypoint verification record")
+    n, w, h = (int(v) for v in np.frombuffer(b, "<u2", 3, 4))
+    if len(buf) < 10 + 36 * n:
+        raise ValueError("truncated or corrupt keypoint verification record")
+    xy = np.frombuffer(buf, "<u2", 2 * n, 10).reshape(n, 2).astype(np.float32) / 8
+    desc = np.frombuffer(buf, np.uint8, 32 * n, 10 + 4 * n).reshape(n, 32).copy()
+    return LocalFeatures(xy, desc, (w, h))
 
 
 # -- segments -------------------------------------------------------------------------------
@@ -295,6 +313,9 @@ class KeypointIndex:
         self._vnew: list[bytes] = []
         self._path: Path | None = None
         self.meta: dict[str, object] = {}  # caller's data saved with the index
+        # format of the records loaded from disk (1: before issue 10's disk target; records
+        # added here are always FORMAT, and decode_verify reads either)
+        self.record_format = FORMAT
         self._gen = 0  # manifest generation this process last loaded or saved
 
     # -- sizes ------------------------------------------------------------------------------
@@ -605,22 +626,24 @@ class KeypointIndex:
              params: KeypointParams | None = None) -> KeypointIndex:
         """Open a saved index. With ``mmap`` the postings and the verification store are
         mapped read-only (processes share their pages); additions stay in this process until
-        it saves. Raises ValueError when the folder holds no complete index."""
+        it saves. Raises ValueError when the folder holds no complete index or one of a
+        format this version cannot read; ``record_format`` tells an index of format 1 (whose
+        records a caller may want to rebuild, as :class:`hashwatch.keypoint_feed.KeypointFeed`
+        does)."""
         folder = Path(folder)
         try:
             man = json.loads((folder / "manifest.json").read_text())
         except (OSError, ValueError) as exc:
             raise ValueError(f"no keypoint index at {folder}: {exc}") from None
-        if man.get("format") != FORMAT:
-            # e.g. format 1 (36-byte keypoints, before issue 10's disk target): the caller
-            # (KeypointFeed.open) rebuilds the index from the database's stored keypoints
-            raise ValueError(f"verification records of format {man.get('format')}; this "
-                             f"version reads format {FORMAT}")
+        if man.get("format") not in (1, FORMAT):
+            raise ValueError(f"keypoint index at {folder} has format {man.get('format')}; "
+                             f"this version reads formats 1 and {FORMAT}")
         vocab = Vocabulary.load(folder / "vocab.npz")
         if vocab.digest() != man["vocab"]:
             raise ValueError("keypoint index vocabulary does not match its manifest")
         ix = cls(vocab, params or KeypointParams(**man["params"]))
         ix.meta = dict(man.get("meta") or {})
+        ix.record_format = int(man["format"])
         ix._gen = int(man.get("generation", 0))
         mode = "r" if mmap else None
         for name in man["segments"]:
