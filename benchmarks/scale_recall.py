@@ -73,6 +73,12 @@ def cmd_run(a: argparse.Namespace) -> int:
         return known_views[image_id] if image_id < len(known_views) else scale_views(image_id)
 
     ix = KeypointIndex.load(a.index, mmap=True)
+    over = {k: v for k, v in (("m", a.m), ("coarse_probe", a.probe), ("ht", a.ht),
+                              ("max_df_share", a.max_df_share)) if v is not None}
+    if over:  # query-side parameters only: the postings do not depend on them
+        import dataclasses
+
+        ix.params = dataclasses.replace(ix.params, **over)
     t0, c0 = time.perf_counter(), time.process_time()
     with Progress("[progress.description]{task.description}", BarColumn(),
                   MofNCompleteColumn(), TimeElapsedColumn(), "{task.fields[rate]}") as prog:
@@ -107,7 +113,9 @@ def cmd_run(a: argparse.Namespace) -> int:
                 rows.append(row)
             prog.remove_task(qtask)
             doc = {"edit": name, "index": str(a.index), "slots": ix.n_slots, "rows": rows,
-                   "load": os.getloadavg(), "finished": time.strftime("%H:%M:%S", time.gmtime())}
+                   "load": os.getloadavg(), "finished": time.strftime("%H:%M:%S", time.gmtime()),
+                   "params": {k: getattr(ix.params, k)
+                              for k in ("m", "coarse_probe", "ht", "max_df_share")}}
             tmp = a.out / f".{_safe(name)}.json.tmp"
             tmp.write_text(json.dumps(doc))
             os.replace(tmp, a.out / f"{_safe(name)}.json")
@@ -305,6 +313,11 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--part", type=int, default=0)
     r.add_argument("--parts", type=int, default=1)
+    r.add_argument("--m", type=int, default=None, help="words per query descriptor")
+    r.add_argument("--probe", type=int, default=None, help="coarse cells probed")
+    r.add_argument("--ht", type=int, default=None, help="signature radius (bits)")
+    r.add_argument("--max-df-share", type=float, default=None,
+                   help="stop words: lists longer than this share of the sets carry no vote")
     _suite(r)
     r.set_defaults(fn=cmd_run)
     rp = sub.add_parser("report", help="per-edit recall tables of one or more OUT folders")

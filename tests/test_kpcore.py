@@ -100,3 +100,95 @@ def test_index_searches_without_the_extension(numpy_twins, monkeypatch) -> None:
     assert got == [2, 11, 29]
     msgs = [str(x.message) for x in w if issubclass(x.category, RuntimeWarning)]
     assert len(msgs) == 1 and "_kpidx" in msgs[0] and "make install" in msgs[0]
+
+
+def _scan_reference(offsets, sigs, ids, qw, qs, qwt, ht, stamp, votes, last, touched):
+    """The posting-by-posting loop the scan implements, in plain Python: one vote per
+    (descriptor, slot), slots listed in the order they first got a vote."""
+    m = len(qw) // len(qs)
+    scanned = passed = 0
+    for i, s in enumerate(qs.tolist()):
+        qid = stamp + i
+        for j in range(m):
+            w, wt = int(qw[i * m + j]), float(qwt[i * m + j])
+            if w < 0 or w >= len(offsets) - 1 or wt <= 0:
+                continue
+            a, b = int(offsets[w]), int(offsets[w + 1])
+            scanned += b - a
+            for p in range(a, b):
+                if bin(int(sigs[p]) ^ s).count("1") > ht:
+                    continue
+                passed += 1
+                slot = int(ids[p])
+                if last.get(slot) == qid:
+                    continue
+                last[slot] = qid
+                if votes.get(slot, 0.0) == 0.0:
+                    touched.append(slot)
+                votes[slot] = float(np.float32(votes.get(slot, 0.0)) + np.float32(wt))
+    return scanned, passed
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n_words=st.integers(1, 6), n_slots=st.integers(1, 40), lists=st.integers(0, 1500),
+       nq=st.integers(1, 30), m=st.integers(1, 4), ht=st.integers(0, 16),
+       segments=st.integers(1, 3), cap=st.integers(1, 64), numpy=st.booleans(),
+       seed=st.integers(0, 10_000))
+def test_scan_gives_the_votes_of_the_posting_by_posting_loop(
+        n_words: int, n_slots: int, lists: int, nq: int, m: int, ht: int, segments: int,
+        cap: int, numpy: bool, seed: int) -> None:
+    """Random posting lists (long ones cross the scan's 256-posting chunks; a slot may repeat
+    within a list and across a descriptor's words; few signature bits so that many pass), any
+    radius, zero weights and missing words, several segments (each its own range of slots, as
+    in the index) sharing the scratch, a touched list that overflows: the extension (and its
+    numpy twin) give exactly the reference's votes, stamps, touched order and counts."""
+    rng = np.random.default_rng(seed)
+    acc = np.zeros(n_slots * segments, kpcore.ACC_DTYPE)
+    touched = np.zeros(cap, np.uint32)
+    ref_votes: dict[int, float] = {}
+    ref_last: dict[int, int] = {}
+    ref_touched: list[int] = []
+    qw = rng.integers(-1, n_words + 1, nq * m).astype(np.int64)
+    qs = rng.integers(0, 1 << 16, nq).astype(np.uint16) & np.uint16(rng.integers(1, 1 << 16))
+    qwt = np.where(rng.random(nq * m) < 0.15, 0.0, rng.random(nq * m) * 5).astype(np.float32)
+    stamp = int(rng.integers(1, 1000))
+    nt = tot_scanned = tot_passed = 0
+    kpcore.use_numpy(numpy)
+    try:
+        for g in range(segments):
+            words = np.sort(rng.integers(0, n_words, lists))
+            counts = np.bincount(words, minlength=n_words)
+            offsets = np.zeros(n_words + 1, np.uint64)
+            np.cumsum(counts, out=offsets[1:])
+            sigs = (rng.integers(0, 1 << 16, lists) & 0x00F3).astype(np.uint16)
+            ids = (g * n_slots + rng.integers(0, n_slots, lists)).astype(np.uint32)
+            nt, sc, pa = kpcore.scan(offsets, sigs, ids, qw, qs, qwt, ht, stamp, acc, touched,
+                                     nt)
+            tot_scanned += sc
+            tot_passed += pa
+            rs, rp = _scan_reference(offsets, sigs, ids, qw, qs, qwt, ht, stamp, ref_votes,
+                                     ref_last, ref_touched)
+            assert (sc, pa) == (rs, rp)
+    finally:
+        kpcore.use_numpy(False)
+    assert nt == len(ref_touched)
+    assert touched[:min(nt, cap)].tolist() == ref_touched[:cap]
+    want_votes = np.zeros(len(acc), np.float32)
+    want_last = np.zeros(len(acc), np.uint32)
+    for k, v in ref_votes.items():
+        want_votes[k] = v
+    for k, v in ref_last.items():
+        want_last[k] = v
+    assert np.array_equal(acc["vote"], want_votes)
+    assert np.array_equal(acc["stamp"], want_last)
+
+
+@needs_c
+def test_scan_refuses_a_posting_outside_the_scratch() -> None:
+    offsets = np.array([0, 2], np.uint64)
+    args = (offsets, np.zeros(2, np.uint16), np.array([0, 7], np.uint32),
+            np.zeros(1, np.int64), np.zeros(1, np.uint16), np.ones(1, np.float32), 3, 1)
+    with pytest.raises(ValueError, match="outside"):
+        kpcore.scan(*args, np.zeros(4, kpcore.ACC_DTYPE), np.zeros(8, np.uint32), 0)
+    with pytest.raises(ValueError, match="inconsistent"):
+        kpcore.scan(*args, np.zeros(9, np.uint8), np.zeros(8, np.uint32), 0)

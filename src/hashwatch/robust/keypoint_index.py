@@ -496,7 +496,7 @@ class KeypointIndex:
         segs = self._segments_now()
         n_slots = max(s.slot_hi for s in segs) if segs else 0
         scratch = _scratch(n_slots)
-        votes, lastq, touched = scratch.votes, scratch.lastq, scratch.touched
+        acc, touched = scratch.acc, scratch.touched
         stamp = scratch.next_stamp(len(q.desc))
         nt = scanned = passed = 0
         qw = np.ascontiguousarray(words, np.int64).ravel()
@@ -504,21 +504,21 @@ class KeypointIndex:
         qwt = np.ascontiguousarray(wt, np.float32).ravel()
         for s in segs:
             nt, sc, pa = kpcore.scan(s.offsets, s.sigs, s.ids, qw, qs, qwt, self.params.ht,
-                                     stamp, votes, lastq, touched, nt)
+                                     stamp, acc, touched, nt)
             scanned += sc
             passed += pa
         scratch.last = {"scanned": scanned, "passed": passed, "touched": nt}
         k = 4 * top
         dead = self._dead.view
         if nt > len(touched):  # more slots voted than the list holds: find them all
-            touched_all = np.flatnonzero(votes[:n_slots]).astype(np.uint32)
+            touched_all = np.flatnonzero(acc["vote"][:n_slots]).astype(np.uint32)
         else:
             touched_all = touched
         # the k best live slots, votes reset for the next query (C: one pass, no copies of
         # the ~10^5 voted slots)
         best = np.empty(k, np.int64)
         best_v = np.empty(k, np.float32)
-        got = kpcore.collect(votes, touched_all, min(nt, len(touched_all)), dead, k, best,
+        got = kpcore.collect(acc, touched_all, min(nt, len(touched_all)), dead, k, best,
                              best_v)
         cand, v = best[:got], best_v[:got]
         imgs = self._slots.view
@@ -693,24 +693,24 @@ def _generation(folder: Path) -> int | None:
 
 class _Scratch(threading.local):
     def __init__(self) -> None:
-        self.votes = np.zeros(0, np.float32)
-        self.lastq = np.zeros(0, np.uint32)
+        from hashwatch.robust.kpcore import ACC_DTYPE
+
+        # per slot: summed vote and the stamp of the last query descriptor that voted
+        self.acc = np.zeros(0, ACC_DTYPE)
         self.touched = np.zeros(1 << 20, np.uint32)
         self.stamp = 1
         self.last: dict[str, int] = {}
 
     def grow(self, n: int) -> None:
-        if len(self.votes) < n:
-            m = max(n, int(len(self.votes) * 1.25) + 1024)
-            votes = np.zeros(m, np.float32)
-            votes[: len(self.votes)] = self.votes
-            lastq = np.zeros(m, np.uint32)
-            lastq[: len(self.lastq)] = self.lastq
-            self.votes, self.lastq = votes, lastq
+        if len(self.acc) < n:
+            m = max(n, int(len(self.acc) * 1.25) + 1024)
+            acc = np.zeros(m, self.acc.dtype)
+            acc[: len(self.acc)] = self.acc
+            self.acc = acc
 
     def next_stamp(self, nq: int) -> int:
         if self.stamp + nq >= 0xFFFFFFF0:  # wrap: forget old stamps
-            self.lastq[:] = 0
+            self.acc["stamp"] = 0
             self.stamp = 1
         s = self.stamp
         self.stamp += nq

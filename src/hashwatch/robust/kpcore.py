@@ -23,6 +23,11 @@ except ImportError:  # pragma: no cover - exercised by the fallback tests throug
 HAVE_C_EXTENSION = _kpidx is not None
 _warned = False
 
+#: One slot's vote scratch as ``scan`` and ``collect`` take it (the extension's ``acc_t``): the
+#: summed vote and the stamp of the last query descriptor that voted, side by side, so a
+#: passing posting touches one 8-byte cell instead of two arrays.
+ACC_DTYPE = np.dtype([("vote", "<f4"), ("stamp", "<u4")])
+
 
 def hamming_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(len(a), len(b)) int32 Hamming distances of two (n, 32) uint8 descriptor arrays.
@@ -88,8 +93,9 @@ def _np_assign(coarse: np.ndarray, fine: np.ndarray, k2: int, desc: np.ndarray, 
 
 
 def _np_scan(offsets: np.ndarray, sigs: np.ndarray, ids: np.ndarray, qw: np.ndarray,
-             qs: np.ndarray, qwt: np.ndarray, ht: int, stamp: int, votes: np.ndarray,
-             lastq: np.ndarray, touched: np.ndarray, n_touched: int) -> tuple[int, int, int]:
+             qs: np.ndarray, qwt: np.ndarray, ht: int, stamp: int, acc: np.ndarray,
+             touched: np.ndarray, n_touched: int) -> tuple[int, int, int]:
+    votes, lastq = acc["vote"], acc["stamp"]  # views: writes land in acc
     nq = len(qs)
     m = len(qw) // nq
     n_words = len(offsets) - 1
@@ -125,8 +131,9 @@ def _np_scan(offsets: np.ndarray, sigs: np.ndarray, ids: np.ndarray, qw: np.ndar
     return n_touched + len(new), scanned, int(near.sum())
 
 
-def _np_collect(votes: np.ndarray, touched: np.ndarray, n_touched: int, dead: np.ndarray,
+def _np_collect(acc: np.ndarray, touched: np.ndarray, n_touched: int, dead: np.ndarray,
                 k: int, out_slots: np.ndarray, out_votes: np.ndarray) -> int:
+    votes = acc["vote"]
     cand = touched[:n_touched].astype(np.int64)
     v = votes[cand].copy()
     votes[cand] = 0.0
