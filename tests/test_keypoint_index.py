@@ -297,3 +297,31 @@ def test_index_state_follows_a_model(tmp_path_factory, ops) -> None:
         assert len(ix) == len(live)
         assert all(ix.holds(i) for i in live)
         assert not any(ix.holds(i) for i in set(range(31)) - live)
+
+
+def test_nominee_ties_do_not_depend_on_the_touched_list_size() -> None:
+    """Two known sets tie on votes; the one voted for first (by the query's first descriptor)
+    comes first, also when more slots get a vote than the scratch's touched list holds (the
+    list grows and the scan runs again, instead of falling back to slot order)."""
+    from hashwatch.robust import keypoint_index as KI
+
+    voc = random_vocab(16, 32, 4)
+    rng = np.random.default_rng(11)
+    d = rng.integers(0, 256, (64, 32), dtype=np.uint8)
+    words, _ = voc.assign(d, 1)
+    a, b = 0, int(np.flatnonzero(words[:, 0] != words[0, 0])[0])  # two different words
+
+    def one(desc: np.ndarray) -> LocalFeatures:
+        return LocalFeatures(np.array([[10.0, 10.0]], np.float32), desc[None], (100, 100))
+
+    ix = KeypointIndex(voc, KeypointParams(m=1, coarse_probe=1, max_df_share=1.0))
+    ix.add(1, one(d[a]))
+    ix.add(2, one(d[b]))
+    q = LocalFeatures(np.array([[5.0, 5.0], [50.0, 50.0]], np.float32), d[[b, a]], (100, 100))
+    big = ix.search(q, top=2)
+    assert [c.image_id for c in big] == [2, 1] and big[0].score == big[1].score
+    KI._SCRATCH.touched = np.zeros(1, np.uint32)  # this thread's list: smaller than 2 slots
+    small = ix.search(q, top=2)
+    assert small == big
+    assert len(KI._SCRATCH.touched) >= 2
+    assert ix.search(q, top=2) == big  # the scratch is clean after the rescan

@@ -496,30 +496,33 @@ class KeypointIndex:
         segs = self._segments_now()
         n_slots = max(s.slot_hi for s in segs) if segs else 0
         scratch = _scratch(n_slots)
-        acc, touched = scratch.acc, scratch.touched
-        stamp = scratch.next_stamp(len(q.desc))
-        nt = scanned = passed = 0
         qw = np.ascontiguousarray(words, np.int64).ravel()
         qs = np.ascontiguousarray(sigs, np.uint16)
         qwt = np.ascontiguousarray(wt, np.float32).ravel()
-        for s in segs:
-            nt, sc, pa = kpcore.scan(s.offsets, s.sigs, s.ids, qw, qs, qwt, self.params.ht,
-                                     stamp, acc, touched, nt)
-            scanned += sc
-            passed += pa
+        while True:
+            acc, touched = scratch.acc, scratch.touched
+            stamp = scratch.next_stamp(len(q.desc))
+            nt = scanned = passed = 0
+            for s in segs:
+                nt, sc, pa = kpcore.scan(s.offsets, s.sigs, s.ids, qw, qs, qwt, self.params.ht,
+                                         stamp, acc, touched, nt)
+                scanned += sc
+                passed += pa
+            if nt <= len(touched):
+                break
+            # more slots voted than the list holds (~2*10^5 a search at 10^6 sets, growing
+            # with N): clear the votes, grow the list and scan again, so that the nominees'
+            # tie order (the slot voted for first) never depends on the list's size
+            acc["vote"][:n_slots] = 0
+            scratch.touched = np.zeros(max(2 * len(touched), nt + nt // 4), np.uint32)
         scratch.last = {"scanned": scanned, "passed": passed, "touched": nt}
         k = 4 * top
         dead = self._dead.view
-        if nt > len(touched):  # more slots voted than the list holds: find them all
-            touched_all = np.flatnonzero(acc["vote"][:n_slots]).astype(np.uint32)
-        else:
-            touched_all = touched
         # the k best live slots, votes reset for the next query (C: one pass, no copies of
         # the ~10^5 voted slots)
         best = np.empty(k, np.int64)
         best_v = np.empty(k, np.float32)
-        got = kpcore.collect(acc, touched_all, min(nt, len(touched_all)), dead, k, best,
-                             best_v)
+        got = kpcore.collect(acc, touched, nt, dead, k, best, best_v)
         cand, v = best[:got], best_v[:got]
         imgs = self._slots.view
         out: list[Candidate] = []
