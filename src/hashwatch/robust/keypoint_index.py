@@ -477,12 +477,19 @@ class KeypointIndex:
         p = self.params
         words, _ = self.vocab.assign(q.desc, p.m, coarse_probe=p.coarse_probe)
         sigs = self.vocab.signatures(q.desc)
+        return words, sigs, self.word_weights(words)
+
+    def word_weights(self, words: np.ndarray) -> np.ndarray:
+        """Vote weight (float32, the shape of ``words``) of assigned words: the inverse
+        document frequency log((N + 1) / (df + 1)) over the N slots, 0 for missing words
+        (-1), words no set holds and stop words (lists longer than ``max_df_share`` of the
+        slots and 100)."""
         n = max(1, self._n_slots)
         df = np.where(words >= 0, self._df[np.maximum(words, 0)], 0)
         wt = np.log((n + 1.0) / (df + 1.0)).astype(np.float32)
-        stop = max(100.0, p.max_df_share * n)  # a small list has no stop words
+        stop = max(100.0, self.params.max_df_share * n)  # a small list has no stop words
         wt[(words < 0) | (df == 0) | (df > stop)] = 0.0
-        return words, sigs, wt
+        return wt
 
     def search(self, q: LocalFeatures, top: int = 8) -> list[Candidate]:
         """The ``top`` known images with the highest vote (best slot each), best first.

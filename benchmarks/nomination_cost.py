@@ -1,0 +1,259 @@
+"""Where the keypoint tier's nomination time goes, and what query-side levers cost in recall,
+on a saved scale-study index (issue 10's query-time target at 2*10^7).
+
+Two steps. ``record`` runs the product's keypoint search (``search_in_stages``: plain, mirrored
+and small-picture stages, each stage nominating and verifying as the matcher does) for every
+query of the given edits that reaches the keypoint tier (``scale_study.py queries`` cache), and
+saves, per search, the stage's descriptors, its nominee count and the nominees with their
+verdicts. ``profile`` then replays only the nomination of those searches against an index (the
+same or another size), timing each part on the thread's CPU clock, and counts:
+
+- word assignment (``Vocabulary.assign``), signatures, idf weights, the posting scan (C), the
+  pick of the best voted slots (``collect``, C);
+- query descriptors, probed lists, postings scanned, postings within the signature radius,
+  slots voted for; the share of the scanned postings that sit in the longest 1% / 5% of the
+  vocabulary's lists;
+- a recall proxy for a lever: queries whose own image was nominated *and verified* in the
+  recorded searches and that the lever no longer nominates in those searches (LOST), and
+  queries the recorded run did not find whose own image the lever newly nominates (not
+  verified here: a real recall run, ``scale_recall.py run --m/--probe/--ht/--max-df-share``,
+  settles both).
+
+    .venv/bin/python benchmarks/nomination_cost.py record --index IDX1M --queries Q \\
+        --set SET --out REC [--edits ...] [--distractors 300]
+    .venv/bin/python benchmarks/nomination_cost.py profile --index IDX1M --record REC \\
+        --out P.json [--m 2] [--probe 1] [--ht 2] [--max-df-share 0.002]
+    .venv/bin/python benchmarks/nomination_cost.py report P.json [P2.json ...]
+
+One core, one process; times are ``time.thread_time_ns`` (CPU of the thread).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
+
+import numpy as np  # noqa: E402
+
+
+def cmd_record(a: argparse.Namespace) -> int:
+    import cv2
+
+    import hashwatch.robust as R
+    from hashwatch.edits import edit_names
+    from hashwatch.matcher import KEYPOINT_CANDIDATES
+    from hashwatch.robust.keypoint_index import KeypointIndex
+    from hashwatch.scalestudy import QueryCache
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from keypoint_cost import _known_views, _scale_views
+
+    cv2.setNumThreads(1)
+    cache = QueryCache(a.queries)
+    edits = a.edits.split(",") if a.edits else edit_names()[:60]
+    kv = _known_views(a.corpus)
+    sv = _scale_views(a.set, a.real)
+
+    def views_of(i: int) -> list:
+        return kv[i] if i < len(kv) else sv(i)
+
+    ix = KeypointIndex.load(a.index, mmap=True)
+    a.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    for name in edits + (["distractors"] if a.distractors else []):
+        path = a.out / (name.replace(":", "_").replace("/", "_") + ".pkl")
+        if path.exists() or not cache.has(name):
+            continue
+        qs = cache.load(name)
+        dis = name == "distractors"
+        if dis:
+            qs = qs[: a.distractors]
+        recs = []
+        for qi, q in enumerate(qs):
+            if q.local is None:
+                continue
+            calls: list[dict] = []
+
+            def search(stage, top, calls=calls):
+                cands = ix.search(stage, top=top or KEYPOINT_CANDIDATES)
+                res = {c.image_id: R.verify(stage, ix.features(c.slot),
+                                            lambda c=c: views_of(c.image_id)) for c in cands}
+                calls.append({"desc": np.ascontiguousarray(stage.desc),
+                              "top": top or KEYPOINT_CANDIDATES,
+                              "cands": [c.image_id for c in cands],
+                              "ok": [bool(res[c.image_id].ok) for c in cands]})
+                return res
+
+            got = R.search_in_stages(q.local, search)
+            recs.append({"qi": qi, "known": None if dis else q.known,
+                         "matched": sorted(i for i, v in got.items() if v.ok), "calls": calls})
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as fh:
+            pickle.dump({"edit": name, "slots": ix.n_slots, "queries": recs}, fh)
+        os.replace(tmp, path)
+        print(f"[{time.perf_counter() - t0:6.0f}s] {name}: {len(recs)} keypoint-tier queries",
+              file=sys.stderr, flush=True)
+    return 0
+
+
+def cmd_profile(a: argparse.Namespace) -> int:
+    import dataclasses
+
+    from hashwatch.robust import kpcore
+    from hashwatch.robust.keypoint_index import KeypointIndex, _scratch
+
+    kpcore.require()
+    ix = KeypointIndex.load(a.index, mmap=True)
+    over = {k: v for k, v in (("m", a.m), ("coarse_probe", a.probe), ("ht", a.ht),
+                              ("max_df_share", a.max_df_share)) if v is not None}
+    ix.params = dataclasses.replace(ix.params, **over)
+    p = ix.params
+    segs = ix._segments_now()
+    df_all = np.sort(ix._df)[::-1]
+    thr1, thr5 = int(df_all[len(df_all) // 100]), int(df_all[len(df_all) // 20])
+    n = max(1, ix.n_slots)
+    clock = time.thread_time_ns
+    rows = []
+    for f in sorted(a.record.glob("*.pkl")):
+        with open(f, "rb") as fh:
+            doc = pickle.load(fh)
+        for r in doc["queries"]:
+            for c in r["calls"]:
+                d = c["desc"]
+                t0 = clock()
+                words, _ = ix.vocab.assign(d, p.m, coarse_probe=p.coarse_probe)
+                t1 = clock()
+                sigs = ix.vocab.signatures(d)
+                t2 = clock()
+                wt = ix.word_weights(words)
+                t3 = clock()
+                sc = _scratch(n)
+                stamp = sc.next_stamp(len(d))
+                qw = np.ascontiguousarray(words, np.int64).ravel()
+                qwt = np.ascontiguousarray(wt, np.float32).ravel()
+                nt = scanned = passed = 0
+                for s in segs:
+                    nt, k_sc, k_pa = kpcore.scan(s.offsets, s.sigs, s.ids, qw, sigs, qwt, p.ht,
+                                                 stamp, sc.acc, sc.touched, nt)
+                    scanned += k_sc
+                    passed += k_pa
+                if nt > len(sc.touched):
+                    raise SystemExit("touched list overflowed: profile with a larger scratch")
+                t4 = clock()
+                k = 4 * c["top"]
+                best, bv = np.empty(k, np.int64), np.empty(k, np.float32)
+                got = kpcore.collect(sc.acc, sc.touched, nt, ix._dead.view, k, best, bv)
+                out: list[int] = []
+                for s in best[:got].tolist():
+                    im = int(ix._slots.view[s])
+                    if im not in out:
+                        out.append(im)
+                    if len(out) == c["top"]:
+                        break
+                t5 = clock()
+                used = ix._df[words][wt > 0]
+                rows.append({
+                    "edit": doc["edit"], "qi": r["qi"], "known": r["known"], "nq": len(d),
+                    "probes": int((wt > 0).sum()), "scanned": int(scanned),
+                    "passed": int(passed), "touched": int(nt),
+                    "long1": int(used[used >= thr1].sum()), "long5": int(used[used >= thr5].sum()),
+                    "assign": (t1 - t0) / 1e6, "sig": (t2 - t1) / 1e6, "idf": (t3 - t2) / 1e6,
+                    "scan": (t4 - t3) / 1e6, "collect": (t5 - t4) / 1e6,
+                    "cands": out, "rec_cands": c["cands"], "rec_ok": c["ok"]})
+    res = {"index": str(a.index), "slots": n, "params": dataclasses.asdict(p),
+           "long1_df": thr1, "long5_df": thr5, "load": os.getloadavg(),
+           "cpu_s": time.process_time(), "rows": rows}
+    a.out.write_text(json.dumps(res))
+    print(f"wrote {a.out}: {len(rows)} searches", file=sys.stderr)
+    return 0
+
+
+def _pc(v: list[float], q: float) -> float:
+    return float(np.percentile(v, q)) if len(v) else float("nan")
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    print("| index sets | m / probe / ht / stop share | searches per query | nomination CPU p50 / "
+          "p99 ms (per query) | assign p50 | scan p50 / p99 | collect p50 | postings scanned "
+          "per search (mean) | within radius | slots voted | ns per scanned posting | "
+          "scanned in longest 1% / 5% of lists | LOST / newly nominated |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for path in a.results:
+        d = json.loads(Path(path).read_text())
+        rows = [r for r in d["rows"] if r["edit"] != "distractors"]
+        per_q: dict[tuple, list] = defaultdict(list)
+        for r in rows:
+            per_q[(r["edit"], r["qi"])].append(r)
+
+        def tot(key: str, per_q: dict = per_q) -> list[float]:
+            return [sum(x[key] for x in v) for v in per_q.values()]
+
+        parts = ("assign", "sig", "idf", "scan", "collect")
+        nom = [sum(sum(x[k] for k in parts) for x in v) for v in per_q.values()]
+        sc = np.array([r["scanned"] for r in rows], float)
+        lost = gained = 0
+        for v in per_q.values():
+            own = v[0]["known"]
+            rec = any(own in x["rec_cands"] and x["rec_ok"][x["rec_cands"].index(own)]
+                      for x in v)
+            kept = any(own in x["cands"] and own in x["rec_cands"]
+                       and x["rec_ok"][x["rec_cands"].index(own)] for x in v)
+            lost += rec and not kept
+            gained += (not rec) and any(own in x["cands"] and own not in x["rec_cands"]
+                                        for x in v)
+        p = d["params"]
+        ns = 1e6 * sum(tot("scan")) / max(1.0, sc.sum())
+        print(f"| {d['slots']:,} | {p['m']} / {p['coarse_probe']} / {p['ht']} / "
+              f"{p['max_df_share']} | {len(rows) / max(1, len(per_q)):.2f} | "
+              f"{_pc(nom, 50):.2f} / {_pc(nom, 99):.1f} | {_pc(tot('assign'), 50):.2f} | "
+              f"{_pc(tot('scan'), 50):.2f} / {_pc(tot('scan'), 99):.1f} | "
+              f"{_pc(tot('collect'), 50):.2f} | {sc.mean():,.0f} | "
+              f"{np.mean([r['passed'] for r in rows]):,.0f} | "
+              f"{np.mean([r['touched'] for r in rows]):,.0f} | {ns:.1f} | "
+              f"{sum(r['long1'] for r in rows) / max(1.0, sc.sum()):.2f} / "
+              f"{sum(r['long5'] for r in rows) / max(1.0, sc.sum()):.2f} | {lost} / {gained} |")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawTextHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("record", help="the keypoint-tier searches of the edits, with verdicts")
+    r.add_argument("--index", type=Path, required=True)
+    r.add_argument("--queries", type=Path, required=True)
+    r.add_argument("--set", type=Path, required=True)
+    r.add_argument("--real", type=int, default=75_000)
+    r.add_argument("--corpus", type=Path, default=None)
+    r.add_argument("--edits", default=None, help="comma-separated (default: the 60 single)")
+    r.add_argument("--distractors", type=int, default=300)
+    r.add_argument("--out", type=Path, required=True)
+    r.set_defaults(fn=cmd_record)
+    p = sub.add_parser("profile", help="replay the recorded nominations, timed and counted")
+    p.add_argument("--index", type=Path, required=True)
+    p.add_argument("--record", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--m", type=int, default=None, help="words per query descriptor")
+    p.add_argument("--probe", type=int, default=None, help="coarse cells probed")
+    p.add_argument("--ht", type=int, default=None, help="signature radius (bits)")
+    p.add_argument("--max-df-share", type=float, default=None,
+                   help="stop words: lists longer than this share of the sets carry no vote")
+    p.set_defaults(fn=cmd_profile)
+    rp = sub.add_parser("report", help="markdown table of profiles")
+    rp.add_argument("results", nargs="+")
+    rp.set_defaults(fn=cmd_report)
+    a = ap.parse_args(argv)
+    return a.fn(a)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
