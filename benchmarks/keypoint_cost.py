@@ -147,8 +147,8 @@ def cmd_replay(a: argparse.Namespace) -> int:
         return known_views[image_id] if image_id < nk else scale_views(image_id)
 
     ix = KeypointIndex.load(a.index, mmap=True)
-    over = {k: v for k, v in (("m", a.m), ("coarse_probe", a.probe), ("ht", a.ht))
-            if v is not None}
+    over = {k: v for k, v in (("m", a.m), ("coarse_probe", a.probe), ("ht", a.ht),
+                              ("max_df_share", a.max_df_share)) if v is not None}
     if over:  # query-side parameters only: the postings do not depend on them
         import dataclasses
 
@@ -263,7 +263,8 @@ def cmd_replay(a: argparse.Namespace) -> int:
            "load": os.getloadavg(), "wall_s": time.perf_counter() - t0,
            "cpu_s": time.process_time(), "code": a.label, "top": top, "ranks": a.ranks,
            "min_top": a.min_top,
-           "params": {k: getattr(ix.params, k) for k in ("m", "coarse_probe", "ht")}}
+           "params": {k: getattr(ix.params, k)
+                      for k in ("m", "coarse_probe", "ht", "max_df_share")}}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(out))
     print(f"wrote {a.out}: {len(rows)} queries", file=sys.stderr)
@@ -424,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--m", type=int, default=None, help="words per query descriptor")
     r.add_argument("--probe", type=int, default=None, help="coarse cells probed")
     r.add_argument("--ht", type=int, default=None, help="signature radius (bits)")
+    r.add_argument("--max-df-share", type=float, default=None,
+                   help="stop words: lists longer than this share of the sets carry no vote")
     r.add_argument("--ranks", type=int, default=0,
                    help="record the own image's rank among this many nominees per stage "
                         "(no timing, every stage searched; see `recall`)")

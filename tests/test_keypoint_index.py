@@ -325,3 +325,29 @@ def test_nominee_ties_do_not_depend_on_the_touched_list_size() -> None:
     assert small == big
     assert len(KI._SCRATCH.touched) >= 2
     assert ix.search(q, top=2) == big  # the scratch is clean after the rescan
+
+
+def test_a_saved_index_is_searched_with_todays_query_side_parameters(tmp_path) -> None:
+    """The query-side parameters (words per descriptor, cells probed, signature radius, stop
+    words) do not shape the saved postings: an index saved under other values is searched with
+    the current defaults, its build-side parameters (keypoints indexed and kept) stay as saved,
+    and a caller's explicit parameters win."""
+    from dataclasses import replace as dc_replace
+
+    from hashwatch.robust.keypoint_index import QUERY_SIDE
+
+    old = KeypointParams(n_index=40, n_verify=80, m=1, coarse_probe=1, ht=1,
+                         max_df_share=0.5)
+    now = KeypointParams()
+    assert all(getattr(old, k) != getattr(now, k) for k in QUERY_SIDE)
+    rng = np.random.default_rng(2)
+    ix = KeypointIndex(random_vocab(16, 32, 2), old)
+    sets = [random_set(rng) for _ in range(12)]
+    for i, f in enumerate(sets):
+        ix.add(i, f)
+    ix.save(tmp_path / "kp")
+    j = KeypointIndex.load(tmp_path / "kp")
+    assert j.params == dc_replace(now, n_index=40, n_verify=80, seal_slots=old.seal_slots)
+    assert len(j.features(0).desc) == 80
+    assert j.search(noisy(sets[5], rng), 1)[0].image_id == 5
+    assert KeypointIndex.load(tmp_path / "kp", params=old).params == old

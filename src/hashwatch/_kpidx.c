@@ -269,6 +269,9 @@ static PyObject *py_collect(PyObject *self, PyObject *args) {
     int cnt = 0, bad = 0;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < nt; i++) {
+        /* the touched slots are spread over the scratch: fetch a later one's cell ahead */
+        if (i + PREFETCH_AHEAD < nt && (Py_ssize_t)touched[i + PREFETCH_AHEAD] < n_slots)
+            PREFETCH_W(acc + touched[i + PREFETCH_AHEAD]);
         uint32_t s = touched[i];
         if ((Py_ssize_t)s >= n_slots) { bad = 1; break; }
         float v = acc[s].vote;

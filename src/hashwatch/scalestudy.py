@@ -616,7 +616,7 @@ def run_sizes(ss: StudySet, cache: QueryCache, set_dir: Path, sizes: Sequence[in
         build_prev = (0.0, 0.0)
         # the index as the product holds it: mapped from its folder
         rss0 = _proc_rss()
-        search_ix[:] = [KeypointIndex.load(index_dir, mmap=True)]
+        search_ix[:] = [KeypointIndex.load(index_dir, mmap=True, params=kp.params)]
         st = search_ix[0].stats()
         fixed = sum((index_dir / f).stat().st_size for f in ("vocab.npz", "df.npy"))
         res.sizes = {**{k: float(v) for k, v in st.items()},

@@ -36,7 +36,7 @@ import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -54,8 +54,12 @@ class KeypointParams:
     (:func:`encode_verify`); a query descriptor takes ``m`` words among the fine words of its
     ``coarse_probe`` nearest coarse cells; a posting counts when its signature is within ``ht``
     bits; words whose lists exceed ``max_df_share`` of all slots (and 100) carry no vote (stop
-    words);
-    ``seal_slots``: the fresh segment is sealed at this many slots."""
+    words: 0.2% keeps recall at 10^6 sets and scans ~30% fewer postings than 2%, BENCHMARKS
+    "Nomination cost at 10^6");
+    ``seal_slots``: the fresh segment is sealed at this many slots.
+
+    ``m``, ``coarse_probe``, ``ht`` and ``max_df_share`` act at query time only
+    (:data:`QUERY_SIDE`): a saved index is searched with the current defaults of those."""
 
     n_index: int = 64
     n_verify: int = 128
@@ -63,8 +67,12 @@ class KeypointParams:
     m: int = 3
     coarse_probe: int = 2
     ht: int = 3
-    max_df_share: float = 0.02
+    max_df_share: float = 0.002
     seal_slots: int = 50_000
+
+
+#: The :class:`KeypointParams` fields that do not shape the saved postings (query side).
+QUERY_SIDE = ("m", "coarse_probe", "ht", "max_df_share")
 
 
 @dataclass(frozen=True)
@@ -636,10 +644,12 @@ class KeypointIndex:
              params: KeypointParams | None = None) -> KeypointIndex:
         """Open a saved index. With ``mmap`` the postings and the verification store are
         mapped read-only (processes share their pages); additions stay in this process until
-        it saves. Raises ValueError when the folder holds no complete index or one of a
-        format this version cannot read; ``record_format`` tells an index of format 1 (whose
-        records a caller may want to rebuild, as :class:`hashwatch.keypoint_feed.KeypointFeed`
-        does)."""
+        it saves. Without ``params``, the build-side parameters are those saved and the
+        query-side ones (:data:`QUERY_SIDE`) today's defaults, so an index saved under older
+        defaults is searched as a new one would be. Raises ValueError when the folder holds no
+        complete index or one of a format this version cannot read; ``record_format`` tells an
+        index of format 1 (whose records a caller may want to rebuild, as
+        :class:`hashwatch.keypoint_feed.KeypointFeed` does)."""
         folder = Path(folder)
         try:
             man = json.loads((folder / "manifest.json").read_text())
@@ -651,7 +661,11 @@ class KeypointIndex:
         vocab = Vocabulary.load(folder / "vocab.npz")
         if vocab.digest() != man["vocab"]:
             raise ValueError("keypoint index vocabulary does not match its manifest")
-        ix = cls(vocab, params or KeypointParams(**man["params"]))
+        if params is None:
+            now = KeypointParams()
+            params = replace(KeypointParams(**man["params"]),
+                             **{k: getattr(now, k) for k in QUERY_SIDE})
+        ix = cls(vocab, params)
         ix.meta = dict(man.get("meta") or {})
         ix.record_format = int(man["format"])
         ix._gen = int(man.get("generation", 0))
