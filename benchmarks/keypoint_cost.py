@@ -50,6 +50,26 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_v, "1")
 
 
+def query_side_options(p: argparse.ArgumentParser) -> None:
+    """--m / --probe / --ht / --max-df-share: the keypoint index's query-side parameters
+    (``keypoint_index.QUERY_SIDE``) for one run, instead of today's defaults."""
+    p.add_argument("--m", type=int, default=None, help="words per query descriptor")
+    p.add_argument("--probe", type=int, default=None, help="coarse cells probed")
+    p.add_argument("--ht", type=int, default=None, help="signature radius (bits)")
+    p.add_argument("--max-df-share", type=float, default=None,
+                   help="stop words: lists longer than this share of the sets carry no vote")
+
+
+def apply_query_side(ix, a: argparse.Namespace) -> None:
+    """Set the options of :func:`query_side_options` on a loaded index (the saved postings do
+    not depend on them)."""
+    import dataclasses
+
+    over = {k: v for k, v in (("m", a.m), ("coarse_probe", a.probe), ("ht", a.ht),
+                              ("max_df_share", a.max_df_share)) if v is not None}
+    ix.params = dataclasses.replace(ix.params, **over)
+
+
 def cmd_cut(a: argparse.Namespace) -> int:
     """A saved index cut to its first --slots keypoint sets (postings of later sets dropped,
     document frequencies recounted, verification file linked)."""
@@ -147,12 +167,7 @@ def cmd_replay(a: argparse.Namespace) -> int:
         return known_views[image_id] if image_id < nk else scale_views(image_id)
 
     ix = KeypointIndex.load(a.index, mmap=True)
-    over = {k: v for k, v in (("m", a.m), ("coarse_probe", a.probe), ("ht", a.ht),
-                              ("max_df_share", a.max_df_share)) if v is not None}
-    if over:  # query-side parameters only: the postings do not depend on them
-        import dataclasses
-
-        ix.params = dataclasses.replace(ix.params, **over)
+    apply_query_side(ix, a)
     top = a.top
     rows = []
     small_t = [0.0]
@@ -422,11 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--parts", type=int, default=1)
     r.add_argument("--label", default="")
     r.add_argument("--top", type=int, default=8, help="nominees verified per stage")
-    r.add_argument("--m", type=int, default=None, help="words per query descriptor")
-    r.add_argument("--probe", type=int, default=None, help="coarse cells probed")
-    r.add_argument("--ht", type=int, default=None, help="signature radius (bits)")
-    r.add_argument("--max-df-share", type=float, default=None,
-                   help="stop words: lists longer than this share of the sets carry no vote")
+    query_side_options(r)
     r.add_argument("--ranks", type=int, default=0,
                    help="record the own image's rank among this many nominees per stage "
                         "(no timing, every stage searched; see `recall`)")

@@ -112,10 +112,11 @@ def cmd_profile(a: argparse.Namespace) -> int:
     from hashwatch.robust.keypoint_index import KeypointIndex, _scratch
 
     kpcore.require()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from keypoint_cost import apply_query_side
+
     ix = KeypointIndex.load(a.index, mmap=True)
-    over = {k: v for k, v in (("m", a.m), ("coarse_probe", a.probe), ("ht", a.ht),
-                              ("max_df_share", a.max_df_share)) if v is not None}
-    ix.params = dataclasses.replace(ix.params, **over)
+    apply_query_side(ix, a)
     p = ix.params
     segs = ix._segments_now()
     df_all = np.sort(ix._df)[::-1]
@@ -225,6 +226,9 @@ def cmd_report(a: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from keypoint_cost import query_side_options
+
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawTextHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -242,11 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--index", type=Path, required=True)
     p.add_argument("--record", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--m", type=int, default=None, help="words per query descriptor")
-    p.add_argument("--probe", type=int, default=None, help="coarse cells probed")
-    p.add_argument("--ht", type=int, default=None, help="signature radius (bits)")
-    p.add_argument("--max-df-share", type=float, default=None,
-                   help="stop words: lists longer than this share of the sets carry no vote")
+    query_side_options(p)
     p.set_defaults(fn=cmd_profile)
     rp = sub.add_parser("report", help="markdown table of profiles")
     rp.add_argument("results", nargs="+")

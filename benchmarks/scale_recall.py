@@ -53,7 +53,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     from hashwatch.scalestudy import QueryCache
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from keypoint_cost import _known_views, _scale_views
+    from keypoint_cost import _known_views, _scale_views, apply_query_side
 
     cv2.setNumThreads(1)
     cache = QueryCache(a.queries)
@@ -73,12 +73,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         return known_views[image_id] if image_id < len(known_views) else scale_views(image_id)
 
     ix = KeypointIndex.load(a.index, mmap=True)
-    over = {k: v for k, v in (("m", a.m), ("coarse_probe", a.probe), ("ht", a.ht),
-                              ("max_df_share", a.max_df_share)) if v is not None}
-    if over:  # query-side parameters only: the postings do not depend on them
-        import dataclasses
-
-        ix.params = dataclasses.replace(ix.params, **over)
+    apply_query_side(ix, a)
     t0, c0 = time.perf_counter(), time.process_time()
     with Progress("[progress.description]{task.description}", BarColumn(),
                   MofNCompleteColumn(), TimeElapsedColumn(), "{task.fields[rate]}") as prog:
@@ -302,6 +297,9 @@ def _suite(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from keypoint_cost import query_side_options
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="the keypoint tier for every query the core views miss")
@@ -313,11 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--part", type=int, default=0)
     r.add_argument("--parts", type=int, default=1)
-    r.add_argument("--m", type=int, default=None, help="words per query descriptor")
-    r.add_argument("--probe", type=int, default=None, help="coarse cells probed")
-    r.add_argument("--ht", type=int, default=None, help="signature radius (bits)")
-    r.add_argument("--max-df-share", type=float, default=None,
-                   help="stop words: lists longer than this share of the sets carry no vote")
+    query_side_options(r)
     _suite(r)
     r.set_defaults(fn=cmd_run)
     rp = sub.add_parser("report", help="per-edit recall tables of one or more OUT folders")
