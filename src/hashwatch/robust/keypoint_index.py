@@ -54,8 +54,8 @@ class KeypointParams:
     (:func:`encode_verify`); a query descriptor takes ``m`` words among the fine words of its
     ``coarse_probe`` nearest coarse cells; a posting counts when its signature is within ``ht``
     bits; words whose lists exceed ``max_df_share`` of all slots (and 100) carry no vote (stop
-    words: 0.2% keeps recall at 10^6 sets and scans ~30% fewer postings than 2%, BENCHMARKS
-    "Nomination cost at 10^6");
+    words; 0.2% scans ~30% fewer postings than 2% at 10^6 sets and keeps the single edits'
+    recall but costs the combined edits ~1 point, BENCHMARKS "Nomination cost at 10^6");
     ``seal_slots``: the fresh segment is sealed at this many slots.
 
     ``m``, ``coarse_probe``, ``ht`` and ``max_df_share`` act at query time only
@@ -67,7 +67,7 @@ class KeypointParams:
     m: int = 3
     coarse_probe: int = 2
     ht: int = 3
-    max_df_share: float = 0.002
+    max_df_share: float = 0.02
     seal_slots: int = 50_000
 
 
