@@ -274,3 +274,27 @@ def test_first_open_after_an_upgrade_says_it_is_upgrading(db):
     assert "upgrading" not in again.stderr
     new = run("lists", "create", "m", "--db", db + ".new")  # a new database is not upgraded
     assert "upgrading" not in new.stderr
+
+
+def test_table_shows_a_keypoint_match_for_what_it_is(tmp_path, db):
+    # a keypoint-tier match in `--format table`: its tier and decision (review), and its
+    # inliers instead of a hash distance of -1
+    from test_matcher import _keypoint_only_edit
+
+    src = demo_images()[:6]
+    known = tmp_path / "k"
+    known.mkdir()
+    for p in src:
+        shutil.copy(p, known / p.name)
+    edit = tmp_path / "edit.png"
+    _keypoint_only_edit(src[2], edit)
+    run("lists", "create", "l", "--db", db)
+    run("lists", "add", "l", str(known), "--db", db)
+    res = run("match", str(edit), "--format", "table", "--db", db)
+    row = [line for line in res.stdout.splitlines() if src[2].name in line]
+    assert len(row) == 1, res.stdout
+    cells = [c.strip() for c in row[0].split("│")]
+    assert "keypoint (review)" in cells and "keypoints" in cells
+    assert any(c.endswith(" inliers") and int(c.split()[0]) >= 15 for c in cells)
+    exact = run("match", str(src[0]), "--format", "table", "--db", db).stdout
+    assert "exact (act)" in exact

@@ -595,7 +595,7 @@ def match_cmd(
         table = Table(title="matches") if fmt == "table" else None
         if table is not None:
             for col in ("file", "list", "ref", "signal", "distance", "category", "exact",
-                        "frame / vPDQ %"):
+                        "tier (decision)", "frame / vPDQ %"):
                 table.add_column(col)
         with output(out_path) as fh:
             for res in results:
@@ -605,18 +605,21 @@ def match_cmd(
                     fh.write(json.dumps(res.as_dict()) + "\n")
                     continue
                 if res.error and not res.matches:
-                    table.add_row(res.path, "", "", "", "", "", res.error, "")
+                    table.add_row(res.path, "", "", "", "", "", res.error, "", "")
                 elif res.pdq_matchable is False and not res.matches:
-                    table.add_row(res.path, "", "", "", "", "", res.pdq_reason or "", "")
+                    table.add_row(res.path, "", "", "", "", "", res.pdq_reason or "", "", "")
                 for m in res.matches:
+                    keypoint = m.tier == "keypoint"
                     table.add_row(
                         res.path,
                         m.list,
                         m.ref,
-                        m.signal,
-                        str(m.distance),
+                        # a keypoint match has no hash distance (-1 in JSON): say what it is
+                        "keypoints" if keypoint else m.signal,
+                        f"{m.inliers} inliers" if keypoint else str(m.distance),
                         m.category or "",
                         "yes" if m.exact else "no",
+                        f"{m.tier} ({m.confidence})",
                         # a video's or animation's frame (seconds); vPDQ: query/known % found
                         f"{m.frame_time:g} s" if m.frame_time is not None else (
                             f"{m.query_match_percent:g}%/{m.compared_match_percent:g}%"
