@@ -87,7 +87,14 @@ def test_interrupted_import_says_what_it_kept(tmp_path, monkeypatch, request, ba
         assert again.exit_code == 0, again.output
         with Store.open(url) as s:
             assert s.get_list("k").entry_count == N
-            assert s.get_list("k").version == (3 if kept else 2)
+            info = s.get_list("k")
+            assert info.version == (3 if kept else 2)
+            # the list's time is its last change's, not the first batch's
+            import sqlalchemy as sa
+
+            with s.engine.connect() as c:
+                last = c.execute(sa.text("SELECT max(at) FROM changes")).scalar()
+            assert info.updated_at >= last
         assert f"{N - kept} added, {kept} already present" in again.stderr
     finally:
         if backend == "postgresql":

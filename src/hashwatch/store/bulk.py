@@ -88,7 +88,7 @@ from hashwatch.store.core import (
     bump_version,
     utcnow,
 )
-from hashwatch.store.schema import changes
+from hashwatch.store.schema import changes, hash_lists
 
 STAGE_COLUMNS = ("signal_type", "value", "category_scheme", "category_code", "labels",
                  "source_ref", "group_ref", "variant")
@@ -182,6 +182,9 @@ def _finish(store: Store, conn: sa.Connection, list_id: int, res: AddResult, act
             action: str, detail: dict | None, now: str, *, bumped: bool = False) -> None:
     if (res.added or res.restored) and not bumped:
         bump_version(conn, list_id, now)
+    elif bumped:  # the version went up with the first chunk; the time is the last's
+        conn.execute(hash_lists.update().where(hash_lists.c.id == list_id)
+                     .values(updated_at=utcnow()))
     info: dict[str, Any] = {"added": res.added, "duplicates": res.duplicates,
                             "restored": res.restored, "method": "bulk"}
     info.update(detail or {})

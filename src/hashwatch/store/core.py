@@ -586,6 +586,9 @@ class Store:
         with self.engine.begin() as conn:
             if (result.added or result.restored) and not bumped:
                 bump_version(conn, list_id, utcnow())
+            elif bumped:  # the version went up with the first batch; the time is the last's
+                conn.execute(hash_lists.update().where(hash_lists.c.id == list_id)
+                             .values(updated_at=utcnow()))
             info = {
                 "added": result.added,
                 "duplicates": result.duplicates,
