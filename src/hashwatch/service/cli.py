@@ -117,7 +117,7 @@ def serve(
     from hashwatch.store.redact import install_log_redaction
 
     install_log_redaction()
-    log_config(log_level)  # a bad --log-level stops here, before any index work
+    logging_cfg = log_config(log_level)  # a bad --log-level stops here, before index work
 
     views = parse_hash_views(hash_views)  # the option reads HASHWATCH_HASH_VIEWS too
     settings = Settings.from_env(db=db, index_path=index_path,
@@ -147,7 +147,7 @@ def serve(
     if settings.hash_views:
         os.environ["HASHWATCH_HASH_VIEWS"] = ",".join(settings.hash_views)
     uvicorn.run("hashwatch.service.app:app_from_env", factory=True, host=host, port=port,
-                workers=workers, log_level=log_level, log_config=log_config(log_level),
+                workers=workers, log_level=log_level, log_config=logging_cfg,
                 access_log=False, proxy_headers=False)
 
 

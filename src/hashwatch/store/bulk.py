@@ -88,7 +88,7 @@ from hashwatch.store.core import (
     bump_version,
     utcnow,
 )
-from hashwatch.store.schema import changes, hash_lists
+from hashwatch.store.schema import changes
 
 STAGE_COLUMNS = ("signal_type", "value", "category_scheme", "category_code", "labels",
                  "source_ref", "group_ref", "variant")
@@ -180,11 +180,9 @@ def _count(res: AddResult, staged: Counter, added: dict[str, int], restored: lis
 
 def _finish(store: Store, conn: sa.Connection, list_id: int, res: AddResult, actor: str,
             action: str, detail: dict | None, now: str, *, bumped: bool = False) -> None:
-    if (res.added or res.restored) and not bumped:
-        bump_version(conn, list_id, now)
-    elif bumped:  # the version went up with the first chunk; the time is the last's
-        conn.execute(hash_lists.update().where(hash_lists.c.id == list_id)
-                     .values(updated_at=utcnow()))
+    if res.added or res.restored:
+        # bumped: the version went up with the first chunk, and the time is the last's
+        bump_version(conn, list_id, utcnow() if bumped else now, new_version=not bumped)
     info: dict[str, Any] = {"added": res.added, "duplicates": res.duplicates,
                             "restored": res.restored, "method": "bulk"}
     info.update(detail or {})

@@ -288,11 +288,16 @@ _ENTRY_COLUMNS = [
 ]
 
 
-def bump_version(conn: sa.Connection, list_id: int, now: str) -> None:
-    """Raise a list's version by one (inside the caller's transaction): every change of a
-    list's content or state does, so a report's "list X version N" names one content."""
-    conn.execute(hash_lists.update().where(hash_lists.c.id == list_id)
-                 .values(version=hash_lists.c.version + 1, updated_at=now))
+def bump_version(conn: sa.Connection, list_id: int, now: str, *, new_version: bool = True
+                 ) -> None:
+    """Raise a list's version by one and set its time to ``now`` (inside the caller's
+    transaction): every change of a list's content or state does, so a report's "list X
+    version N" names one content. ``new_version=False``: the time only (the end of an
+    import whose first batch already raised the version)."""
+    values: dict[str, Any] = {"updated_at": now}
+    if new_version:
+        values["version"] = hash_lists.c.version + 1
+    conn.execute(hash_lists.update().where(hash_lists.c.id == list_id).values(**values))
 
 
 class Store:
@@ -584,11 +589,9 @@ class Store:
                 self._audit_interrupted(list_id, actor, action, detail, result, exc)
             raise
         with self.engine.begin() as conn:
-            if (result.added or result.restored) and not bumped:
-                bump_version(conn, list_id, utcnow())
-            elif bumped:  # the version went up with the first batch; the time is the last's
-                conn.execute(hash_lists.update().where(hash_lists.c.id == list_id)
-                             .values(updated_at=utcnow()))
+            if result.added or result.restored:
+                # the version went up with the first batch, if bumped; the time is the last's
+                bump_version(conn, list_id, utcnow(), new_version=not bumped)
             info = {
                 "added": result.added,
                 "duplicates": result.duplicates,
