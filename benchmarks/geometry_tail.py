@@ -371,7 +371,7 @@ def cmd_scale(a: argparse.Namespace) -> int:
     from hashwatch.scalestudy import QueryCache
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from keypoint_cost import _known_views, _scale_views
+    from keypoint_cost import _study_views
 
     cv2.setNumThreads(1)
     cache = QueryCache(a.queries)
@@ -385,11 +385,7 @@ def cmd_scale(a: argparse.Namespace) -> int:
     print(f"part {a.part}/{a.parts}: {len(units)} units, {len(todo)} to do", file=sys.stderr)
     if not todo:
         return 0
-    known_views = _known_views(a.corpus, a.known, a.seed)
-    scale_views = _scale_views(a.set, a.real)
-
-    def views_of(image_id: int) -> list:
-        return known_views[image_id] if image_id < len(known_views) else scale_views(image_id)
+    views_of = _study_views(a.corpus, a.set, a.real, a.known, a.seed)
 
     ix = KeypointIndex.load(a.index, mmap=True)
     t0 = time.perf_counter()

@@ -146,6 +146,19 @@ def _scale_views(set_dir: Path, n_real: int):
                         for k, v in enumerate(VARIANTS) if qual[j, k] >= 0]
         return []
     return views
+def _study_views(corpus: Path | None, set_dir: Path, n_real: int, n_known: int = 200,
+                 seed: int = 0):
+    """image id -> stored PDQ views of any image of the study (its known images first, then
+    the real scale images): what the scene check of a nominee reads."""
+    known = _known_views(corpus, n_known, seed)
+    scale = _scale_views(set_dir, n_real)
+
+    def views_of(image_id: int) -> list:
+        return known[image_id] if image_id < len(known) else scale(image_id)
+
+    return views_of
+
+
 
 
 def cmd_replay(a: argparse.Namespace) -> int:
@@ -159,12 +172,7 @@ def cmd_replay(a: argparse.Namespace) -> int:
     cv2.setNumThreads(1)
     res = json.loads(a.result.read_text())
     cache = QueryCache(a.queries)
-    known_views = _known_views(a.corpus)
-    scale_views = _scale_views(a.set, a.real)
-    nk = len(known_views)
-
-    def views_of(image_id: int) -> list:
-        return known_views[image_id] if image_id < nk else scale_views(image_id)
+    views_of = _study_views(a.corpus, a.set, a.real)
 
     ix = KeypointIndex.load(a.index, mmap=True)
     apply_query_side(ix, a)

@@ -55,16 +55,12 @@ def cmd_record(a: argparse.Namespace) -> int:
     from hashwatch.scalestudy import QueryCache
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from keypoint_cost import _known_views, _scale_views
+    from keypoint_cost import _study_views
 
     cv2.setNumThreads(1)
     cache = QueryCache(a.queries)
     edits = a.edits.split(",") if a.edits else edit_names()[:60]
-    kv = _known_views(a.corpus)
-    sv = _scale_views(a.set, a.real)
-
-    def views_of(i: int) -> list:
-        return kv[i] if i < len(kv) else sv(i)
+    views_of = _study_views(a.corpus, a.set, a.real)
 
     ix = KeypointIndex.load(a.index, mmap=True)
     a.out.mkdir(parents=True, exist_ok=True)
