@@ -55,9 +55,14 @@ def _use_radius(name: str) -> None:
     V = importlib.import_module("hashwatch.robust.verify")
     if "r" in name.lower():
         r = int(name.lower().split("r")[1])
-        V.scaled_radius = lambda radius, nb, r=r: r if nb < 32 else radius
+
+        def kept(desc, radius, stored, r=r):  # the verification's radius only, unscaled
+            qd, scaled = kpcore.kept_tests(desc, radius, stored)
+            return qd, r if int(stored.extra.get("desc_bytes", 32)) < 32 else scaled
+
+        V.kept_tests = kept
     else:
-        V.scaled_radius = kpcore.scaled_radius
+        V.kept_tests = kpcore.kept_tests
 
 
 def disk_bytes(n: int, nbytes: int) -> int:

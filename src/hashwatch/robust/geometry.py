@@ -6,7 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from hashwatch.robust.kpcore import hamming_matrix, prefix_desc, scaled_radius
+from hashwatch.robust.kpcore import hamming_matrix, kept_tests
 from hashwatch.robust.local import (
     LOCAL_MATCH_RADIUS,
     LOCAL_MIN_COVER,
@@ -22,12 +22,12 @@ def local_pairs(q: LocalFeatures, k: LocalFeatures) -> np.ndarray:
     candidate_pairs` compares them)."""
     if len(q.desc) == 0 or len(k.desc) == 0:
         return np.zeros((0, 2), np.int64)
-    nb = int(k.extra.get("desc_bytes", 32))  # type: ignore[call-overload]
-    d = hamming_matrix(prefix_desc(q.desc, nb), k.desc)
+    qd, radius = kept_tests(q.desc, LOCAL_MATCH_RADIUS, k)
+    d = hamming_matrix(qd, k.desc)
     j = d.argmin(axis=1)
     i2 = d.argmin(axis=0)
     i = np.arange(len(j))
-    ok = (i2[j] == i) & (d[i, j] <= scaled_radius(LOCAL_MATCH_RADIUS, nb))
+    ok = (i2[j] == i) & (d[i, j] <= radius)
     return np.stack([i[ok], j[ok]], axis=1)
 
 

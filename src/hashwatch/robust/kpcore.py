@@ -12,6 +12,7 @@ use.
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 
@@ -59,6 +60,17 @@ def scaled_radius(radius: int, nbytes: int) -> int:
     first ``nbytes`` bytes (8 ``nbytes`` tests): ``radius`` x nbytes / 32, rounded half up.
     Chance and true distances both scale with the number of tests compared."""
     return radius if nbytes >= 32 else int(radius * nbytes / 32 + 0.5)
+
+
+def kept_tests(desc: np.ndarray, radius: int, stored: Any) -> tuple[np.ndarray, int]:
+    """How descriptors ``desc`` (n, 32) and a Hamming threshold ``radius`` set for 256 bits
+    are compared with a stored keypoint set ``stored`` (a LocalFeatures whose
+    ``extra["desc_bytes"]`` says how many bytes of ORB's tests its record kept, 32 when
+    absent): ``desc`` cut to those tests (:func:`prefix_desc`) and ``radius`` scaled to them
+    (:func:`scaled_radius`). The one rule for verification, the RANSAC pairs and the scene
+    check."""
+    nb = int(stored.extra.get("desc_bytes", 32))
+    return prefix_desc(desc, nb), scaled_radius(radius, nb)
 
 
 def _smallest(d: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from hashwatch.robust._pixels import _POPCOUNT, _pdq
-from hashwatch.robust.kpcore import prefix_desc, scaled_radius
+from hashwatch.robust.kpcore import kept_tests
 from hashwatch.robust.local import LOCAL_MAX_KEYPOINTS, LocalFeatures, _orb
 from hashwatch.robust.routes import KnownHash
 
@@ -106,8 +106,7 @@ def scene_check(q: LocalFeatures, k: LocalFeatures, transform: np.ndarray,
             if dd is not None and len(det):
                 dxy = np.array([p.pt for p in det], np.float32)
                 # a shortened stored descriptor: compare its tests only (keypoint_index)
-                nb = int(k.extra.get("desc_bytes", 32))  # type: ignore[call-overload]
-                dd, max_bits = prefix_desc(dd, nb), scaled_radius(SCENE_REFOUND_BITS, nb)
+                dd, max_bits = kept_tests(dd, SCENE_REFOUND_BITS, k)
                 for i in inside:
                     near = np.flatnonzero(np.hypot(*(dxy - k.xy[i]).T) <= 2.0)
                     if len(near):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hashwatch.robust.geometry import MODELS, fit_local
-from hashwatch.robust.kpcore import hamming_matrix, prefix_desc, scaled_radius
+from hashwatch.robust.kpcore import hamming_matrix, kept_tests
 from hashwatch.robust.local import (
     LOCAL_KNN,
     LOCAL_MATCH_RADIUS,
@@ -75,12 +75,11 @@ def candidate_pairs(q: LocalFeatures, k: LocalFeatures, *, knn: int = LOCAL_KNN,
     A candidate read from a verification record whose descriptors keep only their first
     ``k.extra["desc_bytes"]`` bytes (ORB's first tests, :func:`hashwatch.robust.keypoint_index.
     encode_verify`) is compared on those tests alone, with ``radius`` scaled to them
-    (:func:`hashwatch.robust.kpcore.scaled_radius`)."""
+    (:func:`hashwatch.robust.kpcore.kept_tests`)."""
     if len(q.desc) == 0 or len(k.desc) == 0:
         return np.zeros((0, 2), np.int64)
-    nb = int(k.extra.get("desc_bytes", 32))  # type: ignore[call-overload]
-    radius = scaled_radius(radius, nb)
-    d = hamming_matrix(prefix_desc(q.desc, nb), k.desc)
+    qd, radius = kept_tests(q.desc, radius, k)
+    d = hamming_matrix(qd, k.desc)
     kk = min(knn, d.shape[1])
     j = np.argpartition(d, kk - 1, axis=1)[:, :kk] if kk < d.shape[1] else \
         np.broadcast_to(np.arange(d.shape[1]), d.shape)
