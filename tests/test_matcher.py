@@ -190,7 +190,9 @@ def test_keypoint_tier_through_the_saved_index(tmp_path):
                               *rec.extras["pdq_variants"]]) == []  # not the hash tier
         found = m.match_hashes(rec)
         assert [x.ref for x in found] == [imgs[2].name]
-        assert found[0].route == "local/orb" and found[0].inliers >= robust.LOCAL_MIN_INLIERS
+        # turned 12 degrees and cropped: a similarity, not mirrored
+        assert found[0].route == "local/orb:similarity"
+        assert found[0].inliers >= robust.LOCAL_MIN_INLIERS
         d = found[0].as_dict()
         assert d["tier"] == "keypoint" and d["confidence"] == "review"
         kp_dir = m.index_path.with_name(m.index_path.name + ".kp")

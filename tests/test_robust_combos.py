@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hashwatch import robust as R
 from hashwatch.edits import apply_edit
@@ -64,6 +66,8 @@ def test_a_stretched_crop_is_fitted_by_an_affine_map() -> None:
     assert np.allclose(m[2], [0.0, 0.0, 1.0])
     sv = np.linalg.svd(m[:2, :2], compute_uv=False)
     assert 1.35 <= sv[0] / sv[1] <= 1.65
+    d = G.describe_transform(m, k.size)  # what a keypoint match's route says of it
+    assert d.model == "affine" and not d.mirrored and 1.35 <= d.stretch <= 1.65
     # the similarity alone does not explain it
     ns, sane_s, _ = R.fit_local(R.query_local(q, mirror=False, tiles=False), k,
                                 model="similarity")
@@ -193,6 +197,7 @@ def test_combined_edits_through_the_matcher_and_its_keypoint_index(tmp_path) -> 
     from PIL import Image
 
     from hashwatch.demo import demo_images
+    from hashwatch.explain import explain
     from hashwatch.hashing import hash_file
     from hashwatch.lists import add_records
     from hashwatch.matcher import Matcher
@@ -208,14 +213,62 @@ def test_combined_edits_through_the_matcher_and_its_keypoint_index(tmp_path) -> 
             "mirror+crop": apply_edit("mirror+crop", pics[1], seed=0, key=1),
             "grid3x3": apply_edit("grid3x3", pics[2], seed=0, key=2, fillers=FILLERS),
         }
+        targets = {"mirror+crop": 1, "grid3x3": 2}
+        routes = {}
         for name, px in cases.items():
             path = tmp_path / f"{name}.png"
             Image.fromarray(px).save(path)
             rec = hash_file(path, extras=m.query_extras())
             found = m.match_hashes(rec)
-            target = imgs[1 if name == "mirror+crop" else 2].name
-            assert [x.ref for x in found] == [target], (name, found)
+            assert [x.ref for x in found] == [imgs[targets[name]].name], (name, found)
+            routes[name] = found[0].route
+        # the route says what the verified transform is, and the explanation says it in words
+        assert routes["mirror+crop"] == "local/orb:similarity+mirrored", routes
+        assert routes["grid3x3"] == "local/orb:similarity", routes
+        how = explain({"list": "known", "ref": "x", "signal": "pdq", "distance": -1,
+                       "exact": False, "route": routes["mirror+crop"], "inliers": 20})["how"]
+        assert "mirrored" in how and "stretched" not in how
         stranger = tmp_path / "stranger.png"
         Image.fromarray(apply_edit("grid3x3", pics[5], seed=0, key=3, fillers=FILLERS)).save(
             stranger)
         assert m.match_hashes(hash_file(stranger, extras=m.query_extras())) == []
+
+
+def _similarity(angle: float, scale: float, shift: tuple[float, float]) -> np.ndarray:
+    a, b = scale * np.cos(np.radians(angle)), scale * np.sin(np.radians(angle))
+    return np.array([[a, -b, shift[0]], [b, a, shift[1]], [0.0, 0.0, 1.0]])
+
+
+@settings(max_examples=60, deadline=None)
+@given(angle=st.floats(-179.0, 179.0), scale=st.floats(0.2, 5.0), mirrored=st.booleans(),
+       stretch=st.sampled_from([1.0, 1.3, 2.0]))
+def test_describe_transform_reads_back_what_made_the_matrix(angle: float, scale: float,
+                                                           mirrored: bool,
+                                                           stretch: float) -> None:
+    """A known -> query map built from a turn, a scale, an optional stretch along the known
+    x axis and an optional mirror of the query (as the mirrored pass composes it) is named
+    and measured back."""
+    m = _similarity(angle, scale, (12.0, -7.0)) @ np.diag([stretch, 1.0, 1.0])
+    if mirrored:
+        m = np.array([[-1.0, 0.0, 399.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) @ m
+    d = G.describe_transform(m, (400, 300))
+    assert d.mirrored is mirrored
+    assert d.model == ("similarity" if stretch == 1.0 else "affine")
+    assert d.stretch == pytest.approx(stretch, rel=1e-6)
+    assert d.scale == pytest.approx(scale * np.sqrt(stretch), rel=1e-6)
+    if stretch == 1.0:
+        assert abs((d.rotation - angle + 180.0) % 360.0 - 180.0) < 1e-6
+    assert d.tag == d.model + ("+mirrored" if mirrored else "")
+
+
+def test_describe_transform_names_a_homography_and_refuses_degenerate_maps() -> None:
+    h = _similarity(5.0, 1.0, (3.0, 4.0))
+    h[2, :2] = [4e-4, -1e-4]  # perspective terms: a keystone
+    d = G.describe_transform(h, (400, 300))
+    assert d.model == "homography" and not d.mirrored
+    assert G.describe_transform(_similarity(0.0, 1.0, (0.0, 0.0))[:2],
+                                (400, 300)).model == "similarity"  # a 2x3 affine form
+    for bad in (np.zeros((3, 3)), np.full((3, 3), np.nan),
+                np.array([[1.0, 2.0, 0.0], [2.0, 4.0, 0.0], [0.0, 0.0, 1.0]])):
+        with pytest.raises(ValueError):
+            G.describe_transform(bad, (400, 300))

@@ -4,7 +4,8 @@ A :class:`hashwatch.matcher.Match` names its route as the matcher found it: an e
 crypto signal, the plain full-picture PDQ comparison (route ``""``), a robust PDQ view pair
 ``"<query view>/<known view>"`` (views from :mod:`hashwatch.robust`: ``full:rot90``,
 ``trim:fliph``, ``region0``, ``derot+3``; known ``full``, ``trim``, ``crop80``), or local
-features (``local/orb``, with the number of geometrically verified keypoint matches).
+features (``local/orb``, with the number of geometrically verified keypoint matches, and
+after a colon the transform they fit: ``local/orb:affine+mirrored``).
 :func:`explain` turns that into a route *kind*, the measure that decided it (a Hamming
 distance out of 256 bits, or inliers: never a placeholder such as ``-1``), and a sentence.
 """
@@ -76,6 +77,24 @@ def _known_words(view: str) -> str:
     return f"the known picture's view {view}"
 
 
+_MODEL_WORDS = {
+    "similarity": "cropped, scaled or turned",
+    "affine": "stretched or sheared",
+    "homography": "in perspective, as a photo of a screen would",
+}
+
+
+def _transform_words(route: str) -> str:
+    """Words for a keypoint route's transform suffix (``local/orb:affine+mirrored``, see
+    :func:`hashwatch.matcher.keypoint_route`); empty for a plain ``local/orb``."""
+    _, _, tag = route.partition(":")
+    model, _, flag = tag.partition("+")
+    words = _MODEL_WORDS.get(model)
+    if words is None:
+        return ""
+    return f"; the file shows it {'mirrored, ' if flag == 'mirrored' else ''}{words};"
+
+
 def _route_threshold(qview: str, kview: str) -> int | None:
     try:
         from hashwatch import robust
@@ -121,8 +140,8 @@ def explain(match: dict[str, Any], *, threshold: int = 31,
         out["inliers"] = inliers
         n = f"{inliers} " if inliers is not None else ""
         out["how"] = (f"{frame_words}local features: {n}keypoints of the file agree "
-                      f"geometrically with {where}, and the scene check found the same picture "
-                      "(not another photograph of the scene)")
+                      f"geometrically with {where}{_transform_words(route) or ','} and the "
+                      "scene check found the same picture (not another photograph of the scene)")
         return out
     if signal == "vpdq":
         out["route"] = "vpdq"

@@ -3,6 +3,8 @@ bounded affine map or bounded homography), for the query and its mirrored pass."
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -219,6 +221,65 @@ def fit_local(q: LocalFeatures, k: LocalFeatures, pairs: np.ndarray | None = Non
     if best[2] is None:
         return len(pairs) // 4, False, None
     return best
+
+
+@dataclass(frozen=True)
+class TransformSummary:
+    """What a verified known -> query transform (:func:`fit_local`'s 3x3 matrix) says about
+    the copy, for people reading a match: ``model`` the least general of MODELS that is the
+    matrix (``"homography"`` when it has perspective terms, ``"affine"`` when it stretches or
+    shears, else ``"similarity"``), ``mirrored`` when it reflects (a mirrored or flipped copy),
+    ``rotation`` in degrees (-180, 180] and ``scale`` (known pixels -> query pixels, geometric
+    mean of the singular values) of its linear part at the known picture's centre, ``stretch``
+    the ratio of those singular values (1.0 for a similarity)."""
+
+    model: str
+    mirrored: bool
+    rotation: float
+    scale: float
+    stretch: float
+
+    @property
+    def tag(self) -> str:
+        """``model`` plus ``+mirrored`` when it reflects: the suffix of a keypoint match's
+        route (``local/orb:affine+mirrored``)."""
+        return self.model + ("+mirrored" if self.mirrored else "")
+
+
+def describe_transform(m: np.ndarray, size: tuple[int, int]) -> TransformSummary:
+    """:class:`TransformSummary` of a known -> query transform ``m`` (3x3, or 2x3 affine),
+    its linear part taken at the centre of a known picture of ``size`` (width, height) in
+    working pixels (a homography's Jacobian there, as :func:`homography_sane` does). Raises
+    ValueError for a matrix that is not finite or is singular at the centre."""
+    h = _as3(np.asarray(m, np.float64)) if np.shape(m) == (2, 3) else np.asarray(m, np.float64)
+    if h.shape != (3, 3) or not np.all(np.isfinite(h)) or abs(h[2, 2]) <= 1e-12:
+        raise ValueError("not a finite 3x3 transform")
+    h = h / h[2, 2]
+    c = np.array([size[0] / 2, size[1] / 2], np.float64)
+    den = float(c @ h[2, :2] + 1.0)
+    if abs(den) <= 1e-9:
+        raise ValueError("the transform sends the picture's centre to infinity")
+    mapped = (h[:2, :2] @ c + h[:2, 2]) / den
+    j = (h[:2, :2] - np.outer(mapped, h[2, :2])) / den
+    sv = np.linalg.svd(j, compute_uv=False)
+    if sv[1] <= 1e-12:
+        raise ValueError("singular transform")
+    det = float(np.linalg.det(j))
+    mirrored = det < 0
+    # rotation of the reflection-free part: mirror the query's x axis first when it reflects
+    jr = np.array([[-1.0, 0.0], [0.0, 1.0]]) @ j if mirrored else j
+    rotation = float(np.degrees(np.arctan2(jr[1, 0] - jr[0, 1], jr[0, 0] + jr[1, 1])))
+    stretch = float(sv[0] / sv[1])
+    # OpenCV's similarity and the mirrored composition keep equal singular values to rounding;
+    # a fitted affine map or homography never has exactly zero terms where they differ
+    if np.abs(h[2, :2]).max() > 1e-12:
+        model = "homography"
+    elif stretch > 1.0 + 1e-6:
+        model = "affine"
+    else:
+        model = "similarity"
+    return TransformSummary(model, mirrored, 180.0 if rotation == -180.0 else rotation,
+                            float(np.sqrt(sv[0] * sv[1])), stretch)
 
 
 def verify_local(q: LocalFeatures, k: LocalFeatures, pairs: np.ndarray | None = None

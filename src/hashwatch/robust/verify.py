@@ -12,7 +12,7 @@ pair per query keypoint and one per stored keypoint: the correspondences the exa
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -40,6 +40,9 @@ class LocalVerdict:
     inliers: int
     sane: bool  # spread and scale of the geometric check
     scene: SceneCheck | None  # None when not run (geometry failed)
+    # the known -> query transform that was judged (3x3, working pixels), None when none was
+    # found; :func:`hashwatch.robust.geometry.describe_transform` says what it is
+    transform: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def checks_pass(self) -> bool:
@@ -120,9 +123,9 @@ def verify(q: LocalFeatures, k: LocalFeatures, known_hashes: Sequence[KnownHash]
                     continue
                 scene2 = scene_check(q, k, m2, hashes)
                 if scene2.ok:
-                    n, sane, scene = n2, sane2, scene2
+                    n, sane, scene, m = n2, sane2, scene2, m2
                     break
-    return LocalVerdict(n, sane, scene)
+    return LocalVerdict(n, sane, scene, m)
 
 
 # The small-picture stage searches each of its boxes alone while nothing matched (a picture
