@@ -13,6 +13,10 @@ descriptor bytes kept (ORB's first tests, Rublee et al. 2011's learned order), f
     .venv/bin/python benchmarks/verify_record.py chance --queries Q --out CHANCE.json \\
         --variants 128x32,194x16
     .venv/bin/python benchmarks/verify_record.py report OUT.jsonl [--chance CHANCE.json]
+    # which match radius on the kept tests keeps 48 of 256's rates: Hamming distances of true
+    # correspondences (edited copies, placed by the geometric fit) and of chance pairs
+    # (distractors' nearest stored descriptor), on all 256 tests and on the first 8 B
+    .venv/bin/python benchmarks/verify_record.py rates --bytes 24,25 --out RATES.json
 
 A variant's bytes per known image on disk: the record (:func:`verify_record_bytes`), its
 8-byte offset and the 64 postings of 6 bytes the index keeps on disk beside it.
@@ -417,6 +421,91 @@ def cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rates(a: argparse.Namespace) -> int:
+    """Per-descriptor rates behind the verification radius on a shortened record. True
+    correspondences: for each known image of ``hashwatch eval``'s split and each edit, the
+    query is fitted to the known image's 128-keypoint record with full descriptors (the
+    matcher's geometric check at 48 of 256 bits: sane, >= --min-inliers); every stored keypoint
+    whose mapped position has query keypoints within 2 px is paired with the one nearest in
+    descriptor (all 256 tests), whatever its distance, so the radius under test does not pick
+    the pairs. Chance: every descriptor of --distractors distractor queries (the eval's seeded
+    sample) against every --every-th known record, its smallest distance. For each radius R:
+    the share of true correspondences within R and the chance rate (a query descriptor has a
+    stored one within R), on 256 tests at 48 and on the first B bytes' 8 B tests."""
+    import cv2
+
+    from hashwatch import evaluate as E
+    from hashwatch import robust as R
+    from hashwatch.edits import edit_names
+    from hashwatch.robust import geometry as G
+    from hashwatch.robust.keypoint_index import decode_verify, encode_verify, subset
+    from hashwatch.robust.kpcore import hamming_matrix, prefix_desc
+
+    cv2.setNumThreads(1)
+    t0, c0 = time.perf_counter(), time.process_time()
+    known, _, distractors = E.split_eval(E.corpus_files(E.resolve_corpus(a.corpus)), a.known,
+                                         a.seed, a.distractors)
+    kpix = [E.load_pixels(p) for p in known]
+    recs = [decode_verify(encode_verify(subset(R.known_local(p), 128), 32)) for p in kpix]
+    nbs = [int(x) for x in a.bytes.split(",")]
+    order = {e: i for i, e in enumerate(edit_names())}
+
+    def query(img: np.ndarray) -> R.LocalFeatures | None:
+        boxes = R.query_regions(img)
+        return R.query_local(img, boxes, rects=E.query_rectangles(img, boxes))
+
+    true: dict[int, list[int]] = {32: [], **{b: [] for b in nbs}}
+    for en in a.edits.split(","):
+        for ki, k in enumerate(recs):
+            img, _ = E.make_query(en, order[en], ki, kpix, [], a.seed)
+            q = query(img)
+            if q is None or len(q.desc) == 0:
+                continue
+            n, sane, m = G.fit_local(q, k)
+            if m is None or not sane or n < a.min_inliers:
+                continue
+            pts = np.c_[k.xy, np.ones(len(k.xy))] @ m.T
+            mapped = pts[:, :2] / pts[:, 2:3]
+            near = np.hypot(mapped[:, None, 0] - q.xy[None, :, 0],
+                            mapped[:, None, 1] - q.xy[None, :, 1]) <= 2.0
+            d = {32: hamming_matrix(k.desc, q.desc)}
+            d.update({b: hamming_matrix(prefix_desc(k.desc, b), prefix_desc(q.desc, b))
+                      for b in nbs})
+            for i in np.flatnonzero(near.any(axis=1)):
+                js = np.flatnonzero(near[i])
+                j = js[np.argmin(d[32][i, js])]
+                for b in true:
+                    true[b].append(int(d[b][i, j]))
+        print(f"{en}: {len(true[32]):,} true correspondences so far", file=sys.stderr, flush=True)
+    chance: dict[int, list[np.ndarray]] = {b: [] for b in true}
+    for p in distractors[: a.distractors]:
+        q = query(E.load_pixels(p))
+        if q is None or len(q.desc) == 0:
+            continue
+        for k in recs[:: a.every]:
+            for b in chance:
+                chance[b].append(hamming_matrix(prefix_desc(q.desc, b),
+                                                prefix_desc(k.desc, b)).min(axis=1))
+    tr = {b: np.array(v) for b, v in true.items()}
+    ch = {b: np.concatenate(v) for b, v in chance.items()}
+    res: dict = {"true_pairs": len(tr[32]), "chance_minima": len(ch[32]), "rates": {}}
+    print(f"\n{len(tr[32]):,} true correspondences ({a.edits}); {len(ch[32]):,} chance minima "
+          f"({a.distractors} distractors x every {a.every}th of {len(recs)} known records)\n")
+    print("| tests compared | radius | true correspondences within | chance rate (a stored "
+          "descriptor within) |")
+    print("|---|---:|---:|---:|")
+    rows = [(32, 48)] + [(b, r) for b in nbs for r in range(round(48 * b / 32) - 3,
+                                                             round(48 * b / 32) + 4)]
+    for b, r in rows:
+        t, c = float((tr[b] <= r).mean()), float((ch[b] <= r).mean())
+        res["rates"][f"{8 * b}/{r}"] = {"true": t, "chance": c}
+        print(f"| {8 * b} | {r} | {100 * t:.2f}% | {c:.3e} |")
+    res["cpu_s"], res["wall_s"] = time.process_time() - c0, time.perf_counter() - t0
+    a.out.write_text(json.dumps(res))
+    print(f"\n{res['cpu_s']:.0f} s CPU, {res['wall_s']:.0f} s wall", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -452,9 +541,20 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--variants", default="")
     r.add_argument("--chance", type=Path, default=None)
     r.add_argument("--edit-table", action="store_true")
+    t = sub.add_parser("rates")
+    t.add_argument("--bytes", default="24,25", help="descriptor bytes a record keeps")
+    t.add_argument("--edits", default="mirror,trim20side,crop30c,rotate5,jpeg30,noise0.2,"
+                   "resize0.5,stretch1.25+crop25,perspective12")
+    t.add_argument("--known", type=int, default=60)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--min-inliers", type=int, default=30, help="fits that place the pairs")
+    t.add_argument("--distractors", type=int, default=100)
+    t.add_argument("--every", type=int, default=3, help="chance: every N-th known record")
+    t.add_argument("--corpus", type=Path, default=None)
+    t.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
     return {"pairwise": cmd_pairwise, "chance": cmd_chance, "rewrite": cmd_rewrite,
-            "report": cmd_report}[a.cmd](a)
+            "report": cmd_report, "rates": cmd_rates}[a.cmd](a)
 
 
 if __name__ == "__main__":
