@@ -120,7 +120,7 @@ def _sane_raw(m: str, src: np.ndarray, dst: np.ndarray, k: R.LocalFeatures,
     if tr is None or inl is None or not G.homography_sane(G._as3(tr), k.size):
         return 0, np.eye(3)
     ok = inl.ravel().astype(bool)
-    if G._cover(src[ok], dst[ok], k.size, stage.size) < R.LOCAL_MIN_COVER:
+    if not G.spread_ok(src[ok], dst[ok], k, stage.size):
         return 0, np.eye(3)
     return int(ok.sum()), G._as3(tr)
 

@@ -117,3 +117,23 @@ def test_an_index_of_the_old_record_format_is_rebuilt_from_the_stored_keypoints(
         # the rebuilt index was saved over the old one, in the current format
         assert json.loads((kp_dir / "manifest.json").read_text())["format"] == FORMAT
         assert _held(Matcher(s)) == held
+
+
+def test_copies_of_a_picture_whose_detail_is_small_verify(corpus_dir, tmp_path) -> None:
+    """A dandelion head on a plain ground: its stored keypoints cover 16% of the frame and its
+    copies' inliers 1.5-3.5%, under LOCAL_MIN_COVER; they pass on LOCAL_MIN_TEXTURE_COVER of
+    the picture's own keypoints. A stretched copy's affine map passes though the similarity
+    holds more (insane) inliers in a band. Other dandelion photos still fail."""
+    from hashwatch.evaluate import load_pixels
+
+    folder = corpus_dir / "flowers128" / "dandelion"
+    known = load_pixels(folder / "3584415133_a4122ab7b9.jpg")
+    k = _record_of(known, tmp_path)
+    for edit in ("mirror", "trim20side", "rot180+stretch", "stretch1.25+crop25"):
+        v = _verdict(apply_edit(edit, known, seed=0, key=34), known, k)
+        assert v.ok, (edit, v)
+    others = [p for p in sorted(folder.glob("*.jpg")) if p.name != "3584415133_a4122ab7b9.jpg"]
+    if len(others) < 8:
+        pytest.fail("corpus has too few flowers128/dandelion pictures")
+    for path in others[:8]:
+        assert not _verdict(load_pixels(path), known, k).ok, path.name

@@ -17,6 +17,20 @@ from hashwatch.robust.local import (
     mirrored_rows,
 )
 
+# A picture whose detail sits in a small part of the frame (one object on a plain ground) has
+# its stored keypoints there, and its copies' inliers cover 1.5-3.5% of the frame: astride
+# LOCAL_MIN_COVER, passing or failing on one outlying pair at the match radius's edge. Known
+# image 34 of the eval's split (stored keypoints' hull 16% of the frame) passed 7 of its 12
+# mirrored, trimmed and stretched copies with the 128x32 records and 5 others with 128x24
+# (BENCHMARKS.md, issue 11, "No drop after the 128x24 records"); its copies' inliers cover
+# 9.4-18% of its own keypoints' hull. Their spread is also judged against that hull, but only
+# for a fit with LOCAL_MIN_INLIERS_COMPACT inliers: without that minimum a chance alignment
+# inside a small textured patch passed geometry and then the scene check (13 inliers,
+# re-detected share 0.305, on the first 750 distractors at 2*10^5 and 10^6), which is what the
+# cover rule is there to stop; those copies have 33-76, chance fits at 10^6 at most 21.
+LOCAL_MIN_TEXTURE_COVER = 0.09
+LOCAL_MIN_INLIERS_COMPACT = 2 * LOCAL_MIN_INLIERS
+
 
 def local_pairs(q: LocalFeatures, k: LocalFeatures) -> np.ndarray:
     """Tentative matches (i, j): mutual nearest neighbours within LOCAL_MATCH_RADIUS (on the
@@ -115,6 +129,22 @@ def _cover(src: np.ndarray, dst: np.ndarray, ksize: tuple[int, int],
     return max(float(ck), float(cq))
 
 
+def spread_ok(src: np.ndarray, dst: np.ndarray, k: LocalFeatures,
+              qsize: tuple[int, int]) -> bool:
+    """Whether inliers ``src`` (n, 2) in the known picture ``k``'s pixels and ``dst`` (n, 2) in
+    the query's (size ``qsize`` (w, h)) spread enough to be the picture, not one logo: their
+    hull covers LOCAL_MIN_COVER of either picture, or, when there are at least
+    LOCAL_MIN_INLIERS_COMPACT of them, LOCAL_MIN_TEXTURE_COVER of the hull of ``k``'s own
+    stored keypoints (a picture whose detail sits in a small part of the frame)."""
+    if _cover(src, dst, k.size, qsize) >= LOCAL_MIN_COVER:
+        return True
+    if len(src) < LOCAL_MIN_INLIERS_COMPACT:
+        return False
+    own = cv2.contourArea(cv2.convexHull(np.asarray(k.xy, np.float32)))
+    inl = cv2.contourArea(cv2.convexHull(src.astype(np.float32)))
+    return own > 0 and inl / own >= LOCAL_MIN_TEXTURE_COVER
+
+
 def _homography_possible(src: np.ndarray, dst: np.ndarray) -> bool:
     """Whether a homography could gather LOCAL_MIN_INLIERS_HOMOGRAPHY inliers among these
     pairs (given closest descriptor first): the PROSAC or the uniform USAC screen (see
@@ -144,23 +174,25 @@ def _fit_group(src: np.ndarray, dst: np.ndarray, k: LocalFeatures, q: LocalFeatu
             inl = inl.ravel().astype(bool)
             n = int(inl.sum())
             scale = float(np.hypot(m[0, 0], m[1, 0]))
-            sane = n >= 3 and _cover(src[inl], d[inl], k.size, q.size) >= LOCAL_MIN_COVER \
-                and 0.2 <= scale <= 5.0
+            sane = n >= 3 and spread_ok(src[inl], d[inl], k, q.size) and 0.2 <= scale <= 5.0
             best = _as3(m)
 
     def take(t: np.ndarray | None, inl: np.ndarray | None, need: int) -> None:
         # a richer model replaces the fit so far when it explains clearly more pairs
-        # (HOMOGRAPHY_GAIN), or when it alone passes; it must be a plausible edit with at
-        # least ``need`` inliers
+        # (HOMOGRAPHY_GAIN), or when it alone passes (the fit so far is not sane, however
+        # many inliers it has: a stretched copy's similarity can hold more pairs in a band
+        # than the affine map that is the edit); it must be a plausible edit with at least
+        # ``need`` inliers
         nonlocal n, sane, best
         if t is None or inl is None:
             return
         inl = inl.ravel().astype(bool)
         nr = int(inl.sum())
-        enough = nr >= HOMOGRAPHY_GAIN * n if (sane and n >= LOCAL_MIN_INLIERS) else nr > n
+        enough = nr >= HOMOGRAPHY_GAIN * n if (sane and n >= LOCAL_MIN_INLIERS) else (
+            nr > n or not sane)
         t3 = _as3(t)
         if (nr >= need and enough and homography_sane(t3, k.size)
-                and _cover(src[inl], d[inl], k.size, q.size) >= LOCAL_MIN_COVER):
+                and spread_ok(src[inl], d[inl], k, q.size)):
             n, sane, best = nr, True, t3
 
     if model in ("auto", "affine") and len(src) >= LOCAL_MIN_INLIERS_AFFINE:
@@ -196,8 +228,9 @@ def fit_local(q: LocalFeatures, k: LocalFeatures, pairs: np.ndarray | None = Non
     that did not pass with LOCAL_MIN_INLIERS, or when it has HOMOGRAPHY_GAIN times its inliers;
     it must reach its own minimum (LOCAL_MIN_INLIERS_AFFINE, LOCAL_MIN_INLIERS_HOMOGRAPHY) and
     pass :func:`homography_sane` (a plausible edit: no folds, bounded stretch and keystone).
-    "Sane": also the inliers spread over LOCAL_MIN_COVER of the known picture or the query, and
-    the scale is 0.2-5. The inlier count is not judged here.
+    "Sane": also the inliers spread over LOCAL_MIN_COVER of the known picture or the query, or
+    (LOCAL_MIN_INLIERS_COMPACT of them) over LOCAL_MIN_TEXTURE_COVER of the known picture's own
+    keypoints (:func:`spread_ok`), and the scale is 0.2-5. The inlier count is not judged here.
 
     ``model``: ``"auto"`` as above, or one of MODELS alone (``"similarity"`` is the fit before
     richer models were tried; each is a second try of the scene check,
