@@ -27,7 +27,8 @@ from hashwatch.robust.local import (
 # for a fit with LOCAL_MIN_INLIERS_COMPACT inliers: without that minimum a chance alignment
 # inside a small textured patch passed geometry and then the scene check (13 inliers,
 # re-detected share 0.305, on the first 750 distractors at 2*10^5 and 10^6), which is what the
-# cover rule is there to stop; those copies have 33-76, chance fits at 10^6 at most 21.
+# cover rule is there to stop. Those copies have 33-76 inliers; at 10^6 no sane chance fit and
+# no homography screen had more than 21, and with the minimum no chance fit changed.
 LOCAL_MIN_TEXTURE_COVER = 0.09
 LOCAL_MIN_INLIERS_COMPACT = 2 * LOCAL_MIN_INLIERS
 
