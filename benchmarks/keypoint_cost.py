@@ -117,6 +117,84 @@ def cmd_cut(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_resign(a: argparse.Namespace) -> int:
+    """A saved index's postings made again with another vocabulary of the same centres (e.g.
+    v2's per-word signature bits, issue 10), from its verification records: each set's
+    indexed keypoints are the spread subset of its record's (as ``add_many`` takes them from
+    the set it keeps), assigned and signed with --vocab. Needs records of format 1 (whole
+    descriptors: the signature bits may lie anywhere in them); the records, slots and
+    tombstones are linked or copied, the postings, df and vocabulary written anew."""
+    import numpy as np
+
+    from hashwatch.robust.keypoint_index import KeypointIndex, subset
+    from hashwatch.robust.vocab import Vocabulary
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    src, out = a.index, a.out
+    ix = KeypointIndex.load(src, mmap=True)
+    if ix.record_format != 1:
+        raise SystemExit(f"{src}: records of format {ix.record_format} keep cut descriptors; "
+                         "re-signing needs format 1")
+    voc = Vocabulary.load(a.vocab)
+    if not (np.array_equal(voc.coarse, ix.vocab.coarse) and
+            np.array_equal(voc.fine, ix.vocab.fine)):
+        raise SystemExit("--vocab has other centres than the index's vocabulary")
+    n, p = ix.n_slots, ix.params
+    words, sigs, ids = [], [], []
+    batch, owner = [], []
+    for slot in range(n + 1):
+        if slot < n:
+            d = subset(ix.features(slot), p.n_index).desc
+            batch.append(d)
+            owner.append(np.full(len(d), slot, np.uint32))
+        if batch and (len(batch) == 20_000 or slot == n):
+            d = np.concatenate(batch)
+            w = voc.assign(d, 1)[0][:, 0]
+            words.append(w)
+            sigs.append(voc.signatures(d, w))
+            ids.append(np.concatenate(owner))
+            batch, owner = [], []
+            print(f"  {slot:,} / {n:,} sets, {time.perf_counter() - t0:.0f} s", file=sys.stderr,
+                  flush=True)
+    w, s, i = (np.concatenate(x) for x in (words, sigs, ids))
+    del words, sigs, ids
+    order = np.argsort(w, kind="stable")  # slot order within each list, as the index keeps it
+    counts = np.bincount(w, minlength=voc.n_words)
+    offs = np.zeros(voc.n_words + 1, np.uint64)
+    np.cumsum(counts, out=offs[1:])
+    out.mkdir(mode=0o700, parents=True, exist_ok=True)
+    name = f"seg-{0:010d}-{n:010d}"
+    np.save(out / f"{name}.offsets.npy", offs)
+    np.save(out / f"{name}.sigs.npy", np.ascontiguousarray(s[order], np.uint16))
+    np.save(out / f"{name}.ids.npy", np.ascontiguousarray(i[order], np.uint32))
+    np.save(out / "df.npy", counts.astype(np.int64))
+    for f in ("slots.npy", "dead.npy", "verify.off.npy"):
+        np.save(out / f, np.load(src / f))
+    if not (out / "verify.bin").exists():
+        os.symlink((src / "verify.bin").resolve(), out / "verify.bin")
+    voc.save(out / "vocab.npz")
+    man = json.loads((src / "manifest.json").read_text())
+    man.update({"generation": 1, "segments": [name], "vocab": voc.digest(),
+                "signature_scheme": voc.sig_scheme})
+    (out / "manifest.json").write_text(json.dumps(man))
+    for f in out.iterdir():
+        if not f.is_symlink():
+            f.chmod(0o600)
+    same = ""
+    if len(ix._segments) == 1:  # how far the records' subsets re-make the source's postings
+        seg = ix._segments[0]
+        old_key = np.sort(np.repeat(np.arange(ix.vocab.n_words, dtype=np.int64), seg.df())
+                          * (n + 1) + np.asarray(seg.ids))
+        new_key = w.astype(np.int64) * (n + 1) + i
+        at = np.minimum(np.searchsorted(old_key, new_key), len(old_key) - 1)
+        same = (f"; postings whose (word, set) the source index lacks: "
+                f"{int((old_key[at] != new_key).sum()):,}")
+    print(f"{out}: {n:,} sets, {len(i):,} postings, scheme {voc.sig_scheme}{same}; "
+          f"{time.perf_counter() - t0:.0f} s wall, {time.process_time() - c0:.0f} s CPU",
+          file=sys.stderr)
+    return 0
+
+
 def _known_views(corpus: Path | None, n_known: int = 200, seed: int = 0) -> list[list]:
     """The study's known images' stored PDQ views (what the scene check of a known nominee
     reads), computed as `lists add` stores them."""
@@ -431,6 +509,11 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--slots", type=int, required=True)
     c.add_argument("--out", type=Path, required=True)
     c.set_defaults(fn=cmd_cut)
+    rs = sub.add_parser("resign", help="postings of a saved index made with another vocabulary")
+    rs.add_argument("--index", type=Path, required=True)
+    rs.add_argument("--vocab", type=Path, required=True)
+    rs.add_argument("--out", type=Path, required=True)
+    rs.set_defaults(fn=cmd_resign)
     r = sub.add_parser("replay", help="the keypoint-tier queries of a study run, timed")
     r.add_argument("--index", type=Path, required=True)
     r.add_argument("--queries", type=Path, required=True)

@@ -129,7 +129,9 @@ def cmd_profile(a: argparse.Namespace) -> int:
                 t0 = clock()
                 words, _ = ix.vocab.assign(d, p.m, coarse_probe=p.coarse_probe)
                 t1 = clock()
-                sigs = ix.vocab.signatures(d)
+                sigs = np.ascontiguousarray(
+                    ix.vocab.signatures(d) if ix.vocab.sig_scheme == "global"
+                    else ix.vocab.signatures(d, words)).ravel()
                 t2 = clock()
                 wt = ix.word_weights(words)
                 t3 = clock()
@@ -140,7 +142,8 @@ def cmd_profile(a: argparse.Namespace) -> int:
                 nt = scanned = passed = 0
                 for s in segs:
                     nt, k_sc, k_pa = kpcore.scan(s.offsets, s.sigs, s.ids, qw, sigs, qwt, p.ht,
-                                                 stamp, sc.acc, sc.touched, nt)
+                                                 stamp, sc.acc, sc.touched, nt,
+                                                 words.shape[1])
                     scanned += k_sc
                     passed += k_pa
                 if nt > len(sc.touched):

@@ -91,6 +91,37 @@ def cmd_vocab(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sigbits(a: argparse.Namespace) -> int:
+    """Give a trained vocabulary per-word signature bits (the "word" scheme,
+    ``vocab.choose_word_signature_bits``) chosen on the descriptors of the first scale-set
+    shards; the centres are kept, so the words of every descriptor stay the same."""
+    import numpy as np
+
+    from hashwatch import scaleset as S
+    from hashwatch.robust.vocab import Vocabulary, choose_signature_bits, choose_word_signature_bits
+
+    voc = Vocabulary.load(a.vocab)
+    d = np.ascontiguousarray(np.concatenate(
+        [S.Shard.load(S.shard_path(a.set, s)).kp_desc for s in range(a.shards)]))
+    t0, c0 = time.perf_counter(), time.process_time()
+    words = np.empty(len(d), np.int64)
+    for s in range(0, len(d), 1 << 22):
+        words[s:s + (1 << 22)] = voc.assign(d[s:s + (1 << 22)], 1)[0][:, 0]
+    glob = voc.sig_bits if voc.sig_scheme == "global" else choose_signature_bits(
+        d[:1_000_000], words[:1_000_000])
+    print(f"choosing {voc.n_words:,} words' signature bits on {len(d):,} descriptors",
+          file=sys.stderr)
+    voc.sig_bits = choose_word_signature_bits(
+        d, words, voc.k1, voc.k2, glob, shrink=a.shrink, max_corr=a.max_corr,
+        progress=lambda i, n: print(f"  cell {i}/{n}", file=sys.stderr) if i % 64 == 0 else None)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    voc.save(a.out)
+    print(f"wrote {a.out} ({a.out.stat().st_size:,} bytes, digest {voc.digest()[:16]}) in "
+          f"{time.perf_counter() - t0:.0f} s wall, {time.process_time() - c0:.0f} s CPU",
+          file=sys.stderr)
+    return 0
+
+
 def cmd_queries(a: argparse.Namespace) -> int:
     """Compute the study's queries once (every edit of every known image, every distractor)."""
     from hashwatch.scalestudy import QueryCache, build_queries, load_study_set
@@ -455,6 +486,14 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--max-descriptors", type=int, default=0)
     v.add_argument("--out", type=Path, required=True)
     v.set_defaults(fn=cmd_vocab)
+    sb = sub.add_parser("sigbits", help="per-word signature bits for a trained vocabulary")
+    sb.add_argument("--set", type=Path, required=True)
+    sb.add_argument("--vocab", type=Path, required=True)
+    sb.add_argument("--shards", type=int, default=10)
+    sb.add_argument("--shrink", type=float, default=20.0)
+    sb.add_argument("--max-corr", type=float, default=0.3)
+    sb.add_argument("--out", type=Path, required=True)
+    sb.set_defaults(fn=cmd_sigbits)
     q = sub.add_parser("queries", help="compute the queries once (resumable per edit)")
     q.add_argument("--out", type=Path, required=True)
     _suite_args(q)

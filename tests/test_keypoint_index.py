@@ -20,18 +20,31 @@ from hashwatch.robust.keypoint_index import (
     verify_record_bytes,
 )
 from hashwatch.robust.local import LocalFeatures
-from hashwatch.robust.vocab import SIG_BITS, Vocabulary, k_majority, train
+from hashwatch.robust.vocab import (
+    SIG_BITS,
+    Vocabulary,
+    choose_word_signature_bits,
+    k_majority,
+    train,
+)
 
 
 def _popcount(a: np.ndarray) -> np.ndarray:
     return np.unpackbits(a, axis=-1).sum(-1)
 
 
-def random_vocab(k1: int = 16, k2: int = 16, seed: int = 0) -> Vocabulary:
+def random_vocab(k1: int = 16, k2: int = 16, seed: int = 0, per_word: bool = False
+                 ) -> Vocabulary:
+    """Random centres; signature bits every 16th bit ("global") or, ``per_word``, 16 random
+    distinct bits per word ("word")."""
     rng = np.random.default_rng(seed)
+    if per_word:
+        sig = np.sort(np.array([rng.choice(256, SIG_BITS, replace=False)
+                                for _ in range(k1 * k2)]), axis=1).astype(np.int16)
+    else:
+        sig = np.arange(0, 256, 256 // SIG_BITS, dtype=np.int16)[:SIG_BITS]
     return Vocabulary(rng.integers(0, 256, (k1, 32), dtype=np.uint8),
-                      rng.integers(0, 256, (k1, k2, 32), dtype=np.uint8),
-                      np.arange(0, 256, 256 // SIG_BITS, dtype=np.int16)[:SIG_BITS])
+                      rng.integers(0, 256, (k1, k2, 32), dtype=np.uint8), sig)
 
 
 def random_set(rng: np.random.Generator, n: int = 120, size: tuple[int, int] = (400, 300)
@@ -83,6 +96,48 @@ def test_signatures_are_the_chosen_bits() -> None:
         assert [(int(sig[i]) >> b) & 1 for b in range(SIG_BITS)] == bits[i].tolist()
 
 
+def test_per_word_signatures_take_each_words_bits() -> None:
+    voc = random_vocab(per_word=True)
+    assert voc.sig_scheme == "word"
+    rng = np.random.default_rng(3)
+    d = rng.integers(0, 256, (20, 32), dtype=np.uint8)
+    words, _ = voc.assign(d, 3, coarse_probe=2)
+    words[0, 2] = -1
+    sig = voc.signatures(d, words)
+    assert sig.shape == words.shape and sig[0, 2] == 0
+    bits = np.unpackbits(d, axis=1)
+    for i in range(len(d)):
+        for j, w in enumerate(words[i].tolist()):
+            if w >= 0:
+                want = bits[i, voc.sig_bits[w]]
+                assert [(int(sig[i, j]) >> b) & 1 for b in range(SIG_BITS)] == want.tolist()
+    with pytest.raises(ValueError, match="words"):
+        voc.signatures(d)
+    with pytest.raises(ValueError, match="sig_bits"):
+        Vocabulary(voc.coarse, voc.fine, voc.sig_bits[:5])
+
+
+def test_word_signature_bits_are_the_bits_that_vary_inside_the_word() -> None:
+    """Members of each word share every bit but a word-specific set of 16 (each set at random
+    in each member): those 16 are the word's choice, whatever another word varies."""
+    rng = np.random.default_rng(8)
+    k1, k2 = 2, 4
+    desc, words, want = [], [], []
+    for w in range(k1 * k2):
+        free = np.sort(rng.choice(256, SIG_BITS, replace=False))
+        want.append(free)
+        base = rng.integers(0, 2, 256).astype(np.uint8)
+        for _ in range(500):  # enough that chance correlations stay below 0.3
+            b = base.copy()
+            b[free] = rng.integers(0, 2, SIG_BITS)
+            desc.append(np.packbits(b))
+            words.append(w)
+    got = choose_word_signature_bits(np.array(desc), np.array(words, np.int64), k1, k2,
+                                     np.arange(SIG_BITS), shrink=1.0)
+    assert got.shape == (k1 * k2, SIG_BITS)
+    assert [g.tolist() for g in got] == [w.tolist() for w in want]
+
+
 def test_k_majority_centres_are_majorities() -> None:
     rng = np.random.default_rng(4)
     base = rng.integers(0, 256, (4, 32), dtype=np.uint8)
@@ -105,7 +160,8 @@ def test_train_gives_a_usable_vocabulary(tmp_path) -> None:
     d = rng.integers(0, 256, (3000, 32), dtype=np.uint8)
     voc = train(d, 4, 8, iters=2)
     assert voc.coarse.shape == (4, 32) and voc.fine.shape == (4, 8, 32)
-    assert len(set(voc.sig_bits.tolist())) == SIG_BITS
+    assert voc.sig_scheme == "word" and voc.sig_bits.shape == (voc.n_words, SIG_BITS)
+    assert all(len(set(row.tolist())) == SIG_BITS for row in voc.sig_bits)
     voc.save(tmp_path / "v.npz")
     again = Vocabulary.load(tmp_path / "v.npz")
     assert again.digest() == voc.digest()
@@ -351,3 +407,67 @@ def test_a_saved_index_is_searched_with_todays_query_side_parameters(tmp_path) -
     assert len(j.features(0).desc) == 80
     assert j.search(noisy(sets[5], rng), 1)[0].image_id == 5
     assert KeypointIndex.load(tmp_path / "kp", params=old).params == old
+
+
+def test_an_index_keeps_its_signature_scheme(tmp_path) -> None:
+    """An index is searched and grown with the vocabulary saved in it: one of the global
+    signature bits (vocabulary v1) stays global after loading, one of the per-word bits stays
+    per word; both nominate; a manifest whose scheme disagrees with its vocabulary is
+    refused, so schemes never mix."""
+    import json
+
+    rng = np.random.default_rng(11)
+    sets = [random_set(rng) for _ in range(10)]
+    for per_word in (False, True):
+        ix = KeypointIndex(random_vocab(16, 32, 3, per_word=per_word))
+        for i, f in enumerate(sets[:8]):
+            ix.add(i, f)
+        folder = tmp_path / f"kp{per_word}"
+        ix.save(folder)
+        man = json.loads((folder / "manifest.json").read_text())
+        scheme = "word" if per_word else "global"
+        assert man["signature_scheme"] == scheme
+        j = KeypointIndex.load(folder)
+        assert j.vocab.sig_scheme == scheme
+        for i in (2, 6):
+            assert j.search(noisy(sets[i], rng), 1)[0].image_id == i
+        j.add(8, sets[8])  # an addition is signed with the index's own bits
+        assert j.search(noisy(sets[8], rng), 1)[0].image_id == 8
+        # an index saved before the scheme was recorded is a global one
+        del man["signature_scheme"]
+        (folder / "manifest.json").write_text(json.dumps(man))
+        if per_word:
+            with pytest.raises(ValueError, match="signature scheme"):
+                KeypointIndex.load(folder)
+        else:
+            assert KeypointIndex.load(folder).vocab.sig_scheme == "global"
+
+
+def test_per_word_signatures_pass_fewer_chance_postings() -> None:
+    """On descriptors whose words leave different bits undecided, the per-word bits let far
+    fewer of a word's other members within the radius than one global choice does, and keep
+    the same descriptor with a few bits flipped."""
+    rng = np.random.default_rng(12)
+    k1, k2 = 1, 8
+    desc, words = [], []
+    for w in range(k1 * k2):
+        free = rng.choice(256, 40, replace=False)
+        base = rng.integers(0, 2, 256).astype(np.uint8)
+        for _ in range(200):
+            b = base.copy()
+            b[free] = rng.integers(0, 2, 40)
+            desc.append(np.packbits(b))
+            words.append(w)
+    d, w = np.array(desc), np.array(words, np.int64)
+    glob = np.arange(0, 256, 16)
+    per = choose_word_signature_bits(d, w, k1, k2, glob)
+    cent = np.zeros((k1, 32), np.uint8)
+    fine = np.zeros((k1, k2, 32), np.uint8)
+    passed = {}
+    for name, bits in (("global", glob.astype(np.int16)), ("word", per)):
+        voc = Vocabulary(cent, fine, bits)
+        sig = voc.signatures(d, w)
+        same = w[:, None] == w[None, :]
+        dist = np.bitwise_count(sig[:, None] ^ sig[None, :])
+        passed[name] = float((dist[same] <= 3).mean())
+    assert passed["word"] < 0.2 * passed["global"]

@@ -102,14 +102,19 @@ def test_index_searches_without_the_extension(numpy_twins, monkeypatch) -> None:
     assert len(msgs) == 1 and "_kpidx" in msgs[0] and "make install" in msgs[0]
 
 
-def _scan_reference(offsets, sigs, ids, qw, qs, qwt, ht, stamp, votes, last, touched):
+def _scan_reference(offsets, sigs, ids, qw, qs, qwt, ht, stamp, votes, last, touched, m=0):
     """The posting-by-posting loop the scan implements, in plain Python: one vote per
-    (descriptor, slot), slots listed in the order they first got a vote."""
-    m = len(qw) // len(qs)
+    (descriptor, slot), slots listed in the order they first got a vote. ``qs`` holds one
+    signature per descriptor, or (``m`` given and len(qs) == len(qw)) one per (descriptor,
+    word)."""
+    nq = len(qw) // m if m else len(qs)
+    m = len(qw) // nq
+    per_word = len(qs) == len(qw) and len(qs) != nq
     scanned = passed = 0
-    for i, s in enumerate(qs.tolist()):
+    for i in range(nq):
         qid = stamp + i
         for j in range(m):
+            s = int(qs[i * m + j] if per_word else qs[i])
             w, wt = int(qw[i * m + j]), float(qwt[i * m + j])
             if w < 0 or w >= len(offsets) - 1 or wt <= 0:
                 continue
@@ -133,15 +138,16 @@ def _scan_reference(offsets, sigs, ids, qw, qs, qwt, ht, stamp, votes, last, tou
 @given(n_words=st.integers(1, 6), n_slots=st.integers(1, 40), lists=st.integers(0, 1500),
        nq=st.integers(1, 30), m=st.integers(1, 4), ht=st.integers(0, 16),
        segments=st.integers(1, 3), cap=st.integers(1, 64), numpy=st.booleans(),
-       seed=st.integers(0, 10_000))
+       per_word=st.booleans(), seed=st.integers(0, 10_000))
 def test_scan_gives_the_votes_of_the_posting_by_posting_loop(
         n_words: int, n_slots: int, lists: int, nq: int, m: int, ht: int, segments: int,
-        cap: int, numpy: bool, seed: int) -> None:
+        cap: int, numpy: bool, per_word: bool, seed: int) -> None:
     """Random posting lists (long ones cross the scan's 256-posting chunks; a slot may repeat
     within a list and across a descriptor's words; few signature bits so that many pass), any
     radius, zero weights and missing words, several segments (each its own range of slots, as
     in the index) sharing the scratch, a touched list that overflows: the extension (and its
-    numpy twin) give exactly the reference's votes, stamps, touched order and counts."""
+    numpy twin) give exactly the reference's votes, stamps, touched order and counts; with one
+    query signature per descriptor or one per (descriptor, word) (the per-word scheme)."""
     rng = np.random.default_rng(seed)
     acc = np.zeros(n_slots * segments, kpcore.ACC_DTYPE)
     touched = np.zeros(cap, np.uint32)
@@ -149,7 +155,8 @@ def test_scan_gives_the_votes_of_the_posting_by_posting_loop(
     ref_last: dict[int, int] = {}
     ref_touched: list[int] = []
     qw = rng.integers(-1, n_words + 1, nq * m).astype(np.int64)
-    qs = rng.integers(0, 1 << 16, nq).astype(np.uint16) & np.uint16(rng.integers(1, 1 << 16))
+    nqs = nq * m if per_word else nq
+    qs = rng.integers(0, 1 << 16, nqs).astype(np.uint16) & np.uint16(rng.integers(1, 1 << 16))
     qwt = np.where(rng.random(nq * m) < 0.15, 0.0, rng.random(nq * m) * 5).astype(np.float32)
     stamp = int(rng.integers(1, 1000))
     nt = tot_scanned = tot_passed = 0
@@ -163,11 +170,11 @@ def test_scan_gives_the_votes_of_the_posting_by_posting_loop(
             sigs = (rng.integers(0, 1 << 16, lists) & 0x00F3).astype(np.uint16)
             ids = (g * n_slots + rng.integers(0, n_slots, lists)).astype(np.uint32)
             nt, sc, pa = kpcore.scan(offsets, sigs, ids, qw, qs, qwt, ht, stamp, acc, touched,
-                                     nt)
+                                     nt, m)
             tot_scanned += sc
             tot_passed += pa
             rs, rp = _scan_reference(offsets, sigs, ids, qw, qs, qwt, ht, stamp, ref_votes,
-                                     ref_last, ref_touched)
+                                     ref_last, ref_touched, m)
             assert (sc, pa) == (rs, rp)
     finally:
         kpcore.use_numpy(False)
@@ -192,3 +199,40 @@ def test_scan_refuses_a_posting_outside_the_scratch() -> None:
         kpcore.scan(*args, np.zeros(4, kpcore.ACC_DTYPE), np.zeros(8, np.uint32), 0)
     with pytest.raises(ValueError, match="inconsistent"):
         kpcore.scan(*args, np.zeros(9, np.uint8), np.zeros(8, np.uint32), 0)
+
+
+def _signature_reference(desc, table, rows):
+    """Bit b of (descriptor i, word j)'s signature is descriptor bit table[rows[i, j], b]
+    (bit 0 the MSB of byte 0); 0 for row -1."""
+    out = np.zeros(rows.shape, np.uint16)
+    for i in range(rows.shape[0]):
+        bits = [(int(desc[i, k // 8]) >> (7 - k % 8)) & 1 for k in range(256)]
+        for j in range(rows.shape[1]):
+            r = int(rows[i, j])
+            if r >= 0:
+                out[i, j] = sum(bits[int(table[r, b])] << b for b in range(16))
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(0, 30), m=st.integers(1, 4), n_rows=st.integers(1, 20),
+       numpy=st.booleans(), seed=st.integers(0, 10_000))
+def test_signatures_are_the_table_bits(n: int, m: int, n_rows: int, numpy: bool,
+                                       seed: int) -> None:
+    """The extension's (and the numpy twin's) signature of each (descriptor, word) is the
+    descriptor's bits at its row of the table, whatever the rows (repeated, -1)."""
+    rng = np.random.default_rng(seed)
+    desc = rng.integers(0, 256, (n, 32), dtype=np.uint8)
+    table = rng.integers(0, 256, (n_rows, 16)).astype(np.int16)
+    rows = rng.integers(-1, n_rows, (n, m)).astype(np.int64)
+    out = np.full(n * m, 0xABCD, np.uint16)
+    kpcore.use_numpy(numpy)
+    try:
+        kpcore.signatures(desc, table, rows, m, out)
+        if n:
+            with pytest.raises(ValueError, match="row"):
+                kpcore.signatures(desc, table, np.full((n, m), n_rows, np.int64), m,
+                                  np.zeros(n * m, np.uint16))
+    finally:
+        kpcore.use_numpy(False)
+    assert np.array_equal(out.reshape(n, m), _signature_reference(desc, table, rows))

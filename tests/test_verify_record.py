@@ -137,3 +137,42 @@ def test_copies_of_a_picture_whose_detail_is_small_verify(corpus_dir, tmp_path) 
         pytest.fail("corpus has too few flowers128/dandelion pictures")
     for path in others[:8]:
         assert not _verdict(load_pixels(path), known, k).ok, path.name
+
+
+def test_an_index_of_the_global_signature_bits_is_rebuilt_with_the_per_word_ones(
+        tmp_path, caplog) -> None:
+    """An index saved by a version whose vocabulary chose one set of signature bits for every
+    word (v1, "global") is rebuilt once from the store's keypoints with a warning, into
+    postings of the current per-word bits; never searched with the two mixed."""
+    import json
+    import logging
+
+    from hashwatch.matcher import Matcher
+    from hashwatch.robust.vocab import Vocabulary
+    from hashwatch.store import Store
+    from test_feed_keypoints import _blob, _entries, _held
+
+    with Store.open(tmp_path / "l.db") as s:
+        s.create_list("k")
+        s.add_entries("k", _entries("a", 1) + _entries("b", 2))
+        s.add_local_features("k", [("a", _blob()), ("b", _blob())])
+        m = Matcher(s)
+        held = _held(m)
+        kp_dir = m.index_path.with_name(m.index_path.name + ".kp")
+        man = json.loads((kp_dir / "manifest.json").read_text())
+        assert man["signature_scheme"] == default_vocabulary().sig_scheme == "word"
+        # what the earlier version saved: its vocabulary of global bits, no scheme recorded
+        v = default_vocabulary()
+        old = Vocabulary(v.coarse, v.fine, v.sig_bits[0])
+        old.save(kp_dir / "vocab.npz")
+        del man["signature_scheme"]
+        (kp_dir / "manifest.json").write_text(json.dumps({**man, "vocab": old.digest()}))
+        assert KeypointIndex.load(kp_dir).vocab.sig_scheme == "global"
+        with caplog.at_level(logging.WARNING, logger="hashwatch.keypoint_feed"):
+            m2 = Matcher(s)
+            assert _held(m2) == held
+        assert "'global'" in caplog.text and "rebuilding" in caplog.text
+        assert m2.keypoints.vocab.sig_scheme == "word"
+        man = json.loads((kp_dir / "manifest.json").read_text())
+        assert man["signature_scheme"] == "word"
+        assert KeypointIndex.load(kp_dir).vocab.digest() == default_vocabulary().digest()

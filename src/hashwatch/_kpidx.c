@@ -12,7 +12,8 @@
  *
  * The per-slot vote scratch is one array of 8-byte cells (float vote, uint32 stamp of the last
  * query descriptor that voted): at 10^6 slots about a third of the scanned postings pass the
- * signature test (16-bit signatures, ht 3) and each passing posting touches its slot's cell at
+ * signature test with the global signature bits (16-bit signatures, ht 3; fewer with the
+ * per-word bits) and each passing posting touches its slot's cell at
  * a random place; one cell instead of two parallel arrays halves those cache misses.
  */
 #define PY_SSIZE_T_CLEAN
@@ -51,20 +52,23 @@ static inline int POPCNT64(uint64_t x) {
 #endif
 
 /*
- * scan(offsets, sigs, ids, qwords, qsigs, qweights, ht, stamp, acc, touched, n_touched)
+ * scan(offsets, sigs, ids, qwords, qsigs, qweights, ht, stamp, acc, touched, n_touched[, m])
  *      -> (n_touched, n_scanned, n_passed)
  *
  * offsets  uint64[n_words + 1]  run of each word in sigs/ids
  * sigs     uint16[n]            signature of each posting
  * ids      uint32[n]            slot of each posting
  * qwords   int64[nq * m]        the m words of each query descriptor (-1: none)
- * qsigs    uint16[nq]           signature of each query descriptor
+ * qsigs    uint16[nq]           signature of each query descriptor, or uint16[nq * m]: of each
+ *                               (descriptor, word), when the signature bits depend on the
+ *                               word (vocabulary scheme "word", see `signatures`)
  * qweights float32[nq * m]      vote weight of (descriptor, word); 0 skips the word
  * ht       int                  max signature distance
  * stamp    uint32               query descriptor i is stamp + i (for one vote per (i, slot))
  * acc      acc_t[n_slots]       (written) per slot: summed weights, last descriptor stamp
  * touched  uint32[cap]          (written) slots whose vote went from 0 to > 0, in order
  * n_touched int                 how many `touched` already holds (several segments)
+ * m        int (optional)       words per descriptor; 0 or absent: nq = len(qsigs)
  *
  * Returns the new touched count (it may exceed cap: then the list is incomplete and the
  * caller must find the voted slots itself), the postings scanned and those within ht.
@@ -79,9 +83,9 @@ static PyObject *py_scan(PyObject *self, PyObject *args) {
     Py_buffer off_b, sig_b, id_b, qw_b, qs_b, qwt_b, acc_b, touch_b;
     int ht;
     unsigned long stamp;
-    Py_ssize_t n_touched;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*ikw*w*n", &off_b, &sig_b, &id_b, &qw_b, &qs_b,
-                          &qwt_b, &ht, &stamp, &acc_b, &touch_b, &n_touched))
+    Py_ssize_t n_touched, m_arg = 0;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*ikw*w*n|n", &off_b, &sig_b, &id_b, &qw_b, &qs_b,
+                          &qwt_b, &ht, &stamp, &acc_b, &touch_b, &n_touched, &m_arg))
         return NULL;
     PyObject *ret = NULL;
     const uint64_t *off = (const uint64_t *)off_b.buf;
@@ -94,24 +98,27 @@ static PyObject *py_scan(PyObject *self, PyObject *args) {
     uint32_t *touched = (uint32_t *)touch_b.buf;
     Py_ssize_t n_words = off_b.len / 8 - 1;
     Py_ssize_t n_post = sig_b.len / 2;
-    Py_ssize_t nq = qs_b.len / 2;
+    Py_ssize_t nqs = qs_b.len / 2;
     Py_ssize_t nqm = qw_b.len / 8;
+    Py_ssize_t nq = m_arg > 0 ? nqm / m_arg : nqs;
     Py_ssize_t n_slots = acc_b.len / (Py_ssize_t)sizeof(acc_t);
     Py_ssize_t cap = touch_b.len / 4;
-    if (nq == 0 || nqm % nq != 0 || qwt_b.len / 4 != nqm || id_b.len / 4 != n_post ||
+    if (nq == 0 || nqm % nq != 0 || (m_arg > 0 && nq * m_arg != nqm) ||
+        (nqs != nq && nqs != nqm) || qwt_b.len / 4 != nqm || id_b.len / 4 != n_post ||
         acc_b.len % (Py_ssize_t)sizeof(acc_t) != 0 || n_words < 0) {
         PyErr_SetString(PyExc_ValueError, "scan: inconsistent buffer sizes");
         goto done;
     }
     Py_ssize_t m = nqm / nq;
+    int per_word = nqs == nqm && nqs != nq;  /* a signature per (descriptor, word) */
     long long scanned = 0, passed = 0;
     int bad = 0;
     Py_BEGIN_ALLOW_THREADS
     uint32_t buf[SCAN_CHUNK];
     for (Py_ssize_t i = 0; i < nq && !bad; i++) {
         uint32_t qid = (uint32_t)(stamp + (unsigned long)i);
-        uint32_t s = qs[i];
         for (Py_ssize_t j = 0; j < m && !bad; j++) {
+            uint32_t s = qs[per_word ? i * m + j : i];
             int64_t w = qw[i * m + j];
             float wt = qwt[i * m + j];
             if (w < 0 || w >= n_words || wt <= 0.0f) continue;
@@ -239,6 +246,68 @@ done:
 }
 
 /*
+ * signatures(desc, table, rows, m, out)
+ *
+ * desc  uint8[n * 32]   descriptors
+ * table int16[r * 16]   row r: the 16 descriptor bit positions (0 = MSB of byte 0, as
+ *                       np.unpackbits numbers them) of the signature; bit i of the signature
+ *                       is descriptor bit table[r][i] & 255 (not checked here: the table is
+ *                       the vocabulary's, checked when it was made; ~4M entries per word
+ *                       scheme, too many to check on every query)
+ * rows  int64[n * m]    which row of `table` each (descriptor, word) uses (-1: signature 0)
+ * out   uint16[n * m]   (written) the signatures
+ *
+ * One row for every descriptor is the "global" scheme (one choice of bits); one row per word of
+ * the vocabulary, the bits most balanced among that word's members, is the "word" scheme
+ * (Hamming embedding per word, Jegou, Douze, Schmid, ECCV 2008).
+ */
+static PyObject *py_signatures(PyObject *self, PyObject *args) {
+    Py_buffer de_b, tb_b, rw_b, out_b;
+    Py_ssize_t m;
+    if (!PyArg_ParseTuple(args, "y*y*y*nw*", &de_b, &tb_b, &rw_b, &m, &out_b))
+        return NULL;
+    PyObject *ret = NULL;
+    Py_ssize_t n = de_b.len / 32, n_rows = tb_b.len / 32;
+    if (m < 1 || de_b.len % 32 != 0 || tb_b.len % 32 != 0 || rw_b.len != n * m * 8 ||
+        out_b.len != n * m * 2) {
+        PyErr_SetString(PyExc_ValueError, "signatures: inconsistent buffer sizes");
+        goto done;
+    }
+    const uint8_t *de = (const uint8_t *)de_b.buf;
+    const int16_t *tb = (const int16_t *)tb_b.buf;
+    const int64_t *rw = (const int64_t *)rw_b.buf;
+    uint16_t *out = (uint16_t *)out_b.buf;
+    int bad = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n && !bad; i++) {
+        const uint8_t *d = de + i * 32;
+        for (Py_ssize_t j = 0; j < m; j++) {
+            int64_t r = rw[i * m + j];
+            if (r < 0) { out[i * m + j] = 0; continue; }
+            if (r >= n_rows) { bad = 1; break; }
+            const int16_t *t = tb + r * 16;
+            uint32_t s = 0;
+            for (int b = 0; b < 16; b++) {
+                int k = t[b] & 255;  /* positions are 0-255 (Vocabulary checks); stay inside */
+                s |= (uint32_t)((d[k >> 3] >> (7 - (k & 7))) & 1u) << b;
+            }
+            out[i * m + j] = (uint16_t)s;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "signatures: row outside the table");
+        goto done;
+    }
+    ret = Py_None;
+    Py_INCREF(ret);
+done:
+    PyBuffer_Release(&de_b); PyBuffer_Release(&tb_b); PyBuffer_Release(&rw_b);
+    PyBuffer_Release(&out_b);
+    return ret;
+}
+
+/*
  * collect(acc, touched, n_touched, dead, k, out_slots, out_votes) -> count
  *
  * After scan(): reads the vote of each slot in touched[0:n_touched] (acc as in scan), resets
@@ -303,8 +372,11 @@ static PyMethodDef methods[] = {
     {"assign", py_assign, METH_VARARGS,
      "assign(coarse, fine, k2, desc, probe, m, words_out, dists_out): nearest visual words"},
     {"scan", py_scan, METH_VARARGS,
-     "scan(offsets, sigs, ids, qwords, qsigs, qweights, ht, stamp, acc, touched, n_touched) "
-     "-> (n_touched, scanned, passed): vote over posting lists"},
+     "scan(offsets, sigs, ids, qwords, qsigs, qweights, ht, stamp, acc, touched, n_touched"
+     "[, m]) -> (n_touched, scanned, passed): vote over posting lists"},
+    {"signatures", py_signatures, METH_VARARGS,
+     "signatures(desc, table, rows, m, out): Hamming-embedding signature of each "
+     "(descriptor, word)"},
     {"collect", py_collect, METH_VARARGS,
      "collect(acc, touched, n_touched, dead, k, out_slots, out_votes) -> count: the k best "
      "live voted slots, votes reset"},

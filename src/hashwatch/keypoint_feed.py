@@ -64,13 +64,20 @@ class KeypointFeed:
         ``vocab()``) from one
         snapshot when there is none, or it belongs to another database or cannot be read.
         An index saved before the feed followed keypoints (meta ``last_row``) is caught up
-        from that row once; reconciliation finds any set the old reader had skipped."""
+        from that row once; reconciliation finds any set the old reader had skipped. An index
+        whose records are of an earlier format, or whose postings carry signatures of another
+        scheme than ``vocab()``'s (the global bits of vocabulary v1), is rebuilt once from the
+        store's keypoints, with a warning."""
         if folder is not None and folder.joinpath("manifest.json").exists():
             try:
                 kp = KeypointIndex.load(folder, mmap=mmap)
                 if kp.record_format != FORMAT:  # records of an earlier format: rebuild
                     raise ValueError(f"verification records of format {kp.record_format}; "
                                      f"this version writes format {FORMAT}")
+                want = vocab().sig_scheme
+                if kp.vocab.sig_scheme != want:  # postings of the global signatures: rebuild
+                    raise ValueError(f"postings of signature scheme {kp.vocab.sig_scheme!r}; "
+                                     f"this version writes {want!r}")
                 meta = kp.meta
                 with store.snapshot() as snap:
                     if meta.get("feed_id") == store.feed_id() and store.position_usable(

@@ -8,10 +8,11 @@ Two stages, as in large-scale image retrieval:
    :data:`KeypointParams.n_index` strongest, spread keypoints, one posting each in the list of
    its word: the set's slot (uint32) and a 16-bit Hamming-embedding signature (Jégou, Douze,
    Schmid, "Hamming embedding and weak geometric consistency for large scale image search",
-   ECCV 2008), 6 bytes. A query descriptor takes its ``m`` nearest words (multiple
-   assignment); a posting votes for its slot when the signatures are within ``ht`` bits, one
-   vote per (query descriptor, slot), weighted by the word's inverse document frequency
-   (tf-idf, Sivic and Zisserman). The best-voted slots are the candidates.
+   ECCV 2008; bits chosen per word, :mod:`hashwatch.robust.vocab`), 6 bytes. A query
+   descriptor takes its ``m`` nearest words (multiple assignment); a posting votes for its
+   slot when the signatures are within ``ht`` bits, one vote per (query descriptor, slot),
+   weighted by the word's inverse document frequency (tf-idf, Sivic and Zisserman).
+   The best-voted slots are the candidates.
 2. **Verification, on disk.** Every keypoint set's ``n_verify`` strongest, spread keypoints
    are kept in an append-only file of records (:func:`encode_verify`: positions in 3 bytes,
    descriptors cut to their first ``desc_bytes`` bytes, i.e. ORB's first tests) that is
@@ -405,7 +406,7 @@ class KeypointIndex:
             d = np.concatenate(descs)
             words, _ = self.vocab.assign(d, 1)
             words = words[:, 0]
-            sigs = self.vocab.signatures(d)
+            sigs = self.vocab.signatures(d, words)
             ids = np.concatenate(owner)
             self._pending.append((words, sigs, ids))
             self._df += np.bincount(words, minlength=self.vocab.n_words)
@@ -480,11 +481,15 @@ class KeypointIndex:
             return self._segments + ([self._fresh] if self._pending else [])
 
     def query_words(self, q: LocalFeatures) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(words (nq, m) int64, signatures (nq,) uint16, weights (nq, m) float32) of a query:
-        idf weights, 0 for stop words and missing words."""
+        """(words (nq, m) int64, signatures uint16, weights (nq, m) float32) of a query: the
+        signatures (nq,) under the vocabulary's ``"global"`` scheme, (nq, m) (one per assigned
+        word) under ``"word"``; idf weights, 0 for stop words and missing words."""
         p = self.params
         words, _ = self.vocab.assign(q.desc, p.m, coarse_probe=p.coarse_probe)
-        sigs = self.vocab.signatures(q.desc)
+        if self.vocab.sig_scheme == "global":
+            sigs = self.vocab.signatures(q.desc)
+        else:
+            sigs = self.vocab.signatures(q.desc, words)
         return words, sigs, self.word_weights(words)
 
     def word_weights(self, words: np.ndarray) -> np.ndarray:
@@ -512,15 +517,16 @@ class KeypointIndex:
         n_slots = max(s.slot_hi for s in segs) if segs else 0
         scratch = _scratch(n_slots)
         qw = np.ascontiguousarray(words, np.int64).ravel()
-        qs = np.ascontiguousarray(sigs, np.uint16)
+        qs = np.ascontiguousarray(sigs, np.uint16).ravel()
         qwt = np.ascontiguousarray(wt, np.float32).ravel()
+        m = words.shape[1]
         while True:
             acc, touched = scratch.acc, scratch.touched
             stamp = scratch.next_stamp(len(q.desc))
             nt = scanned = passed = 0
             for s in segs:
                 nt, sc, pa = kpcore.scan(s.offsets, s.sigs, s.ids, qw, qs, qwt, self.params.ht,
-                                         stamp, acc, touched, nt)
+                                         stamp, acc, touched, nt, m)
                 scanned += sc
                 passed += pa
             if nt <= len(touched):
@@ -618,10 +624,14 @@ class KeypointIndex:
         _write_array(folder / "slots.npy", self._slots.view)
         _write_array(folder / "dead.npy", self._dead.view)
         _write_array(folder / "df.npy", self._df)
-        if not (folder / "vocab.npz").exists():
-            self.vocab.save(folder / "vocab.npz")
-            os.chmod(folder / "vocab.npz", 0o600)
+        if self._path != folder or not (folder / "vocab.npz").exists():
+            # a rebuild over another index (e.g. of the global signature bits) writes its own
+            vtmp = folder / "vocab.npz.tmp"
+            self.vocab.save(vtmp)
+            os.chmod(vtmp, 0o600)
+            os.replace(vtmp, folder / "vocab.npz")
         man = {"format": FORMAT, "generation": self._gen, "vocab": self.vocab.digest(),
+               "signature_scheme": self.vocab.sig_scheme,
                "params": asdict(self.params),
                "segments": names, "slots": self._n_slots, "verify_bytes": int(voff[-1]),
                "meta": self.meta}
@@ -647,9 +657,13 @@ class KeypointIndex:
         it saves. Without ``params``, the build-side parameters are those saved and the
         query-side ones (:data:`QUERY_SIDE`) today's defaults, so an index saved under older
         defaults is searched as a new one would be. Raises ValueError when the folder holds no
-        complete index or one of a format this version cannot read; ``record_format`` tells an
-        index of format 1 (whose records a caller may want to rebuild, as
-        :class:`hashwatch.keypoint_feed.KeypointFeed` does)."""
+        complete index or one of a format this version cannot read, or when its vocabulary's
+        signature scheme is not the one its manifest records; ``record_format`` tells an index
+        of format 1 (whose records a caller may want to rebuild, as
+        :class:`hashwatch.keypoint_feed.KeypointFeed` does). The index is searched (and grown)
+        with the vocabulary saved in it, so its postings' signature scheme
+        (``ix.vocab.sig_scheme``: ``"global"`` before issue 10's per-word signatures) never
+        mixes with another."""
         folder = Path(folder)
         try:
             man = json.loads((folder / "manifest.json").read_text())
@@ -661,6 +675,12 @@ class KeypointIndex:
         vocab = Vocabulary.load(folder / "vocab.npz")
         if vocab.digest() != man["vocab"]:
             raise ValueError("keypoint index vocabulary does not match its manifest")
+        # the postings' signatures were made with the index's own vocabulary, which it keeps
+        # (vocab.npz) and searches with: an index of the global scheme stays global
+        scheme = man.get("signature_scheme", "global")  # saved before the scheme was recorded
+        if scheme != vocab.sig_scheme:
+            raise ValueError(f"keypoint index at {folder} records signature scheme {scheme!r} "
+                             f"but its vocabulary has {vocab.sig_scheme!r}")
         if params is None:
             now = KeypointParams()
             params = replace(KeypointParams(**man["params"]),

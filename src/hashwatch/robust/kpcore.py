@@ -2,9 +2,10 @@
 built, else exact numpy twins of its functions (same results, several times slower), so a
 checkout without a C compiler still matches instead of failing on every file.
 
-``assign`` (nearest visual words, :meth:`hashwatch.robust.vocab.Vocabulary.assign`), ``scan``
-(votes over posting lists, :meth:`hashwatch.robust.keypoint_index.KeypointIndex.search`) and
-``collect`` (the best voted slots) take the arguments documented in ``src/hashwatch/_kpidx.c``;
+``assign`` (nearest visual words, :meth:`hashwatch.robust.vocab.Vocabulary.assign`),
+``signatures`` (Hamming-embedding signatures, ``Vocabulary.signatures``),
+``scan`` (votes over posting lists, :meth:`hashwatch.robust.keypoint_index.KeypointIndex.search`)
+and ``collect`` (the best voted slots) take the arguments documented in ``src/hashwatch/_kpidx.c``;
 :func:`hamming_matrix` is the pairwise Hamming distance both this module and the verification
 use.
 """
@@ -109,16 +110,34 @@ def _np_assign(coarse: np.ndarray, fine: np.ndarray, k2: int, desc: np.ndarray, 
     dists_out[:, : d.shape[1]] = d
 
 
+def _np_signatures(desc: np.ndarray, table: np.ndarray, rows: np.ndarray, m: int,
+                   out: np.ndarray) -> None:
+    de = np.asarray(desc, np.uint8).reshape(-1, 32)
+    tb = np.asarray(table, np.int16).reshape(-1, 16) & 255  # as the extension reads them
+    rw = np.asarray(rows, np.int64).reshape(len(de), m)
+    if (rw >= len(tb)).any():
+        raise ValueError("signatures: row outside the table")
+    bits = np.unpackbits(de, axis=1)  # (n, 256), bit 0 = MSB of byte 0
+    pos = tb[np.maximum(rw, 0)].astype(np.int64)  # (n, m, 16)
+    b = np.take_along_axis(bits[:, None, :], pos, axis=2).astype(np.uint32)
+    sig = (b << np.arange(16, dtype=np.uint32)).sum(axis=2).astype(np.uint16)
+    sig[rw < 0] = 0
+    out.reshape(len(de), m)[...] = sig
+
+
 def _np_scan(offsets: np.ndarray, sigs: np.ndarray, ids: np.ndarray, qw: np.ndarray,
              qs: np.ndarray, qwt: np.ndarray, ht: int, stamp: int, acc: np.ndarray,
-             touched: np.ndarray, n_touched: int) -> tuple[int, int, int]:
+             touched: np.ndarray, n_touched: int, m: int = 0) -> tuple[int, int, int]:
     votes, lastq = acc["vote"], acc["stamp"]  # views: writes land in acc
-    nq = len(qs)
+    nq = len(qw) // m if m > 0 else len(qs)
     m = len(qw) // nq
+    if len(qs) not in (nq, nq * m):
+        raise ValueError("scan: inconsistent buffer sizes")
+    qsw = np.asarray(qs) if len(qs) == nq * m and m > 1 else np.repeat(np.asarray(qs), m)
     n_words = len(offsets) - 1
     qi = np.repeat(np.arange(nq), m)
     ok = (qw >= 0) & (qw < n_words) & (qwt > 0)
-    w, qi, wt = qw[ok], qi[ok], qwt[ok]
+    w, qi, wt, qsw = qw[ok], qi[ok], qwt[ok], qsw[ok]
     a = np.asarray(offsets[w], np.int64)
     ln = np.asarray(offsets[w + 1], np.int64) - a
     scanned = int(ln.sum())
@@ -126,7 +145,7 @@ def _np_scan(offsets: np.ndarray, sigs: np.ndarray, ids: np.ndarray, qw: np.ndar
         return n_touched, 0, 0
     run = np.repeat(np.arange(len(w)), ln)  # which (descriptor, word) each posting serves
     pos = np.arange(scanned) - np.repeat(np.cumsum(ln) - ln, ln) + np.repeat(a, ln)
-    near = np.bitwise_count(np.asarray(sigs[pos]) ^ qs[qi[run]]) <= ht
+    near = np.bitwise_count(np.asarray(sigs[pos]) ^ qsw[run]) <= ht
     run, pos = run[near], pos[near]
     slot = np.asarray(ids[pos], np.int64)
     who = qi[run]
@@ -177,11 +196,12 @@ def _fallback_warning() -> None:
 def use_numpy(on: bool = True) -> None:
     """Force the numpy twins (``on``) or go back to the extension when it was built: for
     tests that compare the two."""
-    global assign, scan, collect
+    global assign, scan, collect, signatures
     if on or _kpidx is None:
-        assign, scan, collect = _np_assign, _np_scan, _np_collect
+        assign, scan, collect, signatures = _np_assign, _np_scan, _np_collect, _np_signatures
     else:
         assign, scan, collect = _kpidx.assign, _kpidx.scan, _kpidx.collect
+        signatures = _kpidx.signatures
 
 
 def require() -> None:
@@ -190,5 +210,5 @@ def require() -> None:
         _fallback_warning()
 
 
-assign = scan = collect = None  # set by use_numpy just below
+assign = scan = collect = signatures = None  # set by use_numpy just below
 use_numpy(False)

@@ -13,10 +13,19 @@ queries may take several words (multiple assignment, Jégou, Douze, Schmid, "Ham
 and weak geometric consistency for large scale image search", ECCV 2008, section 4 and
 "On the burstiness of visual elements", CVPR 2009).
 
-Signature: :data:`SIG_BITS` bits of the descriptor itself at fixed positions, chosen at
-training time as the bits that stay most uncertain inside a word (the Hamming embedding of
-Jégou et al., for a descriptor that is already binary: the bits the word leaves undecided are
-what still tells two descriptors of one word apart).
+Signature: :data:`SIG_BITS` bits of the descriptor itself, chosen at training time as the
+bits that stay most uncertain inside a word (the Hamming embedding of Jégou et al., for a
+descriptor that is already binary: the bits the word leaves undecided are what still tells two
+descriptors of one word apart). Two schemes (:attr:`Vocabulary.sig_scheme`):
+
+- ``"global"`` (vocabulary v1): one choice of bits for every word. Within one word most of
+  those bits follow the word's centre, so about a third of a word's postings pass a 3-bit
+  test where 16 balanced, independent bits would pass ~1% (BENCHMARKS.md, "Nomination cost
+  at 10^6").
+- ``"word"`` (vocabulary v2, the default): one choice per fine word, the bits most balanced
+  among the word's members and least correlated with each other there
+  (:func:`choose_word_signature_bits`; Jégou et al. train their embedding per word too). A
+  descriptor's signature then depends on the word it is compared in.
 
 Nearest-centre search uses faiss ``IndexBinaryFlat`` (exact Hamming k-NN).
 """
@@ -103,7 +112,9 @@ def k_majority(desc: np.ndarray, k: int, *, iters: int = 8, seed: int = 0) -> np
 class Vocabulary:
     """``coarse`` (k1, 32) uint8, ``fine`` (k1, k2, 32) uint8 centres; ``sig_bits`` the
     SIG_BITS descriptor bit positions of the signature (0 = the first bit of byte 0, MSB
-    first, as ``np.unpackbits`` numbers them). Word ids are ``coarse * k2 + fine``."""
+    first, as ``np.unpackbits`` numbers them): (SIG_BITS,) for the ``"global"`` scheme,
+    (k1 * k2, SIG_BITS) for the ``"word"`` scheme (row w: the bits of word w). Word ids are
+    ``coarse * k2 + fine``. Raises ValueError on another shape of ``sig_bits``."""
 
     coarse: np.ndarray
     fine: np.ndarray
@@ -112,6 +123,17 @@ class Vocabulary:
     def __post_init__(self) -> None:
         self.coarse = np.ascontiguousarray(self.coarse, np.uint8)
         self.fine = np.ascontiguousarray(self.fine, np.uint8)
+        self.sig_bits = np.ascontiguousarray(self.sig_bits, np.int16)
+        if self.sig_bits.shape not in ((SIG_BITS,), (self.n_words, SIG_BITS)):
+            raise ValueError(f"sig_bits of shape {self.sig_bits.shape}: want ({SIG_BITS},) "
+                             f"or ({self.n_words}, {SIG_BITS})")
+        if self.sig_bits.min(initial=0) < 0 or self.sig_bits.max(initial=0) > 255:
+            raise ValueError("sig_bits outside the descriptor's 256 bits")
+
+    @property
+    def sig_scheme(self) -> str:
+        """``"global"`` (one choice of signature bits) or ``"word"`` (one per word)."""
+        return "global" if self.sig_bits.ndim == 1 else "word"
 
     @property
     def k1(self) -> int:
@@ -153,16 +175,39 @@ class Vocabulary:
                           dists)
         return words, dists
 
-    def signatures(self, desc: np.ndarray) -> np.ndarray:
-        """(n,) uint16: the signature bits of each descriptor (bit i = ``sig_bits[i]``)."""
-        bits = np.unpackbits(np.ascontiguousarray(desc, np.uint8), axis=1)[:, self.sig_bits]
-        return (bits.astype(np.uint32) << np.arange(SIG_BITS, dtype=np.uint32)).sum(
-            axis=1).astype(np.uint16)
+    def signatures(self, desc: np.ndarray, words: np.ndarray | None = None) -> np.ndarray:
+        """uint16 signatures of descriptors ``desc`` (n, 32) in the words ``words`` they are
+        assigned to ((n,) or (n, m) int64, -1: none): the shape of ``words`` (bit i = the
+        descriptor bit at position ``sig_bits[i]``, or ``sig_bits[word, i]`` under the
+        ``"word"`` scheme; 0 where the word is -1). Without ``words``: (n,), only for the
+        ``"global"`` scheme (ValueError otherwise). C hot path ``hashwatch._kpidx.signatures``
+        or its numpy twin (:mod:`hashwatch.robust.kpcore`)."""
+        from hashwatch.robust import kpcore
+
+        desc = np.ascontiguousarray(desc, np.uint8).reshape(-1, 32)
+        n = len(desc)
+        if words is None:
+            if self.sig_scheme != "global":
+                raise ValueError("a per-word signature needs the descriptors' words")
+            rows = np.zeros((n, 1), np.int64)
+        else:
+            w = np.asarray(words, np.int64)
+            rows = w.reshape(n, -1)
+            if self.sig_scheme == "global":
+                rows = np.where(rows < 0, -1, 0)
+        rows = np.ascontiguousarray(rows, np.int64)
+        m = rows.shape[1]
+        out = np.empty(n * m, np.uint16)
+        if n:
+            kpcore.signatures(desc, self.sig_bits.reshape(-1, SIG_BITS), rows, m, out)
+        return out.reshape(n) if words is None else out.reshape(np.shape(words))
 
     # -- persistence -----------------------------------------------------------------------
     def save(self, path: Path) -> None:
         with open(path, "wb") as fh:
-            np.savez(fh, coarse=self.coarse, fine=self.fine, sig_bits=self.sig_bits)
+            # bit positions are 0-255: one byte each on disk (load widens them again)
+            np.savez(fh, coarse=self.coarse, fine=self.fine,
+                     sig_bits=self.sig_bits.astype(np.uint8))
 
     @classmethod
     def load(cls, path: Path) -> Vocabulary:
@@ -197,6 +242,59 @@ def choose_signature_bits(desc: np.ndarray, words: np.ndarray, n_bits: int = SIG
     return np.array(sorted(taken), np.int16)
 
 
+def choose_word_signature_bits(desc: np.ndarray, words: np.ndarray, k1: int, k2: int,
+                               fallback: np.ndarray, n_bits: int = SIG_BITS, *,
+                               shrink: float = 20.0, max_corr: float = 0.3,
+                               progress=None) -> np.ndarray:
+    """(k1 * k2, n_bits) int16, sorted per row: for each fine word, the ``n_bits`` descriptor
+    bits most balanced among the word's members, skipping bits correlated with one already
+    taken. A bit's balance in word w is p(1-p), p the share of w's members with the bit set,
+    shrunk toward the mean over w's coarse cell: (n_w v_w + ``shrink`` v_cell) / (n_w +
+    ``shrink``) (a word has ~40 training descriptors, too few to trust alone). Correlation is
+    measured within the cell's words (bits centred on their word's mean); a bit whose absolute
+    correlation with a taken one exceeds ``max_corr`` is taken only after every uncorrelated
+    one. ``desc`` (n, 32) uint8, ``words`` (n,) int64 their words; a cell with fewer than 50
+    members gives its words ``fallback`` (the global choice). Hamming embedding (Jégou, Douze,
+    Schmid, ECCV 2008, who train a projection's thresholds per word; for a binary descriptor
+    the analogue is the choice of bits per word)."""
+    n_words = k1 * k2
+    order = np.argsort(words, kind="stable")
+    w = np.asarray(words, np.int64)[order]
+    cell_rows = np.searchsorted(w // k2, np.arange(k1 + 1))
+    table = np.empty((n_words, n_bits), np.int16)
+    fb = np.sort(np.asarray(fallback, np.int16))
+    for c in range(k1):
+        a, b = int(cell_rows[c]), int(cell_rows[c + 1])
+        if b - a < 50:
+            table[c * k2:(c + 1) * k2] = fb
+            continue
+        bits = np.unpackbits(desc[order[a:b]], axis=1).astype(np.float32)
+        ww = w[a:b] - c * k2
+        cnt = np.bincount(ww, minlength=k2).astype(np.float32)
+        sums = np.zeros((k2, 256), np.float32)
+        np.add.at(sums, ww, bits)
+        p = sums / np.maximum(cnt, 1)[:, None]
+        vw = p * (1 - p)
+        vc = (cnt[:, None] * vw).sum(axis=0) / cnt.sum()
+        score = (cnt[:, None] * vw + shrink * vc[None]) / (cnt[:, None] + shrink)
+        x = bits - p[ww]
+        cov = x.T @ x
+        sd = np.sqrt(np.maximum(np.diag(cov), 1e-9))
+        corr = np.abs(cov / sd[:, None] / sd[None, :])
+        # greedy, all the cell's words at once: take each word's best bit, then push the
+        # bits correlated with it below every uncorrelated one (scores are <= 0.25)
+        sel = np.empty((k2, n_bits), np.int64)
+        for i in range(n_bits):
+            best = score.argmax(axis=1)
+            sel[:, i] = best
+            score[corr[best] > max_corr] -= 10.0
+            score[np.arange(k2), best] = -100.0
+        table[c * k2:(c + 1) * k2] = np.sort(sel, axis=1)
+        if progress:
+            progress(c + 1, k1)
+    return table
+
+
 def train(desc: np.ndarray, k1: int, k2: int, *, iters: int = 8, seed: int = 0,
           progress=None) -> Vocabulary:
     """Train a vocabulary on ``desc`` (n, 32) uint8 (k-majority per level, see the module
@@ -227,18 +325,22 @@ def train(desc: np.ndarray, k1: int, k2: int, *, iters: int = 8, seed: int = 0,
     voc = Vocabulary(coarse, fine, np.zeros(SIG_BITS, np.int16))
     sample = desc[rng.choice(len(desc), min(len(desc), 1_000_000), replace=False)]
     w, _ = voc.assign(sample, 1)
-    voc.sig_bits = choose_signature_bits(sample, w[:, 0])
+    glob = choose_signature_bits(sample, w[:, 0])
+    voc.sig_bits = choose_word_signature_bits(desc, voc.assign(desc, 1)[0][:, 0], k1, k2, glob)
     return voc
 
 
-DEFAULT_VOCAB = Path(__file__).with_name("data") / "orb-vocab-v1.npz"
+#: v2: v1's centres with per-word signature bits (``scale_study.py sigbits``); v1 (global bits)
+#: lives on in the indexes built with it, which keep their own copy (``vocab.npz``).
+DEFAULT_VOCAB = Path(__file__).with_name("data") / "orb-vocab-v2.npz"
 _DEFAULT: Vocabulary | None = None
 
 
 def default_vocabulary() -> Vocabulary:
-    """The vocabulary shipped with hashwatch (``robust/data/orb-vocab-v1.npz``, trained on ORB
-    descriptors of generated benign images by ``benchmarks/scale_study.py vocab``; see
-    BENCHMARKS.md). Loaded once per process."""
+    """The vocabulary shipped with hashwatch (``robust/data/orb-vocab-v2.npz``: centres trained
+    on ORB descriptors of generated benign images by ``benchmarks/scale_study.py vocab``,
+    per-word signature bits by ``scale_study.py sigbits``; see BENCHMARKS.md). Loaded once
+    per process."""
     global _DEFAULT
     if _DEFAULT is None:
         _DEFAULT = Vocabulary.load(DEFAULT_VOCAB)
