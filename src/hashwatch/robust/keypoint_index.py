@@ -54,9 +54,11 @@ class KeypointParams:
     for verification with the first ``desc_bytes`` bytes of their descriptors
     (:func:`encode_verify`); a query descriptor takes ``m`` words among the fine words of its
     ``coarse_probe`` nearest coarse cells; a posting counts when its signature is within ``ht``
-    bits; words whose lists exceed ``max_df_share`` of all slots (and 100) carry no vote (stop
-    words; 0.2% scans ~30% fewer postings than 2% at 10^6 sets and keeps the single edits'
-    recall but costs the combined edits ~1 point, BENCHMARKS "Nomination cost at 10^6");
+    bits (3 of 16 with either signature scheme: the per-word bits keep more of the own
+    images among the nominees at 3 than v1's did, BENCHMARKS "Signature bits per word"); words
+    whose lists exceed ``max_df_share`` of all slots (and 100) carry no vote (stop words;
+    0.2% scans ~30% fewer postings than 2% at 10^6 sets and keeps the single edits' recall
+    but costs the combined edits ~1 point, BENCHMARKS "Nomination cost at 10^6");
     ``seal_slots``: the fresh segment is sealed at this many slots.
 
     ``m``, ``coarse_probe``, ``ht`` and ``max_df_share`` act at query time only
