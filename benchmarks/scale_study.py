@@ -66,6 +66,16 @@ def cmd_generate(a: argparse.Namespace) -> int:
     return 0
 
 
+def _write_vocab(voc, out: Path, t0: float, c0: float) -> int:
+    """Save a vocabulary and say its size, digest and the wall / CPU time since t0 / c0."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    voc.save(out)
+    print(f"wrote {out} ({out.stat().st_size:,} bytes, digest {voc.digest()[:16]}) in "
+          f"{time.perf_counter() - t0:.0f} s wall, {time.process_time() - c0:.0f} s CPU",
+          file=sys.stderr)
+    return 0
+
+
 def cmd_vocab(a: argparse.Namespace) -> int:
     """Train the frozen vocabulary on the descriptors of the first scale-set shards."""
     import numpy as np
@@ -83,12 +93,7 @@ def cmd_vocab(a: argparse.Namespace) -> int:
     voc = train(d, a.k1, a.k2, iters=a.iters, seed=a.seed,
                 progress=lambda i, n: print(f"  cell {i}/{n}", file=sys.stderr)
                 if i % 64 == 0 else None)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    voc.save(a.out)
-    print(f"wrote {a.out} ({a.out.stat().st_size:,} bytes, digest {voc.digest()[:16]}) in "
-          f"{time.perf_counter() - t0:.0f} s wall, {time.process_time() - c0:.0f} s CPU",
-          file=sys.stderr)
-    return 0
+    return _write_vocab(voc, a.out, t0, c0)
 
 
 def cmd_sigbits(a: argparse.Namespace) -> int:
@@ -114,12 +119,7 @@ def cmd_sigbits(a: argparse.Namespace) -> int:
     voc.sig_bits = choose_word_signature_bits(
         d, words, voc.k1, voc.k2, glob, shrink=a.shrink, max_corr=a.max_corr,
         progress=lambda i, n: print(f"  cell {i}/{n}", file=sys.stderr) if i % 64 == 0 else None)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    voc.save(a.out)
-    print(f"wrote {a.out} ({a.out.stat().st_size:,} bytes, digest {voc.digest()[:16]}) in "
-          f"{time.perf_counter() - t0:.0f} s wall, {time.process_time() - c0:.0f} s CPU",
-          file=sys.stderr)
-    return 0
+    return _write_vocab(voc, a.out, t0, c0)
 
 
 def cmd_queries(a: argparse.Namespace) -> int:

@@ -84,6 +84,20 @@ def test_shortened_descriptors_are_compared_on_their_tests_only(corpus_dir, tmp_
     assert R.verify(q, full, hashes).ok and R.verify(q, half, hashes).ok
 
 
+def _two_known_images(s):
+    """A list of two known images with keypoints in store ``s``, a matcher over it (its
+    keypoint index built and saved), the images the index holds and its folder."""
+    from hashwatch.matcher import Matcher
+    from test_feed_keypoints import _blob, _entries, _held
+
+    s.create_list("k")
+    s.add_entries("k", _entries("a", 1) + _entries("b", 2))
+    s.add_local_features("k", [("a", _blob()), ("b", _blob())])
+    m = Matcher(s)
+    held = _held(m)
+    return m, held, m.index_path.with_name(m.index_path.name + ".kp")
+
+
 def test_an_index_of_the_old_record_format_is_rebuilt_from_the_stored_keypoints(
         tmp_path, caplog) -> None:
     import json
@@ -92,16 +106,11 @@ def test_an_index_of_the_old_record_format_is_rebuilt_from_the_stored_keypoints(
     from hashwatch.matcher import Matcher
     from hashwatch.robust.keypoint_index import FORMAT
     from hashwatch.store import Store
-    from test_feed_keypoints import _blob, _entries, _held
+    from test_feed_keypoints import _blob, _held
 
     with Store.open(tmp_path / "l.db") as s:
-        s.create_list("k")
-        s.add_entries("k", _entries("a", 1) + _entries("b", 2))
-        s.add_local_features("k", [("a", _blob()), ("b", _blob())])
-        m = Matcher(s)
-        held = _held(m)
+        m, held, kp_dir = _two_known_images(s)
         assert len(held) == 2
-        kp_dir = m.index_path.with_name(m.index_path.name + ".kp")
         assert json.loads((kp_dir / "manifest.json").read_text())["format"] == FORMAT
         # what an earlier version saved: manifest and records of format 1
         man = json.loads((kp_dir / "manifest.json").read_text())
@@ -150,15 +159,10 @@ def test_an_index_of_the_global_signature_bits_is_rebuilt_with_the_per_word_ones
     from hashwatch.matcher import Matcher
     from hashwatch.robust.vocab import Vocabulary
     from hashwatch.store import Store
-    from test_feed_keypoints import _blob, _entries, _held
+    from test_feed_keypoints import _held
 
     with Store.open(tmp_path / "l.db") as s:
-        s.create_list("k")
-        s.add_entries("k", _entries("a", 1) + _entries("b", 2))
-        s.add_local_features("k", [("a", _blob()), ("b", _blob())])
-        m = Matcher(s)
-        held = _held(m)
-        kp_dir = m.index_path.with_name(m.index_path.name + ".kp")
+        m, held, kp_dir = _two_known_images(s)
         man = json.loads((kp_dir / "manifest.json").read_text())
         assert man["signature_scheme"] == default_vocabulary().sig_scheme == "word"
         # what the earlier version saved: its vocabulary of global bits, no scheme recorded
