@@ -614,8 +614,10 @@ def match_cmd(
                         res.path,
                         m.list,
                         m.ref,
-                        # a keypoint match has no hash distance (-1 in JSON): say what it is
-                        "keypoints" if keypoint else m.signal,
+                        # a keypoint match has no hash distance (-1 in JSON): say what it is,
+                        # with what its keypoints fit (route local/orb:<model>[+mirrored])
+                        (f"keypoints ({m.route.partition(':')[2]})" if ":" in m.route
+                         else "keypoints") if keypoint else m.signal,
                         f"{m.inliers} inliers" if keypoint else str(m.distance),
                         m.category or "",
                         "yes" if m.exact else "no",

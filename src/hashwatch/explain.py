@@ -80,7 +80,9 @@ def _known_words(view: str) -> str:
 _MODEL_WORDS = {
     "similarity": "cropped, scaled or turned",
     "affine": "stretched or sheared",
-    "homography": "in perspective, as a photo of a screen would",
+    # a homography is also what a stretched copy gets when its fit picks up small perspective
+    # terms and passes only as a homography (its minimum is lower than the affine map's)
+    "homography": "stretched or in perspective, as a photo of a screen would",
 }
 
 
