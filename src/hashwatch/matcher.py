@@ -25,7 +25,6 @@ import numpy as np
 from hashwatch import robust
 from hashwatch.index import HammingIndex
 from hashwatch.keypoint_feed import KeypointFeed
-from hashwatch.robust.geometry import describe_transform
 from hashwatch.robust.keypoint_index import KeypointIndex
 from hashwatch.robust.vocab import default_vocabulary
 from hashwatch.signals.vpdq import VPDQ_COMPARED_MATCH_PERCENT, VPDQ_QUERY_MATCH_PERCENT
@@ -192,17 +191,12 @@ def _match_from_entry(
     )
 
 
-def keypoint_route(v: robust.LocalVerdict, known_size: tuple[int, int]) -> str:
+def keypoint_route(v: robust.LocalVerdict) -> str:
     """Route of a keypoint-tier match: ``local/orb``, then ``:`` and what the verified
-    transform is (:func:`hashwatch.robust.geometry.describe_transform`: ``similarity``,
-    ``affine`` or ``homography``, ``+mirrored`` when it reflects), e.g.
-    ``local/orb:homography+mirrored``; plain ``local/orb`` when the verdict kept no transform."""
-    if v.transform is None:
-        return "local/orb"
-    try:
-        return "local/orb:" + describe_transform(v.transform, known_size).tag
-    except ValueError:  # a verified transform is finite and regular; never fail a match on it
-        return "local/orb"
+    transform is (``v.fit``, :func:`hashwatch.robust.geometry.describe_transform`:
+    ``similarity``, ``affine`` or ``homography``, ``+mirrored`` when it reflects), e.g.
+    ``local/orb:homography+mirrored``; plain ``local/orb`` when the verdict has no ``fit``."""
+    return "local/orb" if v.fit is None else "local/orb:" + v.fit.tag
 
 
 def _known_class(variant: str) -> str:
@@ -656,16 +650,12 @@ class Matcher:
                    ) -> dict[int, robust.LocalVerdict]:
             found = kp.search(stage, top=top or KEYPOINT_CANDIDATES)
             cands.extend(found)
-            out: dict[int, robust.LocalVerdict] = {}
-            for c in found:
-                k = kp.features(c.slot)
-                sizes[c.image_id] = k.size
-                out[c.image_id] = robust.verify(stage, k, lambda c=c: known_hashes(c.image_id))
-            return out
+            return {c.image_id: robust.verify(stage, kp.features(c.slot),
+                                              lambda c=c: known_hashes(c.image_id))
+                    for c in found}
 
         # the query's plain, mirrored and small-picture passes, each only when nothing matched
         cands: list[Any] = []
-        sizes: dict[int, tuple[int, int]] = {}
         verdicts = robust.search_in_stages(q, search)
         out = []
         for image_id, v in verdicts.items():
@@ -676,8 +666,7 @@ class Matcher:
             if not entries:
                 continue
             e = next((x for x in entries if x.signal_type == "pdq" and not x.variant), entries[0])
-            out.append(_match_from_entry(e, -1, False, keypoint_route(v, sizes[image_id]),
-                                         v.inliers))
+            out.append(_match_from_entry(e, -1, False, keypoint_route(v), v.inliers))
         return sorted(out, key=lambda m: (-(m.inliers or 0), m.list, m.entry_id))
 
     def query_extras(self) -> Any:

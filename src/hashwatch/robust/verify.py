@@ -12,11 +12,12 @@ pair per query keypoint and one per stored keypoint: the correspondences the exa
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from contextlib import suppress
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from hashwatch.robust.geometry import MODELS, fit_local
+from hashwatch.robust.geometry import MODELS, TransformSummary, describe_transform, fit_local
 from hashwatch.robust.kpcore import hamming_matrix, kept_tests
 from hashwatch.robust.local import (
     LOCAL_KNN,
@@ -40,9 +41,9 @@ class LocalVerdict:
     inliers: int
     sane: bool  # spread and scale of the geometric check
     scene: SceneCheck | None  # None when not run (geometry failed)
-    # the known -> query transform that was judged (3x3, working pixels), None when none was
-    # found; :func:`hashwatch.robust.geometry.describe_transform` says what it is
-    transform: np.ndarray | None = field(default=None, compare=False, repr=False)
+    # what the judged known -> query transform is (:func:`hashwatch.robust.geometry.
+    # describe_transform`), for a passing verdict only: a keypoint match's route names it
+    fit: TransformSummary | None = field(default=None, compare=False, repr=False)
 
     @property
     def checks_pass(self) -> bool:
@@ -125,7 +126,12 @@ def verify(q: LocalFeatures, k: LocalFeatures, known_hashes: Sequence[KnownHash]
                 if scene2.ok:
                     n, sane, scene, m = n2, sane2, scene2, m2
                     break
-    return LocalVerdict(n, sane, scene, m)
+    v = LocalVerdict(n, sane, scene)
+    if v.ok and m is not None:
+        # a verified transform is finite and regular; never fail a match on its description
+        with suppress(ValueError):
+            v = replace(v, fit=describe_transform(m, k.size))
+    return v
 
 
 # The small-picture stage searches each of its boxes alone while nothing matched (a picture
