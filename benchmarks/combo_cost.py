@@ -14,8 +14,10 @@ the machine does not count), decode excluded:
 * the stages of :func:`hashwatch.robust.verify.search_in_stages`, each a nomination by the
   keypoint index plus verification of the nominees (similarity, homography when tried, scene
   check): stage 1 plain pass, stage 2 mirrored pass (only when stage 1 matched nothing), stage
-  3 small-picture pass (only when stages 1-2 matched nothing; includes computing it from the
-  query's view);
+  3 small-picture pass (only when stages 1-2 matched nothing; its features, computed from the
+  query's view, timed apart), stage 4 the mirrored small-picture pass (only when stages 1-3
+  matched nothing; its features timed apart; absent on code before issue 11's mirrored
+  small-picture pass, which this script also runs on: a before/after in two runs);
 * the anchor: stage 1 with the similarity fit alone (the tier as it was).
 """
 
@@ -41,7 +43,7 @@ from hashwatch.robust import local as L  # noqa: E402
 
 cv2.setNumThreads(1)
 KINDS = ["distractor", "mirror+crop", "stretch1.5+crop10", "perspective12", "grid3x3",
-         "pip30-photo"]
+         "pip30-photo", "mirror+grid3x3", "mirror+pip30-photo"]
 
 
 def _cpu(f, *a, **k):  # type: ignore[no-untyped-def]
@@ -70,6 +72,18 @@ def main(argv: list[str] | None = None) -> int:
     hashes = [R.known_signals(p) for p in kpix]
     kp.add_many((i, R.known_local(p)) for i, p in enumerate(kpix))
     timing: list[float] = []
+    # the small-picture passes' features, timed where search_in_stages computes them: (searches
+    # done before, mirrored, CPU ms) per call
+    feats: list[tuple[int, bool, float]] = []
+    V = sys.modules["hashwatch.robust.verify"]  # the module (robust.verify is its function)
+    small_pass = V.small_pass
+
+    def timed_small_pass(q: L.LocalFeatures, **kw: bool) -> L.LocalFeatures:
+        out, ms = _cpu(small_pass, q, **kw)
+        feats.append((len(timing), bool(kw.get("mirror")), ms))
+        return out
+
+    V.small_pass = timed_small_pass
 
     def search(stage: L.LocalFeatures, top: int | None) -> dict[int, R.LocalVerdict]:
         t0 = time.process_time()
@@ -100,19 +114,19 @@ def main(argv: list[str] | None = None) -> int:
             _, t_mirror = _cpu(L._query_pass, np.ascontiguousarray(img[:, ::-1]), mb, 4)
             q = R.query_local(img, boxes)
             timing.clear()
-            t0 = time.process_time()
+            feats.clear()
             v = R.search_in_stages(q, search)
-            t_all = 1000 * (time.process_time() - t0)
             # the searches in call order: stage 1, stage 2 when the query has a mirrored
-            # pass, then stage 3's (its boxes together, then boxes alone while nothing matched)
+            # pass, then stage 3's (its boxes together, then boxes alone while nothing
+            # matched), then stage 4's (the mirrored small-picture pass, the same way)
             a_, b_ = L.mirrored_rows(q)
             n12 = 2 if b_ > a_ else 1
+            at4 = next((i for i, m, _ in feats if m), len(timing))
             st = [timing[0] if timing else 0.0,
                   timing[1] if n12 == 2 and len(timing) > 1 else 0.0,
-                  float(sum(timing[n12:]))]
-            # the small-picture features are computed inside stage 3: whatever the searches
-            # did not spend
-            t_small = max(0.0, t_all - sum(timing)) if len(timing) > n12 else 0.0
+                  float(sum(timing[n12:at4])), float(sum(timing[at4:]))]
+            t_small = sum(ms for _, m, ms in feats if not m)
+            t_msmall = sum(ms for _, m, ms in feats if m)
             keep = G.LOCAL_MIN_INLIERS_HOMOGRAPHY, G.LOCAL_MIN_INLIERS_AFFINE
             G.LOCAL_MIN_INLIERS_HOMOGRAPHY = G.LOCAL_MIN_INLIERS_AFFINE = 10**9
             try:
@@ -126,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
                               ("mirrored pass", t_mirror), ("stage 1 (plain)", st[0]),
                               ("stage 2 (mirrored)", st[1]), ("small-pass features", t_small),
                               ("stage 3 (small)", st[2]),
+                              ("mirrored small-pass features", t_msmall),
+                              ("stage 4 (mirrored small)", st[3]),
                               ("anchor stage", t_anchor)):
                 acc.setdefault(name, []).append(val)
         rows.append((kind, {k: float(np.mean(x)) for k, x in acc.items()}, found))

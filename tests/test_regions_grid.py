@@ -61,13 +61,38 @@ def test_a_grid_cell_is_hashed_and_matches_its_known_picture() -> None:
     fillers = [_picture(300, 400, s) for s in range(80, 96)]
     q = apply_edit("grid3x3", pic, seed=0, key=3, fillers=fillers)
     views = R.query_signals(q)
-    assert sum(v.variant.startswith("cell") for v in views) == 9
-    assert R.query_class("cell4") == "region"
+    assert sum(v.variant.startswith("cell") and ":" not in v.variant for v in views) == 9
+    assert R.query_class("cell4") == "region" and R.query_class("cell4:fliph") == "region"
     hit = R.hash_match(views, R.known_signals(pic))
     assert hit is not None and hit[1].startswith("cell"), hit
     # the same grid without the picture matches nothing
     other = apply_edit("grid3x3", _picture(300, 300, 8), seed=0, key=3, fillers=fillers)
     assert R.hash_match(R.query_signals(other), R.known_signals(pic)) is None
+
+
+def test_a_mirrored_grid_cell_or_pasted_picture_matches_through_its_mirrored_hash() -> None:
+    """Each cell, region and pasted picture is also hashed mirrored ("cell4:fliph"), query
+    side only: a mirrored picture inside a grid or pasted on a background meets its known
+    picture's stored hashes, which its unmirrored cell hash does not."""
+    pic = _picture(300, 300, 7)
+    fillers = [_picture(300, 400, s) for s in range(80, 96)]
+    q = apply_edit("mirror+grid3x3", pic, seed=0, key=5, fillers=fillers)  # no gutter
+    views = R.query_signals(q)
+    plain = [v for v in views if v.variant.startswith("cell") and ":" not in v.variant]
+    mirrored = [v for v in views if v.variant.startswith("cell") and v.variant.endswith(":fliph")]
+    assert len(plain) == len(mirrored) == 9
+    known = R.known_signals(pic)
+    assert R.hash_match(plain, known) is None
+    hit = R.hash_match(mirrored, known)
+    assert hit is not None and hit[1].startswith("cell"), hit
+    hit = R.hash_match(views, known)  # (a rectangle may hold the same cell)
+    assert hit is not None and hit[1].endswith(":fliph"), hit
+    # a mirrored picture pasted onto a busy background: its rectangle's mirrored hash
+    img, (y0, y1, x0, x1) = _pasted(7, 0.45, 0.5, 0.5, False)
+    img = img.copy()
+    img[y0:y1, x0:x1] = img[y0:y1, x0:x1][:, ::-1]
+    hit = R.hash_match(R.query_signals(img), R.known_signals(_picture(y1 - y0, x1 - x0, 8)))
+    assert hit is not None and hit[1].startswith("rect") and hit[1].endswith(":fliph"), hit
 
 
 def _scene(seed: int, w: int = 640, h: int = 480) -> np.ndarray:
@@ -203,7 +228,13 @@ def test_the_small_picture_pass_is_searched_together_then_box_by_box() -> None:
     matches."""
     from hashwatch.robust.local import small_pass, small_stages
     from hashwatch.robust.scene import SceneCheck
-    from hashwatch.robust.verify import SMALL_BOX_NOMINEES, LocalVerdict, search_in_stages
+    from hashwatch.robust.verify import (
+        MIRRORED_BOXES_ALONE,
+        MIRRORED_TOGETHER,
+        SMALL_BOX_NOMINEES,
+        LocalVerdict,
+        search_in_stages,
+    )
 
     img, _ = _pasted(7, 0.3, 0.5, 0.5, False)
     q = R.query_local(img)
@@ -216,9 +247,15 @@ def test_the_small_picture_pass_is_searched_together_then_box_by_box() -> None:
     search_in_stages(q, nothing)
     parts = small_stages(small_pass(q))
     assert len(parts) >= 2  # the boxes together, then the rectangle(s) alone
-    assert [n for n, _ in seen[2:]] == [len(p.desc) for p in parts]
+    assert [n for n, _ in seen[2:2 + len(parts)]] == [len(p.desc) for p in parts]
+    # then the mirrored small-picture pass: its boxes together, then (some of) its boxes alone
+    mparts = small_stages(small_pass(q, mirror=True))
+    assert mparts[0].extra["together"] and not any(p.extra["together"] for p in mparts[1:])
+    mparts = mparts[:1 + MIRRORED_BOXES_ALONE]
+    assert [n for n, _ in seen[2 + len(parts):]] == [len(p.desc) for p in mparts]
     # whole stages and the boxes together: the caller's own nominee count; boxes alone: fewer
-    assert [t for _, t in seen] == [None] * 3 + [SMALL_BOX_NOMINEES] * (len(parts) - 1)
+    assert [t for _, t in seen] == [None] * 3 + [SMALL_BOX_NOMINEES] * (len(parts) - 1) + [
+        MIRRORED_TOGETHER] + [SMALL_BOX_NOMINEES] * (len(mparts) - 1)
 
     calls: list[int] = []
 
@@ -254,5 +291,52 @@ def test_a_query_verifies_at_most_the_nominee_ceiling() -> None:
         return {len(verified) * 100 + i: LocalVerdict(3, False, None) for i in range(n)}
 
     search_in_stages(q, none_match)
-    assert len(verified) == 3 + SMALL_BOXES_ALONE
-    assert sum(verified) == nominee_ceiling(8)
+    # plain, mirrored, the boxes together, 8 boxes alone, the mirrored boxes together, 4 alone
+    assert len(verified) == 3 + SMALL_BOXES_ALONE + 1 + 4
+    assert sum(verified) == nominee_ceiling(8) == 40
+
+    # the ceiling is a hard cap, not only the plan's sum: with more nominees per box than the
+    # plan the ceiling allows (as if the constant were raised alone), the searches stop at 40
+    import sys
+
+    V = sys.modules["hashwatch.robust.verify"]
+    verified.clear()
+    keep = V.SMALL_BOX_NOMINEES
+    V.SMALL_BOX_NOMINEES = 5
+    try:
+        assert V.nominee_ceiling(8) == 88
+        search_in_stages(q, none_match, top=8)
+        assert sum(verified) == 88
+        verified.clear()
+        V.nominee_ceiling = lambda top: 40  # type: ignore[attr-defined]
+        search_in_stages(q, none_match, top=8)
+    finally:
+        V.SMALL_BOX_NOMINEES = keep
+        V.nominee_ceiling = nominee_ceiling
+    assert sum(verified) == 40 and verified[-1] == 1
+
+
+def test_a_match_on_part_of_the_frame_lets_the_next_stages_search() -> None:
+    """A keypoint match covering under PART_OF_FRAME of the query's frame (one known picture of
+    a collage) does not end the search: the mirrored stage still runs (a mirrored picture
+    beside it); a match covering the frame does end it."""
+    from hashwatch.robust.scene import SceneCheck
+    from hashwatch.robust.verify import PART_OF_FRAME, LocalVerdict, search_in_stages
+
+    img, _ = _pasted(7, 0.3, 0.5, 0.5, False)
+    q = R.query_local(img)
+    for share, stages in ((0.2, 2), (0.9, 1), (None, 1)):
+        calls: list[int] = []
+
+        def first_matches(stage: R.LocalFeatures, top: int | None, share: float | None = share,
+                          calls: list[int] = calls) -> dict[int, LocalVerdict]:
+            calls.append(len(stage.desc))
+            if len(calls) == 1:
+                return {1: LocalVerdict(40, True, SceneCheck(0, 1.0, 20), frame_share=share)}
+            if len(calls) == 2:  # the mirrored stage finds another picture: a whole-frame one
+                return {2: LocalVerdict(40, True, SceneCheck(0, 1.0, 20), frame_share=1.0)}
+            return {}
+
+        out = search_in_stages(q, first_matches)
+        assert len(calls) == stages and set(out) == {1, 2}.intersection(range(1, stages + 1))
+        assert (share is None or share >= PART_OF_FRAME) == out[1].whole_frame

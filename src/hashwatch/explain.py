@@ -49,9 +49,10 @@ def _query_words(view: str) -> tuple[str, str]:
     if base.startswith("cell"):
         n = base[len("cell"):]
         return "pdq_region", "one picture of a grid of pictures in the file" + (
-            f" (cell {int(n) + 1})" if n.isdigit() else "")
+            f" (cell {int(n) + 1})" if n.isdigit() else "") + (f", {turn_words}" if turn else "")
     if base.startswith("rect"):
-        return "pdq_region", "a picture pasted onto another picture in the file"
+        return "pdq_region", "a picture pasted onto another picture in the file" + (
+            f", {turn_words}" if turn else "")
     if base.startswith("derot"):
         m = re.match(r"derot([+-]?\d+(?:\.\d+)?)", base)
         deg = m.group(1) if m else "?"

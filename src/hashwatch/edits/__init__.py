@@ -156,6 +156,11 @@ def _combined() -> list[Edit]:
     for dark in (False, True):
         e.append(Edit(f"screenshot-small-{'dark' if dark else 'light'}", "screenshot-small",
                       _screenshot(dark, width=(0.3, 0.42), others=1), fillers=1))
+    # a flipped or turned picture that fills part of the frame (issue 11: a mirrored cell or
+    # pasted picture was never found); appended last, so the edits above keep their partners
+    # and fillers (drawn by the edit's place in the suite)
+    e += [Edit(n, "orient-part", fn, partners=p, fillers=f)
+          for n, fn, p, f in C.orientation_part_combos()]
     return e
 
 

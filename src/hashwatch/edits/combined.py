@@ -8,7 +8,9 @@
 * picture-in-picture: the picture fitted into 60/45/30% of the frame's width and height, pasted
   onto a generated busy background or a photograph;
 * a small picture (30-42% of the screen width) in light and dark chat screenshots, beside
-  another picture.
+  another picture;
+* a mirrored (or flipped, or turned) picture as one cell of a 3x3 grid or a 2x2 collage, or
+  fitted into 45/30% of a generated or photographic frame.
 
 Grid cells, photographic backgrounds and the other picture of a screenshot are *fillers*:
 pictures the caller passes in (``apply_edit(..., fillers=...)``). The evaluation draws them from
@@ -31,6 +33,7 @@ from hashwatch.edits.single import (
     Pixels,
     _arr,
     _border_frame,
+    _collage,
     _colour,
     _cover,
     _crop_offset,
@@ -221,4 +224,24 @@ def orientation_combos() -> list[tuple[str, str, EditFn]]:
         out.append((f"{o}+crop", "orient-crop", chain(turn, _crop_offset(0.08), jpeg(80))))
         out.append((f"{o}+border", "orient-border", chain(turn, _border_frame)))
         out.append((f"{o}+stretch", "orient-stretch", chain(turn, stretch(1.3))))
+    return out
+
+
+def orientation_part_combos() -> list[tuple[str, EditFn, int, int]]:
+    """(name, fn, partners, fillers) for a flipped or turned picture that fills part of the
+    frame: mirrored as one cell of a 3x3 grid (fillers in the other cells) and of a 2x2
+    collage (three other known pictures, unmirrored), mirrored and fitted into 45% and 30% of
+    a generated or photographic frame; a vertical flip at 45% of a generated frame and a
+    quarter turn in a 3x3 grid."""
+    out: list[tuple[str, EditFn, int, int]] = []
+    for o, part, fn, partners, fillers in (
+            ("mirror", "grid3x3", grid(3, 200), 0, 8),
+            ("mirror", "collage4", _collage(4, 6), 3, 0),
+            ("mirror", "pip45-generated", picture_in_picture(0.45, photo=False), 0, 0),
+            ("mirror", "pip45-photo", picture_in_picture(0.45, photo=True), 0, 1),
+            ("mirror", "pip30-generated", picture_in_picture(0.30, photo=False), 0, 0),
+            ("mirror", "pip30-photo", picture_in_picture(0.30, photo=True), 0, 1),
+            ("flip", "pip45-generated", picture_in_picture(0.45, photo=False), 0, 0),
+            ("rot90", "grid3x3", grid(3, 200), 0, 8)):
+        out.append((f"{o}+{part}", chain(_transpose(ORIENTATIONS[o]), fn), partners, fillers))
     return out

@@ -281,10 +281,17 @@ def _concat(parts: Sequence[LocalFeatures], size: tuple[int, int],
                          np.concatenate([p.desc for p in parts]), size, extra, ang, oct_)
 
 
-def small_pass(q: LocalFeatures) -> LocalFeatures:
+def small_pass(q: LocalFeatures, *, mirror: bool = False) -> LocalFeatures:
     """The small-picture pass of a query, from its grey working picture (``q.extra["view"]``):
     :func:`_small_pass` over :func:`small_boxes`; positions in ``q``'s frame, all rows marked
-    as tile rows. Empty when the picture is smaller than TILE_MIN_SIDE."""
+    as tile rows. Empty when the picture is smaller than TILE_MIN_SIDE.
+
+    ``mirror``: the same boxes, each box's pixels mirrored left to right before ORB (a
+    mirrored picture pasted into a bigger frame: ORB is not invariant to reflection), the
+    positions mapped back to the unmirrored frame and all rows marked as mirrored rows instead
+    (the geometric check fits them in the mirrored frame, as the whole picture's mirrored
+    pass). Same box order and box counts (``extra["groups"]``); costs a second ORB over the
+    boxes, the boxes themselves are found once per call."""
     view = q.extra.get("view")
     if not isinstance(view, np.ndarray):
         raise ValueError("query features carry no view: use query_local()")
@@ -298,7 +305,13 @@ def small_pass(q: LocalFeatures) -> LocalFeatures:
         for r in q.extra.get("rects", ()):  # type: ignore[attr-defined]
             if all(_iou(r, b) <= RECT_REGION_IOU for b in [*boxes, *more]):
                 more.append(tuple(r))  # type: ignore[arg-type]
-    out = _small_pass(view, q.size, boxes + more)
+    if mirror:
+        w = view.shape[1]
+        out = _small_pass(np.ascontiguousarray(view[:, ::-1]), q.size,
+                          [(y0, y1, w - x1, w - x0) for y0, y1, x0, x1 in boxes + more])
+        out.xy[:, 0] = (q.size[0] - 1) - out.xy[:, 0]
+    else:
+        out = _small_pass(view, q.size, boxes + more)
     groups = out.extra["groups"]
     # the tiles are searched only together with the rest: alone, none found a picture the
     # boxes together had missed (BENCHMARKS.md, issue 11, fourth round), and each search
@@ -306,8 +319,11 @@ def small_pass(q: LocalFeatures) -> LocalFeatures:
     tiles = _tiles(*view.shape[:2])
     n_tiles = len(tiles) if len(boxes) >= len(tiles) and boxes[-len(tiles):] == tiles else 0
     alone = [not (len(boxes) - n_tiles <= i < len(boxes)) for i in range(len(groups))]
-    out.extra.update({"view": view, "tiles": len(out.desc), "alone": alone,
+    out.extra.update({"view": view, "alone": alone,
                       "merged": int(sum(groups[:len(boxes)]))})  # type: ignore[call-overload]
+    # plain: all rows are tile rows; mirrored: all rows are mirrored rows (mirrored_rows)
+    out.extra.update({"tiles": 0, "mirrored": len(out.desc)} if mirror else
+                     {"tiles": len(out.desc)})
     return out
 
 
@@ -336,6 +352,8 @@ def small_stages(stage: LocalFeatures) -> list[LocalFeatures]:
         f = subset(stage, np.arange(a, b))
         for key in ("groups", "merged", "alone"):
             f.extra.pop(key, None)
+        # the boxes together (the first search), not one box alone
+        f.extra["together"] = bool(merged) and (a, b) == (0, merged) and not out
         out.append(f)
     return out
 

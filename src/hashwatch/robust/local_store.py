@@ -89,11 +89,12 @@ class LocalStore:
         each run only when the ones before matched nothing, the better verdict kept per known
         image: the query's plain pass (whole picture and regions: the search as it was), its
         mirrored pass, and (with ``small``) the small-picture pass (grid cells, pictures in a
-        bigger frame; computed from the query's view unless the query carries it); see
+        bigger frame; computed from the query's view unless the query carries it) and its
+        mirrored twin; see
         :func:`hashwatch.robust.verify.search_in_stages`."""
         return search_in_stages(
             q, lambda f, t: self._stage(f, known_hashes, t or top, min_votes, scene_all),
-            small=small)
+            small=small, top=top)
 
     def _stage(self, q: LocalFeatures, known_hashes: Callable[[int], Sequence[KnownHash]],
                top: int, min_votes: int, scene_all: bool) -> dict[int, LocalVerdict]:

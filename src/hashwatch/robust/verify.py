@@ -44,6 +44,16 @@ class LocalVerdict:
     # what the judged known -> query transform is (:func:`hashwatch.robust.geometry.
     # describe_transform`), for a passing verdict only: a keypoint match's route names it
     fit: TransformSummary | None = field(default=None, compare=False, repr=False)
+    # share of the query's frame the known picture covers (its area mapped by the transform,
+    # at most 1), for a passing verdict only: under PART_OF_FRAME it is one picture among
+    # others (a collage cell), and the later stages still search the rest of the frame
+    frame_share: float | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def whole_frame(self) -> bool:
+        """A match that covers at least PART_OF_FRAME of the query's frame (or whose share is
+        unknown): later stages of :func:`search_in_stages` are not needed after it."""
+        return self.ok and (self.frame_share is None or self.frame_share >= PART_OF_FRAME)
 
     @property
     def checks_pass(self) -> bool:
@@ -130,26 +140,45 @@ def verify(q: LocalFeatures, k: LocalFeatures, known_hashes: Sequence[KnownHash]
     if v.ok and m is not None:
         # a verified transform is finite and regular; never fail a match on its description
         with suppress(ValueError):
-            v = replace(v, fit=describe_transform(m, k.size))
+            fit = describe_transform(m, k.size)
+            share = fit.scale ** 2 * k.size[0] * k.size[1] / max(1, q.size[0] * q.size[1])
+            v = replace(v, fit=fit, frame_share=min(1.0, share))
     return v
 
 
 # The small-picture stage searches each of its boxes alone while nothing matched (a picture
-# filling a tenth of the frame gets few of the votes of a search over a dozen boxes). Every
+# filling a tenth of the frame gets few of the votes of a search over a dozen boxes), then, while
+# still nothing matched, the mirrored small-picture pass: its boxes together, then each mirrored
+# box alone (a mirrored picture in a grid, a collage or pasted on a photograph; issue 11). Every
 # nominee verified is a chance for a false match, so the stage's nominees are bounded: at most
-# SMALL_BOXES_ALONE boxes alone, each verifying its SMALL_BOX_NOMINEES best-voted nominees.
-# Against 60 known images every picture a box alone found was that box's first nominee
-# (BENCHMARKS.md, issue 10, "The small-picture stage's nominees bounded").
+# SMALL_BOXES_ALONE boxes alone and MIRRORED_BOXES_ALONE mirrored ones, each verifying its
+# SMALL_BOX_NOMINEES best-voted nominees, and MIRRORED_TOGETHER nominees of the mirrored boxes
+# together. Against 60 known images 35 of the 36 pictures a box alone found were that box's
+# first nominee, 1 its second (BENCHMARKS.md, issue 10, "The small-picture stage's nominees
+# bounded"): the second nominee per box went to the mirrored pass so that the ceiling stays 40
+# (BENCHMARKS.md, issue 11, "Mirrored pictures that fill part of the frame").
 SMALL_BOXES_ALONE = 8
-SMALL_BOX_NOMINEES = 2
+SMALL_BOX_NOMINEES = 1
+MIRRORED_TOGETHER = 4
+MIRRORED_BOXES_ALONE = 4
+
+
+# A keypoint match covering less than this share of the query's frame is one picture among
+# others (a 2x2 collage cell covers ~0.23, one picture of two side by side ~0.5): the next
+# stages still run after it (a mirrored picture beside unmirrored known ones in a collage must
+# not be lost because they matched first), inside the same nominee ceiling.
+PART_OF_FRAME = 0.5
 
 
 def nominee_ceiling(top: int) -> int:
     """The most (stage, nominee) pairs one query's :func:`search_in_stages` verifies when each
     whole stage verifies ``top`` nominees: plain, mirrored and the small-picture boxes
-    together (3 x ``top``), then SMALL_BOXES_ALONE boxes alone of SMALL_BOX_NOMINEES each. The
-    per-query false-match rate is this times the per-pair rate (a union bound)."""
-    return 3 * top + SMALL_BOXES_ALONE * SMALL_BOX_NOMINEES
+    together (3 x ``top``), SMALL_BOXES_ALONE boxes alone of SMALL_BOX_NOMINEES each, the
+    mirrored boxes together (MIRRORED_TOGETHER) and MIRRORED_BOXES_ALONE mirrored boxes alone
+    (40 at ``top`` 8). The per-query false-match rate is this times the per-pair rate (a union
+    bound); :func:`search_in_stages` also holds it as a hard cap."""
+    return 3 * top + MIRRORED_TOGETHER + (SMALL_BOXES_ALONE + MIRRORED_BOXES_ALONE) * \
+        SMALL_BOX_NOMINEES
 
 
 def _better(a: LocalVerdict, b: LocalVerdict) -> bool:
@@ -158,10 +187,12 @@ def _better(a: LocalVerdict, b: LocalVerdict) -> bool:
 
 def search_in_stages(q: LocalFeatures,
                      search: Callable[[LocalFeatures, int | None], dict[int, LocalVerdict]],
-                     *, small: bool = True) -> dict[int, LocalVerdict]:
-    """Run a keypoint search (``search(features, top)``: known id -> verdict for the ``top``
-    best-voted nominees, nomination and verification; ``top`` None: the caller's own count)
-    over the query's passes as stages, each only when the ones before matched nothing,
+                     *, small: bool = True, top: int = 8) -> dict[int, LocalVerdict]:
+    """Run a keypoint search (``search(features, n)``: known id -> verdict for the ``n``
+    best-voted nominees, nomination and verification; ``n`` None: the caller's own count,
+    which must be ``top``) over the query's passes as stages, each only when the ones before
+    matched nothing or only pictures that fill part of the frame (less than PART_OF_FRAME:
+    :attr:`LocalVerdict.whole_frame`; a collage of known pictures, one of them mirrored),
     keeping the better verdict per known image:
 
     1. the plain pass (whole picture and regions): the search as it was. The mirrored pass is
@@ -173,31 +204,64 @@ def search_in_stages(q: LocalFeatures,
        (:func:`hashwatch.robust.local.small_pass`), so queries matched earlier never pay it;
        searched as :func:`hashwatch.robust.local.small_stages` gives it (its boxes together,
        then, while nothing matched, each box alone: the first SMALL_BOXES_ALONE boxes, each
-       with ``top`` SMALL_BOX_NOMINEES; see :func:`nominee_ceiling`)."""
+       with SMALL_BOX_NOMINEES nominees);
+    4. with ``small`` and a grey working picture, the mirrored small-picture pass
+       (``small_pass(q, mirror=True)``, computed only now): its boxes together
+       (MIRRORED_TOGETHER nominees), then the first MIRRORED_BOXES_ALONE boxes alone
+       (SMALL_BOX_NOMINEES each).
+
+    Within the small-picture stages, the boxes alone stop at the stage's first match. The
+    nominees verified over all stages never exceed :func:`nominee_ceiling` (``top``): the
+    counts asked for are capped by what is left of it."""
     t, n = tile_count(q), len(q.desc)
     a, b = mirrored_rows(q)
     stages: list[LocalFeatures | None] = [subset(q, np.arange(a))]
     if b > a:
         stages.append(subset(q, np.arange(a, b)))
+    view = isinstance(q.extra.get("view"), np.ndarray)
     if small:
         stages.append(subset(q, np.arange(n - t, n)) if t else None)
+        if view:
+            stages.append(None)  # the mirrored small-picture pass, computed when reached
+    left = nominee_ceiling(top)
     out: dict[int, LocalVerdict] = {}
     for i, stage in enumerate(stages):
-        if i and any(v.ok for v in out.values()):
+        # a later stage runs while nothing matched, or only pictures that fill part of the
+        # frame did (LocalVerdict.whole_frame)
+        if i and any(v.whole_frame for v in out.values()):
             break
+        small_stage = small and i >= len(stages) - 1 - view
+        mirror = small and view and i == len(stages) - 1
         if stage is None:
-            if not isinstance(q.extra.get("view"), np.ndarray):
+            if not view:
                 break
-            stage = small_pass(q)
+            stage = small_pass(q, mirror=mirror)
         if len(stage.desc) == 0:
             continue
-        # the small-picture pass: its boxes together, then each on its own (small_stages)
-        parts = small_stages(stage)[:1 + SMALL_BOXES_ALONE] if small and i == len(stages) - 1 \
-            else [stage]
-        for j, part in enumerate(parts):
-            if j and any(v.ok for v in out.values()):
+        # the small-picture passes: boxes together, then each on its own (small_stages)
+        parts, wants = [stage], [None]
+        if small_stage:
+            parts = small_stages(stage)
+            together = bool(parts) and bool(parts[0].extra.get("together"))
+            if mirror:
+                parts = parts[:int(together) + MIRRORED_BOXES_ALONE]
+                wants = [MIRRORED_TOGETHER if j == 0 and together else SMALL_BOX_NOMINEES
+                         for j in range(len(parts))]
+            else:
+                parts = parts[:1 + SMALL_BOXES_ALONE]
+                wants = [None if j == 0 else SMALL_BOX_NOMINEES for j in range(len(parts))]
+        before = {k for k, v in out.items() if v.ok}
+        for j, (part, want) in enumerate(zip(parts, wants, strict=True)):
+            # a stage's own searches (boxes alone) stop at its first match
+            if j and any(v.ok for k, v in out.items() if k not in before):
                 break
-            for kid, v in search(part, SMALL_BOX_NOMINEES if j else None).items():
+            need = top if want is None else want
+            if left <= 0:
+                return out
+            if need > left:
+                want = need = left
+            left -= need
+            for kid, v in search(part, want).items():
                 if kid not in out or _better(v, out[kid]):
                     out[kid] = v
     return out

@@ -37,6 +37,9 @@ KNOWN_CROP_SCALES: tuple[float, ...] = (0.9, 0.8, 0.7, 0.6, 0.5)
 # The views a known image may store, by their variant names ("full" is stored as "").
 KNOWN_VIEWS: tuple[str, ...] = ("full", "trim",
                                 *(f"crop{round(s * 100)}" for s in KNOWN_CROP_SCALES))
+# Suffix of a region, cell or pasted picture's mirrored hash ("cell4:fliph"): pdqhash's name
+# for the left-right flip among its dihedral hashes.
+MIRROR_SUFFIX = ":fliph"
 # Query de-rotations in degrees (PDQ tolerates about 1 degree).
 QUERY_DEROTATIONS: tuple[float, ...] = (-4.0, -2.0, 2.0, 4.0)
 # Centred crops of the query's (trimmed) picture, fraction of each side kept (class "qcrop").
@@ -96,9 +99,11 @@ def query_signals(pixels: np.ndarray, *, regions: bool = True, derotate: bool = 
     of pictures (:func:`~hashwatch.robust.regions.query_cells`, "cell<i>") and pictures pasted
     onto a busy background (:func:`~hashwatch.robust.regions.query_rectangles`, "rect<i>")
     are hashed too, route class "region" (``rects``: those rectangles already found, else
-    they are found here). ``crops``: also the query crops
-    (:data:`QUERY_CROP_SCALES`), turned crops (:data:`QUERY_TURNED_CROPS`,
-    :data:`QUERY_TURNS_EXPANDED`) and each region's centred square."""
+    they are found here); each region, cell and rectangle also mirrored
+    ("region<i>:fliph", ...: a mirrored picture inside a collage or pasted on a photo).
+    ``crops``: also the query crops (:data:`QUERY_CROP_SCALES`), turned crops
+    (:data:`QUERY_TURNED_CROPS`, :data:`QUERY_TURNS_EXPANDED`) and each region's centred
+    square."""
     codes, q = _pdq_dihedral(_check(pixels))
     out = [QueryHash("full", codes[0], q)]
     p = _work(pixels)
@@ -117,9 +122,7 @@ def query_signals(pixels: np.ndarray, *, regions: bool = True, derotate: bool = 
             boxes = query_regions(pixels)
         for i, (ry0, ry1, rx0, rx1) in enumerate(boxes):
             rp = _work(pixels[ry0:ry1, rx0:rx1])
-            rc, rq = _pdq(rp)
-            if rq >= MIN_QUALITY:
-                out.append(QueryHash(f"region{i}", rc, rq))
+            out += _plain_and_mirrored(f"region{i}", rp)
             if crops and rp.shape[0] != rp.shape[1]:
                 rc, rq = _pdq(_square(rp))
                 if rq >= MIN_QUALITY:
@@ -130,9 +133,7 @@ def query_signals(pixels: np.ndarray, *, regions: bool = True, derotate: bool = 
                             ("rect", query_rectangles(pixels, list(boxes))
                              if rects is None else rects)):
             for i, (ry0, ry1, rx0, rx1) in enumerate(found):
-                rc, rq = _pdq(_work(pixels[ry0:ry1, rx0:rx1]))
-                if rq >= MIN_QUALITY:
-                    out.append(QueryHash(f"{name}{i}", rc, rq))
+                out += _plain_and_mirrored(f"{name}{i}", _work(pixels[ry0:ry1, rx0:rx1]))
     if derotate:
         for a in QUERY_DEROTATIONS:
             rc, rq = _pdq(_rotate(core, a))
@@ -141,6 +142,23 @@ def query_signals(pixels: np.ndarray, *, regions: bool = True, derotate: bool = 
     if crops:
         out += _query_crops(core)
     return out
+
+
+# Index of the left-right mirror among pdqhash's dihedral hashes (_DIHEDRAL's names).
+_MIRROR = _DIHEDRAL.index(MIRROR_SUFFIX)
+
+
+def _plain_and_mirrored(variant: str, p: np.ndarray) -> list[QueryHash]:
+    """PDQ of a region, grid cell or pasted picture ``p`` as ``variant`` and of its left-right
+    mirror as ``variant`` + :data:`MIRROR_SUFFIX` (quality < 50 left out): a mirrored picture
+    pasted into a bigger frame meets its known hashes through the second. Both come from one
+    DCT (pdqhash's dihedral hashes). Query side only, so no index bytes; it doubles the
+    region-class hashes a query compares (BENCHMARKS.md, issue 11, "mirrored pictures that
+    fill part of the frame")."""
+    codes, q = _pdq_dihedral(p)
+    if q < MIN_QUALITY:
+        return []
+    return [QueryHash(variant, codes[0], q), QueryHash(variant + MIRROR_SUFFIX, codes[_MIRROR], q)]
 
 
 def _query_crops(core: np.ndarray) -> list[QueryHash]:
