@@ -608,7 +608,8 @@ def _extrapolate(noms: dict[int, float], tails: dict[int, dict[str, dict[int, fl
     print(f"\n### Extrapolated to {target:,} known images (sizes {sizes})\n")
     print(f"- nominees verified per unmatched query: {[round(noms[n], 2) for n in sizes]} -> "
           f"{nom_t:.2f} (power law exponent {nom_b:.3f}); at most {cap} (nominee_ceiling: 3 "
-          f"stages x {KEYPOINT_CANDIDATES} and the small-picture boxes alone), the figure used "
+          f"stages x {KEYPOINT_CANDIDATES}, the small-picture boxes alone and the mirrored "
+          f"small-picture stage), the figure used "
           f"below")
     last = scene_p[sizes[-1]]
     for k in needs:

@@ -3,6 +3,11 @@ small pictures inside a bigger frame (issue 11)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -189,15 +194,13 @@ def test_query_passes_survive_the_worker_to_matcher_encoding() -> None:
     assert R.encode_local(k).startswith(R._LOCAL_MAGIC)
 
 
-def test_combined_edits_through_the_matcher_and_its_keypoint_index(tmp_path) -> None:
-    """The product path: known images added with their keypoints to a list, the keypoint index
-    nominates, the stages verify: a mirrored crop (mirrored pass) and a picture in a 3 x 3 grid
-    (small-picture pass, computed by the matcher from the query's view) are found, a stranger's
-    grid is not."""
+@contextmanager
+def _demo_matcher(tmp_path: Path) -> Iterator[tuple[list[Path], list[np.ndarray], Any]]:
+    """(the 6 demo pictures' paths, their pixels, a Matcher over a list holding the first 4
+    with their keypoints: the product path)."""
     from PIL import Image
 
     from hashwatch.demo import demo_images
-    from hashwatch.explain import explain
     from hashwatch.hashing import hash_file
     from hashwatch.lists import add_records
     from hashwatch.matcher import Matcher
@@ -208,7 +211,20 @@ def test_combined_edits_through_the_matcher_and_its_keypoint_index(tmp_path) -> 
     with Store.open(tmp_path / "c.db") as s:
         s.create_list("known")
         add_records(s, "known", [hash_file(p, extras=R.known_extras) for p in imgs[:4]])
-        m = Matcher(s)
+        yield imgs, pics, Matcher(s)
+
+
+def test_combined_edits_through_the_matcher_and_its_keypoint_index(tmp_path) -> None:
+    """The product path: known images added with their keypoints to a list, the keypoint index
+    nominates, the stages verify: a mirrored crop (mirrored pass) and a picture in a 3 x 3 grid
+    (small-picture pass, computed by the matcher from the query's view) are found, a stranger's
+    grid is not."""
+    from PIL import Image
+
+    from hashwatch.explain import explain
+    from hashwatch.hashing import hash_file
+
+    with _demo_matcher(tmp_path) as (imgs, pics, m):
         cases = {
             "mirror+crop": apply_edit("mirror+crop", pics[1], seed=0, key=1),
             "grid3x3": apply_edit("grid3x3", pics[2], seed=0, key=2, fillers=FILLERS),
@@ -312,18 +328,9 @@ def test_mirrored_pictures_in_part_of_the_frame_through_the_matcher(tmp_path) ->
     often it does is the eval's figure, BENCHMARKS.md issue 11.)"""
     from PIL import Image
 
-    from hashwatch.demo import demo_images
     from hashwatch.hashing import hash_file
-    from hashwatch.lists import add_records
-    from hashwatch.matcher import Matcher
-    from hashwatch.store import Store
 
-    imgs = demo_images()[:6]
-    pics = [np.asarray(Image.open(p).convert("RGB")) for p in imgs]
-    with Store.open(tmp_path / "c.db") as s:
-        s.create_list("known")
-        add_records(s, "known", [hash_file(p, extras=R.known_extras) for p in imgs[:4]])
-        m = Matcher(s)
+    with _demo_matcher(tmp_path) as (imgs, pics, m):
         cases = [("mirror+grid3x3", 1, {}, "local/orb:similarity+mirrored"),
                  ("mirror+collage4", 1, {"partners": [pics[5], pics[2], pics[4]]},
                   "local/orb:similarity+mirrored"),
