@@ -693,7 +693,7 @@ def eval_cmd(
         help="Include partner mode: the list's CSV export imported into a fresh database, "
         "hash tier only.")] = True,
     quick: Annotated[bool, typer.Option(
-        "--quick", help="A small run: 40 known images, 25 edits (one or two per family), "
+        "--quick", help="A small run: 40 known images, 26 edits (one or two per family), "
         "300 distractors; options given explicitly still win.")] = False,
     out_dir: Annotated[Path, typer.Option("--out", help="Report folder.")] = Path("eval-out"),
 ) -> None:

@@ -160,6 +160,7 @@ QUICK_EDITS: tuple[str, ...] = (
     "rot90", "rotate5", "border-white10", "letterbox9:16", "caption-bar", "screenshot-dark",
     "side-by-side", "collage4", "grey", "resize0.25", "aspect1.3w", "png",
     "mirror+crop", "stretch1.5+crop10", "perspective12", "grid3x3", "pip45-photo",
+    "mirror+pip45-photo",
 )
 
 
