@@ -55,13 +55,15 @@ class KeypointParams:
     (:func:`encode_verify`); a query descriptor takes ``m`` words among the fine words of its
     ``coarse_probe`` nearest coarse cells; a posting counts when its signature is within ``ht``
     bits (3 of 16 with either signature scheme: the per-word bits keep more of the own
-    images among the nominees at 3 than v1's did, BENCHMARKS "Signature bits per word"); words
+    images among the nominees at 3 than v1's did, BENCHMARKS "Signature bits per word");
+    ``ht_fill``: the looser radius that fills a search's free places when fewer than its
+    ``top`` images get a vote within ``ht`` (small lists, :meth:`KeypointIndex.search`); words
     whose lists exceed ``max_df_share`` of all slots (and 100) carry no vote (stop words;
     0.2% scans ~30% fewer postings than 2% at 10^6 sets and keeps the single edits' recall
     but costs the combined edits ~1 point, BENCHMARKS "Nomination cost at 10^6");
     ``seal_slots``: the fresh segment is sealed at this many slots.
 
-    ``m``, ``coarse_probe``, ``ht`` and ``max_df_share`` act at query time only
+    ``m``, ``coarse_probe``, ``ht``, ``ht_fill`` and ``max_df_share`` act at query time only
     (:data:`QUERY_SIDE`): a saved index is searched with the current defaults of those."""
 
     n_index: int = 64
@@ -70,12 +72,13 @@ class KeypointParams:
     m: int = 3
     coarse_probe: int = 2
     ht: int = 3
+    ht_fill: int = 6
     max_df_share: float = 0.02
     seal_slots: int = 50_000
 
 
 #: The :class:`KeypointParams` fields that do not shape the saved postings (query side).
-QUERY_SIDE = ("m", "coarse_probe", "ht", "max_df_share")
+QUERY_SIDE = ("m", "coarse_probe", "ht", "ht_fill", "max_df_share")
 
 
 @dataclass(frozen=True)
@@ -508,26 +511,59 @@ class KeypointIndex:
 
     def search(self, q: LocalFeatures, top: int = 8) -> list[Candidate]:
         """The ``top`` known images with the highest vote (best slot each), best first.
-        Thread-safe against one writer; each thread keeps its own vote scratch."""
+        Thread-safe against one writer; each thread keeps its own vote scratch.
+
+        When fewer than ``top`` images get a vote within ``ht`` bits (a small list: among
+        10^5 and more known sets a whole search votes for thousands), the free places are
+        filled from the images voted for within ``ht_fill`` bits, ranked by their tentative
+        descriptor pairs with the query (:func:`hashwatch.robust.verify.candidate_pairs`, the
+        first step of verification; at most ``4 * top`` records read): among a few known
+        images the own image of a stretched copy often has no posting within ``ht`` and one
+        or two chance-like votes within ``ht_fill`` (BENCHMARKS.md, issue 11, "Filling the
+        nominees of a small list"). At most ``top`` images either way, so the verified pairs
+        per query (:func:`hashwatch.robust.verify.nominee_ceiling`) are unchanged."""
         from hashwatch.robust import kpcore
 
         if len(q.desc) == 0 or not self._n_live:
             return []
         kpcore.require()
         words, sigs, wt = self.query_words(q)
-        segs = self._segments_now()
-        n_slots = max(s.slot_hi for s in segs) if segs else 0
-        scratch = _scratch(n_slots)
         qw = np.ascontiguousarray(words, np.int64).ravel()
         qs = np.ascontiguousarray(sigs, np.uint16).ravel()
         qwt = np.ascontiguousarray(wt, np.float32).ravel()
         m = words.shape[1]
+        segs = self._segments_now()
+        out = self._best_images(segs, len(q.desc), qw, qs, qwt, m, self.params.ht, top)
+        scratch = _scratch(0)
+        scratch.last["filled"] = 0
+        if len(out) < top and self.params.ht_fill > self.params.ht:
+            from hashwatch.robust.verify import candidate_pairs
+
+            stats = scratch.last
+            seen = {c.image_id for c in out}
+            more = [c for c in self._best_images(segs, len(q.desc), qw, qs, qwt, m,
+                                                 self.params.ht_fill, 4 * top)
+                    if c.image_id not in seen]
+            n_pairs = [len(candidate_pairs(q, self.features(c.slot))) for c in more]
+            order = sorted(range(len(more)), key=lambda i: -n_pairs[i])  # stable: vote order
+            out += [more[i] for i in order[: top - len(out)]]
+            scratch.last = {**stats, "filled": len(more)}
+        return out
+
+    def _best_images(self, segs: list[_Segment], nq: int, qw: np.ndarray, qs: np.ndarray,
+                     qwt: np.ndarray, m: int, ht: int, top: int) -> list[Candidate]:
+        """One vote over the postings within ``ht`` bits: the ``top`` best-voted live images
+        (best slot each), best first."""
+        from hashwatch.robust import kpcore
+
+        n_slots = max(s.slot_hi for s in segs) if segs else 0
+        scratch = _scratch(n_slots)
         while True:
             acc, touched = scratch.acc, scratch.touched
-            stamp = scratch.next_stamp(len(q.desc))
+            stamp = scratch.next_stamp(nq)
             nt = scanned = passed = 0
             for s in segs:
-                nt, sc, pa = kpcore.scan(s.offsets, s.sigs, s.ids, qw, qs, qwt, self.params.ht,
+                nt, sc, pa = kpcore.scan(s.offsets, s.sigs, s.ids, qw, qs, qwt, ht,
                                          stamp, acc, touched, nt, m)
                 scanned += sc
                 passed += pa
@@ -634,7 +670,9 @@ class KeypointIndex:
             os.replace(vtmp, folder / "vocab.npz")
         man = {"format": FORMAT, "generation": self._gen, "vocab": self.vocab.digest(),
                "signature_scheme": self.vocab.sig_scheme,
-               "params": asdict(self.params),
+               # ht_fill is query side (replaced by today's default on load) and newer than
+               # the format: left out, so the manifest stays what earlier releases read
+               "params": {k: v for k, v in asdict(self.params).items() if k != "ht_fill"},
                "segments": names, "slots": self._n_slots, "verify_bytes": int(voff[-1]),
                "meta": self.meta}
         tmp = folder / "manifest.json.tmp"
@@ -773,5 +811,6 @@ def _scratch(n_slots: int) -> _Scratch:
 
 def last_search_stats() -> dict[str, int]:
     """This thread's last :meth:`KeypointIndex.search`: postings scanned, postings within the
-    signature threshold, slots that got a vote."""
+    signature threshold, slots that got a vote (of the first vote, within ``ht``),
+    and ``filled``: the images the fill ranked (0: the first vote filled ``top``)."""
     return dict(_SCRATCH.last)
