@@ -392,7 +392,7 @@ def test_a_saved_index_is_searched_with_todays_query_side_parameters(tmp_path) -
 
     from hashwatch.robust.keypoint_index import QUERY_SIDE
 
-    old = KeypointParams(n_index=40, n_verify=80, m=1, coarse_probe=1, ht=1,
+    old = KeypointParams(n_index=40, n_verify=80, m=1, coarse_probe=1, ht=1, ht_fill=2,
                          max_df_share=0.5)
     now = KeypointParams()
     assert all(getattr(old, k) != getattr(now, k) for k in QUERY_SIDE)
@@ -407,6 +407,71 @@ def test_a_saved_index_is_searched_with_todays_query_side_parameters(tmp_path) -
     assert len(j.features(0).desc) == 80
     assert j.search(noisy(sets[5], rng), 1)[0].image_id == 5
     assert KeypointIndex.load(tmp_path / "kp", params=old).params == old
+
+
+def _sig_flipped(f: LocalFeatures, bits: tuple[int, ...]) -> LocalFeatures:
+    """A copy of ``f`` with the same few descriptor bits flipped in every keypoint."""
+    d = np.unpackbits(f.desc, axis=1)
+    d[:, list(bits)] ^= 1
+    return LocalFeatures(f.xy.copy(), np.packbits(d, axis=1), f.size)
+
+
+def test_free_places_are_filled_from_the_looser_radius() -> None:
+    """A copy whose signature bits all moved by 3 gets no vote within ht 1 (the per-word
+    bits' loss on stretched copies, in miniature). When the vote within ht leaves free places
+    among the top, they are filled from the images voted for within ht_fill, the own image
+    (the one with descriptor pairs) first; the first vote's nominees stay in front, in order,
+    and a search never returns more than ``top`` images."""
+    from dataclasses import replace as dc_replace
+
+    from hashwatch.robust.keypoint_index import last_search_stats
+
+    rng = np.random.default_rng(21)
+    voc = random_vocab(16, 32, 21)  # global bits: every 16th of the 256
+    sets = [random_set(rng) for _ in range(20)]
+    strict = KeypointParams(n_index=48, n_verify=96, ht=1, ht_fill=0, max_df_share=1.0)
+    ix = KeypointIndex(voc, strict)
+    for i, f in enumerate(sets):
+        ix.add(i, f)
+    q = _sig_flipped(subset(sets[7], 80), (0, 16, 32))
+    top = 3
+    alone = ix.search(q, top)
+    assert 7 not in [c.image_id for c in alone] and len(alone) < top
+    assert last_search_stats()["filled"] == 0
+    ix.params = dc_replace(strict, ht_fill=4)
+    filled = ix.search(q, top)
+    assert filled[: len(alone)] == alone
+    assert filled[len(alone)].image_id == 7
+    assert len(filled) <= top and len({c.image_id for c in filled}) == len(filled)
+    assert last_search_stats()["filled"] >= 1
+    # the loose vote alone would give as many images as the fill may take
+    ix.params = dc_replace(strict, ht=4)
+    assert len(filled) == min(top, len({c.image_id for c in alone}
+                                         | {c.image_id for c in ix.search(q, 50)}))
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), top=st.integers(1, 10), ht=st.integers(0, 5),
+       ht_fill=st.integers(0, 16), n=st.integers(1, 15))
+def test_a_search_returns_at_most_top_images_first_vote_first(seed: int, top: int, ht: int,
+                                                                ht_fill: int, n: int) -> None:
+    """Whatever the radii: at most ``top`` distinct images, and the images of the vote within
+    ``ht`` alone come first, in their order (the fill only takes free places)."""
+    from dataclasses import replace as dc_replace
+
+    rng = np.random.default_rng(seed)
+    ix = KeypointIndex(random_vocab(8, 16, seed % 7, per_word=True),
+                       KeypointParams(n_index=32, n_verify=64, ht=ht, ht_fill=ht_fill,
+                                      max_df_share=1.0))
+    sets = [random_set(rng, 60) for _ in range(n)]
+    for i, f in enumerate(sets):
+        ix.add(i, f)
+    q = noisy(sets[int(rng.integers(n))], rng, bits=int(rng.integers(0, 30)))
+    got = ix.search(q, top)
+    assert len(got) <= top and len({c.image_id for c in got}) == len(got)
+    ix.params = dc_replace(ix.params, ht_fill=0)
+    alone = ix.search(q, top)
+    assert got[: len(alone)] == alone
 
 
 def test_an_index_keeps_its_signature_scheme(tmp_path) -> None:

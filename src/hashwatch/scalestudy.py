@@ -249,6 +249,9 @@ class SizeResult:
     dup_distractors: list[int] = field(default_factory=list)
     t_cpu: list[float] = field(default_factory=list)  # keypoint tier, CPU s (thread), per query
     stages: list[int] = field(default_factory=list)  # search stages run, per query
+    # searches per query whose vote within ht left free places that the looser radius filled
+    # (KeypointIndex.search; expected ~never among 10^5+ known sets)
+    fills: list[int] = field(default_factory=list)
     verify_full: dict[str, list[bool]] = field(default_factory=dict)  # pairwise, 200 stored
 
 
@@ -332,7 +335,7 @@ def _merge(into: SizeResult, part: SizeResult) -> None:
             d[k] = d.get(k, 0) + v
     for name in ("false_matches", "t_kind", "t_search", "t_verify", "t_hash", "t_extract",
                  "scanned", "passed", "candidates_checked", "scene_runs", "chance",
-                 "chance_synthetic", "chance_kind", "t_cpu", "stages"):
+                 "chance_synthetic", "chance_kind", "t_cpu", "stages", "fills"):
         getattr(into, name).extend(getattr(part, name))
 
 
@@ -470,12 +473,12 @@ def run_sizes(ss: StudySet, cache: QueryCache, set_dir: Path, sizes: Sequence[in
         kpi = search_ix[0]
         scene_all = kind == "distractor-scene"
         t_s = t_v = 0.0
-        n_c = n_st = scanned = passed = scenes = 0
+        n_c = n_st = scanned = passed = scenes = fills = 0
         rank = -1
         c_start = time.thread_time()
 
         def search(stage: LocalFeatures, n: int | None) -> dict[int, R.LocalVerdict]:
-            nonlocal t_s, t_v, n_c, n_st, scanned, passed, scenes, rank
+            nonlocal t_s, t_v, n_c, n_st, scanned, passed, scenes, rank, fills
             t = time.thread_time()
             cands = kpi.search(stage, top=n or top)
             t1 = time.thread_time()
@@ -483,6 +486,7 @@ def run_sizes(ss: StudySet, cache: QueryCache, set_dir: Path, sizes: Sequence[in
             sst = last_search_stats()
             scanned += sst.get("scanned", 0)
             passed += sst.get("passed", 0)
+            fills += sst.get("filled", 0) > 0
             n_st += 1
             n_c += len(cands)
             out = {}
@@ -510,6 +514,7 @@ def run_sizes(ss: StudySet, cache: QueryCache, set_dir: Path, sizes: Sequence[in
         r.scanned.append(scanned)
         r.passed.append(passed)
         r.stages.append(n_st)
+        r.fills.append(fills)
         r.t_kind.append(kind)
         r.candidates_checked.append(n_c)
         r.scene_runs.append(scenes)
@@ -843,6 +848,7 @@ def summarise_size(res: SizeResult, single: Sequence[str], combined: Sequence[st
              "verified_mean": float(np.mean(res.candidates_checked)) if res.candidates_checked
              else math.nan, "verified_distractor_mean": noms,
              "stages_mean": float(np.mean(res.stages)) if res.stages else math.nan,
+             "filled_searches": float(sum(res.fills)),
              "chance": float(len(ch)), "copies": float(len(res.chance) - len(ch)),
              "chance_synthetic": float(sum(res.chance_synthetic)),
              "max_inliers": float(ch[:, 0].max()) if len(ch) else math.nan}
