@@ -77,6 +77,11 @@ class KeypointParams:
     seal_slots: int = 50_000
 
 
+#: The fill of a small list's search (:meth:`KeypointIndex.search`) ranks up to FILL_POOL x
+#: ``top`` images by their descriptor pairs, each a record read and a pairwise match (2 found
+#: as many own images as 4 on the 13 edits that vocabulary v2 moved at 60 known, for half).
+FILL_POOL = 2
+
 #: The :class:`KeypointParams` fields that do not shape the saved postings (query side).
 QUERY_SIDE = ("m", "coarse_probe", "ht", "ht_fill", "max_df_share")
 
@@ -517,7 +522,7 @@ class KeypointIndex:
         10^5 and more known sets a whole search votes for thousands), the free places are
         filled from the images voted for within ``ht_fill`` bits, ranked by their tentative
         descriptor pairs with the query (:func:`hashwatch.robust.verify.candidate_pairs`, the
-        first step of verification; at most ``4 * top`` records read): among a few known
+        first step of verification; at most ``FILL_POOL * top`` records read): among a few known
         images the own image of a stretched copy often has no posting within ``ht`` and one
         or two chance-like votes within ``ht_fill`` (BENCHMARKS.md, issue 11, "Filling the
         nominees of a small list"). At most ``top`` images either way, so the verified pairs
@@ -542,7 +547,7 @@ class KeypointIndex:
             stats = scratch.last
             seen = {c.image_id for c in out}
             more = [c for c in self._best_images(segs, len(q.desc), qw, qs, qwt, m,
-                                                 self.params.ht_fill, 4 * top)
+                                                 self.params.ht_fill, FILL_POOL * top)
                     if c.image_id not in seen]
             n_pairs = [len(candidate_pairs(q, self.features(c.slot))) for c in more]
             order = sorted(range(len(more)), key=lambda i: -n_pairs[i])  # stable: vote order
