@@ -12,7 +12,9 @@ Two stages, as in large-scale image retrieval:
    descriptor takes its ``m`` nearest words (multiple assignment); a posting votes for its
    slot when the signatures are within ``ht`` bits, one vote per (query descriptor, slot),
    weighted by the word's inverse document frequency (tf-idf, Sivic and Zisserman).
-   The best-voted slots are the candidates.
+   The best-voted slots are the candidates; when fewer images than asked get a vote (a small
+   list), the free places go to images voted for within a looser radius, ranked by their
+   descriptor pairs with the query (:meth:`KeypointIndex.search`).
 2. **Verification, on disk.** Every keypoint set's ``n_verify`` strongest, spread keypoints
    are kept in an append-only file of records (:func:`encode_verify`: positions in 3 bytes,
    descriptors cut to their first ``desc_bytes`` bytes, i.e. ORB's first tests) that is
