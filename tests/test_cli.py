@@ -224,6 +224,9 @@ def test_eval_reports_table_and_plot(corpus_dir, tmp_path):
     assert (out / "robustness.png").stat().st_size > 1000
     res = run("eval", "--corpus", str(corpus_dir), "--edits", "nosuch", ok=False)
     assert res.exit_code == 2 and "unknown edit" in res.stderr
+    # the error names the families too, which --edits also takes
+    flat = " ".join(res.stderr.split())
+    assert "families: single, combined," in flat and "orient-part" in flat
 
 
 def test_eval_quick_mode_and_corpus_pointer(corpus_dir, tmp_path, monkeypatch):

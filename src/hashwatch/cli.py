@@ -617,7 +617,9 @@ def match_cmd(
                         # a keypoint match has no hash distance (-1 in JSON): say what it is,
                         # with what its keypoints fit (route local/orb:<model>[+mirrored])
                         (f"keypoints ({m.route.partition(':')[2]})" if ":" in m.route
-                         else "keypoints") if keypoint else m.signal,
+                         else "keypoints") if keypoint else (
+                            # a hash-tier route (a region, a cell, mirrored): say which
+                            f"{m.signal} via {m.route}" if m.route else m.signal),
                         f"{m.inliers} inliers" if keypoint else str(m.distance),
                         m.category or "",
                         "yes" if m.exact else "no",
@@ -720,7 +722,9 @@ def eval_cmd(
     try:
         chosen = expand_edits(edits) if edits else None
     except KeyError as exc:
-        raise fail(f"unknown edit or family {exc.args[0]!r}; known: {', '.join(EDITS)}") from None
+        families = dict.fromkeys(e.family for e in EDITS.values())
+        raise fail(f"unknown edit or family {exc.args[0]!r}; families: single, combined, "
+                   f"{', '.join(families)}; edits: {', '.join(EDITS)}") from None
     edit_list = chosen if chosen else (quick_edits() if quick else None)
     if known is None:
         known = QUICK_KNOWN if quick else 200
