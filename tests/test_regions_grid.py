@@ -229,6 +229,7 @@ def test_the_small_picture_pass_is_searched_together_then_box_by_box() -> None:
     from hashwatch.robust.local import small_pass, small_stages
     from hashwatch.robust.scene import SceneCheck
     from hashwatch.robust.verify import (
+        MIRRORED_BOX_NOMINEES,
         MIRRORED_BOXES_ALONE,
         MIRRORED_TOGETHER,
         SMALL_BOX_NOMINEES,
@@ -255,7 +256,7 @@ def test_the_small_picture_pass_is_searched_together_then_box_by_box() -> None:
     assert [n for n, _ in seen[2 + len(parts):]] == [len(p.desc) for p in mparts]
     # whole stages and the boxes together: the caller's own nominee count; boxes alone: fewer
     assert [t for _, t in seen] == [None] * 3 + [SMALL_BOX_NOMINEES] * (len(parts) - 1) + [
-        MIRRORED_TOGETHER] + [SMALL_BOX_NOMINEES] * (len(mparts) - 1)
+        MIRRORED_TOGETHER] + [MIRRORED_BOX_NOMINEES] * (len(mparts) - 1)
 
     calls: list[int] = []
 
@@ -293,7 +294,7 @@ def test_a_query_verifies_at_most_the_nominee_ceiling() -> None:
     search_in_stages(q, none_match)
     # plain, mirrored, the boxes together, 8 boxes alone, the mirrored boxes together, 4 alone
     assert len(verified) == 3 + SMALL_BOXES_ALONE + 1 + 4
-    assert sum(verified) == nominee_ceiling(8) == 40
+    assert sum(verified) == nominee_ceiling(8) == 48
 
     # the ceiling is a hard cap, not only the plan's sum: with more nominees per box than the
     # plan the ceiling allows (as if the constant were raised alone), the searches stop at 40
@@ -304,9 +305,9 @@ def test_a_query_verifies_at_most_the_nominee_ceiling() -> None:
     keep = V.SMALL_BOX_NOMINEES
     V.SMALL_BOX_NOMINEES = 5
     try:
-        assert V.nominee_ceiling(8) == 88
+        assert V.nominee_ceiling(8) == 72
         search_in_stages(q, none_match, top=8)
-        assert sum(verified) == 88
+        assert sum(verified) == 72
         verified.clear()
         V.nominee_ceiling = lambda top: 40  # type: ignore[attr-defined]
         search_in_stages(q, none_match, top=8)

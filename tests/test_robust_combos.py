@@ -350,3 +350,52 @@ def test_mirrored_pictures_in_part_of_the_frame_through_the_matcher(tmp_path) ->
         Image.fromarray(apply_edit("mirror+grid3x3", pics[5], seed=0, key=3,
                                    fillers=FILLERS)).save(stranger)
         assert m.match_hashes(hash_file(stranger, extras=m.query_extras())) == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.floats(0.2, 2.0), st.floats(-180, 180), st.booleans(), st.floats(-300, 500),
+       st.floats(-300, 400), st.integers(80, 400), st.integers(80, 400))
+def test_frame_share_counts_only_the_part_inside_the_frame(scale, angle, mirror, tx, ty, kw, kh):
+    """geometry.frame_share (the rule that lets later keypoint stages run after a match on one
+    picture among several) against a raster of the same outline: the known picture's corners
+    mapped by a (mirrored) similarity, filled into the query's frame and counted, so the part
+    of a crop-to-fill collage cell's picture that reaches past the frame does not count."""
+    import cv2
+
+    qw, qh = 320, 240
+    a = np.radians(angle)
+    lin = scale * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    if mirror:
+        lin = lin @ np.diag([-1.0, 1.0])
+    m = np.eye(3)
+    m[:2, :2], m[:2, 2] = lin, (tx, ty)
+    corners = np.array([[0, 0, 1], [kw, 0, 1], [kw, kh, 1], [0, kh, 1]], float) @ m.T
+    canvas = np.zeros((qh * 4, qw * 4), np.uint8)  # 4x supersampled
+    cv2.fillConvexPoly(canvas, np.round(corners[:, :2] * 4 * 16).astype(np.int32), 1,
+                       lineType=cv2.LINE_8, shift=4)
+    raster = canvas.mean()
+    share = G.frame_share(m, (kw, kh), (qw, qh))
+    assert 0.0 <= share <= 1.0
+    assert abs(share - raster) <= 0.02 + 0.02 * raster
+    # the whole-picture estimate the rule used before never counts less
+    assert share <= min(1.0, scale ** 2 * kw * kh / (qw * qh)) + 1e-6
+
+
+def test_a_crop_to_fill_collage_cell_is_part_of_the_frame() -> None:
+    """A reviewer's collage: a 680x1024 portrait cropped to fill the top-right 400x300 cell of
+    an 800x600 collage maps to an outline reaching far past the frame's top; counted whole
+    (scale^2 x area) it looked like half the frame and the mirrored picture beside it was never
+    searched. Inside the frame it covers 0.376 of it, and the outline's right side lying on
+    the frame's edge (where cv2.intersectConvexConvex fails) changes nothing."""
+    from hashwatch.robust.verify import PART_OF_FRAME
+
+    s = 400 / 680
+    m = np.array([[s, 0, 400], [0, s, 150 - 1024 * s / 2], [0, 0, 1]])
+    assert s * s * 680 * 1024 / (800 * 600) >= PART_OF_FRAME
+    share = G.frame_share(m, (680, 1024), (800, 600))
+    assert share < PART_OF_FRAME
+    assert share == pytest.approx(400 * (150 + 1024 * s / 2) / (800 * 600), rel=1e-9)
+    # a corner a hair off the frame's edge, as a fitted transform gives (cv2 said 0 here)
+    tilt = np.array([[np.cos(0.017), -np.sin(0.017), 1e-12], [np.sin(0.017), np.cos(0.017), 1],
+                     [0, 0, 1]])
+    assert G.frame_share(tilt, (80, 80), (320, 240)) == pytest.approx(6400 / 76800, rel=0.05)

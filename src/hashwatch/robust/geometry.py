@@ -316,6 +316,46 @@ def describe_transform(m: np.ndarray, size: tuple[int, int]) -> TransformSummary
                             float(np.sqrt(sv[0] * sv[1])), stretch)
 
 
+def frame_share(m: np.ndarray, known_size: tuple[int, int], query_size: tuple[int, int]
+                ) -> float:
+    """Share (0-1) of the query's frame (``query_size``: width, height) that the known picture
+    (``known_size``) covers under the known -> query transform ``m`` (3x3, or 2x3 affine): the
+    known picture's outline mapped into the query and clipped to the frame, over the frame's
+    area. Only the part inside the frame counts: a picture cropped to fill one cell of a
+    collage maps to an outline that reaches past the frame's edge. Clipping: Sutherland and
+    Hodgman, "Reentrant polygon clipping" (CACM 1974), against the frame's four sides, then
+    the shoelace area (``cv2.intersectConvexConvex`` was tried and returns 0 or the whole
+    frame when an edge nearly touches the frame's). A mapped corner at or behind the camera
+    gives 0.0."""
+    h = _as3(np.asarray(m, np.float64)) if np.shape(m) == (2, 3) else np.asarray(m, np.float64)
+    kw, kh = known_size
+    qw, qh = query_size
+    corners = np.array([[0, 0, 1], [kw, 0, 1], [kw, kh, 1], [0, kh, 1]], np.float64) @ h.T
+    if np.any(corners[:, 2] <= 1e-12) or qw <= 0 or qh <= 0:
+        return 0.0
+    poly = [tuple(c) for c in corners[:, :2] / corners[:, 2:]]
+    # each side of the frame as (axis, bound, keep the side below the bound?)
+    for axis, bound, below in ((0, 0.0, False), (0, float(qw), True), (1, 0.0, False),
+                               (1, float(qh), True)):
+        out: list[tuple[float, float]] = []
+        for i, cur in enumerate(poly):
+            prev = poly[i - 1]
+            cin = cur[axis] <= bound if below else cur[axis] >= bound
+            pin = prev[axis] <= bound if below else prev[axis] >= bound
+            if cin != pin:  # the edge crosses the side: keep the crossing point
+                t = (bound - prev[axis]) / (cur[axis] - prev[axis])
+                out.append((prev[0] + t * (cur[0] - prev[0]), prev[1] + t * (cur[1] - prev[1])))
+            if cin:
+                out.append(cur)
+        poly = out
+        if not poly:
+            return 0.0
+    xy = np.asarray(poly)
+    area = 0.5 * abs(float(np.dot(xy[:, 0], np.roll(xy[:, 1], -1))
+                           - np.dot(xy[:, 1], np.roll(xy[:, 0], -1))))
+    return float(min(1.0, area / (qw * qh)))
+
+
 def verify_local(q: LocalFeatures, k: LocalFeatures, pairs: np.ndarray | None = None
                  ) -> tuple[int, bool]:
     """(inliers, geometric match?): :func:`fit_local` and LOCAL_MIN_INLIERS; the scene check
