@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import hashwatch.index as hwi
+import hashwatch.index.segment as hwseg
 from hashwatch.index import HammingIndex, choose_layout
 
 POP8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.int32)
@@ -325,7 +325,7 @@ def test_input_validation():
 
 def test_numpy_fallback_is_exact(monkeypatch):
     # the index must work (scanning) when the C extension could not be built
-    monkeypatch.setattr(hwi, "_mih", None)
+    monkeypatch.setattr(hwseg, "_mih", None)  # the segments are what call the extension
     rng, ids, codes = make_data(5, 700, 3, 5)
     idx = HammingIndex()
     idx.add(ids, codes)
