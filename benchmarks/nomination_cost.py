@@ -161,20 +161,19 @@ def cmd_profile(a: argparse.Namespace) -> int:
                     nt = scanned = passed = 0
                     for s in segs:
                         nt, k_sc, k_pa = kpcore.scan(s.offsets, s.sigs, s.ids, qw, sigs, qwt,
-                                                     p.ht, stamp, sc.acc, sc.touched, nt,
-                                                     words.shape[1])
+                                                     p.ht, stamp, sc.acc, sc.votes,
+                                                     sc.touched, nt, words.shape[1])
                         scanned += k_sc
                         passed += k_pa
                     if nt <= len(sc.touched):
                         break
                     # as the product does (KeypointIndex._best_images): grow, scan again
-                    sc.acc["vote"][:n] = 0
-                    sc.touched = np.zeros(max(2 * len(sc.touched), nt + nt // 4), np.uint32)
+                    sc.grow_touched(max(2 * len(sc.touched), nt + nt // 4))
                     stamp = sc.next_stamp(len(d))
                 t4 = clock()
                 k = 4 * c["top"]
                 best, bv = np.empty(k, np.int64), np.empty(k, np.float32)
-                got = kpcore.collect(sc.acc, sc.touched, nt, ix._dead.view, k, best, bv)
+                got = kpcore.collect(sc.votes, sc.touched, nt, ix._dead.view, k, best, bv)
                 out: list[int] = []
                 for s in best[:got].tolist():
                     im = int(ix._slots.view[s])

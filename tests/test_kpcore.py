@@ -142,52 +142,79 @@ def _scan_reference(offsets, sigs, ids, qw, qs, qwt, ht, stamp, votes, last, tou
 def test_scan_gives_the_votes_of_the_posting_by_posting_loop(
         n_words: int, n_slots: int, lists: int, nq: int, m: int, ht: int, segments: int,
         cap: int, numpy: bool, per_word: bool, seed: int) -> None:
-    """Random posting lists (long ones cross the scan's 256-posting chunks; a slot may repeat
-    within a list and across a descriptor's words; few signature bits so that many pass), any
-    radius, zero weights and missing words, several segments (each its own range of slots, as
-    in the index) sharing the scratch, a touched list that overflows: the extension (and its
-    numpy twin) give exactly the reference's votes, stamps, touched order and counts; with one
-    query signature per descriptor or one per (descriptor, word) (the per-word scheme)."""
+    """Random posting lists (long ones cross the scan's 256-posting chunks and its vote
+    batches; a slot may repeat within a list and across a descriptor's words; few signature
+    bits so that many pass), any radius, zero weights and missing words, several segments (each
+    its own range of slots, as in the index) sharing the scratch, a touched list that
+    overflows, and two searches one after the other on the same scratch (nothing is reset
+    between them): the extension (and its numpy twin) give exactly the reference's votes,
+    stamps, touched order and counts; with one query signature per descriptor or one per
+    (descriptor, word) (the per-word scheme)."""
     rng = np.random.default_rng(seed)
     acc = np.zeros(n_slots * segments, kpcore.ACC_DTYPE)
     touched = np.zeros(cap, np.uint32)
-    ref_votes: dict[int, float] = {}
-    ref_last: dict[int, int] = {}
-    ref_touched: list[int] = []
-    qw = rng.integers(-1, n_words + 1, nq * m).astype(np.int64)
-    nqs = nq * m if per_word else nq
-    qs = rng.integers(0, 1 << 16, nqs).astype(np.uint16) & np.uint16(rng.integers(1, 1 << 16))
-    qwt = np.where(rng.random(nq * m) < 0.15, 0.0, rng.random(nq * m) * 5).astype(np.float32)
+    votes = np.zeros(cap, np.float32)
+    ref_last: dict[int, int] = {}  # stamps outlive a search, as the scratch's do
     stamp = int(rng.integers(1, 1000))
-    nt = tot_scanned = tot_passed = 0
+    for _search in range(2):
+        ref_votes: dict[int, float] = {}
+        ref_touched: list[int] = []
+        qw = rng.integers(-1, n_words + 1, nq * m).astype(np.int64)
+        nqs = nq * m if per_word else nq
+        qs = rng.integers(0, 1 << 16, nqs).astype(np.uint16) & np.uint16(rng.integers(1, 1 << 16))
+        qwt = np.where(rng.random(nq * m) < 0.15, 0.0, rng.random(nq * m) * 5).astype(np.float32)
+        nt = 0
+        kpcore.use_numpy(numpy)
+        try:
+            for g in range(segments):
+                words = np.sort(rng.integers(0, n_words, lists))
+                counts = np.bincount(words, minlength=n_words)
+                offsets = np.zeros(n_words + 1, np.uint64)
+                np.cumsum(counts, out=offsets[1:])
+                sigs = (rng.integers(0, 1 << 16, lists) & 0x00F3).astype(np.uint16)
+                ids = (g * n_slots + rng.integers(0, n_slots, lists)).astype(np.uint32)
+                nt, sc, pa = kpcore.scan(offsets, sigs, ids, qw, qs, qwt, ht, stamp, acc, votes,
+                                         touched, nt, m)
+                rs, rp = _scan_reference(offsets, sigs, ids, qw, qs, qwt, ht, stamp, ref_votes,
+                                         ref_last, ref_touched, m)
+                assert (sc, pa) == (rs, rp)
+        finally:
+            kpcore.use_numpy(False)
+        assert nt == len(ref_touched)
+        kept = min(nt, cap)
+        assert touched[:kept].tolist() == ref_touched[:cap]
+        # a slot placed in the touched list has all its votes, even when the list overflowed
+        assert votes[:kept].tolist() == [np.float32(ref_votes[t]) for t in ref_touched[:cap]]
+        want_last = np.zeros(len(acc), np.uint32)
+        for k, v in ref_last.items():
+            want_last[k] = v
+        assert np.array_equal(acc["stamp"], want_last)
+        stamp += nq + int(rng.integers(0, 3))  # the next search's stamps are newer
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(0, 300), k=st.integers(1, 40), levels=st.integers(1, 6),
+       numpy=st.booleans(), seed=st.integers(0, 10_000))
+def test_collect_keeps_the_k_best_live_slots_ties_in_touched_order(
+        n: int, k: int, levels: int, numpy: bool, seed: int) -> None:
+    """Few distinct vote values (many ties), zero votes, tombstoned slots and slots past the
+    tombstone array: the k best live ones, vote descending, a tie kept in touched order."""
+    rng = np.random.default_rng(seed)
+    touched = rng.permutation(400)[:n].astype(np.uint32)
+    votes = (rng.integers(0, levels, n) * 0.5).astype(np.float32)
+    dead = (rng.random(380) < 0.2).astype(np.uint8)
+    want = [(float(v), int(t)) for t, v in zip(touched, votes, strict=True)
+            if v > 0 and t < len(dead) and not dead[t]]
+    want = sorted(enumerate(want), key=lambda x: (-x[1][0], x[0]))[:k]  # stable: touched order
+    out_s, out_v = np.empty(k, np.int64), np.empty(k, np.float32)
     kpcore.use_numpy(numpy)
     try:
-        for g in range(segments):
-            words = np.sort(rng.integers(0, n_words, lists))
-            counts = np.bincount(words, minlength=n_words)
-            offsets = np.zeros(n_words + 1, np.uint64)
-            np.cumsum(counts, out=offsets[1:])
-            sigs = (rng.integers(0, 1 << 16, lists) & 0x00F3).astype(np.uint16)
-            ids = (g * n_slots + rng.integers(0, n_slots, lists)).astype(np.uint32)
-            nt, sc, pa = kpcore.scan(offsets, sigs, ids, qw, qs, qwt, ht, stamp, acc, touched,
-                                     nt, m)
-            tot_scanned += sc
-            tot_passed += pa
-            rs, rp = _scan_reference(offsets, sigs, ids, qw, qs, qwt, ht, stamp, ref_votes,
-                                     ref_last, ref_touched, m)
-            assert (sc, pa) == (rs, rp)
+        got = kpcore.collect(votes, touched, n, dead, k, out_s, out_v)
     finally:
         kpcore.use_numpy(False)
-    assert nt == len(ref_touched)
-    assert touched[:min(nt, cap)].tolist() == ref_touched[:cap]
-    want_votes = np.zeros(len(acc), np.float32)
-    want_last = np.zeros(len(acc), np.uint32)
-    for k, v in ref_votes.items():
-        want_votes[k] = v
-    for k, v in ref_last.items():
-        want_last[k] = v
-    assert np.array_equal(acc["vote"], want_votes)
-    assert np.array_equal(acc["stamp"], want_last)
+    assert got == len(want)
+    assert out_s[:got].tolist() == [t for _, (_, t) in want]
+    assert out_v[:got].tolist() == [v for _, (v, _) in want]
 
 
 @needs_c
@@ -196,9 +223,14 @@ def test_scan_refuses_a_posting_outside_the_scratch() -> None:
     args = (offsets, np.zeros(2, np.uint16), np.array([0, 7], np.uint32),
             np.zeros(1, np.int64), np.zeros(1, np.uint16), np.ones(1, np.float32), 3, 1)
     with pytest.raises(ValueError, match="outside"):
-        kpcore.scan(*args, np.zeros(4, kpcore.ACC_DTYPE), np.zeros(8, np.uint32), 0)
+        kpcore.scan(*args, np.zeros(4, kpcore.ACC_DTYPE), np.zeros(8, np.float32),
+                    np.zeros(8, np.uint32), 0)
     with pytest.raises(ValueError, match="inconsistent"):
-        kpcore.scan(*args, np.zeros(9, np.uint8), np.zeros(8, np.uint32), 0)
+        kpcore.scan(*args, np.zeros(9, np.uint8), np.zeros(8, np.float32),
+                    np.zeros(8, np.uint32), 0)
+    with pytest.raises(ValueError, match="inconsistent"):  # fewer votes than touched places
+        kpcore.scan(*args, np.zeros(8, kpcore.ACC_DTYPE), np.zeros(4, np.float32),
+                    np.zeros(8, np.uint32), 0)
 
 
 def _signature_reference(desc, table, rows):

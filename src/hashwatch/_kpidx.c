@@ -10,11 +10,13 @@
  * read first and ids only for the postings whose signature is within `ht` bits of the
  * query's: the scan streams 2 bytes per posting.
  *
- * The per-slot vote scratch is one array of 8-byte cells (float vote, uint32 stamp of the last
- * query descriptor that voted): at 10^6 slots about a third of the scanned postings pass the
- * signature test with the global signature bits (16-bit signatures, ht 3; fewer with the
- * per-word bits) and each passing posting touches its slot's cell at
- * a random place; one cell instead of two parallel arrays halves those cache misses.
+ * The per-slot scratch is one array of 8-byte cells (uint32 stamp of the last query descriptor
+ * that voted, uint32 place of the slot in this search's touched list); the votes themselves
+ * sit in a compact array parallel to the touched list. A passing posting touches its slot's
+ * cell at a random place (one cell, not two arrays); picking the best voted slots then reads
+ * the compact votes in order instead of each voted slot's cell at a random place (~5*10^5
+ * voted slots a search at 2*10^7 sets), and no cell is reset after a search: a cell whose
+ * stamp is older than the search's first stamp is simply not voted for yet.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -28,18 +30,20 @@
 
 #if defined(__GNUC__) || defined(__clang__)
 #define PREFETCH_W(p) __builtin_prefetch((p), 1)
+#define PREFETCH_R(p) __builtin_prefetch((p), 0)
 #else
 #define PREFETCH_W(p) ((void)0)
+#define PREFETCH_R(p) ((void)0)
 #endif
 
-/* one slot's vote scratch (numpy dtype [("vote", "<f4"), ("stamp", "<u4")]) */
+/* one slot's scratch cell (numpy dtype [("stamp", "<u4"), ("tidx", "<u4")]) */
 typedef struct {
-    float vote;
-    uint32_t stamp;
+    uint32_t stamp; /* last query descriptor that voted for the slot */
+    uint32_t tidx;  /* the slot's place in touched / votes, valid while stamp >= this search's */
 } acc_t;
 
-#define SCAN_CHUNK 256 /* postings whose signature test is done before their votes */
-#define PREFETCH_AHEAD 8 /* passing postings whose slot cell is fetched ahead */
+#define SCAN_CHUNK 256 /* postings tested per step (at most SCAN_CHUNK pass in a step) */
+#define BATCH_CAP 512 /* passing postings voted together (vote_batch) */
 
 #if defined(__GNUC__) || defined(__clang__)
 #define POPCNT32(x) ((int)__builtin_popcount((unsigned)(x)))
@@ -57,7 +61,52 @@ static inline int POPCNT64(uint64_t x) {
 #endif
 
 /*
- * scan(offsets, sigs, ids, qwords, qsigs, qweights, ht, stamp, acc, touched, n_touched[, m])
+ * The votes of a batch of passing postings, in the order they were found (so votes, stamps
+ * and the touched order are those of the posting-by-posting loop). A passing posting's slot
+ * (ids, a parallel array the test does not stream) and then that slot's vote cell are both at
+ * random places of large arrays (5 GB and 160 MB at 2*10^7 sets): fetching the whole batch's
+ * lines first, then its cells, keeps many of those misses in flight at once instead of
+ * waiting for each in turn. Returns 1 when a slot is outside the votes.
+ */
+static inline int vote_batch(const uint64_t *bpos, const uint32_t *bqid, const float *bwt,
+                             uint32_t *bslot, int nb, const uint32_t *ids, acc_t *acc,
+                             Py_ssize_t n_slots, uint32_t first, uint32_t *touched,
+                             float *votes, Py_ssize_t cap, Py_ssize_t *n_touched) {
+    for (int t = 0; t < nb; t++) PREFETCH_R(ids + bpos[t]);
+    for (int t = 0; t < nb; t++) {
+        uint32_t slot = ids[bpos[t]];
+        if ((Py_ssize_t)slot >= n_slots) return 1;
+        bslot[t] = slot;
+        PREFETCH_W(acc + slot);
+    }
+    /* the compact votes of slots voted for before this batch: ~3 MB at 2*10^7 sets, out of
+       the nearer caches, so they are fetched ahead too (a cell is in cache by now) */
+    for (int t = 0; t < nb; t++) {
+        const acc_t *c = acc + bslot[t];
+        if (c->stamp >= first && c->tidx < cap) PREFETCH_W(votes + c->tidx);
+    }
+    Py_ssize_t nt = *n_touched;
+    for (int t = 0; t < nb; t++) {
+        acc_t *c = acc + bslot[t];
+        if (c->stamp == bqid[t]) continue;  /* one vote per (descriptor, slot) */
+        if (c->stamp < first) {  /* the slot's first vote in this search */
+            c->tidx = nt < cap ? (uint32_t)nt : UINT32_MAX;
+            if (nt < cap) {
+                touched[nt] = bslot[t];
+                votes[nt] = 0.0f;
+            }
+            nt++;
+        }
+        c->stamp = bqid[t];
+        if (c->tidx != UINT32_MAX) votes[c->tidx] += bwt[t];
+    }
+    *n_touched = nt;
+    return 0;
+}
+
+/*
+ * scan(offsets, sigs, ids, qwords, qsigs, qweights, ht, stamp, acc, votes, touched, n_touched
+ *      [, m])
  *      -> (n_touched, n_scanned, n_passed)
  *
  * offsets  uint64[n_words + 1]  run of each word in sigs/ids
@@ -69,29 +118,36 @@ static inline int POPCNT64(uint64_t x) {
  *                               word (vocabulary scheme "word", see `signatures`)
  * qweights float32[nq * m]      vote weight of (descriptor, word); 0 skips the word
  * ht       int                  max signature distance
- * stamp    uint32               query descriptor i is stamp + i (for one vote per (i, slot))
- * acc      acc_t[n_slots]       (written) per slot: summed weights, last descriptor stamp
- * touched  uint32[cap]          (written) slots whose vote went from 0 to > 0, in order
+ * stamp    uint32               query descriptor i is stamp + i (for one vote per (i, slot));
+ *                               every call of one search passes the same stamp, a new search
+ *                               a larger one (cells stamped below it count as not voted for)
+ * acc      acc_t[n_slots]       (written) per slot: last descriptor stamp, place in touched
+ * votes    float32[>= cap]      (written) summed weights of touched[i]
+ * touched  uint32[cap]          (written) slots in the order of their first vote
  * n_touched int                 how many `touched` already holds (several segments)
  * m        int (optional)       words per descriptor; 0 or absent: nq = len(qsigs)
  *
- * Returns the new touched count (it may exceed cap: then the list is incomplete and the
- * caller must find the voted slots itself), the postings scanned and those within ht.
+ * Returns the new touched count (it may exceed cap: then the list and the votes are
+ * incomplete and the caller scans again with larger ones and a new stamp), the postings
+ * scanned and those within ht.
  *
- * Each list is read in chunks of SCAN_CHUNK postings: first the signature test of the whole
- * chunk without a branch per posting (8 at a time with SSE2; with v1's global bits about a
- * third pass, and a branch per posting mispredicted often), writing
- * the passing positions to a small buffer, then the votes of those, with the slot cell of a
- * later passing posting prefetched. Votes, stamps and the touched order are exactly those of
- * the posting-by-posting loop (same postings, same order).
+ * Each list is read in chunks of SCAN_CHUNK postings: the signature test of the whole chunk
+ * without a branch per posting (8 at a time with SSE2; with v1's global bits about a third
+ * pass, and a branch per posting mispredicted often) appends the passing postings to a batch
+ * that is voted (vote_batch) once it holds more than BATCH_CAP - SCAN_CHUNK, across lists and
+ * descriptors; the next list's head is prefetched. Votes, stamps and the touched order are
+ * exactly those of the posting-by-posting loop (same postings, same order). At 2*10^7 sets
+ * each passing posting costs two misses (its slot, its vote cell), which dominated the search
+ * before they were batched (BENCHMARKS.md, "Nomination measured at 2*10^7").
  */
 static PyObject *py_scan(PyObject *self, PyObject *args) {
-    Py_buffer off_b, sig_b, id_b, qw_b, qs_b, qwt_b, acc_b, touch_b;
+    Py_buffer off_b, sig_b, id_b, qw_b, qs_b, qwt_b, acc_b, vote_b, touch_b;
     int ht;
     unsigned long stamp;
     Py_ssize_t n_touched, m_arg = 0;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*ikw*w*n|n", &off_b, &sig_b, &id_b, &qw_b, &qs_b,
-                          &qwt_b, &ht, &stamp, &acc_b, &touch_b, &n_touched, &m_arg))
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*ikw*w*w*n|n", &off_b, &sig_b, &id_b, &qw_b,
+                          &qs_b, &qwt_b, &ht, &stamp, &acc_b, &vote_b, &touch_b, &n_touched,
+                          &m_arg))
         return NULL;
     PyObject *ret = NULL;
     const uint64_t *off = (const uint64_t *)off_b.buf;
@@ -102,6 +158,7 @@ static PyObject *py_scan(PyObject *self, PyObject *args) {
     const float *qwt = (const float *)qwt_b.buf;
     acc_t *acc = (acc_t *)acc_b.buf;
     uint32_t *touched = (uint32_t *)touch_b.buf;
+    float *votes = (float *)vote_b.buf;
     Py_ssize_t n_words = off_b.len / 8 - 1;
     Py_ssize_t n_post = sig_b.len / 2;
     Py_ssize_t nqs = qs_b.len / 2;
@@ -111,7 +168,8 @@ static PyObject *py_scan(PyObject *self, PyObject *args) {
     Py_ssize_t cap = touch_b.len / 4;
     if (nq == 0 || nqm % nq != 0 || (m_arg > 0 && nq * m_arg != nqm) ||
         (nqs != nq && nqs != nqm) || qwt_b.len / 4 != nqm || id_b.len / 4 != n_post ||
-        acc_b.len % (Py_ssize_t)sizeof(acc_t) != 0 || n_words < 0) {
+        acc_b.len % (Py_ssize_t)sizeof(acc_t) != 0 || n_words < 0 || vote_b.len / 4 < cap ||
+        stamp == 0 || stamp > UINT32_MAX) {
         PyErr_SetString(PyExc_ValueError, "scan: inconsistent buffer sizes");
         goto done;
     }
@@ -127,7 +185,11 @@ static PyObject *py_scan(PyObject *self, PyObject *args) {
     long long scanned = 0, passed = 0;
     int bad = 0;
     Py_BEGIN_ALLOW_THREADS
-    uint32_t buf[SCAN_CHUNK];
+    /* the passing postings waiting for their votes, in scan order (see vote_batch) */
+    uint64_t bpos[BATCH_CAP];
+    uint32_t bqid[BATCH_CAP], bslot[BATCH_CAP];
+    float bwt[BATCH_CAP];
+    int nb = 0;
     for (Py_ssize_t i = 0; i < nq && !bad; i++) {
         uint32_t qid = (uint32_t)(stamp + (unsigned long)i);
         for (Py_ssize_t j = 0; j < m && !bad; j++) {
@@ -140,10 +202,26 @@ static PyObject *py_scan(PyObject *self, PyObject *args) {
             if (w < 0 || w >= n_words || wt <= 0.0f) continue;
             uint64_t a = off[w], b = off[w + 1];
             if (b > (uint64_t)n_post || a > b) { bad = 1; break; }
+            /* the next probed list's head: its first lines are on their way while this
+               one is tested (lists start at random places of a large array) */
+            Py_ssize_t nx = i * m + j + 1;
+            if (nx < nqm && qw[nx] >= 0 && qw[nx] < n_words) {
+                uint64_t na = off[qw[nx]];
+                if (na < (uint64_t)n_post) {
+                    PREFETCH_R(sig + na);
+                    PREFETCH_R(sig + na + 32);
+                }
+            }
             scanned += (long long)(b - a);
             for (uint64_t p0 = a; p0 < b && !bad; p0 += SCAN_CHUNK) {
                 uint64_t e = b - p0 < SCAN_CHUNK ? b : p0 + SCAN_CHUNK;
-                int k = 0;
+                if (nb + SCAN_CHUNK > BATCH_CAP) {
+                    bad = vote_batch(bpos, bqid, bwt, bslot, nb, ids, acc, n_slots,
+                                     (uint32_t)stamp, touched, votes, cap, &n_touched);
+                    nb = 0;
+                    if (bad) break;
+                }
+                int k = nb;
                 uint64_t p = p0;
 #ifdef SCAN_SSE2
                 /* 8 signatures per step: 16-bit popcount by the bit-slicing sums, then the
@@ -157,37 +235,28 @@ static PyObject *py_scan(PyObject *self, PyObject *args) {
                     x = _mm_and_si128(_mm_add_epi16(x, _mm_srli_epi16(x, 8)), m8);
                     int mask = _mm_movemask_epi8(_mm_cmplt_epi16(x, lim));
                     while (mask) {
-                        buf[k++] = (uint32_t)(p - p0) + ((uint32_t)__builtin_ctz(mask) >> 1);
+                        bpos[k++] = p + ((uint32_t)__builtin_ctz(mask) >> 1);
                         mask &= mask - 1;
                         mask &= mask - 1;
                     }
                 }
 #endif
                 for (; p < e; p++) {
-                    buf[k] = (uint32_t)(p - p0);
+                    bpos[k] = p;
                     k += POPCNT32((uint32_t)(sig[p] ^ s)) <= ht;
                 }
-                passed += k;
-                const uint32_t *idp = ids + p0;
-                for (int t = 0; t < k; t++) {
-                    if (t + PREFETCH_AHEAD < k) {
-                        uint32_t ahead = idp[buf[t + PREFETCH_AHEAD]];
-                        if ((Py_ssize_t)ahead < n_slots) PREFETCH_W(acc + ahead);
-                    }
-                    uint32_t slot = idp[buf[t]];
-                    if ((Py_ssize_t)slot >= n_slots) { bad = 1; break; }
-                    acc_t *c = acc + slot;
-                    if (c->stamp == qid) continue;  /* one vote per (descriptor, slot) */
-                    c->stamp = qid;
-                    if (c->vote == 0.0f) {
-                        if (n_touched < cap) touched[n_touched] = slot;
-                        n_touched++;
-                    }
-                    c->vote += wt;
+                for (int t = nb; t < k; t++) {
+                    bqid[t] = qid;
+                    bwt[t] = wt;
                 }
+                passed += k - nb;
+                nb = k;
             }
         }
     }
+    if (!bad && nb)
+        bad = vote_batch(bpos, bqid, bwt, bslot, nb, ids, acc, n_slots, (uint32_t)stamp,
+                         touched, votes, cap, &n_touched);
     Py_END_ALLOW_THREADS
     if (bad) {
         PyErr_SetString(PyExc_ValueError, "scan: posting outside its arrays");
@@ -197,7 +266,7 @@ static PyObject *py_scan(PyObject *self, PyObject *args) {
 done:
     PyBuffer_Release(&off_b); PyBuffer_Release(&sig_b); PyBuffer_Release(&id_b);
     PyBuffer_Release(&qw_b); PyBuffer_Release(&qs_b); PyBuffer_Release(&qwt_b);
-    PyBuffer_Release(&acc_b); PyBuffer_Release(&touch_b);
+    PyBuffer_Release(&acc_b); PyBuffer_Release(&vote_b); PyBuffer_Release(&touch_b);
     return ret;
 }
 
@@ -343,45 +412,41 @@ done:
 }
 
 /*
- * collect(acc, touched, n_touched, dead, k, out_slots, out_votes) -> count
+ * collect(votes, touched, n_touched, dead, k, out_slots, out_votes) -> count
  *
- * After scan(): reads the vote of each slot in touched[0:n_touched] (acc as in scan), resets
- * it to 0 (the scratch is clean for the next query; stamps stay), and keeps the k best slots that exist in `dead`
- * (uint8[n], nonzero: removed) and are alive: out_slots int64[k], out_votes float32[k],
- * vote descending, ties in touched order (the slot voted for first comes first). Returns how many were kept (<= k). The caller uses
- * it only when n_touched <= len(touched) (the list is complete).
+ * After scan(): the k best of the touched slots touched[0:n_touched] with votes
+ * votes[0:n_touched] that exist in `dead` (uint8[n], nonzero: removed) and are alive:
+ * out_slots int64[k], out_votes float32[k], vote descending, ties in touched order (the slot
+ * voted for first comes first). Returns how many were kept (<= k). The caller uses it only
+ * when n_touched <= len(touched) (the list is complete). Reads the two arrays in order; a
+ * slot's tombstone only when its vote would enter the k best.
  */
 static PyObject *py_collect(PyObject *self, PyObject *args) {
-    Py_buffer acc_b, touch_b, dead_b, os_b, ov_b;
+    Py_buffer vote_b, touch_b, dead_b, os_b, ov_b;
     Py_ssize_t nt;
     int k;
-    if (!PyArg_ParseTuple(args, "w*y*ny*iw*w*", &acc_b, &touch_b, &nt, &dead_b, &k, &os_b,
+    if (!PyArg_ParseTuple(args, "y*y*ny*iw*w*", &vote_b, &touch_b, &nt, &dead_b, &k, &os_b,
                           &ov_b))
         return NULL;
     PyObject *ret = NULL;
-    acc_t *acc = (acc_t *)acc_b.buf;
+    const float *votes = (const float *)vote_b.buf;
     const uint32_t *touched = (const uint32_t *)touch_b.buf;
     const uint8_t *dead = (const uint8_t *)dead_b.buf;
     int64_t *os = (int64_t *)os_b.buf;
     float *ov = (float *)ov_b.buf;
-    Py_ssize_t n_slots = acc_b.len / (Py_ssize_t)sizeof(acc_t), n_dead = dead_b.len;
-    if (k < 1 || nt < 0 || nt > touch_b.len / 4 || os_b.len < (Py_ssize_t)k * 8 ||
-        ov_b.len < (Py_ssize_t)k * 4) {
+    Py_ssize_t n_dead = dead_b.len;
+    if (k < 1 || nt < 0 || nt > touch_b.len / 4 || nt > vote_b.len / 4 ||
+        os_b.len < (Py_ssize_t)k * 8 || ov_b.len < (Py_ssize_t)k * 4) {
         PyErr_SetString(PyExc_ValueError, "collect: inconsistent buffer sizes");
         goto done;
     }
-    int cnt = 0, bad = 0;
+    int cnt = 0;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < nt; i++) {
-        /* the touched slots are spread over the scratch: fetch a later one's cell ahead */
-        if (i + PREFETCH_AHEAD < nt && (Py_ssize_t)touched[i + PREFETCH_AHEAD] < n_slots)
-            PREFETCH_W(acc + touched[i + PREFETCH_AHEAD]);
+        float v = votes[i];
+        if (v <= 0.0f || (cnt == k && v <= ov[k - 1])) continue;
         uint32_t s = touched[i];
-        if ((Py_ssize_t)s >= n_slots) { bad = 1; break; }
-        float v = acc[s].vote;
-        acc[s].vote = 0.0f;
-        if ((Py_ssize_t)s >= n_dead || dead[s] || v <= 0.0f) continue;
-        if (cnt == k && v <= ov[k - 1]) continue;
+        if ((Py_ssize_t)s >= n_dead || dead[s]) continue;
         int j = cnt < k ? cnt++ : k - 1;
         while (j > 0 && ov[j - 1] < v) {  /* ties keep the touched order (first voted first) */
             ov[j] = ov[j - 1];
@@ -392,13 +457,9 @@ static PyObject *py_collect(PyObject *self, PyObject *args) {
         os[j] = (int64_t)s;
     }
     Py_END_ALLOW_THREADS
-    if (bad) {
-        PyErr_SetString(PyExc_ValueError, "collect: slot outside the votes");
-        goto done;
-    }
     ret = PyLong_FromLong(cnt);
 done:
-    PyBuffer_Release(&acc_b); PyBuffer_Release(&touch_b); PyBuffer_Release(&dead_b);
+    PyBuffer_Release(&vote_b); PyBuffer_Release(&touch_b); PyBuffer_Release(&dead_b);
     PyBuffer_Release(&os_b); PyBuffer_Release(&ov_b);
     return ret;
 }
@@ -407,14 +468,14 @@ static PyMethodDef methods[] = {
     {"assign", py_assign, METH_VARARGS,
      "assign(coarse, fine, k2, desc, probe, m, words_out, dists_out): nearest visual words"},
     {"scan", py_scan, METH_VARARGS,
-     "scan(offsets, sigs, ids, qwords, qsigs, qweights, ht, stamp, acc, touched, n_touched"
-     "[, m]) -> (n_touched, scanned, passed): vote over posting lists"},
+     "scan(offsets, sigs, ids, qwords, qsigs, qweights, ht, stamp, acc, votes, touched, "
+     "n_touched[, m]) -> (n_touched, scanned, passed): vote over posting lists"},
     {"signatures", py_signatures, METH_VARARGS,
      "signatures(desc, table, rows, m, out): Hamming-embedding signature of each "
      "(descriptor, word)"},
     {"collect", py_collect, METH_VARARGS,
-     "collect(acc, touched, n_touched, dead, k, out_slots, out_votes) -> count: the k best "
-     "live voted slots, votes reset"},
+     "collect(votes, touched, n_touched, dead, k, out_slots, out_votes) -> count: the k best "
+     "live voted slots"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_kpidx",

@@ -566,29 +566,28 @@ class KeypointIndex:
         n_slots = max(s.slot_hi for s in segs) if segs else 0
         scratch = _scratch(n_slots)
         while True:
-            acc, touched = scratch.acc, scratch.touched
+            acc, votes, touched = scratch.acc, scratch.votes, scratch.touched
             stamp = scratch.next_stamp(nq)
             nt = scanned = passed = 0
             for s in segs:
                 nt, sc, pa = kpcore.scan(s.offsets, s.sigs, s.ids, qw, qs, qwt, ht,
-                                         stamp, acc, touched, nt, m)
+                                         stamp, acc, votes, touched, nt, m)
                 scanned += sc
                 passed += pa
             if nt <= len(touched):
                 break
-            # more slots voted than the list holds (~2*10^5 a search at 10^6 sets, growing
-            # with N): clear the votes, grow the list and scan again, so that the nominees'
+            # more slots voted than the list holds (~5*10^5 a search at 2*10^7 sets, growing
+            # with N): grow the list and scan again under a new stamp, so that the nominees'
             # tie order (the slot voted for first) never depends on the list's size
-            acc["vote"][:n_slots] = 0
-            scratch.touched = np.zeros(max(2 * len(touched), nt + nt // 4), np.uint32)
+            scratch.grow_touched(max(2 * len(touched), nt + nt // 4))
         scratch.last = {"scanned": scanned, "passed": passed, "touched": nt}
         k = 4 * top
         dead = self._dead.view
-        # the k best live slots, votes reset for the next query (C: one pass, no copies of
-        # the ~10^5 voted slots)
+        # the k best live slots (C: one pass in touched order over the compact votes;
+        # nothing to reset, the next search's stamps are newer)
         best = np.empty(k, np.int64)
         best_v = np.empty(k, np.float32)
-        got = kpcore.collect(acc, touched, nt, dead, k, best, best_v)
+        got = kpcore.collect(votes, touched, nt, dead, k, best, best_v)
         cand, v = best[:got], best_v[:got]
         imgs = self._slots.view
         out: list[Candidate] = []
@@ -786,9 +785,11 @@ class _Scratch(threading.local):
     def __init__(self) -> None:
         from hashwatch.robust.kpcore import ACC_DTYPE
 
-        # per slot: summed vote and the stamp of the last query descriptor that voted
+        # per slot: the stamp of the last query descriptor that voted, its place in touched;
+        # the summed votes of the touched slots in `votes`, parallel to `touched`
         self.acc = np.zeros(0, ACC_DTYPE)
         self.touched = np.zeros(1 << 20, np.uint32)
+        self.votes = np.zeros(1 << 20, np.float32)
         self.stamp = 1
         self.last: dict[str, int] = {}
 
@@ -798,6 +799,10 @@ class _Scratch(threading.local):
             acc = np.zeros(m, self.acc.dtype)
             acc[: len(self.acc)] = self.acc
             self.acc = acc
+
+    def grow_touched(self, n: int) -> None:
+        self.touched = np.zeros(n, np.uint32)
+        self.votes = np.zeros(n, np.float32)
 
     def next_stamp(self, nq: int) -> int:
         if self.stamp + nq >= 0xFFFFFFF0:  # wrap: forget old stamps

@@ -25,10 +25,13 @@ except ImportError:  # pragma: no cover - exercised by the fallback tests throug
 HAVE_C_EXTENSION = _kpidx is not None
 _warned = False
 
-#: One slot's vote scratch as ``scan`` and ``collect`` take it (the extension's ``acc_t``): the
-#: summed vote and the stamp of the last query descriptor that voted, side by side, so a
-#: passing posting touches one 8-byte cell instead of two arrays.
-ACC_DTYPE = np.dtype([("vote", "<f4"), ("stamp", "<u4")])
+#: One slot's scratch cell as ``scan`` takes it (the extension's ``acc_t``): the stamp of the
+#: last query descriptor that voted and the slot's place in the search's touched list (and in
+#: the votes parallel to it), side by side, so a passing posting touches one 8-byte cell. A
+#: cell stamped before the search's first stamp is not voted for yet: nothing is reset.
+ACC_DTYPE = np.dtype([("stamp", "<u4"), ("tidx", "<u4")])
+
+_NO_PLACE = np.uint32(0xFFFFFFFF)  # a slot first voted for after the touched list was full
 
 
 def hamming_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -127,11 +130,12 @@ def _np_signatures(desc: np.ndarray, table: np.ndarray, rows: np.ndarray, m: int
 
 def _np_scan(offsets: np.ndarray, sigs: np.ndarray, ids: np.ndarray, qw: np.ndarray,
              qs: np.ndarray, qwt: np.ndarray, ht: int, stamp: int, acc: np.ndarray,
-             touched: np.ndarray, n_touched: int, m: int = 0) -> tuple[int, int, int]:
-    votes, lastq = acc["vote"], acc["stamp"]  # views: writes land in acc
+             votes: np.ndarray, touched: np.ndarray, n_touched: int,
+             m: int = 0) -> tuple[int, int, int]:
+    lastq, tidx = acc["stamp"], acc["tidx"]  # views: writes land in acc
     nq = len(qw) // m if m > 0 else len(qs)
     m = len(qw) // nq
-    if len(qs) not in (nq, nq * m):
+    if len(qs) not in (nq, nq * m) or len(votes) < len(touched) or not 0 < stamp < 2**32:
         raise ValueError("scan: inconsistent buffer sizes")
     qsw = np.asarray(qs) if len(qs) == nq * m and m > 1 else np.repeat(np.asarray(qs), m)
     n_words = len(offsets) - 1
@@ -151,28 +155,30 @@ def _np_scan(offsets: np.ndarray, sigs: np.ndarray, ids: np.ndarray, qw: np.ndar
     who = qi[run]
     # one vote per (descriptor, slot): the first posting in scan order, and none when the
     # descriptor voted for the slot in an earlier segment
-    _, first = np.unique(who * len(votes) + slot, return_index=True)
+    _, first = np.unique(who * len(acc) + slot, return_index=True)
     first.sort()
     slot, who, weight = slot[first], who[first], wt[run[first]]
     qid = (stamp + who).astype(np.uint32)
     fresh = lastq[slot] != qid
     slot, qid, weight = slot[fresh], qid[fresh], weight[fresh]
+    unvoted = slot[lastq[slot] < stamp]  # not voted for yet in this search
+    _, first_at = np.unique(unvoted, return_index=True)
+    new = unvoted[np.sort(first_at)]  # in scan order, as the extension lists them
+    places = n_touched + np.arange(len(new), dtype=np.int64)
+    tidx[new] = np.where(places < len(touched), places, _NO_PLACE).astype(np.uint32)
     lastq[slot] = qid
-    fresh_slots = slot[votes[slot] == 0.0]
-    _, first_at = np.unique(fresh_slots, return_index=True)
-    new = fresh_slots[np.sort(first_at)]  # in scan order, as the extension lists them
-    np.add.at(votes, slot, weight.astype(np.float32))
     room = max(0, min(len(new), len(touched) - n_touched))
     touched[n_touched:n_touched + room] = new[:room]
+    votes[n_touched:n_touched + room] = 0.0
+    placed = tidx[slot] != _NO_PLACE
+    np.add.at(votes, tidx[slot[placed]].astype(np.int64), weight[placed].astype(np.float32))
     return n_touched + len(new), scanned, int(near.sum())
 
 
-def _np_collect(acc: np.ndarray, touched: np.ndarray, n_touched: int, dead: np.ndarray,
+def _np_collect(votes: np.ndarray, touched: np.ndarray, n_touched: int, dead: np.ndarray,
                 k: int, out_slots: np.ndarray, out_votes: np.ndarray) -> int:
-    votes = acc["vote"]
     cand = touched[:n_touched].astype(np.int64)
-    v = votes[cand].copy()
-    votes[cand] = 0.0
+    v = np.array(votes[:n_touched], np.float32)
     keep = cand < len(dead)
     cand, v = cand[keep], v[keep]
     alive = ~np.asarray(dead, bool)[cand] & (v > 0)
