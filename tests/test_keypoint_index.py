@@ -376,7 +376,7 @@ def test_nominee_ties_do_not_depend_on_the_touched_list_size() -> None:
     q = LocalFeatures(np.array([[5.0, 5.0], [50.0, 50.0]], np.float32), d[[b, a]], (100, 100))
     big = ix.search(q, top=2)
     assert [c.image_id for c in big] == [2, 1] and big[0].score == big[1].score
-    KI._SCRATCH.touched = np.zeros(1, np.uint32)  # this thread's list: smaller than 2 slots
+    KI._SCRATCH.grow_touched(1)  # this thread's list: smaller than 2 slots
     small = ix.search(q, top=2)
     assert small == big
     assert len(KI._SCRATCH.touched) >= 2

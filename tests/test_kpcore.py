@@ -233,6 +233,38 @@ def test_scan_refuses_a_posting_outside_the_scratch() -> None:
                     np.zeros(8, np.uint32), 0)
 
 
+@pytest.mark.parametrize("numpy", [False, True])
+def test_scan_refuses_bad_counts_and_never_writes_past_its_buffers(numpy: bool) -> None:
+    """A negative touched count or a stamp range past 2^32 is refused; a caller that reuses a
+    search's stamp with a shorter touched list (breaking the contract) gets no write outside
+    the buffers it passed."""
+    if not numpy and not kpcore.HAVE_C_EXTENSION:
+        pytest.skip("the C extension is not built")
+    offsets = np.array([0, 60], np.uint64)
+    sigs, ids = np.zeros(60, np.uint16), np.arange(60, dtype=np.uint32)
+    qw, qs, qwt = np.zeros(2, np.int64), np.zeros(2, np.uint16), np.ones(2, np.float32)
+    acc = np.zeros(64, kpcore.ACC_DTYPE)
+    kpcore.use_numpy(numpy)
+    try:
+        with pytest.raises(ValueError, match="inconsistent"):
+            kpcore.scan(offsets, sigs, ids, qw, qs, qwt, 0, 5, acc, np.zeros(8, np.float32),
+                        np.zeros(8, np.uint32), -3)
+        with pytest.raises(ValueError, match="inconsistent"):  # stamps 2^32 - 1 and 2^32
+            kpcore.scan(offsets, sigs, ids, qw, qs, qwt, 0, 2**32 - 1, acc,
+                        np.zeros(8, np.float32), np.zeros(8, np.uint32), 0)
+        big_votes, big_touched = np.zeros(64, np.float32), np.zeros(64, np.uint32)
+        nt, _, _ = kpcore.scan(offsets, sigs, ids, qw, qs, qwt, 0, 5, acc, big_votes,
+                               big_touched, 0)
+        assert nt == 60
+        big_votes[:], big_touched[:] = 0, 0
+        # the same stamp again, with views of 4 places: the cells say places 0-59
+        nt, _, _ = kpcore.scan(offsets, sigs, ids, qw, qs, qwt, 0, 5, acc, big_votes[:4],
+                               big_touched[:4], 0)
+    finally:
+        kpcore.use_numpy(False)
+    assert not big_votes[4:].any() and not big_touched[4:].any()
+
+
 def _signature_reference(desc, table, rows):
     """Bit b of (descriptor i, word j)'s signature is descriptor bit table[rows[i, j], b]
     (bit 0 the MSB of byte 0); 0 for row -1."""

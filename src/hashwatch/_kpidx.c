@@ -66,12 +66,18 @@ static inline int POPCNT64(uint64_t x) {
  * (ids, a parallel array the test does not stream) and then that slot's vote cell are both at
  * random places of large arrays (5 GB and 160 MB at 2*10^7 sets): fetching the whole batch's
  * lines first, then its cells, keeps many of those misses in flight at once instead of
- * waiting for each in turn. Returns 1 when a slot is outside the votes.
+ * waiting for each in turn. Returns 1 when a slot is outside the scratch (acc).
+ *
+ * A cell counts as voted in this search only when its stamp lies in this search's range
+ * [first, first + span) and only then is its place read; a place is used only below cap.
+ * So a caller that breaks the stamp contract (a stamp reused or lowered, a shorter touched
+ * list within one search) gets wrong votes, never a write outside its buffers.
  */
 static inline int vote_batch(const uint64_t *bpos, const uint32_t *bqid, const float *bwt,
                              uint32_t *bslot, int nb, const uint32_t *ids, acc_t *acc,
-                             Py_ssize_t n_slots, uint32_t first, uint32_t *touched,
-                             float *votes, Py_ssize_t cap, Py_ssize_t *n_touched) {
+                             Py_ssize_t n_slots, uint32_t first, uint32_t span,
+                             uint32_t *touched, float *votes, Py_ssize_t cap,
+                             Py_ssize_t *n_touched) {
     for (int t = 0; t < nb; t++) PREFETCH_R(ids + bpos[t]);
     for (int t = 0; t < nb; t++) {
         uint32_t slot = ids[bpos[t]];
@@ -83,13 +89,13 @@ static inline int vote_batch(const uint64_t *bpos, const uint32_t *bqid, const f
        the nearer caches, so they are fetched ahead too (a cell is in cache by now) */
     for (int t = 0; t < nb; t++) {
         const acc_t *c = acc + bslot[t];
-        if (c->stamp >= first && c->tidx < cap) PREFETCH_W(votes + c->tidx);
+        if (c->stamp - first < span && c->tidx < cap) PREFETCH_W(votes + c->tidx);
     }
     Py_ssize_t nt = *n_touched;
     for (int t = 0; t < nb; t++) {
         acc_t *c = acc + bslot[t];
         if (c->stamp == bqid[t]) continue;  /* one vote per (descriptor, slot) */
-        if (c->stamp < first) {  /* the slot's first vote in this search */
+        if (c->stamp - first >= span) {  /* the slot's first vote in this search */
             c->tidx = nt < cap ? (uint32_t)nt : UINT32_MAX;
             if (nt < cap) {
                 touched[nt] = bslot[t];
@@ -98,7 +104,7 @@ static inline int vote_batch(const uint64_t *bpos, const uint32_t *bqid, const f
             nt++;
         }
         c->stamp = bqid[t];
-        if (c->tidx != UINT32_MAX) votes[c->tidx] += bwt[t];
+        if (c->tidx < cap) votes[c->tidx] += bwt[t];
     }
     *n_touched = nt;
     return 0;
@@ -124,7 +130,8 @@ static inline int vote_batch(const uint64_t *bpos, const uint32_t *bqid, const f
  * acc      acc_t[n_slots]       (written) per slot: last descriptor stamp, place in touched
  * votes    float32[>= cap]      (written) summed weights of touched[i]
  * touched  uint32[cap]          (written) slots in the order of their first vote
- * n_touched int                 how many `touched` already holds (several segments)
+ * n_touched int                 how many `touched` already holds (several segments; each
+ *                               segment holds its own range of slots)
  * m        int (optional)       words per descriptor; 0 or absent: nq = len(qsigs)
  *
  * Returns the new touched count (it may exceed cap: then the list and the votes are
@@ -166,10 +173,12 @@ static PyObject *py_scan(PyObject *self, PyObject *args) {
     Py_ssize_t nq = m_arg > 0 ? nqm / m_arg : nqs;
     Py_ssize_t n_slots = acc_b.len / (Py_ssize_t)sizeof(acc_t);
     Py_ssize_t cap = touch_b.len / 4;
+    if (cap > (Py_ssize_t)UINT32_MAX - 1) cap = (Py_ssize_t)UINT32_MAX - 1;  /* places are uint32 */
     if (nq == 0 || nqm % nq != 0 || (m_arg > 0 && nq * m_arg != nqm) ||
         (nqs != nq && nqs != nqm) || qwt_b.len / 4 != nqm || id_b.len / 4 != n_post ||
         acc_b.len % (Py_ssize_t)sizeof(acc_t) != 0 || n_words < 0 || vote_b.len / 4 < cap ||
-        stamp == 0 || stamp > UINT32_MAX) {
+        n_touched < 0 || stamp == 0 || (unsigned long long)stamp + (unsigned long long)nq - 1 >
+        UINT32_MAX) {
         PyErr_SetString(PyExc_ValueError, "scan: inconsistent buffer sizes");
         goto done;
     }
@@ -199,7 +208,7 @@ static PyObject *py_scan(PyObject *self, PyObject *args) {
 #endif
             int64_t w = qw[i * m + j];
             float wt = qwt[i * m + j];
-            if (w < 0 || w >= n_words || wt <= 0.0f) continue;
+            if (w < 0 || w >= n_words || !(wt > 0.0f)) continue;  /* NaN: no vote either */
             uint64_t a = off[w], b = off[w + 1];
             if (b > (uint64_t)n_post || a > b) { bad = 1; break; }
             /* the next probed list's head: its first lines are on their way while this
@@ -217,7 +226,8 @@ static PyObject *py_scan(PyObject *self, PyObject *args) {
                 uint64_t e = b - p0 < SCAN_CHUNK ? b : p0 + SCAN_CHUNK;
                 if (nb + SCAN_CHUNK > BATCH_CAP) {
                     bad = vote_batch(bpos, bqid, bwt, bslot, nb, ids, acc, n_slots,
-                                     (uint32_t)stamp, touched, votes, cap, &n_touched);
+                                     (uint32_t)stamp, (uint32_t)nq, touched, votes, cap,
+                                     &n_touched);
                     nb = 0;
                     if (bad) break;
                 }
@@ -256,7 +266,7 @@ static PyObject *py_scan(PyObject *self, PyObject *args) {
     }
     if (!bad && nb)
         bad = vote_batch(bpos, bqid, bwt, bslot, nb, ids, acc, n_slots, (uint32_t)stamp,
-                         touched, votes, cap, &n_touched);
+                         (uint32_t)nq, touched, votes, cap, &n_touched);
     Py_END_ALLOW_THREADS
     if (bad) {
         PyErr_SetString(PyExc_ValueError, "scan: posting outside its arrays");

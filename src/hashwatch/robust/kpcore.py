@@ -135,8 +135,10 @@ def _np_scan(offsets: np.ndarray, sigs: np.ndarray, ids: np.ndarray, qw: np.ndar
     lastq, tidx = acc["stamp"], acc["tidx"]  # views: writes land in acc
     nq = len(qw) // m if m > 0 else len(qs)
     m = len(qw) // nq
-    if len(qs) not in (nq, nq * m) or len(votes) < len(touched) or not 0 < stamp < 2**32:
+    if len(qs) not in (nq, nq * m) or len(votes) < len(touched) or n_touched < 0 or \
+            not 0 < stamp <= 2**32 - nq:
         raise ValueError("scan: inconsistent buffer sizes")
+    cap = min(len(touched), 2**32 - 2)
     qsw = np.asarray(qs) if len(qs) == nq * m and m > 1 else np.repeat(np.asarray(qs), m)
     n_words = len(offsets) - 1
     qi = np.repeat(np.arange(nq), m)
@@ -161,16 +163,17 @@ def _np_scan(offsets: np.ndarray, sigs: np.ndarray, ids: np.ndarray, qw: np.ndar
     qid = (stamp + who).astype(np.uint32)
     fresh = lastq[slot] != qid
     slot, qid, weight = slot[fresh], qid[fresh], weight[fresh]
-    unvoted = slot[lastq[slot] < stamp]  # not voted for yet in this search
+    seen = lastq[slot].astype(np.int64)  # voted in this search: a stamp in its range
+    unvoted = slot[(seen < stamp) | (seen >= stamp + nq)]
     _, first_at = np.unique(unvoted, return_index=True)
     new = unvoted[np.sort(first_at)]  # in scan order, as the extension lists them
     places = n_touched + np.arange(len(new), dtype=np.int64)
-    tidx[new] = np.where(places < len(touched), places, _NO_PLACE).astype(np.uint32)
+    tidx[new] = np.where(places < cap, places, _NO_PLACE).astype(np.uint32)
     lastq[slot] = qid
-    room = max(0, min(len(new), len(touched) - n_touched))
+    room = max(0, min(len(new), cap - n_touched))
     touched[n_touched:n_touched + room] = new[:room]
     votes[n_touched:n_touched + room] = 0.0
-    placed = tidx[slot] != _NO_PLACE
+    placed = tidx[slot] < cap
     np.add.at(votes, tidx[slot[placed]].astype(np.int64), weight[placed].astype(np.float32))
     return n_touched + len(new), scanned, int(near.sum())
 
