@@ -183,6 +183,9 @@ def test_results_table_on_postgresql(pg_db, baseline):  # noqa: F811
         t.close()
 
 
+MID_JOB_S = 0.3  # a worker seen alive this long (s) is past its start-up
+
+
 def test_local_pool_worker_killed_mid_job(setup, manifest, baseline, tmp_path, caplog):
     """A pool worker killed mid-job breaks the pool: the batches it may have held run again
     one file per fresh process, and the files come out the same."""
@@ -202,14 +205,19 @@ def test_local_pool_worker_killed_mid_job(setup, manifest, baseline, tmp_path, c
     t = threading.Thread(target=go, daemon=True)
     t.start()
     killed = None
+    seen: dict[int, float] = {}  # worker pid -> when first seen
     deadline = time.monotonic() + 120
     while killed is None and t.is_alive() and time.monotonic() < deadline:
+        now = time.monotonic()
         for server in psutil.Process().children():
             if "forkserver" in " ".join(server.cmdline()):
-                workers = server.children()
-                if workers:
-                    workers[0].send_signal(signal.SIGKILL)
-                    killed = workers[0].pid
+                for w in server.children():
+                    # mid-job, as the name says: the old loop killed the first worker within
+                    # ~10 ms of its fork, and in its one failure (a full run) the forkserver
+                    # itself died right after, which no scan recovers from in-process
+                    if now - seen.setdefault(w.pid, now) >= MID_JOB_S and killed is None:
+                        w.send_signal(signal.SIGKILL)
+                        killed = w.pid
         time.sleep(0.01)
     t.join(240)
     assert not t.is_alive() and killed is not None
