@@ -76,27 +76,6 @@ def _write_vocab(voc, out: Path, t0: float, c0: float) -> int:
     return 0
 
 
-def _random_fine_seeding() -> None:
-    """Seed the fine level's k-majority with k random members instead of k-means++.
-
-    k-means++ seeding costs k sequential passes over the cell (~2.5 s of a 12,000-descriptor
-    cell's 3.6 s at k2 = 1024, i.e. an hour for 1024 cells); random seeding takes the cell to
-    0.3 s. ``vocab.train`` seeds the coarse level first, so that first call keeps k-means++.
-    An experiment's switch (the shipped vocabularies were seeded by k-means++ throughout)."""
-    from hashwatch.robust import vocab
-
-    kpp = vocab._seed_centres
-    calls = [0]
-
-    def seed(desc, k, rng):
-        calls[0] += 1
-        if calls[0] == 1:
-            return kpp(desc, k, rng)
-        return desc[rng.choice(len(desc), k, replace=False)].copy()
-
-    vocab._seed_centres = seed
-
-
 def cmd_vocab(a: argparse.Namespace) -> int:
     """Train the frozen vocabulary on the descriptors of the first scale-set shards."""
     import numpy as np
@@ -110,10 +89,8 @@ def cmd_vocab(a: argparse.Namespace) -> int:
         rng = np.random.default_rng(a.seed)
         d = d[np.sort(rng.choice(len(d), a.max_descriptors, replace=False))]
     print(f"training {a.k1} x {a.k2} words on {len(d):,} descriptors", file=sys.stderr)
-    if a.fine_seeding == "random":
-        _random_fine_seeding()
     t0, c0 = time.perf_counter(), time.process_time()
-    voc = train(d, a.k1, a.k2, iters=a.iters, seed=a.seed,
+    voc = train(d, a.k1, a.k2, iters=a.iters, seed=a.seed, fine_seeding=a.fine_seeding,
                 progress=lambda i, n: print(f"  cell {i}/{n}", file=sys.stderr)
                 if i % 64 == 0 else None)
     return _write_vocab(voc, a.out, t0, c0)
@@ -161,17 +138,6 @@ def cmd_queries(a: argparse.Namespace) -> int:
     return 0
 
 
-def _use_vocabulary(path: Path) -> None:
-    """Make ``default_vocabulary()`` return the vocabulary at ``path`` in this process, so
-    that the indexes the study builds use it (an experiment's vocabulary, not the shipped
-    one; each index keeps its own copy, ``vocab.npz``, which its searches read)."""
-    from hashwatch.robust import vocab
-
-    vocab._DEFAULT = vocab.Vocabulary.load(path)
-    print(f"vocabulary {path}: {vocab._DEFAULT.n_words:,} words, digest "
-          f"{vocab._DEFAULT.digest()[:16]}", file=sys.stderr)
-
-
 def cmd_run(a: argparse.Namespace) -> int:
     """The cascade at each list size (the index grows from one to the next); one JSON result
     per size in --out."""
@@ -181,8 +147,13 @@ def cmd_run(a: argparse.Namespace) -> int:
     from hashwatch.scalestudy import QueryCache, load_study_set, run_sizes, save_result
 
     cv2.setNumThreads(1)
-    if a.vocab:
-        _use_vocabulary(a.vocab)
+    vocab = None
+    if a.vocab:  # an experiment's vocabulary; each index keeps its own copy (vocab.npz)
+        from hashwatch.robust.vocab import Vocabulary
+
+        vocab = Vocabulary.load(a.vocab)
+        print(f"vocabulary {a.vocab}: {vocab.n_words:,} words, digest {vocab.digest()[:16]}",
+              file=sys.stderr)
     t0 = time.perf_counter()
     ss = load_study_set(_corpus(a.corpus), a.known, a.seed,
                         a.edits.split(",") if a.edits else None)
@@ -200,7 +171,8 @@ def cmd_run(a: argparse.Namespace) -> int:
         return t.user + t.system + t.children_user + t.children_system
 
     c0, w0 = cpu(), time.perf_counter()
-    for res in run_sizes(ss, cache, a.set, sizes, n_real=a.real, params=params, top=a.top,
+    for res in run_sizes(ss, cache, a.set, sizes, n_real=a.real, params=params, vocab=vocab,
+                         top=a.top,
                          hash_views=a.hash_views, index_dir=a.index_dir, workers=a.workers,
                          max_distractors=a.max_distractors,
                          all_distractors_from=a.all_distractors_from,

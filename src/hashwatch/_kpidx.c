@@ -39,7 +39,8 @@
 /* one slot's scratch cell (numpy dtype [("stamp", "<u4"), ("tidx", "<u4")]) */
 typedef struct {
     uint32_t stamp; /* last query descriptor that voted for the slot */
-    uint32_t tidx;  /* the slot's place in touched / votes, valid while stamp >= this search's */
+    uint32_t tidx;  /* the slot's place in touched / votes, valid while the stamp is in the
+                       current search's range */
 } acc_t;
 
 #define SCAN_CHUNK 256 /* postings tested per step (at most SCAN_CHUNK pass in a step) */

@@ -94,14 +94,21 @@ def _seed_centres(desc: np.ndarray, k: int, rng: np.random.Generator) -> np.ndar
     return sample[chosen].copy()
 
 
-def k_majority(desc: np.ndarray, k: int, *, iters: int = 8, seed: int = 0) -> np.ndarray:
+def k_majority(desc: np.ndarray, k: int, *, iters: int = 8, seed: int = 0,
+               seeding: str = "kmeans++") -> np.ndarray:
     """(k, 32) uint8 centres of ``desc`` (n, 32) uint8 by k-majority (see module docstring),
-    seeded by :func:`_seed_centres`. Raises ValueError when n < k."""
+    seeded by :func:`_seed_centres` (``seeding="kmeans++"``) or by k distinct random members
+    (``"random"``: k-means++ makes k sequential passes, an hour over 1024 cells of k = 1024).
+    Raises ValueError when n < k or on another ``seeding``."""
     n = len(desc)
     if n < k:
         raise ValueError(f"{n} descriptors cannot make {k} centres")
+    if seeding not in ("kmeans++", "random"):
+        raise ValueError(f"seeding {seeding!r}: want 'kmeans++' or 'random'")
     rng = np.random.default_rng(seed)
-    cent = _seed_centres(np.ascontiguousarray(desc, np.uint8), k, rng)
+    desc = np.ascontiguousarray(desc, np.uint8)
+    cent = (_seed_centres(desc, k, rng) if seeding == "kmeans++"
+            else desc[rng.choice(n, k, replace=False)].copy())
     for _ in range(iters):
         _, a = _flat(cent).search(desc, 1)
         cent = _majority(desc, a[:, 0].astype(np.int64), k, cent, rng)
@@ -296,11 +303,12 @@ def choose_word_signature_bits(desc: np.ndarray, words: np.ndarray, k1: int, k2:
 
 
 def train(desc: np.ndarray, k1: int, k2: int, *, iters: int = 8, seed: int = 0,
-          progress=None) -> Vocabulary:
+          fine_seeding: str = "kmeans++", progress=None) -> Vocabulary:
     """Train a vocabulary on ``desc`` (n, 32) uint8 (k-majority per level, see the module
-    docstring; the coarse level on a sample of at most 1,000 descriptors per centre). Cells
-    with fewer than ``k2`` members get centres sampled (with repetition dropped) from their
-    members; an empty cell repeats its coarse centre."""
+    docstring; the coarse level on a sample of at most 1,000 descriptors per centre, seeded
+    by k-means++; the fine level's cells seeded as ``fine_seeding`` says, see
+    :func:`k_majority`). Cells with fewer than ``k2`` members get centres sampled (with
+    repetition dropped) from their members; an empty cell repeats its coarse centre."""
     rng = np.random.default_rng(seed)
     # the coarse level needs far fewer points than the fine one (k1 centres, not k1 * k2)
     sample = desc[rng.choice(len(desc), min(len(desc), 1000 * k1), replace=False)]
@@ -319,7 +327,8 @@ def train(desc: np.ndarray, k1: int, k2: int, *, iters: int = 8, seed: int = 0,
             fine[c, :len(mem)] = desc[mem]
             fine[c, len(mem):] = desc[rng.choice(mem, k2 - len(mem))]
         else:
-            fine[c] = k_majority(desc[mem], k2, iters=iters, seed=seed + 1 + c)
+            fine[c] = k_majority(desc[mem], k2, iters=iters, seed=seed + 1 + c,
+                                 seeding=fine_seeding)
         if progress:
             progress(c + 1, k1)
     voc = Vocabulary(coarse, fine, np.zeros(SIG_BITS, np.int16))

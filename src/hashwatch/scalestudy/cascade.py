@@ -15,6 +15,7 @@ import numpy as np
 from hashwatch import robust as R
 from hashwatch.robust.keypoint_index import KeypointIndex, KeypointParams, last_search_stats
 from hashwatch.robust.local import LocalFeatures
+from hashwatch.robust.vocab import Vocabulary
 from hashwatch.scalestudy.measure import _folder_bytes, _proc_rss, _rss_mib
 from hashwatch.scalestudy.queries import QueryCache, StudySet
 from hashwatch.scalestudy.results import SizeResult, _merge
@@ -47,7 +48,8 @@ def _call_part(part: tuple[list[str], int, int, int | None]) -> SizeResult:
 
 def run_sizes(ss: StudySet, cache: QueryCache, set_dir: Path, sizes: Sequence[int], *,
               n_real: int | None = None, index_dir: Path | None = None,
-              params: KeypointParams | None = None, top: int = 8, hash_views: str = "all",
+              params: KeypointParams | None = None, vocab: Vocabulary | None = None,
+              top: int = 8, hash_views: str = "all",
               workers: int = 1, max_distractors: int | None = None,
               all_distractors_from: int | None = None, scene_every: int = 4,
               say: Callable[[str], None] = lambda s: None) -> Iterator[SizeResult]:
@@ -65,6 +67,7 @@ def run_sizes(ss: StudySet, cache: QueryCache, set_dir: Path, sizes: Sequence[in
     with its 128 kept keypoints and with all 200 stored) do not depend on N: computed at the
     first size and carried over. See the module docstring for what is counted.
 
+    ``vocab``: the keypoint index's vocabulary (default: the shipped one).
     ``hash_views="core"``: the hash tier holds only the full and trimmed views.
     ``workers``: query processes forked after each build (each query on one core; times are
     the CPU time of the thread that ran it). Distractors: the first ``max_distractors``, all
@@ -87,7 +90,7 @@ def run_sizes(ss: StudySet, cache: QueryCache, set_dir: Path, sizes: Sequence[in
     core = hash_views == "core"
     # -- the real images: both tiers -----------------------------------------------------
     t0, c0 = time.perf_counter(), time.process_time()
-    kp = KeypointIndex(default_vocabulary(), params)
+    kp = KeypointIndex(vocab or default_vocabulary(), params)
     kp.add_many((i, f) for i, f in enumerate(ss.known_local))
     ids, codes, variants = _hash_rows(list(enumerate(ss.known_views)), core)
     row_ids, row_codes, row_var = [ids], [codes], list(variants)
