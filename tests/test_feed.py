@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from conftest_pg import create_database, drop_database, pg_db, pg_url, store_url  # noqa: F401
 from hashwatch.matcher import Matcher
 from hashwatch.store import EntryIn, Store
-from hashwatch.store.core import entry_row, utcnow
+from hashwatch.store.records import entry_row, utcnow
 from hashwatch.store.schema import changes
 
 

@@ -20,7 +20,7 @@ from conftest_pg import create_database, drop_database, pg_db, pg_url  # noqa: F
 from hashwatch.matcher import Matcher
 from hashwatch.reconcile import reconcile
 from hashwatch.store import EntryIn, Store
-from hashwatch.store.core import entry_row, utcnow
+from hashwatch.store.records import entry_row, utcnow
 
 _BLOB: list[bytes] = []
 

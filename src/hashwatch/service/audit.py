@@ -19,7 +19,7 @@ from typing import Any
 
 from hashwatch.service.ratelimit import RateLimiter
 from hashwatch.store import Store
-from hashwatch.store.core import utcnow
+from hashwatch.store.records import utcnow
 from hashwatch.store.schema import audit_log
 
 log = logging.getLogger(__name__)

@@ -21,8 +21,8 @@ import sqlalchemy as sa
 
 from hashwatch.service.schema import api_keys
 from hashwatch.store import Store, StoreError
-from hashwatch.store.core import utcnow
 from hashwatch.store.guards import InvalidText, check_identifier
+from hashwatch.store.records import utcnow
 
 SCOPES = ("hash", "match", "curate", "review", "admin")
 CACHE_SECONDS = 5.0

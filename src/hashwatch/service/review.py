@@ -39,7 +39,7 @@ import sqlalchemy as sa
 
 from hashwatch.service.schema import allow_list, review_items
 from hashwatch.store import Store
-from hashwatch.store.core import utcnow
+from hashwatch.store.records import utcnow
 
 DECISIONS = ("confirm", "false_positive", "escalate")
 STATUS_OF = {"confirm": "confirmed", "false_positive": "false_positive",

@@ -44,7 +44,7 @@ from hashwatch.service.destinations import (
 )
 from hashwatch.service.schema import outbox, webhooks
 from hashwatch.store import Store
-from hashwatch.store.core import utcnow
+from hashwatch.store.records import utcnow
 from hashwatch.store.schema import hash_lists
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,10 @@ applied on open.
 
 from __future__ import annotations
 
-from hashwatch.store.core import (
+from hashwatch.store.connect import upgrade_notice
+from hashwatch.store.core import Store
+from hashwatch.store.guards import InvalidText
+from hashwatch.store.records import (
     AddResult,
     EntryIn,
     EntryRow,
@@ -16,12 +19,9 @@ from hashwatch.store.core import (
     ListInfo,
     ListNotFound,
     SignalCounts,
-    Store,
     StoreError,
     default_db_path,
-    upgrade_notice,
 )
-from hashwatch.store.guards import InvalidText
 
 __all__ = [
     "AddResult",

@@ -80,14 +80,8 @@ from typing import IO, Any
 
 import sqlalchemy as sa
 
-from hashwatch.store.core import (
-    AddResult,
-    EntryIn,
-    Store,
-    _labels_to_text,
-    bump_version,
-    utcnow,
-)
+from hashwatch.store.core import Store, bump_version
+from hashwatch.store.records import AddResult, EntryIn, _labels_to_text, utcnow
 from hashwatch.store.schema import changes
 
 STAGE_COLUMNS = ("signal_type", "value", "category_scheme", "category_code", "labels",

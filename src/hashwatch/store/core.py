@@ -5,33 +5,35 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from importlib import resources
 from itertools import islice
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from platformdirs import user_data_dir
 
-from hashwatch.categories import Category
+from hashwatch.store.connect import connect, migrate_schema
 from hashwatch.store.feed import Snapshot, feed_id, open_snapshot, position_usable
 from hashwatch.store.guards import (
     InvalidText,
     check_identifier,
-    install_sqlite_authorizer,
-    install_text_guard,
 )
-from hashwatch.store.redact import redact_text, redact_url
+from hashwatch.store.records import (
+    AddResult,
+    EntryIn,
+    EntryRow,
+    InvalidName,
+    ListExists,
+    ListInfo,
+    ListNotFound,
+    StoreError,
+    _list_info,
+    _row_to_entry,
+    entry_row,
+    utcnow,
+)
+from hashwatch.store.redact import redact_text
 from hashwatch.store.schema import (
     GROUPED,
     audit_log,
@@ -43,231 +45,6 @@ from hashwatch.store.schema import (
 )
 
 log = logging.getLogger("hashwatch.store")
-
-
-def upgrade_notice(current: str, target: str) -> str:
-    """What an operator is told before a database is upgraded from schema revisions
-    ``current`` to ``target`` (the words every caller of ``Store.open(on_upgrade=...)`` uses)."""
-    return (f"schema {current} -> {target}; on a large list this rebuilds indexes and can take "
-            "minutes (do not interrupt it)")
-
-
-class StoreError(Exception):
-    """A store operation that cannot be done as asked."""
-
-
-class InvalidName(StoreError):
-    """An identifier that the store refuses (control, bidi or path-like characters)."""
-
-
-class ListNotFound(StoreError):
-    """No (undeleted) hash list has that name; ``.name`` is the name asked for."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(f"no hash list named {name!r} (see `hashwatch lists show`)")
-        self.name = name
-
-
-class ListExists(StoreError):
-    """A hash list of that name already exists (deleted lists keep their names)."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(f"a hash list named {name!r} already exists")
-        self.name = name
-
-
-def utcnow() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def default_db_path() -> Path:
-    env = os.environ.get("HASHWATCH_DB")
-    if env:
-        return Path(env)
-    return Path(user_data_dir("hashwatch", appauthor=False)) / "hashwatch.db"
-
-
-@dataclass(frozen=True)
-class ListInfo:
-    """A hash list: its ``name``, provenance (``source``, ``jurisdiction``), the
-    ``category_scheme`` its entries use, a ``version`` that grows with every change,
-    ``enabled`` (a disabled list does not match), ISO-8601 UTC times, and ``entry_count``
-    (live entries) when counted."""
-
-    id: int
-    name: str
-    source: str
-    jurisdiction: str
-    category_scheme: str
-    description: str
-    version: int
-    enabled: bool
-    created_at: str
-    updated_at: str
-    deleted_at: str | None = None
-    entry_count: int | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
-
-
-@dataclass(frozen=True)
-class EntryIn:
-    """An entry to add. ``value`` must already be normalised by its signal type."""
-
-    signal_type: str
-    value: str
-    category: Category | None = None
-    labels: tuple[str, ...] = ()
-    source_ref: str = ""
-    group_ref: str = ""
-    variant: str = ""
-
-
-@dataclass(frozen=True)
-class EntryRow:
-    """A stored entry: one hash (``signal_type``, canonical ``value``) in one list, with its
-    ``category``, ``labels``, ``source_ref``, the ``group_ref`` shared by one known picture's
-    entries, its ``variant`` (a robust PDQ view, "" for the full picture), who added it
-    when, and ``removed_at`` (None while live)."""
-
-    id: int
-    list_id: int
-    list_name: str
-    signal_type: str
-    value: str
-    category: Category | None
-    labels: tuple[str, ...]
-    source_ref: str
-    group_ref: str
-    variant: str
-    added_at: str
-    added_by: str
-    removed_at: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "list": self.list_name,
-            "signal_type": self.signal_type,
-            "value": self.value,
-            "category": str(self.category) if self.category else None,
-            "labels": list(self.labels),
-            "source_ref": self.source_ref,
-            "group_ref": self.group_ref,
-            "variant": self.variant,
-            "added_at": self.added_at,
-            "added_by": self.added_by,
-        }
-
-
-@dataclass
-class SignalCounts:
-    """What an add did for one signal type."""
-
-    added: int = 0
-    duplicates: int = 0
-    restored: int = 0
-
-
-@dataclass
-class AddResult:
-    """What an add did: entries ``added``, ``duplicates`` (already present), ``restored``
-    (present but removed before), the new ``added_ids`` and the same counts per signal
-    type in ``by_signal``."""
-
-    added: int = 0
-    duplicates: int = 0
-    restored: int = 0
-    added_ids: list[int] = field(default_factory=list)
-    by_signal: dict[str, SignalCounts] = field(default_factory=dict)
-
-    def count(self, signal_type: str, *, added: int = 0, duplicates: int = 0,
-              restored: int = 0) -> None:
-        c = self.by_signal.setdefault(signal_type, SignalCounts())
-        c.added += added
-        c.duplicates += duplicates
-        c.restored += restored
-
-
-def _labels_to_text(labels: Sequence[str]) -> str:
-    return json.dumps(list(labels), ensure_ascii=False) if labels else ""
-
-
-def _labels_from_text(text: str) -> tuple[str, ...]:
-    return tuple(json.loads(text)) if text else ()
-
-
-def entry_row(list_id: int, e: EntryIn, now: str, actor: str) -> tuple:
-    """An entry as the row tuple of ``Store._INSERT_COLUMNS`` (one layout for the row-by-row
-    and the bulk paths)."""
-    cat = e.category
-    return (
-        list_id,
-        e.signal_type,
-        e.value,
-        cat.scheme if cat else "",
-        cat.code if cat else "",
-        _labels_to_text(e.labels),
-        e.source_ref,
-        e.group_ref,
-        e.variant,
-        now,
-        actor,
-    )
-
-
-def _row_to_entry(row: Any) -> EntryRow:
-    cat = Category(row.category_scheme, row.category_code) if row.category_scheme else None
-    return EntryRow(
-        id=row.id,
-        list_id=row.list_id,
-        list_name=row.list_name,
-        signal_type=row.signal_type,
-        value=row.value,
-        category=cat,
-        labels=_labels_from_text(row.labels),
-        source_ref=row.source_ref,
-        group_ref=row.group_ref,
-        variant=row.variant,
-        added_at=row.added_at,
-        added_by=row.added_by,
-        removed_at=row.removed_at,
-    )
-
-
-def _list_info(row: Any, count: int | None = None) -> ListInfo:
-    return ListInfo(
-        id=row.id,
-        name=row.name,
-        source=row.source,
-        jurisdiction=row.jurisdiction,
-        category_scheme=row.category_scheme,
-        description=row.description,
-        version=row.version,
-        enabled=bool(row.enabled),
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        deleted_at=row.deleted_at,
-        entry_count=count,
-    )
-
-
-def _make_url(target: str | os.PathLike[str]) -> tuple[str, Path | None]:
-    text = os.fspath(target)
-    if "://" in text:
-        return text, None
-    path = Path(text).expanduser()
-    return f"sqlite:///{path}", path
-
-
-def _create_private_file(path: Path) -> None:
-    """Create the SQLite file owner-only before SQLite does (it copies these bits to
-    its -wal/-shm files): hash lists are sensitive."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
-        os.close(fd)
 
 
 _ENTRY_COLUMNS = [
@@ -319,41 +96,7 @@ class Store:
         ``on_upgrade(current, target)`` (schema revisions) is called before an existing
         database is upgraded, so that a caller can say why the first open after an upgrade
         may take minutes (some migrations rebuild indexes of the entries table)."""
-        if target is None:  # a URL in $HASHWATCH_DB must not go through Path()
-            target = os.environ.get("HASHWATCH_DB") or default_db_path()
-        url, path = _make_url(target)
-        shown = redact_url(target)
-        if path is not None:
-            if re.search(r"(?i)\b(password|host|dbname|user)\s*=", str(target)):
-                # a libpq "key=value" string is not a file name: opening it as SQLite would
-                # create an empty database named after the password
-                raise StoreError("the database looks like a libpq connection string "
-                                 "(key=value ...): give a URL such as "
-                                 "postgresql+psycopg://user:***@host:5432/dbname")
-            if path.exists() and path.is_dir():
-                raise StoreError(f"database path {path} is a directory")
-            _create_private_file(path)
-        try:
-            # PostgreSQL: a pooled connection may have died with a server restart; test it on
-            # checkout (one local round trip) so the service recovers by itself
-            engine = sa.create_engine(url, future=True,
-                                      pool_pre_ping=not url.startswith("sqlite"))
-        except Exception as exc:  # ArgumentError quotes the whole URL, password included
-            raise StoreError(f"cannot open database {shown}: "
-                             f"{redact_text(type(exc).__name__ + ': ' + str(exc))}") from None
-        install_text_guard(engine)
-        if engine.dialect.name == "sqlite":
-
-            @sa.event.listens_for(engine, "connect")
-            def _sqlite_pragmas(dbapi_conn: Any, _rec: Any) -> None:
-                cur = dbapi_conn.cursor()
-                cur.execute("PRAGMA journal_mode=WAL")
-                cur.execute("PRAGMA synchronous=NORMAL")
-                cur.execute("PRAGMA foreign_keys=ON")
-                cur.execute("PRAGMA busy_timeout=30000")
-                cur.close()
-                install_sqlite_authorizer(dbapi_conn)
-
+        engine, shown = connect(target)
         store = cls(engine)
         if migrate:
             try:
@@ -367,22 +110,7 @@ class Store:
     def migrate(self, on_upgrade: Callable[[str, str], None] | None = None) -> None:
         """Bring the schema to the newest revision (Alembic ``upgrade heads``);
         ``on_upgrade(current, target)`` first when an existing database is behind."""
-        cfg = Config()
-        cfg.set_main_option(
-            "script_location", str(resources.files("hashwatch.store") / "migrations")
-        )
-        with self.engine.begin() as conn:
-            current = MigrationContext.configure(conn).get_current_heads()
-            target = ScriptDirectory.from_config(cfg).get_heads()
-            if current and set(current) != set(target):
-                # only the branches that move (the schema has several heads)
-                cur = ", ".join(sorted(set(current) - set(target)))
-                tgt = ", ".join(sorted(set(target) - set(current)))
-                log.info("upgrading the database: %s", upgrade_notice(cur, tgt))
-                if on_upgrade is not None:
-                    on_upgrade(cur, tgt)
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "heads")
+        migrate_schema(self.engine, on_upgrade)
 
     def close(self) -> None:
         self.engine.dispose()
