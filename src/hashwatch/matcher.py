@@ -15,16 +15,24 @@ import os
 import re
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from hashwatch import robust
 from hashwatch.index import HammingIndex
 from hashwatch.keypoint_feed import KeypointFeed
+from hashwatch.matches import (
+    PDQ_MIN_QUALITY,
+    HashedLike,
+    Match,
+    MatchResult,
+    keypoint_route,
+    match_from_entry,
+    pdq_matchability,
+)
 from hashwatch.robust.keypoint_index import KeypointIndex
 from hashwatch.robust.vocab import default_vocabulary
 from hashwatch.signals.vpdq import VPDQ_COMPARED_MATCH_PERCENT, VPDQ_QUERY_MATCH_PERCENT
@@ -37,166 +45,14 @@ CRYPTO_SIGNALS = ("sha256", "sha1", "md5")
 PDQ_THRESHOLD = 31
 # change rows read under the matcher's lock per page of the feed (see Matcher.refresh)
 FEED_PAGE = 50_000
-PDQ_MIN_QUALITY = 50
 # Known images nominated by the keypoint index and verified (geometry + scene check) per query
 # (see BENCHMARKS.md, "Scale study", for the choice).
 KEYPOINT_CANDIDATES = 8
-# Confidence level per tier: exact and hash-tier matches may be acted on automatically,
-# keypoint-tier matches go to human review (per-query false-match rates in BENCHMARKS.md).
-CONFIDENCE = {"exact": "act", "hash": "act", "keypoint": "review"}
-
-
-class HashedLike(Protocol):
-    md5: str | None
-    sha1: str | None
-    sha256: str | None
-    pdq: str | None
-    pdq_quality: int | None
-    extras: dict[str, Any] | None
-
-
-@dataclass(frozen=True)
-class Match:
-    """One list entry a file matched: the ``list``, the ``entry_id`` and its ``ref`` (source
-    reference), the ``signal`` type, the ``distance`` (PDQ: Hamming bits, 0-256; exact
-    hashes: 0; keypoint matches: -1 with ``inliers``), the entry's ``category`` as
-    ``SCHEME:CODE``, ``exact``, and for robust matches the ``route`` that found it."""
-
-    list: str
-    entry_id: int
-    ref: str
-    signal: str
-    distance: int
-    category: str | None
-    exact: bool
-    variant: str = ""  # the known entry's view ("" = the full-image hash)
-    route: str = ""  # "query view/known view" when not the plain full/full comparison
-    inliers: int | None = None  # local tier: geometrically verified keypoint matches
-    # videos and animations: the query frame that matched (number in decode order, seconds)
-    frame: int | None = None
-    frame_time: float | None = None
-    # vPDQ: the reference's frame-match percentages (query frames found, known frames found)
-    query_match_percent: float | None = None
-    compared_match_percent: float | None = None
-
-    @property
-    def tier(self) -> str:
-        """``exact`` (a cryptographic hash), ``hash`` (a PDQ route) or ``keypoint``."""
-        if self.exact:
-            return "exact"
-        return "keypoint" if self.route.startswith("local/") else "hash"
-
-    @property
-    def confidence(self) -> str:
-        """What a platform may do with this match: ``act`` (exact and hash-tier matches: the
-        measured false-match rate per query at 20M known images allows acting on them
-        automatically) or ``review`` (keypoint-tier matches: a person confirms them first).
-        See :data:`CONFIDENCE` and BENCHMARKS.md, "Scale study"."""
-        return CONFIDENCE[self.tier]
-
-    def as_dict(self) -> dict[str, Any]:
-        d = {
-            "list": self.list,
-            "entry_id": self.entry_id,
-            "ref": self.ref,
-            "signal": self.signal,
-            "distance": self.distance,
-            "category": self.category,
-            "exact": self.exact,
-            "tier": self.tier,
-            "confidence": self.confidence,
-        }
-        if self.route:
-            d["route"] = self.route
-        if self.inliers is not None:
-            d["inliers"] = self.inliers
-        if self.frame is not None:
-            d["frame"] = {"index": self.frame, "t": self.frame_time}
-        if self.query_match_percent is not None:
-            d["query_match_percent"] = self.query_match_percent
-            d["compared_match_percent"] = self.compared_match_percent
-        return d
-
-
-@dataclass
-class MatchResult:
-    """The matches of one file (``path``), best first, and its hashing ``error`` if any."""
-
-    path: str
-    matches: list[Match] = field(default_factory=list)
-    error: str | None = None
-    # whether the file had a PDQ good enough to match perceptually, and if not, why
-    pdq_matchable: bool | None = None
-    pdq_reason: str | None = None
-    # a video or animation covered only in part: the bound that cut or thinned its frames
-    limited: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "path": self.path,
-            "matches": [m.as_dict() for m in self.matches],
-            "error": self.error,
-        }
-        if self.pdq_matchable is not None:
-            d["pdq_matchable"] = self.pdq_matchable
-            if self.pdq_reason:
-                d["pdq_reason"] = self.pdq_reason
-        if self.limited:
-            d["limited"] = self.limited
-        return d
-
-
-def pdq_matchability(rec: Any, min_quality: int = PDQ_MIN_QUALITY) -> tuple[bool, str | None]:
-    """Whether a hashed file can be matched perceptually (PDQ quality >= ``min_quality``, for
-    a video or animation: some kept frame), and if not, why. Exact hashes are matched anyway:
-    "no perceptual match" and "could not be matched perceptually" must not look alike."""
-    frames = getattr(rec, "frames", None) or ()
-    if frames:
-        best = max(f.quality for f in frames)
-        if best >= min_quality:
-            return True, None
-        return False, (f"no frame has PDQ quality >= {min_quality} (best {best}): the frames "
-                       "are too flat or uniform to match perceptually")
-    quality = getattr(rec, "pdq_quality", None)
-    if getattr(rec, "pdq", None) is None or quality is None:
-        error = getattr(rec, "error", None)
-        return False, f"no PDQ: {error}" if error else "no PDQ: not a decodable picture"
-    if quality < min_quality:
-        return False, (f"PDQ quality {quality} is below the matching floor {min_quality}: the "
-                       "picture is too flat or uniform to match perceptually")
-    return True, None
-
-
 def hex_to_codes(values: Sequence[str]) -> np.ndarray:
     """64-hex PDQ strings → (n, 32) uint8, in one C-level conversion."""
     if not values:
         return np.zeros((0, 32), dtype=np.uint8)
     return np.frombuffer(bytes.fromhex("".join(values)), dtype=np.uint8).reshape(-1, 32)
-
-
-def _match_from_entry(
-    e: EntryRow, distance: int, exact: bool, route: str = "", inliers: int | None = None
-) -> Match:
-    return Match(
-        list=e.list_name,
-        entry_id=e.id,
-        ref=e.source_ref,
-        signal=e.signal_type,
-        distance=distance,
-        category=str(e.category) if e.category else None,
-        exact=exact,
-        variant=e.variant,
-        route=route,
-        inliers=inliers,
-    )
-
-
-def keypoint_route(v: robust.LocalVerdict) -> str:
-    """Route of a keypoint-tier match: ``local/orb``, then ``:`` and what the verified
-    transform is (``v.fit``, :func:`hashwatch.robust.geometry.describe_transform`:
-    ``similarity``, ``affine`` or ``homography``, ``+mirrored`` when it reflects), e.g.
-    ``local/orb:homography+mirrored``; plain ``local/orb`` when the verdict has no ``fit``."""
-    return "local/orb" if v.fit is None else "local/orb:" + v.fit.tag
 
 
 def _known_class(variant: str) -> str:
@@ -511,7 +367,7 @@ class Matcher:
             value = getattr(hashes, sig, None)
             if value:
                 out.extend(
-                    _match_from_entry(e, 0, True)
+                    match_from_entry(e, 0, True)
                     for e in self.store.lookup(sig, [value], lists=lists)
                 )
         return out
@@ -585,7 +441,7 @@ class Matcher:
             key = (e.list_name, e.group_ref or f"entry:{e.id}")
             score = robust.route_rank(qclass, dist, limit)
             if key not in best or score < best[key][0]:
-                best[key] = (score, _match_from_entry(e, dist, False, route))
+                best[key] = (score, match_from_entry(e, dist, False, route))
         return sorted((m for _, m in best.values()), key=lambda m: (m.distance, m.list, m.entry_id))
 
     # -- local tier (keypoint index) -------------------------------------------------
@@ -666,7 +522,7 @@ class Matcher:
             if not entries:
                 continue
             e = next((x for x in entries if x.signal_type == "pdq" and not x.variant), entries[0])
-            out.append(_match_from_entry(e, -1, False, keypoint_route(v), v.inliers))
+            out.append(match_from_entry(e, -1, False, keypoint_route(v), v.inliers))
         return sorted(out, key=lambda m: (-(m.inliers or 0), m.list, m.entry_id))
 
     def query_extras(self) -> Any:
@@ -699,7 +555,7 @@ class Matcher:
             e = rows.get(h.entry_id)
             if e is None or (allowed is not None and e.list_name not in allowed):
                 continue
-            m = _match_from_entry(e, h.distance, False, "vpdq:views" if h.via_views else "")
+            m = match_from_entry(e, h.distance, False, "vpdq:views" if h.via_views else "")
             out.append(dataclasses.replace(m, query_match_percent=h.query_match_percent,
                                            compared_match_percent=h.compared_match_percent))
         return out

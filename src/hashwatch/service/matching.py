@@ -79,7 +79,7 @@ def match_values(svc: Service, queries: Sequence[HashQ],
 
 def entry_match(e: Any, distance: int, exact: bool) -> dict[str, Any]:
     """A match record for list entry ``e`` (an ``EntryRow``)."""
-    from hashwatch.matcher import CONFIDENCE
+    from hashwatch.matches import CONFIDENCE
 
     tier = "exact" if exact else "hash"
     d = {"list": e.list_name, "entry_id": e.id, "ref": e.source_ref, "signal": e.signal_type,
