@@ -440,6 +440,7 @@ def cmd_rates(a: argparse.Namespace) -> int:
     from hashwatch.robust import geometry as G
     from hashwatch.robust.keypoint_index import decode_verify, encode_verify, subset
     from hashwatch.robust.kpcore import hamming_matrix, prefix_desc
+    from hashwatch.robust.regions import query_rectangles
 
     cv2.setNumThreads(1)
     t0, c0 = time.perf_counter(), time.process_time()
@@ -452,7 +453,7 @@ def cmd_rates(a: argparse.Namespace) -> int:
 
     def query(img: np.ndarray) -> R.LocalFeatures | None:
         boxes = R.query_regions(img)
-        return R.query_local(img, boxes, rects=E.query_rectangles(img, boxes))
+        return R.query_local(img, boxes, rects=query_rectangles(img, boxes))
 
     true: dict[int, list[int]] = {32: [], **{b: [] for b in nbs}}
     for en in a.edits.split(","):

@@ -15,7 +15,7 @@
 Grid cells, photographic backgrounds and the other picture of a screenshot are *fillers*:
 pictures the caller passes in (``apply_edit(..., fillers=...)``). The evaluation draws them from
 a reserved part of the corpus that is neither known nor used as a distractor query
-(:func:`hashwatch.evaluate.split_corpus`), so a match on a filler can never be counted as the
+(:func:`hashwatch.evaluate.split_fillers`), so a match on a filler can never be counted as the
 target's match, and every match on another known image is a real false match. Generated
 backgrounds are drawn here from the edit's own seeded generator.
 """
