@@ -105,7 +105,7 @@ def _published(pub, res=None) -> None:  # type: ignore[no-untyped-def]
 def _publish_step(table_dir: Path, what: str, step) -> None:  # type: ignore[no-untyped-def]
     """Run one publication step (``step(publisher, progress)``) with a progress bar; a
     BuildError is a clear message and exit 2."""
-    from hashwatch.cli import progress
+    from hashwatch.clikit import progress
 
     from .build import BuildError
     from .publish import Publisher
@@ -150,7 +150,7 @@ def setup(
     A finished table is never replaced: publish deltas (update) or a new epoch (rotate)."""
     import shutil
 
-    from hashwatch.cli import progress
+    from hashwatch.clikit import progress
 
     from .build import BuildError
     from .keys import DEFAULT_DESIGN, KeyDesign

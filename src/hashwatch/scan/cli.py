@@ -106,7 +106,7 @@ def run_cmd(
                   ] = None,
 ) -> None:
     """Scan every file of a manifest against the lists; resumes where it stopped."""
-    from hashwatch.cli import open_store
+    from hashwatch.clikit import open_store
     from hashwatch.matcher import index_path_for
     from hashwatch.store import ListNotFound
 

@@ -1,7 +1,7 @@
 """Typer commands: ``triage``, ``grade``, ``grades`` and ``lists promote``.
 
-The main CLI calls :func:`register`; this module imports hashwatch.cli helpers lazily (inside
-the commands) so that importing it never creates an import cycle.
+The main CLI calls :func:`register`; the commands use the helpers every command shares
+(:mod:`hashwatch.clikit`), which import nothing of the CLI itself.
 """
 
 from __future__ import annotations
@@ -13,16 +13,14 @@ from typing import Annotated, Any
 
 import typer
 
+from hashwatch import clikit
+from hashwatch.clikit import DbOpt
+from hashwatch.clilists import category_option
 from hashwatch.cliviews import HashViewsOpt, parse_hash_views
 from hashwatch.console import styled
 
 __all__ = ["register"]
 
-DbOpt = Annotated[
-    str | None,  # not Path: Path() folds the "//" of a postgresql:// URL
-    typer.Option("--db", help="Database file or SQLAlchemy URL (default: user data dir, or "
-                 "$HASHWATCH_DB).", show_default=False),
-]
 MinVotes = Annotated[int, typer.Option("--min-votes", min=1,
                                        help="Agreeing analysts needed for a trusted grade.")]
 MaxDissent = Annotated[int, typer.Option("--max-dissent", min=0,
@@ -30,9 +28,7 @@ MaxDissent = Annotated[int, typer.Option("--max-dissent", min=0,
 
 
 def _h() -> Any:
-    import hashwatch.cli as h
-
-    return h
+    return clikit
 
 
 def triage(
@@ -151,7 +147,7 @@ def grade(
     from hashwatch.triage.run import CaseError, check_store_case, open_workdb
 
     h = _h()
-    cat = h._parse_category(category)
+    cat = category_option(category)
     with h.open_store(db, must_exist=True) as store:
         try:
             outdir = check_store_case(store, case)
