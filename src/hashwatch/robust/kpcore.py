@@ -7,7 +7,7 @@ checkout without a C compiler still matches instead of failing on every file.
 ``scan`` (votes over posting lists, :meth:`hashwatch.robust.keypoint_index.KeypointIndex.search`)
 and ``collect`` (the best voted slots) take the arguments documented in ``src/hashwatch/_kpidx.c``;
 :func:`hamming_matrix` is the pairwise Hamming distance both this module and the verification
-use.
+use (``hamming`` in the extension, with each row's minimum: :func:`hamming_rows`).
 """
 
 from __future__ import annotations
@@ -34,17 +34,35 @@ ACC_DTYPE = np.dtype([("stamp", "<u4"), ("tidx", "<u4")])
 _NO_PLACE = np.uint32(0xFFFFFFFF)  # a slot first voted for after the touched list was full
 
 
-def hamming_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(len(a), len(b)) int32 Hamming distances of two (n, 32) uint8 descriptor arrays.
-
-    One popcount pass per 64-bit word over a (len(a), len(b)) array (summing the four words
-    of a (na, nb, 4) array along its short last axis was ~5x slower)."""
-    a64 = np.ascontiguousarray(a, np.uint8).view(np.uint64)
-    bt = np.ascontiguousarray(np.ascontiguousarray(b, np.uint8).view(np.uint64).T)
-    d = np.bitwise_count(a64[:, 0, None] ^ bt[0][None, :]).astype(np.int32)
+def _np_hamming(a: np.ndarray, b: np.ndarray, out: np.ndarray, row_min: np.ndarray) -> None:
+    # one popcount pass per 64-bit word over a (len(a), len(b)) array (summing the four words
+    # of a (na, nb, 4) array along its short last axis was ~5x slower)
+    a64 = np.ascontiguousarray(a, np.uint8).reshape(-1, 32).view(np.uint64)
+    bt = np.ascontiguousarray(np.ascontiguousarray(b, np.uint8).reshape(-1, 32)
+                              .view(np.uint64).T)
+    d = out.reshape(len(a64), bt.shape[1])
+    d[...] = np.bitwise_count(a64[:, 0, None] ^ bt[0][None, :])
     for w in range(1, a64.shape[1]):
         d += np.bitwise_count(a64[:, w, None] ^ bt[w][None, :])
-    return d
+    row_min[...] = d.min(axis=1) if d.shape[1] else 257
+
+
+def hamming_rows(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(len(a), len(b)) int32 Hamming distances of two (n, 32) uint8 descriptor arrays, and
+    (len(a),) int32 the minimum of each row (257 when ``b`` is empty): the extension's
+    ``hamming`` or its numpy twin (same integers)."""
+    a = np.ascontiguousarray(a, np.uint8).reshape(-1, 32)
+    b = np.ascontiguousarray(b, np.uint8).reshape(-1, 32)
+    d = np.empty((len(a), len(b)), np.int32)
+    mn = np.empty(len(a), np.int32)
+    hamming(a, b, d, mn)
+    return d, mn
+
+
+def hamming_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) int32 Hamming distances of two (n, 32) uint8 descriptor arrays
+    (:func:`hamming_rows` without the row minima)."""
+    return hamming_rows(a, b)[0]
 
 
 def prefix_desc(desc: np.ndarray, nbytes: int) -> np.ndarray:
@@ -205,12 +223,15 @@ def _fallback_warning() -> None:
 def use_numpy(on: bool = True) -> None:
     """Force the numpy twins (``on``) or go back to the extension when it was built: for
     tests that compare the two."""
-    global assign, scan, collect, signatures
+    global assign, scan, collect, signatures, hamming
     if on or _kpidx is None:
         assign, scan, collect, signatures = _np_assign, _np_scan, _np_collect, _np_signatures
+        hamming = _np_hamming
     else:
         assign, scan, collect = _kpidx.assign, _kpidx.scan, _kpidx.collect
         signatures = _kpidx.signatures
+        # an extension built before `hamming` was added still serves the rest
+        hamming = getattr(_kpidx, "hamming", _np_hamming)
 
 
 def require() -> None:
@@ -219,5 +240,5 @@ def require() -> None:
         _fallback_warning()
 
 
-assign = scan = collect = signatures = None  # set by use_numpy just below
+assign = scan = collect = signatures = hamming = None  # set by use_numpy just below
 use_numpy(False)

@@ -24,7 +24,7 @@ from hashwatch.robust.geometry import (
     fit_local,
     frame_share,
 )
-from hashwatch.robust.kpcore import hamming_matrix, kept_tests
+from hashwatch.robust.kpcore import hamming_rows, kept_tests
 from hashwatch.robust.local import (
     LOCAL_KNN,
     LOCAL_MATCH_RADIUS,
@@ -100,12 +100,18 @@ def candidate_pairs(q: LocalFeatures, k: LocalFeatures, *, knn: int = LOCAL_KNN,
     if len(q.desc) == 0 or len(k.desc) == 0:
         return np.zeros((0, 2), np.int64)
     qd, radius = kept_tests(q.desc, radius, k)
-    d = hamming_matrix(qd, k.desc)
+    d, row_min = hamming_rows(qd, k.desc)
+    # Only query descriptors with a stored one within the radius can form a pair (~1 in 10
+    # against a nominee): the others are dropped before the k nearest are picked.
+    # argpartition orders each row on its own, so a row keeps the picks (and their order,
+    # which breaks distance ties in greedy_pairs) it had in the whole matrix.
+    rows = np.flatnonzero(row_min <= radius)
+    d = d[rows]
     kk = min(knn, d.shape[1])
     j = np.argpartition(d, kk - 1, axis=1)[:, :kk] if kk < d.shape[1] else \
         np.broadcast_to(np.arange(d.shape[1]), d.shape)
     dist = np.take_along_axis(d, j, axis=1).ravel()
-    qi = np.repeat(np.arange(len(q.desc)), j.shape[1])
+    qi = np.repeat(rows, j.shape[1])
     ki = np.asarray(j).ravel()
     good = dist <= radius
     return greedy_pairs(dist[good], qi[good], ki[good])
@@ -118,14 +124,17 @@ def verify(q: LocalFeatures, k: LocalFeatures, known_hashes: Sequence[KnownHash]
     :func:`candidate_pairs`), then the scene check against the candidate's stored PDQ views
     when geometry passes with enough inliers (``scene_all``: whenever a transform was found, to
     measure the check on non-matches). ``known_hashes`` may be a callable, called only when
-    the scene check runs."""
+    the scene check runs. Without ``scene_all`` the scene check stops at its first proof
+    (``scene_check(full=False)``: the same verdict, inliers and transform; the verdict's
+    :class:`SceneCheck` then has ``complete`` False); with it, every scene check measures
+    both tests."""
     if pairs is None:
         pairs = candidate_pairs(q, k)
     n, sane, m = fit_local(q, k, pairs)
     scene = None
     if m is not None and (scene_all or (sane and n >= LOCAL_MIN_INLIERS)):
         hashes = known_hashes() if callable(known_hashes) else known_hashes
-        scene = scene_check(q, k, m, hashes)
+        scene = scene_check(q, k, m, hashes, full=scene_all)
         if not scene.ok:
             # The model that won on inliers does not reproduce the picture: each other model
             # (similarity, affine, homography) that passes geometry gets its own scene check,
@@ -139,7 +148,7 @@ def verify(q: LocalFeatures, k: LocalFeatures, known_hashes: Sequence[KnownHash]
                 if m2 is None or np.allclose(m2, m) or not (
                         scene_all or (sane2 and n2 >= LOCAL_MIN_INLIERS)):
                     continue
-                scene2 = scene_check(q, k, m2, hashes)
+                scene2 = scene_check(q, k, m2, hashes, full=scene_all)
                 if scene2.ok:
                     n, sane, scene, m = n2, sane2, scene2, m2
                     break
