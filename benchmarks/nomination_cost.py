@@ -23,7 +23,16 @@ same or another size), timing each part on the thread's CPU clock, and counts:
         --set SET --out REC [--edits ...] [--distractors 300]
     .venv/bin/python benchmarks/nomination_cost.py profile --index IDX1M --record REC \\
         --out P.json [--m 2] [--probe 1] [--ht 2] [--max-df-share 0.002]
-    .venv/bin/python benchmarks/nomination_cost.py report P.json [P2.json ...]
+    .venv/bin/python benchmarks/nomination_cost.py report P.json [P2.json ...] [--verify REC2]
+
+``compare REC REC2`` checks that two records of the same queries (before and after a change of
+the verification code) agree on every search, nominee, verdict (passed, inliers, geometry,
+scene check, transform, frame share; recorded since the verdicts were saved) and match, and
+gives each one's verification CPU per query; ``report --verify REC2`` takes each search's
+verification time from another ``record`` run over the same queries (e.g. with cheaper
+verification code; the nominees must be the same, searches that differ are left out and
+counted), so the whole query at a size ``profile`` ran at is that nomination + this
+verification.
 
 ``tile`` builds a nomination-only index of ``times`` x the sets of a saved index, for measuring
 nomination at 2*10^7 directly instead of extrapolating (issue 10: "measure nomination at 20M
@@ -55,6 +64,66 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_v, "1")
 
 import numpy as np  # noqa: E402
+
+
+def _verdict_key(v) -> tuple:
+    """What a verdict decides (``compare`` checks two records agree on it): passed, inliers,
+    geometry sane, scene check run and passed, and for a match its transform's description
+    and frame share."""
+    fit = None if v.fit is None else (v.fit.model, v.fit.mirrored, v.fit.rotation,
+                                      v.fit.scale, v.fit.stretch)
+    return (bool(v.ok), int(v.inliers), bool(v.sane),
+            None if v.scene is None else bool(v.scene.ok), fit, v.frame_share)
+
+
+def cmd_compare(a: argparse.Namespace) -> int:
+    """Two records of the same queries (e.g. before and after a change of the verification
+    code): the same searches, nominees, per-nominee verdicts (``_verdict_key``) and matched
+    images, query by query; the verification CPU of each."""
+    recs = [_load_record(r) for r in (a.before, a.after)]
+    keys = sorted(set(recs[0]) | set(recs[1]))
+    n_q = n_calls = n_nom = 0
+    differ: dict[str, int] = defaultdict(int)
+    for key in keys:
+        b, c = recs[0].get(key), recs[1].get(key)
+        if b is None or c is None:
+            differ["query in one record only"] += 1
+            continue
+        n_q += 1
+        differ["matched"] += b["matched"] != c["matched"]
+        if len(b["calls"]) != len(c["calls"]):
+            differ["searches"] += 1
+            continue
+        for x, y in zip(b["calls"], c["calls"], strict=True):
+            n_calls += 1
+            n_nom += len(x["cands"])
+            differ["nominees"] += x["cands"] != y["cands"]
+            differ["passed"] += x["ok"] != y["ok"]
+            if "verdicts" in x and "verdicts" in y:
+                differ["verdicts"] += x["verdicts"] != y["verdicts"]
+            else:
+                differ["verdicts not recorded"] += 1
+    print(f"{n_q} queries ({len(keys)} in either record), {n_calls} searches, {n_nom} nominees")
+    for k in ("query in one record only", "matched", "searches", "nominees", "passed",
+              "verdicts", "verdicts not recorded"):
+        print(f"  differing {k}: {differ[k]}")
+    for label, rec in zip(("before", "after"), recs, strict=True):
+        tv = [sum(c["t_verify"] for c in r["calls"]) for (e, _), r in rec.items()
+              if e != "distractors"]
+        print(f"  {label}: verification CPU per keypoint-tier query p50 / p99 / mean "
+              f"{_pc(tv, 50):.1f} / {_pc(tv, 99):.1f} / {np.mean(tv):.1f} ms "
+              f"({len(tv)} queries)")
+    return int(any(differ.values()))
+
+
+def _load_record(record: Path) -> dict[tuple[str, int], dict]:
+    out = {}
+    for f in sorted(record.glob("*.pkl")):
+        with open(f, "rb") as fh:
+            doc = pickle.load(fh)
+        for r in doc["queries"]:
+            out[(doc["edit"], r["qi"])] = r
+    return out
 
 
 def cmd_record(a: argparse.Namespace) -> int:
@@ -104,6 +173,7 @@ def cmd_record(a: argparse.Namespace) -> int:
                               "top": top or KEYPOINT_CANDIDATES,
                               "cands": [c.image_id for c in cands],
                               "ok": [bool(res[c.image_id].ok) for c in cands],
+                              "verdicts": [_verdict_key(res[c.image_id]) for c in cands],
                               "t_nominate": (t1 - t0) / 1e6, "t_verify": (t2 - t1) / 1e6})
                 return res
 
@@ -282,6 +352,33 @@ def _pc(v: list[float], q: float) -> float:
     return float(np.percentile(v, q)) if len(v) else float("nan")
 
 
+def _verify_times(record: Path) -> dict[tuple[str, int], list[tuple[list[int], float]]]:
+    """(edit, query) -> [(nominees, verification CPU ms)] of each recorded search, in order."""
+    return {k: [(c["cands"], c["t_verify"]) for c in r["calls"]]
+            for k, r in _load_record(record).items()}
+
+
+def _with_verification(rows: list[dict], record: Path) -> tuple[list[dict], int]:
+    """``rows`` with each search's recorded verification time taken from ``record`` (another
+    run of ``record`` over the same queries, e.g. with other verification code), matched by
+    (edit, query, search in order); a query whose searches or nominees differ there keeps no
+    verification time (left out of the whole-query figures) and is counted."""
+    times = _verify_times(record)
+    per_q: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        per_q[(r["edit"], r["qi"])].append(r)
+    out, differ = [], 0
+    for key, v in per_q.items():
+        got = times.get(key)
+        same = got is not None and len(got) == len(v) and all(
+            c == x["rec_cands"] for (c, _), x in zip(got, v, strict=True))
+        differ += not same
+        out.extend({**x, "rec_verify": t if same else None}
+                   for x, (_, t) in zip(v, got if same else [([], None)] * len(v),
+                                        strict=True))
+    return out, differ
+
+
 def cmd_report(a: argparse.Namespace) -> int:
     print("| index sets | m / probe / ht / stop share | searches per query | nomination CPU p50 / "
           "p99 ms (per query) | assign p50 | scan p50 / p99 | collect p50 | postings scanned "
@@ -292,6 +389,11 @@ def cmd_report(a: argparse.Namespace) -> int:
     for path in a.results:
         d = json.loads(Path(path).read_text())
         rows = [r for r in d["rows"] if r["edit"] != "distractors"]
+        if a.verify is not None:
+            rows, differ = _with_verification(rows, a.verify)
+            if differ:
+                print(f"{path}: {differ} queries' searches differ in {a.verify}: their "
+                      "verification left out", file=sys.stderr)
         per_q: dict[tuple, list] = defaultdict(list)
         for r in rows:
             per_q[(r["edit"], r["qi"])].append(r)
@@ -361,8 +463,15 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", type=Path, required=True)
     t.set_defaults(fn=cmd_tile)
+    cp = sub.add_parser("compare", help="two records: same searches, nominees, verdicts")
+    cp.add_argument("before", type=Path)
+    cp.add_argument("after", type=Path)
+    cp.set_defaults(fn=cmd_compare)
     rp = sub.add_parser("report", help="markdown table of profiles")
     rp.add_argument("results", nargs="+")
+    rp.add_argument("--verify", type=Path, default=None,
+                    help="a record (REC) whose verification times replace those the "
+                         "profiles carry (same queries and nominees, other verification code)")
     rp.set_defaults(fn=cmd_report)
     a = ap.parse_args(argv)
     return a.fn(a)

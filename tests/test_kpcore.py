@@ -300,3 +300,20 @@ def test_signatures_are_the_table_bits(n: int, m: int, n_rows: int, numpy: bool,
     finally:
         kpcore.use_numpy(False)
     assert np.array_equal(out.reshape(n, m), _signature_reference(desc, table, rows))
+
+
+@settings(max_examples=40, deadline=None)
+@given(na=st.integers(0, 50), nb=st.integers(0, 140), seed=st.integers(0, 10_000))
+def test_hamming_rows_of_the_extension_and_the_numpy_twin(na: int, nb: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 256, (na, 32), dtype=np.uint8)
+    b = rng.integers(0, 256, (nb, 32), dtype=np.uint8)
+    want = np.unpackbits(a[:, None, :] ^ b[None, :, :], axis=-1).sum(-1)
+    for on in (False, True):
+        kpcore.use_numpy(on)
+        try:
+            d, mn = kpcore.hamming_rows(a, b)
+        finally:
+            kpcore.use_numpy(False)
+        assert d.dtype == np.int32 and np.array_equal(d, want.reshape(na, nb))
+        assert np.array_equal(mn, want.min(axis=1) if nb else np.full(na, 257))

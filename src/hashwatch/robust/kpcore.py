@@ -65,6 +65,52 @@ def hamming_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return hamming_rows(a, b)[0]
 
 
+def _np_greedy(dist: np.ndarray, qi: np.ndarray, ki: np.ndarray) -> np.ndarray:
+    # numpy twin of the extension's greedy step (hashwatch.robust.verify.greedy_pairs)
+    order = np.argsort(dist, kind="stable")
+    qi, ki = qi[order], ki[order]
+    _, f1 = np.unique(ki, return_index=True)
+    keep = np.zeros(len(ki), bool)
+    keep[f1] = True
+    _, f2 = np.unique(qi, return_index=True)
+    keep2 = np.zeros(len(ki), bool)
+    keep2[f2] = True
+    sel = keep & keep2
+    return np.stack([qi[sel], ki[sel]], axis=1).astype(np.int64)
+
+
+def _np_knn_pairs(d: np.ndarray, j: np.ndarray, rows: np.ndarray, kk: int, radius: int,
+                  nq: int, nk: int, out: np.ndarray) -> int:
+    d = np.asarray(d).reshape(len(rows), nk)
+    j = np.asarray(j).reshape(len(rows), kk)
+    dist = np.take_along_axis(d, j, axis=1).ravel()
+    qi = np.repeat(rows, kk)
+    ki = j.ravel()
+    good = dist <= radius
+    got = _np_greedy(dist[good], qi[good], ki[good])
+    out[: 2 * len(got)] = got.ravel()
+    return len(got)
+
+
+def knn_pairs(d: np.ndarray, j: np.ndarray, rows: np.ndarray, radius: int, nq: int
+              ) -> np.ndarray:
+    """(n, 2) int64 tentative pairs (query row, stored row) from the picks ``j`` (r, kk) of
+    the query rows ``rows`` (r,) ascending, with distances ``d`` (r, nk) to the nk stored
+    descriptors: the picks within ``radius``, in row and pick order, stably sorted by
+    distance, each kept when it is the first pair of its stored row and of its query row
+    (:func:`hashwatch.robust.verify.greedy_pairs`); closest first. The extension's
+    ``knn_pairs`` or its numpy twin (the same pairs in the same order). Raises ValueError
+    on a pick or row out of range (extension)."""
+    d = np.ascontiguousarray(d, np.int32)
+    j = np.ascontiguousarray(j, np.int64)
+    rows = np.ascontiguousarray(rows, np.int64)
+    r, nk = d.shape
+    kk = j.shape[1] if j.ndim == 2 else 0
+    out = np.empty(2 * r * kk, np.int64)
+    n = knn_pairs_into(d, j, rows, kk, int(radius), int(nq), nk, out)
+    return out[: 2 * n].reshape(n, 2)
+
+
 def prefix_desc(desc: np.ndarray, nbytes: int) -> np.ndarray:
     """(n, 32) uint8 descriptors with every byte from ``nbytes`` on set to 0: the ORB tests a
     verification record keeps (:func:`hashwatch.robust.keypoint_index.encode_verify`), so a
@@ -223,15 +269,16 @@ def _fallback_warning() -> None:
 def use_numpy(on: bool = True) -> None:
     """Force the numpy twins (``on``) or go back to the extension when it was built: for
     tests that compare the two."""
-    global assign, scan, collect, signatures, hamming
+    global assign, scan, collect, signatures, hamming, knn_pairs_into
     if on or _kpidx is None:
         assign, scan, collect, signatures = _np_assign, _np_scan, _np_collect, _np_signatures
-        hamming = _np_hamming
+        hamming, knn_pairs_into = _np_hamming, _np_knn_pairs
     else:
         assign, scan, collect = _kpidx.assign, _kpidx.scan, _kpidx.collect
         signatures = _kpidx.signatures
         # an extension built before `hamming` was added still serves the rest
         hamming = getattr(_kpidx, "hamming", _np_hamming)
+        knn_pairs_into = getattr(_kpidx, "knn_pairs", _np_knn_pairs)
 
 
 def require() -> None:
@@ -240,5 +287,5 @@ def require() -> None:
         _fallback_warning()
 
 
-assign = scan = collect = signatures = hamming = None  # set by use_numpy just below
+assign = scan = collect = signatures = hamming = knn_pairs_into = None  # use_numpy sets them
 use_numpy(False)

@@ -24,7 +24,7 @@ from hashwatch.robust.geometry import (
     fit_local,
     frame_share,
 )
-from hashwatch.robust.kpcore import hamming_rows, kept_tests
+from hashwatch.robust.kpcore import _np_greedy, hamming_rows, kept_tests, knn_pairs
 from hashwatch.robust.local import (
     LOCAL_KNN,
     LOCAL_MATCH_RADIUS,
@@ -75,17 +75,9 @@ class LocalVerdict:
 def greedy_pairs(dist: np.ndarray, qi: np.ndarray, ki: np.ndarray) -> np.ndarray:
     """(n, 2) pairs (query row, stored row) kept from tentative matches: closest first, one per
     query keypoint and one per stored keypoint; returned closest first (the geometric check's
-    PROSAC screen samples them in this order)."""
-    order = np.argsort(dist, kind="stable")
-    qi, ki = qi[order], ki[order]
-    _, f1 = np.unique(ki, return_index=True)
-    keep = np.zeros(len(ki), bool)
-    keep[f1] = True
-    _, f2 = np.unique(qi, return_index=True)
-    keep2 = np.zeros(len(ki), bool)
-    keep2[f2] = True
-    sel = keep & keep2
-    return np.stack([qi[sel], ki[sel]], axis=1).astype(np.int64)
+    PROSAC screen samples them in this order). A match is kept when it is, in the stable
+    order by distance, both the first of its query row and the first of its stored row."""
+    return _np_greedy(np.asarray(dist), np.asarray(qi), np.asarray(ki))
 
 
 def candidate_pairs(q: LocalFeatures, k: LocalFeatures, *, knn: int = LOCAL_KNN,
@@ -110,11 +102,8 @@ def candidate_pairs(q: LocalFeatures, k: LocalFeatures, *, knn: int = LOCAL_KNN,
     kk = min(knn, d.shape[1])
     j = np.argpartition(d, kk - 1, axis=1)[:, :kk] if kk < d.shape[1] else \
         np.broadcast_to(np.arange(d.shape[1]), d.shape)
-    dist = np.take_along_axis(d, j, axis=1).ravel()
-    qi = np.repeat(rows, j.shape[1])
-    ki = np.asarray(j).ravel()
-    good = dist <= radius
-    return greedy_pairs(dist[good], qi[good], ki[good])
+    # the picks within the radius, then greedy_pairs (in C when the extension is built)
+    return knn_pairs(d, j, rows, radius, len(q.desc))
 
 
 def verify(q: LocalFeatures, k: LocalFeatures, known_hashes: Sequence[KnownHash] | Callable[
