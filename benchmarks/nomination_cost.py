@@ -32,7 +32,8 @@ gives each one's verification CPU per query; ``report --verify REC2`` takes each
 verification time from another ``record`` run over the same queries (e.g. with cheaper
 verification code; the nominees must be the same, searches that differ are left out and
 counted), so the whole query at a size ``profile`` ran at is that nomination + this
-verification.
+verification; ``report --max-searches N`` replays a per-query budget of N stage searches (the
+first N of each query; LOST then also counts the own images verified only after them).
 
 ``tile`` builds a nomination-only index of ``times`` x the sets of a saved index, for measuring
 nomination at 2*10^7 directly instead of extrapolating (issue 10: "measure nomination at 20M
@@ -397,6 +398,12 @@ def cmd_report(a: argparse.Namespace) -> int:
         per_q: dict[tuple, list] = defaultdict(list)
         for r in rows:
             per_q[(r["edit"], r["qi"])].append(r)
+        every = dict(per_q)
+        if a.max_searches:
+            # a per-query budget replayed: only each query's first searches run (its stages
+            # are searched in order, so the first ones are the same with or without it)
+            per_q = defaultdict(list, {k: v[:a.max_searches] for k, v in per_q.items()})
+            rows = [r for v in per_q.values() for r in v]
 
         def tot(key: str, per_q: dict = per_q) -> list[float]:
             return [sum(x[key] for x in v) for v in per_q.values()]
@@ -410,10 +417,11 @@ def cmd_report(a: argparse.Namespace) -> int:
                  if all(x.get("rec_verify") is not None for x in v)]
         sc = np.array([r["scanned"] for r in rows], float)
         lost = gained = 0
-        for v in per_q.values():
+        for key, v in per_q.items():
             own = v[0]["known"]
+            # own image verified in any recorded search (all of them, also past a budget)
             rec = any(own in x["rec_cands"] and x["rec_ok"][x["rec_cands"].index(own)]
-                      for x in v)
+                      for x in every[key])
             kept = any(own in x["cands"] and own in x["rec_cands"]
                        and x["rec_ok"][x["rec_cands"].index(own)] for x in v)
             lost += rec and not kept
@@ -469,6 +477,9 @@ def main(argv: list[str] | None = None) -> int:
     cp.set_defaults(fn=cmd_compare)
     rp = sub.add_parser("report", help="markdown table of profiles")
     rp.add_argument("results", nargs="+")
+    rp.add_argument("--max-searches", type=int, default=0,
+                    help="replay a budget: each query's first N searches only (LOST then "
+                         "also counts own images verified only in the searches cut)")
     rp.add_argument("--verify", type=Path, default=None,
                     help="a record (REC) whose verification times replace those the "
                          "profiles carry (same queries and nominees, other verification code)")
