@@ -552,7 +552,7 @@ static PyObject *py_knn_pairs(PyObject *self, PyObject *args) {
     PyObject *ret = NULL;
     Py_ssize_t r = r_b.len / 8;
     if (kk < 0 || nk < 0 || nq < 0 || r_b.len % 8 != 0 || d_b.len != r * nk * 4 ||
-        j_b.len != r * kk * 8 || out_b.len != 2 * r * kk * 8 || radius > 256) {
+        j_b.len != r * kk * 8 || out_b.len != 2 * r * kk * 8) {
         PyErr_SetString(PyExc_ValueError, "knn_pairs: inconsistent buffer sizes");
         goto done;
     }
@@ -565,6 +565,7 @@ static PyObject *py_knn_pairs(PyObject *self, PyObject *args) {
     int32_t *td = NULL;
     uint8_t *seen_q = NULL, *seen_k = NULL;
     Py_ssize_t counts[258];
+    if (radius > 256) radius = 256;  /* no distance of 256-bit descriptors is larger */
     if (radius < 0 || n == 0) {
         ret = PyLong_FromSsize_t(0);
         goto done;
