@@ -493,8 +493,8 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--max-descriptors", type=int, default=0)
     v.add_argument("--fine-seeding", choices=["kmeans++", "random"], default="kmeans++",
-                   help="random: seed each fine cell with random members (much faster at "
-                   "k2 = 1024; the coarse level keeps k-means++)")
+                   help="random: seed each fine cell with random members (the coarse "
+                   "level keeps k-means++)")
     v.add_argument("--out", type=Path, required=True)
     v.set_defaults(fn=cmd_vocab)
     sb = sub.add_parser("sigbits", help="per-word signature bits for a trained vocabulary")

@@ -155,6 +155,43 @@ def test_k_majority_centres_are_majorities() -> None:
         k_majority(np.array(members[:3]), 4)
 
 
+@settings(max_examples=40, deadline=None)
+@given(k=st.integers(1, 24), extra=st.integers(0, 40), seed=st.integers(0, 2**32 - 1))
+def test_kmeanspp_seeds_each_distinct_point_once(k: int, extra: int, seed: int) -> None:
+    """k-means++ never draws a point at distance 0 from a seed: on data of exactly k distinct
+    rows (repeated), the k seeds are those k rows, each once."""
+    rng = np.random.default_rng(seed)
+    rows = np.unique(rng.integers(0, 256, (k, 32), dtype=np.uint8), axis=0)
+    if len(rows) < k:
+        return
+    desc = rows[rng.integers(0, k, k + extra)]
+    desc[:k] = rows  # every row present at least once
+    cent = k_majority(desc, k, iters=0, seed=seed % 1000)
+    assert sorted(bytes(c) for c in cent) == sorted(bytes(r) for r in rows)
+
+
+def test_kmeanspp_draws_by_squared_distance() -> None:
+    """The seeding's law (Arthur and Vassilvitskii 2007): the first seed uniform, the next in
+    proportion to the squared Hamming distance from it. Three points, 0 / 8 / 16 bits set
+    (pairwise 8, 16, 24 bits apart); the frequencies of the 6 ordered pairs of 2 seeds over
+    3,000 fixed seeds against the exact probabilities."""
+    x = np.zeros((3, 32), np.uint8)
+    x[1, :1] = 0xFF  # 8 bits
+    x[2, 1:3] = 0xFF  # 16 other bits
+    dist = np.array([[0, 8, 16], [8, 0, 24], [16, 24, 0]], float)
+    want = {(a, b): (1 / 3) * dist[a, b] ** 2 / (dist[a] ** 2).sum()
+            for a in range(3) for b in range(3) if a != b}
+    runs = 3000
+    seen: dict[tuple[int, int], int] = {}
+    for s in range(runs):
+        c = k_majority(x, 2, iters=0, seed=s)
+        pair = tuple(int(np.flatnonzero((x == row).all(axis=1))[0]) for row in c)
+        seen[pair] = seen.get(pair, 0) + 1
+    assert set(seen) <= set(want)
+    for pair, p in want.items():
+        assert abs(seen.get(pair, 0) / runs - p) < 0.03, (pair, seen, want)
+
+
 def test_train_gives_a_usable_vocabulary(tmp_path) -> None:
     rng = np.random.default_rng(5)
     d = rng.integers(0, 256, (3000, 32), dtype=np.uint8)
