@@ -19,9 +19,10 @@ images"). Images: the corpus photographs of camera sizes (BSDS500, CBSD68, Kodak
     # tree's CPU and peak RSS sampled (psutil, every 0.2 s)
     .venv/bin/python benchmarks/known_features.py add --files DIR --workers 2
 
-What further cuts would buy (CPU only: each changes what lists store, so none is applied;
-recall not measured here): ORB variants of the known side and the views' PDQ at a smaller
-working size, on the same photographs:
+What ORB variants of the known side and the views' PDQ at a smaller working size cost, on
+the same photographs (CPU only; "ORB steps, as stored" etc. are the settings before issue 10's
+cut, 400 px, 8 levels, FAST 10, 4x candidates; ``known_local`` now detects and describes in
+one call at 320 px, 6 levels, FAST 20, 2x candidates, whose recall BENCHMARKS.md reports):
 
     .venv/bin/python benchmarks/known_features.py levers
 
@@ -176,7 +177,7 @@ def cmd_levers(a: argparse.Namespace) -> int:
 
     load0 = os.getloadavg()
     rows = [("known_local, as stored", best_ms(known_local, pxs)),
-            ("ORB steps, as stored", best_ms(orb(), pxs)),
+            ("ORB steps, before (400 px, 8 levels, FAST 10, 4x)", best_ms(orb(), pxs)),
             ("ORB, detect + compute in one call", best_ms(orb(joint=True), pxs)),
             ("ORB, 6 pyramid levels", best_ms(orb(nlevels=6), pxs)),
             ("ORB, 400 candidates", best_ms(orb(nfeat=400), pxs)),

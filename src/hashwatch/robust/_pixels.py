@@ -4,6 +4,7 @@ size, PDQ as bytes, rotation, centred crop, popcount table)."""
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -33,6 +34,81 @@ def _work(pixels: np.ndarray, side: int = WORK_SIDE) -> np.ndarray:
 def _pdq(p: np.ndarray) -> tuple[bytes, int]:
     vec, q = pdqhash.compute(np.ascontiguousarray(p))
     return np.packbits(vec.astype(np.uint8)).tobytes(), int(q)
+
+
+def _luma_f32(p: np.ndarray) -> np.ndarray:
+    """The float luma ``pdqhash.compute`` makes of RGB pixels (h, w, 3) uint8, the same
+    operations in the same order (float64 sum, then float32), so that a crop of it is the luma
+    that ``pdqhash`` would compute for the same crop of ``p``."""
+    return (p[:, :, 0] * 0.299 + p[:, :, 1] * 0.587 + p[:, :, 2] * 0.114).astype(np.float32)
+
+
+@lru_cache(maxsize=1024)
+def _pdq_weights(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The PDQ reference's 64 samples along an axis of ``n`` pixels as banded weights: sample
+    i = sum_k weight[i, k] * x[index[i, k]], both (64, K). The reference filters the axis twice
+    with a box of ``window`` = ceil(n / 128) pixels (box1DFloat: out[j] = mean(x[lo_j:hi_j]),
+    lo_j = j - (window - half), hi_j = j + half, clipped to the axis, half = (window + 2) // 2)
+    and then takes pixel c_i = int((i + 0.5) * n / 64) (decimateFloat), so sample i averages
+    the boxes of the j in c_i's box, each weighted 1 / its length. Same weights as
+    :func:`hashwatch.signals.pdq._axis_weights` (n, n), built directly from the two boxes
+    (~30 us instead of ~1 ms: a known picture's views have sizes of their own)."""
+    window = (n + 2 * 64 - 1) // (2 * 64)
+    half = (window + 2) // 2
+    j = np.arange(n)
+    lo = np.clip(j - (window - half), 0, n)
+    hi = np.clip(j + half, 0, n)
+    c = np.minimum(((np.arange(64) + 0.5) * n / 64).astype(np.int64), n - 1)
+    # first box: the j in [lo[c], hi[c]); second: each j's x in [lo[j], hi[j])
+    jj = lo[c][:, None] + np.arange(window)[None, :]  # (64, window)
+    jin = jj < hi[c][:, None]
+    jj = np.minimum(jj, n - 1)
+    base = lo[jj[:, 0]]  # first x any of them reaches
+    k = 2 * window + 1
+    x = base[:, None] + np.arange(k)[None, :]  # (64, K)
+    inside = (x[:, None, :] >= lo[jj][:, :, None]) & (x[:, None, :] < hi[jj][:, :, None])
+    share = np.where(jin, 1.0 / (hi[jj] - lo[jj]), 0.0) / (hi[c] - lo[c])[:, None]
+    weight = (inside * share[:, :, None]).sum(axis=1)
+    return np.minimum(x, n - 1), np.where(x < n, weight, 0.0).astype(np.float32)
+
+
+# The reference's DCT matrix (pdqhashing.cpp, dct64To16: row i is the (i+1)-th cosine, the DC
+# term skipped), in float64 for the product below.
+_DCT16 = np.sqrt(2.0 / 64.0) * np.cos(
+    (np.pi / 2 / 64.0) * np.arange(1, 17)[:, None] * (2 * np.arange(64)[None, :] + 1))
+_F100, _F255 = np.float32(100.0), np.float32(255.0)
+
+
+def _pdq_luma(luma: np.ndarray) -> tuple[bytes, int]:
+    """PDQ (32 bytes, quality) of a picture given as its float luma (h, w) (:func:`_luma_f32`,
+    or any 2-D crop of it): what :func:`_pdq` returns for the same pixels, computed without
+    filtering every pixel. The reference (Meta's pdqhashing.cpp: two x/y passes of Jarosz box
+    filters, then 64x64 point samples, a 16x16 DCT, bits above the median, a gradient quality)
+    is linear up to the samples, so the 64x64 samples are taken directly as banded weighted
+    sums of the luma (:func:`_pdq_weights`): ~0.1 ms instead of ~0.3 for a 256 x 171 view.
+    The samples then differ from the reference's only by float rounding (1e-6 relative), so
+    a bit differs only where two DCT coefficients lie within that of the median: 7 of 38,255
+    views of the corpus (plain, bordered, at 1/3 size) differ, by 2 bits or one quality step
+    (BENCHMARKS.md, "Adding 250,000 known images"; tests/test_known_add.py holds it to
+    ``pdqhash``). Under 64 px a side the samples repeat pixels and equal coefficients tie:
+    use the reference there (:func:`hashwatch.robust.views.known_extra_views` does). Raises
+    ValueError for an empty or non-2-D array."""
+    if luma.ndim != 2 or luma.shape[0] < 1 or luma.shape[1] < 1:
+        raise ValueError("luma must be a non-empty (h, w) array")
+    h, w = luma.shape
+    ri, rw = _pdq_weights(h)
+    ci, cw = _pdq_weights(w)
+    rows = np.einsum("ik,ikw->iw", rw, luma[ri])  # (64, w)
+    buf = np.einsum("jk,ijk->ij", cw, rows[:, ci])  # (64, 64), float32
+    # computePDQImageDomainQualityMetric: int(((u - v) * 100) / 255) in float, summed, / 90
+    dv = ((buf[:-1] - buf[1:]) * _F100 / _F255).astype(np.int32)
+    dh = ((buf[:, :-1] - buf[:, 1:]) * _F100 / _F255).astype(np.int32)
+    quality = min(100, int(np.abs(dv).sum() + np.abs(dh).sum()) // 90)
+    coef = (_DCT16 @ buf.astype(np.float64) @ _DCT16.T).ravel()
+    # pdqBuffer16x16ToBits: bit i*16+j set when above the median (torben: the 128th
+    # smallest of 256); pdqhash's vector, and so its bytes, runs from bit 255 down
+    median = np.partition(coef, 127)[127]
+    return np.packbits((coef > median)[::-1]).tobytes(), quality
 
 
 _DIHEDRAL = ("", ":rot90", ":rot180", ":rot270", ":flipv", ":fliph", ":rot90flipv",

@@ -44,18 +44,35 @@ class LocalFeatures:
         return int(self.desc.shape[0]) * (32 + 8)
 
 
-_ORB_CACHE: dict[tuple[int, int], cv2.ORB] = {}
+# Known pictures' ORB (what lists store): the picture reduced to KNOWN_SIDE px (small ones
+# enlarged to KNOWN_MIN_SIDE, at most 3x), KNOWN_LEVELS pyramid levels, FAST threshold
+# KNOWN_FAST (3 for pictures with too few corners), KNOWN_CANDIDATES x the kept keypoints as
+# candidates for the spread, detected and described in one pass (the same keypoints and
+# descriptors as describing the kept ones in a second pass, one pyramid fewer).
+KNOWN_SIDE = 400
+KNOWN_MIN_SIDE = 384
+KNOWN_LEVELS = 8
+KNOWN_CANDIDATES = 4
+KNOWN_FAST = 10
+
+_ORB_CACHE: dict[tuple[int, int, int], cv2.ORB] = {}
 
 
-def _orb(n: int, fast: int = 10) -> cv2.ORB:
-    if (n, fast) not in _ORB_CACHE:
-        _ORB_CACHE[n, fast] = cv2.ORB_create(nfeatures=n, scaleFactor=1.2, nlevels=8,
-                                             edgeThreshold=15, patchSize=31, fastThreshold=fast)
-    return _ORB_CACHE[n, fast]
+def _orb(n: int, fast: int = 10, levels: int = 8) -> cv2.ORB:
+    if (n, fast, levels) not in _ORB_CACHE:
+        _ORB_CACHE[n, fast, levels] = cv2.ORB_create(
+            nfeatures=n, scaleFactor=1.2, nlevels=levels, edgeThreshold=15, patchSize=31,
+            fastThreshold=fast)
+    return _ORB_CACHE[n, fast, levels]
 
 
-def _local(pixels: np.ndarray, n: int, side: int, min_side: int) -> LocalFeatures:
-    """ORB of an RGB picture (h, w, 3) or a grey one (h, w)."""
+def _local(pixels: np.ndarray, n: int, side: int, min_side: int, *, levels: int = 8,
+           candidates: int = 4, joint: bool = False, fast: int = 10) -> LocalFeatures:
+    """ORB of an RGB picture (h, w, 3) or a grey one (h, w): ``candidates`` x ``n`` detected
+    on a ``levels``-level pyramid, ``n`` of them kept by :func:`_spread`. ``joint``: detected
+    and described in one call (one pyramid; every candidate described, the kept ones'
+    descriptors taken), else the kept ones described in a second call. ``fast``: FAST's
+    threshold (3 when fewer than ``n`` are found)."""
     p = pixels if pixels.ndim == 2 else pixels[..., :3]
     h, w = p.shape[:2]
     # Big pictures are reduced to `side`; small ones enlarged to `min_side` (at most 3x):
@@ -68,16 +85,23 @@ def _local(pixels: np.ndarray, n: int, side: int, min_side: int) -> LocalFeature
     if s != 1.0:
         g = cv2.resize(g, (max(1, round(w * s)), max(1, round(h * s))),
                        interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-    orb = _orb(4 * n)
-    found = orb.detect(g, None)
+    orb = _orb(candidates * n, fast, levels)
+    found, desc = orb.detectAndCompute(g, None) if joint else (orb.detect(g, None), None)
     if len(found) < n:
         # Soft pictures (small, upscaled, out of focus) have few strong corners: lower the
         # FAST threshold rather than leave them almost without keypoints.
-        orb = _orb(4 * n, 3)
-        found = orb.detect(g, None)
-    kps = _spread(found, n, g.shape[1], g.shape[0])
-    desc = None
-    if kps:
+        orb = _orb(candidates * n, 3, levels)
+        found, desc = orb.detectAndCompute(g, None) if joint else (orb.detect(g, None), None)
+    keep = _spread_index(found, n, g.shape[1], g.shape[0])
+    if joint:
+        # in the order ORB's compute() returns provided keypoints (by pyramid level, in the
+        # given order within a level), as the two-call form stores them: the keypoint index
+        # takes its prefixes (keypoint_index.subset)
+        keep = keep[np.argsort([found[i].octave for i in keep], kind="stable")]
+    kps = [found[i] for i in keep]
+    if joint:
+        desc = None if desc is None or not kps else desc[keep]
+    elif kps:
         kps, desc = orb.compute(g, kps)
     if desc is None or not kps:
         return LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8),
@@ -100,8 +124,14 @@ def _spread(kps: Sequence[cv2.KeyPoint], n: int, w: int, h: int, grid: int = 4
     n/grid^2 first, the rest of the budget goes to the strongest left over. Without this the
     keypoints pile up on the most textured part, and a crop of a quiet part or one picture of
     a collage has too few of them."""
+    return [kps[i] for i in _spread_index(kps, n, w, h, grid)]
+
+
+def _spread_index(kps: Sequence[cv2.KeyPoint], n: int, w: int, h: int, grid: int = 4
+                  ) -> np.ndarray:
+    """The indices of :func:`_spread`'s keypoints in ``kps``, in its order."""
     if len(kps) <= n:
-        return list(kps)
+        return np.arange(len(kps))
     # vectorised (the keypoint loop in Python cost ~1 ms per picture); same picks, same order
     resp = np.array([k.response for k in kps])
     pt = cv2.KeyPoint_convert(kps).astype(np.float64)
@@ -119,13 +149,14 @@ def _spread(kps: Sequence[cv2.KeyPoint], n: int, w: int, h: int, grid: int = 4
     # the rest of the budget: the strongest not yet taken
     left = np.flatnonzero(~taken)[: n - int(taken.sum())]
     taken[left] = True
-    return [kps[i] for i in order[taken]]
+    return order[taken]
 
 
 def known_local(pixels: np.ndarray) -> LocalFeatures:
     """ORB features to store for one known image (at most LOCAL_MAX_KEYPOINTS). Never the
     picture itself: a hash list must not hold images."""
-    f = _local(pixels, LOCAL_MAX_KEYPOINTS, 400, 384)
+    f = _local(pixels, LOCAL_MAX_KEYPOINTS, KNOWN_SIDE, KNOWN_MIN_SIDE, levels=KNOWN_LEVELS,
+               candidates=KNOWN_CANDIDATES, joint=True, fast=KNOWN_FAST)
     f.extra.pop("view", None)
     return f
 

@@ -21,8 +21,10 @@ from hashwatch.robust._pixels import (
     _centre,
     _check,
     _inner_scale,
+    _luma_f32,
     _pdq,
     _pdq_dihedral,
+    _pdq_luma,
     _rotate,
     _rotate_expand,
     _square,
@@ -75,17 +77,30 @@ def known_extra_views(pixels: np.ndarray, *, crops: Sequence[float] = KNOWN_CROP
     out: list[KnownHash] = []
     p = _work(pixels)
     y0, y1, x0, x1 = trim_box(p)
-    core = p
+    # every view is a rectangle of the working picture: its luma once, each view's PDQ from
+    # its crop of it (_pdq_luma: the reference's hash without filtering every pixel)
+    luma = _luma_f32(p)
+    core, lcore = p, luma
     if (y0, y1, x0, x1) != (0, p.shape[0], 0, p.shape[1]):
-        core = p[y0:y1, x0:x1]
-        c, cq = _pdq(core)
+        core, lcore = p[y0:y1, x0:x1], luma[y0:y1, x0:x1]
+        c, cq = _view_pdq(core, lcore)
         if cq >= MIN_QUALITY:
             out.append(KnownHash("trim", c, cq))
     for s in crops:
-        c, cq = _pdq(_centre(core, s))
+        c, cq = _view_pdq(_centre(core, s), _centre(lcore, s))
         if cq >= MIN_QUALITY:
             out.append(KnownHash(f"crop{round(s * 100)}", c, cq))
     return out
+
+
+def _view_pdq(rgb: np.ndarray, luma: np.ndarray) -> tuple[bytes, int]:
+    """PDQ of a view given as its pixels and their luma: from the luma (:func:`_pdq_luma`),
+    except for a view under 64 px on a side, whose 64 samples repeat pixels: its DCT has
+    coefficients that are equal but for rounding, whose order float rounding decides (the
+    reference's and the luma route's disagree there), so it gets the reference itself."""
+    if min(luma.shape) < 64:
+        return _pdq(rgb)
+    return _pdq_luma(luma)
 
 
 def query_signals(pixels: np.ndarray, *, regions: bool = True, derotate: bool = True,

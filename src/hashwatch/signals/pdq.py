@@ -171,12 +171,18 @@ def _luma(pixels: np.ndarray) -> np.ndarray:
     if pixels.ndim == 2:  # already luma (decode_for_pdq)
         return pixels
     # Pillow's RGB->L integer formula (0.299/0.587/0.114 in 16-bit fixed point, rounded),
-    # so that RGB input and decode_for_pdq's luma input give identical hashes.
-    acc = pixels[:, :, 0].astype(np.uint32) * 19595
-    acc += pixels[:, :, 1].astype(np.uint32) * 38470
-    acc += pixels[:, :, 2].astype(np.uint32) * 7471
-    acc += 0x8000
-    return (acc >> 16).astype(np.uint8)
+    # so that RGB input and decode_for_pdq's luma input give identical hashes:
+    # (19595 R + 38470 G + 7471 B + 0x8000) >> 16. In float32 through OpenCV (half the
+    # time of four uint32 passes): every product and sum is an integer below 2^24, so exact
+    # in any order, and the scaling by 2^-16 is exact too (all 2^24 colours checked). OpenCV
+    # imported here: the library face does not load it for plain PDQ (issue 14).
+    import cv2
+
+    acc = cv2.transform(np.ascontiguousarray(pixels[:, :, :3]).astype(np.float32), _LUMA_W)
+    return ((acc + 32768.0) * (1.0 / 65536.0)).astype(np.uint8)
+
+
+_LUMA_W = np.array([[19595.0, 38470.0, 7471.0]], np.float32)
 
 
 def _luma64(pixels: np.ndarray, full_height: int, full_width: int) -> np.ndarray:
