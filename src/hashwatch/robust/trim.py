@@ -26,7 +26,10 @@ def trim_box(pixels: np.ndarray, *, tol: float = 12.0, spill: float = 0.12,
         mid = np.partition(chunk, (n - 1) // 2 if n % 2 else (n // 2 - 1, n // 2), axis=-2)
         ref = (mid[..., (n - 1) // 2:(n - 1) // 2 + 1, :].astype(np.float64)
                + mid[..., n // 2:n // 2 + 1, :]) / 2.0
-        dev = np.abs(chunk - ref).max(axis=-1)
+        d = np.abs(chunk - ref)
+        dev = d[..., 0]
+        for c in range(1, d.shape[-1]):  # the max over channels (a reduction over a length-3
+            dev = np.maximum(dev, d[..., c])  # axis is numpy's slow path)
         return (dev > tol).mean(axis=-1) > spill
 
     def run(lines: np.ndarray, first: np.ndarray) -> int:

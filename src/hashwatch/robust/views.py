@@ -24,7 +24,7 @@ from hashwatch.robust._pixels import (
     _luma_f32,
     _pdq,
     _pdq_dihedral,
-    _pdq_luma,
+    _pdq_lumas,
     _rotate,
     _rotate_expand,
     _square,
@@ -77,30 +77,30 @@ def known_extra_views(pixels: np.ndarray, *, crops: Sequence[float] = KNOWN_CROP
     out: list[KnownHash] = []
     p = _work(pixels)
     y0, y1, x0, x1 = trim_box(p)
-    # every view is a rectangle of the working picture: its luma once, each view's PDQ from
-    # its crop of it (_pdq_luma: the reference's hash without filtering every pixel)
+    # every view is a rectangle of the working picture: its luma once, the views' PDQ from
+    # their crops of it, together (_pdq_lumas: the reference's hash without filtering every
+    # pixel), except views under 64 px a side (_view_pdqs)
     luma = _luma_f32(p)
     core, lcore = p, luma
+    views: list[tuple[str, np.ndarray, np.ndarray]] = []
     if (y0, y1, x0, x1) != (0, p.shape[0], 0, p.shape[1]):
         core, lcore = p[y0:y1, x0:x1], luma[y0:y1, x0:x1]
-        c, cq = _view_pdq(core, lcore)
+        views.append(("trim", core, lcore))
+    views += [(f"crop{round(s * 100)}", _centre(core, s), _centre(lcore, s)) for s in crops]
+    for (name, _, _), (c, cq) in zip(views, _view_pdqs(views), strict=True):
         if cq >= MIN_QUALITY:
-            out.append(KnownHash("trim", c, cq))
-    for s in crops:
-        c, cq = _view_pdq(_centre(core, s), _centre(lcore, s))
-        if cq >= MIN_QUALITY:
-            out.append(KnownHash(f"crop{round(s * 100)}", c, cq))
+            out.append(KnownHash(name, c, cq))
     return out
 
 
-def _view_pdq(rgb: np.ndarray, luma: np.ndarray) -> tuple[bytes, int]:
-    """PDQ of a view given as its pixels and their luma: from the luma (:func:`_pdq_luma`),
-    except for a view under 64 px on a side, whose 64 samples repeat pixels: its DCT has
-    coefficients that are equal but for rounding, whose order float rounding decides (the
+def _view_pdqs(views: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> list[tuple[bytes, int]]:
+    """PDQ of each (name, pixels, luma) view: from the luma (:func:`_pdq_lumas`, all at
+    once), except for a view under 64 px on a side, whose 64 samples repeat pixels: its DCT
+    has coefficients that are equal but for rounding, whose order float rounding decides (the
     reference's and the luma route's disagree there), so it gets the reference itself."""
-    if min(luma.shape) < 64:
-        return _pdq(rgb)
-    return _pdq_luma(luma)
+    small = [min(v[2].shape) < 64 for v in views]
+    batch = iter(_pdq_lumas([v[2] for v, s in zip(views, small, strict=True) if not s]))
+    return [_pdq(v[1]) if s else next(batch) for v, s in zip(views, small, strict=True)]
 
 
 def query_signals(pixels: np.ndarray, *, regions: bool = True, derotate: bool = True,
