@@ -105,13 +105,7 @@ def test_scene_check_tries_the_other_models_when_the_winner_fails_it() -> None:
     pic = _picture(160, 160, 73)
     q = R.query_local(apply_edit("perspective12", pic, seed=0, key=0), mirror=False,
                       tiles=False)
-    # the known keypoints as stored before issue 10's cheaper settings (400 px, 8 levels,
-    # FAST 10, 4x candidates): with them this picture's similarity fits most pairs and fails
-    # the scene check, the case under test (with today's, the similarity itself passes)
-    from hashwatch.robust.local import _local
-
-    k, hashes = _local(pic, R.LOCAL_MAX_KEYPOINTS, 400, 384), R.known_signals(pic)
-    k.extra.pop("view", None)
+    k, hashes = R.known_local(pic), R.known_signals(pic)
     pairs = candidate_pairs(q, k)
     n, sane, m = R.fit_local(q, k, pairs, model="similarity")
     assert sane and n >= R.LOCAL_MIN_INLIERS and m is not None
