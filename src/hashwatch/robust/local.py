@@ -47,16 +47,13 @@ class LocalFeatures:
 # Known pictures' ORB (what lists store): the picture reduced to KNOWN_SIDE px (small ones
 # enlarged to KNOWN_MIN_SIDE, at most 3x), KNOWN_LEVELS pyramid levels, FAST threshold
 # KNOWN_FAST (3 for pictures with too few corners), KNOWN_CANDIDATES x the kept keypoints as
-# candidates for the spread, detected and described in one pass. Chosen for issue 10's
-# "250,000 known images in 10 minutes on 2 cores" (<= 4.8 ms CPU per image, decode excluded):
-# ~2.3 ms instead of ~4.4 for 400 px, 8 levels, FAST 10, 4x candidates and a second pass for
-# the descriptors, at a measured cost in recall (BENCHMARKS.md, "Adding 250,000 known
-# images"). Queries keep their own, finer settings.
-KNOWN_SIDE = 320
-KNOWN_MIN_SIDE = 304
-KNOWN_LEVELS = 6
-KNOWN_CANDIDATES = 2
-KNOWN_FAST = 20
+# candidates for the spread, detected and described in one pass (the same keypoints and
+# descriptors as describing the kept ones in a second pass, one pyramid fewer).
+KNOWN_SIDE = 400
+KNOWN_MIN_SIDE = 384
+KNOWN_LEVELS = 8
+KNOWN_CANDIDATES = 4
+KNOWN_FAST = 10
 
 _ORB_CACHE: dict[tuple[int, int, int], cv2.ORB] = {}
 
