@@ -70,7 +70,7 @@ def _use_radius(name: str) -> None:
 
 
 def disk_bytes(n: int, nbytes: int) -> int:
-    from hashwatch.robust.keypoint_index import verify_record_bytes
+    from hashwatch.robust.kprecord import verify_record_bytes
 
     return verify_record_bytes(n, nbytes) + DISK_EXTRA
 

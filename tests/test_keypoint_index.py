@@ -17,8 +17,8 @@ from hashwatch.robust.keypoint_index import (
     encode_verify,
     spread_order,
     subset,
-    verify_record_bytes,
 )
+from hashwatch.robust.kprecord import verify_record_bytes
 from hashwatch.robust.local import LocalFeatures
 from hashwatch.robust.vocab import (
     SIG_BITS,

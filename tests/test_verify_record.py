@@ -30,7 +30,7 @@ def _verdict(query: np.ndarray, known: np.ndarray, k: R.LocalFeatures) -> R.Loca
 
 
 def test_default_record_fits_the_disk_budget() -> None:
-    from hashwatch.robust.keypoint_index import verify_record_bytes
+    from hashwatch.robust.kprecord import verify_record_bytes
 
     p = KeypointParams()
     # issue 10: <= 4 KB per known image on disk: record + its 8-byte offset + the postings

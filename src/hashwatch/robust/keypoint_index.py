@@ -44,6 +44,16 @@ from pathlib import Path
 
 import numpy as np
 
+from hashwatch.robust.kprecord import (
+    FORMAT,
+    decode_verify,
+    encode_verify,
+)
+from hashwatch.robust.kpsegment import (
+    _Grow,
+    _Segment,
+    _write_array,
+)
 from hashwatch.robust.local import LocalFeatures
 from hashwatch.robust.vocab import Vocabulary
 
@@ -132,178 +142,6 @@ def subset(f: LocalFeatures, n: int) -> LocalFeatures:
                          None if f.octave is None else f.octave[keep])
 
 
-# -- verification records -------------------------------------------------------------------
-
-# Record format 2 (issue 10's 4 KB per image on disk): positions packed in 3 bytes and each
-# descriptor cut to its first ``desc_bytes`` bytes. ORB's 256 tests come in the order of
-# Rublee et al.'s greedy learning (ICCV 2011, section 4.3: each next test the one of highest
-# variance least correlated with those taken; OpenCV's ``bit_pattern_31_`` keeps that order,
-# test i in byte i // 8), so a prefix keeps the most informative, least redundant tests.
-# Format 1 (magic HWKV: uint16 positions in 1/8 px, 32-byte descriptors) is still read, so
-# saved study indexes stay usable; the product rebuilds an index of that format from the
-# database's stored keypoints (KeypointFeed.open), so its records get the format's savings.
-FORMAT = 2
-_VERIFY_MAGIC = b"HWK2"
-_VERIFY_MAGIC_1 = b"HWKV"
-_HEAD = 12  # magic, n, w, h (uint16), position scale exponent (int8), descriptor bytes (uint8)
-_XY_BITS = 12  # each coordinate in 12 bits, x and y packed little-endian into 3 bytes
-
-
-def _xy_exponent(size: tuple[int, int]) -> int:
-    """Positions are stored in units of 2^-e px, e the largest <= 3 (1/8 px, the precision
-    format 1 had) whose largest coordinate still fits in 12 bits."""
-    top = max(1, int(size[0]), int(size[1]))
-    e = 3
-    while e > -8 and top * 2.0 ** e > (1 << _XY_BITS) - 1:
-        e -= 1
-    return e
-
-
-def verify_record_bytes(n: int, desc_bytes: int) -> int:
-    """Bytes of one record of ``n`` keypoints: header + n x (3 + ``desc_bytes``)."""
-    return _HEAD + n * (3 + desc_bytes)
-
-
-def encode_verify(f: LocalFeatures, desc_bytes: int = 32) -> bytes:
-    """Record of one keypoint set (at most 65,535 keypoints): magic ``HWK2``, n, w, h
-    (uint16), the position scale exponent e (int8: positions in 2^-e px, see
-    :func:`_xy_exponent`), ``desc_bytes`` (uint8, 1-32), then per keypoint x and y in 12
-    bits each (3 bytes, little-endian, x in the low bits), then the first ``desc_bytes``
-    bytes of each ORB descriptor (the first 8 ``desc_bytes`` of ORB's tests, Rublee et al.
-    2011's learned order). :func:`verify_record_bytes` bytes. Raises ValueError on
-    ``desc_bytes`` outside 1-32 or a size beyond uint16."""
-    if not 1 <= desc_bytes <= 32:
-        raise ValueError(f"desc_bytes must be 1-32, not {desc_bytes}")
-    w, h = int(f.size[0]), int(f.size[1])
-    if not (0 <= w <= 65535 and 0 <= h <= 65535) or len(f.desc) > 65535:
-        raise ValueError("keypoint set too large for a verification record")
-    n = len(f.desc)
-    e = _xy_exponent((w, h))
-    top = (1 << _XY_BITS) - 1
-    q = np.clip(np.round(np.asarray(f.xy, np.float64).reshape(n, 2) * 2.0 ** e), 0, top)
-    v = q[:, 0].astype(np.uint32) | (q[:, 1].astype(np.uint32) << _XY_BITS)
-    packed = np.stack([v & 0xFF, (v >> 8) & 0xFF, v >> 16], axis=1).astype(np.uint8)
-    head = _VERIFY_MAGIC + np.array([n, w, h], "<u2").tobytes() + \
-        np.array([e], np.int8).tobytes() + bytes([desc_bytes])
-    desc = np.ascontiguousarray(np.asarray(f.desc, np.uint8).reshape(n, 32)[:, :desc_bytes])
-    return head + packed.tobytes() + desc.tobytes()
-
-
-def decode_verify(buf: memoryview | bytes) -> LocalFeatures:
-    """Inverse of :func:`encode_verify`: positions (n, 2) float32 in px (to 2^-e px),
-    descriptors (n, 32) uint8 with the bytes the record did not keep set to 0, and
-    ``extra["desc_bytes"]`` the bytes it kept (the verification compares those only:
-    :func:`hashwatch.robust.verify.candidate_pairs`). Raises ValueError on a buffer that is
-    not a whole format-2 record."""
-    b = bytes(buf[:_HEAD])
-    if b[:4] == _VERIFY_MAGIC_1:
-        return _decode_verify_1(buf)
-    if len(b) < _HEAD or b[:4] != _VERIFY_MAGIC:
-        raise ValueError("not a keypoint verification record")
-    n, w, h = (int(v) for v in np.frombuffer(b, "<u2", 3, 4))
-    e = int(np.frombuffer(b, np.int8, 1, 10)[0])
-    nb = b[11]
-    if not 1 <= nb <= 32 or len(buf) < verify_record_bytes(n, nb):
-        raise ValueError("truncated or corrupt keypoint verification record")
-    p = np.frombuffer(buf, np.uint8, 3 * n, _HEAD).reshape(n, 3).astype(np.uint32)
-    v = p[:, 0] | (p[:, 1] << 8) | (p[:, 2] << 16)
-    top = (1 << _XY_BITS) - 1
-    xy = np.stack([v & top, v >> _XY_BITS], axis=1).astype(np.float32) / np.float32(2.0 ** e)
-    desc = np.zeros((n, 32), np.uint8)
-    desc[:, :nb] = np.frombuffer(buf, np.uint8, nb * n, _HEAD + 3 * n).reshape(n, nb)
-    return LocalFeatures(xy, desc, (w, h), {"desc_bytes": nb} if nb < 32 else {})
-
-
-def _decode_verify_1(buf: memoryview | bytes) -> LocalFeatures:
-    """A format-1 record: magic, n, w, h (uint16), positions (uint16 pairs in 1/8 px),
-    32-byte descriptors; 10 + 36 n bytes."""
-    b = bytes(buf[:10])
-    if len(b) < 10:
-        raise ValueError("truncated keypoint verification record")
-    n, w, h = (int(v) for v in np.frombuffer(b, "<u2", 3, 4))
-    if len(buf) < 10 + 36 * n:
-        raise ValueError("truncated or corrupt keypoint verification record")
-    xy = np.frombuffer(buf, "<u2", 2 * n, 10).reshape(n, 2).astype(np.float32) / 8
-    desc = np.frombuffer(buf, np.uint8, 32 * n, 10 + 4 * n).reshape(n, 32).copy()
-    return LocalFeatures(xy, desc, (w, h))
-
-
-# -- segments -------------------------------------------------------------------------------
-
-
-@dataclass(eq=False)
-class _Segment:
-    """Postings of a range of slots in CSR layout: list of word w is rows offsets[w]:offsets[w+1]
-    of ``sigs`` and ``ids``."""
-
-    offsets: np.ndarray  # uint64 (n_words + 1,)
-    sigs: np.ndarray  # uint16 (n,)
-    ids: np.ndarray  # uint32 (n,)
-    slot_lo: int
-    slot_hi: int
-    name: str | None = None  # file stem once saved
-
-    @property
-    def n(self) -> int:
-        return int(self.sigs.shape[0])
-
-    def df(self) -> np.ndarray:
-        return np.diff(self.offsets).astype(np.int64)
-
-    @classmethod
-    def build(cls, n_words: int, words: np.ndarray, sigs: np.ndarray, ids: np.ndarray,
-              slot_lo: int, slot_hi: int) -> _Segment:
-        order = np.argsort(words, kind="stable")
-        counts = np.bincount(words, minlength=n_words)
-        off = np.zeros(n_words + 1, np.uint64)
-        np.cumsum(counts, out=off[1:])
-        return cls(off, np.ascontiguousarray(sigs[order], np.uint16),
-                   np.ascontiguousarray(ids[order], np.uint32), slot_lo, slot_hi)
-
-    @classmethod
-    def merge(cls, segs: Sequence[_Segment]) -> _Segment:
-        """One segment holding the postings of ``segs`` (in slot order within each list)."""
-        n_words = len(segs[0].offsets) - 1
-        words = np.concatenate([np.repeat(np.arange(n_words), s.df()) for s in segs])
-        sigs = np.concatenate([s.sigs for s in segs])
-        ids = np.concatenate([s.ids for s in segs])
-        return cls.build(n_words, words, sigs, ids, min(s.slot_lo for s in segs),
-                         max(s.slot_hi for s in segs))
-
-
-class _Grow:
-    """An append-only numpy array with spare capacity (amortised O(1) appends)."""
-
-    def __init__(self, dtype: type, data: np.ndarray | None = None) -> None:
-        self._a = np.zeros(1024, dtype) if data is None else np.array(data, dtype)
-        self.n = 0 if data is None else len(data)
-
-    def append(self, values: np.ndarray) -> None:
-        need = self.n + len(values)
-        if need > len(self._a):
-            a = np.zeros(max(need, 2 * len(self._a)), self._a.dtype)
-            a[: self.n] = self._a[: self.n]
-            self._a = a
-        self._a[self.n:need] = values
-        self.n = need
-
-    @property
-    def view(self) -> np.ndarray:
-        return self._a[: self.n]
-
-
-def _write_array(path: Path, a: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, a, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:  # a full disk: leave no partial file behind
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 class KeypointIndex:
     """Keypoint sets of known images: nomination in memory, verification data on disk.
 
@@ -370,7 +208,8 @@ class KeypointIndex:
 
     def stats(self) -> dict[str, int]:
         """Postings, slots and bytes of the in-memory (nomination) and on-disk (verification)
-        parts: ``verify_bytes`` the records (:func:`verify_record_bytes` each),
+        parts: ``verify_bytes`` the records
+        (:func:`hashwatch.robust.kprecord.verify_record_bytes` each),
         ``verify_offset_bytes`` their uint64 offsets, ``disk_bytes`` what the saved folder
         holds for them and the postings (issue 10's "bytes per known image on disk" is
         ``disk_bytes`` / ``slots``; the vocabulary and the word offsets are a fixed cost)."""

@@ -113,7 +113,7 @@ def knn_pairs(d: np.ndarray, j: np.ndarray, rows: np.ndarray, radius: int, nq: i
 
 def prefix_desc(desc: np.ndarray, nbytes: int) -> np.ndarray:
     """(n, 32) uint8 descriptors with every byte from ``nbytes`` on set to 0: the ORB tests a
-    verification record keeps (:func:`hashwatch.robust.keypoint_index.encode_verify`), so a
+    verification record keeps (:func:`hashwatch.robust.kprecord.encode_verify`), so a
     full query descriptor and a shortened stored one are compared on the same tests.
     ``desc`` itself when ``nbytes`` >= 32."""
     if nbytes >= 32:
