@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from hashwatch import clikit
+from hashwatch import clikit as h  # module-qualified: `out` is also an option name here
 from hashwatch.clikit import DbOpt
 from hashwatch.clilists import category_option
 from hashwatch.cliviews import HashViewsOpt, parse_hash_views
@@ -25,10 +25,6 @@ MinVotes = Annotated[int, typer.Option("--min-votes", min=1,
                                        help="Agreeing analysts needed for a trusted grade.")]
 MaxDissent = Annotated[int, typer.Option("--max-dissent", min=0,
                                          help="Dissenting analysts tolerated.")]
-
-
-def _h() -> Any:
-    return clikit
 
 
 def triage(
@@ -73,7 +69,6 @@ def triage(
     from hashwatch.store import StoreError
     from hashwatch.triage.run import CaseError, TriageOptions, run_triage
 
-    h = _h()
     for s in sources:
         if not s.exists():
             h.err.print(styled("warning:", "yellow", f"{s} does not exist (reported as "
@@ -146,7 +141,6 @@ def grade(
     from hashwatch.triage.grading import GradeError, add_vote, decide, list_votes, resolve_target
     from hashwatch.triage.run import CaseError, check_store_case, open_workdb
 
-    h = _h()
     cat = category_option(category)
     with h.open_store(db, must_exist=True) as store:
         try:
@@ -182,7 +176,6 @@ def grades(
     from hashwatch.triage.report.summary import cluster_facts
     from hashwatch.triage.run import CaseError, check_store_case, open_workdb
 
-    h = _h()
     rule = GradeRule(min_votes, max_dissent)
     with h.open_store(db, must_exist=True) as store:
         try:
@@ -255,7 +248,6 @@ def promote(
     from hashwatch.triage.promote import promote as do_promote
     from hashwatch.triage.run import CaseError
 
-    h = _h()
     actor = os.environ.get("USER") or "cli"
     rule = GradeRule(min_votes, max_dissent)
     h.err.print(f"only trusted grades are promoted: {rule.describe()}")
