@@ -374,9 +374,8 @@ def _with_verification(rows: list[dict], record: Path) -> tuple[list[dict], int]
         same = got is not None and len(got) == len(v) and all(
             c == x["rec_cands"] for (c, _), x in zip(got, v, strict=True))
         differ += not same
-        out.extend({**x, "rec_verify": t if same else None}
-                   for x, (_, t) in zip(v, got if same else [([], None)] * len(v),
-                                        strict=True))
+        ts = [t for _, t in got] if same else [None] * len(v)
+        out.extend({**x, "rec_verify": t} for x, t in zip(v, ts, strict=True))
     return out, differ
 
 
