@@ -51,9 +51,14 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 
 def query_side_options(p: argparse.ArgumentParser) -> None:
-    """--m / --probe / --ht / --max-df-share: the keypoint index's query-side parameters
-    (``keypoint_index.QUERY_SIDE``) for one run, instead of today's defaults."""
+    """--m / --m-few / --few / --probe / --ht / --max-df-share: the keypoint index's
+    query-side parameters (``keypoint_index.QUERY_SIDE``) for one run, instead of today's
+    defaults."""
     p.add_argument("--m", type=int, default=None, help="words per query descriptor")
+    p.add_argument("--m-few", type=int, default=None,
+                   help="words per descriptor in a search of at most --few descriptors")
+    p.add_argument("--few", type=int, default=None,
+                   help="a search of at most this many descriptors takes --m-few words")
     p.add_argument("--probe", type=int, default=None, help="coarse cells probed")
     p.add_argument("--ht", type=int, default=None, help="signature radius (bits)")
     p.add_argument("--max-df-share", type=float, default=None,
@@ -65,7 +70,8 @@ def apply_query_side(ix, a: argparse.Namespace) -> None:
     not depend on them)."""
     import dataclasses
 
-    over = {k: v for k, v in (("m", a.m), ("coarse_probe", a.probe), ("ht", a.ht),
+    over = {k: v for k, v in (("m", a.m), ("m_few", a.m_few), ("few", a.few),
+                              ("coarse_probe", a.probe), ("ht", a.ht),
                               ("max_df_share", a.max_df_share)) if v is not None}
     ix.params = dataclasses.replace(ix.params, **over)
 

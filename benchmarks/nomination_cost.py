@@ -216,7 +216,8 @@ def cmd_profile(a: argparse.Namespace) -> int:
             for c in r["calls"]:
                 d = c["desc"]
                 t0 = clock()
-                words, _ = ix.vocab.assign(d, p.m, coarse_probe=p.coarse_probe)
+                words, _ = ix.vocab.assign(d, ix.words_per_descriptor(len(d)),
+                                           coarse_probe=p.coarse_probe)
                 t1 = clock()
                 sigs = np.ascontiguousarray(
                     ix.vocab.signatures(d) if ix.vocab.sig_scheme == "global"
@@ -428,7 +429,8 @@ def cmd_report(a: argparse.Namespace) -> int:
                                         for x in v)
         p = d["params"]
         ns = 1e6 * sum(tot("scan")) / max(1.0, sc.sum())
-        print(f"| {d['slots']:,} | {p['m']} / {p['coarse_probe']} / {p['ht']} / "
+        m = f"{p['m_few']} (<= {p['few']}), {p['m']}" if "few" in p else f"{p['m']}"
+        print(f"| {d['slots']:,} | {m} / {p['coarse_probe']} / {p['ht']} / "
               f"{p['max_df_share']} | {len(rows) / max(1, len(per_q)):.2f} | "
               f"{_pc(nom, 50):.2f} / {_pc(nom, 99):.1f} | {_pc(tot('assign'), 50):.2f} | "
               f"{_pc(tot('scan'), 50):.2f} / {_pc(tot('scan'), 99):.1f} | "

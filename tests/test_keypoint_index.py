@@ -429,8 +429,8 @@ def test_a_saved_index_is_searched_with_todays_query_side_parameters(tmp_path) -
 
     from hashwatch.robust.keypoint_index import QUERY_SIDE
 
-    old = KeypointParams(n_index=40, n_verify=80, m=1, coarse_probe=1, ht=1, ht_fill=2,
-                         max_df_share=0.5)
+    old = KeypointParams(n_index=40, n_verify=80, m=1, m_few=2, few=10, coarse_probe=1, ht=1,
+                         ht_fill=2, max_df_share=0.5)
     now = KeypointParams()
     assert all(getattr(old, k) != getattr(now, k) for k in QUERY_SIDE)
     rng = np.random.default_rng(2)
@@ -485,6 +485,34 @@ def test_free_places_are_filled_from_the_looser_radius() -> None:
     ix.params = dc_replace(strict, ht=4)
     assert len(filled) == min(top, len({c.image_id for c in alone}
                                          | {c.image_id for c in ix.search(q, 50)}))
+
+
+def test_a_list_of_a_few_images_is_wholly_in_the_fill() -> None:
+    """Among at most FILL_POOL x top known sets, an image the query votes for at no radius
+    (every signature bit it uses moved) is still nominated, by its descriptor pairs; among
+    more sets it is not (the vote decides there)."""
+    from dataclasses import replace as dc_replace
+
+    from hashwatch.robust.keypoint_index import FILL_POOL
+
+    rng = np.random.default_rng(5)
+    voc = random_vocab(16, 32, 5)  # global bits: every 16th of the 256
+    params = KeypointParams(n_index=48, n_verify=96, ht=0, ht_fill=1, max_df_share=1.0)
+    top = 2
+    sets = [random_set(rng) for _ in range(FILL_POOL * top + 1)]
+    q = _sig_flipped(subset(sets[1], 80), (0, 16, 32, 48))  # 4 bits: beyond ht_fill
+    small = KeypointIndex(voc, params)
+    for i, f in enumerate(sets[: FILL_POOL * top]):
+        small.add(i, f)
+    got = [c.image_id for c in small.search(q, top)]
+    assert got[0] == 1 and len(got) == top
+    # the same sets and one more: the pool is the voted images only, and none is voted
+    big = KeypointIndex(voc, params)
+    for i, f in enumerate(sets):
+        big.add(i, f)
+    assert 1 not in [c.image_id for c in big.search(q, top)]
+    big.params = dc_replace(params, ht=4)  # the bits' move within the radius: voted again
+    assert big.search(q, top)[0].image_id == 1
 
 
 @settings(max_examples=30, deadline=None)

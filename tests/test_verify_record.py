@@ -170,6 +170,7 @@ def test_an_index_of_the_global_signature_bits_is_rebuilt_with_the_per_word_ones
         old = Vocabulary(v.coarse, v.fine, v.sig_bits[0])
         old.save(kp_dir / "vocab.npz")
         del man["signature_scheme"]
+        man.pop("vocab_file", None)  # an earlier version kept a copy, named no shipped file
         (kp_dir / "manifest.json").write_text(json.dumps({**man, "vocab": old.digest()}))
         assert KeypointIndex.load(kp_dir).vocab.sig_scheme == "global"
         with caplog.at_level(logging.WARNING, logger="hashwatch.keypoint_feed"):
@@ -180,3 +181,31 @@ def test_an_index_of_the_global_signature_bits_is_rebuilt_with_the_per_word_ones
         man = json.loads((kp_dir / "manifest.json").read_text())
         assert man["signature_scheme"] == "word"
         assert KeypointIndex.load(kp_dir).vocab.digest() == default_vocabulary().digest()
+
+
+def test_an_index_built_with_vocabulary_v2_is_kept_and_searched_with_it(tmp_path) -> None:
+    """The default vocabulary (2^20 words since v20) builds new indexes; an index saved with
+    the previous default (v2, 2^18 words, per-word bits: the same signature scheme) is loaded
+    with its own vocabulary, caught up and searched with it, not rebuilt."""
+    import shutil
+
+    from hashwatch.keypoint_feed import KeypointFeed
+    from hashwatch.matcher import Matcher
+    from hashwatch.robust.vocab import shipped_vocabulary
+    from hashwatch.store import Store
+    from test_feed_keypoints import _held
+
+    v2 = shipped_vocabulary("orb-vocab-v2.npz")
+    assert (v2.k1, v2.k2) == (512, 512) and v2.sig_scheme == "word"
+    with Store.open(tmp_path / "l.db") as s:
+        m, held, kp_dir = _two_known_images(s)
+        assert m.keypoints.vocab.n_words == 1 << 20
+        assert m.keypoints.vocab.digest() == default_vocabulary().digest()
+        # the same images in an index of vocabulary v2, as an earlier version saved it
+        shutil.rmtree(kp_dir)
+        f = KeypointFeed.open(s, kp_dir, mmap=False, vocab=lambda: v2)
+        assert f.save(kp_dir, s.feed_id())
+        m2 = Matcher(s)
+        assert _held(m2) == held
+        assert m2.keypoints.vocab.digest() == v2.digest()
+        assert KeypointIndex.load(kp_dir).vocab.digest() == v2.digest()

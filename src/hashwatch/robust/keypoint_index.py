@@ -55,7 +55,7 @@ from hashwatch.robust.kpsegment import (
     _write_array,
 )
 from hashwatch.robust.local import LocalFeatures
-from hashwatch.robust.vocab import Vocabulary
+from hashwatch.robust.vocab import Vocabulary, shipped_vocabulary
 
 
 @dataclass(frozen=True)
@@ -73,15 +73,23 @@ class KeypointParams:
     whose lists exceed ``max_df_share`` of all slots (and 100) carry no vote (stop words;
     0.2% scans ~30% fewer postings than 2% at 10^6 sets and keeps the single edits' recall
     but costs the combined edits ~1 point, BENCHMARKS "Nomination cost at 10^6");
-    ``seal_slots``: the fresh segment is sealed at this many slots.
+    ``seal_slots``: the fresh segment is sealed at this many slots; a search of at most
+    ``few`` descriptors (the plain pass of one picture) takes ``m_few`` words per descriptor
+    instead of ``m``: with 2^20 words a 4th word brings back true pairs the finer words split
+    (stretched, keystoned copies), and such a search is cheap, while the searches of many
+    descriptors (regions, small-picture passes), most of the p99 at 2*10^7, keep ``m``
+    (BENCHMARKS.md, "A 4th word for the few-descriptor searches").
 
-    ``m``, ``coarse_probe``, ``ht``, ``ht_fill`` and ``max_df_share`` act at query time only
-    (:data:`QUERY_SIDE`): a saved index is searched with the current defaults of those."""
+    ``m``, ``m_few``, ``few``, ``coarse_probe``, ``ht``, ``ht_fill`` and ``max_df_share`` act
+    at query time only (:data:`QUERY_SIDE`): a saved index is searched with the current
+    defaults of those."""
 
     n_index: int = 64
     n_verify: int = 128
     desc_bytes: int = 24  # 128 x (3 + 24) + 12 = 3,468 B a record (BENCHMARKS, issue 10)
     m: int = 3
+    m_few: int = 4
+    few: int = 400  # the plain (or mirrored) pass of a picture without regions
     coarse_probe: int = 2
     ht: int = 3
     ht_fill: int = 6
@@ -95,7 +103,7 @@ class KeypointParams:
 FILL_POOL = 2
 
 #: The :class:`KeypointParams` fields that do not shape the saved postings (query side).
-QUERY_SIDE = ("m", "coarse_probe", "ht", "ht_fill", "max_df_share")
+QUERY_SIDE = ("m", "m_few", "few", "coarse_probe", "ht", "ht_fill", "max_df_share")
 
 
 @dataclass(frozen=True)
@@ -336,12 +344,19 @@ class KeypointIndex:
         signatures (nq,) under the vocabulary's ``"global"`` scheme, (nq, m) (one per assigned
         word) under ``"word"``; idf weights, 0 for stop words and missing words."""
         p = self.params
-        words, _ = self.vocab.assign(q.desc, p.m, coarse_probe=p.coarse_probe)
+        words, _ = self.vocab.assign(q.desc, self.words_per_descriptor(len(q.desc)),
+                                     coarse_probe=p.coarse_probe)
         if self.vocab.sig_scheme == "global":
             sigs = self.vocab.signatures(q.desc)
         else:
             sigs = self.vocab.signatures(q.desc, words)
         return words, sigs, self.word_weights(words)
+
+    def words_per_descriptor(self, n: int) -> int:
+        """Words each descriptor of a search of ``n`` descriptors is assigned to: ``m_few``
+        for at most ``few`` descriptors, else ``m`` (:class:`KeypointParams`)."""
+        p = self.params
+        return p.m_few if n <= p.few else p.m
 
     def word_weights(self, words: np.ndarray) -> np.ndarray:
         """Vote weight (float32, the shape of ``words``) of assigned words: the inverse
@@ -366,8 +381,10 @@ class KeypointIndex:
         first step of verification; at most ``FILL_POOL * top`` records read): among a few known
         images the own image of a stretched copy often has no posting within ``ht`` and one
         or two chance-like votes within ``ht_fill`` (BENCHMARKS.md, issue 11, "Filling the
-        nominees of a small list"). At most ``top`` images either way, so the verified pairs
-        per query (:func:`hashwatch.robust.verify.nominee_ceiling`) are unchanged."""
+        nominees of a small list"); an index of at most ``FILL_POOL * top`` live sets puts
+        all its images in that pool, voted or not. At most ``top`` images either way, so the
+        verified pairs per query (:func:`hashwatch.robust.verify.nominee_ceiling`) are
+        unchanged."""
         from hashwatch.robust import kpcore
 
         if len(q.desc) == 0 or not self._n_live:
@@ -390,10 +407,27 @@ class KeypointIndex:
             more = [c for c in self._best_images(segs, len(q.desc), qw, qs, qwt, m,
                                                  self.params.ht_fill, FILL_POOL * top)
                     if c.image_id not in seen]
+            if self._n_live <= FILL_POOL * top:
+                # a list this small is wholly in the pool, voted or not: with 2^20 words
+                # most of its lists are empty, and a query may vote for none of a few
+                # images it holds (a mirrored cell of a grid among 4 known images)
+                more += self._unvoted(seen | {c.image_id for c in more})
             n_pairs = [len(candidate_pairs(q, self.features(c.slot))) for c in more]
             order = sorted(range(len(more)), key=lambda i: -n_pairs[i])  # stable: vote order
             out += [more[i] for i in order[: top - len(out)]]
             scratch.last = {**stats, "filled": len(more)}
+        return out
+
+    def _unvoted(self, voted: set[int]) -> list[Candidate]:
+        """The live images not in ``voted``, first live slot each, vote 0 (slot order)."""
+        out: list[Candidate] = []
+        taken = set(voted)
+        dead, imgs = self._dead.view, self._slots.view
+        for s in np.flatnonzero(~dead[: self._n_slots]).tolist():
+            im = int(imgs[s])
+            if im not in taken:
+                taken.add(im)
+                out.append(Candidate(im, s, 0.0))
         return out
 
     def _best_images(self, segs: list[_Segment], nq: int, qw: np.ndarray, qs: np.ndarray,
@@ -446,8 +480,10 @@ class KeypointIndex:
              replace: bool = False) -> bool:
         """Write the index into ``folder`` (created 0700; files 0600): sealed segments as
         ``seg-*.npy`` triples, the verification store ``verify.bin`` (+ ``verify.off.npy``),
-        slots, tombstones, the vocabulary and ``manifest.json`` last (an index is read only
-        through a complete manifest, which also holds ``meta``, given back as ``.meta``).
+        slots, tombstones, the vocabulary (``vocab.npz``; a shipped one only named in the
+        manifest, :data:`hashwatch.robust.vocab.SHIPPED`) and ``manifest.json`` last (an
+        index is read only through a complete manifest, which also holds ``meta``, given
+        back as ``.meta``).
 
         Several processes may hold the same saved index: a save takes an exclusive lock on
         the folder and is refused (returns False, nothing written) when another process saved
@@ -507,17 +543,22 @@ class KeypointIndex:
         _write_array(folder / "slots.npy", self._slots.view)
         _write_array(folder / "dead.npy", self._dead.view)
         _write_array(folder / "df.npy", self._df)
-        if self._path != folder or not (folder / "vocab.npz").exists():
+        shipped = self.vocab.shipped
+        if shipped is None and (self._path != folder or not (folder / "vocab.npz").exists()):
             # a rebuild over another index (e.g. of the global signature bits) writes its own
             vtmp = folder / "vocab.npz.tmp"
             self.vocab.save(vtmp)
             os.chmod(vtmp, 0o600)
             os.replace(vtmp, folder / "vocab.npz")
         man = {"format": FORMAT, "generation": self._gen, "vocab": self.vocab.digest(),
+               # a shipped vocabulary is named, not copied (robust/data: 50 MB for v20)
+               **({"vocab_file": shipped} if shipped else {}),
                "signature_scheme": self.vocab.sig_scheme,
-               # ht_fill is query side (replaced by today's default on load) and newer than
-               # the format: left out, so the manifest stays what earlier releases read
-               "params": {k: v for k, v in asdict(self.params).items() if k != "ht_fill"},
+               # ht_fill, m_few and few are query side (replaced by today's defaults on load)
+               # and newer than the format: left out, so the manifest stays what earlier
+               # releases read
+               "params": {k: v for k, v in asdict(self.params).items()
+                          if k not in ("ht_fill", "m_few", "few")},
                "segments": names, "slots": self._n_slots, "verify_bytes": int(voff[-1]),
                "meta": self.meta}
         tmp = folder / "manifest.json.tmp"
@@ -525,6 +566,9 @@ class KeypointIndex:
         with os.fdopen(fd, "w") as fh:
             json.dump(man, fh)
         os.replace(tmp, folder / "manifest.json")
+        if shipped:
+            # the copy of an index this one was rebuilt over (the manifest no longer names it)
+            (folder / "vocab.npz").unlink(missing_ok=True)
         for stale in folder.glob("seg-*.npy"):
             if stale.name.split(".")[0] not in names:
                 stale.unlink()
@@ -543,7 +587,8 @@ class KeypointIndex:
         query-side ones (:data:`QUERY_SIDE`) today's defaults, so an index saved under older
         defaults is searched as a new one would be. Raises ValueError when the folder holds no
         complete index or one of a format this version cannot read, or when its vocabulary's
-        signature scheme is not the one its manifest records; ``record_format`` tells an index
+        signature scheme is not the one its manifest records, or when it names a shipped
+        vocabulary this version does not ship; ``record_format`` tells an index
         of format 1 (whose records a caller may want to rebuild, as
         :class:`hashwatch.keypoint_feed.KeypointFeed` does). The index is searched (and grown)
         with the vocabulary saved in it, so its postings' signature scheme
@@ -557,9 +602,12 @@ class KeypointIndex:
         if man.get("format") not in (1, FORMAT):
             raise ValueError(f"keypoint index at {folder} has format {man.get('format')}; "
                              f"this version reads formats 1 and {FORMAT}")
-        vocab = Vocabulary.load(folder / "vocab.npz")
-        if vocab.digest() != man["vocab"]:
-            raise ValueError("keypoint index vocabulary does not match its manifest")
+        if man.get("vocab_file"):
+            vocab = shipped_vocabulary(man["vocab_file"], man["vocab"])
+        else:
+            vocab = Vocabulary.load(folder / "vocab.npz")
+            if vocab.digest() != man["vocab"]:
+                raise ValueError("keypoint index vocabulary does not match its manifest")
         # the postings' signatures were made with the index's own vocabulary, which it keeps
         # (vocab.npz) and searches with: an index of the global scheme stays global
         scheme = man.get("signature_scheme", "global")  # saved before the scheme was recorded

@@ -33,7 +33,8 @@ Nearest-centre search uses faiss ``IndexBinaryFlat`` (exact Hamming k-NN).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -146,11 +147,14 @@ class Vocabulary:
     SIG_BITS descriptor bit positions of the signature (0 = the first bit of byte 0, MSB
     first, as ``np.unpackbits`` numbers them): (SIG_BITS,) for the ``"global"`` scheme,
     (k1 * k2, SIG_BITS) for the ``"word"`` scheme (row w: the bits of word w). Word ids are
-    ``coarse * k2 + fine``. Raises ValueError on another shape of ``sig_bits``."""
+    ``coarse * k2 + fine``. ``shipped``: the file name in ``robust/data`` when this is a
+    vocabulary shipped with hashwatch (:func:`shipped_vocabulary`), else None. Raises
+    ValueError on another shape of ``sig_bits``."""
 
     coarse: np.ndarray
     fine: np.ndarray
     sig_bits: np.ndarray
+    shipped: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         self.coarse = np.ascontiguousarray(self.coarse, np.uint8)
@@ -181,10 +185,15 @@ class Vocabulary:
 
     def digest(self) -> str:
         """SHA-256 of the centres and signature bits: an index built with one vocabulary is
-        only searched with the same one."""
+        only searched with the same one. A shipped vocabulary's is computed once (0.15 s for
+        2^20 words; shipped vocabularies are never changed in place)."""
+        if self.shipped is not None and self.shipped in _DIGESTS:
+            return _DIGESTS[self.shipped]
         h = hashlib.sha256()
         for a in (self.coarse, self.fine, self.sig_bits.astype(np.int16)):
             h.update(np.ascontiguousarray(a).tobytes())
+        if self.shipped is not None:
+            _DIGESTS[self.shipped] = h.hexdigest()
         return h.hexdigest()
 
     # -- assignment ------------------------------------------------------------------------
@@ -364,18 +373,51 @@ def train(desc: np.ndarray, k1: int, k2: int, *, iters: int = 8, seed: int = 0,
     return voc
 
 
-#: v2: v1's centres with per-word signature bits (``scale_study.py sigbits``); v1 (global bits)
-#: lives on in the indexes built with it, which keep their own copy (``vocab.npz``).
-DEFAULT_VOCAB = Path(__file__).with_name("data") / "orb-vocab-v2.npz"
-_DEFAULT: Vocabulary | None = None
+#: The vocabularies shipped with hashwatch (``robust/data``). An index built with one names it
+#: in its manifest instead of keeping a copy (50 MB for v20), and is searched with it.
+#: v1 (global signature bits) lives on in the indexes built with it, which keep their copy
+#: (``vocab.npz``).
+DATA = Path(__file__).with_name("data")
+SHIPPED = ("orb-vocab-v2.npz", "orb-vocab-20.npz")
+#: Short names of the shipped vocabularies (``HASHWATCH_KEYPOINT_VOCAB``).
+SHORT = {"v2": "orb-vocab-v2.npz", "v20": "orb-vocab-20.npz"}
+
+#: v20: 1024 x 1024 words (v2: 512 x 512 of v1's centres with per-word signature bits),
+#: trained by ``scale_study.py vocab`` on the ORB descriptors of 60,000 generated benign
+#: images, per-word signature bits chosen by ``vocab.train``: every list ~4x shorter than v2's
+#: at the same number of known images (BENCHMARKS.md, "A 2^20-word vocabulary, measured at
+#: 10^6 and 2*10^7" and "A 4th word for the few-descriptor searches").
+DEFAULT_VOCAB = DATA / "orb-vocab-20.npz"
+_LOADED: dict[str, Vocabulary] = {}
+_DIGESTS: dict[str, str] = {}
+
+
+def shipped_vocabulary(name: str, digest: str | None = None) -> Vocabulary:
+    """The shipped vocabulary ``name`` (one of :data:`SHIPPED`), loaded once per process.
+    Raises ValueError when hashwatch ships no such vocabulary, or when ``digest`` is given
+    and is not its :meth:`Vocabulary.digest` (an index built with another file of that name)."""
+    if name not in SHIPPED:
+        raise ValueError(f"vocabulary {name!r} is not shipped with this version of hashwatch "
+                         f"(it ships {', '.join(SHIPPED)}; short names {', '.join(SHORT)})")
+    if name not in _LOADED:
+        v = Vocabulary.load(DATA / name)
+        v.shipped = name
+        _LOADED[name] = v
+    v = _LOADED[name]
+    if digest is not None and v.digest() != digest:
+        raise ValueError(f"the shipped vocabulary {name} is not the one the index was built "
+                         "with (digests differ)")
+    return v
 
 
 def default_vocabulary() -> Vocabulary:
-    """The vocabulary shipped with hashwatch (``robust/data/orb-vocab-v2.npz``: centres trained
-    on ORB descriptors of generated benign images by ``benchmarks/scale_study.py vocab``,
-    per-word signature bits by ``scale_study.py sigbits``; see BENCHMARKS.md). Loaded once
-    per process."""
-    global _DEFAULT
-    if _DEFAULT is None:
-        _DEFAULT = Vocabulary.load(DEFAULT_VOCAB)
-    return _DEFAULT
+    """The vocabulary new indexes are built with: ``robust/data/orb-vocab-20.npz`` (v20, 2^20
+    words, centres and per-word signature bits trained on the ORB descriptors of generated
+    benign images by ``benchmarks/scale_study.py vocab``; see BENCHMARKS.md), or the shipped
+    one the environment variable ``HASHWATCH_KEYPOINT_VOCAB`` names (``v2`` / ``v20`` or a
+    file name of :data:`SHIPPED`): v2 (2^18 words) finds ~0.2 / 0.8 point more of the single /
+    combined edits at 10^6 known images, for ~2x the query time at 2*10^7. A saved index is
+    always searched with its own vocabulary. Loaded once per process. Raises ValueError when
+    the variable names no shipped vocabulary."""
+    name = os.environ.get("HASHWATCH_KEYPOINT_VOCAB", "").strip() or DEFAULT_VOCAB.name
+    return shipped_vocabulary(SHORT.get(name, name))
