@@ -105,3 +105,12 @@ def test_the_environment_chooses_the_shipped_vocabulary_of_new_indexes(monkeypat
         default_vocabulary()
     monkeypatch.delenv("HASHWATCH_KEYPOINT_VOCAB")
     assert default_vocabulary().shipped == DEFAULT_VOCAB.name
+
+
+def test_the_recorded_digests_are_those_of_the_shipped_files() -> None:
+    from hashwatch.robust.vocab import DATA
+
+    assert sorted(p.name for p in DATA.glob("*.npz")) == sorted(SHIPPED)
+    for name, digest in SHIPPED.items():
+        assert Vocabulary.load(DATA / name).digest() == digest, name  # hashed from the file
+        assert shipped_vocabulary(name).digest() == digest
