@@ -101,7 +101,7 @@ def test_the_environment_chooses_the_shipped_vocabulary_of_new_indexes(monkeypat
     monkeypatch.setenv("HASHWATCH_KEYPOINT_VOCAB", "orb-vocab-20.npz")
     assert default_vocabulary().n_words == 1 << 20
     monkeypatch.setenv("HASHWATCH_KEYPOINT_VOCAB", "v7")
-    with pytest.raises(ValueError, match="not shipped.*short names v2, v20"):
+    with pytest.raises(ValueError, match="'v7': not a vocabulary shipped.*short names v2, v20"):
         default_vocabulary()
     monkeypatch.delenv("HASHWATCH_KEYPOINT_VOCAB")
     assert default_vocabulary().shipped == DEFAULT_VOCAB.name
@@ -114,3 +114,18 @@ def test_the_recorded_digests_are_those_of_the_shipped_files() -> None:
     for name, digest in SHIPPED.items():
         assert Vocabulary.load(DATA / name).digest() == digest, name  # hashed from the file
         assert shipped_vocabulary(name).digest() == digest
+
+
+def test_the_command_refuses_an_unknown_vocabulary_before_any_work(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from hashwatch.cli import app
+
+    db = tmp_path / "l.db"
+    res = CliRunner().invoke(app, ["lists", "create", "k", "--db", str(db)],
+                             env={"HASHWATCH_KEYPOINT_VOCAB": "v7"})
+    assert res.exit_code == 2 and "HASHWATCH_KEYPOINT_VOCAB='v7'" in res.output
+    assert "Traceback" not in res.output and not db.exists()
+    res = CliRunner().invoke(app, ["lists", "create", "k", "--db", str(db)],
+                             env={"HASHWATCH_KEYPOINT_VOCAB": "v2"})
+    assert res.exit_code == 0, res.output

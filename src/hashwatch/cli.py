@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -53,6 +54,13 @@ def _root(
     ] = False,
 ) -> None:
     """hashwatch: recognise known images wherever they turn up again."""
+    if os.environ.get("HASHWATCH_KEYPOINT_VOCAB"):
+        from hashwatch.robust.vocab import chosen_vocabulary
+
+        try:  # checked before any work, not when the keypoint tier first loads
+            chosen_vocabulary()
+        except ValueError as exc:
+            raise fail(str(exc)) from None
 
 
 HASH_FIELDS = [

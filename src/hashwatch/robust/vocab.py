@@ -421,5 +421,18 @@ def default_vocabulary() -> Vocabulary:
     combined edits at 10^6 known images, for ~2x the query time at 2*10^7. A saved index is
     always searched with its own vocabulary. Loaded once per process. Raises ValueError when
     the variable names no shipped vocabulary."""
+    return shipped_vocabulary(chosen_vocabulary())
+
+
+def chosen_vocabulary() -> str:
+    """The file name (in :data:`SHIPPED`) of the vocabulary new indexes are built with:
+    ``HASHWATCH_KEYPOINT_VOCAB`` when set (a short name or a file name), else
+    :data:`DEFAULT_VOCAB`'s. Nothing is loaded. Raises ValueError when the variable names no
+    shipped vocabulary."""
     name = os.environ.get("HASHWATCH_KEYPOINT_VOCAB", "").strip() or DEFAULT_VOCAB.name
-    return shipped_vocabulary(SHORT.get(name, name))
+    name = SHORT.get(name, name)
+    if name not in SHIPPED:
+        raise ValueError(f"HASHWATCH_KEYPOINT_VOCAB={name!r}: not a vocabulary shipped with "
+                         f"this version of hashwatch (short names {', '.join(SHORT)}; files "
+                         f"{', '.join(SHIPPED)})")
+    return name
