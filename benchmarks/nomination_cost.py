@@ -22,7 +22,7 @@ same or another size), timing each part on the thread's CPU clock, and counts:
     .venv/bin/python benchmarks/nomination_cost.py record --index IDX1M --queries Q \\
         --set SET --out REC [--edits ...] [--distractors 300]
     .venv/bin/python benchmarks/nomination_cost.py profile --index IDX1M --record REC \\
-        --out P.json [--m 2] [--probe 1] [--ht 2] [--max-df-share 0.002]
+        --out P.json [--m 2] [--probe 1] [--ht 2] [--max-df-share 0.002] [--segments 9]
     .venv/bin/python benchmarks/nomination_cost.py report P.json [P2.json ...] [--verify REC2]
 
 ``compare REC REC2`` checks that two records of the same queries (before and after a change of
@@ -203,7 +203,7 @@ def cmd_profile(a: argparse.Namespace) -> int:
     ix = KeypointIndex.load(a.index, mmap=True)
     apply_query_side(ix, a)
     p = ix.params
-    segs = ix._segments_now()
+    segs = _split(ix._segments_now(), a.segments) if a.segments > 0 else ix._segments_now()
     df_all = np.sort(ix._df)[::-1]
     thr1, thr5 = int(df_all[len(df_all) // 100]), int(df_all[len(df_all) // 20])
     n = max(1, ix.n_slots)
@@ -265,11 +265,34 @@ def cmd_profile(a: argparse.Namespace) -> int:
                     "cands": out, "rec_cands": c["cands"], "rec_ok": c["ok"],
                     "rec_verify": c.get("t_verify")})
     res = {"index": str(a.index), "slots": n, "params": dataclasses.asdict(p),
+           "segments": len(segs),
            "long1_df": thr1, "long5_df": thr5, "load": os.getloadavg(),
            "cpu_s": time.process_time(), "rows": rows}
     a.out.write_text(json.dumps(res))
     print(f"wrote {a.out}: {len(rows)} searches", file=sys.stderr)
     return 0
+
+
+def _split(segs: list, k: int) -> list:
+    """The postings of ``segs`` as ``k`` segments by slot range: the first holds half the
+    slots, the next a quarter, ..., the last two the same (an index grown by 50,000-slot seals
+    and tiered merges holds 1-9 segments of falling sizes at 2*10^7)."""
+    from hashwatch.robust.kpsegment import _Segment
+
+    whole = _Segment.merge(segs) if len(segs) > 1 else segs[0]
+    n_words = len(whole.offsets) - 1
+    words = np.repeat(np.arange(n_words), whole.df())
+    lo, hi = whole.slot_lo, whole.slot_hi
+    bounds, left = [lo], hi - lo
+    for _ in range(k - 1):
+        left //= 2
+        bounds.append(hi - left)
+    bounds = sorted(set(bounds)) + [hi]
+    out = []
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        m = (whole.ids >= a) & (whole.ids < b)
+        out.append(_Segment.build(n_words, words[m], whole.sigs[m], whole.ids[m], a, b))
+    return out
 
 
 def cmd_tile(a: argparse.Namespace) -> int:
@@ -464,6 +487,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--index", type=Path, required=True)
     p.add_argument("--record", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--segments", type=int, default=0,
+                   help="split the index into this many segments by slot range first (sizes "
+                        "halving, as the tiered merges leave them), to time the per-segment cost")
     query_side_options(p)
     p.set_defaults(fn=cmd_profile)
     t = sub.add_parser("tile", help="a nomination-only index of TIMES x a saved index's sets")

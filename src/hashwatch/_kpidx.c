@@ -45,6 +45,7 @@ typedef struct {
 
 #define SCAN_CHUNK 256 /* postings tested per step (at most SCAN_CHUNK pass in a step) */
 #define BATCH_CAP 512 /* passing postings voted together (vote_batch) */
+#define OFF_AHEAD 8 /* probes ahead whose list offsets are prefetched (scan) */
 
 #if defined(__GNUC__) || defined(__clang__)
 #define POPCNT32(x) ((int)__builtin_popcount((unsigned)(x)))
@@ -209,6 +210,12 @@ static PyObject *py_scan(PyObject *self, PyObject *args) {
 #endif
             int64_t w = qw[i * m + j];
             float wt = qwt[i * m + j];
+            /* the offsets of the list OFF_AHEAD probes on: a segment's offsets are 8 MB
+               with 2^20 words, so each probe's pair is a cache miss; taken one at a time
+               they were most of a small segment's cost (issue 10, "A 4th word") */
+            Py_ssize_t fa = i * m + j + OFF_AHEAD;
+            if (fa < nqm && qw[fa] >= 0 && qw[fa] < n_words)
+                PREFETCH_R(off + qw[fa]);
             if (w < 0 || w >= n_words || !(wt > 0.0f)) continue;  /* NaN: no vote either */
             uint64_t a = off[w], b = off[w + 1];
             if (b > (uint64_t)n_post || a > b) { bad = 1; break; }
