@@ -98,11 +98,12 @@ def _local(pixels: np.ndarray, n: int, side: int, min_side: int, *, levels: int 
         # given order within a level), as the two-call form stores them: the keypoint index
         # takes its prefixes (keypoint_index.subset)
         keep = keep[np.argsort([found[i].octave for i in keep], kind="stable")]
-    kps = [found[i] for i in keep]
-    if joint:
+        kps = [found[i] for i in keep]
         desc = None if desc is None or not kps else desc[keep]
-    elif kps:
-        kps, desc = orb.compute(g, kps)
+    else:
+        kps = [found[i] for i in keep]
+        if kps:
+            kps, desc = orb.compute(g, kps)
     if desc is None or not kps:
         return LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8),
                              (g.shape[1], g.shape[0]), {"view": g}, np.zeros(0, np.uint8),
